@@ -1,0 +1,1 @@
+"""napari plugin of napari-sum-hq (interactive SAM / HQ-SAM / SUM segmentation)."""

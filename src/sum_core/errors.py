@@ -1,0 +1,28 @@
+"""Exception types raised by :mod:`sum_core`.
+
+Every error a user can cause (bad input, bad checkpoint, failed download) is
+raised as a subclass of :class:`SumError` with a message that names the
+argument or file and says what was wrong, before any heavy work is done.
+"""
+
+from __future__ import annotations
+
+
+class SumError(Exception):
+    """Base class of every error raised by ``sum_core`` on purpose."""
+
+
+class InvalidInputError(SumError, ValueError):
+    """An argument (image, prompt, option) is not valid."""
+
+
+class CheckpointError(SumError):
+    """A checkpoint file is missing, truncated, foreign, unsafe or mismatched."""
+
+
+class DownloadError(SumError):
+    """A model file could not be fetched (offline, server error, unknown name)."""
+
+
+class HashMismatchError(DownloadError):
+    """A downloaded or cached file does not have the registered hash."""
