@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs on a fresh Debian/Ubuntu machine, then run the whole suite.
+#   bash scripts/test.sh            # from a checkout; extra arguments go to pytest
+# CPU-only torch: the script installs torch==2.13.0 before the package, so pip never resolves a CUDA
+# build. Set TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) to choose the index torch comes from.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+
+if command -v apt-get >/dev/null 2>&1; then
+  echo "== Debian packages: Xvfb, Mesa, Qt xcb libraries"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    xvfb xauth libgl1-mesa-dri libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3 \
+    libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+    libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 >/dev/null
+fi
+
+echo "== Python packages"
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+  "$PY" -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+fi
+"$PY" -m pip install -q -e ".[napari,testing]"
+# Reference implementations for the equivalence tests. They declare torchvision, which would replace
+# the CPU torch with CUDA wheels, and they import it only at module level (stubbed in the tests).
+"$PY" -m pip install -q --no-deps "segment-anything==1.0" "segment-anything-hq==0.3"
+
+echo "== Test suite"
+exec xvfb-run -a -s "-screen 0 1280x1024x24" "$PY" -m pytest -q "$@"

@@ -1,0 +1,9 @@
+"""Option names shared by the API, the CLI and the napari widgets (no heavy imports)."""
+
+from __future__ import annotations
+
+#: Per-pixel uncertainty maps, see :meth:`sum_core.Predictor.predict`.
+UNCERTAINTY_METHODS: tuple[str, ...] = ("disagreement", "entropy", "ensemble")
+
+#: SUM task prompts by index.
+TASKS: dict[int, str] = {0: "anything", 1: "object", 2: "entity"}
