@@ -1,0 +1,217 @@
+"""SAM's ViT image encoder (windowed + global attention, decomposed relative positions).
+
+Key layout matches ``image_encoder.*`` of the official SAM / HQ-SAM checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InvalidInputError
+from .common import LayerNorm2d, MLPBlock
+from .config import ModelConfig
+
+
+def _relative_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Gather the relative-position embeddings for every (query, key) pair on one axis.
+
+    Parameters
+    ----------
+    q_size, k_size : int
+        Query and key lengths along the axis.
+    rel_pos : torch.Tensor
+        ``L×C`` table; linearly resampled to ``2·max(q_size, k_size) − 1`` rows if needed.
+
+    Returns
+    -------
+    torch.Tensor
+        ``q_size×k_size×C``.
+    """
+    length = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != length:
+        rel_pos = F.interpolate(rel_pos.T.unsqueeze(0), size=length, mode="linear").squeeze(0).T
+    q_scale = max(k_size / q_size, 1.0)
+    k_scale = max(q_size / k_size, 1.0)
+    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * q_scale
+    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * k_scale
+    index = (q_coords - k_coords) + (k_size - 1) * k_scale
+    return rel_pos[index.long()]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a decomposed relative-position bias.
+
+    Parameters
+    ----------
+    dim : int
+        Token width.
+    num_heads : int
+        Number of heads.
+    input_size : int
+        Side of the (square) token grid it attends over; sets the table lengths.
+    """
+
+    def __init__(self, dim: int, num_heads: int, input_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``B×H×W×C`` -> ``B×H×W×C``."""
+        b, h, w, c = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each B×heads×N×head_dim
+        r_q = q.reshape(b, self.num_heads, h, w, -1)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, _relative_table(h, h, self.rel_pos_h))
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, _relative_table(w, w, self.rel_pos_w))
+        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+
+
+def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pad ``B×H×W×C`` to multiples of ``window`` and cut it into ``(B·nW)×window×window×C``."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window, window, wp // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
+
+
+def _window_unpartition(
+    windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`_window_partition`, cropping the padding away."""
+    hp, wp = padded
+    h, w = size
+    c = windows.shape[-1]
+    b = windows.shape[0] // ((hp // window) * (wp // window))
+    x = windows.view(b, hp // window, wp // window, window, window, c)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+    return x[:, :h, :w, :] if (hp, wp) != (h, w) else x
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with windowed (``window_size > 0``) or global attention.
+
+    Parameters
+    ----------
+    dim, num_heads : int
+        Width and heads.
+    mlp_ratio : float
+        MLP hidden width over ``dim``.
+    window_size : int
+        Window side, or 0 for global attention.
+    grid_size : int
+        Side of the full token grid.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, window_size: int, grid_size: int
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, window_size if window_size > 0 else grid_size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            size = (x.shape[1], x.shape[2])
+            x, padded = _window_partition(x, self.window_size)
+            x = _window_unpartition(self.attn(x), self.window_size, padded, size)
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding (``proj`` conv), output ``B×H×W×C``."""
+
+    def __init__(self, patch_size: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class ViTEncoder(nn.Module):
+    """SAM's ViT image encoder.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Uses ``image_size``, ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``,
+        ``global_attn_indexes``, ``window_size``, ``mlp_ratio`` and ``prompt_embed_dim``.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``config.global_attn_indexes`` is empty or names blocks outside ``0..depth-1``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        indexes = tuple(config.global_attn_indexes)
+        if not indexes or min(indexes) < 0 or max(indexes) >= config.depth:
+            raise InvalidInputError(
+                f"global_attn_indexes={indexes!r} must name at least one block in 0..{config.depth - 1}"
+            )
+        grid = config.embedding_size
+        dim = config.embed_dim
+        out = config.prompt_embed_dim
+        self.early_index = min(indexes)
+        self.patch_embed = PatchEmbed(config.patch_size, dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, dim))
+        self.blocks = nn.ModuleList(
+            Block(
+                dim,
+                config.num_heads,
+                config.mlp_ratio,
+                0 if i in indexes else config.window_size,
+                grid,
+            )
+            for i in range(config.depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(dim, out, kernel_size=1, bias=False),
+            LayerNorm2d(out),
+            nn.Conv2d(out, out, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode normalised, padded images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``B×3×S×S`` normalised images.
+
+        Returns
+        -------
+        embedding : torch.Tensor
+            ``B×256×E×E`` image embedding.
+        early : torch.Tensor
+            ``B×E×E×C`` output of the first global-attention block (HQ-SAM's early feature).
+        """
+        x = self.patch_embed(x) + self.pos_embed
+        early = x
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == self.early_index:
+                early = x
+        return self.neck(x.permute(0, 3, 1, 2)), early
