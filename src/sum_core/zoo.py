@@ -1,0 +1,391 @@
+"""Registry of downloadable checkpoints and their local cache (through pooch).
+
+The built-in registry holds the official SAM and HQ-SAM checkpoints. Users add
+their own entries (for example SUM checkpoints made with ``training/``) with
+:func:`register_model`, or in a YAML/JSON models file named by the
+``SUM_HQ_MODELS`` environment variable, read every time the registry is used.
+
+Files are cached in the folder named by ``SUM_HQ_CACHE`` or, when that is not
+set, in the user cache folder of ``napari-sum-hq``. Every fetch verifies the
+file's hash, including a file already in the cache. A cached file with the
+wrong hash is never returned: it is deleted and downloaded again, and if that
+download fails the error is a :class:`HashMismatchError` saying that the
+corrupted file was removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import platformdirs
+import pooch
+import requests
+import yaml
+
+from .errors import DownloadError, HashMismatchError, InvalidInputError
+
+CACHE_ENV = "SUM_HQ_CACHE"
+MODELS_FILE_ENV = "SUM_HQ_MODELS"
+DEFAULT_MODEL = "sam_hq_vit_b"
+
+_HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+_HASH_PATTERN = re.compile(r"^(md5|sha1|sha256|sha512):([0-9a-f]+)$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A downloadable checkpoint.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``"sam_hq_vit_b"``).
+    url : str
+        Download URL.
+    known_hash : str
+        ``"<algorithm>:<hex digest>"`` with algorithm ``md5``, ``sha1``,
+        ``sha256`` or ``sha512``.
+    filename : str
+        File name in the cache folder.
+    model_type : str or None
+        Architecture label (``"vit_b"``, ...), informative only: the loader
+        infers the architecture from the weights.
+    description : str
+        One line for listings.
+    """
+
+    name: str
+    url: str
+    known_hash: str
+    filename: str
+    model_type: str | None = None
+    description: str = ""
+
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{}"
+_HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/{}/{}"
+_HQ_REVISION = "67ab82412bc794d5ce2e9799b8b6a3c0a8cfe1d2"
+_HQ_TINY_REVISION = "a3a77cd0a2e5e50eaa76faccf61b964732d9b35f"
+
+BUILTIN_MODELS: dict[str, ModelEntry] = {
+    entry.name: entry
+    for entry in (
+        ModelEntry(
+            "sam_vit_b",
+            _SAM_URL.format("sam_vit_b_01ec64.pth"),
+            "sha256:ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            "sam_vit_b_01ec64.pth",
+            "vit_b",
+            "SAM ViT-B, 375 MB",
+        ),
+        ModelEntry(
+            "sam_vit_l",
+            _SAM_URL.format("sam_vit_l_0b3195.pth"),
+            "sha256:3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            "sam_vit_l_0b3195.pth",
+            "vit_l",
+            "SAM ViT-L, 1.25 GB",
+        ),
+        ModelEntry(
+            "sam_vit_h",
+            _SAM_URL.format("sam_vit_h_4b8939.pth"),
+            "sha256:a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            "sam_vit_h_4b8939.pth",
+            "vit_h",
+            "SAM ViT-H, 2.56 GB",
+        ),
+        ModelEntry(
+            "sam_hq_vit_b",
+            _HQ_URL.format(_HQ_REVISION, "sam_hq_vit_b.pth"),
+            "md5:c6b8953247bcfdc8bb8ef91e36a6cacc",
+            "sam_hq_vit_b.pth",
+            "vit_b",
+            "HQ-SAM ViT-B, 379 MB (default)",
+        ),
+        ModelEntry(
+            "sam_hq_vit_l",
+            _HQ_URL.format(_HQ_REVISION, "sam_hq_vit_l.pth"),
+            "md5:08947267966e4264fb39523eccc33f86",
+            "sam_hq_vit_l.pth",
+            "vit_l",
+            "HQ-SAM ViT-L, 1.25 GB",
+        ),
+        ModelEntry(
+            "sam_hq_vit_h",
+            _HQ_URL.format(_HQ_REVISION, "sam_hq_vit_h.pth"),
+            "md5:3560f6b6a5a6edacd814a1325c39640a",
+            "sam_hq_vit_h.pth",
+            "vit_h",
+            "HQ-SAM ViT-H, 2.57 GB",
+        ),
+        ModelEntry(
+            "sam_hq_vit_tiny",
+            _HQ_URL.format(_HQ_TINY_REVISION, "sam_hq_vit_tiny.pth"),
+            "md5:3a661ab92d4088ccd6232fa542998a65",
+            "sam_hq_vit_tiny.pth",
+            "vit_tiny",
+            "Light HQ-SAM (TinyViT), 43 MB",
+        ),
+    )
+}
+
+_user_models: dict[str, ModelEntry] = {}
+
+
+def _make_entry(
+    name: Any,
+    url: Any,
+    known_hash: Any,
+    filename: Any = None,
+    model_type: Any = None,
+    description: Any = "",
+    *,
+    source: str,
+) -> ModelEntry:
+    """Validate the fields of a user entry; ``source`` says where they came from."""
+    for field_name, value in (("name", name), ("url", url), ("known_hash", known_hash)):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInputError(f"{source}: {field_name}={value!r} must be a non-empty string")
+    if name in BUILTIN_MODELS:
+        raise InvalidInputError(
+            f"{source}: name={name!r} is a built-in model and cannot be replaced; choose another name"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise InvalidInputError(
+            f"{source}: name={name!r} may only contain letters, digits, '_', '-' and '.'"
+        )
+    scheme = urlparse(url).scheme
+    if scheme not in ("http", "https", "ftp", "sftp", "doi"):
+        raise InvalidInputError(
+            f"{source}: url={url!r} must be an http(s), ftp, sftp or doi URL "
+            "(for a local file pass its path to load_model instead)"
+        )
+    known_hash = known_hash.strip().lower()
+    match = _HASH_PATTERN.match(known_hash)
+    if match is None or len(match.group(2)) != _HASH_LENGTHS[match.group(1)]:
+        raise InvalidInputError(
+            f"{source}: known_hash={known_hash!r} must be '<algorithm>:<hex digest>' with algorithm "
+            f"one of {sorted(_HASH_LENGTHS)} and a digest of the right length, e.g. 'sha256:' "
+            "followed by 64 hex digits (compute it with `sha256sum FILE`)"
+        )
+    if filename is None:
+        filename = Path(urlparse(url).path).name
+    if not isinstance(filename, str) or not filename or Path(filename).name != filename:
+        raise InvalidInputError(
+            f"{source}: filename={filename!r} must be a plain file name (no folders); "
+            "give one explicitly when the URL does not end with a file name"
+        )
+    if model_type is not None and not isinstance(model_type, str):
+        raise InvalidInputError(f"{source}: model_type={model_type!r} must be a string or None")
+    if not isinstance(description, str):
+        raise InvalidInputError(f"{source}: description={description!r} must be a string")
+    return ModelEntry(name, url, known_hash, filename, model_type, description)
+
+
+def register_model(
+    name: str,
+    url: str,
+    known_hash: str,
+    filename: str | None = None,
+    model_type: str | None = None,
+    description: str = "",
+) -> ModelEntry:
+    """Add (or replace) a user entry in the registry for this session.
+
+    Parameters
+    ----------
+    name : str
+        Registry name; must not be a built-in name.
+    url : str
+        Download URL.
+    known_hash : str
+        Required ``"<algorithm>:<hex digest>"`` (md5, sha1, sha256, sha512).
+    filename : str, optional
+        Cache file name; defaults to the last part of the URL path.
+    model_type : str, optional
+        Architecture label for listings.
+    description : str
+        One line for listings.
+
+    Returns
+    -------
+    ModelEntry
+
+    Raises
+    ------
+    InvalidInputError
+        If a field is missing or malformed, or ``name`` is a built-in model.
+    """
+    entry = _make_entry(
+        name, url, known_hash, filename, model_type, description, source="register_model"
+    )
+    _user_models[entry.name] = entry
+    return entry
+
+
+def _read_models_file(path: Path) -> list[ModelEntry]:
+    """Parse the ``SUM_HQ_MODELS`` file (a YAML or JSON list of entries)."""
+    source = f"{MODELS_FILE_ENV}={str(path)!r}"
+    if not path.is_file():
+        raise InvalidInputError(f"{source}: the models file does not exist or is not a file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInputError(f"{source}: the models file is not valid YAML/JSON: {exc}") from exc
+    if not isinstance(data, list):
+        raise InvalidInputError(
+            f"{source}: the models file must contain a list of entries "
+            "(each with name, url, known_hash and optional filename, model_type, description), "
+            f"not {type(data).__name__}"
+        )
+    allowed = {f.name for f in fields(ModelEntry)}
+    entries = []
+    for index, item in enumerate(data):
+        item_source = f"{source}, entry {index}"
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"{item_source}: expected a mapping, got {type(item).__name__}")
+        unknown = sorted(set(item) - allowed)
+        missing = sorted({"name", "url", "known_hash"} - set(item))
+        if unknown or missing:
+            raise InvalidInputError(
+                f"{item_source}: missing fields {missing}, unknown fields {unknown}; "
+                f"allowed fields are {sorted(allowed)}"
+            )
+        entries.append(_make_entry(**item, source=item_source))
+    names = [entry.name for entry in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInputError(f"{source}: duplicate model names {duplicates}")
+    return entries
+
+
+def registry() -> dict[str, ModelEntry]:
+    """Return every known entry: built-ins, then the models file, then :func:`register_model`.
+
+    Raises
+    ------
+    InvalidInputError
+        If the ``SUM_HQ_MODELS`` file is missing or malformed.
+    """
+    models = dict(BUILTIN_MODELS)
+    models_file = os.environ.get(MODELS_FILE_ENV)
+    if models_file:
+        models.update((entry.name, entry) for entry in _read_models_file(Path(models_file)))
+    models.update(_user_models)
+    return models
+
+
+def list_models() -> list[str]:
+    """Return the names of all registered models, built-ins first."""
+    return list(registry())
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Return the registry entry called ``name``.
+
+    Raises
+    ------
+    DownloadError
+        If ``name`` is not registered (the message lists the known names).
+    """
+    models = registry()
+    if name not in models:
+        raise DownloadError(
+            f"model {name!r} is not in the registry; known models: {', '.join(models)} "
+            "(add your own with register_model or the SUM_HQ_MODELS file)"
+        )
+    return models[name]
+
+
+def cache_dir() -> Path:
+    """Return the cache folder: ``$SUM_HQ_CACHE`` or the OS user cache of napari-sum-hq."""
+    folder = os.environ.get(CACHE_ENV)
+    return Path(folder).expanduser() if folder else Path(platformdirs.user_cache_dir("napari-sum-hq"))
+
+
+def cached_path(name: str) -> Path:
+    """Return where the file of model ``name`` is (or will be) cached; it may not exist."""
+    return cache_dir() / get_entry(name).filename
+
+
+def is_cached(name: str) -> bool:
+    """Return whether the file of model ``name`` is in the cache (its hash is not checked)."""
+    return cached_path(name).is_file()
+
+
+def _manual_instructions(entry: ModelEntry, target: Path) -> str:
+    return (
+        f"To install it by hand, download {entry.url} and save it as {target} "
+        f"(folder {target.parent}, file name {entry.filename}); "
+        f"to pre-fetch it while online run `sum-hq models download {entry.name}`."
+    )
+
+
+def fetch(name: str, progress: bool = True) -> Path:
+    """Return the local path of model ``name``, downloading it if needed.
+
+    The file (cached or freshly downloaded) always has its hash verified.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (see :func:`list_models`).
+    progress : bool
+        Show a tqdm progress bar while downloading.
+
+    Returns
+    -------
+    Path
+        The verified file in :func:`cache_dir`.
+
+    Raises
+    ------
+    DownloadError
+        If ``name`` is not registered, or the download failed (offline,
+        server error); the message then says where to put the file by hand.
+    HashMismatchError
+        If the downloaded file has the wrong hash (it is not kept), or a
+        corrupted cached file was removed and could not be downloaded again.
+    InvalidInputError
+        If the ``SUM_HQ_MODELS`` file is malformed.
+    """
+    entry = get_entry(name)
+    target = cache_dir() / entry.filename
+    corrupted_note = ""
+    if target.exists() and not pooch.hashes.hash_matches(str(target), entry.known_hash):
+        actual = pooch.file_hash(str(target), alg=entry.known_hash.split(":")[0])
+        target.unlink()
+        corrupted_note = (
+            f"The cached file {target} was corrupted (hash {actual}, expected "
+            f"{entry.known_hash}) and has been removed. "
+        )
+    try:
+        path = pooch.retrieve(
+            entry.url,
+            known_hash=entry.known_hash,
+            fname=entry.filename,
+            path=target.parent,
+            progressbar=progress,
+        )
+    except ValueError as exc:
+        if "hash" not in str(exc).lower():
+            raise
+        raise HashMismatchError(
+            f"{corrupted_note}The file downloaded for model {name!r} from {entry.url} does not "
+            f"have the registered hash {entry.known_hash} and was not kept ({exc}). "
+            + _manual_instructions(entry, target)
+        ) from exc
+    except (requests.exceptions.RequestException, OSError) as exc:
+        error_type = HashMismatchError if corrupted_note else DownloadError
+        raise error_type(
+            f"{corrupted_note}Could not download model {name!r} (file {entry.filename}) from "
+            f"{entry.url}: {exc}. " + _manual_instructions(entry, target)
+        ) from exc
+    return Path(path)
