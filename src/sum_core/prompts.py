@@ -1,0 +1,303 @@
+"""Prompt validation, and the one conversion from numpy (row, col) to SAM's (x, y).
+
+Public prompts use numpy **(row, col)** coordinates in pixels of the original
+image:
+
+- ``points``: ``(N, 2)`` clicks ``(row, col)``; ``labels``: ``(N,)``, 1 positive,
+  0 negative.
+- ``box``: ``(4,)`` or ``(K, 4)`` boxes ``(row0, col0, row1, col1)``; K boxes
+  give K masks.
+- ``mask_input``: ``(L, L)`` or ``(1, L, L)`` logits (a previous prediction's
+  low-resolution logits).
+
+Coordinates are continuous: pixel ``(r, c)`` covers ``[r, r+1) × [c, c+1)``.
+Valid coordinates lie in the closed range ``[0, H] × [0, W]``: the far edge is
+allowed so that a box ``(0, 0, H, W)`` covers the whole image. A box may have
+zero height or width (SAM's own boxes of single-pixel masks do), but not
+``row1 < row0`` or ``col1 < col0``.
+
+:func:`to_model_frame` is the only place where (row, col) becomes SAM's
+(x, y) and is scaled into the resized model-input frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .errors import InvalidInputError
+
+__all__ = ["ModelPrompts", "Prompts", "from_model_frame_points", "to_model_frame", "validate_prompts"]
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Validated prompts in numpy (row, col) image coordinates.
+
+    Attributes
+    ----------
+    points : numpy.ndarray or None
+        ``(N, 2)`` float64 ``(row, col)``, N >= 1.
+    labels : numpy.ndarray or None
+        ``(N,)`` int64 in {0, 1}; present exactly when ``points`` is.
+    boxes : numpy.ndarray or None
+        ``(K, 4)`` float64 ``(row0, col0, row1, col1)``, K >= 1.
+    mask_input : numpy.ndarray or None
+        ``(1, L, L)`` float32 logits.
+    image_shape : tuple of int
+        ``(H, W)`` of the image the coordinates refer to.
+    """
+
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    boxes: np.ndarray | None
+    mask_input: np.ndarray | None
+    image_shape: tuple[int, int]
+
+    @property
+    def num_masks(self) -> int:
+        """Number of masks these prompts produce: K boxes give K masks, otherwise one."""
+        return 1 if self.boxes is None else len(self.boxes)
+
+
+class ModelPrompts(NamedTuple):
+    """Prompts in SAM's model-input frame, shaped for the prompt encoder.
+
+    ``point_coords`` ``B×N×2`` float32 (x, y); ``point_labels`` ``B×N`` int32;
+    ``boxes`` ``K×4`` float32 (x0, y0, x1, y1); ``mask_input`` ``1×1×L×L``
+    float32. ``B`` is K when there are K boxes (the points are repeated for
+    each box, as SAM does), else 1. Absent prompts are None.
+    """
+
+    point_coords: torch.Tensor | None
+    point_labels: torch.Tensor | None
+    boxes: torch.Tensor | None
+    mask_input: torch.Tensor | None
+
+
+def _as_float_array(value, name: str) -> np.ndarray:
+    try:
+        arr = np.array(value, dtype=np.float64)  # always a copy
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name}: must be numeric, got {type(value).__name__} ({exc})") from None
+    return arr
+
+
+def _check_image_shape(image_shape) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in image_shape)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"image_shape: expected (H, W), got {image_shape!r}") from None
+    if h < 1 or w < 1:
+        raise InvalidInputError(f"image_shape: H and W must be positive, got {(h, w)}")
+    return h, w
+
+
+def _check_points(points, shape: tuple[int, int]) -> np.ndarray:
+    pts = _as_float_array(points, "points")
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise InvalidInputError(
+            f"points: expected shape (N, 2) of (row, col), got {pts.shape}; for one point use [[row, col]]"
+        )
+    bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
+    if bad.size:
+        raise InvalidInputError(f"points: point {bad[0]} is not finite: {pts[bad[0]].tolist()}")
+    h, w = shape
+    outside = np.flatnonzero((pts[:, 0] < 0) | (pts[:, 0] > h) | (pts[:, 1] < 0) | (pts[:, 1] > w))
+    if outside.size:
+        i = outside[0]
+        raise InvalidInputError(
+            f"points: point {i} (row, col) = {pts[i].tolist()} is outside the image of shape {(h, w)}; "
+            f"rows must be in [0, {h}] and columns in [0, {w}]"
+        )
+    return pts
+
+
+def _check_labels(labels, n: int) -> np.ndarray:
+    lab = _as_float_array(labels, "labels")
+    if lab.ndim != 1 or lab.shape[0] != n:
+        raise InvalidInputError(f"labels: expected shape ({n},) to match {n} point(s), got {lab.shape}")
+    bad = np.flatnonzero((lab != 0) & (lab != 1))
+    if bad.size:
+        raise InvalidInputError(
+            f"labels: must be 1 (positive) or 0 (negative), label {bad[0]} is {lab[bad[0]]:g}"
+        )
+    return lab.astype(np.int64)
+
+
+def _check_boxes(box, shape: tuple[int, int]) -> np.ndarray:
+    boxes = _as_float_array(box, "box")
+    if boxes.ndim == 1 and boxes.shape[0] == 4:
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
+        raise InvalidInputError(
+            f"box: expected shape (4,) or (K, 4) of (row0, col0, row1, col1), got {boxes.shape}"
+        )
+    h, w = shape
+    for i, (r0, c0, r1, c1) in enumerate(boxes):
+        desc = f"box {i} (row0, col0, row1, col1) = {boxes[i].tolist()}"
+        if not np.isfinite(boxes[i]).all():
+            raise InvalidInputError(f"box: {desc} is not finite")
+        if r1 < r0 or c1 < c0:
+            raise InvalidInputError(f"box: {desc} is inverted; it needs row0 <= row1 and col0 <= col1")
+        if r0 < 0 or c0 < 0 or r1 > h or c1 > w:
+            raise InvalidInputError(
+                f"box: {desc} is outside the image of shape {(h, w)}; rows must be in [0, {h}] "
+                f"and columns in [0, {w}]"
+            )
+    return boxes
+
+
+def _check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
+    mask = _as_float_array(mask_input, "mask_input")
+    size = low_res_size
+    if mask.shape == (size, size):
+        mask = mask[None]
+    if mask.shape != (1, size, size):
+        raise InvalidInputError(
+            f"mask_input: expected logits of shape ({size}, {size}) or (1, {size}, {size}) "
+            f"(a previous prediction's low_res_logits), got {mask.shape}"
+        )
+    if not np.isfinite(mask).all():
+        raise InvalidInputError(f"mask_input: contains {int((~np.isfinite(mask)).sum())} non-finite value(s)")
+    return mask.astype(np.float32)
+
+
+def validate_prompts(
+    points=None,
+    labels=None,
+    box=None,
+    mask_input=None,
+    *,
+    image_shape: tuple[int, int],
+    low_res_size: int = 256,
+    default_positive: bool = False,
+) -> Prompts:
+    """Check prompts against an image and return them as :class:`Prompts`.
+
+    Parameters
+    ----------
+    points : array_like, optional
+        ``(N, 2)`` clicks ``(row, col)`` in image pixels. An empty ``(0, 2)``
+        array counts as no points.
+    labels : array_like, optional
+        ``(N,)`` labels, 1 positive and 0 negative.
+    box : array_like, optional
+        ``(4,)`` or ``(K, 4)`` boxes ``(row0, col0, row1, col1)``.
+    mask_input : array_like, optional
+        ``(L, L)`` or ``(1, L, L)`` logits with ``L = low_res_size``.
+    image_shape : tuple of int
+        ``(H, W)`` of the image.
+    low_res_size : int
+        Side of the decoder's low-resolution masks (256 for SAM).
+    default_positive : bool
+        If True, points without labels are all positive; if False, labels
+        are required with points.
+
+    Returns
+    -------
+    Prompts
+
+    Raises
+    ------
+    InvalidInputError
+        Malformed, non-finite or out-of-image points or boxes, labels not in
+        {0, 1} or of the wrong length, labels without points, missing labels
+        (unless ``default_positive``), inverted boxes, a mask of the wrong
+        shape, or no prompt at all.
+    """
+    shape = _check_image_shape(image_shape)
+    pts = lab = None
+    if points is not None:
+        pts = _check_points(points, shape) if np.size(points) else None
+    if labels is not None:
+        if pts is None:
+            if np.size(labels):
+                raise InvalidInputError("labels: given without points")
+        else:
+            lab = _check_labels(labels, len(pts))
+    elif pts is not None:
+        if not default_positive:
+            raise InvalidInputError(
+                f"labels: required with points ({len(pts)} point(s)); use 1 for positive, 0 for negative"
+            )
+        lab = np.ones(len(pts), dtype=np.int64)
+    boxes = None if box is None else _check_boxes(box, shape)
+    mask = None if mask_input is None else _check_mask_input(mask_input, low_res_size)
+    if pts is None and boxes is None and mask is None:
+        raise InvalidInputError("prompts: give at least one of points, box or mask_input")
+    return Prompts(points=pts, labels=lab, boxes=boxes, mask_input=mask, image_shape=shape)
+
+
+def _scales(original_size: tuple[int, int], input_size: tuple[int, int]) -> tuple[float, float]:
+    """Per-axis factors (x: neww / w, y: newh / h), computed as SAM's ``apply_coords`` does."""
+    (h, w), (newh, neww) = original_size, input_size
+    return neww / w, newh / h
+
+
+def to_model_frame(
+    prompts: Prompts,
+    original_size: tuple[int, int],
+    input_size: tuple[int, int],
+    device: torch.device | str | None = None,
+) -> ModelPrompts:
+    """Convert prompts to SAM's (x, y) resized frame, as tensors for the prompt encoder.
+
+    Exactly SAM's ``ResizeLongestSide.apply_coords`` / ``apply_boxes``: ``x = col
+    * (neww / w)`` and ``y = row * (newh / h)`` in float64, then float32. A box
+    ``(row0, col0, row1, col1)`` becomes ``(x0, y0, x1, y1) = (col0, row0, col1,
+    row1)`` scaled the same way.
+
+    Parameters
+    ----------
+    prompts : Prompts
+        Validated prompts (see :func:`validate_prompts`).
+    original_size : tuple of int
+        ``(H, W)`` of the original image.
+    input_size : tuple of int
+        ``(newh, neww)`` of the resized image (see ``image.preprocess_shape``).
+    device : torch.device or str, optional
+        Device of the returned tensors (CPU by default).
+
+    Returns
+    -------
+    ModelPrompts
+    """
+    sx, sy = _scales(original_size, input_size)
+    k = prompts.num_masks
+    coords = labels = boxes = mask = None
+    if prompts.points is not None:
+        xy = prompts.points[:, ::-1] * np.array([sx, sy])
+        coords = torch.as_tensor(xy, dtype=torch.float32, device=device)[None].repeat(k, 1, 1)
+        labels = torch.as_tensor(prompts.labels, dtype=torch.int32, device=device)[None].repeat(k, 1)
+    if prompts.boxes is not None:
+        xyxy = prompts.boxes[:, [1, 0, 3, 2]] * np.array([sx, sy, sx, sy])
+        boxes = torch.as_tensor(xyxy, dtype=torch.float32, device=device)
+    if prompts.mask_input is not None:
+        mask = torch.as_tensor(prompts.mask_input, dtype=torch.float32, device=device)[None]
+    return ModelPrompts(coords, labels, boxes, mask)
+
+
+def from_model_frame_points(
+    coords, original_size: tuple[int, int], input_size: tuple[int, int]
+) -> np.ndarray:
+    """Inverse of the point conversion in :func:`to_model_frame`.
+
+    Parameters
+    ----------
+    coords : array_like or torch.Tensor
+        ``(..., 2)`` (x, y) in the resized frame.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(..., 2)`` float64 (row, col) in the original image.
+    """
+    if isinstance(coords, torch.Tensor):
+        coords = coords.detach().cpu().numpy()
+    xy = np.asarray(coords, dtype=np.float64)
+    sx, sy = _scales(original_size, input_size)
+    return xy[..., ::-1] / np.array([sy, sx])
