@@ -25,13 +25,17 @@ def small_vit_config(hq: bool = True, sum_tokens: bool = False) -> ModelConfig:
 
 
 def small_tiny_vit_config(hq: bool = True, sum_tokens: bool = False) -> ModelConfig:
-    """A TinyViT with one block per stage and narrow stages."""
+    """A TinyViT with one block per stage and narrow stages.
+
+    The last stage keeps 320 channels: the reference keeps the 64 x 64 grid in
+    its last patch merging only for widths 320/448/576.
+    """
     return preset_config(
         "vit_tiny",
         model_type="custom",
-        tiny_embed_dims=(16, 32, 40, 64),
+        tiny_embed_dims=(16, 32, 40, 320),
         tiny_depths=(1, 1, 1, 1),
-        tiny_num_heads=(1, 2, 2, 2),
+        tiny_num_heads=(1, 2, 2, 4),
         hq=hq,
         sum_tokens=sum_tokens,
     )

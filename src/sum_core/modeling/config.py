@@ -138,8 +138,11 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def preset_config(model_type: str, **overrides: Any) -> ModelConfig:
+def preset_config(model_type: str, /, **overrides: Any) -> ModelConfig:
     """Return the preset ``model_type`` with ``overrides`` applied.
+
+    ``overrides`` may include ``model_type`` itself (e.g. ``"custom"`` for a
+    resized preset).
 
     Raises
     ------

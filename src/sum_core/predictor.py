@@ -1,0 +1,306 @@
+"""Prompted segmentation of one image with a SAM / HQ-SAM / SUM model.
+
+The image is encoded once by :meth:`Predictor.set_image`; every
+:meth:`Predictor.predict` call then only runs the prompt encoder and the mask
+decoder, and returns the mask together with a per-pixel uncertainty map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from . import uncertainty as unc
+from .device import resolve_device
+from .errors import InvalidInputError
+from .image import Normalization, image_to_tensor, prepare_image, resize_longest_side
+from .modeling import SamModel
+from .options import TASKS, UNCERTAINTY_METHODS
+from .prompts import to_model_frame, validate_prompts
+
+UncertaintyMethod = Literal["disagreement", "entropy", "ensemble"]
+
+
+@dataclass
+class Prediction:
+    """Result of one prompted segmentation.
+
+    With ``K > 1`` boxes every array gains a leading axis of length ``K``.
+
+    Attributes
+    ----------
+    mask : np.ndarray
+        bool, (H, W): ``logits > 0``.
+    score : float or np.ndarray
+        Predicted IoU of the mask (the IoU head's output).
+    logits : np.ndarray
+        float32, (H, W): mask logits at the image's size.
+    low_res_logits : np.ndarray
+        float32, (1, 256, 256): decoder logits to pass back as ``mask_input``.
+    uncertainty : np.ndarray
+        float32, (H, W), in [0, 1]: per-pixel uncertainty (see
+        :mod:`sum_core.uncertainty` for the definitions).
+    """
+
+    mask: np.ndarray
+    score: float | np.ndarray
+    logits: np.ndarray
+    low_res_logits: np.ndarray
+    uncertainty: np.ndarray
+
+
+@dataclass
+class ImageEmbedding:
+    """Everything :meth:`Predictor.predict` needs from the image encoder.
+
+    Attributes
+    ----------
+    embedding : np.ndarray
+        float32, (1, 256, 64, 64): the image embedding.
+    early : np.ndarray or None
+        float32, (1, 64, 64, C): early encoder feature (HQ models only).
+    original_size : tuple of int
+        (H, W) of the image given to ``set_image``.
+    input_size : tuple of int
+        (h, w) of the image after resizing its long side to the encoder size.
+    """
+
+    embedding: np.ndarray
+    early: np.ndarray | None
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+class Predictor:
+    """Encode an image once, then segment it from point, box and mask prompts.
+
+    Parameters
+    ----------
+    model : SamModel
+        A model from :func:`sum_core.load_model` or :func:`sum_core.build_model`.
+    device : str or torch.device, optional
+        Where to run; default CUDA, then MPS, then CPU.
+
+    Examples
+    --------
+    >>> predictor = Predictor(load_model("sam_hq_vit_b"))  # doctest: +SKIP
+    >>> predictor.set_image(image)  # doctest: +SKIP
+    >>> pred = predictor.predict(points=[[120, 64]], labels=[1])  # doctest: +SKIP
+    >>> pred.mask.shape, pred.uncertainty.dtype  # doctest: +SKIP
+    ((512, 512), dtype('float32'))
+    """
+
+    def __init__(self, model: SamModel, device: str | torch.device | None = None) -> None:
+        if not isinstance(model, SamModel):
+            raise InvalidInputError(
+                f"model must be a sum_core SamModel (from sum_core.load_model), got {type(model).__name__}"
+            )
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self._embedding: torch.Tensor | None = None
+        self._early: torch.Tensor | None = None
+        self._hq_features: torch.Tensor | None = None
+        self._original_size: tuple[int, int] | None = None
+        self._input_size: tuple[int, int] | None = None
+
+    @property
+    def is_image_set(self) -> bool:
+        """Whether an image (or an embedding) has been set."""
+        return self._embedding is not None
+
+    def set_image(self, image: np.ndarray, normalization: Normalization | None = None) -> None:
+        """Encode ``image`` (2D gray (H, W) or RGB/RGBA (H, W, 3|4), any real dtype).
+
+        uint8 images are used as they are; other dtypes are rescaled to 0..255 by
+        ``normalization`` (see :class:`sum_core.image.Normalization`).
+        """
+        prepared = prepare_image(image, normalization)
+        resized = resize_longest_side(prepared, self.model.config.image_size)
+        pixels = image_to_tensor(resized).to(self.device)
+        with torch.inference_mode():
+            embedding, early = self.model.image_encoder(self.model.preprocess(pixels))
+        self._store(embedding, early if self.model.config.hq else None, prepared.shape[:2], resized.shape[:2])
+
+    def get_embedding(self) -> ImageEmbedding:
+        """Return the current image embedding (for caching)."""
+        self._require_image()
+        return ImageEmbedding(
+            embedding=self._embedding.float().cpu().numpy(),
+            early=None if self._early is None else self._early.float().cpu().numpy(),
+            original_size=self._original_size,
+            input_size=self._input_size,
+        )
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Restore an embedding from :meth:`get_embedding` (no encoder work)."""
+        config = self.model.config
+        grid = config.embedding_size
+        expected = (1, config.prompt_embed_dim, grid, grid)
+        if tuple(embedding.embedding.shape) != expected:
+            raise InvalidInputError(
+                f"embedding has shape {tuple(embedding.embedding.shape)}, this model needs {expected}"
+            )
+        if config.hq:
+            early_shape = (1, grid, grid, config.early_feature_dim)
+            if embedding.early is None or tuple(embedding.early.shape) != early_shape:
+                got = None if embedding.early is None else tuple(embedding.early.shape)
+                raise InvalidInputError(
+                    f"embedding.early has shape {got}, this HQ model needs {early_shape}"
+                )
+        tensor = torch.as_tensor(embedding.embedding, device=self.device).float()
+        early = None if not config.hq else torch.as_tensor(embedding.early, device=self.device).float()
+        self._store(tensor, early, embedding.original_size, embedding.input_size)
+
+    def reset_image(self) -> None:
+        """Forget the current image and its embedding."""
+        self._embedding = self._early = self._hq_features = None
+        self._original_size = self._input_size = None
+
+    def predict(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask: bool = False,
+        hq_token_only: bool = False,
+        task: int = 1,
+        uncertainty: UncertaintyMethod = "disagreement",
+        ensemble_size: int = 8,
+        seed: int = 0,
+    ) -> Prediction:
+        """Segment the current image from prompts.
+
+        Parameters
+        ----------
+        points : array-like, optional
+            (N, 2) click positions as (row, col) image pixels.
+        labels : array-like, optional
+            (N,) 1 for a positive click, 0 for a negative one. Required with ``points``.
+        box : array-like, optional
+            (4,) box (row0, col0, row1, col1), or (K, 4) for K objects at once.
+        mask_input : array-like, optional
+            (1, 256, 256) logits, usually a previous ``low_res_logits``.
+        multimask : bool
+            Let the decoder choose among its three candidate masks (the one with
+            the best predicted IoU is returned).
+        hq_token_only : bool
+            HQ models: use the HQ token's mask alone instead of SAM + HQ logits.
+        task : {0, 1, 2}
+            SUM task prompt: 0 anything (SA-1B style), 1 object / high quality,
+            2 entity. Ignored by models without SUM task tokens.
+        uncertainty : {"disagreement", "entropy", "ensemble"}
+            ``"disagreement"``: |sigmoid(SAM-token logit) - sigmoid(HQ-token logit)|
+            (HQ/SUM models). ``"entropy"``: normalised Bernoulli entropy of the
+            returned mask's probability (of the HQ token alone when
+            ``hq_token_only``, else of the SAM token, never of the SAM + HQ sum).
+            ``"ensemble"``: normalised predictive entropy over ``ensemble_size``
+            perturbed prompts (box jitter, moved clicks) that reuse the embedding.
+        ensemble_size : int
+            Number of ensemble members (the unperturbed prompt included).
+        seed : int
+            Seed of the ensemble's prompt perturbations.
+
+        Returns
+        -------
+        Prediction
+        """
+        self._require_image()
+        if uncertainty not in UNCERTAINTY_METHODS:
+            raise InvalidInputError(
+                f"uncertainty={uncertainty!r} is not known; choose one of {list(UNCERTAINTY_METHODS)}"
+            )
+        if uncertainty == "disagreement" and not self.model.config.hq:
+            raise InvalidInputError(
+                "uncertainty='disagreement' needs an HQ-SAM or SUM model (it compares the SAM and HQ "
+                "tokens); this is a plain SAM model: use 'entropy' or 'ensemble'"
+            )
+        if task not in TASKS:
+            raise InvalidInputError(f"task={task!r} is not valid; choose one of {TASKS}")
+        if uncertainty == "ensemble" and (not isinstance(ensemble_size, int) or ensemble_size < 2):
+            raise InvalidInputError(f"ensemble_size must be an integer >= 2, got {ensemble_size!r}")
+        prompts = validate_prompts(
+            points=points,
+            labels=labels,
+            box=box,
+            mask_input=mask_input,
+            image_shape=self._original_size,
+            low_res_size=self.model.config.low_res_size,
+        )
+        logits, iou, sam_logits, hq_logits = self._decode(prompts, multimask, hq_token_only, task)
+        full = self._upscale(logits)
+        if uncertainty == "disagreement":
+            unc_map = unc.disagreement(self._upscale(sam_logits), self._upscale(hq_logits))
+        elif uncertainty == "entropy":
+            unc_map = unc.bernoulli_entropy(self._upscale(hq_logits if hq_token_only else sam_logits))
+        else:
+            unc_map = self._ensemble(prompts, multimask, hq_token_only, task, ensemble_size, seed)
+        return _to_prediction(full, iou, logits, unc_map)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _store(self, embedding, early, original_size, input_size) -> None:
+        self._embedding = embedding
+        self._early = early
+        self._hq_features = None
+        if self.model.config.hq:
+            with torch.inference_mode():
+                self._hq_features = self.model.mask_decoder.hq_features(embedding, early)
+        self._original_size = (int(original_size[0]), int(original_size[1]))
+        self._input_size = (int(input_size[0]), int(input_size[1]))
+
+    def _require_image(self) -> None:
+        if self._embedding is None:
+            raise InvalidInputError("no image is set: call set_image(image) before predict()")
+
+    def _decode(self, prompts, multimask: bool, hq_token_only: bool, task: int):
+        """Run prompt encoder + decoder; return low-res (logits, iou, sam_logits, hq_logits)."""
+        model = self.model
+        frame = to_model_frame(prompts, self._original_size, self._input_size, device=self.device)
+        with torch.inference_mode():
+            points = None if frame.point_coords is None else (frame.point_coords, frame.point_labels)
+            sparse, dense = model.prompt_encoder(points=points, boxes=frame.boxes, masks=frame.mask_input)
+            out = model.mask_decoder(
+                image_embeddings=self._embedding,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                hq_features=self._hq_features,
+                task=task if model.config.sum_tokens else None,
+            )
+            logits, iou, sam_logits = model.mask_decoder.select_outputs(out, multimask, hq_token_only)
+            if not model.config.hq and multimask:
+                best = iou.argmax(dim=1)
+                rows = torch.arange(iou.shape[0], device=iou.device)
+                logits = logits[rows, best][:, None]
+                sam_logits = sam_logits[rows, best][:, None]
+                iou = iou[rows, best][:, None]
+        return logits, iou, sam_logits, out.hq_logits
+
+    def _upscale(self, low_res: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.postprocess_masks(low_res, self._input_size, self._original_size)
+
+    def _ensemble(self, prompts, multimask, hq_token_only, task, size: int, seed: int) -> torch.Tensor:
+        members = unc.perturb_prompts(
+            prompts.points, prompts.labels, prompts.boxes, size, seed, image_shape=self._original_size
+        )
+        logits = [
+            self._decode(replace(prompts, points=points, boxes=boxes), multimask, hq_token_only, task)[0]
+            for points, _, boxes in members
+        ]
+        return unc.ensemble_entropy(torch.stack([self._upscale(lg) for lg in logits]))
+
+
+def _to_prediction(full: torch.Tensor, iou: torch.Tensor, low_res: torch.Tensor, unc_map: torch.Tensor) -> Prediction:
+    """Convert batched (K, 1, ...) tensors to a Prediction, dropping K when it is 1."""
+    full = full[:, 0].float().cpu().numpy()
+    unc_np = unc_map.reshape(full.shape).float().cpu().numpy().astype(np.float32)
+    scores = iou[:, 0].float().cpu().numpy()
+    low = low_res.float().cpu().numpy()
+    if full.shape[0] == 1:
+        return Prediction(full[0] > 0, float(scores[0]), full[0], low[0], unc_np[0])
+    return Prediction(full > 0, scores, full, low, unc_np)
