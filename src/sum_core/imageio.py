@@ -1,0 +1,186 @@
+"""Read images (TIFF, PNG, JPEG, zarr / OME-Zarr) and write TIFF or PNG atomically.
+
+:func:`read_image` returns the stored array unchanged (any dtype and number
+of dimensions); use :func:`sum_core.image.prepare_image` to get a plane SAM
+can segment. :func:`write_image` writes to a temporary file in the target's
+folder and renames it into place, so a failed write never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import zarr
+from PIL import Image
+
+from .errors import InvalidInputError
+
+__all__ = ["read_image", "write_image"]
+
+_TIFF = (".tif", ".tiff")
+_PIL = (".png", ".jpg", ".jpeg", ".bmp")
+_READABLE = _TIFF + _PIL + (".zarr",)
+_WRITABLE = _TIFF + (".png",)
+
+# PIL modes that np.asarray does not turn into plain intensities.
+_PIL_CONVERT = {"P": None, "PA": "RGBA", "LA": "L", "La": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or (
+        path.is_dir() and any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
+    )
+
+
+def _read_pil(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        if img.mode in _PIL_CONVERT:
+            mode = _PIL_CONVERT[img.mode]
+            if mode is None:  # palette: keep transparency if there is any
+                mode = "RGBA" if "transparency" in img.info else "RGB"
+            img = img.convert(mode)
+        return np.asarray(img).copy()
+
+
+def _ome_level0(group: zarr.Group) -> str | None:
+    attrs = group.attrs.asdict()
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    try:
+        return str(multiscales[0]["datasets"][0]["path"])
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def _read_zarr(path: Path, key: str | None) -> np.ndarray:
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        if key is not None:
+            raise InvalidInputError(f"key: {path} is a single zarr array, it has no key {key!r}")
+        return np.asarray(node[...])
+    arrays = sorted(node.array_keys())
+    if key is None:
+        key = _ome_level0(node)
+        if key is None:
+            if not arrays:
+                raise InvalidInputError(f"path: zarr group {path} holds no arrays at its top level; pass key=")
+            key = arrays[0]
+    try:
+        array = node[key]
+    except KeyError:
+        raise InvalidInputError(
+            f"key: {key!r} not found in zarr group {path}; its arrays are {arrays}"
+        ) from None
+    if not isinstance(array, zarr.Array):
+        raise InvalidInputError(f"key: {key!r} in {path} is a group, not an array")
+    return np.asarray(array[...])
+
+
+def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """Read an image file or zarr store into a numpy array.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.tif`` / ``.tiff`` (tifffile, first series), ``.png`` / ``.jpg`` /
+        ``.jpeg`` / ``.bmp`` (PIL; palette images become RGB or RGBA), or a
+        zarr store (v2 or v3; a ``.zarr`` path or a folder with zarr metadata).
+    key : str, optional
+        For a zarr group, the path of the array to read. Without it, an
+        OME-Zarr group gives its full-resolution level (the first dataset of
+        its first multiscale) and any other group its first array (by name).
+
+    Returns
+    -------
+    numpy.ndarray
+        The stored array, unchanged.
+
+    Raises
+    ------
+    InvalidInputError
+        Missing file, unknown format, missing zarr key, or unreadable file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInputError(f"path: {p} does not exist")
+    suffix = p.suffix.lower()
+    if key is not None and not _is_zarr(p):
+        raise InvalidInputError(f"key: only used for zarr stores, but {p} is not one")
+    try:
+        if _is_zarr(p):
+            return _read_zarr(p, key)
+        if suffix in _TIFF:
+            return tifffile.imread(p)
+        if suffix in _PIL:
+            return _read_pil(p)
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure means an unreadable file
+        raise InvalidInputError(f"path: could not read {p}: {type(exc).__name__}: {exc}") from exc
+    raise InvalidInputError(
+        f"path: unknown image format {suffix or '(no extension)'!r} for {p}; supported: {', '.join(_READABLE)}"
+    )
+
+
+def _check_png(array: np.ndarray) -> None:
+    gray = array.ndim == 2
+    color = array.ndim == 3 and array.shape[-1] in (3, 4)
+    ok = (array.dtype in (np.bool_, np.uint8) and (gray or color)) or (array.dtype == np.uint16 and gray)
+    if not ok:
+        raise InvalidInputError(
+            f"array: PNG holds bool or uint8 (H, W), (H, W, 3), (H, W, 4) or uint16 (H, W) images, got "
+            f"shape {array.shape} and dtype {array.dtype}; write a .tif instead"
+        )
+
+
+def write_image(path: str | os.PathLike, array) -> None:
+    """Write an array to a TIFF (zlib-compressed) or PNG file, atomically.
+
+    The data go to a temporary file in the same folder, which then replaces
+    ``path`` (``os.replace``); on any failure the temporary file is removed and
+    an existing ``path`` is left untouched.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target file; the extension (``.tif``, ``.tiff`` or ``.png``) picks the
+        format. Its folder must exist.
+    array : array_like
+        Any numeric array for TIFF; for PNG, bool or uint8 grayscale / RGB /
+        RGBA, or uint16 grayscale.
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown extension, missing folder, empty or non-numeric array, or an
+        array PNG cannot hold.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in _WRITABLE:
+        raise InvalidInputError(
+            f"path: cannot write {suffix or '(no extension)'!r} files ({p}); use one of {', '.join(_WRITABLE)}"
+        )
+    if not p.parent.is_dir():
+        raise InvalidInputError(f"path: folder {p.parent} does not exist")
+    arr = np.asarray(array)
+    if arr.dtype.kind not in "biufc" or arr.size == 0:
+        raise InvalidInputError(f"array: expected a non-empty numeric array, got shape {arr.shape} dtype {arr.dtype}")
+    if suffix == ".png":
+        _check_png(arr)
+    tmp = p.parent / f".{p.name}.{secrets.token_hex(8)}.tmp"
+    # os.open with mode 0o666 honours the umask, unlike tempfile.mkstemp (always 0o600).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        if suffix in _TIFF:
+            tifffile.imwrite(tmp, arr, compression="zlib")
+        else:
+            Image.fromarray(arr).save(tmp, format="PNG")
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
