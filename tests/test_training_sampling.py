@@ -99,9 +99,12 @@ def test_jitter_box_translates_within_bounds():
     small = ps.jitter_box(np.array([0.0, 0.0, 10.0, 10.0]), generator=gen(1))
     assert small.shape == (4,)
     assert np.all(small - [0, 0, 10, 10] < 10.0)  # std 1 px
-    clipped = ps.jitter_box(np.array([0.0, 0.0, 399.0, 399.0]), generator=gen(2), image_shape=(400, 400))
-    assert clipped.max() <= 399.0
-    assert np.array_equal(ps.jitter_box(boxes[:3], generator=gen(5)), ps.jitter_box(boxes[:3], generator=gen(5)))
+    whole = np.array([0.0, 0.0, 399.0, 399.0])
+    assert ps.jitter_box(whole, generator=gen(2)).max() > 399.0  # this draw leaves the image
+    clipped = ps.jitter_box(whole, generator=gen(2), image_shape=(400, 400))
+    assert clipped.max() == 399.0
+    first = ps.jitter_box(boxes[:3], generator=gen(5))
+    assert np.array_equal(first, ps.jitter_box(boxes[:3], generator=gen(5)))
 
 
 def test_noisy_mask_prompt_only_changes_the_boundary_band():
