@@ -105,7 +105,8 @@ def test_rgb_uint16_uses_one_window_for_all_channels():
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint32, np.int64, np.float16, np.float32, np.float64])
 def test_any_real_dtype_gives_full_range_uint8(dtype):
-    img = np.arange(-8, 8).reshape(4, 4).astype(dtype) if np.dtype(dtype).kind != "u" else np.arange(16).reshape(4, 4).astype(dtype)
+    start = 0 if np.dtype(dtype).kind == "u" else -8
+    img = np.arange(start, start + 16).reshape(4, 4).astype(dtype)
     out = prepare_image(img, Normalization(low=0, high=100))
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     assert (np.diff(out[:, :, 0].ravel().astype(int)) > 0).all()
@@ -200,7 +201,15 @@ def test_constant_rgb_with_varying_alpha_is_an_error():
 
 @pytest.mark.parametrize(
     "h, w, expected",
-    [(1024, 1024, (1024, 1024)), (480, 640, (768, 1024)), (1000, 3, (1024, 3)), (3, 1000, (3, 1024)), (2, 2047, (1, 1024)), (500, 1001, (511, 1024)), (500, 999, (513, 1024))],
+    [
+        (1024, 1024, (1024, 1024)),
+        (480, 640, (768, 1024)),
+        (1000, 3, (1024, 3)),
+        (3, 1000, (3, 1024)),
+        (2, 2047, (1, 1024)),
+        (500, 1001, (511, 1024)),
+        (500, 999, (513, 1024)),
+    ],
 )
 def test_preprocess_shape(h, w, expected):
     assert preprocess_shape(h, w) == expected

@@ -67,6 +67,8 @@ def test_empty_points_count_as_none():
     assert p.points is None and p.labels is None
     p = check(points=np.zeros((0, 2)), box=[0, 0, 5, 5])
     assert p.points is None and p.labels is None
+    p = check(points=[], labels=[], box=[0, 0, 5, 5])
+    assert p.points is None and p.labels is None
 
 
 def test_prompts_are_copies():
@@ -87,6 +89,8 @@ def test_prompts_are_copies():
         ({"points": [1, 2], "labels": [1]}, r"points: expected shape \(N, 2\) of \(row, col\), got \(2,\); for one point use \[\[row, col\]\]"),
         ({"points": [[1, 2, 3]], "labels": [1]}, r"points: expected shape \(N, 2\).*got \(1, 3\)"),
         ({"points": [["a", "b"]], "labels": [1]}, r"points: must be numeric"),
+        ({"points": [[1, 2], [3]], "labels": [1, 1]}, r"points: must be numeric, got list"),
+        ({"points": [[1, 2]], "labels": ["x"]}, r"labels: must be numeric, got list"),
         ({"points": [[1, 2], [np.nan, 3]], "labels": [1, 1]}, r"points: point 1 is not finite: \[nan, 3.0\]"),
         ({"points": [[1, 2], [np.inf, 3]], "labels": [1, 1]}, r"points: point 1 is not finite"),
         ({"points": [[1, 2], [301, 3]], "labels": [1, 1]}, r"points: point 1 \(row, col\) = \[301.0, 3.0\] is outside the image of shape \(300, 500\); rows must be in \[0, 300\] and columns in \[0, 500\]"),

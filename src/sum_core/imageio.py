@@ -28,7 +28,16 @@ _READABLE = _TIFF + _PIL + (".zarr",)
 _WRITABLE = _TIFF + (".png",)
 
 # PIL modes that np.asarray does not turn into plain intensities.
-_PIL_CONVERT = {"P": None, "PA": "RGBA", "LA": "L", "La": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_PIL_CONVERT = {
+    "P": None,
+    "PA": "RGBA",
+    "LA": "L",
+    "La": "L",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+}
 
 
 def _is_zarr(path: Path) -> bool:

@@ -96,8 +96,7 @@ def _check_image_shape(image_shape) -> tuple[int, int]:
     return h, w
 
 
-def _check_points(points, shape: tuple[int, int]) -> np.ndarray:
-    pts = _as_float_array(points, "points")
+def _check_points(pts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise InvalidInputError(
             f"points: expected shape (N, 2) of (row, col), got {pts.shape}; for one point use [[row, col]]"
@@ -116,8 +115,7 @@ def _check_points(points, shape: tuple[int, int]) -> np.ndarray:
     return pts
 
 
-def _check_labels(labels, n: int) -> np.ndarray:
-    lab = _as_float_array(labels, "labels")
+def _check_labels(lab: np.ndarray, n: int) -> np.ndarray:
     if lab.ndim != 1 or lab.shape[0] != n:
         raise InvalidInputError(f"labels: expected shape ({n},) to match {n} point(s), got {lab.shape}")
     bad = np.flatnonzero((lab != 0) & (lab != 1))
@@ -212,13 +210,16 @@ def validate_prompts(
     shape = _check_image_shape(image_shape)
     pts = lab = None
     if points is not None:
-        pts = _check_points(points, shape) if np.size(points) else None
+        pts = _as_float_array(points, "points")
+        pts = _check_points(pts, shape) if pts.size else None
     if labels is not None:
-        if pts is None:
-            if np.size(labels):
-                raise InvalidInputError("labels: given without points")
+        lab = _as_float_array(labels, "labels")
+        if pts is not None:
+            lab = _check_labels(lab, len(pts))
+        elif lab.size:
+            raise InvalidInputError("labels: given without points")
         else:
-            lab = _check_labels(labels, len(pts))
+            lab = None
     elif pts is not None:
         if not default_positive:
             raise InvalidInputError(
