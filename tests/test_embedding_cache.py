@@ -1,0 +1,238 @@
+"""sum_core.embedding_cache: create, reopen, mismatch errors, resume, dtype, 3D stacks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import sum_core
+from sum_core.embedding_cache import CacheLayout, EmbeddingCache, data_hash, make_signature
+from sum_core.errors import InvalidInputError
+from sum_core.tiling import TileGrid
+
+# Small embeddings keep the tests fast; the format does not depend on the sizes.
+LAYOUT = CacheLayout(n_slices=1, n_tiles=4, early_channels=3, embed_dim=8, embed_size=4)
+
+
+def image() -> np.ndarray:
+    return np.arange(40 * 30, dtype=np.uint16).reshape(40, 30)
+
+
+def signature(data=None, model="vit_b_hq", weights="sha256:abc", grid=None) -> dict:
+    data = image() if data is None else data
+    return make_signature(data, model, weights, grid or TileGrid(data.shape[-2:], 20, 4))
+
+
+def tile_values(seed: int, layout: CacheLayout = LAYOUT) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal(layout.embedding_shape).astype(np.float32)
+    early = rng.standard_normal(layout.early_shape).astype(np.float32)
+    return emb, early
+
+
+def test_write_read_roundtrip_and_reopen(tmp_path) -> None:
+    path = tmp_path / "cache.zarr"
+    cache = EmbeddingCache.open(path, signature(), LAYOUT)
+    assert cache.missing() == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    emb, early = tile_values(0)
+    # Encoder outputs come as tensors with a batch of 1.
+    cache.write(0, 2, torch.from_numpy(emb)[None], torch.from_numpy(early)[None], (1024, 768), (24, 18))
+    got = cache.read(0, 2)
+    np.testing.assert_array_equal(got.embedding, emb)
+    np.testing.assert_array_equal(got.early, early)
+    assert got.embedding.dtype == np.float32
+    assert (got.input_size, got.original_size) == ((1024, 768), (24, 18))
+    assert cache.is_complete(0, 2) and not cache.is_complete(0, 1)
+
+    again = EmbeddingCache.open(path, signature(), LAYOUT)
+    assert again.missing() == [(0, 0), (0, 1), (0, 3)]
+    np.testing.assert_array_equal(again.read(0, 2).embedding, emb)
+    stored = zarr.open_group(str(path), mode="r")
+    assert stored["embedding"].shape == (1, 4, 8, 4, 4)
+    assert stored["early"].shape == (1, 4, 4, 4, 3)
+    assert stored.attrs["signature"]["tiling"] == {"shape": [40, 30], "tile_shape": [20, 20], "halo": [4, 4]}
+    assert stored.attrs["signature"]["version"] == sum_core.__version__
+
+
+@pytest.mark.parametrize(
+    ("changes", "parts"),
+    [
+        ({"data": image() + 1}, ["data"]),
+        ({"weights": "sha256:def"}, ["model"]),
+        ({"model": "vit_l_hq"}, ["model"]),
+        ({"grid": TileGrid((40, 30), 20, 8)}, ["tiling"]),
+        ({"data": image() + 1, "grid": TileGrid((40, 30), 10, 4)}, ["data", "tiling"]),
+    ],
+)
+def test_mismatch_names_the_parts(tmp_path, changes, parts) -> None:
+    path = tmp_path / "cache.zarr"
+    EmbeddingCache.open(path, signature(), LAYOUT)
+    with pytest.raises(InvalidInputError) as info:
+        EmbeddingCache.open(path, signature(**changes), LAYOUT)
+    message = str(info.value)
+    for part in ("data", "model", "tiling"):
+        assert (f"{part} differs" in message) == (part in parts)
+    assert "new path" in message and "overwrite=True" in message
+
+
+def test_layout_mismatch(tmp_path) -> None:
+    path = tmp_path / "cache.zarr"
+    EmbeddingCache.open(path, signature(), LAYOUT)
+    other = CacheLayout(n_slices=1, n_tiles=4, early_channels=3, embed_dim=8, embed_size=4, dtype="float16")
+    with pytest.raises(InvalidInputError, match="layout differs"):
+        EmbeddingCache.open(path, signature(), other)
+
+
+def test_overwrite_discards_old_tiles(tmp_path) -> None:
+    path = tmp_path / "cache.zarr"
+    cache = EmbeddingCache.open(path, signature(), LAYOUT)
+    cache.write(0, 0, *tile_values(0), (1024, 1024), (24, 24))
+    fresh = EmbeddingCache.open(path, signature(weights="sha256:new"), LAYOUT, overwrite=True)
+    assert len(fresh.missing()) == 4
+    assert fresh.signature["weights"] == "sha256:new"
+    assert len(EmbeddingCache.open(path, signature(weights="sha256:new"), LAYOUT).missing()) == 4
+
+
+def test_resume_after_crash_before_the_flag(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "cache.zarr"
+    cache = EmbeddingCache.open(path, signature(), LAYOUT)
+    cache.write(0, 0, *tile_values(0), (1024, 1024), (24, 24))
+
+    def crash(self, s, t):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(EmbeddingCache, "_mark_complete", crash)
+    emb1, early1 = tile_values(1)
+    with pytest.raises(KeyboardInterrupt):
+        cache.write(0, 1, emb1, early1, (1024, 1024), (24, 20))
+    monkeypatch.undo()
+
+    resumed = EmbeddingCache.open(path, signature(), LAYOUT)
+    # The data reached the store before the crash, but without the flag it does not count.
+    stored = zarr.open_group(str(path), mode="r")
+    np.testing.assert_array_equal(stored["embedding"][0, 1], emb1)
+    assert resumed.missing() == [(0, 1), (0, 2), (0, 3)]
+    with pytest.raises(InvalidInputError, match="tile 1 of slice 0 is not in the embedding cache yet"):
+        resumed.read(0, 1)
+    resumed.write(0, 1, emb1, early1, (1024, 1024), (24, 20))
+    assert resumed.missing() == [(0, 2), (0, 3)]
+    assert resumed.read(0, 1).original_size == (24, 20)
+
+
+def test_float16_storage() -> None:
+    layout = CacheLayout(n_slices=1, n_tiles=1, early_channels=3, embed_dim=8, embed_size=4, dtype="float16")
+    cache = EmbeddingCache.open(None, signature(), layout)
+    emb, early = tile_values(2, layout)
+    cache.write(0, 0, emb, early, (1024, 1024), (40, 30))
+    got = cache.read(0, 0)
+    assert got.embedding.dtype == np.float16 and got.early.dtype == np.float16
+    np.testing.assert_array_equal(got.embedding, emb.astype(np.float16))
+    assert not np.array_equal(got.embedding.astype(np.float32), emb)  # really rounded
+
+
+def test_3d_slices_and_default_sizes(tmp_path) -> None:
+    stack = np.random.default_rng(0).integers(0, 255, size=(3, 40, 30), dtype=np.uint8)
+    layout = CacheLayout(n_slices=3, n_tiles=2, early_channels=4)
+    assert layout.embedding_shape == (256, 64, 64) and layout.early_shape == (64, 64, 4)
+    sig = make_signature(stack, "vit_b_hq", "sha256:abc", TileGrid((40, 30), (20, 30), 4))
+    cache = EmbeddingCache.open(tmp_path / "stack.zarr", sig, layout)
+    values = {}
+    for s, t in [(0, 0), (2, 1), (1, 0)]:
+        values[s, t] = tile_values(10 * s + t, layout)
+        cache.write(s, t, *values[s, t], (1024, 768), (28, 30))
+    reopened = EmbeddingCache.open(tmp_path / "stack.zarr", sig, layout)
+    assert reopened.missing() == [(0, 1), (1, 1), (2, 0)]
+    for (s, t), (emb, early) in values.items():
+        got = reopened.read(s, t)
+        np.testing.assert_array_equal(got.embedding, emb)
+        np.testing.assert_array_equal(got.early, early)
+
+
+def test_version_change_only_warns(tmp_path) -> None:
+    path = tmp_path / "cache.zarr"
+    EmbeddingCache.open(path, signature(), LAYOUT)
+    newer = {**signature(), "version": "99.0"}
+    with pytest.warns(UserWarning, match="written by version"):
+        cache = EmbeddingCache.open(path, newer, LAYOUT)
+    assert cache.signature["version"] == sum_core.__version__
+
+
+def test_refuses_foreign_folders_even_with_overwrite(tmp_path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("precious")
+    with pytest.raises(InvalidInputError, match="not an embedding cache; choose a new path"):
+        EmbeddingCache.open(folder, signature(), LAYOUT, overwrite=True)
+    assert [f.name for f in folder.iterdir()] == ["keep.txt"]
+    other_zarr = tmp_path / "image.zarr"
+    zarr.create_array(str(other_zarr), shape=(4, 4), dtype="uint8")
+    with pytest.raises(InvalidInputError, match="not an embedding cache"):
+        EmbeddingCache.open(other_zarr, signature(), LAYOUT, overwrite=True)
+    assert zarr.open_array(str(other_zarr), mode="r").shape == (4, 4)
+    a_file = tmp_path / "file.zarr"
+    a_file.write_text("x")
+    with pytest.raises(InvalidInputError, match="is a file, not a folder"):
+        EmbeddingCache.open(a_file, signature(), LAYOUT)
+
+
+def test_interrupted_creation_needs_overwrite(tmp_path) -> None:
+    path = tmp_path / "cache.zarr"
+    EmbeddingCache.open(path, signature(), LAYOUT)
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs.update({"sum_hq_embedding_cache": None})  # as if killed before the attributes
+    with pytest.raises(InvalidInputError, match="incomplete"):
+        EmbeddingCache.open(path, signature(), LAYOUT)
+    assert len(EmbeddingCache.open(path, signature(), LAYOUT, overwrite=True).missing()) == 4
+
+
+def test_write_and_index_validation() -> None:
+    cache = EmbeddingCache.open(None, signature(), LAYOUT)
+    emb, early = tile_values(0)
+    with pytest.raises(InvalidInputError, match=r"tile_index must be an int in \[0, 4\), got 4"):
+        cache.write(0, 4, emb, early, (1, 1), (1, 1))
+    with pytest.raises(InvalidInputError, match=r"slice_index must be an int in \[0, 1\)"):
+        cache.is_complete(-1, 0)
+    with pytest.raises(InvalidInputError, match=r"embedding must have shape \(8, 4, 4\)"):
+        cache.write(0, 0, emb[:4], early, (1, 1), (1, 1))
+    with pytest.raises(InvalidInputError, match="input_size must be a"):
+        cache.write(0, 0, emb, early, (0, 5), (1, 1))
+    assert cache.missing() == [(0, 0), (0, 1), (0, 2), (0, 3)]  # nothing half-written
+
+
+def test_signature_and_layout_validation() -> None:
+    with pytest.raises(InvalidInputError, match=r"signature lacks \['tiling'\]"):
+        EmbeddingCache.open(None, {k: v for k, v in signature().items() if k != "tiling"}, LAYOUT)
+    with pytest.raises(InvalidInputError, match="dtype must be one of"):
+        CacheLayout(n_slices=1, n_tiles=1, early_channels=3, dtype="int8")
+    with pytest.raises(InvalidInputError, match="n_tiles must be an int >= 1"):
+        CacheLayout(n_slices=1, n_tiles=0, early_channels=3)
+    with pytest.raises(InvalidInputError, match="weights_hash must be a non-empty string"):
+        make_signature(image(), "vit_b", "", TileGrid((40, 30), 20))
+
+
+def test_data_hash() -> None:
+    img = image()
+    h = data_hash(img)
+    assert h.startswith("full:")
+    assert data_hash(img.copy()) == h
+    edited = img.copy()
+    edited[39, 29] += 1
+    assert data_hash(edited) != h
+    assert data_hash(img.astype(np.int32)) != h  # dtype counts
+    assert data_hash(img.reshape(30, 40)) != h  # shape counts
+    assert data_hash(np.asfortranarray(img)) == h  # memory order does not
+
+    lazy = zarr.create_array(zarr.storage.MemoryStore(), shape=img.shape, dtype=img.dtype, chunks=(16, 16))
+    lazy[:] = img
+    sampled = data_hash(lazy)
+    assert sampled.startswith("sample:") and sampled == data_hash(lazy)
+    assert data_hash(lazy, full=True) == h  # full hashing gives the numpy hash
+    lazy[39, 29] += 1  # the last corner is always sampled
+    assert data_hash(lazy) != sampled
+    assert json.dumps(make_signature(lazy, "m", "w", TileGrid((40, 30), 20)))  # JSON-safe
+    with pytest.raises(InvalidInputError, match="data must be an array"):
+        data_hash([1, 2, 3])
