@@ -1,0 +1,444 @@
+"""Reading checkpoint files safely and loading them into :class:`SamModel`.
+
+Files are read with ``torch.load(weights_only=True, map_location="cpu")``
+only, so a pickle that would run code is refused, and tensors saved on a GPU
+(as in the HQ-SAM releases) load on any machine. The architecture is inferred
+from the key names and shapes (:func:`infer_config`), and loading is strict:
+every missing, unexpected or mis-shaped tensor is reported.
+
+Supported layouts: full SAM / HQ-SAM / SUM state dicts, optionally wrapped in
+``{"model": ...}`` or ``{"state_dict": ...}`` and/or with DDP ``module.``
+prefixes; and decoder-only files (HQ-SAM / SUM ``epoch_N.pth``, keys without
+the ``mask_decoder.`` prefix), which take the encoders from a ``base`` model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import zoo
+from .device import resolve_device
+from .errors import CheckpointError, InvalidInputError
+from .modeling import PRESETS, ModelConfig, SamModel, build_from_config
+
+_MODULES = ("image_encoder", "prompt_encoder", "mask_decoder")
+_DECODER_ONLY_MARKERS = ("iou_token.weight", "mask_tokens.weight")
+_MAX_LISTED = 20
+
+# torch.save's legacy (non-zip) format starts with its pickled magic number.
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_ZIP_MAGIC = b"PK\x03\x04"
+_FOREIGN_SIGNATURES = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"GIF8", "a GIF image"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"\x80", "a plain Python pickle (not written by torch.save)"),
+)
+
+
+def _list(items: list[str]) -> str:
+    """Format a list of keys for an error message (at most ``_MAX_LISTED`` shown)."""
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+def _check_signature(path: Path) -> None:
+    """Refuse missing, empty and obviously foreign files before ``torch.load``."""
+    if not path.exists():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint path {path} is not a file")
+    with path.open("rb") as handle:
+        head = handle.read(64)
+    if not head:
+        raise CheckpointError(f"checkpoint file {path} is empty (0 bytes); download or save it again")
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_TORCH_MAGIC):
+        return
+    kind = next((name for magic, name in _FOREIGN_SIGNATURES if head.startswith(magic)), None)
+    if kind is None and len(head) > 8 and head[8:9] == b"{":
+        kind = "a safetensors file (not supported; convert it with torch.save(state_dict, ...))"
+    if kind is None:
+        text = head.decode("utf-8", errors="ignore")
+        is_text = len(text) >= len(head) - 3 and all(c.isprintable() or c in "\r\n\t" for c in text)
+        kind = "a text file" if is_text else "of unknown format"
+    raise CheckpointError(
+        f"{path} is not a PyTorch checkpoint: the file looks like {kind}. "
+        "Expected a .pth/.pt file written by torch.save"
+    )
+
+
+def _unsafe_reason(message: str) -> str:
+    """Pull torch's one-line reason out of a weights-only refusal message."""
+    match = re.search(r"(Unsupported [^\n]*|Trying to load unsupported [^\n]*)", message)
+    return match.group(1).strip() if match else "it holds objects other than tensors"
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Strip ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers and ``module.`` prefixes."""
+    while isinstance(obj, Mapping):
+        inner = next((obj[key] for key in ("model", "state_dict") if isinstance(obj.get(key), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
+    state = dict(obj)
+    bad_keys = sorted(repr(key) for key in state if not isinstance(key, str))
+    if bad_keys:
+        raise CheckpointError(f"{path}: state-dict keys must be strings, found {_list(bad_keys)}")
+    if not any(isinstance(value, torch.Tensor) for value in state.values()):
+        raise CheckpointError(f"{path} holds a dict without any tensors, not a model state dict")
+    others = sorted(str(key) for key, value in state.items() if not isinstance(value, torch.Tensor))
+    if others:
+        raise CheckpointError(f"{path}: these entries are not tensors: {_list(others)}")
+    if all(key.startswith("module.") for key in state):
+        state = {key[len("module.") :]: value for key, value in state.items()}
+    return state
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint into a flat ``{key: tensor}`` dict on the CPU.
+
+    Only plain weights are accepted (``torch.load(weights_only=True)``), so a
+    file that would run code when unpickled is refused without running it.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A ``.pth`` / ``.pt`` file written by ``torch.save``.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The state dict, with ``{"model": ...}`` / ``{"state_dict": ...}``
+        wrappers and DDP ``module.`` prefixes removed.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, empty, truncated or corrupted, not a PyTorch
+        checkpoint, not a plain weights file, or holds no tensors.
+    """
+    path = Path(path)
+    _check_signature(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc) and "truncated" not in str(exc):
+            raise CheckpointError(
+                f"{path} is not a plain weights file: reading it would build arbitrary Python "
+                f"objects or run code ({_unsafe_reason(str(exc))}), so it was refused. Only state "
+                "dicts of tensors are loaded; if you trust the file, re-save just its weights with "
+                "torch.save(model.state_dict(), ...)"
+            ) from exc
+        raise CheckpointError(f"{path} is truncated or corrupted and cannot be read: {exc}") from exc
+    except (RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is truncated or corrupted and cannot be read ({first_line}); "
+            "download or save it again"
+        ) from exc
+    return _unwrap(obj, path)
+
+
+# --- architecture inference -------------------------------------------------
+
+
+def _shape(state: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    if key not in state:
+        raise CheckpointError(f"the state dict has no {key!r}, which is needed to infer the architecture")
+    return tuple(state[key].shape)
+
+
+def _count(state: Mapping[str, Any], prefix: str) -> int:
+    """Number of consecutive children ``{prefix}.0``, ``{prefix}.1``, ... present in ``state``."""
+    pattern = re.compile(re.escape(prefix) + r"\.(\d+)\.")
+    indexes = {int(m.group(1)) for key in state if (m := pattern.match(key))}
+    if indexes != set(range(len(indexes))):
+        raise CheckpointError(f"{prefix}.* has non-consecutive indexes {sorted(indexes)}")
+    return len(indexes)
+
+
+def _infer_vit(state: Mapping[str, Any]) -> dict[str, Any]:
+    embed_dim, _, patch, _ = _shape(state, "image_encoder.patch_embed.proj.weight")
+    grid = _shape(state, "image_encoder.pos_embed")[1]
+    depth = _count(state, "image_encoder.blocks")
+    if depth == 0:
+        raise CheckpointError("the ViT image encoder has no blocks (image_encoder.blocks.*)")
+    global_blocks, windows, head_dims = [], set(), set()
+    for block in range(depth):
+        length, head_dim = _shape(state, f"image_encoder.blocks.{block}.attn.rel_pos_h")
+        head_dims.add(head_dim)
+        if length == 2 * grid - 1:
+            global_blocks.append(block)
+        else:
+            windows.add((length + 1) // 2)
+    if len(head_dims) != 1 or len(windows) > 1:
+        raise CheckpointError(
+            f"inconsistent relative-position tables: head dims {sorted(head_dims)}, "
+            f"window sizes {sorted(windows)}"
+        )
+    head_dim = head_dims.pop()
+    hidden = _shape(state, "image_encoder.blocks.0.mlp.lin1.weight")[0]
+    changes: dict[str, Any] = {
+        "encoder": "vit",
+        "embed_dim": embed_dim,
+        "patch_size": patch,
+        "image_size": grid * patch,
+        "depth": depth,
+        "num_heads": embed_dim // head_dim,
+        "global_attn_indexes": tuple(global_blocks),
+        "mlp_ratio": hidden / embed_dim,
+    }
+    if windows:
+        changes["window_size"] = windows.pop()
+    return changes
+
+
+def _infer_tiny_vit(state: Mapping[str, Any]) -> dict[str, Any]:
+    preset = PRESETS["vit_tiny"]
+    dims = [_shape(state, "image_encoder.patch_embed.seq.2.c.weight")[0]]
+    depths = [_count(state, "image_encoder.layers.0.blocks")]
+    # Stage 0 is convolutional: its heads / window do not exist in the weights.
+    heads = [preset.tiny_num_heads[0]]
+    windows = [preset.tiny_window_sizes[0]]
+    for stage in range(1, 4):
+        prefix = f"image_encoder.layers.{stage}.blocks"
+        depths.append(_count(state, prefix))
+        dims.append(_shape(state, f"{prefix}.0.attn.norm.weight")[0])
+        num_heads, area = _shape(state, f"{prefix}.0.attn.attention_biases")
+        window = math.isqrt(area)
+        if window * window != area:
+            raise CheckpointError(f"{prefix}.0.attn.attention_biases has {area} columns, not a square window")
+        heads.append(num_heads)
+        windows.append(window)
+    hidden = _shape(state, "image_encoder.layers.1.blocks.0.mlp.fc1.weight")[0]
+    return {
+        "encoder": "tiny_vit",
+        "tiny_embed_dims": tuple(dims),
+        "tiny_depths": tuple(depths),
+        "tiny_num_heads": tuple(heads),
+        "tiny_window_sizes": tuple(windows),
+        "tiny_mlp_ratio": hidden / dims[1],
+    }
+
+
+def _infer_prompt_and_decoder(state: Mapping[str, Any]) -> dict[str, Any]:
+    num_task_tokens = _count(state, "mask_decoder.task_prompt_tokens")
+    changes: dict[str, Any] = {
+        "prompt_embed_dim": _shape(state, "prompt_encoder.no_mask_embed.weight")[1],
+        "mask_in_chans": _shape(state, "prompt_encoder.mask_downscaling.3.weight")[0],
+        "decoder_depth": _count(state, "mask_decoder.transformer.layers"),
+        "decoder_mlp_dim": _shape(state, "mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
+        "num_multimask_outputs": _shape(state, "mask_decoder.mask_tokens.weight")[0] - 1,
+        "iou_head_depth": _count(state, "mask_decoder.iou_prediction_head.layers"),
+        "iou_head_hidden_dim": _shape(state, "mask_decoder.iou_prediction_head.layers.0.weight")[0],
+        "hq": "mask_decoder.hf_token.weight" in state,
+        "sum_tokens": num_task_tokens > 0,
+    }
+    if num_task_tokens:
+        changes["num_task_tokens"] = num_task_tokens
+        changes["num_task_embeddings"] = _count(state, "mask_decoder.task_prompt_embeddings")
+    return changes
+
+
+def _preset_name(config: ModelConfig) -> str:
+    """The preset whose architecture ``config`` has (ignoring HQ / SUM options), else "custom"."""
+    for name, preset in PRESETS.items():
+        candidate = dataclasses.replace(
+            config,
+            model_type=name,
+            hq=preset.hq,
+            sum_tokens=preset.sum_tokens,
+            num_task_tokens=preset.num_task_tokens,
+            num_task_embeddings=preset.num_task_embeddings,
+        )
+        if candidate == preset:
+            return name
+    return "custom"
+
+
+def infer_config(state_dict: Mapping[str, Any]) -> ModelConfig:
+    """Infer the architecture of a full state dict from its key names and shapes.
+
+    Only shapes are read, so tensors on the ``meta`` device work too.
+    Not recoverable from the weights, and left at their defaults:
+    ``decoder_num_heads``, the TinyViT image size and its stage-0 heads /
+    window (stage 0 is convolutional).
+
+    Parameters
+    ----------
+    state_dict : mapping of str to tensor
+        Full model state dict (``image_encoder.*``, ``prompt_encoder.*``,
+        ``mask_decoder.*``).
+
+    Returns
+    -------
+    ModelConfig
+        ``model_type`` is the preset name when the encoder and decoder sizes
+        equal a preset's, else ``"custom"``; ``hq`` / ``sum_tokens`` follow
+        the presence of the HQ and SUM tensors.
+
+    Raises
+    ------
+    CheckpointError
+        If a key needed for the inference is missing (e.g. a decoder-only
+        file) or the tables are inconsistent.
+    """
+    if "image_encoder.patch_embed.proj.weight" in state_dict:
+        changes = _infer_vit(state_dict)
+    elif "image_encoder.patch_embed.seq.2.c.weight" in state_dict:
+        changes = _infer_tiny_vit(state_dict)
+    else:
+        raise CheckpointError(
+            "the state dict has no ViT (image_encoder.patch_embed.proj.weight) or TinyViT "
+            "(image_encoder.patch_embed.seq.2.c.weight) image encoder; a decoder-only file needs a base model"
+        )
+    changes.update(_infer_prompt_and_decoder(state_dict))
+    config = ModelConfig(model_type="custom", **changes)
+    return config.replace(model_type=_preset_name(config))
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def _add_decoder_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Prefix the keys of an un-prefixed decoder-only file with ``mask_decoder.``."""
+    if any(key.split(".", 1)[0] in _MODULES for key in state):
+        return state
+    if not any(marker in state for marker in _DECODER_ONLY_MARKERS):
+        return state
+    return {f"mask_decoder.{key}": value for key, value in state.items()}
+
+
+def _base_state_dict(base: str | os.PathLike | SamModel) -> dict[str, torch.Tensor]:
+    """Full state dict of ``base``: a SamModel, a checkpoint path or a registry name."""
+    if isinstance(base, SamModel):
+        return base.state_dict()
+    if not isinstance(base, (str, os.PathLike)):
+        raise InvalidInputError(
+            f"base={base!r} must be a checkpoint path, a registry name or a SamModel, "
+            f"not {type(base).__name__}"
+        )
+    if Path(base).exists():
+        state = _add_decoder_prefix(load_state_dict_file(base))
+    elif str(base) in zoo.list_models():
+        state = load_state_dict_file(zoo.fetch(str(base)))
+    else:
+        raise InvalidInputError(
+            f"base={str(base)!r} is neither an existing file nor a registry model "
+            f"(known models: {', '.join(zoo.list_models())})"
+        )
+    if not any(key.startswith("image_encoder.") for key in state):
+        raise CheckpointError(
+            f"base={str(base)!r} has no image encoder weights; it must be a full checkpoint"
+        )
+    return state
+
+
+def _build(config: ModelConfig, source: str) -> SamModel:
+    """Build ``config`` (random weights), reporting an impossible architecture as a checkpoint error."""
+    try:
+        return build_from_config(config)
+    except InvalidInputError as exc:
+        raise CheckpointError(f"{source}: the architecture inferred from it is not valid: {exc}") from exc
+
+
+def _check_keys(model: SamModel, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Compare ``state`` with the keys and shapes of ``model``; list every difference."""
+    config = model.config
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{key} (file {tuple(state[key].shape)}, model {expected[key]})"
+        for key in set(expected) & set(state)
+        if tuple(state[key].shape) != expected[key]
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_list(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_list(mismatched)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not match the {config.model_type} architecture inferred from it "
+            f"(hq={config.hq}, sum_tokens={config.sum_tokens}): " + "; ".join(problems)
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    base: str | os.PathLike | SamModel | None = None,
+    device: str | torch.device | None = None,
+) -> SamModel:
+    """Build the model a checkpoint describes and load its weights strictly.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Full SAM / HQ-SAM / SUM checkpoint, or a decoder-only file (HQ-SAM /
+        SUM ``epoch_N.pth``, SAM ``*_maskdecoder.pth``).
+    base : str, PathLike, SamModel or None
+        Only for decoder-only files: the model that supplies the image and
+        prompt encoders (a full checkpoint path, a registry name such as
+        ``"sam_vit_b"``, or a loaded :class:`SamModel`). The file's decoder
+        replaces the base's decoder entirely.
+    device : str, torch.device or None
+        Target device; ``None`` picks CUDA, then MPS, then CPU.
+
+    Returns
+    -------
+    SamModel
+        In eval mode, float32, on ``device``.
+
+    Raises
+    ------
+    CheckpointError
+        If the file cannot be read safely, a decoder-only file comes without
+        ``base``, or keys are missing, unexpected or mis-shaped (all listed).
+    InvalidInputError
+        If ``device`` is not available, or ``base`` is given for a full
+        checkpoint or cannot be resolved.
+    """
+    target = resolve_device(device)
+    path = Path(path)
+    state = _add_decoder_prefix(load_state_dict_file(path))
+    if not any(key.startswith("image_encoder.") for key in state):
+        if base is None:
+            modules = sorted({key.split(".", 1)[0] for key in state})
+            raise CheckpointError(
+                f"{path} holds no image encoder, only {', '.join(modules)} weights (a decoder-only "
+                "HQ-SAM / SUM file such as epoch_N.pth); pass base= a full SAM / HQ-SAM checkpoint "
+                "path, a registry name (e.g. 'sam_hq_vit_b') or a loaded SamModel to take the "
+                "encoders from"
+            )
+        in_file = {key.split(".", 1)[0] for key in state}
+        base_state = _base_state_dict(base)
+        state = {k: v for k, v in base_state.items() if k.split(".", 1)[0] not in in_file} | state
+    elif base is not None:
+        raise InvalidInputError(
+            f"base={base!r} was given but {path} is a full checkpoint (it has image encoder "
+            "weights); base is only for decoder-only files"
+        )
+    config = infer_config(state)
+    model = _build(config, str(path))
+    _check_keys(model, state, str(path))
+    model.load_state_dict(state, strict=True)
+    return model.to(target).eval()
