@@ -1,11 +1,57 @@
-"""Headless segmentation with SAM, HQ-SAM and SUM models, with uncertainty maps.
+"""Headless segmentation with SAM, HQ-SAM and SUM models, with per-pixel uncertainty maps.
+
+Public API (imported lazily, so ``import sum_core`` does not load torch):
+
+- :func:`segment` — one call: image + clicks/box -> :class:`Prediction`.
+- :class:`Predictor` — encode once, prompt many times.
+- :func:`load_model`, :func:`build_model`, :func:`register_model`, :func:`list_models`.
 
 Never imports napari or Qt.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import CheckpointError, DownloadError, HashMismatchError, InvalidInputError, SumError
 
 __version__ = "0.1.0"
+
+_LAZY: dict[str, str] = {
+    "segment": ".api",
+    "Predictor": ".predictor",
+    "Prediction": ".predictor",
+    "ImageEmbedding": ".predictor",
+    "load_model": ".loading",
+    "build_model": ".modeling",
+    "SamModel": ".modeling",
+    "register_model": ".zoo",
+    "list_models": ".zoo",
+    "DEFAULT_MODEL": ".zoo",
+    "Normalization": ".image",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import segment
+    from .image import Normalization
+    from .loading import load_model
+    from .modeling import SamModel, build_model
+    from .predictor import ImageEmbedding, Prediction, Predictor
+    from .zoo import DEFAULT_MODEL, list_models, register_model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sum_core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CheckpointError",
@@ -14,4 +60,5 @@ __all__ = [
     "InvalidInputError",
     "SumError",
     "__version__",
+    *_LAZY,
 ]
