@@ -53,7 +53,10 @@ def _reference_model(model_type: str, hq: bool) -> torch.nn.Module:
         out_chans=256,
     )
     prompt = modeling.PromptEncoder(
-        embed_dim=256, image_embedding_size=(64, 64), input_image_size=(1024, 1024), mask_in_chans=16
+        embed_dim=256,
+        image_embedding_size=(64, 64),
+        input_image_size=(1024, 1024),
+        mask_in_chans=16,
     )
     transformer = modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)
     if hq:

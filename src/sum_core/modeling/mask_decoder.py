@@ -94,7 +94,9 @@ class MaskDecoder(nn.Module):
                 nn.Conv2d(dim // 4, dim // 8, 3, 1, 1),
             )
         if config.sum_tokens:
-            self.task_prompt_tokens = _zero_tables(config.num_task_tokens, self.num_mask_tokens, dim)
+            self.task_prompt_tokens = _zero_tables(
+                config.num_task_tokens, self.num_mask_tokens, dim
+            )
             self.hf_type_tokens = _zero_tables(config.num_task_tokens, 1, dim)
             self.task_prompt_embeddings = _zero_tables(config.num_task_embeddings, 1, dim)
 
@@ -193,7 +195,8 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings : torch.Tensor
             ``B×256×E×E`` dense prompt embedding.
         hq_features : torch.Tensor, optional
-            ``1×32×L×L`` or ``B×32×L×L`` output of :meth:`hq_features`; required by HQ decoders.
+            ``1×32×L×L`` or ``B×32×L×L`` output of :meth:`hq_features`; required by HQ
+            decoders.
         task : int, optional
             SUM task (0 SAM / unlabeled, 1 salient object, 2 entity); None adds no task offsets.
 

@@ -91,7 +91,9 @@ class PromptEncoder(nn.Module):
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         corners = self._embed_coords(boxes.reshape(-1, 2, 2))
-        corner_tables = torch.cat([self.point_embeddings[2].weight, self.point_embeddings[3].weight])
+        corner_tables = torch.cat(
+            [self.point_embeddings[2].weight, self.point_embeddings[3].weight]
+        )
         return corners + corner_tables
 
     def forward(
@@ -131,7 +133,8 @@ class PromptEncoder(nn.Module):
         weight = self.no_mask_embed.weight
         parts = [weight.new_empty(batch, 0, self.embed_dim)]
         if points is not None:
-            parts.append(self._embed_points(points[0].to(weight.dtype), points[1], pad=boxes is None))
+            coords, labels = points
+            parts.append(self._embed_points(coords.to(weight.dtype), labels, pad=boxes is None))
         if boxes is not None:
             parts.append(self._embed_boxes(boxes.to(weight.dtype)))
         sparse = torch.cat(parts, dim=1)

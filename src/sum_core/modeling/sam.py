@@ -39,8 +39,10 @@ class SamModel(nn.Module):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
+        mean = torch.tensor(PIXEL_MEAN).view(-1, 1, 1)
+        std = torch.tensor(PIXEL_STD).view(-1, 1, 1)
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``B×3×h×w`` RGB values in 0..255 and zero-pad bottom/right to ``S×S``."""

@@ -76,7 +76,7 @@ class Attention(nn.Module):
 
 
 def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pad ``B×H×W×C`` to multiples of ``window`` and cut it into ``(B·nW)×window×window×C``."""
+    """Zero-pad ``B×H×W×C`` to multiples of ``window``; cut into ``(B·nW)×w×w×C`` windows."""
     b, h, w, c = x.shape
     pad_h, pad_w = (-h) % window, (-w) % window
     if pad_h or pad_w:
@@ -168,7 +168,8 @@ class ViTEncoder(nn.Module):
         indexes = tuple(config.global_attn_indexes)
         if not indexes or min(indexes) < 0 or max(indexes) >= config.depth:
             raise InvalidInputError(
-                f"global_attn_indexes={indexes!r} must name at least one block in 0..{config.depth - 1}"
+                f"global_attn_indexes={indexes!r} must name at least one block in "
+                f"0..{config.depth - 1}"
             )
         grid = config.embedding_size
         dim = config.embed_dim
