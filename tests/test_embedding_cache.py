@@ -40,7 +40,8 @@ def test_write_read_roundtrip_and_reopen(tmp_path) -> None:
     assert cache.missing() == [(0, 0), (0, 1), (0, 2), (0, 3)]
     emb, early = tile_values(0)
     # Encoder outputs come as tensors with a batch of 1.
-    cache.write(0, 2, torch.from_numpy(emb)[None], torch.from_numpy(early)[None], (1024, 768), (24, 18))
+    emb_t, early_t = torch.from_numpy(emb)[None], torch.from_numpy(early)[None]
+    cache.write(0, 2, emb_t, early_t, (1024, 768), (24, 18))
     got = cache.read(0, 2)
     np.testing.assert_array_equal(got.embedding, emb)
     np.testing.assert_array_equal(got.early, early)
@@ -54,7 +55,8 @@ def test_write_read_roundtrip_and_reopen(tmp_path) -> None:
     stored = zarr.open_group(str(path), mode="r")
     assert stored["embedding"].shape == (1, 4, 8, 4, 4)
     assert stored["early"].shape == (1, 4, 4, 4, 3)
-    assert stored.attrs["signature"]["tiling"] == {"shape": [40, 30], "tile_shape": [20, 20], "halo": [4, 4]}
+    tiling = {"shape": [40, 30], "tile_shape": [20, 20], "halo": [4, 4]}
+    assert stored.attrs["signature"]["tiling"] == tiling
     assert stored.attrs["signature"]["version"] == sum_core.__version__
 
 
@@ -82,7 +84,7 @@ def test_mismatch_names_the_parts(tmp_path, changes, parts) -> None:
 def test_layout_mismatch(tmp_path) -> None:
     path = tmp_path / "cache.zarr"
     EmbeddingCache.open(path, signature(), LAYOUT)
-    other = CacheLayout(n_slices=1, n_tiles=4, early_channels=3, embed_dim=8, embed_size=4, dtype="float16")
+    other = CacheLayout(1, 4, early_channels=3, embed_dim=8, embed_size=4, dtype="float16")
     with pytest.raises(InvalidInputError, match="layout differs"):
         EmbeddingCache.open(path, signature(), other)
 
@@ -116,7 +118,7 @@ def test_resume_after_crash_before_the_flag(tmp_path, monkeypatch) -> None:
     stored = zarr.open_group(str(path), mode="r")
     np.testing.assert_array_equal(stored["embedding"][0, 1], emb1)
     assert resumed.missing() == [(0, 1), (0, 2), (0, 3)]
-    with pytest.raises(InvalidInputError, match="tile 1 of slice 0 is not in the embedding cache yet"):
+    with pytest.raises(InvalidInputError, match="tile 1 of slice 0 is not in the embedding cache"):
         resumed.read(0, 1)
     resumed.write(0, 1, emb1, early1, (1024, 1024), (24, 20))
     assert resumed.missing() == [(0, 2), (0, 3)]
@@ -124,7 +126,7 @@ def test_resume_after_crash_before_the_flag(tmp_path, monkeypatch) -> None:
 
 
 def test_float16_storage() -> None:
-    layout = CacheLayout(n_slices=1, n_tiles=1, early_channels=3, embed_dim=8, embed_size=4, dtype="float16")
+    layout = CacheLayout(1, 1, early_channels=3, embed_dim=8, embed_size=4, dtype="float16")
     cache = EmbeddingCache.open(None, signature(), layout)
     emb, early = tile_values(2, layout)
     cache.write(0, 0, emb, early, (1024, 1024), (40, 30))
@@ -226,7 +228,8 @@ def test_data_hash() -> None:
     assert data_hash(img.reshape(30, 40)) != h  # shape counts
     assert data_hash(np.asfortranarray(img)) == h  # memory order does not
 
-    lazy = zarr.create_array(zarr.storage.MemoryStore(), shape=img.shape, dtype=img.dtype, chunks=(16, 16))
+    store = zarr.storage.MemoryStore()
+    lazy = zarr.create_array(store, shape=img.shape, dtype=img.dtype, chunks=(16, 16))
     lazy[:] = img
     sampled = data_hash(lazy)
     assert sampled.startswith("sample:") and sampled == data_hash(lazy)

@@ -78,7 +78,9 @@ def data_hash(data: Any, full: bool | None = None) -> str:
         Hash every element (default: only for numpy arrays).
     """
     if not (hasattr(data, "shape") and hasattr(data, "dtype")):
-        raise InvalidInputError(f"data must be an array with shape and dtype, got {type(data).__name__}")
+        raise InvalidInputError(
+            f"data must be an array with shape and dtype, got {type(data).__name__}"
+        )
     shape = tuple(int(n) for n in data.shape)
     if full is None:
         full = isinstance(data, np.ndarray)
@@ -100,7 +102,8 @@ def _sample_windows(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
     rng = np.random.default_rng(0)
     sizes = [min(n, _WINDOW) for n in shape]
     starts = [[0] * len(shape), [n - s for n, s in zip(shape, sizes)]]
-    starts += [[int(rng.integers(0, n - s + 1)) for n, s in zip(shape, sizes)] for _ in range(_N_WINDOWS)]
+    for _ in range(_N_WINDOWS):
+        starts.append([int(rng.integers(0, n - s + 1)) for n, s in zip(shape, sizes)])
     return [tuple(slice(a, a + s) for a, s in zip(st, sizes)) for st in starts]
 
 
@@ -129,7 +132,11 @@ def make_signature(data: Any, model_name: str, weights_hash: str, grid: TileGrid
         "data": data_hash(data),
         "model": model_name,
         "weights": weights_hash,
-        "tiling": {"shape": list(grid.shape), "tile_shape": list(grid.tile_shape), "halo": list(grid.halo)},
+        "tiling": {
+            "shape": list(grid.shape),
+            "tile_shape": list(grid.tile_shape),
+            "halo": list(grid.halo),
+        },
         "version": __version__,
     }
 
@@ -194,7 +201,9 @@ class CachedTile(NamedTuple):
 class EmbeddingCache:
     """Per-slice, per-tile embedding store; create or reopen it with :meth:`open`."""
 
-    def __init__(self, group: zarr.Group, signature: dict[str, Any], layout: CacheLayout, path: Path | None):
+    def __init__(
+        self, group: zarr.Group, signature: dict[str, Any], layout: CacheLayout, path: Path | None
+    ) -> None:
         self._group = group
         self.signature = signature
         self.layout = layout
@@ -334,11 +343,12 @@ class EmbeddingCache:
         s, t = self._check_index(slice_index, tile_index)
         emb = _as_array(embedding, self.layout.embedding_shape, "embedding", self.layout.dtype)
         ear = _as_array(early, self.layout.early_shape, "early", self.layout.dtype)
-        sizes = [_size_pair(v, name) for v, name in ((input_size, "input_size"), (original_size, "original_size"))]
+        in_size = _size_pair(input_size, "input_size")
+        orig_size = _size_pair(original_size, "original_size")
         self._embedding[s, t] = emb
         self._early[s, t] = ear
-        self._input_size[s, t] = sizes[0]
-        self._original_size[s, t] = sizes[1]
+        self._input_size[s, t] = in_size
+        self._original_size[s, t] = orig_size
         self._mark_complete(s, t)
 
     def _mark_complete(self, s: int, t: int) -> None:
@@ -413,14 +423,18 @@ def _describe(signature: dict[str, Any], keys: tuple[str, ...]) -> str:
     return ", ".join(f"{k}={signature.get(k)!r}" for k in keys)
 
 
-def _as_array(value: np.ndarray | torch.Tensor, shape: tuple[int, ...], name: str, dtype: str) -> np.ndarray:
+def _as_array(
+    value: np.ndarray | torch.Tensor, shape: tuple[int, ...], name: str, dtype: str
+) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().to("cpu", torch.float32).numpy()
     value = np.asarray(value)
     if value.shape == (1, *shape):
         value = value[0]
     if value.shape != shape:
-        raise InvalidInputError(f"{name} must have shape {shape} (or (1, *{shape})), got {value.shape}")
+        raise InvalidInputError(
+            f"{name} must have shape {shape} (or (1, *{shape})), got {value.shape}"
+        )
     return value.astype(dtype, copy=False)
 
 
@@ -428,7 +442,11 @@ def _size_pair(value: Sequence[int], name: str) -> tuple[int, int]:
     try:
         pair = tuple(int(v) for v in value)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be a (height, width) pair of ints, got {value!r}") from None
+        raise InvalidInputError(
+            f"{name} must be a (height, width) pair of ints, got {value!r}"
+        ) from None
     if len(pair) != 2 or min(pair) < 1:
-        raise InvalidInputError(f"{name} must be a (height, width) pair of positive ints, got {value!r}")
+        raise InvalidInputError(
+            f"{name} must be a (height, width) pair of positive ints, got {value!r}"
+        )
     return pair  # type: ignore[return-value]

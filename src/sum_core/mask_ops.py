@@ -101,7 +101,8 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 
 def boxes_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """``(row0, col0, row1, col1)`` boxes as float32 ``(x0, y0, x1, y1)`` for :func:`~sum_core.nms.nms`."""
+    """``(row0, col0, row1, col1)`` boxes as float32 ``(x0, y0, x1, y1)``, for
+    :func:`sum_core.nms.nms`."""
     boxes = torch.as_tensor(boxes)
     if boxes.ndim < 1 or boxes.shape[-1] != 4:
         raise InvalidInputError(f"boxes must have shape (..., 4), got {tuple(boxes.shape)}")

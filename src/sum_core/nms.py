@@ -102,9 +102,8 @@ def _torchvision_nms() -> Callable[[torch.Tensor, torch.Tensor, float], torch.Te
     try:
         from torchvision.ops import nms as tv_nms
 
-        probe = tv_nms(
-            torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]]), torch.tensor([0.5, 1.0]), 0.5
-        )
+        two_equal_boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0]])
+        probe = tv_nms(two_equal_boxes, torch.tensor([0.5, 1.0]), 0.5)
         if probe.tolist() != [1]:
             return None
     except Exception:  # noqa: BLE001 - any failure means "not usable"

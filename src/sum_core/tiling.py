@@ -74,7 +74,8 @@ class Tile:
     def inner_in_outer(self) -> Region:
         """``inner`` relative to ``outer``: crop a result computed on ``outer`` with this."""
         r, c = self.outer.row0, self.outer.col0
-        return Region(self.inner.row0 - r, self.inner.col0 - c, self.inner.row1 - r, self.inner.col1 - c)
+        inner = self.inner
+        return Region(inner.row0 - r, inner.col0 - c, inner.row1 - r, inner.col1 - c)
 
 
 def _is_int(value: object) -> bool:
@@ -86,7 +87,9 @@ def _pair(value: int | Sequence[int], name: str, minimum: int) -> tuple[int, int
     if _is_int(value):
         value = (value, value)
     if not isinstance(value, Sequence) or len(value) != 2 or not all(_is_int(v) for v in value):
-        raise InvalidInputError(f"{name} must be an int or a (rows, cols) pair of ints, got {value!r}")
+        raise InvalidInputError(
+            f"{name} must be an int or a (rows, cols) pair of ints, got {value!r}"
+        )
     pair = (int(value[0]), int(value[1]))
     if min(pair) < minimum:
         raise InvalidInputError(f"{name} must be >= {minimum} on both axes, got {pair}")
@@ -132,7 +135,8 @@ class TileGrid:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, TileGrid):
             return NotImplemented
-        return (self.shape, self.tile_shape, self.halo) == (other.shape, other.tile_shape, other.halo)
+        mine = (self.shape, self.tile_shape, self.halo)
+        return mine == (other.shape, other.tile_shape, other.halo)
 
     def __hash__(self) -> int:
         return hash((self.shape, self.tile_shape, self.halo))
@@ -151,7 +155,10 @@ class TileGrid:
         (h, w), (th, tw), (hr, hc) = self.shape, self.tile_shape, self.halo
         inner = Region(gr * th, gc * tw, min((gr + 1) * th, h), min((gc + 1) * tw, w))
         outer = Region(
-            max(inner.row0 - hr, 0), max(inner.col0 - hc, 0), min(inner.row1 + hr, h), min(inner.col1 + hc, w)
+            max(inner.row0 - hr, 0),
+            max(inner.col0 - hc, 0),
+            min(inner.row1 + hr, h),
+            min(inner.col1 + hc, w),
         )
         return Tile(index=index, grid_pos=(gr, gc), inner=inner, outer=outer)
 
@@ -159,7 +166,9 @@ class TileGrid:
         """The tile whose inner region contains pixel ``(row, col)`` (fractions are floored)."""
         r, c = math.floor(row), math.floor(col)
         if not (0 <= r < self.shape[0] and 0 <= c < self.shape[1]):
-            raise InvalidInputError(f"point ({row}, {col}) lies outside the plane of shape {self.shape}")
+            raise InvalidInputError(
+                f"point ({row}, {col}) lies outside the plane of shape {self.shape}"
+            )
         return self[(r // self.tile_shape[0]) * self.grid_shape[1] + c // self.tile_shape[1]]
 
     def tiles_touching(self, region: Sequence[int]) -> list[Tile]:
@@ -224,5 +233,7 @@ def default_tiling(shape: Sequence[int], encoder_size: int = 1024) -> TileGrid:
         return TileGrid((h, w), (h, w), 0)
     halo = encoder_size // 16
     max_inner = encoder_size - 2 * halo
-    tile = tuple(n if n <= encoder_size else math.ceil(n / math.ceil(n / max_inner)) for n in (h, w))
+    tile = tuple(
+        n if n <= encoder_size else math.ceil(n / math.ceil(n / max_inner)) for n in (h, w)
+    )
     return TileGrid((h, w), tile, halo)
