@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from reference_models import reference_sam
 from small_models import small_tiny_vit_config, small_vit_config
 from sum_core import zoo
 from sum_core.checkpoint import infer_config, load_checkpoint, load_state_dict_file
@@ -278,6 +279,34 @@ def test_infer_config_official_sizes_on_meta(model_type, hq, sum_tokens):
     inferred = infer_config(state)
     assert inferred == preset_config(model_type, hq=hq, sum_tokens=sum_tokens)
     assert inferred.model_type == model_type
+
+
+@pytest.mark.parametrize(("model_type", "hq"), [("vit_b", False), ("vit_l", True), ("vit_h", True)])
+def test_infer_config_on_reference_layout(model_type, hq):
+    """State dicts of the reference implementation (as in the released files) are recognised."""
+    with torch.device("meta"):
+        state = reference_sam(preset_config(model_type, hq=hq)).state_dict()
+    assert infer_config(state) == preset_config(model_type, hq=hq)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [small_vit_config(hq=False), small_vit_config(hq=True), small_tiny_vit_config(hq=True)],
+    ids=["sam", "hq", "tiny-hq"],
+)
+def test_reference_checkpoint_loads_strictly(config, tmp_path):
+    """A file saved from the reference model loads with every tensor in place."""
+    torch.manual_seed(0)
+    reference = reference_sam(config)
+    path = save(reference.state_dict(), tmp_path / "reference.pth")
+    loaded = load_checkpoint(path, device="cpu")
+    assert loaded.config.hq == config.hq
+    assert loaded.config.encoder == config.encoder
+    actual = loaded.state_dict()
+    expected = reference.state_dict()
+    assert set(actual) == set(expected)
+    for key, value in expected.items():
+        assert torch.equal(actual[key], value), key
 
 
 def test_infer_config_official_details():
