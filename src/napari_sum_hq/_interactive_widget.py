@@ -229,6 +229,16 @@ class InteractiveSegmentationWidget(QWidget):
         layer = self.image_combo.currentData()
         return layer if layer in self.viewer.layers else None
 
+    @property
+    def is_encoding(self) -> bool:
+        """Whether an encode whose result will be used is running."""
+        return self._worker is not None
+
+    @property
+    def running_workers(self) -> int:
+        """Number of worker threads still running, cancelled ones included."""
+        return len(self._workers)
+
     def model_choice(self) -> ModelChoice:
         """The model and device currently chosen in the widget."""
         return ModelChoice(self.model_combo.currentText(), self.device_combo.currentText())

@@ -130,7 +130,7 @@ def mask_to_low_res_logits(
 
     h, w = frame
     fraction = resize(
-        np.asarray(mask) != 0, (h, w), order=1, anti_aliasing=True, preserve_range=True
+        (np.asarray(mask) != 0).astype(np.float32), (h, w), order=1, anti_aliasing=True
     )
     prob = np.full((size, size), MASK_PROBABILITY_CLIP, dtype=np.float64)
     prob[:h, :w] = np.clip(fraction, MASK_PROBABILITY_CLIP, 1 - MASK_PROBABILITY_CLIP)

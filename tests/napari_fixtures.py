@@ -1,0 +1,65 @@
+"""Shared fixtures and helpers of the napari plugin tests (import them into a test module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ENCODE_TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight HQ checkpoint of the small test ViT (loads in well under a second)."""
+    import torch
+    from small_models import small_vit_config
+    from sum_core.modeling import build_from_config
+
+    torch.manual_seed(0)
+    model = build_from_config(small_vit_config())
+    path = tmp_path_factory.mktemp("napari_models") / "tiny_hq.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def notifications():
+    """Collect the napari notifications (errors, infos) shown during a test."""
+    from napari.utils.notifications import notification_manager
+
+    caught = []
+    notification_manager.notification_ready.connect(caught.append)
+    yield caught
+    notification_manager.notification_ready.disconnect(caught.append)
+
+
+def disk_image(shape=(96, 128), center=(48, 60), radius=20) -> np.ndarray:
+    """A dark uint8 image with one bright disk."""
+    rows, cols = np.indices(shape[-2:])
+    disk = (rows - center[0]) ** 2 + (cols - center[1]) ** 2 <= radius**2
+    plane = np.where(disk, 200, 30).astype(np.uint8)
+    return np.broadcast_to(plane, shape).copy()
+
+
+def open_widget(viewer, qtbot, checkpoint: Path, image_name: str | None = None, wait: bool = True):
+    """Dock the interactive widget, choose the tiny checkpoint and an image layer.
+
+    Returns the widget; with ``wait`` the embedding of the current slice is ready.
+    """
+    from napari_sum_hq._interactive_widget import InteractiveSegmentationWidget
+
+    widget = InteractiveSegmentationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_model_source(str(checkpoint))
+    if image_name is not None:
+        widget.image_combo.setCurrentIndex(widget.image_combo.findText(image_name))
+        if wait:
+            wait_for_encode(widget, qtbot)
+    return widget
+
+
+def wait_for_encode(widget, qtbot) -> None:
+    """Wait until no encode is running and every worker thread has finished."""
+    qtbot.waitUntil(lambda: not widget.is_encoding and widget.running_workers == 0, timeout=ENCODE_TIMEOUT_MS)

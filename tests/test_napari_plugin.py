@@ -1,0 +1,105 @@
+"""Plugin packaging and Qt-free parts: manifest, sample data, prompt conversion, embedding cache."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import napari_sum_hq
+from napari_sum_hq._prompts import boxes_on_slice, mask_to_low_res_logits, on_slice, points_on_slice
+from napari_sum_hq._sample_data import blobs_stack_sample, cell_sample
+from napari_sum_hq._session import EmbeddingCache, EncodeResult, ModelChoice
+
+MANIFEST = Path(napari_sum_hq.__file__).parent / "napari.yaml"
+
+
+def test_manifest_validates_and_imports():
+    npe2 = pytest.importorskip("npe2")
+    manifest = npe2.PluginManifest.from_file(MANIFEST)
+    assert manifest.name == "napari-sum-hq"
+    ids = {c.id for c in manifest.contributions.commands}
+    assert ids == {
+        "napari-sum-hq.interactive_widget",
+        "napari-sum-hq.sample_cell",
+        "napari-sum-hq.sample_blobs_stack",
+    }
+    for command in manifest.contributions.commands:
+        assert callable(_resolve(command.python_name))
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "napari-sum-hq"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid!" in result.stdout
+
+
+def _resolve(python_name: str):
+    import importlib
+
+    module, name = python_name.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_sample_data_is_bundled():
+    (cell, meta, kind), = cell_sample()
+    assert kind == "image" and meta["name"] == "cell"
+    assert cell.shape == (660, 550) and cell.dtype == np.uint8
+    (stack, meta, kind), = blobs_stack_sample(depth=4, size=64)
+    assert kind == "image" and stack.shape == (4, 64, 64) and stack.dtype == np.uint8
+    assert stack.min() < 50 and stack.max() > 200  # dark background, bright blobs
+
+
+def test_widget_module_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from napari_sum_hq import _interactive_widget, _layers, _prompts, _session, _sample_data\n"
+        "print('torch' in sys.modules, 'sum_core.predictor' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_points_on_slice_selects_by_rounded_leading_coordinates():
+    coords = np.array([[2.2, 10, 20], [1.6, 5, 6], [3, 7, 8], [2, 1.5, 2.5]])
+    pts, labels = points_on_slice(coords, [1, 0, 1, 0], (2,))
+    np.testing.assert_array_equal(pts, [[10, 20], [5, 6], [1.5, 2.5]])
+    np.testing.assert_array_equal(labels, [1, 0, 0])
+    pts, labels = points_on_slice(np.array([[3.0, 4.0]]), [1], ())
+    np.testing.assert_array_equal(pts, [[3, 4]])
+    assert on_slice(np.empty((0, 3)), (1,)).shape == (0,)
+
+
+def test_boxes_on_slice_takes_axis_aligned_bounds():
+    rect = np.array([[1, 30, 40], [1, 10, 40], [1, 10, 5], [1, 30, 5]], dtype=float)
+    other = rect.copy()
+    other[:, 0] = 0
+    np.testing.assert_array_equal(boxes_on_slice([rect, other], (1,)), [[10, 5, 30, 40]])
+    assert boxes_on_slice([], ()).shape == (0, 4)
+
+
+def test_mask_to_low_res_logits_places_the_mask_in_the_padded_frame():
+    mask = np.zeros((100, 200), dtype=bool)
+    mask[:50, 100:] = True  # top-right quarter
+    logits = mask_to_low_res_logits(mask, (128, 256))
+    assert logits.shape == (1, 256, 256) and logits.dtype == np.float32
+    assert (logits[0, 2:60, 132:] > 6).all()  # well inside: confident object
+    assert (logits[0, 2:60, :124] < -6).all()
+    assert (logits[0, 128:] < -6).all()  # the padding is background
+    assert np.abs(logits).max() <= np.log(999) + 1e-4
+
+
+def test_embedding_cache_is_lru_and_drops_slices_of_another_model():
+    cache = EmbeddingCache(max_slices=2)
+    a, b = ModelChoice("a"), ModelChoice("b", "cpu")
+    for key in [(0,), (1,), (2,)]:
+        cache.store(EncodeResult(a, "model-a", key, f"pred{key}"))
+    assert cache.predictor((0,)) is None and cache.predictor((1,)) == "pred(1,)"
+    assert cache.model_for(a) == "model-a" and cache.model_for(b) is None
+    cache.store(EncodeResult(b, "model-b", (1,), "pred-b"))
+    assert cache.predictor((2,)) is None and cache.predictor((1,)) == "pred-b"
+    assert b.torch_device == "cpu" and a.torch_device is None
+    cache.clear_slices()
+    assert cache.predictor((1,)) is None and cache.model_for(b) == "model-b"

@@ -1,0 +1,337 @@
+"""GUI tests of the interactive segmentation widget (run under Xvfb: ``xvfb-run -a python -m pytest``)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from napari_fixtures import disk_image, notifications, open_widget, tiny_checkpoint, wait_for_encode  # noqa: F401
+from qtpy.QtCore import Qt, QTimer
+
+pytestmark = pytest.mark.gui
+
+
+def press(viewer, qtbot, key, modifier=Qt.NoModifier) -> None:
+    """Press a key on the napari canvas, as a user would."""
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, key, modifier)
+
+
+def click(qtbot, button) -> None:
+    qtbot.mouseClick(button, Qt.LeftButton)
+
+
+def errors(caught) -> list[str]:
+    return [str(n.message) for n in caught if str(n.severity) == "error"]
+
+
+def test_point_segments_into_labels_and_uncertainty(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(disk_image(), name="img", scale=(2.0, 0.5), translate=(10.0, -3.0))
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    layers = widget.layers
+    assert viewer.layers.selection.active is layers.points()
+    layers.points().add([[48, 60]])
+
+    click(qtbot, widget.segment_button)
+
+    current, unc = layers.current(), layers.uncertainty()
+    assert current.data.shape == image.data.shape
+    assert current.data.any()
+    assert set(np.unique(current.data)) == {0, 1}
+    assert unc.data.shape == image.data.shape and unc.data.dtype == np.float32
+    assert 0.0 <= unc.data.min() and unc.data.max() <= 1.0 and unc.data.max() > 0
+    assert unc.colormap.name == "magma" and tuple(unc.contrast_limits) == (0.0, 1.0)
+    for layer in (current, unc, layers.points(), layers.boxes(), layers.committed()):
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.translate, image.translate)
+
+
+def test_key_s_segments_and_t_toggles_point_kind(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    points = widget.layers.points()
+    points.add([[48, 60]])
+    press(viewer, qtbot, Qt.Key_T)
+    assert "negative" in widget.point_kind_label.text()
+    points.add([[5, 5]])
+    assert points.features["label"].tolist() == [1, 0]
+    np.testing.assert_allclose(points.face_color[:, :3], [[0, 128 / 255, 0], [1, 0, 0]], atol=0.01)
+    assert viewer.layers.selection.active is points  # S must not switch the points layer to select mode
+
+    press(viewer, qtbot, Qt.Key_S)
+
+    assert widget.layers.current().data.any()
+    assert points.mode == "add"
+
+
+def test_box_prompt_segments(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    widget.layers.boxes().add_rectangles(np.array([[25, 35], [72, 85]]))
+
+    click(qtbot, widget.segment_button)
+
+    assert widget.layers.current().data.any()
+    assert "Segmented 1 object" in widget.status_label.text()
+
+
+def test_commit_undo_clear(make_napari_viewer, qtbot, tiny_checkpoint, notifications):
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    layers = widget.layers
+
+    layers.points().add([[48, 60]])
+    click(qtbot, widget.segment_button)
+    first = layers.current().data > 0
+    click(qtbot, widget.commit_button)
+    committed = layers.committed()
+    np.testing.assert_array_equal(committed.data == 1, first)
+    assert len(layers.points().data) == 0 and not layers.current().data.any()
+
+    layers.points().add([[10, 10]])
+    press(viewer, qtbot, Qt.Key_S)
+    second = layers.current().data > 0
+    press(viewer, qtbot, Qt.Key_C)
+    assert committed.data.max() == 2
+    np.testing.assert_array_equal(committed.data == 2, second)
+    np.testing.assert_array_equal(committed.data == 1, first & ~second)
+
+    press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # undo the second commit
+    np.testing.assert_array_equal(committed.data, first.astype(committed.data.dtype))
+    click(qtbot, widget.undo_button)  # and the first
+    assert not committed.data.any()
+    click(qtbot, widget.undo_button)
+    assert "No commit to undo." in [str(n.message) for n in notifications]
+
+    layers.points().add([[48, 60]])
+    layers.boxes().add_rectangles(np.array([[25, 35], [72, 85]]))
+    press(viewer, qtbot, Qt.Key_S)
+    press(viewer, qtbot, Qt.Key_C, Qt.ShiftModifier)
+    assert len(layers.points().data) == 0 and layers.boxes().nshapes == 0
+    assert not layers.current().data.any() and not layers.uncertainty().data.any()
+    assert not committed.data.any()  # clearing never touches committed objects
+    assert errors(notifications) == []
+
+
+def test_refine_committed_label_keeps_its_id(make_napari_viewer, qtbot, tiny_checkpoint, notifications, monkeypatch):
+    from sum_core.predictor import Predictor
+
+    mask_inputs = []
+    original = Predictor.predict
+
+    def spy(self, *args, **kwargs):
+        mask_inputs.append(kwargs.get("mask_input"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    layers = widget.layers
+    layers.points().add([[48, 60]])
+    click(qtbot, widget.segment_button)
+    remembered = widget._last_prediction[1].low_res_logits
+    click(qtbot, widget.commit_button)
+    assert mask_inputs == [None]
+
+    widget.refine_spin.setValue(1)  # mask prompt only: the remembered low-res logits
+    click(qtbot, widget.segment_button)
+    np.testing.assert_array_equal(mask_inputs[-1], remembered)
+    refined = layers.current().data > 0
+    click(qtbot, widget.commit_button)
+    assert set(np.unique(layers.committed().data)) <= {0, 1}  # same id, no new object
+    np.testing.assert_array_equal(layers.committed().data == 1, refined)
+    assert widget.refine_spin.value() == 0
+
+    layers.committed().data[...] = 0
+    layers.committed().data[:5, :5] = 1  # a painted object: its mask is converted to logits
+    widget.refine_spin.setValue(1)
+    click(qtbot, widget.segment_button)
+    logits = mask_inputs[-1]
+    # 96 x 128 -> 192 x 256 in the 256 frame: the 5 x 5 corner covers 10 x 10 low-res pixels
+    assert logits.shape == (1, 256, 256)
+    assert (logits[0, :9, :9] > 0).all() and (logits[0, 11:, :] < 0).all() and (logits[0, :, 11:] < 0).all()
+
+    widget.refine_spin.setValue(7)
+    click(qtbot, widget.segment_button)
+    assert any("refine label 7" in m for m in errors(notifications))
+
+
+def test_3d_stack_segments_the_current_slice(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(shape=(4, 64, 64), center=(32, 32), radius=12), name="stack")
+    viewer.dims.set_current_step(0, 2)
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "stack")
+    assert widget.cache.predictor((2,)) is not None
+    widget.layers.points().add([[2, 32, 32], [1, 5, 5]])  # the second point is on another slice
+
+    click(qtbot, widget.segment_button)
+
+    current = widget.layers.current().data
+    assert current[2].any()
+    assert not current[[0, 1, 3]].any()
+
+    viewer.dims.set_current_step(0, 3)  # a new slice is encoded on demand, then segmented
+    widget.layers.points().add([[3, 32, 32]])
+    click(qtbot, widget.segment_button)
+    wait_for_encode(widget, qtbot)
+    current = widget.layers.current().data
+    assert current[3].any() and not current[:3].any()
+
+
+def test_live_mode_segments_on_every_point(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    widget.live_check.setChecked(True)
+    widget.layers.points().add([[48, 60]])
+    assert widget.layers.current().data.any()
+    widget.layers.points().data = np.empty((0, 2))
+    assert not widget.layers.current().data.any()
+
+
+def test_user_errors_are_notifications(make_napari_viewer, qtbot, tiny_checkpoint, notifications):
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint)  # no image chosen yet
+    click(qtbot, widget.segment_button)
+    click(qtbot, widget.commit_button)
+    widget.image_combo.setCurrentIndex(widget.image_combo.findText("img"))
+    wait_for_encode(widget, qtbot)
+    click(qtbot, widget.segment_button)
+    messages = errors(notifications)
+    assert any("No image chosen" in m for m in messages)
+    assert any("Nothing to commit" in m for m in messages)
+    assert any("No prompt on this slice" in m for m in messages)
+
+
+def test_bad_checkpoint_is_a_notification(make_napari_viewer, qtbot, tmp_path, notifications):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"this is not a checkpoint")
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, bad, "img")
+
+    messages = errors(notifications)
+    assert len(messages) == 1 and "broken.pth" in messages[0]
+    assert widget.status_label.text().startswith("Embedding failed")
+    assert widget.cache.predictor(()) is None and not widget.cancel_button.isEnabled()
+
+
+def test_cancel_drops_a_slow_encode(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
+    from sum_core.predictor import Predictor
+
+    original = Predictor.set_image
+
+    def slow_set_image(self, image, *args, **kwargs):
+        time.sleep(1.5)
+        original(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "set_image", slow_set_image)
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img", wait=False)
+    worker = widget._worker
+    qtbot.waitUntil(lambda: widget.progress_bar.value() == 1, timeout=60_000)  # encoding now
+    assert widget.cancel_button.isEnabled()
+
+    with qtbot.waitSignal(worker.aborted, timeout=60_000):
+        click(qtbot, widget.cancel_button)
+        assert widget.status_label.text() == "Embedding cancelled."
+        assert not widget.is_encoding and not widget.cancel_button.isEnabled()
+    wait_for_encode(widget, qtbot)
+    assert widget.cache.predictor(()) is None  # the cancelled embedding was dropped
+
+    widget.compute_embedding()  # a superseded encode is dropped too
+    superseded = widget._worker
+    widget.compute_embedding()
+    assert superseded is not widget._worker
+    wait_for_encode(widget, qtbot)
+    assert widget.cache.predictor(()) is not None
+
+
+def test_event_loop_stays_responsive_while_encoding(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(shape=(700, 900), center=(350, 450), radius=150), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    for _ in range(3):  # three full encodes (model load + embedding)
+        widget.cache.clear()
+        widget.compute_embedding() if widget.image_layer else widget.image_combo.setCurrentIndex(1)
+        wait_for_encode(widget, qtbot)
+    timer.stop()
+    gaps = np.diff(ticks)
+    print(f"\nevent loop during 3 encodes: {len(ticks)} ticks, max gap {gaps.max() * 1000:.0f} ms")
+    assert widget.cache.predictor(()) is not None
+    assert gaps.max() < 1.0
+
+
+def test_screenshot_shows_mask_and_uncertainty_where_computed(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer(show=True)
+    image = viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    layers = widget.layers
+    layers.points().add([[48, 60]])
+    click(qtbot, widget.segment_button)
+    mask = layers.current().data > 0
+    assert 0 < mask.mean() < 1
+    for layer in (image, layers.points(), layers.boxes()):
+        layer.visible = False  # all colour on the canvas comes from the overlay shown
+    viewer.window._qt_window.resize(1400, 900)
+    qtbot.wait(100)
+    viewer.reset_view()
+
+    def grab(visible):
+        for layer in (layers.current(), layers.uncertainty()):
+            layer.visible = layer is visible
+        qtbot.wait(50)
+        return viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
+
+    labels_shot, unc_shot = grab(layers.current()), grab(layers.uncertainty())
+    assert viewer.camera.zoom > 3  # several screen pixels per image pixel
+    # the data pixel shown at each screen pixel
+    rows, cols = np.indices(labels_shot.shape[:2], dtype=float)
+    zoom, center = viewer.camera.zoom, viewer.camera.center[-2:]
+    world = np.stack([center[0] + (rows - rows.shape[0] / 2) / zoom, center[1] + (cols - cols.shape[1] / 2) / zoom])
+    data = np.rint(world).astype(int)
+    on_image = np.all((data >= 0) & (data < np.array(mask.shape)[:, None, None]), axis=0)
+    r, c = np.clip(data[0], 0, mask.shape[0] - 1), np.clip(data[1], 0, mask.shape[1] - 1)
+    from scipy import ndimage
+
+    inside = on_image & ndimage.binary_erosion(mask, iterations=1)[r, c]
+    outside = on_image & ~ndimage.binary_dilation(mask, iterations=1)[r, c]
+    inside_rgb, outside_rgb = labels_shot[inside].sum(axis=1).mean(), labels_shot[outside].sum(axis=1).mean()
+    print(f"\nlabels overlay: mean R+G+B inside the mask {inside_rgb:.0f}, outside {outside_rgb:.0f}")
+    assert inside.sum() > 1000 and outside.sum() > 1000
+    assert inside_rgb > 60
+    assert outside_rgb < 5
+    unc = layers.uncertainty().data[r, c]
+    high, low = on_image & (unc > np.quantile(unc[on_image], 0.9)), on_image & (unc < np.quantile(unc[on_image], 0.1))
+    assert unc_shot[high].sum(axis=1).mean() > unc_shot[low].sum(axis=1).mean() + 30
+
+
+def test_opening_the_widget_loads_no_model_and_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, napari\n"
+        "from napari_sum_hq._interactive_widget import InteractiveSegmentationWidget\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "viewer.add_image(np.zeros((32, 32), np.uint8), name='img')\n"
+        "widget = InteractiveSegmentationWidget(viewer)\n"
+        "viewer.window.add_dock_widget(widget)\n"
+        "print('RESULT', 'torch' in sys.modules, widget.cache.model is None, widget.model_combo.count() > 1)\n"
+        "viewer.close()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT")]
+    assert line == ["RESULT False True True"], result.stdout + result.stderr
