@@ -82,3 +82,33 @@ def test_help_does_not_import_torch():
     code = "import sys; from sum_core.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_readme_main_job_downloads_the_default_model_and_segments_the_sample(
+    small_hq_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """`sum-hq segment sample --point ...` with the default registry model, served from 127.0.0.1."""
+    import dataclasses
+    import hashlib
+    import shutil
+
+    from http_server import serve_folder
+    from sum_core import zoo
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(small_hq_checkpoint, served / "sam_hq_vit_b.pth")
+    digest = hashlib.sha256((served / "sam_hq_vit_b.pth").read_bytes()).hexdigest()
+    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(api, "_MODELS", type(api._MODELS)())
+    with serve_folder(served) as url:
+        entry = dataclasses.replace(
+            zoo.BUILTIN_MODELS[zoo.DEFAULT_MODEL], url=f"{url}/sam_hq_vit_b.pth", known_hash=f"sha256:{digest}"
+        )
+        monkeypatch.setitem(zoo.BUILTIN_MODELS, zoo.DEFAULT_MODEL, entry)
+        out, unc = tmp_path / "mask.tif", tmp_path / "uncertainty.tif"
+        code = main(["segment", "sample", "--point", "88,203", "--device", "cpu",
+                     "--out", str(out), "--uncertainty-out", str(unc)])
+    assert code == 0
+    assert (tmp_path / "cache" / zoo.BUILTIN_MODELS[zoo.DEFAULT_MODEL].filename).exists()
+    assert tifffile.imread(out).shape == tifffile.imread(unc).shape == (512, 512)
