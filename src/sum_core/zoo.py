@@ -24,8 +24,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import platformdirs
-import pooch
-import requests
 import yaml
 
 from .errors import DownloadError, HashMismatchError, InvalidInputError
@@ -356,6 +354,9 @@ def fetch(name: str, progress: bool = True) -> Path:
     InvalidInputError
         If the ``SUM_HQ_MODELS`` file is malformed.
     """
+    import pooch  # imported here: pooch + requests cost ~0.4 s, and only downloads need them
+    import requests
+
     entry = get_entry(name)
     target = cache_dir() / entry.filename
     corrupted_note = ""
