@@ -1,0 +1,254 @@
+"""SUM pseudo-labels: automatic mask generation over a folder of unlabeled images.
+
+::
+
+    python -m training.pseudolabel --model sam_hq_vit_b --images DATASET/unlabeled --out PSEUDO
+
+Every image gets SAM's automatic masks from a ``points_per_side`` grid of
+clicks, kept when the predicted IoU is >= ``pred_iou_thresh``, the stability
+score >= ``stability_thresh`` and the area < ``max_area_fraction`` of the
+image (SUM: 0.88, 0.95, 0.95). The result is the pseudo-label folder of
+``docs/training-data.md`` (see :mod:`training.pseudo_store`). The run is
+resumable: images whose folder is complete are skipped, and temporary
+folders of an interrupted run are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+import sum_core
+from sum_core.automatic import generate_masks
+from sum_core.errors import InvalidInputError, SumError
+from sum_core.image import prepare_image
+from sum_core.imageio import read_image
+from sum_core.loading import load_model
+from sum_core.modeling import SamModel
+from sum_core.options import TASKS
+from sum_core.predictor import Predictor
+
+from . import pseudo_store as store
+from .dataset import IMAGE_SUFFIXES, _list_images
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AmgFilters:
+    """Automatic-mask-generation settings (SUM's defaults), recorded in the manifest."""
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_thresh: float = 0.95
+    stability_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    min_area: int = 0
+    max_area_fraction: float = 0.95
+    task: int | None = None
+
+
+def resolve_image_dir(images: Path) -> Path:
+    """The folder to label: ``images`` itself, or ``images/unlabeled`` for a dataset root."""
+    images = Path(images)
+    if not images.is_dir():
+        raise InvalidInputError(f"images: folder {images} does not exist")
+    if (images / "unlabeled").is_dir() and (images / "images").is_dir():
+        return images / "unlabeled"
+    return images
+
+
+def list_images(image_dir: Path) -> dict[str, Path]:
+    """Images of ``image_dir`` by stem; error if there is none."""
+    found = _list_images(image_dir)
+    if not found:
+        raise InvalidInputError(
+            f"images: folder {image_dir} has no image ({', '.join(IMAGE_SUFFIXES)})"
+        )
+    return found
+
+
+def _read(path: Path):
+    try:
+        return prepare_image(read_image(path))
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"images: {path} cannot be used ({exc}); fix or remove it and run again "
+            "(finished images are kept and skipped)"
+        ) from exc
+
+
+def _check_resume(out: Path, manifest: dict) -> dict:
+    """Merge with an existing manifest; refuse a different model or different filters."""
+    if not (out / store.MANIFEST_NAME).is_file():
+        return manifest
+    old = store.read_manifest(out)
+    for key in ("weights_sha256", "filters"):
+        if old.get(key) != manifest[key]:
+            raise InvalidInputError(
+                f"out: {out} holds pseudo-labels made with another {key} ({old.get(key)} instead of "
+                f"{manifest[key]}); use a new --out folder or the same settings"
+            )
+    if old.get("image_dir") != manifest["image_dir"]:
+        raise InvalidInputError(
+            f"out: {out} holds pseudo-labels of images in {old.get('image_dir')}, not "
+            f"{manifest['image_dir']}; use a new --out folder"
+        )
+    manifest["images"] = old.get("images", {}) | manifest["images"]
+    return manifest
+
+
+def pseudolabel_folder(
+    model: SamModel,
+    images: Path,
+    out: Path,
+    filters: AmgFilters = AmgFilters(),
+    model_name: str = "",
+    device=None,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Write pseudo-labels of every image in ``images`` to ``out``.
+
+    Parameters
+    ----------
+    model : SamModel
+        The model whose automatic masks become pseudo-labels.
+    images : Path
+        Folder of images, or a dataset root (its ``unlabeled/`` folder is used).
+    out : Path
+        Pseudo-label folder (created if needed).
+    filters : AmgFilters
+        Automatic mask generation settings.
+    model_name : str
+        Registry name or path of ``model``, recorded in the manifest.
+    device : str or torch.device, optional
+        Where to run the model.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    dict
+        ``{"stem": number of masks}`` of the images labelled by this call
+        (skipped images are not listed).
+
+    Raises
+    ------
+    InvalidInputError
+        Missing or empty image folder, an unreadable image (named), or an
+        ``out`` folder made with another model, other filters or other images.
+    """
+    image_dir = resolve_image_dir(images)
+    found = list_images(image_dir)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"out: {out} exists and is not a folder")
+    manifest = {
+        "format": FORMAT_VERSION,
+        "model": model_name,
+        "model_type": model.config.model_type,
+        "hq": model.config.hq,
+        "weights_sha256": store.weights_sha256(model),
+        "filters": asdict(filters),
+        "package_version": sum_core.__version__,
+        "image_dir": str(image_dir.resolve()),
+        "images": {stem: path.name for stem, path in found.items()},
+    }
+    manifest = _check_resume(out, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    store.write_manifest(out, manifest)
+    store.remove_partial_folders(out)
+    todo = {stem: path for stem, path in found.items() if not store.is_complete(out, stem)}
+    predictor = Predictor(model, device=device)
+    counts: dict[str, int] = {}
+    for stem, path in tqdm(todo.items(), desc="pseudo-labels", unit="image", disable=not progress):
+        predictor.set_image(_read(path))
+        records = generate_masks(
+            predictor,
+            points_per_side=filters.points_per_side,
+            points_per_batch=filters.points_per_batch,
+            pred_iou_thresh=filters.pred_iou_thresh,
+            stability_thresh=filters.stability_thresh,
+            stability_offset=filters.stability_offset,
+            box_nms_thresh=filters.box_nms_thresh,
+            min_area=filters.min_area,
+            max_area_fraction=filters.max_area_fraction,
+            task=filters.task,
+        )
+        rows = [
+            store.PseudoMask(
+                index=i,
+                score=float(r.score),
+                stability=float(r.stability),
+                area=int(r.area),
+                point=(float(r.point[0]), float(r.point[1])),
+                box=tuple(float(v) for v in r.box),
+            )
+            for i, r in enumerate(records)
+        ]
+        store.write_image_folder(out, stem, rows, [store.logits_to_uint8(r.logits) for r in records])
+        counts[stem] = len(rows)
+    predictor.reset_image()
+    return counts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options of ``python -m training.pseudolabel``."""
+    d = AmgFilters()
+    parser = argparse.ArgumentParser(
+        prog="python -m training.pseudolabel",
+        description="Write SUM pseudo-labels (SAM automatic masks) for a folder of unlabeled images.",
+    )
+    parser.add_argument("--model", required=True, help="registry name or checkpoint path")
+    parser.add_argument(
+        "--images", required=True, type=Path, help="image folder, or a dataset root (uses its unlabeled/)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="pseudo-label folder to write")
+    parser.add_argument("--points-per-side", type=int, default=d.points_per_side)
+    parser.add_argument("--points-per-batch", type=int, default=d.points_per_batch)
+    parser.add_argument("--pred-iou-thresh", type=float, default=d.pred_iou_thresh)
+    parser.add_argument("--stability-thresh", type=float, default=d.stability_thresh)
+    parser.add_argument("--stability-offset", type=float, default=d.stability_offset)
+    parser.add_argument("--box-nms-thresh", type=float, default=d.box_nms_thresh)
+    parser.add_argument("--min-area", type=int, default=d.min_area)
+    parser.add_argument("--max-area-fraction", type=float, default=d.max_area_fraction)
+    parser.add_argument("--task", type=int, choices=sorted(TASKS), default=None,
+                        help="SUM task prompt (SUM models only; default none)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; errors exit with a one-line message."""
+    args = build_parser().parse_args(argv)
+    filters = AmgFilters(
+        points_per_side=args.points_per_side,
+        points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_thresh=args.stability_thresh,
+        stability_offset=args.stability_offset,
+        box_nms_thresh=args.box_nms_thresh,
+        min_area=args.min_area,
+        max_area_fraction=args.max_area_fraction,
+        task=args.task,
+    )
+    try:
+        resolve_image_dir(args.images)
+        model = load_model(args.model, device=args.device)
+        counts = pseudolabel_folder(
+            model, args.images, args.out, filters, str(args.model), args.device, not args.no_progress
+        )
+    except SumError as exc:
+        sys.exit(f"training.pseudolabel: error: {exc}")
+    print(f"labelled {len(counts)} image(s), {sum(counts.values())} mask(s); output in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
