@@ -43,6 +43,13 @@ def _resolve(python_name: str):
     return getattr(importlib.import_module(module), name)
 
 
+def test_package_exports_are_lazy():
+    assert napari_sum_hq.cell_sample is cell_sample
+    assert "InteractiveSegmentationWidget" in napari_sum_hq.__all__
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        napari_sum_hq.missing  # noqa: B018
+
+
 def test_sample_data_is_bundled():
     (cell, meta, kind), = cell_sample()
     assert kind == "image" and meta["name"] == "cell"

@@ -31,6 +31,8 @@ def test_point_segments_into_labels_and_uncertainty(make_napari_viewer, qtbot, t
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
     layers = widget.layers
     assert viewer.layers.selection.active is layers.points()
+    items = [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
+    assert items[1:] == ["img"]  # the plugin's own uncertainty Image layer is not offered
     layers.points().add([[48, 60]])
 
     click(qtbot, widget.segment_button)
@@ -335,3 +337,25 @@ def test_opening_the_widget_loads_no_model_and_no_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     line = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT")]
     assert line == ["RESULT False True True"], result.stdout + result.stderr
+
+
+def test_offline_download_is_a_notification(make_napari_viewer, qtbot, tmp_path, monkeypatch, notifications):
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        "- name: unreachable_model\n"
+        "  url: http://127.0.0.1:9/unreachable_model.pth\n"
+        f"  known_hash: sha256:{'0' * 64}\n"
+    )
+    monkeypatch.setenv("SUM_HQ_MODELS", str(models))
+    monkeypatch.setenv("SUM_HQ_CACHE", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, "unreachable_model")
+    assert widget.model_combo.currentIndex() < widget.model_combo.count() - 1
+    assert widget.model_combo.findText("unreachable_model") >= 0  # listed from the models file
+    widget.image_combo.setCurrentIndex(widget.image_combo.findText("img"))
+    wait_for_encode(widget, qtbot)
+
+    messages = errors(notifications)
+    assert len(messages) == 1 and "unreachable_model" in messages[0]
+    assert widget.status_label.text().startswith("Embedding failed")
