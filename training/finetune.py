@@ -1,0 +1,137 @@
+"""SUM fine-tuning: ``python -m training.finetune``.
+
+Examples
+--------
+HQ-SAM lightweight scheme (only the HQ modules and SUM task tables train),
+human data mixed 1 : 1 with uncertainty-aware pseudo-labels::
+
+    python -m training.finetune --checkpoint sam_hq_vit_b --scheme hq \\
+        --data DATASET --pseudo PSEUDO --output runs/sum_hq
+
+Full fine-tuning on 4 GPUs with bf16 autocast::
+
+    torchrun --nproc_per_node=4 -m training.finetune --config run.yaml --scheme full --precision bf16
+
+Continue an interrupted run (Ctrl+C saves a resumable state)::
+
+    python -m training.finetune --output runs/sum_hq --resume
+
+Every field of :class:`training.config.FinetuneConfig` is a flag
+(``--max-instances``) and a YAML key (``max_instances``).  Precedence: defaults
+< scheme defaults < ``--config`` file (or, with ``--resume``, the run's saved
+``config.yaml``) < flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from sum_core.errors import SumError
+
+from .config import (
+    PRECISIONS,
+    SCHEMES,
+    FinetuneConfig,
+    config_fields,
+    config_from_dict,
+    load_config,
+    save_config,
+)
+from .trainer import Trainer
+
+CONFIG_NAME = "config.yaml"
+EXIT_INTERRUPTED = 130
+
+_HELP = {
+    "checkpoint": "base model: checkpoint path or registry name (SAM-HQ / SUM)",
+    "output": "run folder",
+    "data": "human-labelled dataset folders (images/, masks/)",
+    "entity_data": "folders of --data whose masks are entities (task token 2)",
+    "pseudo": "pseudo-label folder (training.pseudolabel + training.refine)",
+    "pseudo_images": "images of the pseudo-label folder (default: from its manifest)",
+    "pseudo_ratio": "human steps per pseudo-label step (1 = 1:1 mixing)",
+    "interactive": "SAM-style interactive rounds (error clicks, final mask-only round)",
+    "precision": "mixed precision on CUDA",
+    "max_steps": "stop resumably after this many steps (0 = no limit)",
+}
+
+
+def _scalar_type(text: str) -> type | None:
+    return {"int": int, "float": float, "str": str}.get(text)
+
+
+def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+    flag = "--" + field.name.replace("_", "-")
+    kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": _HELP.get(field.name)}
+    annotation = str(field.type)
+    if annotation == "bool":
+        parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        return
+    if annotation.startswith("list["):
+        kwargs["nargs"] = "+"
+        annotation = annotation[5:-1]
+    elif annotation.startswith("tuple["):
+        kwargs["nargs"] = 2
+        annotation = "float"
+    kwargs["type"] = _scalar_type(annotation.replace(" | None", ""))
+    if field.name == "scheme":
+        kwargs["choices"] = SCHEMES
+    if field.name == "precision":
+        kwargs["choices"] = PRECISIONS
+    parser.add_argument(flag, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options: ``--config``, ``--resume``, ``--no-progress`` and one flag per config field."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.finetune",
+        description="SUM uncertainty-aware fine-tuning of SAM / HQ-SAM.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file of settings (FinetuneConfig fields)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for field in config_fields().values():
+        _add_field(parser, field)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> FinetuneConfig:
+    """Merge defaults, the YAML file (or the resumed run's config) and explicit flags."""
+    flags = {name: value for name, value in vars(args).items() if name in config_fields()}
+    values: dict[str, Any] = {}
+    if args.resume:
+        output = flags.get("output")
+        if output is None and args.config is not None:
+            output = load_config(args.config).output
+        if output is None:
+            raise SumError("--resume needs --output (the run folder to continue)")
+        values = load_config(Path(output) / CONFIG_NAME).to_dict()
+    elif args.config is not None:
+        values = load_config(args.config).to_dict()
+    values.update(flags)
+    return config_from_dict(values, "settings").resolved()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m training.finetune``; returns 0, or 130 after Ctrl+C (state saved)."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve_config(args)
+        trainer = Trainer(config, resume=args.resume, progress=not args.no_progress)
+        if trainer.is_main:
+            save_config(config, Path(config.output) / CONFIG_NAME)
+        outcome = trainer.run()
+    except SumError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if trainer.is_main:
+        print(f"{outcome}: run folder {config.output}")
+    return EXIT_INTERRUPTED if outcome == "interrupted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

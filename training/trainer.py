@@ -1,0 +1,682 @@
+"""The SUM fine-tuning loop: data streams, prompts, losses, devices, checkpoints.
+
+One *step* is one optimiser step on a batch of human-labelled images; every
+``pseudo_ratio`` human steps are followed by a separate optimiser step on a
+pseudo-labelled batch (SUM's 1 : 1 mixing with separate steps).  The data
+order of every epoch is a seeded permutation (split over DDP ranks like
+``DistributedSampler``), items are deterministic per (seed, epoch, index), and
+all other randomness comes from RNGs whose states are saved with the training
+state, so ``--resume`` continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from tqdm import tqdm
+
+from sum_core.errors import InvalidInputError
+from sum_core.image import prepare_image, preprocess_shape
+from sum_core.imageio import read_image
+from sum_core.modeling import SamModel
+from sum_core.prompts import to_model_frame, validate_prompts
+
+from . import checkpointing as ckpt
+from . import losses, pseudo_store
+from .augment import OUTPUT_SIZE, resize_and_pad
+from .config import FinetuneConfig
+from .dataset import InstanceDataset, _list_images, collate_instances, scan_dataset
+from .prompt_sampling import (
+    box_from_mask,
+    jitter_box,
+    noisy_mask_prompt,
+    sample_error_click,
+    sample_weighted_points,
+)
+from .schemes import build_optimizer, build_scheduler, set_trainable
+
+TASK_PSEUDO, TASK_SALIENT, TASK_ENTITY = 0, 1, 2
+METRIC_FIELDS = ("time", "epoch", "step", "kind", "loss", "focal", "dice", "iou", "bce", "lr")
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+class TaskDataset(Dataset):
+    """An :class:`InstanceDataset` whose items also carry a SUM task index."""
+
+    def __init__(self, dataset: InstanceDataset, task: int) -> None:
+        self.dataset = dataset
+        self.task = task
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to the wrapped dataset."""
+        self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        item["task"] = self.task
+        return item
+
+
+def collate(batch: list[dict]) -> dict:
+    """:func:`training.dataset.collate_instances` plus ``"task"`` and ``"uncertainty"`` lists."""
+    out = collate_instances(batch)
+    out["task"] = [item["task"] for item in batch]
+    out["uncertainty"] = [item.get("uncertainty") for item in batch]
+    return out
+
+
+def _resize_maps(maps: np.ndarray, size: int) -> torch.Tensor:
+    """Bilinearly resize ``N x H x W`` float maps (long side -> size), pad bottom/right with 0."""
+    h, w = maps.shape[1:]
+    new_h, new_w = preprocess_shape(h, w, size)
+    tensor = torch.from_numpy(maps.astype(np.float32))[:, None]
+    tensor = F.interpolate(tensor, (new_h, new_w), mode="bilinear", align_corners=False)[:, 0]
+    return F.pad(tensor, (0, size - new_w, 0, size - new_h))
+
+
+class PseudoDataset(Dataset):
+    """Pseudo-labelled images (``training.pseudolabel`` / ``training.refine`` folder).
+
+    Each item has ``"image"`` (3 x S x S uint8, resized and padded, no
+    augmentation as in SUM), ``"masks"`` (N x S x S bool, ``prob > 0.5``),
+    ``"uncertainty"`` (N x S x S float32 in [0, 1], zero where no map was
+    written, as in the SUM code) and ``"task"`` 0.  Masks smaller than
+    ``min_area`` pixels after resizing are skipped; at most ``max_masks`` are
+    sampled per image (seeded by (seed, index)).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_dir: str | os.PathLike | None = None,
+        max_masks: int = 40,
+        min_area: int = 100,
+        output_size: int = OUTPUT_SIZE,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        manifest = pseudo_store.read_manifest(self.root)
+        image_dir = Path(image_dir or manifest.get("image_dir", ""))
+        if not image_dir.is_dir():
+            raise InvalidInputError(
+                f"pseudo_images: image folder {image_dir} of pseudo-label folder {self.root} does not exist"
+            )
+        images = _list_images(image_dir)
+        self.folders = [f for f in pseudo_store.image_folders(self.root) if f.name in images]
+        if not self.folders:
+            raise InvalidInputError(f"pseudo: {self.root} has no labelled image found in {image_dir}")
+        self.images = [images[f.name] for f in self.folders]
+        self.max_masks, self.min_area = max_masks, min_area
+        self.output_size, self.seed = output_size, seed
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def __getitem__(self, index: int) -> dict:
+        folder = self.folders[index]
+        rows = pseudo_store.read_masks_csv(folder)
+        rng = np.random.default_rng((self.seed, index))
+        if len(rows) > self.max_masks:
+            rows = [rows[i] for i in sorted(rng.choice(len(rows), self.max_masks, replace=False))]
+        image = prepare_image(read_image(self.images[index]))
+        probs = np.stack([pseudo_store.read_probability(folder, r.index) for r in rows]) / 255.0
+        unc = np.zeros_like(probs)
+        for i, row in enumerate(rows):
+            path = pseudo_store.uncertainty_path(folder, row.index)
+            if path.is_file():
+                unc[i] = read_image(path) / 255.0
+        image, _ = resize_and_pad(image, np.zeros(image.shape[:2], np.uint8), self.output_size)
+        masks = _resize_maps(probs, self.output_size) > 0.5
+        keep = masks.flatten(1).sum(1) >= self.min_area
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "masks": masks[keep],
+            "uncertainty": _resize_maps(unc, self.output_size)[keep].clamp(0, 1),
+            "instance_ids": torch.tensor([r.index for r in rows], dtype=torch.int64)[keep],
+            "path": str(self.images[index]),
+            "task": TASK_PSEUDO,
+        }
+
+
+def epoch_batches(
+    length: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> list[list[int]]:
+    """Batches of dataset indices for one epoch and one rank.
+
+    A ``torch.randperm`` seeded with ``seed + epoch`` is padded to a multiple
+    of ``world`` (repeating its start, like ``DistributedSampler``), rank
+    ``r`` takes every ``world``-th index from ``r``, and the result is cut
+    into batches (the last one may be shorter).
+    """
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(length, generator=generator).tolist()
+    total = math.ceil(length / world) * world
+    order = (order * math.ceil(total / max(length, 1)))[:total]
+    mine = order[rank::world]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+# --- prompts ---------------------------------------------------------------------------------
+
+
+def encode_prompts(
+    points: list[np.ndarray] | None,
+    labels: list[np.ndarray] | None,
+    boxes: np.ndarray | None,
+    size: int,
+    device: torch.device,
+) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+    """Per-mask (row, col) prompts in the ``size x size`` input -> prompt-encoder tensors.
+
+    Each mask's prompts go through :func:`sum_core.prompts.to_model_frame`;
+    point lists of different lengths are padded with label -1 (SAM's "not a
+    point").  Returns ``((coords B x N x 2, labels B x N) or None, boxes B x 4 or None)``.
+    """
+    if points is None and boxes is None:
+        return None, None
+    count = len(points) if points is not None else len(boxes)
+    coords_list, labels_list, box_list = [], [], []
+    for i in range(count):
+        prompts = validate_prompts(
+            points=None if points is None else points[i],
+            labels=None if labels is None else labels[i],
+            box=None if boxes is None else boxes[i],
+            image_shape=(size, size),
+        )
+        frame = to_model_frame(prompts, (size, size), (size, size), device=device)
+        if frame.point_coords is not None:
+            coords_list.append(frame.point_coords[0])
+            labels_list.append(frame.point_labels[0])
+        if frame.boxes is not None:
+            box_list.append(frame.boxes[0])
+    point_args = None
+    if coords_list:
+        width = max(len(c) for c in coords_list)
+        coords = torch.zeros(count, width, 2, device=device)
+        point_labels = torch.full((count, width), -1, dtype=torch.int32, device=device)
+        for i, (c, lab) in enumerate(zip(coords_list, labels_list)):
+            coords[i, : len(c)] = c
+            point_labels[i, : len(lab)] = lab
+        point_args = (coords, point_labels)
+    return point_args, torch.stack(box_list) if box_list else None
+
+
+class PromptSampler:
+    """Draws training prompts from a dedicated CPU generator (state saved for resume)."""
+
+    def __init__(self, config: FinetuneConfig, generator: torch.Generator) -> None:
+        self.config = config
+        self.generator = generator
+
+    def choice(self, options: list[str]) -> str:
+        """One of ``options``, uniformly."""
+        return options[int(torch.randint(len(options), (1,), generator=self.generator))]
+
+    def boxes(self, masks: torch.Tensor) -> np.ndarray:
+        """Tight boxes of the masks, with SUM's jitter if configured; ``K x 4`` (row, col)."""
+        boxes = np.stack([box_from_mask(m) for m in masks])
+        if self.config.box_jitter:
+            boxes = jitter_box(boxes, self.generator, image_shape=tuple(masks.shape[1:]))
+        return boxes
+
+    def points(self, masks: torch.Tensor, certainty: torch.Tensor | None, count: int) -> list[np.ndarray]:
+        """``count`` positive points per mask, drawn proportionally to the certainty."""
+        return [
+            sample_weighted_points(
+                m, None if certainty is None else certainty[i], count, generator=self.generator
+            )
+            for i, m in enumerate(masks)
+        ]
+
+    def noisy_masks(self, masks: torch.Tensor, size: int) -> torch.Tensor:
+        """HQ-SAM's noisy mask prompts, ``K x 1 x size x size``."""
+        return noisy_mask_prompt(masks, size=size, generator=self.generator)
+
+
+# --- one training step --------------------------------------------------------------------
+
+
+class TrainStep(nn.Module):
+    """Forward pass + loss of one batch (a module so that DDP can wrap it).
+
+    Parameters
+    ----------
+    model : SamModel
+    config : FinetuneConfig
+    sampler : PromptSampler
+    """
+
+    def __init__(self, model: SamModel, config: FinetuneConfig, sampler: PromptSampler) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.sampler = sampler
+
+    def forward(self, batch: dict, pseudo: bool) -> dict[str, torch.Tensor]:
+        """Mean loss over the images of ``batch`` (dict of scalar tensors, ``"loss"`` included)."""
+        model = self.model
+        device = next(model.parameters()).device
+        pixels = model.preprocess(batch["image"].to(device).float())
+        with torch.set_grad_enabled(self.config.scheme == "full" and torch.is_grad_enabled()):
+            embeddings, early = model.image_encoder(pixels)
+        totals: dict[str, torch.Tensor] = {}
+        count = 0
+        for b in range(pixels.shape[0]):
+            masks = batch["masks"][b]
+            if masks.shape[0] == 0:
+                continue
+            unc = batch["uncertainty"][b] if pseudo else None
+            parts = self._image_loss(embeddings[b : b + 1], early[b : b + 1], masks, unc, batch["task"][b])
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0) + value
+            count += 1
+        if count == 0:
+            zero = sum(p.sum() * 0 for p in model.parameters() if p.requires_grad)
+            return {"loss": zero}
+        return {key: value / count for key, value in totals.items()}
+
+    def _image_loss(self, embedding, early, masks, unc, task: int) -> dict[str, torch.Tensor]:
+        model, config = self.model, self.config
+        device = embedding.device
+        size, low = model.config.image_size, model.config.low_res_size
+        certainty = None if unc is None else 1 - unc
+        hq_features = model.mask_decoder.hq_features(embedding, early) if model.config.hq else None
+        targets = masks.to(device).float()[:, None]
+        unc_device = None if unc is None else unc.to(device).float()[:, None]
+        rounds = config.interactive_rounds if config.interactive else 1
+        previous: torch.Tensor | None = None
+        points: list[np.ndarray] | None = None
+        labels: list[np.ndarray] | None = None
+        boxes = mask_prompt = None
+        totals: dict[str, torch.Tensor] = {}
+        for round_index in range(rounds):
+            if round_index == 0:
+                kinds = ["box", "points"] if config.interactive else config.prompt_kinds
+                kind = self.sampler.choice(list(kinds))
+                if kind == "box":
+                    boxes = self.sampler.boxes(masks)
+                elif kind == "points":
+                    points = self.sampler.points(masks, certainty, 1 if config.interactive else config.num_points)
+                    labels = [np.ones(len(p), np.int64) for p in points]
+                else:
+                    mask_prompt = self.sampler.noisy_masks(masks, low).to(device)
+            else:
+                mask_prompt = previous
+                if round_index < rounds - 1:
+                    points, labels = self._add_error_clicks(previous, masks, certainty, points, labels)
+            point_args, box_tensor = encode_prompts(points, labels, boxes, size, device)
+            with torch.set_grad_enabled(config.scheme != "hq" and torch.is_grad_enabled()):
+                sparse, dense = model.prompt_encoder(points=point_args, boxes=box_tensor, masks=mask_prompt)
+            out = model.mask_decoder(
+                embedding,
+                model.prompt_encoder.get_dense_pe(),
+                sparse,
+                dense,
+                hq_features,
+                task if round_index == 0 else None,
+            )
+            logits, iou = self._select(out)
+            parts = self._loss(logits, iou, targets, unc_device)
+            for key, value in parts.items():
+                totals[key] = totals.get(key, 0) + value / rounds
+            previous = logits.detach().float()
+        return totals
+
+    def _add_error_clicks(self, previous, masks, certainty, points, labels):
+        size = masks.shape[-1]
+        pred = F.interpolate(previous, (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+        points = list(points) if points is not None else [np.zeros((0, 2), np.int64)] * len(masks)
+        labels = list(labels) if labels is not None else [np.zeros(0, np.int64)] * len(masks)
+        for i in range(len(masks)):
+            click = sample_error_click(
+                pred[i].cpu(), masks[i], None if certainty is None else certainty[i], self.sampler.generator
+            )
+            if click is not None:
+                points[i] = np.concatenate([points[i], click[0][None]])
+                labels[i] = np.concatenate([labels[i], [click[1]]])
+        if all(len(p) == 0 for p in points):
+            return None, None
+        return points, labels
+
+    def _select(self, out) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Trained logits: the HQ token (``hq`` scheme) or the predictor's single-mask output."""
+        if self.config.scheme == "hq":
+            return out.hq_logits.float(), None
+        logits, iou, _ = self.model.mask_decoder.select_outputs(out, multimask=False, hq_token_only=False)
+        return logits.float(), iou.float()
+
+    def _loss(self, logits, iou, targets, unc) -> dict[str, torch.Tensor]:
+        config = self.config
+        if unc is None and config.scheme == "hq":
+            return losses.point_sampled_mask_loss(logits, targets)
+        size = targets.shape[-1]
+        up = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
+        weights = {
+            "focal_weight": config.focal_weight,
+            "dice_weight": config.dice_weight,
+            "iou_weight": config.iou_weight,
+        }
+        if unc is None:
+            return losses.sam_loss(up, targets, iou, **weights)
+        return losses.uncertainty_aware_loss(
+            up, targets, unc, iou, config.ua_threshold, config.ua_dice_mode, **weights
+        )
+
+
+# --- the trainer --------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """Raised inside the loop when SIGINT arrived; the state is saved at the last step."""
+
+
+class Trainer:
+    """Runs a fine-tuning job described by a resolved :class:`FinetuneConfig`.
+
+    Parameters
+    ----------
+    config : FinetuneConfig
+        Resolved configuration (see :meth:`FinetuneConfig.resolved`).
+    resume : bool
+        Continue from ``<output>/training_state.pth``.
+    progress : bool
+        Show tqdm progress bars (rank 0 only).
+    """
+
+    def __init__(self, config: FinetuneConfig, resume: bool = False, progress: bool = True) -> None:
+        self.config = config
+        self.run_dir = Path(config.output)
+        self.resume = resume
+        self.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+        self.rank, self.world = 0, 1
+        self.device = self._setup_device()
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
+        self._sigint = False
+        self.position = {"epoch": 0, "batch": 0, "global_step": 0, "pseudo_steps": 0}
+
+    # -- setup --
+
+    def _setup_device(self) -> torch.device:
+        config = self.config
+        if self.distributed:
+            self.rank, self.world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+            local = int(os.environ.get("LOCAL_RANK", self.rank))
+            use_cuda = torch.cuda.is_available() and config.device != "cpu"
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if use_cuda else "gloo")
+            if use_cuda:
+                torch.cuda.set_device(local)
+                return torch.device("cuda", local)
+            return torch.device("cpu")
+        if config.device:
+            device = torch.device(config.device)
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise InvalidInputError(f"device={config.device!r}: CUDA is not available")
+            return device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def _human_dataset(self) -> Dataset | None:
+        config = self.config
+        parts = []
+        for folder in config.data:
+            split = scan_dataset(folder, val_fraction=config.val_fraction, seed=config.seed)
+            dataset = InstanceDataset(
+                split.train, train=config.augment, max_instances=config.max_instances, seed=config.seed
+            )
+            task = TASK_ENTITY if folder in config.entity_data else TASK_SALIENT
+            parts.append(TaskDataset(dataset, task))
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else _EpochConcat(parts)
+
+    def _pseudo_dataset(self) -> PseudoDataset | None:
+        config = self.config
+        if not config.pseudo:
+            return None
+        return PseudoDataset(
+            config.pseudo, config.pseudo_images, config.max_pseudo_masks, config.min_pseudo_area, seed=config.seed
+        )
+
+    def _autocast(self):
+        precision = self.config.precision
+        if precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    # -- main loop --
+
+    def run(self) -> str:
+        """Train; return ``"finished"``, ``"stopped"`` (max_steps) or ``"interrupted"`` (SIGINT)."""
+        config = self.config
+        model = ckpt.load_base_model(config.checkpoint)
+        set_trainable(model, config.scheme)
+        model.to(self.device).train()
+        self.model = model
+        optimizer = build_optimizer(model, config)
+        scheduler = build_scheduler(optimizer, config)
+        scaler = torch.amp.GradScaler(
+            self.device.type, enabled=config.precision == "fp16" and self.device.type == "cuda"
+        )
+        generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        step_module: nn.Module = TrainStep(model, config, PromptSampler(config, generator))
+        if self.distributed:
+            step_module = nn.parallel.DistributedDataParallel(
+                step_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=config.find_unused_parameters,
+            )
+        human, pseudo = self._human_dataset(), self._pseudo_dataset()
+        self.parts = {
+            "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "generator": generator
+        }
+        torch.manual_seed(config.seed + self.rank)
+        np.random.seed(config.seed + self.rank)
+        if self.resume:
+            self._load_state()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._boundary = self._snapshot_rngs()
+        with self._sigint_guard():
+            try:
+                return self._loop(step_module, human, pseudo)
+            except (KeyboardInterrupt, Interrupted):
+                self._save_state(self._boundary)
+                if self.is_main:
+                    print(f"interrupted: state saved in {self.run_dir}; continue with --resume")
+                return "interrupted"
+
+    def _loop(self, step_module, human, pseudo) -> str:
+        config = self.config
+        optimizer, scheduler = self.parts["optimizer"], self.parts["scheduler"]
+        epochs_iter = range(self.position["epoch"], config.epochs)
+        for epoch in epochs_iter:
+            if human is not None:
+                human.set_epoch(epoch)
+                batches = epoch_batches(len(human), config.batch_size, config.seed, epoch, self.rank, self.world)
+            else:
+                per_epoch = math.ceil(len(pseudo) / self.world / config.pseudo_batch_size)
+                batches = [[] for _ in range(per_epoch)]
+            start = self.position["batch"]
+            loader = self._loader(human, batches[start:], epoch)
+            bar = tqdm(
+                total=len(batches), initial=start, desc=f"epoch {epoch + 1}/{config.epochs}",
+                disable=not self.progress, leave=False,
+            )
+            for index, batch in enumerate(loader, start=start):
+                records = []
+                if batch is not None:
+                    records.append(("human", self._optimise(step_module, batch, pseudo=False)))
+                if pseudo is not None and (index + 1) % config.pseudo_ratio == 0:
+                    pseudo_batch = self._pseudo_batch(pseudo, self.position["pseudo_steps"])
+                    records.append(("pseudo", self._optimise(step_module, pseudo_batch, pseudo=True)))
+                    self.position["pseudo_steps"] += 1
+                self.position.update(epoch=epoch, batch=index + 1)
+                self.position["global_step"] += 1
+                self._boundary = self._snapshot_rngs()
+                self._log(epoch, records, optimizer)
+                bar.update(1)
+                bar.set_postfix(loss=f"{records[0][1]['loss']:.4f}" if records else "-")
+                self.on_step_end(dict(self.position))
+                if self._sigint:
+                    raise Interrupted()
+                if config.max_steps and self.position["global_step"] >= config.max_steps:
+                    bar.close()
+                    self._save_state(self._boundary)
+                    return "stopped"
+            bar.close()
+            if scheduler is not None:
+                scheduler.step()
+            self.position.update(epoch=epoch + 1, batch=0)
+            self._boundary = self._snapshot_rngs()
+            if self.is_main:
+                ckpt.save_epoch(self.model, self.run_dir, epoch)
+            self._save_state(self._boundary)
+        if self.is_main:
+            ckpt.save_final(self.model, self.run_dir)
+        return "finished"
+
+    def on_step_end(self, position: dict[str, int]) -> None:
+        """Hook called after every step (no-op; tests and tools may override it)."""
+
+    def _loader(self, human, batches, epoch):
+        if human is None:
+            return iter([None] * len(batches))
+        generator = torch.Generator().manual_seed(self.config.seed + epoch)
+        return DataLoader(
+            human, batch_sampler=batches, collate_fn=collate,
+            num_workers=self.config.workers, generator=generator,
+        )
+
+    def _pseudo_batch(self, pseudo: PseudoDataset, step: int) -> dict:
+        per_cycle = math.ceil(math.ceil(len(pseudo) / self.world) / self.config.pseudo_batch_size)
+        cycle, position = divmod(step, per_cycle)
+        batches = epoch_batches(
+            len(pseudo), self.config.pseudo_batch_size, self.config.seed + 7919, cycle, self.rank, self.world
+        )
+        return collate([pseudo[i] for i in batches[position]])
+
+    def _optimise(self, step_module, batch, pseudo: bool) -> dict[str, float]:
+        optimizer, scaler = self.parts["optimizer"], self.parts["scaler"]
+        optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            parts = step_module(batch, pseudo)
+        scaler.scale(parts["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return {key: float(value.detach()) for key, value in parts.items()}
+
+    # -- logging and state --
+
+    def _log(self, epoch: int, records, optimizer) -> None:
+        if not self.is_main or self.position["global_step"] % self.config.log_every:
+            return
+        path = self.run_dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+            if new:
+                writer.writeheader()
+            for kind, values in records:
+                row = {"time": f"{time.time():.3f}", "epoch": epoch, "step": self.position["global_step"],
+                       "kind": kind, "lr": optimizer.param_groups[0]["lr"]}
+                row.update({k: f"{v:.6g}" for k, v in values.items() if k in METRIC_FIELDS})
+                writer.writerow(row)
+        self._tensorboard(records)
+
+    def _tensorboard(self, records) -> None:
+        if not hasattr(self, "_writer"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._writer = None
+            else:
+                self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        if self._writer is not None:
+            for kind, values in records:
+                for key, value in values.items():
+                    self._writer.add_scalar(f"{kind}/{key}", value, self.position["global_step"])
+
+    def _snapshot_rngs(self) -> dict[str, Any]:
+        return {"rng": ckpt.rng_states(), "generator": self.parts["generator"].get_state()}
+
+    def _save_state(self, rngs: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        parts = self.parts
+        trainable = {
+            name: param.detach().cpu().clone()
+            for name, param in self.model.named_parameters() if param.requires_grad
+        }
+        state = {
+            "position": dict(self.position),
+            "trainable": trainable,
+            "optimizer": parts["optimizer"].state_dict(),
+            "scheduler": None if parts["scheduler"] is None else parts["scheduler"].state_dict(),
+            "scaler": parts["scaler"].state_dict(),
+            "world_size": self.world,
+            **rngs,
+        }
+        ckpt.save_training_state(state, self.run_dir)
+
+    def _load_state(self) -> None:
+        state = ckpt.load_training_state(self.run_dir)
+        if state["world_size"] != self.world:
+            raise InvalidInputError(
+                f"resume: the run used {state['world_size']} process(es), this one has {self.world}; "
+                "the data order would differ"
+            )
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+        self.parts["optimizer"].load_state_dict(state["optimizer"])
+        if self.parts["scheduler"] is not None and state["scheduler"] is not None:
+            self.parts["scheduler"].load_state_dict(state["scheduler"])
+        self.parts["scaler"].load_state_dict(state["scaler"])
+        self.parts["generator"].set_state(state["generator"])
+        ckpt.set_rng_states(state["rng"])
+        self.position = dict(state["position"])
+
+    @contextmanager
+    def _sigint_guard(self):
+        """Turn SIGINT into a flag checked between steps (main thread only)."""
+        def handler(signum, frame):
+            self._sigint = True
+
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class _EpochConcat(ConcatDataset):
+    """ConcatDataset of :class:`TaskDataset` parts with ``set_epoch``."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward to every part."""
+        for part in self.datasets:
+            part.set_epoch(epoch)
