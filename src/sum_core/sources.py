@@ -1,0 +1,307 @@
+"""Lazy access to large images and stacks: open, index planes, normalise consistently.
+
+:func:`open_image` turns a path or an in-memory array into an array-like that is read only
+where it is indexed (numpy, dask, zarr v2/v3, TIFF through tifffile's ``aszarr`` store,
+OME-Zarr multiscale levels). :class:`Planes` reads windows of the 2D planes of an image or
+of a stack (one stack axis). :func:`fixed_normalization` computes ONE intensity window for a
+whole image or stack from a sample of it, so that every tile and every slice is converted
+to 8 bits with the same contrast; :func:`to_uint8_rgb` applies it to one window.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+from .errors import InvalidInputError
+from .image import Normalization
+from .imageio import read_image
+from .tiling import Region
+
+__all__ = ["Planes", "fixed_normalization", "open_image", "to_uint8_rgb"]
+
+_TIFF = (".tif", ".tiff")
+_ZARR_META = ("zarr.json", ".zarray", ".zgroup")
+# fixed_normalization: below this many values everything is read, above it a grid of windows.
+_MAX_SAMPLE = 1 << 22
+_N_WINDOWS = 8  # per plane axis (so up to 64 windows per sampled plane)
+_WINDOW = 64
+_MAX_SAMPLED_SLICES = 16
+
+
+def _is_array_like(obj: Any) -> bool:
+    return hasattr(obj, "shape") and hasattr(obj, "dtype") and hasattr(obj, "__getitem__")
+
+
+def _multiscale_paths(group: zarr.Group) -> list[str] | None:
+    attrs = group.attrs.asdict()
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    try:
+        return [str(d["path"]) for d in multiscales[0]["datasets"]]
+    except (TypeError, KeyError, IndexError):
+        return None
+
+
+def _from_group(group: zarr.Group, key: str | None, level: int, where: str) -> zarr.Array:
+    if key is not None:
+        if level != 0:
+            raise InvalidInputError(f"level: use either key= or level=, not both (got key={key!r})")
+        try:
+            node = group[key]
+        except KeyError:
+            raise InvalidInputError(
+                f"key: {key!r} not found in zarr group {where}; its arrays are {sorted(group.array_keys())}"
+            ) from None
+        if not isinstance(node, zarr.Array):
+            raise InvalidInputError(f"key: {key!r} in {where} is a group, not an array")
+        return node
+    paths = _multiscale_paths(group)
+    if paths is None:
+        arrays = sorted(group.array_keys())
+        if not arrays:
+            raise InvalidInputError(f"source: zarr group {where} holds no arrays at its top level; pass key=")
+        paths = arrays if len(arrays) > 1 and level > 0 else arrays[:1]
+    if level >= len(paths):
+        raise InvalidInputError(f"level: {where} has {len(paths)} level(s) (0..{len(paths) - 1}), got {level}")
+    return group[paths[level]]
+
+
+def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
+    """Open an image or stack lazily: nothing is read until the result is indexed.
+
+    Parameters
+    ----------
+    source : array-like, zarr group, str or path-like
+        - a numpy array, dask array, zarr array or any object with ``shape``, ``dtype``
+          and numpy-style slicing: returned as it is;
+        - a zarr group, or a path to a zarr store (v2 or v3; a ``.zarr`` path or a folder
+          with zarr metadata): the array ``key``; without ``key``, level ``level`` of an
+          OME-Zarr multiscale image (0 = full resolution), else the first array by name;
+        - a ``.tif`` / ``.tiff`` path: opened through tifffile's zarr store
+          (``aszarr=True``), so only the TIFF tiles/strips that are indexed are decoded;
+          ``level`` picks a pyramid level of a pyramidal TIFF;
+        - any other image file (PNG, JPEG...): read whole with
+          :func:`sum_core.imageio.read_image` (those formats cannot be read partially).
+    key : str, optional
+        Array path inside a zarr group.
+    level : int
+        Resolution level of a multiscale source (0 = full resolution).
+
+    Returns
+    -------
+    array-like
+        With ``shape``, ``dtype`` and numpy-style slicing.
+
+    Raises
+    ------
+    InvalidInputError
+        Missing path, unknown format, missing key or level.
+    """
+    if isinstance(level, bool) or not isinstance(level, int) or level < 0:
+        raise InvalidInputError(f"level: must be an int >= 0, got {level!r}")
+    if isinstance(source, zarr.Group):
+        return _from_group(source, key, level, "(given group)")
+    if _is_array_like(source) and not isinstance(source, (str, os.PathLike)):
+        if key is not None or level != 0:
+            raise InvalidInputError("key/level: only used with zarr groups, TIFF files or paths")
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidInputError(
+            f"source: expected an array, a zarr group or a path, got {type(source).__name__}"
+        )
+    path = Path(source)
+    if not path.exists():
+        raise InvalidInputError(f"source: {path} does not exist")
+    is_zarr = path.suffix.lower() == ".zarr" or (
+        path.is_dir() and any((path / name).exists() for name in _ZARR_META)
+    )
+    if is_zarr:
+        try:
+            node = zarr.open(str(path), mode="r")
+        except Exception as exc:  # noqa: BLE001 - any zarr failure means an unreadable store
+            raise InvalidInputError(f"source: could not open zarr store {path}: {exc}") from exc
+        if isinstance(node, zarr.Array):
+            if key is not None or level != 0:
+                raise InvalidInputError(f"key/level: {path} is a single zarr array without levels")
+            return node
+        return _from_group(node, key, level, str(path))
+    if path.suffix.lower() in _TIFF:
+        if key is not None:
+            raise InvalidInputError(f"key: only used for zarr stores, but {path} is a TIFF file")
+        try:
+            node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidInputError(f"source: could not open TIFF {path}: {exc}") from exc
+        if isinstance(node, zarr.Array):
+            if level != 0:
+                raise InvalidInputError(f"level: {path} is not a pyramidal TIFF, it has only level 0")
+            return node
+        return _from_group(node, None, level, str(path))
+    if key is not None or level != 0:
+        raise InvalidInputError(f"key/level: not used for {path.suffix or 'this'} files")
+    return read_image(path)
+
+
+class Planes:
+    """The 2D planes of an image (one plane) or a stack (planes along ``stack_axis``).
+
+    Parameters
+    ----------
+    image : array-like
+        ``(H, W)``, ``(H, W, C)`` with ``C`` in 1, 3, 4, or a stack of those with the stack
+        axis anywhere before the channel axis.
+    stack_axis : int, optional
+        Axis of the slices (Z or T); None for a single 2D image.
+
+    Raises
+    ------
+    InvalidInputError
+        For a 3D array that is not RGB without ``stack_axis``, 4D+ arrays without
+        ``stack_axis``, or an axis that does not leave a 2D (or 2D + channel) plane.
+    """
+
+    def __init__(self, image: Any, stack_axis: int | None = None) -> None:
+        if not _is_array_like(image):
+            raise InvalidInputError(
+                f"image: expected an array with shape, dtype and slicing, got {type(image).__name__}"
+            )
+        shape = tuple(int(n) for n in image.shape)
+        kind = np.dtype(image.dtype).kind
+        if kind not in "biuf":
+            raise InvalidInputError(f"image: dtype {image.dtype} is not a real numeric type")
+        if stack_axis is None:
+            plane_shape = shape
+        else:
+            if isinstance(stack_axis, bool) or not isinstance(stack_axis, int):
+                raise InvalidInputError(f"stack_axis: must be an int or None, got {stack_axis!r}")
+            if not -len(shape) <= stack_axis < len(shape):
+                raise InvalidInputError(
+                    f"stack_axis: {stack_axis} is out of range for an image with {len(shape)} axes {shape}"
+                )
+            stack_axis %= len(shape)
+            plane_shape = shape[:stack_axis] + shape[stack_axis + 1 :]
+        has_channels = len(plane_shape) == 3 and plane_shape[-1] in (1, 3, 4)
+        if len(plane_shape) != 2 and not has_channels:
+            if stack_axis is None and len(shape) >= 3:
+                raise InvalidInputError(
+                    f"image: shape {shape} is not a 2D (H, W) or (H, W, C) image; for a 3D or "
+                    "time stack pass stack_axis= (e.g. stack_axis=0); for more axes pick one "
+                    "stack first (e.g. image[t])"
+                )
+            raise InvalidInputError(
+                f"stack_axis: {stack_axis} leaves planes of shape {plane_shape} for image shape "
+                f"{shape}; each plane must be (H, W) or (H, W, C) with C in 1, 3, 4"
+            )
+        if min(shape) < 1:
+            raise InvalidInputError(f"image: is empty (shape {shape})")
+        self.image = image
+        self.stack_axis = stack_axis
+        self.n_slices = 1 if stack_axis is None else shape[stack_axis]
+        self.plane_shape: tuple[int, int] = (plane_shape[0], plane_shape[1])
+        self.ndim_plane = len(plane_shape)
+        self.dtype = np.dtype(image.dtype)
+
+    def read(self, slice_index: int = 0, region: Region | None = None) -> np.ndarray:
+        """Read one window of one plane into memory, ``(h, w)`` or ``(h, w, C)``."""
+        if not 0 <= slice_index < self.n_slices:
+            raise InvalidInputError(f"slice_index: must be in [0, {self.n_slices}), got {slice_index}")
+        rows, cols = (slice(None), slice(None)) if region is None else region.slices
+        index: list = [rows, cols] + [slice(None)] * (self.ndim_plane - 2)
+        if self.stack_axis is not None:
+            index.insert(self.stack_axis, slice_index)
+        return np.asarray(self.image[tuple(index)])
+
+
+def _sample(planes: Planes) -> np.ndarray:
+    """Values of a sample of the whole image/stack (everything if it is small)."""
+    h, w = planes.plane_shape
+    n = planes.n_slices
+    if n * h * w <= _MAX_SAMPLE:
+        return np.concatenate([planes.read(s).ravel() for s in range(n)])
+    n_sampled = min(n, _MAX_SAMPLED_SLICES)
+    slices = sorted({round(i * (n - 1) / max(n_sampled - 1, 1)) for i in range(n_sampled)})
+    wh, ww = min(h, _WINDOW), min(w, _WINDOW)
+    rows = sorted({round(i * (h - wh) / (_N_WINDOWS - 1)) for i in range(_N_WINDOWS)})
+    cols = sorted({round(i * (w - ww) / (_N_WINDOWS - 1)) for i in range(_N_WINDOWS)})
+    pieces = [
+        planes.read(s, Region(r, c, r + wh, c + ww)).ravel() for s in slices for r in rows for c in cols
+    ]
+    return np.concatenate(pieces)
+
+
+def fixed_normalization(
+    planes: Planes, normalization: Normalization | None = None
+) -> Normalization | None:
+    """One intensity window for the whole image or stack, as a ``Normalization(limits=...)``.
+
+    Computing percentiles per tile (or per slice) would give every tile its own contrast;
+    this computes them once, on all values of images up to 4 Mpixel (then the result equals
+    :func:`sum_core.image.prepare_image`'s own percentiles) and otherwise on a regular grid
+    of 64×64 windows (8×8 per plane, on up to 16 evenly spaced slices), which reads a few
+    hundred chunks of a lazy image, never all of it.
+
+    Parameters
+    ----------
+    planes : Planes
+        The image.
+    normalization : Normalization, optional
+        Percentiles or fixed limits (see :class:`sum_core.image.Normalization`). Without
+        it, uint8 and bool images are used as they are (returns None) and other dtypes
+        get the default 0.5 / 99.5 percentiles.
+
+    Returns
+    -------
+    Normalization or None
+        With ``limits`` set, or None when no rescaling is wanted.
+    """
+    if normalization is not None and normalization.limits is not None:
+        return normalization
+    if planes.dtype == np.bool_ or (planes.dtype == np.uint8 and normalization is None):
+        return None
+    values = _sample(planes).astype(np.float64, copy=False)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise InvalidInputError("image: the sampled pixels are all NaN or infinite")
+    lo, hi = (normalization or Normalization()).window(finite)
+    if hi <= lo:  # a constant sample: any window containing the value works
+        hi = lo + 1.0
+    return Normalization(limits=(lo, hi))
+
+
+def to_uint8_rgb(window: np.ndarray, normalization: Normalization | None) -> np.ndarray:
+    """Convert one window of a plane to ``(h, w, 3)`` uint8 with a fixed intensity window.
+
+    Unlike :func:`sum_core.image.prepare_image` this accepts constant windows (the empty
+    background tiles of a slide are constant), since the window comes from the whole image.
+
+    Parameters
+    ----------
+    window : np.ndarray
+        ``(h, w)`` or ``(h, w, C)``, C in 1, 3, 4 (alpha is dropped).
+    normalization : Normalization or None
+        From :func:`fixed_normalization` (``limits`` set), or None to use uint8/bool as is.
+    """
+    arr = window[..., :3] if window.ndim == 3 else window
+    if arr.dtype == np.bool_:
+        out = arr.astype(np.uint8) * np.uint8(255)
+    elif normalization is None:
+        if arr.dtype != np.uint8:
+            raise InvalidInputError(f"image: dtype {arr.dtype} needs a normalization (see fixed_normalization)")
+        out = arr
+    else:
+        values = arr.astype(np.float64, copy=False)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise InvalidInputError("image: contains NaN or infinite values; replace them first (np.nan_to_num)")
+        lo, hi = normalization.limits
+        out = np.rint(np.clip((values - lo) * (255.0 / (hi - lo)), 0.0, 255.0)).astype(np.uint8)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    return np.ascontiguousarray(out)
+
