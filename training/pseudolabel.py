@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         task=args.task,
     )
     try:
-        resolve_image_dir(args.images)
+        list_images(resolve_image_dir(args.images))
         model = load_model(args.model, device=args.device)
         counts = pseudolabel_folder(
             model, args.images, args.out, filters, str(args.model), args.device, not args.no_progress
