@@ -162,6 +162,8 @@ def test_refine_cli_errors(setup, tmp_path):
         main([str(a) for a in base + ["--skip-train"]])
     with pytest.raises(SystemExit, match="--data and --out: required"):
         main([str(a) for a in base])
+    with pytest.raises(SystemExit, match="--batch-size: must be >= 1, got 0"):
+        main([str(a) for a in base + ["--skip-train", "--refiner", tmp_path, "--batch-size", "0"]])
     with pytest.raises(SystemExit, match=r"no training pair survived: 4 SAM answer\(s\) tried"):
         main([str(a) for a in base + ["--data", root / "data", "--out", tmp_path / "r", "--min-iou", "1.01",
                                       "--pred-iou-thresh", "0", "--stability-thresh", "0"]])

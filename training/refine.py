@@ -454,6 +454,11 @@ def _check_args(args: argparse.Namespace) -> None:
             raise InvalidInputError("--data and --out: required unless --skip-train")
         if args.refiner is not None:
             raise InvalidInputError("--refiner: only used with --skip-train")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise InvalidInputError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
+    if not args.lr > 0:
+        raise InvalidInputError(f"--lr: must be > 0, got {args.lr}")
     store.read_manifest(args.pseudo)
 
 
