@@ -1,0 +1,145 @@
+"""sum_core.embed: tiled embeddings in the zarr cache, reuse, mismatch errors, resume, stacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from small_models import small_vit_config
+from sum_core.embed import TiledEmbeddings, embed, weights_hash
+from sum_core.errors import InvalidInputError
+from sum_core.image import Normalization
+from sum_core.modeling import build_from_config
+from sum_core.predictor import Predictor
+from sum_core.sources import Planes, fixed_normalization, to_uint8_rgb
+
+# A 256-pixel encoder input keeps each tile's encoder pass cheap; the tiling logic is the same.
+TILING = {"tile_shape": 128, "halo": 16}
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_from_config(small_vit_config().replace(image_size=256))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    img = rng.normal(200, 30, (300, 500)).astype(np.float32)  # 3 x 4 = 12 tiles of 128
+    img[100:180, 150:330] += 300
+    return img
+
+
+class EncoderCounter:
+    """Counts encoder calls and encoded images; optionally fails after ``fail_after`` calls."""
+
+    def __init__(self, model, monkeypatch, fail_after: int | None = None) -> None:
+        self.calls = self.images = 0
+        forward = model.image_encoder.forward
+
+        def counted(x):
+            if fail_after is not None and self.calls >= fail_after:
+                raise RuntimeError("interrupted")
+            self.calls += 1
+            self.images += x.shape[0]
+            return forward(x)
+
+        monkeypatch.setattr(model.image_encoder, "forward", counted)
+
+
+def test_embed_fills_cache_and_reopening_costs_no_encoder_work(model, image, tmp_path, monkeypatch):
+    counter = EncoderCounter(model, monkeypatch)
+    first = embed(image, model, cache=tmp_path / "c.zarr", progress=False, **TILING)
+    assert len(first.grid) == 12 and first.grid.halo == (16, 16)
+    assert (counter.calls, first.tiles_encoded, first.missing()) == (12, 12, [])
+    again = embed(image, model, cache=tmp_path / "c.zarr", progress=False, **TILING)
+    assert counter.calls == 12 and again.tiles_encoded == 0
+    a, b = first.embedding(0, 7), again.embedding(0, 7)
+    np.testing.assert_array_equal(a.embedding, b.embedding)
+    assert a.original_size == first.grid[7].outer.shape == (160, 160)
+    assert a.input_size == (256, 256)
+
+
+def test_tile_embedding_equals_predictor_on_the_same_window(model, image):
+    tiled = TiledEmbeddings(model, image, **TILING)
+    norm = fixed_normalization(Planes(image))
+    outer = tiled.grid[6].outer
+    reference = Predictor(model)
+    reference.set_image(to_uint8_rgb(image[outer.slices], norm))
+    got, want = tiled.embedding(0, 6), reference.get_embedding()
+    np.testing.assert_allclose(got.embedding, want.embedding, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.early, want.early, rtol=1e-4, atol=1e-5)
+    assert (got.original_size, got.input_size) == (want.original_size, want.input_size)
+
+
+def test_batches_give_the_same_embeddings(model, image, monkeypatch):
+    counter = EncoderCounter(model, monkeypatch)
+    batched = embed(image, model, batch_size=5, progress=False, **TILING)
+    assert (counter.calls, counter.images) == (3, 12)
+    single = TiledEmbeddings(model, image, **TILING)
+    np.testing.assert_allclose(
+        batched.embedding(0, 11).embedding, single.embedding(0, 11).embedding, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_interrupted_run_resumes_with_the_missing_tiles_only(model, image, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        EncoderCounter(model, patch, fail_after=5)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            embed(image, model, cache=tmp_path / "c.zarr", progress=False, **TILING)
+    counter = EncoderCounter(model, monkeypatch)
+    resumed = embed(image, model, cache=tmp_path / "c.zarr", progress=False, **TILING)
+    assert (counter.calls, resumed.tiles_encoded, resumed.missing()) == (7, 7, [])
+
+
+def test_mismatches_are_clear_errors(model, image, tmp_path):
+    path = tmp_path / "c.zarr"
+    embed(image[:128, :128], model, cache=path, progress=False, **TILING)
+    with pytest.raises(InvalidInputError, match="data differs"):
+        TiledEmbeddings(model, image[:128, :128] + 1, cache=path, **TILING)
+    with pytest.raises(InvalidInputError, match="model differs"):
+        TiledEmbeddings(tiny_model(seed=1), image[:128, :128], cache=path, **TILING)
+    with pytest.raises(InvalidInputError, match="tiling differs"):
+        TiledEmbeddings(model, image[:128, :128], cache=path, tile_shape=64, halo=16)
+    with pytest.raises(InvalidInputError, match="other preprocessing"):
+        TiledEmbeddings(
+            model, image[:128, :128], cache=path, normalization=Normalization(limits=(0, 1)), **TILING
+        )
+    replaced = TiledEmbeddings(model, image[:128, :128] + 1, cache=path, overwrite=True, **TILING)
+    assert replaced.missing() == [(0, 0)]
+
+
+def test_stacks_are_cached_slice_by_slice(model, tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    stack = rng.normal(0, 1, (100, 3, 140)).astype(np.float32)  # slices along axis 1
+    counter = EncoderCounter(model, monkeypatch)
+    tiled = TiledEmbeddings(model, stack, stack_axis=1, cache=tmp_path / "s.zarr", **TILING)
+    assert (tiled.n_slices, len(tiled.grid), tiled.grid.shape) == (3, 2, (100, 140))
+    tiled.ensure([(1, 0), (1, 1)])
+    assert counter.calls == 2
+    assert tiled.missing() == [(0, 0), (0, 1), (2, 0), (2, 1)]
+    slice0, slice1 = tiled.embedding(0, 0).embedding, tiled.embedding(1, 0).embedding
+    assert counter.calls == 3 and not np.allclose(slice0, slice1)
+
+
+def test_bad_arguments(model, image):
+    with pytest.raises(InvalidInputError, match="pass stack_axis="):
+        TiledEmbeddings(model, np.zeros((4, 5, 64, 64), np.float32))
+    with pytest.raises(InvalidInputError, match="batch_size must be an int >= 1"):
+        embed(image, model, batch_size=0, progress=False)
+    with pytest.raises(InvalidInputError, match="model must be a sum_core SamModel"):
+        TiledEmbeddings(object(), image)
+
+
+def test_weights_hash_follows_the_weights(model):
+    other = tiny_model()
+    assert weights_hash(other) == weights_hash(model)
+    with torch.no_grad():
+        other.mask_decoder.iou_token.weight[0, 0] += 1
+    assert weights_hash(other) != weights_hash(model)
