@@ -120,7 +120,10 @@ class PseudoDataset(Dataset):
                 f"pseudo_images: image folder {image_dir} of pseudo-label folder {self.root} does not exist"
             )
         images = _list_images(image_dir)
-        self.folders = [f for f in pseudo_store.image_folders(self.root) if f.name in images]
+        self.folders = [
+            f for f in pseudo_store.image_folders(self.root)
+            if f.name in images and pseudo_store.read_masks_csv(f)
+        ]
         if not self.folders:
             raise InvalidInputError(f"pseudo: {self.root} has no labelled image found in {image_dir}")
         self.images = [images[f.name] for f in self.folders]
