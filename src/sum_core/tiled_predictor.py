@@ -1,0 +1,416 @@
+"""Prompted segmentation of images of any size: lazy tile encoding and cross-tile following.
+
+:class:`TiledPredictor` encodes nothing up front. A prompt is routed to the tile that
+contains it (the mean of the positive clicks, else the box centre); only that tile is
+encoded (or read from the cache). When the mask reaches a border of the tile's window
+(tile + halo) that is not an image border, the object continues in a neighbour tile: the
+neighbour is prompted with the user's prompts that fall in its window (the box clipped to
+it) plus one positive click per connected part of the mask found so far inside its window
+(the pixel deepest inside that part, i.e. the centre of its largest inscribed disc), and
+the walk goes on until no mask touches an inner window border, or ``max_tiles`` windows
+were decoded. Tiles that are not reached are never encoded.
+
+Stitching: every pixel takes the result of the visited tile that owns it (whose inner
+region contains it); pixels owned by no visited tile take the highest logit of the
+visited windows covering them. The result is returned for the bounding window of the
+visited windows, with its ``offset`` in the image (a full-size mask of a 50k × 50k slide
+would take 2.5 GB); :meth:`TiledPrediction.paste_into` writes it into a full-size array
+(numpy or zarr).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .embed import TiledEmbeddings
+from .errors import InvalidInputError
+from .image import Normalization
+from .modeling import SamModel
+from .predictor import Prediction, Predictor, UncertaintyMethod
+from .prompts import validate_prompts
+from .tiling import Region, Tile
+
+__all__ = ["TiledPrediction", "TiledPredictor"]
+
+_MAX_SEEDS = 3  # derived clicks per neighbour window (one per largest part of the mask)
+
+
+@dataclass
+class TiledPrediction(Prediction):
+    """A :class:`~sum_core.predictor.Prediction` for a window of a large image.
+
+    ``mask``, ``logits`` and ``uncertainty`` cover the window ``offset`` ..
+    ``offset + mask.shape`` of the image; ``score`` and ``low_res_logits`` are those of the
+    first (prompted) tile.
+
+    Attributes
+    ----------
+    offset : (int, int)
+        ``(row, col)`` of the window's top-left pixel in the image.
+    image_shape : (int, int)
+        ``(H, W)`` of the image (plane).
+    tiles : tuple of int
+        Tiles decoded, in visiting order (the first is the prompted tile).
+    complete : bool
+        False when following stopped at ``max_tiles`` while the mask still reached an
+        inner window border (the object may be cut there).
+    """
+
+    offset: tuple[int, int]
+    image_shape: tuple[int, int]
+    tiles: tuple[int, ...]
+    complete: bool
+
+    @property
+    def window(self) -> Region:
+        """The image region the arrays cover."""
+        r, c = self.offset
+        return Region(r, c, r + self.mask.shape[0], c + self.mask.shape[1])
+
+    def paste_into(self, target: Any, value: Any = True, slice_index: int | None = None) -> Any:
+        """Write ``value`` into ``target`` where the mask is set; return ``target``.
+
+        Parameters
+        ----------
+        target : array-like
+            ``(H, W)`` (numpy or zarr; only the window is read and written), or a stack
+            ``(Z, H, W)`` with ``slice_index``.
+        value : scalar
+            Value for the mask's pixels (True, or a label id).
+        slice_index : int, optional
+            Slice of a ``(Z, H, W)`` target.
+        """
+        shape = tuple(getattr(target, "shape", ()))
+        plane = shape if slice_index is None else shape[1:]
+        if plane != tuple(self.image_shape) or (slice_index is not None and len(shape) != 3):
+            raise InvalidInputError(
+                f"target: shape {shape} does not fit an image of shape {self.image_shape}"
+                + ("" if slice_index is None else f" with slice_index={slice_index}")
+            )
+        rows, cols = self.window.slices
+        index = (rows, cols) if slice_index is None else (slice_index, rows, cols)
+        current = np.asarray(target[index])
+        target[index] = np.where(self.mask, np.asarray(value, dtype=current.dtype), current)
+        return target
+
+
+class TiledPredictor:
+    """Prompted segmentation of large images and stacks, tile by tile, encoding lazily.
+
+    Parameters
+    ----------
+    model : SamModel
+        A model from :func:`sum_core.load_model` or :func:`sum_core.build_model`.
+    cache : str, path-like or None
+        Folder of the zarr embedding cache (see :func:`sum_core.embed.embed`, which can
+        fill it beforehand); None keeps embeddings in memory.
+    tile_shape, halo : int or (int, int), optional
+        Tiling; default :func:`sum_core.tiling.default_tiling`.
+    device : str or torch.device, optional
+        Where to run; default CUDA, then MPS, then CPU.
+    dtype : {"float32", "float16"}
+        Storage dtype of the cache.
+
+    Examples
+    --------
+    >>> tp = TiledPredictor(load_model("sam_hq_vit_b"), cache="slide.emb.zarr")  # doctest: +SKIP
+    >>> tp.set_image(open_image("slide.ome.zarr"))  # encodes nothing  # doctest: +SKIP
+    >>> pred = tp.predict(points=[[20500, 31000]], labels=[1])  # doctest: +SKIP
+    >>> pred.paste_into(labels_zarr, value=7)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: SamModel,
+        cache: str | os.PathLike | None = None,
+        tile_shape: int | Sequence[int] | None = None,
+        halo: int | Sequence[int] | None = None,
+        device: str | torch.device | None = None,
+        dtype: str = "float32",
+    ) -> None:
+        self._predictor = Predictor(model, device)
+        self.model = self._predictor.model
+        self.cache_path = cache
+        self.tile_shape = tile_shape
+        self.halo = halo
+        self.dtype = dtype
+        self.embeddings: TiledEmbeddings | None = None
+
+    def set_image(
+        self,
+        image: Any,
+        stack_axis: int | None = None,
+        normalization: Normalization | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        """Bind an image or stack (lazy array or path); no tile is encoded here.
+
+        Parameters
+        ----------
+        image : array-like or path
+            Anything :func:`sum_core.sources.open_image` accepts.
+        stack_axis : int, optional
+            Slice axis of a 3D / time stack.
+        normalization : Normalization, optional
+            Intensity window, computed once for the whole image.
+        overwrite : bool
+            Discard a cache at ``cache`` that was made for something else.
+        """
+        self.embeddings = TiledEmbeddings(
+            self.model, image, self.tile_shape, self.halo, self.cache_path,
+            stack_axis, normalization, self.dtype, overwrite,
+        )  # fmt: skip
+
+    def set_embeddings(self, embeddings: TiledEmbeddings) -> None:
+        """Use embeddings from :func:`sum_core.embed.embed` (same model)."""
+        if not isinstance(embeddings, TiledEmbeddings) or embeddings.model is not self.model:
+            raise InvalidInputError(
+                "embeddings must be a TiledEmbeddings made with this predictor's model"
+            )
+        self.embeddings = embeddings
+
+    @property
+    def tiles_encoded(self) -> int:
+        """Tiles encoded so far for the current image (cache hits excluded)."""
+        return 0 if self.embeddings is None else self.embeddings.tiles_encoded
+
+    def predict(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        multimask: bool = False,
+        hq_token_only: bool = False,
+        task: int = 1,
+        uncertainty: UncertaintyMethod = "disagreement",
+        ensemble_size: int = 8,
+        seed: int = 0,
+        slice_index: int = 0,
+        follow: bool = True,
+        max_tiles: int = 16,
+    ) -> TiledPrediction:
+        """Segment one object from clicks and/or one box, following it across tiles.
+
+        Parameters
+        ----------
+        points, labels, box
+            As :meth:`sum_core.predictor.Predictor.predict`, in image (row, col) pixels;
+            one box at most. Each window uses the points that fall inside it.
+        multimask, hq_token_only, task, uncertainty, ensemble_size, seed
+            Passed to the per-tile :meth:`~sum_core.predictor.Predictor.predict`.
+        slice_index : int
+            Slice of a stack (0 for a 2D image).
+        follow : bool
+            Follow the object into neighbour tiles (False: decode the prompted tile only).
+        max_tiles : int
+            At most this many tiles are decoded (and, if not cached, encoded).
+
+        Returns
+        -------
+        TiledPrediction
+        """
+        tiled = self._require_image()
+        if isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1:
+            raise InvalidInputError(f"max_tiles must be an int >= 1, got {max_tiles!r}")
+        if isinstance(slice_index, bool) or not isinstance(slice_index, int) or not (
+            0 <= slice_index < tiled.n_slices
+        ):
+            raise InvalidInputError(
+                f"slice_index must be an int in [0, {tiled.n_slices}), got {slice_index!r}"
+            )
+        shape = tiled.grid.shape
+        prompts = validate_prompts(points, labels, box, None, image_shape=shape)
+        if prompts.boxes is not None and len(prompts.boxes) > 1:
+            raise InvalidInputError(
+                f"box: TiledPredictor segments one object per call, got {len(prompts.boxes)} boxes"
+            )
+        box_arr = None if prompts.boxes is None else prompts.boxes[0]
+        positives = None if prompts.points is None else prompts.points[prompts.labels == 1]
+        if positives is not None and len(positives):
+            anchor = positives.mean(axis=0)
+        elif box_arr is not None:
+            anchor = (box_arr[:2] + box_arr[2:]) / 2
+        else:
+            raise InvalidInputError("points/box: give at least one positive click or a box")
+        options = dict(
+            multimask=multimask, hq_token_only=hq_token_only, task=task,
+            uncertainty=uncertainty, ensemble_size=ensemble_size, seed=seed,
+        )  # fmt: skip
+        start = tiled.grid.tile_containing(min(anchor[0], shape[0] - 1), min(anchor[1], shape[1] - 1))
+        results: dict[int, Prediction] = {}
+        pending, queued = deque([start.index]), {start.index}
+        while pending and len(results) < max_tiles:
+            tile = tiled.grid[pending.popleft()]
+            local = self._window_prompts(tile, prompts.points, prompts.labels, box_arr, results)
+            if local is None:
+                continue
+            embedding = tiled.embedding(slice_index, tile.index)
+            results[tile.index] = self._decode(tile.outer, embedding, *local, options)
+            if not follow:
+                break
+            for neighbour in self._neighbours(tile, results[tile.index].mask):
+                if neighbour.index not in queued:
+                    queued.add(neighbour.index)
+                    pending.append(neighbour.index)
+        if not results:
+            raise InvalidInputError(
+                "points/box: the prompted tile's window (tile + halo) holds no positive click and "
+                "no part of the box; keep the clicks of one object within one tile window"
+            )
+        complete = not (follow and pending)
+        if not complete:
+            warnings.warn(
+                f"the object still reaches an inner tile border after {max_tiles} tiles; it may be "
+                "cut there (raise max_tiles)",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self._merge(results, start.index, complete)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _require_image(self) -> TiledEmbeddings:
+        if self.embeddings is None:
+            raise InvalidInputError("no image is set: call set_image(image) before predict()")
+        return self.embeddings
+
+    def _decode(
+        self,
+        window: Region,
+        embedding: Any,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None,
+        options: dict[str, Any],
+    ) -> Prediction:
+        """Decode one window from window-local prompts (the tests replace this)."""
+        self._predictor.set_embedding(embedding)
+        return self._predictor.predict(points=points, labels=labels, box=box, **options)
+
+    def _window_prompts(
+        self,
+        tile: Tile,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None,
+        results: dict[int, Prediction],
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] | None:
+        """Window-local prompts of ``tile``: user prompts inside it plus clicks derived from
+        the mask found so far; None when there is nothing positive to prompt with."""
+        win = tile.outer
+        origin = np.array([win.row0, win.col0], dtype=np.float64)
+        pts, lbs = [], []
+        if points is not None:
+            inside = (
+                (points[:, 0] >= win.row0) & (points[:, 0] <= win.row1)
+                & (points[:, 1] >= win.col0) & (points[:, 1] <= win.col1)
+            )  # fmt: skip
+            pts.extend(points[inside] - origin)
+            lbs.extend(labels[inside])
+        if results:
+            for seed in self._seeds(win, results):
+                pts.append(seed - origin)
+                lbs.append(1)
+        local_box = None
+        if box is not None:
+            r0, c0 = max(box[0], win.row0), max(box[1], win.col0)
+            r1, c1 = min(box[2], win.row1), min(box[3], win.col1)
+            if r1 > r0 and c1 > c0:
+                local_box = np.array([r0, c0, r1, c1]) - np.concatenate([origin, origin])
+        if local_box is None and not any(label == 1 for label in lbs):
+            return None
+        if not pts:
+            return None, None, local_box
+        return np.array(pts, dtype=np.float64), np.array(lbs, dtype=np.int64), local_box
+
+    def _seeds(self, win: Region, results: dict[int, Prediction]) -> list[np.ndarray]:
+        """One click per largest connected part of the known mask inside ``win`` (grown by
+        one pixel, so that windows without overlap still get a seed at their border)."""
+        h, w = self.embeddings.grid.shape
+        grown = Region(max(win.row0 - 1, 0), max(win.col0 - 1, 0), min(win.row1 + 1, h), min(win.col1 + 1, w))
+        known = np.zeros(grown.shape, dtype=bool)
+        for index, pred in results.items():
+            outer = self.embeddings.grid[index].outer
+            r0, c0 = max(outer.row0, grown.row0), max(outer.col0, grown.col0)
+            r1, c1 = min(outer.row1, grown.row1), min(outer.col1, grown.col1)
+            if r1 > r0 and c1 > c0:
+                part = pred.mask[r0 - outer.row0 : r1 - outer.row0, c0 - outer.col0 : c1 - outer.col0]
+                known[r0 - grown.row0 : r1 - grown.row0, c0 - grown.col0 : c1 - grown.col0] |= part
+        components, n = ndimage.label(known)
+        if n == 0:
+            return []
+        sizes = ndimage.sum_labels(known, components, index=np.arange(1, n + 1))
+        depth = ndimage.distance_transform_edt(np.pad(known, 1))[1:-1, 1:-1]
+        seeds = []
+        for label in np.argsort(sizes)[::-1][:_MAX_SEEDS] + 1:
+            flat = np.argmax(np.where(components == label, depth, -1.0))
+            r, c = np.unravel_index(flat, known.shape)
+            row = min(max(r + grown.row0, win.row0), win.row1 - 1) + 0.5
+            col = min(max(c + grown.col0, win.col0), win.col1 - 1) + 0.5
+            seeds.append(np.array([row, col], dtype=np.float64))
+        return seeds
+
+    def _neighbours(self, tile: Tile, mask: np.ndarray) -> list[Tile]:
+        """Tiles just beyond the window borders the mask touches (image borders excluded)."""
+        win, grid = tile.outer, self.embeddings.grid
+        h, w = grid.shape
+        found: dict[int, Tile] = {}
+        sides = (
+            (mask[0, :], win.row0 > 0, lambda lo, hi: (win.row0 - 1, win.col0 + lo, win.row0, win.col0 + hi)),
+            (mask[-1, :], win.row1 < h, lambda lo, hi: (win.row1, win.col0 + lo, win.row1 + 1, win.col0 + hi)),
+            (mask[:, 0], win.col0 > 0, lambda lo, hi: (win.row0 + lo, win.col0 - 1, win.row0 + hi, win.col0)),
+            (mask[:, -1], win.col1 < w, lambda lo, hi: (win.row0 + lo, win.col1, win.row0 + hi, win.col1 + 1)),
+        )
+        for edge, inner_border, region in sides:
+            hits = np.flatnonzero(edge)
+            if inner_border and hits.size:
+                # one pixel further along the border, so diagonal neighbours are reached too
+                lo, hi = hits[0] - 1, hits[-1] + 2
+                for t in grid.tiles_touching(region(lo, hi)):
+                    found.setdefault(t.index, t)
+        found.pop(tile.index, None)
+        return list(found.values())
+
+    def _merge(self, results: dict[int, Prediction], start: int, complete: bool) -> TiledPrediction:
+        grid = self.embeddings.grid
+        outers = {i: grid[i].outer for i in results}
+        window = Region(
+            min(o.row0 for o in outers.values()), min(o.col0 for o in outers.values()),
+            max(o.row1 for o in outers.values()), max(o.col1 for o in outers.values()),
+        )  # fmt: skip
+        logits = np.full(window.shape, -np.inf, dtype=np.float32)
+        unc = np.zeros(window.shape, dtype=np.float32)
+        for i, pred in results.items():
+            o = outers[i]
+            sl = (slice(o.row0 - window.row0, o.row1 - window.row0), slice(o.col0 - window.col0, o.col1 - window.col0))
+            logits[sl] = np.maximum(logits[sl], pred.logits)
+            unc[sl] = np.maximum(unc[sl], pred.uncertainty)
+        for i, pred in results.items():
+            inner, own = grid[i].inner, grid[i].inner_in_outer
+            sl = (
+                slice(inner.row0 - window.row0, inner.row1 - window.row0),
+                slice(inner.col0 - window.col0, inner.col1 - window.col0),
+            )
+            logits[sl] = pred.logits[own.slices]
+            unc[sl] = pred.uncertainty[own.slices]
+        first = results[start]
+        return TiledPrediction(
+            mask=logits > 0,
+            score=first.score,
+            logits=np.maximum(logits, np.finfo(np.float32).min),
+            low_res_logits=first.low_res_logits,
+            uncertainty=unc,
+            offset=(window.row0, window.col0),
+            image_shape=grid.shape,
+            tiles=tuple(results),
+            complete=complete,
+        )
