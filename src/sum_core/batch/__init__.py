@@ -1,0 +1,12 @@
+"""Resumable batch segmentation of large images and stacks into zarr v3 (``sum-hq batch``).
+
+:func:`segment_zarr` segments a 2D image, a 3D stack or a time series slice by slice, tile by
+tile, with dask, writing ``labels`` and ``uncertainty`` arrays into a zarr v3 group; an
+interrupted job resumes where it stopped. :func:`read_prompts_table` reads the CSV prompt
+tables of the prompts mode.
+"""
+
+from .job import segment_zarr
+from .prompts_table import ObjectPrompt, read_prompts_table
+
+__all__ = ["ObjectPrompt", "read_prompts_table", "segment_zarr"]

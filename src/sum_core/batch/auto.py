@@ -1,0 +1,173 @@
+"""Automatic mode of a batch job, in three resumable stages per plane.
+
+1. **tile** (one task per tile): read the tile's outer window, segment it with
+   :func:`sum_core.automatic.generate_masks`, keep the masks this tile owns under the seam rules
+   of :func:`sum_core.automatic.auto_segment`, and store them cropped to their boxes.
+2. **plan** (one task per plane): NMS over the boxes of all tiles of the plane (as
+   ``auto_segment`` does), then the painting order (larger masks first, so smaller ones stay on
+   top) and each mask's label id.
+3. **chunk** (one task per output chunk = tile inner region): paint the planned masks of the
+   tiles whose windows overlap the chunk, and write the chunk.
+
+Only windows, cropped masks and chunks are ever in memory, never a whole plane, and the result
+equals ``auto_segment`` on the whole plane up to the label numbering.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..api import _resolve_model
+from ..automatic import MaskRecord, _owned, _SAM_EDGE_ATOL, _to_instance, generate_masks
+from ..image import Normalization
+from ..mask_ops import boxes_to_xyxy
+from ..nms import nms
+from ..predictor import Predictor
+from ..sources import to_uint8_rgb
+from ..tiling import Region, TileGrid
+from .volume import Volume
+from .writer import Target
+
+_MODEL_LOCK = threading.Lock()
+
+
+def window_records(prepared: np.ndarray, model: Any, device: Any, options: dict[str, Any]) -> list[MaskRecord]:
+    """Segment one prepared (H, W, 3) uint8 window with the automatic mask generator."""
+    with _MODEL_LOCK:  # one load of a named model, even from several threads
+        sam_model = _resolve_model(model, device)
+    predictor = Predictor(sam_model, device=device)
+    predictor.set_image(prepared)
+    return generate_masks(predictor, progress=False, **options)
+
+
+def run_tile(
+    target: Target,
+    volume: Volume,
+    grid: TileGrid,
+    slice_index: int,
+    tile_index: int,
+    normalization: Normalization | None,
+    model: Any,
+    device: Any,
+    options: dict[str, Any],
+) -> None:
+    """Stage 1: segment one tile window and store the masks it owns."""
+    tile = grid[tile_index]
+    window = volume.read(slice_index, tile.outer)
+    flat = window.reshape(-1, window.shape[-1]) if window.ndim == 3 else window.reshape(-1, 1)
+    records = []
+    if not (flat == flat[0]).all():  # a constant window holds no object
+        records = window_records(to_uint8_rgb(window, normalization), model, device, options)
+    tiled = len(grid) > 1
+    atol = min(_SAM_EDGE_ATOL, max(1, min(grid.halo) // 2))
+    instances = [
+        _to_instance(rec, tile.outer)
+        for rec in records
+        if not tiled or _owned(rec.box, tile.outer, tile.index, grid, atol)
+    ]
+    target.put(f"s{slice_index}/t{tile_index}", _pack(instances))
+    target.mark_done("tile", (slice_index, tile_index))
+
+
+def _pack(instances: list) -> dict[str, np.ndarray]:
+    return {
+        "box": np.array([i.box for i in instances], dtype=np.int64).reshape(-1, 4),
+        "score": np.array([i.score for i in instances], dtype=np.float64),
+        "area": np.array([i.area for i in instances], dtype=np.int64),
+        "unc_region": np.array([tuple(i.unc_region) for i in instances], dtype=np.int64).reshape(-1, 4),
+        "mask": np.concatenate([i.mask.reshape(-1) for i in instances] or [np.zeros(0, bool)]),
+        "unc": np.concatenate([i.uncertainty.reshape(-1) for i in instances] or [np.zeros(0)]).astype(np.float16),
+    }
+
+
+def run_plan(target: Target, grid: TileGrid, slice_index: int, box_nms_thresh: float, id_base: int,
+             id_stride: int, *_tiles_done: Any) -> None:
+    """Stage 2: cross-tile NMS, painting order and label ids of one plane."""
+    parts = [target.get(f"s{slice_index}/t{t}") for t in range(len(grid))]
+    tile = np.concatenate([np.full(len(p["score"]), t, dtype=np.int64) for t, p in enumerate(parts)])
+    local = np.concatenate([np.arange(len(p["score"]), dtype=np.int64) for p in parts])
+    boxes = np.concatenate([p["box"] for p in parts])
+    scores = np.concatenate([p["score"] for p in parts])
+    areas = np.concatenate([p["area"] for p in parts])
+    if len(grid) > 1 and len(scores):
+        keep = nms(boxes_to_xyxy(torch.from_numpy(boxes)), torch.from_numpy(scores), box_nms_thresh).numpy()
+        tile, local, scores, areas = tile[keep], local[keep], scores[keep], areas[keep]
+    order = sorted(range(len(scores)), key=lambda i: (-areas[i], scores[i], i))
+    if len(order) >= id_stride:
+        raise RuntimeError(f"plane {slice_index} has {len(order)} objects, more than its id range {id_stride - 1}")
+    target.put(
+        f"s{slice_index}/plan",
+        {
+            "tile": tile[order],
+            "local": local[order],
+            "label": id_base + np.arange(1, len(order) + 1, dtype=np.int64),
+        },
+    )
+    target.mark_done("plan", (slice_index,))
+
+
+def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, tile_index: int, *_plan: Any) -> None:
+    """Stage 3: paint and write one output chunk (the inner region of a tile)."""
+    chunk = grid[tile_index].inner
+    plan = target.get(f"s{slice_index}/plan")
+    sources = [t for t in grid.tiles_touching(_grow(chunk, grid.halo)) if t.outer.intersects(chunk)]
+    tiles = {t.index: _Unpacked(target.get(f"s{slice_index}/t{t.index}")) for t in sources}
+    labels = np.zeros(chunk.shape, dtype=np.uint32)
+    uncertainty = np.zeros(chunk.shape, dtype=np.float16)
+    for t, i, label in zip(plan["tile"], plan["local"], plan["label"]):
+        if int(t) not in tiles:
+            continue
+        part = tiles[int(t)]
+        box = Region(*(int(v) for v in part.box[i][:2]), *(int(v) + 1 for v in part.box[i][2:]))
+        window, inside = _overlap(box, chunk)
+        if window is not None:
+            labels[window.slices][part.mask(i)[inside.slices]] = label
+        unc_box = Region(*(int(v) for v in part.unc_region[i]))
+        window, inside = _overlap(unc_box, chunk)
+        if window is not None:
+            view = uncertainty[window.slices]
+            np.maximum(view, part.unc(i)[inside.slices], out=view)
+    target.labels[volume.out_index(slice_index, chunk)] = labels
+    target.uncertainty[volume.out_index(slice_index, chunk)] = uncertainty
+    target.mark_done("chunk", (slice_index, tile_index))
+
+
+class _Unpacked:
+    """Random access to the instances stored by :func:`run_tile`."""
+
+    def __init__(self, npz: Any) -> None:
+        self.box = npz["box"]
+        self.unc_region = npz["unc_region"]
+        self._mask, self._unc = npz["mask"], npz["unc"]
+        sizes = (self.box[:, 2] - self.box[:, 0] + 1) * (self.box[:, 3] - self.box[:, 1] + 1)
+        unc_sizes = (self.unc_region[:, 2] - self.unc_region[:, 0]) * (self.unc_region[:, 3] - self.unc_region[:, 1])
+        self._starts = np.concatenate([[0], np.cumsum(sizes)])
+        self._unc_starts = np.concatenate([[0], np.cumsum(unc_sizes)])
+
+    def mask(self, i: int) -> np.ndarray:
+        r0, c0, r1, c1 = self.box[i]
+        return self._mask[self._starts[i] : self._starts[i + 1]].reshape(r1 - r0 + 1, c1 - c0 + 1)
+
+    def unc(self, i: int) -> np.ndarray:
+        r0, c0, r1, c1 = self.unc_region[i]
+        return self._unc[self._unc_starts[i] : self._unc_starts[i + 1]].reshape(r1 - r0, c1 - c0)
+
+
+def _grow(region: Region, halo: tuple[int, int]) -> Region:
+    return Region(region.row0 - halo[0], region.col0 - halo[1], region.row1 + halo[0], region.col1 + halo[1])
+
+
+def _overlap(item: Region, chunk: Region) -> tuple[Region | None, Region]:
+    """``item ∩ chunk`` relative to ``chunk`` and relative to ``item`` (None when empty)."""
+    r0, c0 = max(item.row0, chunk.row0), max(item.col0, chunk.col0)
+    r1, c1 = min(item.row1, chunk.row1), min(item.col1, chunk.col1)
+    if r0 >= r1 or c0 >= c1:
+        return None, item
+    return (
+        Region(r0 - chunk.row0, c0 - chunk.col0, r1 - chunk.row0, c1 - chunk.col0),
+        Region(r0 - item.row0, c0 - item.col0, r1 - item.row0, c1 - item.col0),
+    )

@@ -1,0 +1,246 @@
+"""``segment_zarr``: resumable batch segmentation of an image or stack into a zarr v3 group."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from typing import Any
+
+import dask
+import numpy as np
+import zarr
+from dask.callbacks import Callback
+from tqdm.auto import tqdm
+
+from ..automatic import auto_segment, generate_masks
+from ..embedding_cache import data_hash
+from ..errors import InvalidInputError
+from ..modeling import SamModel
+from ..sources import fixed_normalization
+from ..tiling import TileGrid, default_tiling
+from ..zoo import DEFAULT_MODEL
+from . import auto, prompted
+from .prompts_table import check_prompts, read_prompts_table
+from .volume import open_volume
+from .writer import open_target
+
+_AUTO_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(auto_segment).parameters.items()
+    if name in ("points_per_side", "pred_iou_thresh", "stability_thresh", "box_nms_thresh", "min_area")
+}
+_GENERATE_OPTIONS = {
+    name: p.default for name, p in inspect.signature(generate_masks).parameters.items()
+    if name not in ("predictor", "progress")
+}
+_ID_SPACE = 2**32
+
+
+def segment_zarr(
+    source: Any,
+    target: Any,
+    mode: str = "auto",
+    prompts: str | os.PathLike | None = None,
+    model: str | os.PathLike | SamModel = DEFAULT_MODEL,
+    tile_shape: int | tuple[int, int] | None = None,
+    halo: int | tuple[int, int] | None = None,
+    axis: str | int | None = None,
+    key: str | None = None,
+    overwrite: bool = False,
+    scheduler: Any = None,
+    device: str | None = None,
+    progress: bool = True,
+    **auto_kwargs: Any,
+) -> zarr.Group:
+    """Segment a 2D image, 3D stack or time series slice by slice into a zarr v3 group.
+
+    The target group gets ``labels`` (uint32) and ``uncertainty`` (float16, in [0, 1]) with the
+    source's shape (without a channel axis), chunked one slice by one tile. Work is scheduled
+    with dask: per plane, one task per tile (segmentation of the tile's window), one
+    cross-tile NMS task and one task per output chunk (painting); in prompts mode one task
+    per slice. Memory is bounded by the tile and chunk size, never a whole plane.
+
+    **Label ids** are unique over the whole volume. Automatic mode: plane ``s`` of ``n`` uses
+    ids in ``[s * stride + 1, (s + 1) * stride)`` with ``stride = 2**32 // n`` (recorded in the
+    target's ``sum_hq_batch`` attributes as ``id_stride``), so planes are numbered
+    independently and a slice's objects are ``labels // stride == s``. Prompts mode: the
+    table's ``object_id``.
+
+    **Resuming**: every unit of work sets its flag in ``done/`` after writing its data, so
+    rerunning the same call after an interruption (error, Ctrl+C, killed process) redoes only
+    unfinished units. The job signature (source, axis, mode, options, tiling, model, prompt
+    table) is stored in the attributes; a target holding anything else is refused unless
+    ``overwrite=True``. A completed target is returned without recomputation.
+
+    Parameters
+    ----------
+    source : str, path, zarr array/group, dask or numpy array
+        Image or stack (see :func:`sum_core.sources.open_image`).
+    target : str, path or zarr store
+        The zarr v3 group to write (created if missing).
+    mode : {"auto", "prompts"}
+        Automatic segmentation of everything, or one object per prompt of a table.
+    prompts : str or path, optional
+        CSV prompt table (prompts mode), see :mod:`sum_core.batch.prompts_table`.
+    model : str, path or SamModel
+        Registry name, checkpoint path or loaded model.
+    tile_shape, halo : int or (int, int), optional
+        Tiling of each plane (default :func:`sum_core.tiling.default_tiling`).
+    axis : str or int, optional
+        Slice axis by name (OME-Zarr / zarr dimension names) or index; needed for 4D+ sources.
+    key : str, optional
+        Array inside a zarr group.
+    overwrite : bool
+        Replace a non-empty target from another job.
+    scheduler : str, callable or dask.distributed.Client, optional
+        Passed to :func:`dask.compute` (default ``"threads"``).
+    device : str, optional
+        Torch device (default: best available).
+    progress : bool
+        Progress bar with ETA (local dask schedulers).
+    **auto_kwargs
+        Automatic-segmentation options: ``points_per_side``, ``pred_iou_thresh``,
+        ``stability_thresh``, ``box_nms_thresh``, ``min_area`` and the further
+        :func:`sum_core.automatic.generate_masks` options.
+
+    Returns
+    -------
+    zarr.Group
+        The completed target group.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad mode, options, axis, prompts (also outside the volume) or target; checked before
+        any segmentation.
+    """
+    if mode not in ("auto", "prompts"):
+        raise InvalidInputError(f"mode must be 'auto' or 'prompts', got {mode!r}")
+    if (mode == "prompts") != (prompts is not None):
+        raise InvalidInputError("prompts: give a prompt table exactly when mode='prompts'")
+    unknown = sorted(set(auto_kwargs) - set(_GENERATE_OPTIONS))
+    if unknown:
+        raise InvalidInputError(f"unknown option(s) {unknown}; automatic options are {sorted(_GENERATE_OPTIONS)}")
+    if mode == "prompts" and auto_kwargs:
+        raise InvalidInputError(f"options {sorted(auto_kwargs)} apply to mode='auto' only")
+    if halo is not None and tile_shape is None:
+        raise InvalidInputError("halo was given without tile_shape; give both, or neither for the default tiling")
+    volume = open_volume(source, key=key, axis=axis)
+    encoder_size = model.config.image_size if isinstance(model, SamModel) else 1024
+    if tile_shape is None:
+        grid = default_tiling(volume.plane_shape, encoder_size)
+    else:
+        grid = TileGrid(volume.plane_shape, tile_shape, encoder_size // 16 if halo is None else halo)
+    options = {**_AUTO_DEFAULTS, **auto_kwargs} if mode == "auto" else {}
+    object_prompts, table_hash = [], None
+    if mode == "prompts":
+        object_prompts, table_hash = read_prompts_table(prompts)
+        check_prompts(object_prompts, volume.n_slices, volume.plane_shape)
+    signature = {
+        "source": {"identity": volume.identity, "shape": list(volume.array.shape),
+                   "dtype": str(np.dtype(volume.array.dtype)), "data": data_hash(volume.array)},
+        "axis": None if volume.slice_axis is None else volume.names[volume.slice_axis],
+        "mode": mode,
+        "options": options,
+        "prompts": table_hash,
+        "tiling": {"tile_shape": list(grid.tile_shape), "halo": list(grid.halo)},
+        "model": _model_identity(model),
+    }
+    stride = _ID_SPACE // volume.n_slices
+    info = {"id_stride": stride if mode == "auto" else None, "axes": list(volume.out_names)}
+    out = open_target(target, signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape),
+                      volume.out_names, overwrite=overwrite)
+    if out.info.get("complete"):
+        return out.group
+    normalization = fixed_normalization(volume.planes)
+    if mode == "auto":
+        tasks = _auto_tasks(out, volume, grid, normalization, model, device, options, stride)
+    else:
+        tasks = _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device)
+    with _Progress(len(tasks.get("count", [])), progress):
+        dask.compute(*tasks["final"], scheduler=scheduler or "threads")
+    out.finish()
+    return out.group
+
+
+def _auto_tasks(out, volume, grid, normalization, model, device, options, stride) -> dict[str, list]:
+    n_slices, n_tiles = volume.n_slices, len(grid)
+    for stage, shape in (("tile", (n_slices, n_tiles)), ("plan", (n_slices,)), ("chunk", (n_slices, n_tiles))):
+        out.create_flags(stage, shape)
+    tiles_done, plans_done, chunks_done = out.flags("tile"), out.flags("plan"), out.flags("chunk")
+    counted, final = [], []
+    for s in range(n_slices):
+        if chunks_done[s].all():
+            continue
+        plan = None
+        if not plans_done[s]:
+            tiles = [
+                dask.delayed(auto.run_tile, pure=False)(
+                    out, volume, grid, s, t, normalization, model, device, options,
+                    dask_key_name=f"sum-hq-tile-{s}-{t}",
+                )
+                for t in range(n_tiles) if not tiles_done[s, t]
+            ]
+            plan = dask.delayed(auto.run_plan, pure=False)(
+                out, grid, s, options["box_nms_thresh"], s * stride, stride, *tiles,
+                dask_key_name=f"sum-hq-plan-{s}",
+            )
+            counted += tiles + [plan]
+        chunks = [
+            dask.delayed(auto.run_chunk, pure=False)(
+                out, volume, grid, s, t, *([plan] if plan is not None else []),
+                dask_key_name=f"sum-hq-chunk-{s}-{t}",
+            )
+            for t in range(n_tiles) if not chunks_done[s, t]
+        ]
+        counted += chunks
+        final += chunks
+    return {"count": counted, "final": final}
+
+
+def _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device) -> dict[str, list]:
+    out.create_flags("slice", (volume.n_slices,))
+    done = out.flags("slice")
+    by_slice: dict[int, list] = {}
+    for p in object_prompts:
+        by_slice.setdefault(p.slice_index, []).append(p)
+    final = [
+        dask.delayed(prompted.run_slice, pure=False)(
+            out, volume, grid, s, by_slice[s], normalization, model, device, dask_key_name=f"sum-hq-slice-{s}"
+        )
+        for s in sorted(by_slice) if not done[s]
+    ]
+    return {"count": final, "final": final}
+
+
+def _model_identity(model: Any) -> str:
+    """Registry name or checkpoint path (with size), or a hash of a loaded model's weights."""
+    if isinstance(model, SamModel):
+        h = hashlib.blake2b(digest_size=16)
+        for name, tensor in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"weights:{h.hexdigest()}"
+    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
+        return f"file:{os.path.abspath(model)}:{os.path.getsize(model)}"
+    if isinstance(model, (str, os.PathLike)):
+        return f"name:{model}"
+    raise InvalidInputError(
+        f"model must be a registry name, a checkpoint path or a SamModel, got {type(model).__name__}"
+    )
+
+
+class _Progress(Callback):
+    """tqdm bar (with ETA) over the job's tasks, for local dask schedulers."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        super().__init__()
+        self._bar = tqdm(total=total, desc="sum-hq batch", unit="task", disable=not enabled)
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        if isinstance(key, str) and key.startswith("sum-hq-"):
+            self._bar.update(1)
+
+    def _finish(self, dsk, state, errored) -> None:
+        self._bar.close()

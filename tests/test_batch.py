@@ -1,0 +1,253 @@
+"""sum_core.batch: resumable tiled batch segmentation into zarr v3 (fake decoder; one real-model run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+import zarr.storage
+from scipy import ndimage
+
+from sum_core.automatic import MaskRecord, auto_segment
+from sum_core.batch import segment_zarr
+from sum_core.batch import auto as batch_auto
+from sum_core.batch import prompted as batch_prompted
+from sum_core.errors import InvalidInputError
+from sum_core.modeling import build_from_config
+from small_models import small_vit_config
+
+
+def blobs(shape: tuple[int, int], seed: int, n: int = 12, radius: int = 9) -> np.ndarray:
+    """uint16 image with bright discs on a dark, slightly noisy background."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    image = rng.integers(0, 50, size=shape).astype(np.uint16)
+    for _ in range(n):
+        r, c = rng.integers(radius, shape[0] - radius), rng.integers(radius, shape[1] - radius)
+        image[(rows - r) ** 2 + (cols - c) ** 2 <= radius**2] = 3000
+    return image
+
+
+def fake_records(prepared, model, device, options):
+    """Deterministic stand-in for the SAM generator: one record per bright component."""
+    components, n = ndimage.label(prepared[..., 0] > 128)
+    records = []
+    for k in range(1, n + 1):
+        mask = components == k
+        rows, cols = np.nonzero(mask)
+        unc = np.zeros(mask.shape, dtype=np.float32)
+        unc[mask] = 0.25
+        records.append(
+            MaskRecord(mask=mask, logits=mask.astype(np.float32), score=0.9 + k * 1e-4, stability=1.0,
+                       point=(float(rows.mean()), float(cols.mean())),
+                       box=(int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())),
+                       area=int(mask.sum()), uncertainty=unc)
+        )
+    return records
+
+
+class Counter:
+    """Wraps the fake generator: counts calls, raises on call number ``fail_at``."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls = 0
+        self.fail_at = fail_at
+
+    def __call__(self, prepared, model, device, options):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("simulated crash")
+        return fake_records(prepared, model, device, options)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    counter = Counter()
+    monkeypatch.setattr(batch_auto, "window_records", counter)
+    return counter
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two label images are equal up to renumbering (background 0 in both)."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_2d_auto_tiled_matches_components_and_chunks(tmp_path, fake):
+    image = blobs((200, 260), seed=0)
+    group = segment_zarr(image, tmp_path / "out.zarr", tile_shape=(64, 96), halo=16, progress=False,
+                         scheduler="synchronous")
+    labels, unc = group["labels"], group["uncertainty"]
+    assert labels.shape == (200, 260) and labels.dtype == np.uint32 and labels.chunks == (64, 96)
+    assert unc.shape == (200, 260) and unc.dtype == np.float16 and unc.chunks == (64, 96)
+    expected, _ = ndimage.label(image > 1000)
+    assert same_partition(labels[...], expected)  # no object split or doubled at tile seams
+    assert np.all(unc[...][labels[...] > 0] == np.float16(0.25))
+    assert "work" not in group and group.attrs["sum_hq_batch"]["complete"] is True
+
+
+def test_3d_stack_ids_unique_across_slices(tmp_path, fake):
+    stack = np.stack([blobs((96, 120), seed=s) for s in range(3)])
+    root = zarr.open_group(str(tmp_path / "src.zarr"), mode="w")
+    root.create_array("raw", data=stack, chunks=(1, 48, 60), dimension_names=("z", "y", "x"))
+    group = segment_zarr(tmp_path / "src.zarr", tmp_path / "out.zarr", key="raw", axis="z", progress=False)
+    labels = group["labels"][...]
+    assert labels.shape == (3, 96, 120) and group["labels"].chunks == (1, 96, 120)
+    assert group["labels"].metadata.dimension_names == ("z", "y", "x")
+    stride = group.attrs["sum_hq_batch"]["id_stride"]
+    assert stride == 2**32 // 3
+    for s in range(3):
+        ids = np.unique(labels[s])[1:]
+        assert len(ids) and np.all(ids // stride == s)
+        assert same_partition(labels[s], ndimage.label(stack[s] > 1000)[0])
+
+
+def test_resume_after_crash_redoes_nothing_completed(tmp_path, monkeypatch):
+    image = blobs((200, 260), seed=1)
+    kwargs = dict(tile_shape=(64, 96), halo=16, progress=False, scheduler="synchronous")
+    crashing = Counter(fail_at=5)
+    monkeypatch.setattr(batch_auto, "window_records", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        segment_zarr(image, tmp_path / "out.zarr", **kwargs)
+    done = zarr.open_group(str(tmp_path / "out.zarr"))["done/tile"][...]
+    assert done.sum() == 4  # tiles before the crash are complete, the crashed one is not
+    resumed = Counter()
+    monkeypatch.setattr(batch_auto, "window_records", resumed)
+    group = segment_zarr(image, tmp_path / "out.zarr", **kwargs)
+    assert resumed.calls == 12 - 4  # 4 x 3 tiles minus the completed ones
+    clean = Counter()
+    monkeypatch.setattr(batch_auto, "window_records", clean)
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **kwargs)
+    assert clean.calls == 12
+    np.testing.assert_array_equal(group["labels"][...], reference["labels"][...])
+    np.testing.assert_array_equal(group["uncertainty"][...], reference["uncertainty"][...])
+    again = Counter()
+    monkeypatch.setattr(batch_auto, "window_records", again)
+    segment_zarr(image, tmp_path / "out.zarr", **kwargs)
+    assert again.calls == 0  # a completed job is not recomputed
+
+
+def test_resume_after_crash_in_chunk_stage(tmp_path, fake, monkeypatch):
+    image = blobs((130, 130), seed=2)
+    kwargs = dict(tile_shape=64, halo=8, progress=False, scheduler="synchronous")
+    original = batch_auto.run_chunk
+    painted = []
+
+    def flaky(*args):
+        painted.append(args[4])
+        if len(painted) == 3:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(batch_auto, "run_chunk", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        segment_zarr(image, tmp_path / "out.zarr", **kwargs)
+    assert fake.calls == 9
+    monkeypatch.setattr(batch_auto, "run_chunk", original)
+    group = segment_zarr(image, tmp_path / "out.zarr", **kwargs)
+    assert fake.calls == 9  # tiles and plan were complete; only the chunks left are painted
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **kwargs)
+    np.testing.assert_array_equal(group["labels"][...], reference["labels"][...])
+
+
+def test_other_job_refused_unless_overwrite(tmp_path, fake):
+    image = blobs((64, 64), seed=3)
+    segment_zarr(image, tmp_path / "out.zarr", progress=False)
+    with pytest.raises(InvalidInputError, match=r"different job \(differs in options\).*overwrite=True"):
+        segment_zarr(image, tmp_path / "out.zarr", min_area=5, progress=False)
+    group = segment_zarr(image, tmp_path / "out.zarr", min_area=5, overwrite=True, progress=False)
+    assert group.attrs["sum_hq_batch"]["signature"]["options"]["min_area"] == 5
+    foreign = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w")
+    foreign.create_array("x", shape=(2,), dtype="uint8")
+    with pytest.raises(InvalidInputError, match="not written by a sum-hq batch job"):
+        segment_zarr(image, tmp_path / "foreign.zarr", progress=False)
+
+
+def test_read_only_target_is_a_clear_error(tmp_path, fake):
+    store = zarr.storage.LocalStore(str(tmp_path / "ro.zarr"), read_only=True)
+    with pytest.raises(InvalidInputError, match="target: .*read-only"):
+        segment_zarr(blobs((64, 64), seed=4), store, progress=False)
+    (tmp_path / "file.zarr").write_text("x")
+    with pytest.raises(InvalidInputError, match="is a file"):
+        segment_zarr(blobs((64, 64), seed=4), tmp_path / "file.zarr", progress=False)
+
+
+def test_axis_errors(tmp_path, fake):
+    root = zarr.open_group(str(tmp_path / "src.zarr"), mode="w")
+    root.create_array("raw", shape=(2, 3, 32, 32), dtype="uint16", dimension_names=("t", "z", "y", "x"))
+    with pytest.raises(InvalidInputError, match="axis: no axis named 'q'.*'t', 'z', 'y', 'x'"):
+        segment_zarr(tmp_path / "src.zarr", tmp_path / "o.zarr", key="raw", axis="q")
+    with pytest.raises(InvalidInputError, match="4 dimensions .*name the slice axis"):
+        segment_zarr(tmp_path / "src.zarr", tmp_path / "o.zarr", key="raw")
+    with pytest.raises(InvalidInputError, match="slicing along 't' leaves 3 axes"):
+        segment_zarr(tmp_path / "src.zarr", tmp_path / "o.zarr", key="raw", axis="t")
+    with pytest.raises(InvalidInputError, match="unknown option"):
+        segment_zarr(np.zeros((8, 8)), tmp_path / "o.zarr", points_per_sid=4)
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def write_table(path, rows):
+    path.write_text("object_id,slice,kind,row,col,row1,col1,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def fake_predict(window, prompts, offset, model, device):
+    """Prompted stand-in: the bright component under the prompt (a square for boxes)."""
+    components, _ = ndimage.label(window[..., 0] > 128)
+    out = []
+    for p in prompts:
+        if p.box is not None:
+            r0, c0, r1, c1 = (int(v) for v in p.box - np.array([*offset, *offset]))
+            mask = np.zeros(window.shape[:2], bool)
+            mask[r0 : r1 + 1, c0 : c1 + 1] = True
+        else:
+            r, c = (int(v) for v in p.points[0] - np.array(offset))
+            mask = components == components[r, c]
+        out.append((mask, mask * np.float32(0.5)))
+    return out
+
+
+def test_prompts_mode_writes_object_ids(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_prompted, "predict_window", fake_predict)
+    stack = np.zeros((2, 80, 90), dtype=np.uint8)
+    stack[0, 10:20, 10:20] = 255
+    stack[1, 50:70, 60:80] = 255
+    table = write_table(tmp_path / "p.csv", ["7,0,point,15,15,,,1", "9,1,point,60,70,,,1", "4,1,box,2,3,5,8,"])
+    group = segment_zarr(stack, tmp_path / "out.zarr", mode="prompts", prompts=table, progress=False)
+    labels = group["labels"][...]
+    expected = np.zeros_like(labels)
+    expected[0, 10:20, 10:20] = 7
+    expected[1, 50:70, 60:80] = 9
+    expected[1, 2:6, 3:9] = 4
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(group["uncertainty"][...], (expected > 0) * np.float16(0.5))
+
+
+def test_prompts_outside_volume(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_prompted, "predict_window", fake_predict)
+    stack = np.zeros((2, 40, 40), dtype=np.uint8)
+    bad_slice = write_table(tmp_path / "a.csv", ["1,2,point,5,5,,,1"])
+    with pytest.raises(InvalidInputError, match="object 1: slice 2 is outside the volume's 2 slice"):
+        segment_zarr(stack, tmp_path / "o.zarr", mode="prompts", prompts=bad_slice)
+    bad_point = write_table(tmp_path / "b.csv", ["3,0,box,5,5,45,10,"])
+    with pytest.raises(InvalidInputError, match=r"object 3 on slice 0: \(45.0, 10.0\) lies outside"):
+        segment_zarr(stack, tmp_path / "o.zarr", mode="prompts", prompts=bad_point)
+    bad_kind = write_table(tmp_path / "c.csv", ["3,0,circle,5,5,,,"])
+    with pytest.raises(InvalidInputError, match="line 2: kind must be 'point' or 'box'"):
+        segment_zarr(stack, tmp_path / "o.zarr", mode="prompts", prompts=bad_kind)
+
+
+@pytest.mark.slow
+def test_real_small_model_equals_auto_segment(tmp_path):
+    torch.manual_seed(0)
+    model = build_from_config(small_vit_config())
+    image = blobs((128, 160), seed=5)
+    options = dict(points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0)
+    group = segment_zarr(image, tmp_path / "out.zarr", model=model, progress=False, **options)
+    labels, unc = auto_segment(image, model=model, progress=False, **options)
+    assert labels.max() > 0
+    assert same_partition(group["labels"][...], labels)
+    np.testing.assert_array_equal(group["uncertainty"][...], unc.astype(np.float16))
