@@ -158,7 +158,9 @@ def test_paste_into_zarr_stack_and_shape_errors(model, scene, monkeypatch, tmp_p
     tp = TiledPredictor(model, **TILING)
     tp.set_image(image)
     pred = tp.predict(points=[[370, 120]], labels=[1])
-    target = zarr.create_array(str(tmp_path / "l.zarr"), shape=(2, *SHAPE), dtype="uint16", chunks=(1, 128, 128))
+    target = zarr.create_array(
+        str(tmp_path / "l.zarr"), shape=(2, *SHAPE), dtype="uint16", chunks=(1, 128, 128)
+    )
     target[1, :5, :5] = 3
     pred.paste_into(target, value=7, slice_index=1)
     np.testing.assert_array_equal(target[1] == 7, blob)

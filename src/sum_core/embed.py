@@ -37,7 +37,7 @@ from .image import Normalization, image_to_tensor, resize_longest_side
 from .modeling import SamModel
 from .predictor import ImageEmbedding
 from .sources import Planes, fixed_normalization, open_image, to_uint8_rgb
-from .tiling import Tile, TileGrid, default_tiling
+from .tiling import TileGrid, default_tiling
 
 __all__ = ["TiledEmbeddings", "embed", "model_name", "weights_hash"]
 
@@ -197,10 +197,6 @@ class TiledEmbeddings:
             original_size=cached.original_size,
             input_size=cached.input_size,
         )
-
-    def tile(self, tile_index: int) -> Tile:
-        """The tile with that index."""
-        return self.grid[tile_index]
 
     def _encode(self, batch: list[tuple[int, int]]) -> None:
         model = self.model

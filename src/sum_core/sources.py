@@ -65,9 +65,11 @@ def _from_group(group: zarr.Group, key: str | None, level: int, where: str) -> z
         arrays = sorted(group.array_keys())
         if not arrays:
             raise InvalidInputError(f"source: zarr group {where} holds no arrays at its top level; pass key=")
-        paths = arrays if len(arrays) > 1 and level > 0 else arrays[:1]
+        paths = arrays[:1]
     if level >= len(paths):
-        raise InvalidInputError(f"level: {where} has {len(paths)} level(s) (0..{len(paths) - 1}), got {level}")
+        raise InvalidInputError(
+            f"level: {where} has {len(paths)} level(s) (0..{len(paths) - 1}), got {level}"
+        )
     return group[paths[level]]
 
 
@@ -291,12 +293,16 @@ def to_uint8_rgb(window: np.ndarray, normalization: Normalization | None) -> np.
         out = arr.astype(np.uint8) * np.uint8(255)
     elif normalization is None:
         if arr.dtype != np.uint8:
-            raise InvalidInputError(f"image: dtype {arr.dtype} needs a normalization (see fixed_normalization)")
+            raise InvalidInputError(
+                f"image: dtype {arr.dtype} needs a normalization (see fixed_normalization)"
+            )
         out = arr
     else:
         values = arr.astype(np.float64, copy=False)
         if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise InvalidInputError("image: contains NaN or infinite values; replace them first (np.nan_to_num)")
+            raise InvalidInputError(
+                "image: contains NaN or infinite values; replace them first (np.nan_to_num)"
+            )
         lo, hi = normalization.limits
         out = np.rint(np.clip((values - lo) * (255.0 / (hi - lo)), 0.0, 255.0)).astype(np.uint8)
     if out.ndim == 2:

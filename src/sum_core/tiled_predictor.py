@@ -364,18 +364,19 @@ class TiledPredictor:
         win, grid = tile.outer, self.embeddings.grid
         h, w = grid.shape
         found: dict[int, Tile] = {}
+        r0, c0, r1, c1 = win
+        # (mask pixels on the border, border inside the image, the pixel line just outside it)
         sides = (
-            (mask[0, :], win.row0 > 0, lambda lo, hi: (win.row0 - 1, win.col0 + lo, win.row0, win.col0 + hi)),
-            (mask[-1, :], win.row1 < h, lambda lo, hi: (win.row1, win.col0 + lo, win.row1 + 1, win.col0 + hi)),
-            (mask[:, 0], win.col0 > 0, lambda lo, hi: (win.row0 + lo, win.col0 - 1, win.row0 + hi, win.col0)),
-            (mask[:, -1], win.col1 < w, lambda lo, hi: (win.row0 + lo, win.col1, win.row0 + hi, win.col1 + 1)),
+            (mask[0, :], r0 > 0, lambda lo, hi: (r0 - 1, c0 + lo, r0, c0 + hi)),
+            (mask[-1, :], r1 < h, lambda lo, hi: (r1, c0 + lo, r1 + 1, c0 + hi)),
+            (mask[:, 0], c0 > 0, lambda lo, hi: (r0 + lo, c0 - 1, r0 + hi, c0)),
+            (mask[:, -1], c1 < w, lambda lo, hi: (r0 + lo, c1, r0 + hi, c1 + 1)),
         )
-        for edge, inner_border, region in sides:
+        for edge, inner_border, outside in sides:
             hits = np.flatnonzero(edge)
             if inner_border and hits.size:
                 # one pixel further along the border, so diagonal neighbours are reached too
-                lo, hi = hits[0] - 1, hits[-1] + 2
-                for t in grid.tiles_touching(region(lo, hi)):
+                for t in grid.tiles_touching(outside(hits[0] - 1, hits[-1] + 2)):
                     found.setdefault(t.index, t)
         found.pop(tile.index, None)
         return list(found.values())
@@ -391,7 +392,10 @@ class TiledPredictor:
         unc = np.zeros(window.shape, dtype=np.float32)
         for i, pred in results.items():
             o = outers[i]
-            sl = (slice(o.row0 - window.row0, o.row1 - window.row0), slice(o.col0 - window.col0, o.col1 - window.col0))
+            sl = (
+                slice(o.row0 - window.row0, o.row1 - window.row0),
+                slice(o.col0 - window.col0, o.col1 - window.col0),
+            )
             logits[sl] = np.maximum(logits[sl], pred.logits)
             unc[sl] = np.maximum(unc[sl], pred.uncertainty)
         for i, pred in results.items():
