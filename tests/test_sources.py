@@ -146,3 +146,14 @@ def test_uint8_needs_no_window_but_explicit_normalization_is_kept():
     fixed = Normalization(limits=(0, 10))
     assert fixed_normalization(Planes(img), fixed) is fixed
     assert to_uint8_rgb(img, fixed)[0, 5, 0] == 128
+
+
+def test_dask_arrays_are_read_window_by_window():
+    da = pytest.importorskip("dask.array")
+    stack = np.random.default_rng(3).random((3, 60, 70)).astype(np.float32)
+    lazy = da.from_array(stack, chunks=(1, 32, 32))
+    planes = Planes(open_image(lazy), stack_axis=0)
+    window = planes.read(1, Region(10, 20, 40, 60))
+    assert isinstance(window, np.ndarray)
+    np.testing.assert_array_equal(window, stack[1, 10:40, 20:60])
+    assert fixed_normalization(planes) == fixed_normalization(Planes(stack, stack_axis=0))
