@@ -11,7 +11,7 @@ import zarr
 from scipy import ndimage
 
 from small_models import small_vit_config
-from sum_core.embed import embed
+from sum_core.tiled_embedding import embed
 from sum_core.errors import InvalidInputError
 from sum_core.modeling import build_from_config
 from sum_core.predictor import Prediction

@@ -4,6 +4,8 @@ Public API (imported lazily, so ``import sum_core`` does not load torch):
 
 - :func:`segment` — one call: image + clicks/box -> :class:`Prediction`.
 - :class:`Predictor` — encode once, prompt many times.
+- :func:`embed`, :class:`TiledPredictor`, :func:`open_image` — huge images (tiles, zarr embedding cache,
+  objects followed across tiles); :func:`propagate` — follow an object through a 3D/time stack.
 - :func:`load_model`, :func:`build_model`, :func:`register_model`, :func:`list_models`.
 
 Never imports napari or Qt.
@@ -30,6 +32,11 @@ _LAZY: dict[str, str] = {
     "list_models": ".zoo",
     "DEFAULT_MODEL": ".zoo",
     "Normalization": ".image",
+    "embed": ".tiled_embedding",
+    "TiledPredictor": ".tiled_predictor",
+    "TiledPrediction": ".tiled_predictor",
+    "propagate": ".propagation",
+    "open_image": ".sources",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,6 +45,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .loading import load_model
     from .modeling import SamModel, build_model
     from .predictor import ImageEmbedding, Prediction, Predictor
+    from .propagation import propagate
+    from .sources import open_image
+    from .tiled_embedding import embed
+    from .tiled_predictor import TiledPrediction, TiledPredictor
     from .zoo import DEFAULT_MODEL, list_models, register_model
 
 

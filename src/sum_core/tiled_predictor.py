@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .embed import TiledEmbeddings
+from .tiled_embedding import TiledEmbeddings
 from .errors import InvalidInputError
 from .image import Normalization
 from .modeling import SamModel
@@ -111,7 +111,7 @@ class TiledPredictor:
     model : SamModel
         A model from :func:`sum_core.load_model` or :func:`sum_core.build_model`.
     cache : str, path-like or None
-        Folder of the zarr embedding cache (see :func:`sum_core.embed.embed`, which can
+        Folder of the zarr embedding cache (see :func:`sum_core.embed`, which can
         fill it beforehand); None keeps embeddings in memory.
     tile_shape, halo : int or (int, int), optional
         Tiling; default :func:`sum_core.tiling.default_tiling`.
@@ -171,7 +171,7 @@ class TiledPredictor:
         )  # fmt: skip
 
     def set_embeddings(self, embeddings: TiledEmbeddings) -> None:
-        """Use embeddings from :func:`sum_core.embed.embed` (same model)."""
+        """Use embeddings from :func:`sum_core.embed` (same model)."""
         if not isinstance(embeddings, TiledEmbeddings) or embeddings.model is not self.model:
             raise InvalidInputError(
                 "embeddings must be a TiledEmbeddings made with this predictor's model"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from small_models import small_vit_config
-from sum_core.embed import TiledEmbeddings, embed, weights_hash
+from sum_core.tiled_embedding import TiledEmbeddings, embed, weights_hash
 from sum_core.errors import InvalidInputError
 from sum_core.image import Normalization
 from sum_core.modeling import build_from_config

@@ -11,7 +11,7 @@ from small_models import small_vit_config
 from sum_core.errors import InvalidInputError
 from sum_core.modeling import build_from_config
 from sum_core.predictor import Prediction, Predictor
-from sum_core.propagate import _SliceSegmenter, propagate
+from sum_core.propagation import _SliceSegmenter, propagate
 from sum_core.sources import Planes, fixed_normalization, to_uint8_rgb
 
 N, H, W = 20, 64, 80
