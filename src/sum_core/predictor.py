@@ -231,11 +231,22 @@ class Predictor:
             low_res_size=self.model.config.low_res_size,
         )
         logits, iou, sam_logits, hq_logits = self._decode(prompts, multimask, hq_token_only, task)
-        full = self._upscale(logits)
+        # Upscaling is linear, so the SAM + HQ sum is upscaled as up(SAM) + up(HQ): each token is
+        # upscaled once and serves both the mask and the uncertainty map.
+        hq = self.model.config.hq
+        need_sam = not hq or not hq_token_only or uncertainty == "disagreement"
+        full_sam = self._upscale(sam_logits) if need_sam else None
+        full_hq = self._upscale(hq_logits) if hq else None
+        if not hq:
+            full = full_sam
+        elif hq_token_only:
+            full = full_hq
+        else:
+            full = full_sam + full_hq
         if uncertainty == "disagreement":
-            unc_map = unc.disagreement(self._upscale(sam_logits), self._upscale(hq_logits))
+            unc_map = unc.disagreement(full_sam, full_hq)
         elif uncertainty == "entropy":
-            unc_map = unc.bernoulli_entropy(self._upscale(hq_logits if hq_token_only else sam_logits))
+            unc_map = unc.bernoulli_entropy(full_hq if hq_token_only else full_sam)
         else:
             unc_map = self._ensemble(prompts, multimask, hq_token_only, task, ensemble_size, seed)
         return _to_prediction(full, iou, logits, unc_map)

@@ -75,4 +75,6 @@ class SamModel(nn.Module):
         size = self.config.image_size
         masks = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
+        if tuple(masks.shape[-2:]) == tuple(original_size):
+            return masks  # a same-size bilinear resize is the identity: skip the copy
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
