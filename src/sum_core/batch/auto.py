@@ -87,7 +87,7 @@ def _pack(instances: list) -> dict[str, np.ndarray]:
 def run_plan(target: Target, grid: TileGrid, slice_index: int, box_nms_thresh: float, id_base: int,
              id_stride: int, *_tiles_done: Any) -> None:
     """Stage 2: cross-tile NMS, painting order and label ids of one plane."""
-    parts = [target.get(f"s{slice_index}/t{t}") for t in range(len(grid))]
+    parts = [_summary(target.get(f"s{slice_index}/t{t}")) for t in range(len(grid))]  # one tile at a time
     tile = np.concatenate([np.full(len(p["score"]), t, dtype=np.int64) for t, p in enumerate(parts)])
     local = np.concatenate([np.arange(len(p["score"]), dtype=np.int64) for p in parts])
     boxes = np.concatenate([p["box"] for p in parts])
@@ -108,6 +108,11 @@ def run_plan(target: Target, grid: TileGrid, slice_index: int, box_nms_thresh: f
         },
     )
     target.mark_done("plan", (slice_index,))
+
+
+def _summary(npz: Any) -> dict[str, np.ndarray]:
+    """Boxes, scores and areas of a stored tile (its masks are not kept)."""
+    return {name: npz[name] for name in ("box", "score", "area")}
 
 
 def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, tile_index: int, *_plan: Any) -> None:
