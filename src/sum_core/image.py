@@ -219,4 +219,5 @@ def resize_longest_side(image: np.ndarray, target: int = 1024) -> np.ndarray:
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """Convert an H×W×3 uint8 image to a ``1×3×H×W`` float32 tensor with values 0..255."""
     _check_uint8_rgb(image, "image")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()[None].float()
+    # torch.tensor copies (read-only arrays from PIL are fine); the float conversion copies anyway.
+    return torch.tensor(image).permute(2, 0, 1)[None].float().contiguous()

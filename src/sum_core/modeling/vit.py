@@ -70,9 +70,47 @@ class Attention(nn.Module):
         r_q = q.reshape(b, self.num_heads, h, w, -1)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, _relative_table(h, h, self.rel_pos_h))
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, _relative_table(w, w, self.rel_pos_w))
-        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, self.num_heads, h * w, h * w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = _attention_by_row_chunks(q, k, v, rel_h, rel_w)
         return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+
+
+#: Upper bound on the relative-position bias materialised at once (bytes of float32).
+BIAS_CHUNK_BYTES = 32 * 2**20
+
+
+def _attention_by_row_chunks(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+) -> torch.Tensor:
+    """Fused attention with the decomposed bias, a few query rows at a time.
+
+    The full bias ``B×heads×N×N`` (800 MB for a global ViT-B block at 64×64 tokens)
+    is never built: each chunk of query rows gets its ``rows·W×N`` slice of
+    ``rel_h[..., :, None] + rel_w[..., None, :]``, at most :data:`BIAS_CHUNK_BYTES`.
+    Besides bounding memory this is faster on CPU (the slice stays in cache).
+
+    Parameters
+    ----------
+    q, k, v : torch.Tensor
+        ``B×heads×N×D`` with ``N = H·W``.
+    rel_h, rel_w : torch.Tensor
+        ``B×heads×H×W×H`` and ``B×heads×H×W×W`` relative-position logits.
+    """
+    b, heads, h, w, _ = rel_h.shape
+    n = h * w
+    bytes_per_row = b * heads * w * n * q.element_size()
+    rows = max(1, min(h, BIAS_CHUNK_BYTES // bytes_per_row))
+    if rows == h:
+        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, heads, n, n)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    out = torch.empty_like(q)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        bias = (rel_h[:, :, r0:r1, :, :, None] + rel_w[:, :, r0:r1, :, None, :]).reshape(
+            b, heads, (r1 - r0) * w, n
+        )
+        queries = slice(r0 * w, r1 * w)
+        out[:, :, queries] = F.scaled_dot_product_attention(q[:, :, queries], k, v, attn_mask=bias)
+    return out
 
 
 def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
