@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .batch import add_batch_parser
 from .models import add_models_parser
 from .segment import add_segment_parser
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_models_parser(subparsers)
     add_segment_parser(subparsers)
+    add_batch_parser(subparsers)
     return parser
 
 
