@@ -8,7 +8,8 @@ import torch
 from scipy import ndimage
 
 from sum_core import automatic
-from sum_core.automatic import MaskRecord, PointBatch, auto_segment, generate_masks
+from sum_core.automatic import MaskRecord, auto_segment, generate_masks
+from sum_core.predictor import DecodedMasks
 from sum_core.errors import InvalidInputError
 from sum_core.image import prepare_image, preprocess_shape
 from sum_core.modeling import build_from_config
@@ -36,7 +37,7 @@ def hq_predictor(hq_model):
 def cached_decoder(monkeypatch):
     """The real decode_points, memoised per batch of points (for threshold sweeps)."""
     real = automatic.decode_points
-    cache: dict[bytes, PointBatch] = {}
+    cache: dict[bytes, DecodedMasks] = {}
 
     def decode(predictor, points, multimask=True, hq_token_only=False, task=None):
         key = np.asarray(points).tobytes() + bytes([multimask, hq_token_only])
@@ -164,7 +165,7 @@ def _fake_decode(predictor, points, multimask=True, hq_token_only=False, task=No
         logits.append(by_component[key])
     logits = torch.tensor(np.stack(logits)[:, None], dtype=torch.float32)
     iou = torch.full((len(points), 1), 0.95)
-    return PointBatch(logits, iou, logits, 0.9 * logits)
+    return DecodedMasks(logits, iou, logits, 0.9 * logits)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from os import PathLike
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,12 +36,12 @@ from .mask_ops import (
 from .modeling import SamModel
 from .nms import nms
 from .options import TASKS
-from .predictor import Predictor
+from .predictor import DecodedMasks, Predictor
 from .prompts import to_model_frame, validate_prompts
 from .tiling import Region, TileGrid, default_tiling
 from .zoo import DEFAULT_MODEL
 
-__all__ = ["MaskRecord", "PointBatch", "auto_segment", "decode_points", "generate_masks"]
+__all__ = ["MaskRecord", "auto_segment", "decode_points", "generate_masks"]
 
 # Masks upscaled to the image size at once (memory: _UPSCALE_CHUNK x H x W float32).
 _UPSCALE_CHUNK = 16
@@ -96,36 +95,13 @@ class MaskRecord:
     uncertainty: np.ndarray
 
 
-class PointBatch(NamedTuple):
-    """Decoder output for N single-click prompts, at the decoder's low resolution ``L×L``.
-
-    ``C`` masks per click: 3 for plain SAM with ``multimask``, otherwise 1.
-
-    Attributes
-    ----------
-    logits : torch.Tensor
-        ``N×C×L×L`` mask logits (SAM + HQ for HQ models unless ``hq_token_only``).
-    iou : torch.Tensor
-        ``N×C`` predicted IoU.
-    sam_logits : torch.Tensor
-        ``N×C×L×L`` logits of the chosen SAM tokens.
-    hq_logits : torch.Tensor or None
-        ``N×1×L×L`` HQ-token logits (HQ/SUM models), else None.
-    """
-
-    logits: torch.Tensor
-    iou: torch.Tensor
-    sam_logits: torch.Tensor
-    hq_logits: torch.Tensor | None
-
-
 def decode_points(
     predictor: Predictor,
     points: np.ndarray,
     multimask: bool = True,
     hq_token_only: bool = False,
     task: int | None = None,
-) -> PointBatch:
+) -> DecodedMasks:
     """Decode N single positive clicks on the predictor's current image in one decoder call.
 
     Each click is its own prompt (one mask set per click). The image embedding (batch 1) is
@@ -145,28 +121,15 @@ def decode_points(
 
     Returns
     -------
-    PointBatch
+    DecodedMasks
     """
-    model = predictor.model
     prompts = validate_prompts(
-        points=points, labels=np.ones(len(points), dtype=np.int64), image_shape=predictor._original_size
+        points=points, labels=np.ones(len(points), dtype=np.int64), image_shape=predictor.original_size
     )
-    frame = to_model_frame(prompts, predictor._original_size, predictor._input_size, device=predictor.device)
+    frame = to_model_frame(prompts, predictor.original_size, predictor.input_size, device=predictor.device)
     # to_model_frame treats the clicks as one prompt (1×N×2); make them N prompts of one click.
-    coords = frame.point_coords[0][:, None, :]
-    labels = frame.point_labels[0][:, None]
-    with torch.inference_mode():
-        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        out = model.mask_decoder(
-            image_embeddings=predictor._embedding,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            hq_features=predictor._hq_features,
-            task=task if model.config.sum_tokens else None,
-        )
-        logits, iou, sam_logits = model.mask_decoder.select_outputs(out, multimask, hq_token_only)
-    return PointBatch(logits, iou, sam_logits, out.hq_logits)
+    frame = frame._replace(point_coords=frame.point_coords[0][:, None, :], point_labels=frame.point_labels[0][:, None])
+    return predictor.decode(frame, multimask, hq_token_only, task)
 
 
 class _Candidates:
@@ -188,11 +151,7 @@ class _Candidates:
 
 def _upscale(predictor: Predictor, low_res: torch.Tensor) -> torch.Tensor:
     """``K×L×L`` low-res logits to ``K×H×W`` logits at the predictor's image size."""
-    with torch.inference_mode():
-        full = predictor.model.postprocess_masks(
-            low_res[:, None], predictor._input_size, predictor._original_size
-        )
-    return full[:, 0]
+    return predictor.upscale(low_res[:, None])[:, 0]
 
 
 def _check_range(value, name: str, low: float, high: float) -> float:
@@ -292,7 +251,7 @@ def generate_masks(
     if task is not None and task not in TASKS:
         raise InvalidInputError(f"task={task!r} is not valid; choose None or one of {list(TASKS)}")
 
-    height, width = predictor._original_size
+    height, width = predictor.original_size
     points = grid * np.array([height, width], dtype=np.float64)
     max_area = max_area_fraction * height * width
     found = _Candidates()
@@ -316,7 +275,7 @@ def generate_masks(
 
 def _filter_batch(
     predictor: Predictor,
-    batch: PointBatch,
+    batch: DecodedMasks,
     batch_points: np.ndarray,
     found: _Candidates,
     pred_iou_thresh: float,

@@ -8,7 +8,7 @@ decoder, and returns the mask together with a per-pixel uncertainty map.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .errors import InvalidInputError
 from .image import Normalization, image_to_tensor, prepare_image, resize_longest_side
 from .modeling import SamModel
 from .options import TASKS, UNCERTAINTY_METHODS
-from .prompts import to_model_frame, validate_prompts
+from .prompts import ModelPrompts, to_model_frame, validate_prompts
 
 UncertaintyMethod = Literal["disagreement", "entropy", "ensemble"]
 
@@ -50,6 +50,27 @@ class Prediction:
     logits: np.ndarray
     low_res_logits: np.ndarray
     uncertainty: np.ndarray
+
+
+class DecodedMasks(NamedTuple):
+    """Decoder output at low resolution (``B`` prompts, ``C`` masks each).
+
+    Attributes
+    ----------
+    logits : torch.Tensor
+        ``B×C×L×L`` mask logits (SAM + HQ for HQ models unless ``hq_token_only``).
+    iou : torch.Tensor
+        ``B×C`` predicted IoU.
+    sam_logits : torch.Tensor
+        ``B×C×L×L`` logits of the chosen SAM tokens.
+    hq_logits : torch.Tensor or None
+        ``B×1×L×L`` HQ-token logits (HQ/SUM models), else None.
+    """
+
+    logits: torch.Tensor
+    iou: torch.Tensor
+    sam_logits: torch.Tensor
+    hq_logits: torch.Tensor | None
 
 
 @dataclass
@@ -110,6 +131,18 @@ class Predictor:
     def is_image_set(self) -> bool:
         """Whether an image (or an embedding) has been set."""
         return self._embedding is not None
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(H, W) of the current image."""
+        self._require_image()
+        return self._original_size
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(h, w) of the current image resized to the encoder (long side = image_size)."""
+        self._require_image()
+        return self._input_size
 
     def set_image(self, image: np.ndarray, normalization: Normalization | None = None) -> None:
         """Encode ``image`` (2D gray (H, W) or RGB/RGBA (H, W, 3|4), any real dtype).
@@ -235,8 +268,8 @@ class Predictor:
         # upscaled once and serves both the mask and the uncertainty map.
         hq = self.model.config.hq
         need_sam = not hq or not hq_token_only or uncertainty == "disagreement"
-        full_sam = self._upscale(sam_logits) if need_sam else None
-        full_hq = self._upscale(hq_logits) if hq else None
+        full_sam = self.upscale(sam_logits) if need_sam else None
+        full_hq = self.upscale(hq_logits) if hq else None
         if not hq:
             full = full_sam
         elif hq_token_only:
@@ -267,10 +300,32 @@ class Predictor:
         if self._embedding is None:
             raise InvalidInputError("no image is set: call set_image(image) before predict()")
 
-    def _decode(self, prompts, multimask: bool, hq_token_only: bool, task: int):
-        """Run prompt encoder + decoder; return low-res (logits, iou, sam_logits, hq_logits)."""
+    def decode(
+        self, frame: ModelPrompts, multimask: bool = False, hq_token_only: bool = False, task: int | None = 1
+    ) -> DecodedMasks:
+        """Run the prompt encoder and mask decoder on prompts in the model frame.
+
+        Low-level batched entry (automatic segmentation decodes many clicks in one
+        call with it): the image embedding is broadcast over the prompts, not copied.
+
+        Parameters
+        ----------
+        frame : ModelPrompts
+            Prompts from :func:`sum_core.prompts.to_model_frame` (batch ``B``).
+        multimask, hq_token_only : bool
+            Output selection, see :meth:`sum_core.modeling.mask_decoder.MaskDecoder.select_outputs`
+            (plain SAM with ``multimask`` keeps its 3 candidates here).
+        task : int or None
+            SUM task; ignored by models without SUM task tokens.
+
+        Returns
+        -------
+        DecodedMasks
+            Low-resolution ``B×C×L×L`` logits, ``B×C`` IoU, the chosen SAM-token
+            logits and the HQ-token logits (None for plain SAM).
+        """
+        self._require_image()
         model = self.model
-        frame = to_model_frame(prompts, self._original_size, self._input_size, device=self.device)
         with torch.inference_mode():
             points = None if frame.point_coords is None else (frame.point_coords, frame.point_labels)
             sparse, dense = model.prompt_encoder(points=points, boxes=frame.boxes, masks=frame.mask_input)
@@ -283,17 +338,24 @@ class Predictor:
                 task=task if model.config.sum_tokens else None,
             )
             logits, iou, sam_logits = model.mask_decoder.select_outputs(out, multimask, hq_token_only)
-            if not model.config.hq and multimask:
-                best = iou.argmax(dim=1)
-                rows = torch.arange(iou.shape[0], device=iou.device)
-                logits = logits[rows, best][:, None]
-                sam_logits = sam_logits[rows, best][:, None]
-                iou = iou[rows, best][:, None]
-        return logits, iou, sam_logits, out.hq_logits
+        return DecodedMasks(logits, iou, sam_logits, out.hq_logits)
 
-    def _upscale(self, low_res: torch.Tensor) -> torch.Tensor:
+    def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
+        """``B×C×L×L`` low-resolution logits to ``B×C×H×W`` logits at the image's size."""
+        self._require_image()
         with torch.inference_mode():
             return self.model.postprocess_masks(low_res, self._input_size, self._original_size)
+
+    def _decode(self, prompts, multimask: bool, hq_token_only: bool, task: int) -> DecodedMasks:
+        """Validated prompts -> one mask per prompt (plain SAM multimask: the best candidate)."""
+        frame = to_model_frame(prompts, self._original_size, self._input_size, device=self.device)
+        decoded = self.decode(frame, multimask, hq_token_only, task)
+        if self.model.config.hq or not multimask:
+            return decoded
+        logits, iou, sam_logits, hq_logits = decoded
+        best = iou.argmax(dim=1)
+        rows = torch.arange(iou.shape[0], device=iou.device)
+        return DecodedMasks(logits[rows, best][:, None], iou[rows, best][:, None], sam_logits[rows, best][:, None], hq_logits)
 
     def _ensemble(self, prompts, multimask, hq_token_only, task, size: int, seed: int) -> torch.Tensor:
         members = unc.perturb_prompts(
@@ -303,7 +365,7 @@ class Predictor:
             self._decode(replace(prompts, points=points, boxes=boxes), multimask, hq_token_only, task)[0]
             for points, _, boxes in members
         ]
-        return unc.ensemble_entropy(torch.stack([self._upscale(lg) for lg in logits]))
+        return unc.ensemble_entropy(torch.stack([self.upscale(lg) for lg in logits]))
 
 
 def _to_prediction(full: torch.Tensor, iou: torch.Tensor, low_res: torch.Tensor, unc_map: torch.Tensor) -> Prediction:
