@@ -24,6 +24,8 @@ def test_manifest_validates_and_imports():
     ids = {c.id for c in manifest.contributions.commands}
     assert ids == {
         "napari-sum-hq.interactive_widget",
+        "napari-sum-hq.automatic_widget",
+        "napari-sum-hq.batch_widget",
         "napari-sum-hq.sample_cell",
         "napari-sum-hq.sample_blobs_stack",
     }
@@ -34,6 +36,12 @@ def test_manifest_validates_and_imports():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid!" in result.stdout
+    menu = [item.command for item in manifest.contributions.menus["napari/layers/segment"]]
+    assert menu == [
+        "napari-sum-hq.interactive_widget",
+        "napari-sum-hq.automatic_widget",
+        "napari-sum-hq.batch_widget",
+    ]
 
 
 def _resolve(python_name: str):
@@ -63,6 +71,7 @@ def test_widget_module_does_not_import_torch():
     code = (
         "import sys\n"
         "from napari_sum_hq import _interactive_widget, _layers, _prompts, _session, _sample_data\n"
+        "from napari_sum_hq import _auto_widget, _batch_widget, _large, _propagation, _jobs\n"
         "print('torch' in sys.modules, 'sum_core.predictor' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

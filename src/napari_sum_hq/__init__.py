@@ -11,6 +11,8 @@ import importlib
 
 _LAZY = {
     "InteractiveSegmentationWidget": "._interactive_widget",
+    "AutomaticSegmentationWidget": "._auto_widget",
+    "BatchSegmentationWidget": "._batch_widget",
     "cell_sample": "._sample_data",
     "blobs_stack_sample": "._sample_data",
 }

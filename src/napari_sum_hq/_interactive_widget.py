@@ -13,11 +13,21 @@ would otherwise win when they are the active layer):
 ``Ctrl+Z``              undo the last commit (when a Labels layer is
                         active, napari's own paint undo wins: use the
                         "Undo commit" button or select a prompt layer)
+``Shift+S``             propagate the current object from the current
+                        slice through the stack (3D / time)
 ======================  ==============================================
 
 The image encoder runs in a worker thread (with progress and Cancel); every
-encode gets a generation number and the results of cancelled or superseded
-encodes are dropped. Decoding a prompt is fast and runs on the GUI thread.
+job (encode, propagation, large-image segmentation) gets a generation number
+and the results of cancelled or superseded jobs are dropped. Decoding a prompt
+is fast and runs on the GUI thread.
+
+Large images (see :mod:`napari_sum_hq._large`) go through
+:class:`sum_core.TiledPredictor`: choosing the image encodes nothing, each
+segmentation runs in a worker and encodes only the tiles its object reaches
+(kept in the zarr embedding cache of the "cache folder" setting, if set), and
+the result is pasted by window; the uncertainty layer of a large image is a
+chunked in-memory zarr array, so no full-size float array is allocated.
 """
 
 from __future__ import annotations
@@ -35,8 +45,10 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QGroupBox,
+    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -55,7 +67,11 @@ from ._layers import (
     POSITIVE,
     UNCERTAINTY_NAME,
     AnnotationLayers,
+    spatial_shape,
 )
+from ._jobs import CancelToken, JobCancelled, ProgressRelay
+from ._large import is_large, tiled_encode_steps, tiled_predict
+from ._propagation import PropagationResult, propagation_job
 from ._prompts import boxes_on_slice, mask_to_low_res_logits, points_on_slice
 from ._session import DEVICES, ENCODE_STEPS, EmbeddingCache, EncodeResult, ModelChoice, encode_steps
 
@@ -93,6 +109,10 @@ class InteractiveSegmentationWidget(QWidget):
         self._worker = None
         self._workers: set = set()
         self._encoding: tuple[ModelChoice, tuple[int, ...]] | None = None
+        self._token: CancelToken | None = None
+        self._job_name = "Embedding"
+        self._large = False
+        self._unc_window: tuple | None = None
         self._segment_when_ready = False
         self._last_prediction = None
         self._undo: list[tuple[tuple[np.ndarray, ...], np.ndarray]] = []
@@ -126,6 +146,17 @@ class InteractiveSegmentationWidget(QWidget):
         self.task_combo.setCurrentIndex(self.task_combo.findData(1))
         self.uncertainty_combo = QComboBox()
         self.uncertainty_combo.addItems(UNCERTAINTY_METHODS)
+        self.cache_edit = QLineEdit()
+        self.cache_edit.setPlaceholderText("(in memory)")
+        self.cache_edit.setToolTip(
+            "Folder of the zarr embedding cache of large images (one store per image and model, "
+            "named <layer>-<data hash>-<weights hash>.zarr); empty keeps embeddings in memory."
+        )
+        cache_button = QPushButton("...")
+        cache_button.clicked.connect(self._browse_cache_folder)
+        cache_row = QHBoxLayout()
+        cache_row.addWidget(self.cache_edit)
+        cache_row.addWidget(cache_button)
 
         settings = QGroupBox("Model")
         form = QFormLayout(settings)
@@ -134,6 +165,7 @@ class InteractiveSegmentationWidget(QWidget):
         form.addRow("device", self.device_combo)
         form.addRow("task", self.task_combo)
         form.addRow("uncertainty", self.uncertainty_combo)
+        form.addRow("cache folder", cache_row)
 
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, len(ENCODE_STEPS))
@@ -179,12 +211,31 @@ class InteractiveSegmentationWidget(QWidget):
         prompt_layout.addRow(self.segment_button, self.live_check)
         prompt_layout.addRow(commit_row)
 
+        self.propagate_button = QPushButton("Propagate through the stack [Shift+S]")
+        self.propagate_button.clicked.connect(self.propagate)
+        self.iou_spin = QDoubleSpinBox()
+        self.score_spin = QDoubleSpinBox()
+        for spin, value, tip in (
+            (self.iou_spin, 0.5, "Stop when a slice's mask overlaps the previous slice's by less than this IoU."),
+            (self.score_spin, 0.5, "Stop when the predicted IoU of a slice's mask is below this."),
+        ):
+            spin.setRange(0.0, 1.0)
+            spin.setSingleStep(0.05)
+            spin.setValue(value)
+            spin.setToolTip(tip)
+        propagation = QGroupBox("3D / time propagation")
+        propagation_layout = QFormLayout(propagation)
+        propagation_layout.addRow("stop below IoU with previous slice", self.iou_spin)
+        propagation_layout.addRow("stop below predicted IoU", self.score_spin)
+        propagation_layout.addRow(self.propagate_button)
+
         layout = QVBoxLayout(self)
         layout.addWidget(settings)
         layout.addLayout(encode_row)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addWidget(prompts)
+        layout.addWidget(propagation)
         layout.addStretch(1)
         self._point_kind = POSITIVE
         self._show_point_kind()
@@ -213,6 +264,7 @@ class InteractiveSegmentationWidget(QWidget):
             "T": self.toggle_point_kind,
             "Shift-C": self.clear,
             "Control-Z": self.undo_commit,
+            "Shift-S": self.propagate,
         }
 
     def _on_prompt_layer(self, layer: Layer) -> None:
@@ -231,7 +283,7 @@ class InteractiveSegmentationWidget(QWidget):
 
     @property
     def is_encoding(self) -> bool:
-        """Whether an encode whose result will be used is running."""
+        """Whether a job whose result will be used (encode, propagation...) is running."""
         return self._worker is not None
 
     @property
@@ -252,6 +304,11 @@ class InteractiveSegmentationWidget(QWidget):
         self.model_combo.setCurrentIndex(index)
         self._model_index = index
         self._on_model_changed()
+
+    def _browse_cache_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Embedding cache folder", self.cache_edit.text())
+        if path:
+            self.cache_edit.setText(path)
 
     def _on_model_activated(self, index: int) -> None:
         if self.model_combo.itemText(index) == LOCAL_FILE_ITEM:
@@ -299,7 +356,13 @@ class InteractiveSegmentationWidget(QWidget):
             self.layers = None
             self.status_label.setText("Choose an image layer to compute its embedding.")
             return
-        self.layers = AnnotationLayers(self.viewer, image, on_prompt_layer=self._on_prompt_layer)
+        data = image.data[0] if image.multiscale else image.data
+        shape = spatial_shape(image)
+        self._large = is_large(data, shape) and len(shape) <= 3 and not image.rgb
+        self._unc_window = None
+        self.layers = AnnotationLayers(
+            self.viewer, image, on_prompt_layer=self._on_prompt_layer, lazy_results=self._large
+        )
         self._ensure_layers()
         self.compute_embedding()
 
@@ -367,6 +430,7 @@ class InteractiveSegmentationWidget(QWidget):
     def _ensure_predictor(self, key: tuple[int, ...]):
         """Return the predictor of slice ``key``, or start its encode and return ``None``."""
         choice = self.model_choice()
+        key = () if self._large else key
         if self.cache.model_for(choice) is not None:
             predictor = self.cache.predictor(key)
             if predictor is not None:
@@ -382,21 +446,38 @@ class InteractiveSegmentationWidget(QWidget):
         choice = self.model_choice()
         self._generation += 1
         generation = self._generation
-        worker = create_worker(
-            encode_steps,
-            choice,
-            self.cache.model_for(choice),
-            self._slice_image(key),
-            key,
-            _start_thread=False,
-            _ignore_errors=True,
-        )
+        if self._large:
+            key = ()
+            image = self.image_layer
+            lead = len(self.layers.shape) - 2
+            worker = create_worker(
+                tiled_encode_steps,
+                choice,
+                self.cache.model_for(choice),
+                image.data[0] if image.multiscale else image.data,
+                0 if lead else None,
+                self.cache_edit.text().strip() or None,
+                image.name,
+                _start_thread=False,
+                _ignore_errors=True,
+            )
+        else:
+            worker = create_worker(
+                encode_steps,
+                choice,
+                self.cache.model_for(choice),
+                self._slice_image(key),
+                key,
+                _start_thread=False,
+                _ignore_errors=True,
+            )
         worker.yielded.connect(partial(self._on_encode_step, generation))
         worker.returned.connect(partial(self._on_encoded, generation))
         worker.errored.connect(partial(self._on_encode_error, generation))
         worker.finished.connect(partial(self._workers.discard, worker))
         self._workers.add(worker)
         self._worker = worker
+        self._job_name = "Embedding"
         self._encoding = (choice, key)
         self.cancel_button.setEnabled(True)
         self.progress_bar.setValue(0)
@@ -407,6 +488,7 @@ class InteractiveSegmentationWidget(QWidget):
     def _on_encode_step(self, generation: int, step: str) -> None:
         if generation != self._generation:
             return
+        self.progress_bar.setRange(0, len(ENCODE_STEPS))
         self.progress_bar.setValue(ENCODE_STEPS.index(step))
         self.status_label.setText(f"{step}...")
 
@@ -430,6 +512,7 @@ class InteractiveSegmentationWidget(QWidget):
     def _finish_encode(self, status: str) -> None:
         self._worker = None
         self._encoding = None
+        self._token = None
         self.cancel_button.setEnabled(False)
         self.progress_bar.setValue(self.progress_bar.maximum())
         self.status_label.setText(status)
@@ -440,6 +523,9 @@ class InteractiveSegmentationWidget(QWidget):
         if worker is None:
             return
         worker.quit()
+        if self._token is not None:
+            self._token.cancel()
+            self._token = None
         self._generation += 1
         self._segment_when_ready = False
         self._worker = None
@@ -447,7 +533,7 @@ class InteractiveSegmentationWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress_bar.setValue(0)
         if not quiet:
-            self.status_label.setText("Embedding cancelled.")
+            self.status_label.setText(f"{self._job_name} cancelled.")
 
     # ----------------------------------------------------------- prompts
     def toggle_point_kind(self) -> None:
@@ -526,6 +612,20 @@ class InteractiveSegmentationWidget(QWidget):
             self._segment_when_ready = True
             self.status_label.setText("Waiting for the embedding; the object is segmented when it is ready.")
             return
+        if self._large:
+            if has_mask:
+                raise InvalidInputError(
+                    "refine label: large images are segmented with the tiled predictor, which takes "
+                    "clicks and one box only; set refine label to 'new object'."
+                )
+            self._start_job(
+                "Segmentation",
+                tiled_predict,
+                (predictor, key, pts, labels, boxes, self.task_combo.currentData(),
+                 self.uncertainty_combo.currentText()),
+                partial(self._write_tiled_result, key),
+            )  # fmt: skip
+            return
         prediction = predictor.predict(
             points=pts if len(pts) else None,
             labels=labels if len(pts) else None,
@@ -542,11 +642,41 @@ class InteractiveSegmentationWidget(QWidget):
             self._ensure_layers()
             self.viewer.layers.selection.active = active
 
-    def _write_result(self, key: tuple[int, ...], prediction) -> None:
-        current, uncertainty = self.layers.current(), self.layers.uncertainty()
-        current.data[...] = 0
-        uncertainty.data[...] = 0
+    def _clear_results(self) -> None:
+        """Zero the current object and its uncertainty (for a large image only the window
+        written last, so the chunked uncertainty array is not swept)."""
+        for name in (CURRENT_NAME, UNCERTAINTY_NAME):
+            layer = self.layers.existing(name)
+            if layer is None:
+                continue
+            if name == UNCERTAINTY_NAME and self._large:
+                if self._unc_window is not None:
+                    layer.data[self._unc_window] = 0
+            else:
+                layer.data[...] = 0
+            layer.refresh()
+        self._unc_window = None
         self._last_prediction = None
+
+    def _write_tiled_result(self, key: tuple[int, ...], prediction) -> None:
+        """Paste a :class:`sum_core.TiledPrediction` (a window of the image) into the layers."""
+        self._clear_results()
+        current, uncertainty = self.layers.current(), self.layers.uncertainty()
+        prediction.paste_into(current.data, 1, key[0] if key else None)
+        rows, cols = prediction.window.slices
+        self._unc_window = (*key, rows, cols)
+        uncertainty.data[self._unc_window] = prediction.uncertainty.astype(np.float32)
+        current.refresh()
+        uncertainty.refresh()
+        self.status_label.setText(
+            f"Segmented 1 object over {len(prediction.tiles)} tile(s) (window at {prediction.offset}, "
+            f"{prediction.mask.shape[0]} x {prediction.mask.shape[1]}); score {np.round(prediction.score, 3)}. "
+            "C commits, Shift+C clears."
+        )
+
+    def _write_result(self, key: tuple[int, ...], prediction) -> None:
+        self._clear_results()
+        current, uncertainty = self.layers.current(), self.layers.uncertainty()
         if prediction is not None:
             masks = np.asarray(prediction.mask)
             masks = masks[None] if masks.ndim == 2 else masks
@@ -620,10 +750,111 @@ class InteractiveSegmentationWidget(QWidget):
             points.data = np.empty((0, layers.ndim))
         if boxes is not None and boxes.nshapes:
             boxes.data = []
-        for name in (CURRENT_NAME, UNCERTAINTY_NAME):
-            layer = layers.existing(name)
-            if layer is not None:
-                layer.data[...] = 0
-                layer.refresh()
-        self._last_prediction = None
+        self._clear_results()
         self.refine_spin.setValue(0)
+
+    # ------------------------------------------------------ background jobs
+    def _start_job(
+        self,
+        name: str,
+        function,
+        args: tuple,
+        on_result,
+        token: CancelToken | None = None,
+        relay: ProgressRelay | None = None,
+    ) -> None:
+        """Run ``function(*args)`` in a worker; ``on_result`` gets its value on the GUI thread."""
+        from napari.qt.threading import create_worker
+
+        self.cancel(quiet=True)
+        self._generation += 1
+        generation = self._generation
+        worker = create_worker(function, *args, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(partial(self._on_job_done, generation, on_result))
+        worker.errored.connect(partial(self._on_job_error, generation))
+        worker.finished.connect(partial(self._workers.discard, worker))
+        if relay is not None:
+            relay.progressed.connect(partial(self._on_job_progress, generation))
+        self._workers.add(worker)
+        self._worker, self._token, self._job_name = worker, token, name
+        self.cancel_button.setEnabled(True)
+        self.progress_bar.setRange(0, 0)  # busy until the job reports progress
+        self.status_label.setText(f"{name} running...")
+        worker.start()
+
+    def _on_job_progress(self, generation: int, done: int, total: int) -> None:
+        if generation == self._generation and self._worker is not None:
+            self.progress_bar.setRange(0, max(total, 1))
+            self.progress_bar.setValue(done)
+
+    def _on_job_done(self, generation: int, on_result, value) -> None:
+        if generation != self._generation:
+            return
+        name = self._job_name
+        self._finish_encode(f"{name} finished.")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        on_result(value)
+
+    def _on_job_error(self, generation: int, exc: BaseException) -> None:
+        if generation != self._generation:
+            return
+        name = self._job_name
+        if isinstance(exc, JobCancelled):
+            self._finish_encode(f"{name} cancelled.")
+            return
+        message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
+        self._finish_encode(f"{name} failed: {message}")
+        show_error(message)
+
+    # ------------------------------------------------------- propagation
+    def propagate(self) -> None:
+        """Follow the current object from the current slice through the stack (worker thread)."""
+        try:
+            self._propagate()
+        except SumError as exc:
+            show_error(str(exc))
+
+    def _propagate(self) -> None:
+        key = self.current_slice()
+        if len(key) != 1:
+            raise InvalidInputError(
+                "Propagation needs a 3D or time stack (one axis besides the displayed plane); "
+                f"this image has {len(key)} such axes."
+            )
+        current = self.layers.existing(CURRENT_NAME)
+        mask = None if current is None else np.asarray(current.data[key]) != 0
+        if mask is None or not mask.any():
+            raise InvalidInputError(
+                "Nothing to propagate: segment the object on this slice first (S), then press Shift+S."
+            )
+        image = self.image_layer
+        choice = self.model_choice()
+        token, relay = CancelToken(), ProgressRelay(self)
+        self._start_job(
+            "Propagation",
+            propagation_job,
+            (choice, self.cache.model_for(choice), image.data[0] if image.multiscale else image.data,
+             key[0], mask, token, relay, self.iou_spin.value(), self.score_spin.value(),
+             self.task_combo.currentData()),
+            partial(self._write_propagation, key),
+            token,
+            relay,
+        )  # fmt: skip
+
+    def _write_propagation(self, key: tuple[int, ...], result: PropagationResult) -> None:
+        current = self.layers.current()
+        uncertainty = self.layers.existing(UNCERTAINTY_NAME)
+        kept = None if uncertainty is None else np.asarray(uncertainty.data[key])
+        self._clear_results()
+        current.data[...] = result.mask.astype(current.data.dtype)
+        if kept is not None:  # propagation has no uncertainty: keep the start slice's map
+            uncertainty.data[key] = kept
+            uncertainty.refresh()
+        current.refresh()
+        filled = np.flatnonzero(result.mask.reshape(len(result.mask), -1).any(axis=1))
+        self.status_label.setText(
+            f"Propagated from slice {key[0]}: the object is on {len(filled)} slice(s) "
+            f"({filled.min()}..{filled.max()}); it stops where a mask is empty, its predicted IoU "
+            "or its IoU with the previous slice is below the thresholds. C commits all slices."
+        )

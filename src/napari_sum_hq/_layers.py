@@ -23,6 +23,9 @@ CURRENT_NAME = "current object"
 UNCERTAINTY_NAME = "uncertainty"
 COMMITTED_NAME = "committed objects"
 
+#: Chunk side of the lazy (zarr-backed) uncertainty layer of large images.
+LAZY_CHUNK = 512
+
 #: Point-prompt kinds (value of the ``label`` feature) and their colours.
 POSITIVE, NEGATIVE = 1, 0
 POINT_COLORS = {POSITIVE: "green", NEGATIVE: "red"}
@@ -51,13 +54,21 @@ class AnnotationLayers:
     on_prompt_layer : callable, optional
         Called with each prompt layer (points, boxes) when it is created or
         adopted, e.g. to bind keys on it.
+    lazy_results : bool
+        Back the uncertainty layer with a chunked in-memory zarr array (only
+        the chunks written hold memory), for large images.
     """
 
     def __init__(
-        self, viewer, image: Image, on_prompt_layer: Callable[[Layer], None] | None = None
+        self,
+        viewer,
+        image: Image,
+        on_prompt_layer: Callable[[Layer], None] | None = None,
+        lazy_results: bool = False,
     ) -> None:
         self.viewer = viewer
         self.image = image
+        self.lazy_results = lazy_results
         self.shape = spatial_shape(image)
         self._on_prompt_layer = on_prompt_layer
         self._layers: dict[str, Layer] = {}
@@ -153,8 +164,17 @@ class AnnotationLayers:
         return self.viewer.add_labels(np.zeros(self.shape, dtype=dtype), name=name, **_alignment(self.image))
 
     def _new_uncertainty(self) -> Image:
+        if self.lazy_results:
+            import zarr
+
+            chunks = (1,) * (self.ndim - 2) + tuple(min(n, LAZY_CHUNK) for n in self.shape[-2:])
+            data = zarr.create_array(
+                zarr.storage.MemoryStore(), shape=self.shape, chunks=chunks, dtype="float32", fill_value=0.0
+            )
+        else:
+            data = np.zeros(self.shape, dtype=np.float32)
         return self.viewer.add_image(
-            np.zeros(self.shape, dtype=np.float32),
+            data,
             name=UNCERTAINTY_NAME,
             colormap="magma",
             contrast_limits=(0.0, 1.0),

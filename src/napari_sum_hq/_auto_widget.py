@@ -1,0 +1,128 @@
+"""Dock widget for automatic ("segment everything") segmentation of an image layer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout
+
+from ._batch_jobs import auto_job
+from ._job_widget import JobWidget
+from ._layers import spatial_shape
+from ._widget_parts import AmgOptions, ModelPicker
+
+if TYPE_CHECKING:
+    import napari
+
+SCOPE_SLICE = "current slice"
+SCOPE_IMAGE = "whole image / stack"
+
+
+class AutomaticSegmentationWidget(JobWidget):
+    """Segment every object of an image (or of the displayed slice of a stack).
+
+    Writes a Labels layer ``"<image> auto labels"`` (uint32 ids, 0 background) and an Image
+    layer ``"<image> auto uncertainty"`` (float32 in [0, 1], magma), aligned with the image.
+    Running on another slice of the same stack fills that slice of the same layers. The work
+    runs in a worker thread, tile by tile, with progress and Cancel (between tiles).
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer to work in (injected by napari).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__("Segment everything")
+        self.viewer = viewer
+        self.image_combo = QComboBox()
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems([SCOPE_SLICE, SCOPE_IMAGE])
+        self.scope_combo.setToolTip("For stacks: only the displayed slice, or every slice.")
+        self.model = ModelPicker()
+        self.amg = AmgOptions()
+        self.run_button.clicked.connect(self.run)
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("scope", self.scope_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.model)
+        layout.addWidget(self.amg)
+        layout.addLayout(self.job_row)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        self._refresh_images()
+        viewer.layers.events.inserted.connect(self._refresh_images)
+        viewer.layers.events.removed.connect(self._refresh_images)
+
+    @property
+    def image_layer(self) -> Image | None:
+        """The chosen image layer, if still in the viewer."""
+        layer = self.image_combo.currentData()
+        return layer if layer in self.viewer.layers else None
+
+    def _refresh_images(self, *_args) -> None:
+        current = self.image_combo.currentData()
+        self.image_combo.clear()
+        for layer in self.viewer.layers:
+            if isinstance(layer, Image) and not layer.name.endswith(" auto uncertainty"):
+                self.image_combo.addItem(layer.name, layer)
+        self.image_combo.setCurrentIndex(max(0, self.image_combo.findData(current)))
+
+    def _slice_key(self, image: Image) -> tuple[int, ...]:
+        shape = spatial_shape(image)
+        lead = len(shape) - 2
+        position = image.world_to_data(self.viewer.dims.point)[:lead]
+        return tuple(int(np.clip(np.rint(p), 0, n - 1)) for p, n in zip(position, shape[:lead], strict=True))
+
+    def run(self) -> None:
+        """Start the automatic segmentation of the chosen image (or slice)."""
+        image = self.image_layer
+        if image is None:
+            show_error("No image chosen: add an image layer and pick it in the automatic segmentation widget.")
+            return
+        shape = spatial_shape(image)
+        data = image.data[0] if image.multiscale else image.data
+        key = self._slice_key(image)
+        whole = self.scope_combo.currentText() == SCOPE_IMAGE
+        if whole and len(key) > 1:
+            show_error(f"whole image: stacks with one slice axis only; this image has {len(key)} leading axes.")
+            return
+        pixels = np.asarray(data if whole or not key else data[key])
+        stack_axis = 0 if whole and key else None
+        where = key if (key and not whole) else ()
+        self.start_job(
+            auto_job, (pixels, stack_axis, self.model.choice()), self.amg.options(),
+            lambda result: self._write(image, shape, where, *result),
+        )  # fmt: skip
+
+    def _write(self, image: Image, shape: tuple[int, ...], key: tuple[int, ...], labels, uncertainty) -> None:
+        names = (f"{image.name} auto labels", f"{image.name} auto uncertainty")
+        ndim = len(shape)
+        align = {"scale": tuple(image.scale[-ndim:]), "translate": tuple(image.translate[-ndim:])}
+        layers = []
+        for name, kind, dtype in ((names[0], Labels, np.uint32), (names[1], Image, np.float32)):
+            layer = self.viewer.layers[name] if name in self.viewer.layers else None
+            if not isinstance(layer, kind) or tuple(layer.data.shape) != shape:
+                if layer is not None:
+                    self.viewer.layers.remove(layer)
+                zeros = np.zeros(shape, dtype=dtype)
+                if kind is Labels:
+                    layer = self.viewer.add_labels(zeros, name=name, **align)
+                else:
+                    layer = self.viewer.add_image(
+                        zeros, name=name, colormap="magma", contrast_limits=(0.0, 1.0),
+                        blending="additive", opacity=0.7, visible=False, **align,
+                    )  # fmt: skip
+            layers.append(layer)
+        for layer, values in zip(layers, (labels, uncertainty), strict=True):
+            layer.data[key] = values
+            layer.refresh()
+        n = len(np.unique(labels)) - (1 if (labels == 0).any() else 0)
+        where = f" on slice {key}" if key else ""
+        self.status_label.setText(f"Found {n} object(s){where}.")

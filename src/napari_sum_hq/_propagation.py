@@ -1,0 +1,67 @@
+"""Qt-free worker function of the interactive widget's 3D propagation (Shift+S)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._jobs import CancelToken, ProgressRelay, ReportingVolume
+from ._session import ModelChoice
+
+
+@dataclass
+class PropagationResult:
+    """What a finished propagation hands back to the GUI thread."""
+
+    model: Any
+    mask: np.ndarray
+
+
+def propagation_job(
+    choice: ModelChoice,
+    model: Any,
+    stack: Any,
+    index: int,
+    mask: np.ndarray,
+    token: CancelToken,
+    relay: ProgressRelay,
+    iou_threshold: float,
+    score_threshold: float,
+    task: int,
+) -> PropagationResult:
+    """Follow the object ``mask`` of slice ``index`` through ``stack`` (slice axis first).
+
+    Runs :func:`sum_core.propagate` on a :class:`~napari_sum_hq._jobs.ReportingVolume`, so
+    every slice read is a progress step and a cancel stops the walk at the next slice
+    (raising :class:`~napari_sum_hq._jobs.JobCancelled`). The intensity window is computed
+    once from the stack itself, outside the progress count.
+
+    Returns
+    -------
+    PropagationResult
+        The (possibly newly loaded) model and the bool mask of the whole stack.
+    """
+    if model is None:
+        from sum_core.loading import load_model
+
+        model = load_model(choice.source, device=choice.torch_device)
+    from sum_core.propagation import propagate
+    from sum_core.sources import Planes, fixed_normalization
+
+    normalization = fixed_normalization(Planes(stack, stack_axis=0))
+    out = propagate(
+        ReportingVolume(stack, token, relay),
+        axis=0,
+        index=index,
+        mask_or_prompts=mask,
+        model=model,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        normalization=normalization,
+        task=task,
+        device=choice.torch_device,
+        progress=False,
+    )
+    return PropagationResult(model, out)

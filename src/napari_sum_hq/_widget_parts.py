@@ -1,0 +1,118 @@
+"""Form pieces shared by the automatic and batch widgets: model choice and AMG options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QSpinBox, QWidget
+from sum_core.errors import SumError
+
+from ._session import DEVICES, ModelChoice
+
+LOCAL_FILE_ITEM = "local file..."
+
+
+class ModelPicker(QWidget):
+    """Registry model or checkpoint file, and the device to run on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from sum_core.zoo import DEFAULT_MODEL, list_models
+
+        try:
+            names = list_models()
+        except SumError as exc:
+            show_error(str(exc))
+            names = []
+        self.model_combo = QComboBox()
+        self.model_combo.addItems([DEFAULT_MODEL, *(n for n in names if n != DEFAULT_MODEL)])
+        self.model_combo.addItem(LOCAL_FILE_ITEM)
+        self._index = 0
+        self.model_combo.activated.connect(self._on_activated)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(DEVICES)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("model", self.model_combo)
+        form.addRow("device", self.device_combo)
+
+    def choice(self) -> ModelChoice:
+        """The chosen model source and device."""
+        return ModelChoice(self.model_combo.currentText(), self.device_combo.currentText())
+
+    def set_source(self, source: str) -> None:
+        """Choose a registry name or a checkpoint path."""
+        index = self.model_combo.findText(source)
+        if index < 0:
+            index = self.model_combo.count() - 1
+            self.model_combo.insertItem(index, source)
+        self.model_combo.setCurrentIndex(index)
+        self._index = index
+
+    def _on_activated(self, index: int) -> None:
+        if self.model_combo.itemText(index) != LOCAL_FILE_ITEM:
+            self._index = index
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Model checkpoint", "", "Checkpoints (*.pth *.pt *.ckpt *.bin);;All files (*)"
+        )
+        if path:
+            self.set_source(path)
+        else:
+            self.model_combo.setCurrentIndex(self._index)
+
+
+class AmgOptions(QGroupBox):
+    """The main automatic-mask-generation options (see :func:`sum_core.automatic.auto_segment`)."""
+
+    def __init__(self, title: str = "Automatic segmentation options") -> None:
+        super().__init__(title)
+        self.points_spin = _int_spin(1, 256, 32, "Grid of points_per_side² clicks per tile.")
+        self.iou_spin = _float_spin(0.88, "Keep masks whose predicted IoU is above this.")
+        self.stability_spin = _float_spin(0.95, "Keep masks whose stability score is at least this.")
+        self.nms_spin = _float_spin(0.7, "Drop the lower-scoring of two masks whose boxes overlap more (IoU).")
+        self.min_area_spin = _int_spin(0, 10**6, 0, "Remove holes and islands smaller than this (0: off).")
+        self.tile_spin = _int_spin(0, 10**5, 0, "Inner tile side in pixels (0: default tiling).")
+        self.tile_spin.setSpecialValueText("default")
+        self.halo_spin = _int_spin(0, 10**4, 0, "Context around each tile (0: model input / 16); with a tile only.")
+        self.halo_spin.setSpecialValueText("default")
+        form = QFormLayout(self)
+        form.addRow("points per side", self.points_spin)
+        form.addRow("pred IoU thresh", self.iou_spin)
+        form.addRow("stability thresh", self.stability_spin)
+        form.addRow("box NMS thresh", self.nms_spin)
+        form.addRow("min area", self.min_area_spin)
+        form.addRow("tile", self.tile_spin)
+        form.addRow("halo", self.halo_spin)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of ``auto_segment`` / ``segment_zarr`` (tiling included)."""
+        tile = self.tile_spin.value() or None
+        return {
+            "points_per_side": self.points_spin.value(),
+            "pred_iou_thresh": self.iou_spin.value(),
+            "stability_thresh": self.stability_spin.value(),
+            "box_nms_thresh": self.nms_spin.value(),
+            "min_area": self.min_area_spin.value(),
+            "tile_shape": tile,
+            "halo": (self.halo_spin.value() or None) if tile else None,
+        }
+
+
+def _int_spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
+
+
+def _float_spin(value: float, tip: str) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(0.0, 1.0)
+    spin.setSingleStep(0.01)
+    spin.setDecimals(3)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
