@@ -168,10 +168,10 @@ def test_ome_zarr_reads_level_zero(tmp_path, zarr_format):
 
 def test_zarr_errors(tmp_path):
     zarr.open_group(tmp_path / "empty.zarr", mode="w", zarr_format=3)
-    with pytest.raises(InvalidInputError, match=r"path: zarr group .*empty.zarr holds no arrays at its top level; pass key="):
+    with pytest.raises(InvalidInputError, match=r"zarr group .*empty.zarr holds no arrays at its top level; pass key="):
         read_image(tmp_path / "empty.zarr")
     zarr.create_array(tmp_path / "a.zarr", data=np.arange(4), zarr_format=3)
-    with pytest.raises(InvalidInputError, match=r"key: .*a.zarr is a single zarr array, it has no key 'x'"):
+    with pytest.raises(InvalidInputError, match=r"key.*a.zarr is a single zarr array"):
         read_image(tmp_path / "a.zarr", key="x")
 
 

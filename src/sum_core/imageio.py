@@ -40,7 +40,8 @@ _PIL_CONVERT = {
 }
 
 
-def _is_zarr(path: Path) -> bool:
+def is_zarr_path(path: Path) -> bool:
+    """Whether ``path`` is a zarr store: a ``.zarr`` path or a folder with zarr (v2/v3) metadata."""
     return path.suffix.lower() == ".zarr" or (
         path.is_dir() and any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
     )
@@ -56,37 +57,10 @@ def _read_pil(path: Path) -> np.ndarray:
         return np.asarray(img).copy()
 
 
-def _ome_level0(group: zarr.Group) -> str | None:
-    attrs = group.attrs.asdict()
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    try:
-        return str(multiscales[0]["datasets"][0]["path"])
-    except (TypeError, KeyError, IndexError):
-        return None
-
-
 def _read_zarr(path: Path, key: str | None) -> np.ndarray:
-    node = zarr.open(str(path), mode="r")
-    if isinstance(node, zarr.Array):
-        if key is not None:
-            raise InvalidInputError(f"key: {path} is a single zarr array, it has no key {key!r}")
-        return np.asarray(node[...])
-    arrays = sorted(node.array_keys())
-    if key is None:
-        key = _ome_level0(node)
-        if key is None:
-            if not arrays:
-                raise InvalidInputError(f"path: zarr group {path} holds no arrays at its top level; pass key=")
-            key = arrays[0]
-    try:
-        array = node[key]
-    except KeyError:
-        raise InvalidInputError(
-            f"key: {key!r} not found in zarr group {path}; its arrays are {arrays}"
-        ) from None
-    if not isinstance(array, zarr.Array):
-        raise InvalidInputError(f"key: {key!r} in {path} is a group, not an array")
-    return np.asarray(array[...])
+    from .sources import open_image  # sources reads non-zarr files through this module
+
+    return np.asarray(open_image(path, key=key)[...])
 
 
 def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
@@ -117,10 +91,10 @@ def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     if not p.exists():
         raise InvalidInputError(f"path: {p} does not exist")
     suffix = p.suffix.lower()
-    if key is not None and not _is_zarr(p):
+    if key is not None and not is_zarr_path(p):
         raise InvalidInputError(f"key: only used for zarr stores, but {p} is not one")
     try:
-        if _is_zarr(p):
+        if is_zarr_path(p):
             return _read_zarr(p, key)
         if suffix in _TIFF:
             return tifffile.imread(p)

@@ -20,13 +20,12 @@ import zarr
 
 from .errors import InvalidInputError
 from .image import Normalization
-from .imageio import read_image
+from .imageio import is_zarr_path, read_image
 from .tiling import Region
 
 __all__ = ["Planes", "fixed_normalization", "open_image", "to_uint8_rgb"]
 
 _TIFF = (".tif", ".tiff")
-_ZARR_META = ("zarr.json", ".zarray", ".zgroup")
 # fixed_normalization: below this many values everything is read, above it a grid of windows.
 _MAX_SAMPLE = 1 << 22
 _N_WINDOWS = 8  # per plane axis (so up to 64 windows per sampled plane)
@@ -119,10 +118,7 @@ def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
     path = Path(source)
     if not path.exists():
         raise InvalidInputError(f"source: {path} does not exist")
-    is_zarr = path.suffix.lower() == ".zarr" or (
-        path.is_dir() and any((path / name).exists() for name in _ZARR_META)
-    )
-    if is_zarr:
+    if is_zarr_path(path):
         try:
             node = zarr.open(str(path), mode="r")
         except Exception as exc:  # noqa: BLE001 - any zarr failure means an unreadable store

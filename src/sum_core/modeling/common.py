@@ -31,6 +31,16 @@ class LayerNorm2d(nn.Module):
         return x * self.weight[:, None, None] + self.bias[:, None, None]
 
 
+def encoder_neck(in_dim: int, out_dim: int) -> nn.Sequential:
+    """SAM's encoder neck (keys ``neck.{0..3}``): 1×1 conv, LayerNorm2d, 3×3 conv, LayerNorm2d."""
+    return nn.Sequential(
+        nn.Conv2d(in_dim, out_dim, kernel_size=1, bias=False),
+        LayerNorm2d(out_dim),
+        nn.Conv2d(out_dim, out_dim, kernel_size=3, padding=1, bias=False),
+        LayerNorm2d(out_dim),
+    )
+
+
 class MLPBlock(nn.Module):
     """Transformer feed-forward block: ``lin2(act(lin1(x)))``.
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
-from .common import LayerNorm2d
+from .common import encoder_neck
 from .config import ModelConfig
 
 MBCONV_EXPAND_RATIO = 4.0
@@ -380,12 +380,7 @@ class TinyViTEncoder(nn.Module):
         self.norm_head = nn.LayerNorm(dims[3])
         self.head = nn.Linear(dims[3], NUM_CLASSES)
         self.apply(_init_weights)
-        self.neck = nn.Sequential(
-            nn.Conv2d(dims[3], out, kernel_size=1, bias=False),
-            LayerNorm2d(out),
-            nn.Conv2d(out, out, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out),
-        )
+        self.neck = encoder_neck(dims[3], out)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode normalised, padded images.

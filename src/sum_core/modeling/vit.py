@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
-from .common import LayerNorm2d, MLPBlock
+from .common import MLPBlock, encoder_neck
 from .config import ModelConfig
 
 
@@ -225,12 +225,7 @@ class ViTEncoder(nn.Module):
             )
             for i in range(config.depth)
         )
-        self.neck = nn.Sequential(
-            nn.Conv2d(dim, out, kernel_size=1, bias=False),
-            LayerNorm2d(out),
-            nn.Conv2d(out, out, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out),
-        )
+        self.neck = encoder_neck(dim, out)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode normalised, padded images.
