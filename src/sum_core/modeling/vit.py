@@ -115,15 +115,18 @@ def _attention_by_row_chunks(
     n = h * w
     bytes_per_row = b * heads * w * n * q.element_size()
     rows = max(1, min(h, BIAS_CHUNK_BYTES // bytes_per_row))
-    if rows == h:
-        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, heads, n, n)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    out = torch.empty_like(q)
+    out = q.new_empty(q.shape) if rows < h else None
+    buffer = None
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
-        bias = (rel_h[:, :, r0:r1, :, :, None] + rel_w[:, :, r0:r1, :, None, :]).reshape(
-            b, heads, (r1 - r0) * w, n
-        )
+        # One contiguous buffer, reused: a fresh tensor per chunk would follow the strides of the
+        # einsum outputs (then reshape copies) and pay page faults for every large allocation.
+        if buffer is None or buffer.shape[2] != r1 - r0:
+            buffer = q.new_empty((b, heads, r1 - r0, w, h, w))
+        torch.add(rel_h[:, :, r0:r1, :, :, None], rel_w[:, :, r0:r1, :, None, :], out=buffer)
+        bias = buffer.view(b, heads, (r1 - r0) * w, n)
+        if out is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         queries = slice(r0 * w, r1 * w)
         out[:, :, queries] = F.scaled_dot_product_attention(q[:, :, queries], k, v, attn_mask=bias)
     return out
