@@ -38,17 +38,26 @@ from .nms import nms
 from .options import TASKS
 from .predictor import DecodedMasks, Predictor
 from .prompts import to_model_frame, validate_prompts
-from .tiling import Region, TileGrid, default_tiling
+from .tiling import Region, Tile, TileGrid, default_tiling
 from .zoo import DEFAULT_MODEL
 
-__all__ = ["MaskRecord", "auto_segment", "decode_points", "generate_masks"]
+__all__ = [
+    "SAM_EDGE_ATOL",
+    "Instance",
+    "MaskRecord",
+    "auto_segment",
+    "decode_points",
+    "generate_masks",
+    "owned_instances",
+]
 
 # Masks upscaled to the image size at once (memory: _UPSCALE_CHUNK x H x W float32).
 _UPSCALE_CHUNK = 16
 # Pixels around a mask's box that its uncertainty map contributes to in auto_segment.
 _UNCERTAINTY_MARGIN = 4
-# SAM's distance (pixels) from a crop edge within which a mask counts as cut by the crop.
-_SAM_EDGE_ATOL = 20
+#: SAM's distance (pixels) from a crop edge within which a mask counts as cut by the crop;
+#: :func:`owned_instances` uses ``min(SAM_EDGE_ATOL, halo / 2)``.
+SAM_EDGE_ATOL = 20
 
 _GENERATE_OPTIONS = (
     "points_per_batch",
@@ -361,15 +370,32 @@ def _clean_small_regions(records: list[MaskRecord], min_area: int, nms_thresh: f
 
 
 @dataclass
-class _Instance:
-    """A kept mask in global image coordinates, cropped to its box (and uncertainty window)."""
+class Instance:
+    """A mask kept for an image, in image coordinates, cropped to its box.
 
-    box: tuple[int, int, int, int]  # inclusive (row0, col0, row1, col1)
-    mask: np.ndarray  # bool, cropped to box
+    Attributes
+    ----------
+    box : tuple of int
+        ``(row0, col0, row1, col1)`` inclusive bounding box in the image.
+    mask : np.ndarray
+        bool, cropped to ``box``.
+    score : float
+        Predicted IoU of the record.
+    area : int
+        Pixels of the mask.
+    unc_region : Region
+        The box grown by 4 px (clipped to the window the mask was found in): the pixels its
+        uncertainty contributes to.
+    uncertainty : np.ndarray
+        float32, the record's uncertainty map cropped to ``unc_region``.
+    """
+
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
     score: float
     area: int
     unc_region: Region
-    uncertainty: np.ndarray  # float32, cropped to unc_region
+    uncertainty: np.ndarray
 
 
 def auto_segment(
@@ -469,21 +495,52 @@ def auto_segment(
         grid = TileGrid(shape, tile_shape, encoder_size // 16 if halo is None else halo)
     predictor = Predictor(sam_model, device=device)
     tiled = len(grid) > 1
-    atol = min(_SAM_EDGE_ATOL, max(1, min(grid.halo) // 2))
-    instances: list[_Instance] = []
+    instances: list[Instance] = []
     for tile in tqdm(grid, desc="segmenting tiles", disable=not (progress and tiled)):
         predictor.set_image(prepared[tile.outer.slices])
         records = generate_masks(predictor, progress=progress and not tiled, **options)
-        instances += [
-            _to_instance(rec, tile.outer)
-            for rec in records
-            if not tiled or _owned(rec.box, tile.outer, tile.index, grid, atol)
-        ]
+        instances += owned_instances(records, tile, grid)
     if tiled and instances:
         boxes = torch.tensor([inst.box for inst in instances], dtype=torch.int64)
         keep = nms(boxes_to_xyxy(boxes), torch.tensor([inst.score for inst in instances]), box_nms_thresh)
         instances = [instances[i] for i in keep.tolist()]
     return _paint(instances, shape)
+
+
+def owned_instances(records: list[MaskRecord], tile: Tile, grid: TileGrid) -> list[Instance]:
+    """The masks found in one tile's window that this tile keeps, in image coordinates.
+
+    These are :func:`auto_segment`'s per-tile seam rules, for callers that segment the tiles
+    themselves (such as :mod:`sum_core.batch`). With more than one tile, a record is kept
+    when its box centre lies in the tile's inner region and its box stays more than
+    ``atol = min(SAM_EDGE_ATOL, max(1, min(halo) // 2))`` px from every window edge that is
+    not an image edge (it may be cut there); a single-tile grid keeps every record. Kept
+    records are cropped to their box (:class:`Instance`). Duplicates across tiles are not
+    removed here: run box NMS over the instances of all tiles afterwards.
+
+    Parameters
+    ----------
+    records : list of MaskRecord
+        From :func:`generate_masks` on the tile's outer window (``tile.outer``), in window
+        coordinates.
+    tile : Tile
+        The tile, from ``grid``.
+    grid : TileGrid
+        The tiling of the image.
+
+    Returns
+    -------
+    list of Instance
+        In the order of ``records``.
+    """
+    if len(grid) == 1:
+        return [_to_instance(rec, tile.outer) for rec in records]
+    atol = min(SAM_EDGE_ATOL, max(1, min(grid.halo) // 2))
+    return [
+        _to_instance(rec, tile.outer)
+        for rec in records
+        if _owned(rec.box, tile.outer, tile.index, grid, atol)
+    ]
 
 
 def _owned(box: tuple[int, int, int, int], outer: Region, index: int, grid: TileGrid, atol: int) -> bool:
@@ -500,13 +557,13 @@ def _owned(box: tuple[int, int, int, int], outer: Region, index: int, grid: Tile
     return not bool(box_touches_edge(torch.tensor([[r0, c0, r1, c1]]), outer, grid.shape, atol)[0])
 
 
-def _to_instance(rec: MaskRecord, outer: Region) -> _Instance:
+def _to_instance(rec: MaskRecord, outer: Region) -> Instance:
     """Crop a record (in the window ``outer``) to its box, in global coordinates."""
     r0, c0, r1, c1 = rec.box
     h, w = rec.mask.shape
     m = _UNCERTAINTY_MARGIN
     unc_local = Region(max(r0 - m, 0), max(c0 - m, 0), min(r1 + 1 + m, h), min(c1 + 1 + m, w))
-    return _Instance(
+    return Instance(
         box=(r0 + outer.row0, c0 + outer.col0, r1 + outer.row0, c1 + outer.col0),
         mask=rec.mask[r0 : r1 + 1, c0 : c1 + 1].copy(),
         score=rec.score,
@@ -521,7 +578,7 @@ def _to_instance(rec: MaskRecord, outer: Region) -> _Instance:
     )
 
 
-def _paint(instances: list[_Instance], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _paint(instances: list[Instance], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Label image (largest first, then lowest score first, so small masks win) and uncertainty."""
     labels = np.zeros(shape, dtype=np.uint32)
     uncertainty = np.zeros(shape, dtype=np.float32)

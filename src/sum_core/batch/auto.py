@@ -1,8 +1,9 @@
 """Automatic mode of a batch job, in three resumable stages per plane.
 
 1. **tile** (one task per tile): read the tile's outer window, segment it with
-   :func:`sum_core.automatic.generate_masks`, keep the masks this tile owns under the seam rules
-   of :func:`sum_core.automatic.auto_segment`, and store them cropped to their boxes.
+   :func:`sum_core.automatic.generate_masks`, keep the masks this tile owns
+   (:func:`sum_core.automatic.owned_instances`, the seam rules of
+   :func:`sum_core.automatic.auto_segment`), and store them cropped to their boxes.
 2. **plan** (one task per plane): NMS over the boxes of all tiles of the plane (as
    ``auto_segment`` does), then the painting order (larger masks first, so smaller ones stay on
    top) and each mask's label id.
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from ..api import _resolve_model
-from ..automatic import MaskRecord, _owned, _SAM_EDGE_ATOL, _to_instance, generate_masks
+from ..automatic import Instance, MaskRecord, generate_masks, owned_instances
 from ..image import Normalization
 from ..mask_ops import boxes_to_xyxy
 from ..nms import nms
@@ -62,18 +63,11 @@ def run_tile(
     records = []
     if not (flat == flat[0]).all():  # a constant window holds no object
         records = window_records(to_uint8_rgb(window, normalization), model, device, options)
-    tiled = len(grid) > 1
-    atol = min(_SAM_EDGE_ATOL, max(1, min(grid.halo) // 2))
-    instances = [
-        _to_instance(rec, tile.outer)
-        for rec in records
-        if not tiled or _owned(rec.box, tile.outer, tile.index, grid, atol)
-    ]
-    target.put(f"s{slice_index}/t{tile_index}", _pack(instances))
+    target.put(f"s{slice_index}/t{tile_index}", _pack(owned_instances(records, tile, grid)))
     target.mark_done("tile", (slice_index, tile_index))
 
 
-def _pack(instances: list) -> dict[str, np.ndarray]:
+def _pack(instances: list[Instance]) -> dict[str, np.ndarray]:
     return {
         "box": np.array([i.box for i in instances], dtype=np.int64).reshape(-1, 4),
         "score": np.array([i.score for i in instances], dtype=np.float64),
