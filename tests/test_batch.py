@@ -13,8 +13,12 @@ from sum_core.automatic import MaskRecord, auto_segment
 from sum_core.batch import segment_zarr
 from sum_core.batch import auto as batch_auto
 from sum_core.batch import prompted as batch_prompted
+from sum_core.batch.tile_nms import neighbour_nms
 from sum_core.errors import InvalidInputError
+from sum_core.mask_ops import boxes_to_xyxy
 from sum_core.modeling import build_from_config
+from sum_core.nms import nms
+from sum_core.tiling import TileGrid
 from small_models import small_vit_config
 
 
@@ -192,6 +196,57 @@ def test_axis_errors(tmp_path, fake):
     with pytest.raises(InvalidInputError, match="unknown option"):
         segment_zarr(np.zeros((8, 8)), tmp_path / "o.zarr", points_per_sid=4)
     assert not (tmp_path / "o.zarr").exists()
+
+
+def boxes_over_grid(grid: TileGrid, rng: np.random.Generator, per_tile: int):
+    """Random inclusive boxes inside each tile's outer window, many of them jittered copies
+    of boxes of neighbouring tiles (cross-seam duplicates), with some tied scores."""
+    boxes, tiles = [], []
+    for tile in grid:
+        o = tile.outer
+        for _ in range(per_tile):
+            h, w = rng.integers(1, 40), rng.integers(1, 40)
+            r0, c0 = rng.integers(o.row0, max(o.row1 - h, o.row0 + 1)), rng.integers(o.col0, max(o.col1 - w, o.col0 + 1))
+            boxes.append((r0, c0, min(r0 + h, o.row1 - 1), min(c0 + w, o.col1 - 1)))
+            tiles.append(tile.index)
+    for _ in range(len(boxes)):  # copies of a box, moved by a few px, in a tile whose window holds them
+        r0, c0, r1, c1 = boxes[rng.integers(len(boxes))]
+        d = rng.integers(-3, 4, size=4)
+        box = (max(r0 + d[0], 0), max(c0 + d[1], 0), r1 + d[2], c1 + d[3])
+        box = (box[0], box[1], max(box[2], box[0]), max(box[3], box[1]))
+        if box[2] >= grid.shape[0] or box[3] >= grid.shape[1]:
+            continue
+        holders = [t for t in grid if t.outer.row0 <= box[0] and t.outer.col0 <= box[1]
+                   and box[2] < t.outer.row1 and box[3] < t.outer.col1]
+        boxes.append(box)
+        tiles.append(holders[rng.integers(len(holders))].index)
+    scores = np.round(rng.uniform(0.8, 1.0, len(boxes)), 2)  # rounding makes ties
+    return np.array(boxes, dtype=np.int64), scores, np.array(tiles, dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7])
+def test_neighbour_nms_equals_global_nms(seed, threshold):
+    rng = np.random.default_rng(seed)
+    grid = TileGrid((300, 410), (64, 96), 24)
+    boxes, scores, tiles = boxes_over_grid(grid, rng, per_tile=12)
+    expected = nms(boxes_to_xyxy(torch.from_numpy(boxes)), torch.from_numpy(scores), threshold).numpy()
+    kept = neighbour_nms(boxes, scores, tiles, grid, threshold)
+    per_tile = [
+        i for t in range(len(grid))
+        for i in np.flatnonzero(tiles == t)[nms(boxes_to_xyxy(torch.from_numpy(boxes[tiles == t])),
+                                                torch.from_numpy(scores[tiles == t]), threshold).numpy()]
+    ]
+    assert 0 < len(expected) < len(per_tile)  # duplicates across tiles are suppressed too
+    np.testing.assert_array_equal(kept, expected)
+
+
+def test_neighbour_nms_rejects_a_box_outside_its_tile_window():
+    grid = TileGrid((100, 100), 50, 10)
+    boxes = np.array([[0, 0, 5, 5], [0, 70, 5, 75]])
+    with pytest.raises(InvalidInputError, match=r"box 1 \(0, 70, 5, 75\) lies outside the outer window \(0, 0, 60, 60\) of its tile 0"):
+        neighbour_nms(boxes, np.ones(2), np.array([0, 0]), grid, 0.7)
+    assert neighbour_nms(np.zeros((0, 4), np.int64), np.zeros(0), np.zeros(0, np.int64), grid, 0.7).shape == (0,)
 
 
 def write_table(path, rows):

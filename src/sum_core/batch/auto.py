@@ -5,7 +5,8 @@
    (:func:`sum_core.automatic.owned_instances`, the seam rules of
    :func:`sum_core.automatic.auto_segment`), and store them cropped to their boxes.
 2. **plan** (one task per plane): NMS over the boxes of all tiles of the plane (as
-   ``auto_segment`` does), then the painting order (larger masks first, so smaller ones stay on
+   ``auto_segment`` does; computed per tile against its neighbours,
+   :func:`~sum_core.batch.tile_nms.neighbour_nms`), then the painting order (larger masks first, so smaller ones stay on
    top) and each mask's label id.
 3. **chunk** (one task per output chunk = tile inner region): paint the planned masks of the
    tiles whose windows overlap the chunk, and write the chunk.
@@ -20,16 +21,14 @@ import threading
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..api import _resolve_model
 from ..automatic import Instance, MaskRecord, generate_masks, owned_instances
 from ..image import Normalization
-from ..mask_ops import boxes_to_xyxy
-from ..nms import nms
 from ..predictor import Predictor
 from ..sources import to_uint8_rgb
 from ..tiling import Region, TileGrid
+from .tile_nms import neighbour_nms
 from .volume import Volume
 from .writer import Target
 
@@ -88,7 +87,7 @@ def run_plan(target: Target, grid: TileGrid, slice_index: int, box_nms_thresh: f
     scores = np.concatenate([p["score"] for p in parts])
     areas = np.concatenate([p["area"] for p in parts])
     if len(grid) > 1 and len(scores):
-        keep = nms(boxes_to_xyxy(torch.from_numpy(boxes)), torch.from_numpy(scores), box_nms_thresh).numpy()
+        keep = neighbour_nms(boxes, scores, tile, grid, box_nms_thresh)
         tile, local, scores, areas = tile[keep], local[keep], scores[keep], areas[keep]
     order = sorted(range(len(scores)), key=lambda i: (-areas[i], scores[i], i))
     if len(order) >= id_stride:
