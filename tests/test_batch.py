@@ -12,14 +12,16 @@ from scipy import ndimage
 from sum_core.automatic import MaskRecord, auto_segment
 from sum_core.batch import segment_zarr
 from sum_core.batch import auto as batch_auto
-from sum_core.batch import prompted as batch_prompted
 from sum_core.batch.tile_nms import neighbour_nms
 from sum_core.errors import InvalidInputError
 from sum_core.mask_ops import boxes_to_xyxy
 from sum_core.modeling import build_from_config
 from sum_core.nms import nms
+from sum_core.predictor import Prediction
+from sum_core.tiled_predictor import TiledPredictor
 from sum_core.tiling import TileGrid
 from small_models import small_vit_config
+from test_tiled_predictor import tiny_model
 
 
 def blobs(shape: tuple[int, int], seed: int, n: int = 12, radius: int = 9) -> np.ndarray:
@@ -254,29 +256,44 @@ def write_table(path, rows):
     return path
 
 
-def fake_predict(window, prompts, offset, model, device):
-    """Prompted stand-in: the bright component under the prompt (a square for boxes)."""
-    components, _ = ndimage.label(window[..., 0] > 128)
-    out = []
-    for p in prompts:
-        if p.box is not None:
-            r0, c0, r1, c1 = (int(v) for v in p.box - np.array([*offset, *offset]))
-            mask = np.zeros(window.shape[:2], bool)
-            mask[r0 : r1 + 1, c0 : c1 + 1] = True
-        else:
-            r, c = (int(v) for v in p.points[0] - np.array(offset))
-            mask = components == components[r, c]
-        out.append((mask, mask * np.float32(0.5)))
-    return out
+def fake_decode(self, window, embedding, points, labels, box, options):
+    """``TiledPredictor._decode`` stand-in: the bright components of the window under the
+    positive clicks, plus the (window-local, clipped) box as a filled square."""
+    pixels = self.embeddings.planes.read(0, window)
+    components, _ = ndimage.label((pixels[..., 0] if pixels.ndim == 3 else pixels) > 128)
+    mask = np.zeros(window.shape, dtype=bool)
+    for (r, c), label in zip(points if points is not None else [], labels if labels is not None else []):
+        part = components[min(int(r), window.shape[0] - 1), min(int(c), window.shape[1] - 1)]
+        if label == 1 and part:
+            mask |= components == part
+    if box is not None:
+        r0, c0, r1, c1 = (int(v) for v in box)
+        mask[r0 : r1 + 1, c0 : c1 + 1] = True
+    logits = np.where(mask, 8.0, -8.0).astype(np.float32)
+    return Prediction(mask, 0.9, logits, np.zeros((1, 64, 64), np.float32), mask * np.float32(0.5))
 
 
-def test_prompts_mode_writes_object_ids(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_prompted, "predict_window", fake_predict)
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+@pytest.fixture
+def fake_prompted(monkeypatch, tiny):
+    """Prompts mode with the fake decoder; returns a list counting the tiles encoded."""
+    monkeypatch.setattr(TiledPredictor, "_decode", fake_decode)
+    encoded = []
+    forward = tiny.image_encoder.forward
+    monkeypatch.setattr(tiny.image_encoder, "forward", lambda x: encoded.append(x.shape[0]) or forward(x))
+    return encoded
+
+
+def test_prompts_mode_writes_object_ids(tmp_path, tiny, fake_prompted):
     stack = np.zeros((2, 80, 90), dtype=np.uint8)
     stack[0, 10:20, 10:20] = 255
     stack[1, 50:70, 60:80] = 255
     table = write_table(tmp_path / "p.csv", ["7,0,point,15,15,,,1", "9,1,point,60,70,,,1", "4,1,box,2,3,5,8,"])
-    group = segment_zarr(stack, tmp_path / "out.zarr", mode="prompts", prompts=table, progress=False)
+    group = segment_zarr(stack, tmp_path / "out.zarr", mode="prompts", prompts=table, model=tiny, progress=False)
     labels = group["labels"][...]
     expected = np.zeros_like(labels)
     expected[0, 10:20, 10:20] = 7
@@ -284,10 +301,26 @@ def test_prompts_mode_writes_object_ids(tmp_path, monkeypatch):
     expected[1, 2:6, 3:9] = 4
     np.testing.assert_array_equal(labels, expected)
     np.testing.assert_array_equal(group["uncertainty"][...], (expected > 0) * np.float16(0.5))
+    assert sum(fake_prompted) == 2  # one tile per slice, encoded once for its two objects
 
 
-def test_prompts_outside_volume(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_prompted, "predict_window", fake_predict)
+def test_prompts_mode_object_three_tiles_wide_is_written_whole(tmp_path, tiny, fake_prompted):
+    image = np.zeros((100, 288), dtype=np.uint8)
+    image[40:60, 10:278] = 255  # a bar over tiles 0, 1 and 2 (96 px wide each)
+    image[5:15, 5:15] = 255
+    table = write_table(tmp_path / "p.csv", ["5,,point,50,30,,,1", "3,,point,10,10,,,1", "8,,box,45,100,70,120,"])
+    group = segment_zarr(image, tmp_path / "out.zarr", mode="prompts", prompts=table, model=tiny,
+                         tile_shape=(100, 96), halo=16, progress=False)
+    expected = np.zeros(image.shape, dtype=np.uint32)
+    expected[40:60, 10:278] = 5  # whole, not cut at tile 0's window (column 112)
+    expected[5:15, 5:15] = 3
+    expected[45:71, 100:121] = 8  # a later id wins where masks overlap
+    np.testing.assert_array_equal(group["labels"][...], expected)
+    np.testing.assert_array_equal(group["uncertainty"][...], (expected > 0) * np.float16(0.5))
+    assert sum(fake_prompted) == 3  # tiles 0, 1, 2 encoded once each for five tile decodes
+
+
+def test_prompts_outside_volume(tmp_path, fake_prompted):
     stack = np.zeros((2, 40, 40), dtype=np.uint8)
     bad_slice = write_table(tmp_path / "a.csv", ["1,2,point,5,5,,,1"])
     with pytest.raises(InvalidInputError, match="object 1: slice 2 is outside the volume's 2 slice"):

@@ -14,7 +14,9 @@ from sum_core.batch import auto as batch_auto
 from sum_core.batch import prompted as batch_prompted
 from sum_core.cli.batch import add_batch_parser
 from sum_core.errors import InvalidInputError
-from test_batch import Counter, blobs, fake_predict, same_partition, write_table
+from sum_core.tiled_predictor import TiledPredictor
+from test_batch import Counter, blobs, fake_decode, same_partition, write_table
+from test_tiled_predictor import tiny_model
 
 
 def run(argv: list[str]) -> int:
@@ -50,7 +52,9 @@ def test_cli_auto_round_trip_and_resume(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_prompts_on_tiff(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_prompted, "predict_window", fake_predict)
+    tiny = tiny_model()
+    monkeypatch.setattr(batch_prompted, "_resolve_model", lambda model, device: tiny)  # no download
+    monkeypatch.setattr(TiledPredictor, "_decode", fake_decode)
     image = np.zeros((60, 70), dtype=np.uint8)
     image[30:40, 20:35] = 255
     tifffile.imwrite(tmp_path / "img.tif", image)

@@ -1,12 +1,13 @@
 """Prompts mode of a batch job: one task per slice, one prediction per object.
 
-Each object's prompt is routed to the tile of the plane's :class:`~sum_core.tiling.TileGrid`
-whose inner region holds the prompt's centre (mean of the positive points, or the box centre);
-that tile's outer window is encoded once and every object routed to it is predicted there
-(points outside the window are dropped, boxes clipped to it). The mask is written into the
-``labels`` array with the object's id (objects later in id order win where masks overlap) and
-the prediction's uncertainty into ``uncertainty`` (maximum where masks overlap). Only windows are
-read and written, never whole planes.
+Each slice gets one :class:`~sum_core.tiled_predictor.TiledPredictor` on the plane's
+:class:`~sum_core.tiling.TileGrid` (embeddings kept in memory for the task), so a tile is
+encoded at most once per slice however many objects visit it. Each object's prompt is routed
+to the tile holding its centre and the object is followed into the neighbouring tiles its mask
+reaches (up to every tile of the plane), so objects are never cut at tile borders. Each
+object's window is written into ``labels`` with the object's id (objects later in id order win
+where masks overlap) and its uncertainty into ``uncertainty`` (maximum where masks overlap),
+within the object's bounding box only: only windows are read and written, never whole planes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import numpy as np
 
 from ..api import _resolve_model
 from ..image import Normalization
-from ..predictor import Predictor
-from ..sources import to_uint8_rgb
+from ..tiled_predictor import TiledPrediction, TiledPredictor
 from ..tiling import Region, TileGrid
 from .auto import _MODEL_LOCK
 from .prompts_table import ObjectPrompt
@@ -26,39 +26,25 @@ from .volume import Volume
 from .writer import Target
 
 
-def predict_window(
-    window: np.ndarray, prompts: list[ObjectPrompt], offset: tuple[int, int], model: Any, device: Any
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(mask bool, uncertainty float32)`` per prompt, on one prepared (h, w, 3) uint8 window.
+class _SlicePlane:
+    """One slice of a :class:`Volume` as a lazy 2D array (``shape``, ``dtype``, slicing).
 
-    ``offset`` is the window's ``(row0, col0)`` in the plane; prompts are in plane pixels.
+    Only the windows that are indexed are read from the source.
     """
-    with _MODEL_LOCK:
-        sam_model = _resolve_model(model, device)
-    predictor = Predictor(sam_model, device=device)
-    predictor.set_image(window)
-    height, width = window.shape[:2]
-    results = []
-    for prompt in prompts:
-        points = labels = box = None
-        if prompt.points is not None:
-            local = prompt.points - np.asarray(offset, dtype=np.float64)
-            inside = (local[:, 0] >= 0) & (local[:, 0] < height) & (local[:, 1] >= 0) & (local[:, 1] < width)
-            if inside.any():
-                points, labels = local[inside], prompt.labels[inside]
-        if prompt.box is not None:
-            box = prompt.box - np.array([*offset, *offset], dtype=np.float64)
-            box = np.clip(box, 0, [height - 1, width - 1, height - 1, width - 1])
-        prediction = predictor.predict(points=points, labels=labels, box=box)
-        results.append((prediction.mask, prediction.uncertainty))
-    return results
 
+    def __init__(self, volume: Volume, slice_index: int) -> None:
+        self._array = volume.array
+        self._axis = volume.slice_axis
+        self._index = slice_index
+        shape = tuple(int(n) for n in self._array.shape)
+        self.shape = shape if self._axis is None else shape[: self._axis] + shape[self._axis + 1 :]
+        self.dtype = np.dtype(self._array.dtype)
 
-def prompt_centre(prompt: ObjectPrompt) -> tuple[float, float]:
-    """Where a prompt is routed: mean of its positive points, else its box centre."""
-    if prompt.points is not None and (prompt.labels == 1).any():
-        return tuple(prompt.points[prompt.labels == 1].mean(axis=0))  # type: ignore[return-value]
-    return ((prompt.box[0] + prompt.box[2]) / 2, (prompt.box[1] + prompt.box[3]) / 2)
+    def __getitem__(self, index: Any) -> np.ndarray:
+        index = list(index) if isinstance(index, tuple) else [index]
+        if self._axis is not None:
+            index.insert(self._axis, self._index)
+        return np.asarray(self._array[tuple(index)])
 
 
 def run_slice(
@@ -71,32 +57,30 @@ def run_slice(
     model: Any,
     device: Any,
 ) -> None:
-    """Predict and write every object of one slice, then mark the slice done."""
-    by_tile: dict[int, list[ObjectPrompt]] = {}
+    """Predict and write every object of one slice (in object id order), then mark the slice done."""
+    with _MODEL_LOCK:  # one load of a named model, even from several threads
+        sam_model = _resolve_model(model, device)
+    predictor = TiledPredictor(sam_model, tile_shape=grid.tile_shape, halo=grid.halo, device=device)
+    predictor.set_image(_SlicePlane(volume, slice_index), normalization=normalization)
     for prompt in sorted(prompts, key=lambda p: p.object_id):
-        by_tile.setdefault(grid.tile_containing(*prompt_centre(prompt)).index, []).append(prompt)
-    results: list[tuple[int, Region, np.ndarray, np.ndarray]] = []
-    for tile_index, routed in sorted(by_tile.items()):
-        outer = grid[tile_index].outer
-        window = to_uint8_rgb(volume.read(slice_index, outer), normalization)
-        for prompt, (mask, unc) in zip(routed, predict_window(window, routed, (outer.row0, outer.col0), model, device)):
-            results.append((prompt.object_id, outer, mask, unc))
-    for object_id, outer, mask, unc in sorted(results, key=lambda r: r[0]):
-        _paint(target, volume, slice_index, outer, object_id, mask, unc)
+        prediction = predictor.predict(
+            points=prompt.points, labels=prompt.labels, box=prompt.box, max_tiles=len(grid)
+        )
+        _paint(target, volume, slice_index, prediction, prompt.object_id)
     target.mark_done("slice", (slice_index,))
 
 
-def _paint(target: Target, volume: Volume, slice_index: int, outer: Region, object_id: int,
-           mask: np.ndarray, unc: np.ndarray) -> None:
+def _paint(target: Target, volume: Volume, slice_index: int, prediction: TiledPrediction, object_id: int) -> None:
     """Write one object's mask (its bounding box only) and uncertainty into the target."""
+    mask = prediction.mask
     rows, cols = np.nonzero(mask)
     if len(rows) == 0:
         return
     box = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
-    where = Region(outer.row0 + box.row0, outer.col0 + box.col0, outer.row0 + box.row1, outer.col0 + box.col1)
-    index = volume.out_index(slice_index, where)
+    r, c = prediction.offset
+    index = volume.out_index(slice_index, Region(r + box.row0, c + box.col0, r + box.row1, c + box.col1))
     labels = target.labels[index]
     labels[mask[box.slices]] = object_id
     target.labels[index] = labels
     current = target.uncertainty[index]
-    target.uncertainty[index] = np.maximum(current, unc[box.slices].astype(np.float16))
+    target.uncertainty[index] = np.maximum(current, prediction.uncertainty[box.slices].astype(np.float16))
