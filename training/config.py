@@ -95,7 +95,8 @@ class FinetuneConfig:
     device : str or None
         ``cpu``, ``cuda``, ``cuda:1``...; None picks CUDA if available.
     precision : {"fp32", "bf16", "fp16"}
-        Mixed precision on CUDA (fp16 uses a GradScaler).
+        Autocast precision; weights stay float32.  bf16 works on CUDA and
+        CPU; fp16 uses a GradScaler and needs CUDA.
     seed : int
     max_steps : int
         Stop (resumably) after this many human steps in total; 0 = no limit.

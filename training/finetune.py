@@ -55,7 +55,7 @@ _HELP = {
     "pseudo_images": "images of the pseudo-label folder (default: from its manifest)",
     "pseudo_ratio": "human steps per pseudo-label step (1 = 1:1 mixing)",
     "interactive": "SAM-style interactive rounds (error clicks, final mask-only round)",
-    "precision": "mixed precision on CUDA",
+    "precision": "autocast precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with a GradScaler)",
     "max_steps": "stop resumably after this many steps (0 = no limit)",
 }
 

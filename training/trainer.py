@@ -411,6 +411,11 @@ class Trainer:
         self.distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
         self.rank, self.world = 0, 1
         self.device = self._setup_device()
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise InvalidInputError(
+                f"precision='fp16' needs a CUDA device (it trains with a GradScaler), got device "
+                f"{self.device.type!r}; use precision='bf16' or 'fp32' on the CPU"
+            )
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         self._sigint = False
@@ -477,9 +482,7 @@ class Trainer:
         self.model = model
         optimizer = build_optimizer(model, config)
         scheduler = build_scheduler(optimizer, config)
-        scaler = torch.amp.GradScaler(
-            self.device.type, enabled=config.precision == "fp16" and self.device.type == "cuda"
-        )
+        scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
         step_module: nn.Module = TrainStep(model, config, PromptSampler(config, generator))
         if self.distributed:
