@@ -13,6 +13,7 @@ Usage::
 
     python benchmarks/bench_batch_memory.py               # 4096 and 16384, fake model
     python benchmarks/bench_batch_memory.py --sizes 4096 --real --points-per-side 8
+    python benchmarks/bench_batch_memory.py --sizes 4096 8192 --stages  # traced peak per stage
 """
 
 from __future__ import annotations
@@ -69,7 +70,39 @@ def fake_window_records(prepared, model, device, options):
     return records
 
 
-def measure(size: int, real: bool, points_per_side: int) -> dict:
+class StagePeaks:
+    """Traced memory per batch stage: the most held when a task starts and its peak.
+
+    Wraps ``run_tile`` / ``run_plan`` / ``run_chunk`` of :mod:`sum_core.batch.auto` (the
+    synchronous scheduler runs one task at a time); tracemalloc's peak is reset at each task
+    start, so :attr:`overall` keeps the job's peak.
+    """
+
+    def __init__(self, module) -> None:
+        self.stages: dict[str, dict[str, float]] = {}
+        self.overall = 0
+        for name in ("run_tile", "run_plan", "run_chunk"):
+            setattr(module, name, self._wrap(name, getattr(module, name)))
+
+    def _wrap(self, name, function):
+        def wrapped(*args):
+            current, peak = tracemalloc.get_traced_memory()
+            self.overall = max(self.overall, peak)
+            tracemalloc.reset_peak()
+            try:
+                return function(*args)
+            finally:
+                peak = tracemalloc.get_traced_memory()[1]
+                self.overall = max(self.overall, peak)
+                stage = self.stages.setdefault(name, {"tasks": 0, "held_at_start_mib": 0.0, "peak_mib": 0.0})
+                stage["tasks"] += 1
+                stage["held_at_start_mib"] = max(stage["held_at_start_mib"], current / 2**20)
+                stage["peak_mib"] = max(stage["peak_mib"], peak / 2**20)
+
+        return wrapped
+
+
+def measure(size: int, real: bool, points_per_side: int, stages: bool = False) -> dict:
     """Run one job in this process; return peak traced / RSS memory and time."""
     import torch
 
@@ -91,12 +124,13 @@ def measure(size: int, real: bool, points_per_side: int) -> dict:
             batch_auto.window_records = fake_window_records
             model = "fake"
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peaks = StagePeaks(batch_auto) if stages else None
         tracemalloc.start()
         start = time.perf_counter()
         group = segment_zarr(source, Path(tmp) / "out.zarr", model=model, scheduler="synchronous",
                              progress=False, points_per_side=points_per_side)
         seconds = time.perf_counter() - start
-        traced_peak = tracemalloc.get_traced_memory()[1]
+        traced_peak = max(tracemalloc.get_traced_memory()[1], peaks.overall if peaks else 0)
         tracemalloc.stop()
         n_objects = sum(int((group["labels"][r : r + 1024] > 0).sum()) for r in range(0, size, 1024))
     return {
@@ -107,6 +141,7 @@ def measure(size: int, real: bool, points_per_side: int) -> dict:
         "rss_before_mib": rss_before / 1024,
         "seconds": seconds,
         "foreground_pixels": n_objects,
+        "stages": peaks.stages if peaks else None,
     }
 
 
@@ -115,19 +150,24 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--real", action="store_true", help="small random-weight model instead of the fake")
     parser.add_argument("--points-per-side", type=int, default=32)
+    parser.add_argument("--stages", action="store_true", help="also report the traced peak of each stage")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: run one size
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(measure(args.one, args.real, args.points_per_side)))
+        print(json.dumps(measure(args.one, args.real, args.points_per_side, args.stages)))
         return
     results = []
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--one", str(size), "--points-per-side", str(args.points_per_side)]
-        out = subprocess.run(cmd + (["--real"] if args.real else []), capture_output=True, text=True, check=True)
+        cmd += (["--real"] if args.real else []) + (["--stages"] if args.stages else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = results[-1]
         print(f"{r['size']:>6} px ({r['model']}): traced peak {r['traced_peak_mib']:.1f} MiB, "
               f"RSS peak {r['rss_peak_mib']:.1f} MiB, {r['seconds']:.1f} s")
+        for name, stage in (r["stages"] or {}).items():
+            print(f"    {name}: {stage['tasks']} tasks, held at start <= {stage['held_at_start_mib']:.1f} MiB, "
+                  f"peak <= {stage['peak_mib']:.1f} MiB")
     if len(results) > 1:
         first, last = results[0], results[-1]
         print(f"ratio {last['size']} / {first['size']}: traced {last['traced_peak_mib'] / first['traced_peak_mib']:.2f}x, "
