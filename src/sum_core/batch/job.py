@@ -11,6 +11,7 @@ import dask
 import numpy as np
 import zarr
 from dask.callbacks import Callback
+from dask.delayed import Delayed
 from tqdm.auto import tqdm
 
 from ..automatic import auto_segment, generate_masks
@@ -35,6 +36,7 @@ _GENERATE_OPTIONS = {
     if name not in ("predictor", "progress")
 }
 _ID_SPACE = 2**32
+_FINISHED = "batch-finished"  # not "sum-hq-...": progress counts only the units of work
 
 
 def segment_zarr(
@@ -155,63 +157,66 @@ def segment_zarr(
         return out.group
     normalization = fixed_normalization(volume.planes)
     if mode == "auto":
-        tasks = _auto_tasks(out, volume, grid, normalization, model, device, options, stride)
+        graph = _auto_tasks(out, volume, grid, normalization, model, device, options, stride)
     else:
-        tasks = _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device)
-    with _Progress(len(tasks.get("count", [])), progress):
-        dask.compute(*tasks["final"], scheduler=scheduler or "threads")
+        graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device)
+    with _Progress(len(graph), progress):
+        _run(graph, scheduler)
     out.finish()
     return out.group
 
 
-def _auto_tasks(out, volume, grid, normalization, model, device, options, stride) -> dict[str, list]:
+def _auto_tasks(out, volume, grid, normalization, model, device, options, stride) -> dict[str, Any]:
+    """The task graph of an automatic job: per plane, tile tasks, one plan task and chunk tasks.
+
+    One plain dict for the whole job: per-task ``dask.delayed`` objects would each carry a
+    graph of all their dependencies (every chunk task of a plane all the plane's tile tasks),
+    which grows with the square of the number of tiles.
+    """
     n_slices, n_tiles = volume.n_slices, len(grid)
     for stage, shape in (("tile", (n_slices, n_tiles)), ("plan", (n_slices,)), ("chunk", (n_slices, n_tiles))):
         out.create_flags(stage, shape)
     tiles_done, plans_done, chunks_done = out.flags("tile"), out.flags("plan"), out.flags("chunk")
-    counted, final = [], []
+    graph: dict[str, Any] = {}
     for s in range(n_slices):
         if chunks_done[s].all():
             continue
-        plan = None
+        plan = []
         if not plans_done[s]:
-            tiles = [
-                dask.delayed(auto.run_tile, pure=False)(
-                    out, volume, grid, s, t, normalization, model, device, options,
-                    dask_key_name=f"sum-hq-tile-{s}-{t}",
-                )
-                for t in range(n_tiles) if not tiles_done[s, t]
-            ]
-            plan = dask.delayed(auto.run_plan, pure=False)(
-                out, grid, s, options["box_nms_thresh"], s * stride, stride, *tiles,
-                dask_key_name=f"sum-hq-plan-{s}",
-            )
-            counted += tiles + [plan]
-        chunks = [
-            dask.delayed(auto.run_chunk, pure=False)(
-                out, volume, grid, s, t, *([plan] if plan is not None else []),
-                dask_key_name=f"sum-hq-chunk-{s}-{t}",
-            )
-            for t in range(n_tiles) if not chunks_done[s, t]
-        ]
-        counted += chunks
-        final += chunks
-    return {"count": counted, "final": final}
+            tiles = []
+            for t in range(n_tiles):
+                if not tiles_done[s, t]:
+                    tiles.append(f"sum-hq-tile-{s}-{t}")
+                    graph[tiles[-1]] = (auto.run_tile, out, volume, grid, s, t, normalization, model, device, options)
+            plan = [f"sum-hq-plan-{s}"]
+            graph[plan[0]] = (auto.run_plan, out, grid, s, options["box_nms_thresh"], s * stride, stride, *tiles)
+        for t in range(n_tiles):
+            if not chunks_done[s, t]:
+                graph[f"sum-hq-chunk-{s}-{t}"] = (auto.run_chunk, out, volume, grid, s, t, *plan)
+    return graph
 
 
-def _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device) -> dict[str, list]:
+def _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device) -> dict[str, Any]:
+    """The task graph of a prompts job: one task per slice with prompts."""
     out.create_flags("slice", (volume.n_slices,))
     done = out.flags("slice")
     by_slice: dict[int, list] = {}
     for p in object_prompts:
         by_slice.setdefault(p.slice_index, []).append(p)
-    final = [
-        dask.delayed(prompted.run_slice, pure=False)(
-            out, volume, grid, s, by_slice[s], normalization, model, device, dask_key_name=f"sum-hq-slice-{s}"
-        )
+    return {
+        f"sum-hq-slice-{s}": (prompted.run_slice, out, volume, grid, s, by_slice[s], normalization, model, device)
         for s in sorted(by_slice) if not done[s]
-    ]
-    return {"count": final, "final": final}
+    }
+
+
+def _run(graph: dict[str, Any], scheduler: Any) -> None:
+    """Compute every task of ``graph`` (the final key is not a ``sum-hq-`` task)."""
+    graph = {**graph, _FINISHED: (_finished, *graph)}
+    dask.compute(Delayed(_FINISHED, graph), scheduler=scheduler or "threads")
+
+
+def _finished(*_results: Any) -> None:
+    return None
 
 
 def _model_identity(model: Any) -> str:
