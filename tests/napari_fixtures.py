@@ -24,6 +24,16 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def drain_thread_pool():
+    """Let the workers a test leaves behind (a cancelled encode finishes in the background) end
+    before the next test starts, so they cannot fill Qt's global thread pool and starve its jobs."""
+    yield
+    from qtpy.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone(ENCODE_TIMEOUT_MS)
+
+
 @pytest.fixture
 def notifications():
     """Collect the napari notifications (errors, infos) shown during a test."""

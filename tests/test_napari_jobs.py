@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari_fixtures import disk_image, notifications, open_widget, tiny_checkpoint, wait_for_encode  # noqa: F401
+from napari_fixtures import disk_image, drain_thread_pool, notifications, open_widget, tiny_checkpoint, wait_for_encode  # noqa: F401
 from qtpy.QtCore import Qt
 
 pytestmark = pytest.mark.gui
@@ -87,16 +87,21 @@ def test_shift_s_propagates_through_the_stack(make_napari_viewer, qtbot, tiny_ch
 def test_propagation_cancel_keeps_the_current_object(
     make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications
 ):
-    import time
+    import threading
 
     import sum_core.propagation as propagation
 
-    class Slow(_ExactSegmenter):
+    started, release = threading.Event(), threading.Event()
+
+    class Blocking(_ExactSegmenter):
+        """Holds the first slice until the test has pressed Cancel."""
+
         def segment(self, *args):
-            time.sleep(0.3)
+            started.set()
+            release.wait(JOB_TIMEOUT_MS / 1000)
             return super().segment(*args)
 
-    monkeypatch.setattr(propagation, "_SliceSegmenter", Slow)
+    monkeypatch.setattr(propagation, "_SliceSegmenter", Blocking)
     viewer = make_napari_viewer()
     stack = viewer.add_image(blob_stack(depth=12), name="stack").data
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "stack")
@@ -105,9 +110,9 @@ def test_propagation_cancel_keeps_the_current_object(
     before = widget.layers.current().data.copy()
     click(qtbot, widget.propagate_button)
     assert widget.status_label.text() == "Propagation running...", errors(notifications)
-    qtbot.waitUntil(lambda: widget.progress_bar.maximum() == 12 and widget.progress_bar.value() >= 1,
-                    timeout=JOB_TIMEOUT_MS)
+    qtbot.waitUntil(started.is_set, timeout=JOB_TIMEOUT_MS)
     click(qtbot, widget.cancel_button)
+    release.set()
     assert widget.status_label.text() == "Propagation cancelled."
     wait_for_encode(widget, qtbot)
     np.testing.assert_array_equal(widget.layers.current().data, before)
