@@ -36,11 +36,13 @@ _LAZY: dict[str, str] = {
     "TiledPredictor": ".tiled_predictor",
     "TiledPrediction": ".tiled_predictor",
     "propagate": ".propagation",
+    "auto_segment": ".automatic",
     "open_image": ".sources",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import segment
+    from .automatic import auto_segment
     from .image import Normalization
     from .loading import load_model
     from .modeling import SamModel, build_model
