@@ -100,7 +100,8 @@ def segment_zarr(
     device : str, optional
         Torch device (default: best available).
     progress : bool
-        Progress bar with ETA (local dask schedulers).
+        Progress bar with ETA (local dask schedulers; none with a ``dask.distributed`` client,
+        whose tasks local callbacks do not see).
     **auto_kwargs
         Automatic-segmentation options: ``points_per_side``, ``pred_iou_thresh``,
         ``stability_thresh``, ``box_nms_thresh``, ``min_area`` and the further
@@ -160,7 +161,7 @@ def segment_zarr(
         graph = _auto_tasks(out, volume, grid, normalization, model, device, options, stride)
     else:
         graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device)
-    with _Progress(len(graph), progress):
+    with _Progress(len(graph), progress and _is_local(scheduler)):
         _run(graph, scheduler)
     out.finish()
     return out.group
@@ -213,6 +214,15 @@ def _run(graph: dict[str, Any], scheduler: Any) -> None:
     """Compute every task of ``graph`` (the final key is not a ``sum-hq-`` task)."""
     graph = {**graph, _FINISHED: (_finished, *graph)}
     dask.compute(Delayed(_FINISHED, graph), scheduler=scheduler or "threads")
+
+
+def _is_local(scheduler: Any) -> bool:
+    """Whether ``scheduler`` is a local dask scheduler, whose tasks the progress callbacks see."""
+    if scheduler is None:
+        return True
+    if isinstance(scheduler, str):
+        return scheduler not in ("distributed", "dask.distributed")
+    return callable(scheduler) and getattr(scheduler, "__module__", "").startswith("dask.")
 
 
 def _finished(*_results: Any) -> None:
