@@ -3,15 +3,24 @@
 The image is encoded once by :meth:`Predictor.set_image`; every
 :meth:`Predictor.predict` call then only runs the prompt encoder and the mask
 decoder, and returns the mask together with a per-pixel uncertainty map.
+
+Large images (lazy arrays, paths, planes larger than one encoder window) and embedding
+caches are handled in *tiled mode*: :meth:`Predictor.set_image` then binds a
+:class:`sum_core.tiled_predictor.TiledPredictor` that encodes only the tiles a prompt
+touches, and :meth:`Predictor.predict` returns its windowed
+:class:`~sum_core.tiled_predictor.TiledPrediction`.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
+import zarr
 
 from . import uncertainty as unc
 from .device import resolve_device
@@ -20,6 +29,10 @@ from .image import Normalization, image_to_tensor, prepare_image, resize_longest
 from .modeling import SamModel
 from .options import TASKS, UNCERTAINTY_METHODS
 from .prompts import ModelPrompts, to_model_frame, validate_prompts
+from .tiling import default_tiling
+
+if TYPE_CHECKING:
+    from .tiled_predictor import TiledPredictor
 
 UncertaintyMethod = Literal["disagreement", "entropy", "ensemble"]
 
@@ -126,15 +139,24 @@ class Predictor:
         self._hq_features: torch.Tensor | None = None
         self._original_size: tuple[int, int] | None = None
         self._input_size: tuple[int, int] | None = None
+        self._tiled: TiledPredictor | None = None
 
     @property
     def is_image_set(self) -> bool:
         """Whether an image (or an embedding) has been set."""
-        return self._embedding is not None
+        return self._embedding is not None or self._tiled is not None
+
+    @property
+    def tiled(self) -> TiledPredictor | None:
+        """The :class:`~sum_core.tiled_predictor.TiledPredictor` of the current image in
+        tiled mode (see :meth:`set_image`), else None."""
+        return self._tiled
 
     @property
     def original_size(self) -> tuple[int, int]:
         """(H, W) of the current image."""
+        if self._tiled is not None:
+            return self._tiled.embeddings.grid.shape
         self._require_image()
         return self._original_size
 
@@ -144,21 +166,67 @@ class Predictor:
         self._require_image()
         return self._input_size
 
-    def set_image(self, image: np.ndarray, normalization: Normalization | None = None) -> None:
+    def set_image(
+        self,
+        image: Any,
+        normalization: Normalization | None = None,
+        *,
+        cache: str | os.PathLike | None = None,
+        tile_shape: int | Sequence[int] | None = None,
+        halo: int | Sequence[int] | None = None,
+    ) -> None:
         """Encode ``image`` (2D gray (H, W) or RGB/RGBA (H, W, 3|4), any real dtype).
 
         uint8 images are used as they are; other dtypes are rescaled to 0..255 by
         ``normalization`` (see :class:`sum_core.image.Normalization`).
+
+        Large images switch the predictor to *tiled mode*: when ``cache``, ``tile_shape``
+        or ``halo`` is given, when ``image`` is not an in-memory numpy array (a dask or
+        zarr array, a zarr group, or a path: opened lazily with
+        :func:`sum_core.sources.open_image`), or when the plane is larger than one encoder
+        window (:func:`sum_core.tiling.default_tiling` at the model's input size gives more
+        than one tile). Nothing is encoded then: :meth:`predict` encodes (or reads from
+        ``cache``) only the tiles a prompt touches, through a
+        :class:`~sum_core.tiled_predictor.TiledPredictor` (available as :attr:`tiled`),
+        and returns a :class:`~sum_core.tiled_predictor.TiledPrediction`: a window of the
+        image plus its ``offset``; use its ``paste_into`` to write it into a full-size array.
+        Small numpy images without these options are encoded here, as a whole.
+
+        Parameters
+        ----------
+        image : array-like or path
+            A numpy array; in tiled mode anything :func:`sum_core.sources.open_image`
+            accepts (one 2D or RGB plane; stacks: use ``TiledPredictor`` with ``stack_axis``).
+        normalization : Normalization, optional
+            Intensity window (in tiled mode computed once for the whole image).
+        cache : str or path-like, optional
+            Folder of the zarr embedding cache (see :func:`sum_core.embed`); tiled mode.
+        tile_shape, halo : int or (int, int), optional
+            Tiling (default :func:`sum_core.tiling.default_tiling`); tiled mode.
         """
+        if self._wants_tiles(image, cache, tile_shape, halo):
+            from .tiled_predictor import TiledPredictor  # tiled_predictor imports this module
+
+            tiled = TiledPredictor(self.model, cache=cache, tile_shape=tile_shape, halo=halo, device=self.device)
+            tiled.set_image(image, normalization=normalization)
+            self.reset_image()
+            self._tiled = tiled
+            return
         prepared = prepare_image(image, normalization)
         resized = resize_longest_side(prepared, self.model.config.image_size)
         pixels = image_to_tensor(resized).to(self.device)
         with torch.inference_mode():
             embedding, early = self.model.image_encoder(self.model.preprocess(pixels))
+        self._tiled = None
         self._store(embedding, early if self.model.config.hq else None, prepared.shape[:2], resized.shape[:2])
 
     def get_embedding(self) -> ImageEmbedding:
-        """Return the current image embedding (for caching)."""
+        """Return the current image embedding (for caching).
+
+        Not available in tiled mode (see :meth:`set_image`): tile embeddings live in the
+        cache; fill it with :func:`sum_core.embed` and pass ``cache=`` to ``set_image``.
+        """
+        self._require_not_tiled("get_embedding()")
         self._require_image()
         return ImageEmbedding(
             embedding=self._embedding.float().cpu().numpy(),
@@ -168,7 +236,11 @@ class Predictor:
         )
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
-        """Restore an embedding from :meth:`get_embedding` (no encoder work)."""
+        """Restore an embedding from :meth:`get_embedding` (no encoder work).
+
+        Not available in tiled mode (see :meth:`set_image`; call :meth:`reset_image` first).
+        """
+        self._require_not_tiled("set_embedding()")
         config = self.model.config
         grid = config.embedding_size
         expected = (1, config.prompt_embed_dim, grid, grid)
@@ -191,6 +263,7 @@ class Predictor:
         """Forget the current image and its embedding."""
         self._embedding = self._early = self._hq_features = None
         self._original_size = self._input_size = None
+        self._tiled = None
 
     def predict(
         self,
@@ -240,7 +313,23 @@ class Predictor:
         Returns
         -------
         Prediction
+            In tiled mode (see :meth:`set_image`) a
+            :class:`~sum_core.tiled_predictor.TiledPrediction`: the arrays cover a window
+            of the image starting at its ``offset`` (the object followed across tiles,
+            one object per call); write it into a full-size array with ``paste_into``.
+            ``mask_input`` is not supported there.
         """
+        if self._tiled is not None:
+            if mask_input is not None:
+                raise InvalidInputError(
+                    "mask_input: not supported for a large image in tiled mode (set_image with a "
+                    "cache, tiles, a lazy array or a plane larger than the encoder input); "
+                    "prompt with points and/or a box"
+                )
+            return self._tiled.predict(
+                points=points, labels=labels, box=box, multimask=multimask, hq_token_only=hq_token_only,
+                task=task, uncertainty=uncertainty, ensemble_size=ensemble_size, seed=seed,
+            )  # fmt: skip
         self._require_image()
         if uncertainty not in UNCERTAINTY_METHODS:
             raise InvalidInputError(
@@ -296,7 +385,30 @@ class Predictor:
         self._original_size = (int(original_size[0]), int(original_size[1]))
         self._input_size = (int(input_size[0]), int(input_size[1]))
 
+    def _wants_tiles(self, image: Any, cache: Any, tile_shape: Any, halo: Any) -> bool:
+        """Whether ``set_image`` should use tiled mode (see its docstring)."""
+        if cache is not None or tile_shape is not None or halo is not None:
+            return True
+        if isinstance(image, (str, os.PathLike, zarr.Group)):
+            return True
+        if not isinstance(image, np.ndarray):
+            # lazy arrays (dask, zarr, TIFF stores...); tensors, lists and PIL images are read whole
+            lazy = all(hasattr(image, name) for name in ("shape", "dtype", "__getitem__"))
+            return lazy and not isinstance(image, torch.Tensor)
+        if image.ndim < 2:
+            return False  # prepare_image reports the bad shape
+        return len(default_tiling(image.shape[:2], self.model.config.image_size)) > 1
+
+    def _require_not_tiled(self, what: str) -> None:
+        if self._tiled is not None:
+            raise InvalidInputError(
+                f"{what} is not available in tiled mode (the image was set with a cache, tiles, a "
+                "lazy array or a plane larger than the encoder input): tile embeddings are kept in "
+                "the embedding cache; fill it with sum_core.embed(...) and pass cache= to set_image"
+            )
+
     def _require_image(self) -> None:
+        self._require_not_tiled("this low-level call")
         if self._embedding is None:
             raise InvalidInputError("no image is set: call set_image(image) before predict()")
 
