@@ -71,14 +71,19 @@ def fake_window_records(prepared, model, device, options):
 
 
 class StagePeaks:
-    """Traced memory per batch stage: the most held when a task starts and its peak.
+    """Traced memory and RSS per batch stage: the most held when a task starts and its peak.
 
     Wraps ``run_tile`` / ``run_plan`` / ``run_chunk`` of :mod:`sum_core.batch.auto` (the
     synchronous scheduler runs one task at a time); tracemalloc's peak is reset at each task
-    start, so :attr:`overall` keeps the job's peak.
+    start, so :attr:`overall` keeps the job's peak. The resident set size (``psutil``) is
+    sampled when each task ends: memory outside tracemalloc (allocator arenas, torch, zarr
+    buffers) that grows with the plane shows up there.
     """
 
     def __init__(self, module) -> None:
+        import psutil
+
+        self._process = psutil.Process()
         self.stages: dict[str, dict[str, float]] = {}
         self.overall = 0
         for name in ("run_tile", "run_plan", "run_chunk"):
@@ -94,10 +99,14 @@ class StagePeaks:
             finally:
                 peak = tracemalloc.get_traced_memory()[1]
                 self.overall = max(self.overall, peak)
-                stage = self.stages.setdefault(name, {"tasks": 0, "held_at_start_mib": 0.0, "peak_mib": 0.0})
+                stage = self.stages.setdefault(name, {"tasks": 0, "held_at_start_mib": 0.0, "peak_mib": 0.0,
+                                                      "rss_first_mib": 0.0, "rss_last_mib": 0.0})
                 stage["tasks"] += 1
                 stage["held_at_start_mib"] = max(stage["held_at_start_mib"], current / 2**20)
                 stage["peak_mib"] = max(stage["peak_mib"], peak / 2**20)
+                rss = self._process.memory_info().rss / 2**20
+                stage["rss_first_mib"] = stage["rss_first_mib"] or rss
+                stage["rss_last_mib"] = rss
 
         return wrapped
 
@@ -130,14 +139,17 @@ def measure(size: int, real: bool, points_per_side: int, stages: bool = False) -
         group = segment_zarr(source, Path(tmp) / "out.zarr", model=model, scheduler="synchronous",
                              progress=False, points_per_side=points_per_side)
         seconds = time.perf_counter() - start
+        # The job's peak, before the check below reads the labels back.
+        rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         traced_peak = max(tracemalloc.get_traced_memory()[1], peaks.overall if peaks else 0)
         tracemalloc.stop()
-        n_objects = sum(int((group["labels"][r : r + 1024] > 0).sum()) for r in range(0, size, 1024))
+        n_objects = sum(int((group["labels"][r : r + 1024, c : c + 1024] > 0).sum())
+                        for r in range(0, size, 1024) for c in range(0, size, 1024))
     return {
         "size": size,
         "model": "small random ViT" if real else "fake",
         "traced_peak_mib": traced_peak / 2**20,
-        "rss_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_peak_mib": rss_peak / 1024,
         "rss_before_mib": rss_before / 1024,
         "seconds": seconds,
         "foreground_pixels": n_objects,
@@ -164,10 +176,11 @@ def main() -> None:
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = results[-1]
         print(f"{r['size']:>6} px ({r['model']}): traced peak {r['traced_peak_mib']:.1f} MiB, "
-              f"RSS peak {r['rss_peak_mib']:.1f} MiB, {r['seconds']:.1f} s")
+              f"RSS before / peak {r['rss_before_mib']:.1f} / {r['rss_peak_mib']:.1f} MiB, {r['seconds']:.1f} s")
         for name, stage in (r["stages"] or {}).items():
             print(f"    {name}: {stage['tasks']} tasks, held at start <= {stage['held_at_start_mib']:.1f} MiB, "
-                  f"peak <= {stage['peak_mib']:.1f} MiB")
+                  f"peak <= {stage['peak_mib']:.1f} MiB; RSS after first / last task "
+                  f"{stage['rss_first_mib']:.1f} / {stage['rss_last_mib']:.1f} MiB")
     if len(results) > 1:
         first, last = results[0], results[-1]
         print(f"ratio {last['size']} / {first['size']}: traced {last['traced_peak_mib'] / first['traced_peak_mib']:.2f}x, "
