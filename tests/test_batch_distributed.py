@@ -101,3 +101,18 @@ def test_resume_on_cluster_after_crash_redoes_only_unfinished_tiles(tmp_path, cl
     monkeypatch.setattr(batch_auto, "window_records", clean)
     reference = segment_zarr(image, tmp_path / "ref.zarr", progress=False, **TILING)
     assert_same_output(group, reference)
+
+
+@pytest.mark.slow
+def test_worker_processes_load_the_checkpoint_themselves(tmp_path, small_hq_checkpoint):
+    """Real random-weight model given by path: each worker process loads it; same output as threads."""
+    image = blobs((128, 160), seed=5)  # one tile per plane: these random weights find nothing in smaller tiles
+    stack = np.stack([image, image])
+    kwargs = dict(model=small_hq_checkpoint, device="cpu", progress=False,
+                  points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0)
+    reference = segment_zarr(stack, tmp_path / "threads.zarr", **kwargs)
+    assert reference["labels"][...].max() > 0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        group = segment_zarr(stack, tmp_path / "cluster.zarr", scheduler=c, **kwargs)
+        assert_same_output(group, reference)
