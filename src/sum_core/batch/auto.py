@@ -28,6 +28,7 @@ from ..image import Normalization
 from ..predictor import Predictor
 from ..sources import to_uint8_rgb
 from ..tiling import Region, TileGrid
+from .memory import release_freed_memory
 from .tile_nms import neighbour_nms
 from .volume import Volume
 from .writer import Target
@@ -56,6 +57,14 @@ def run_tile(
     options: dict[str, Any],
 ) -> None:
     """Stage 1: segment one tile window and store the masks it owns."""
+    _segment_tile(target, volume, grid, slice_index, tile_index, normalization, model, device, options)
+    release_freed_memory()  # the window-sized maps just freed, else the resident set creeps per tile
+    target.mark_done("tile", (slice_index, tile_index))
+
+
+def _segment_tile(target: Target, volume: Volume, grid: TileGrid, slice_index: int, tile_index: int,
+                  normalization: Normalization | None, model: Any, device: Any, options: dict[str, Any]) -> None:
+    """Segment one tile window and store its owned instances (all its maps freed on return)."""
     tile = grid[tile_index]
     window = volume.read(slice_index, tile.outer)
     flat = window.reshape(-1, window.shape[-1]) if window.ndim == 3 else window.reshape(-1, 1)
@@ -63,7 +72,6 @@ def run_tile(
     if not (flat == flat[0]).all():  # a constant window holds no object
         records = window_records(to_uint8_rgb(window, normalization), model, device, options)
     target.put(f"s{slice_index}/t{tile_index}", _pack(owned_instances(records, tile, grid)))
-    target.mark_done("tile", (slice_index, tile_index))
 
 
 def _pack(instances: list[Instance]) -> dict[str, np.ndarray]:
