@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
+import runpy
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 
 from sum_core.checkpoint import load_checkpoint, load_state_dict_file
@@ -45,23 +45,13 @@ def save_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+# The walk-through example builds the same synthetic dataset: one generator serves both.
+_WALKTHROUGH = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "finetune_walkthrough.py"))
+
+
 def make_dataset(root: Path, count: int = 8, seed: int = 0) -> Path:
     """``count`` 64 x 64 gray images with 1-3 bright discs, instance label TIFFs."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    yy, xx = np.ogrid[:64, :64]
-    for i in range(count):
-        image = np.full((64, 64), 20, np.uint8)
-        labels = np.zeros((64, 64), np.uint16)
-        for k in range(int(rng.integers(1, 4))):
-            r, c = rng.integers(14, 50, 2)
-            disc = (yy - r) ** 2 + (xx - c) ** 2 <= int(rng.integers(6, 11)) ** 2
-            image[disc] = 220
-            labels[disc] = k + 1
-        tifffile.imwrite(root / "images" / f"im{i}.tif", image)
-        tifffile.imwrite(root / "masks" / f"im{i}.tif", labels)
-    return root
+    return _WALKTHROUGH["make_dataset"](root, count, seed)
 
 
 @pytest.fixture(scope="module")
