@@ -143,3 +143,47 @@ def test_weights_hash_follows_the_weights(model):
     with torch.no_grad():
         other.mask_decoder.iou_token.weight[0, 0] += 1
     assert weights_hash(other) != weights_hash(model)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+def test_bf16_embeddings_are_close_to_fp32_and_stored_as_float32(model, image):
+    crop = image[:128, :256]  # 2 tiles
+    fp32 = embed(crop, model, progress=False, **TILING)
+    bf16 = embed(crop, model, progress=False, precision="bf16", **TILING)
+    assert bf16.precision == "bf16" and bf16.cache.signature["preprocessing"]["precision"] == "bf16"
+    for t in range(2):
+        got, want = bf16.embedding(0, t), fp32.embedding(0, t)
+        assert got.embedding.dtype == np.float32 and bf16.cache.read(0, t).embedding.dtype == np.float32
+        assert 0 < relative_error(got.embedding, want.embedding) < 1e-2
+        assert relative_error(got.early, want.early) < 1e-2
+
+
+def test_precision_is_validated_before_any_work(model, image, monkeypatch):
+    counter = EncoderCounter(model, monkeypatch)
+    with pytest.raises(InvalidInputError, match="precision='fp16' needs a CUDA device"):
+        embed(image, model, progress=False, precision="fp16", **TILING)
+    with pytest.raises(InvalidInputError, match="precision='fp8' is not one of"):
+        TiledEmbeddings(model, image, precision="fp8", **TILING)
+    assert counter.calls == 0
+
+
+def test_a_cache_is_filled_at_one_precision_and_old_fp32_caches_reopen(model, image, tmp_path):
+    import zarr
+
+    path = tmp_path / "c.zarr"
+    first = embed(image[:128, :128], model, cache=path, progress=False, **TILING)
+    with pytest.raises(InvalidInputError, match="other preprocessing.*'precision': 'fp32'"):
+        TiledEmbeddings(model, image[:128, :128], cache=path, precision="bf16", **TILING)
+    # A cache written before the precision was recorded (always fp32) reopens at fp32 only.
+    group = zarr.open_group(str(path), mode="r+")
+    signature = group.attrs["signature"]
+    del signature["preprocessing"]["precision"]
+    group.attrs["signature"] = signature
+    old = TiledEmbeddings(model, image[:128, :128], cache=path, **TILING)
+    assert old.missing() == []
+    np.testing.assert_array_equal(old.embedding(0, 0).embedding, first.embedding(0, 0).embedding)
+    with pytest.raises(InvalidInputError, match="other preprocessing"):
+        TiledEmbeddings(model, image[:128, :128], cache=path, precision="bf16", **TILING)

@@ -15,8 +15,14 @@ side is the encoder input size (SAM's ``ResizeLongestSide``) and padded, exactly
 Cache signature: the data hash, the model (``model_type`` plus ``-hq`` / ``-sum``) and the
 hash of its weights (BLAKE2b of the state dict, so the same weights loaded from a registry
 name or from a file share caches), the tiling and the package version, plus a
-``preprocessing`` entry (stack axis and intensity window): reopening a cache made with
-different preprocessing is an error too.
+``preprocessing`` entry (stack axis, intensity window and encoder precision): reopening a
+cache made with different preprocessing is an error too.
+
+Precision: the encoder may run under ``bf16`` / ``fp16`` autocast
+(:mod:`sum_core.acceleration`); the cache still stores float32 (or its ``dtype``). Embeddings
+computed at different precisions are never mixed in one cache: the precision is part of the
+``preprocessing`` entry, and a cache written before that entry had the key (always at
+``fp32``) reads as ``fp32``, so it reopens unchanged at the default precision.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .acceleration import autocast, check_precision
 from .embedding_cache import CacheLayout, EmbeddingCache, make_signature
 from .errors import InvalidInputError
 from .image import Normalization, image_to_tensor, resize_longest_side
@@ -96,6 +103,9 @@ class TiledEmbeddings:
         Storage dtype of the cache.
     overwrite : bool
         Discard an existing cache at ``cache`` made for something else.
+    precision : {"fp32", "bf16", "fp16"}
+        Encoder precision (:func:`sum_core.acceleration.autocast`; ``fp16`` needs CUDA).
+        Part of the cache's preprocessing: a cache is filled at one precision only.
 
     Attributes
     ----------
@@ -108,8 +118,9 @@ class TiledEmbeddings:
     Raises
     ------
     InvalidInputError
-        Bad image or stack axis, bad tiling, or a cache made for other data, another model,
-        another tiling or other preprocessing.
+        Bad image or stack axis, bad tiling, a precision the model's device cannot run, or a
+        cache made for other data, another model, another tiling or other preprocessing
+        (including another precision).
     """
 
     def __init__(
@@ -123,11 +134,15 @@ class TiledEmbeddings:
         normalization: Normalization | None = None,
         dtype: str = "float32",
         overwrite: bool = False,
+        *,
+        precision: str = "fp32",
     ) -> None:
         if not isinstance(model, SamModel):
             raise InvalidInputError(
                 f"model must be a sum_core SamModel (from sum_core.load_model), got {type(model).__name__}"
             )
+        self.device = next(model.parameters()).device
+        self.precision = check_precision(precision, self.device)
         if normalization is not None and not isinstance(normalization, Normalization):
             raise InvalidInputError(
                 f"normalization must be a sum_core.Normalization, got {type(normalization).__name__}"
@@ -140,7 +155,11 @@ class TiledEmbeddings:
         self.normalization = fixed_normalization(self.planes, normalization)
         signature = make_signature(source, model_name(model), weights_hash(model), self.grid)
         window = None if self.normalization is None else list(self.normalization.limits)
-        signature["preprocessing"] = {"stack_axis": self.planes.stack_axis, "window": window}
+        signature["preprocessing"] = {
+            "stack_axis": self.planes.stack_axis,
+            "window": window,
+            "precision": precision,
+        }
         layout = CacheLayout(
             n_slices=self.planes.n_slices,
             n_tiles=len(self.grid),
@@ -151,11 +170,14 @@ class TiledEmbeddings:
         )
         self.cache = EmbeddingCache.open(cache, signature, layout, overwrite=overwrite)
         stored = json.loads(json.dumps(self.cache.signature.get("preprocessing")))
+        if isinstance(stored, dict):
+            # Caches written before the precision was recorded were all computed at fp32.
+            stored.setdefault("precision", "fp32")
         wanted = json.loads(json.dumps(signature["preprocessing"]))
         if stored != wanted:
             raise InvalidInputError(
                 f"embedding cache '{cache}' was made with other preprocessing (cache: {stored}, now: "
-                f"{wanted}); use a new path, the same normalization, or overwrite=True"
+                f"{wanted}); use a new path, the same normalization and precision, or overwrite=True"
             )
         self.tiles_encoded = 0
 
@@ -210,7 +232,9 @@ class TiledEmbeddings:
             sizes.append((resized.shape[:2], outer.shape))
         with torch.inference_mode():
             inputs = torch.cat([model.preprocess(x) for x in tensors])
-            embeddings, early = model.image_encoder(inputs)
+            with autocast(device, self.precision):
+                embeddings, early = model.image_encoder(inputs)
+            embeddings, early = embeddings.float(), early.float()
         for i, (s, t) in enumerate(batch):
             early_i = early[i] if model.config.hq else np.zeros(self.cache.layout.early_shape, np.float32)
             self.cache.write(s, t, embeddings[i], early_i, sizes[i][0], sizes[i][1])
@@ -230,6 +254,8 @@ def embed(
     overwrite: bool = False,
     device: str | torch.device | None = None,
     progress: bool = True,
+    *,
+    precision: str = "fp32",
 ) -> TiledEmbeddings:
     """Compute and store the embeddings of every tile (of every slice) of an image.
 
@@ -253,6 +279,9 @@ def embed(
         Where to load a model given by name or path (a loaded model stays where it is).
     progress : bool
         Show a tqdm progress bar.
+    precision : {"fp32", "bf16", "fp16"}
+        Encoder precision; see :class:`TiledEmbeddings` (``fp16`` needs CUDA). The cache
+        stores float32 (or ``dtype``) either way.
 
     Returns
     -------
@@ -263,12 +292,16 @@ def embed(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not isinstance(model, SamModel):
+        from .device import resolve_device
         from .loading import load_model
         from .zoo import DEFAULT_MODEL
 
-        model = load_model(DEFAULT_MODEL if model is None else model, device=device)
+        target = resolve_device(device)
+        check_precision(precision, target)  # before loading the model
+        model = load_model(DEFAULT_MODEL if model is None else model, device=target)
     tiled = TiledEmbeddings(
-        model, image, tile_shape, halo, cache, stack_axis, normalization, dtype, overwrite
-    )
+        model, image, tile_shape, halo, cache, stack_axis, normalization, dtype, overwrite,
+        precision=precision,
+    )  # fmt: skip
     tiled.ensure(tiled.missing(), batch_size=batch_size, progress=progress)
     return tiled
