@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -15,21 +16,32 @@ def _reference_attention(q, k, v, rel_h, rel_w):
     return attn.softmax(-1) @ v
 
 
-def test_row_chunked_attention_equals_full_bias_attention(monkeypatch):
-    generator = torch.Generator().manual_seed(0)
-    b, heads, h, w, d = 2, 3, 12, 10, 8
+def _attention_inputs(b, heads, h, w, d, seed=0):
+    generator = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(b, heads, h * w, d, generator=generator) for _ in range(3))
     rel_h = torch.randn(b, heads, h, w, h, generator=generator)
     rel_w = torch.randn(b, heads, h, w, w, generator=generator)
+    return q, k, v, rel_h, rel_w
+
+
+@pytest.mark.parametrize("token_major", [False, True])
+def test_chunked_attention_equals_full_bias_attention(monkeypatch, token_major):
+    b, heads, h, w, d = 3, 2, 12, 10, 8
+    q, k, v, rel_h, rel_w = _attention_inputs(b, heads, h, w, d)
     expected = _reference_attention(q, k, v, rel_h, rel_w)
-    row_bytes = b * heads * w * h * w * 4
-    for budget in (1, row_bytes, 5 * row_bytes, 10**12):  # 1 row, 1 row, 5 rows (ragged), all rows
+    if token_major:
+        expected = expected.transpose(1, 2)
+    element = heads * (h * w) ** 2 * 4
+    row = b * heads * w * h * w * 4
+    # all at once, two batch elements per call (ragged), one element per call, 1 row, 5 rows (ragged)
+    for budget in (10**12, 2 * element, element, 1, 5 * row):
         monkeypatch.setattr(vit, "BIAS_CHUNK_BYTES", budget)
-        got = vit._attention_by_row_chunks(q, k, v, rel_h, rel_w)
+        got = vit._biased_attention(q, k, v, rel_h, rel_w, token_major=token_major)
+        assert got.is_contiguous()
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_chunk_size_bounds_the_bias(monkeypatch):
+def _spy_mask_shapes(monkeypatch):
     shapes = []
     real_sdpa = F.scaled_dot_product_attention
 
@@ -38,9 +50,53 @@ def test_chunk_size_bounds_the_bias(monkeypatch):
         return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
 
     monkeypatch.setattr(vit.F, "scaled_dot_product_attention", spy)
+    return shapes
+
+
+def test_row_chunks_are_balanced_and_bound_the_bias(monkeypatch):
+    shapes = _spy_mask_shapes(monkeypatch)
     b, heads, h, w, d = 1, 2, 8, 8, 4
-    q = k = v = torch.randn(b, heads, h * w, d)
-    rel_h, rel_w = torch.randn(b, heads, h, w, h), torch.randn(b, heads, h, w, w)
-    monkeypatch.setattr(vit, "BIAS_CHUNK_BYTES", 3 * b * heads * w * h * w * 4)
-    vit._attention_by_row_chunks(q, k, v, rel_h, rel_w)
-    assert shapes == [(1, 2, 24, 64), (1, 2, 24, 64), (1, 2, 16, 64)]
+    q, k, v, rel_h, rel_w = _attention_inputs(b, heads, h, w, d)
+    budget = 3 * b * heads * w * h * w * 4  # 3 rows fit: 8 rows go in 3 calls of 2, 3, 3 rows (not 3, 3, 2)
+    monkeypatch.setattr(vit, "BIAS_CHUNK_BYTES", budget)
+    vit._biased_attention(q, k, v, rel_h, rel_w)
+    assert shapes == [(1, 2, 16, 64), (1, 2, 24, 64), (1, 2, 24, 64)]
+    assert all(4 * s[0] * s[1] * s[2] * s[3] <= budget for s in shapes)
+
+
+def test_windows_are_chunked_by_batch_with_every_query_in_one_call(monkeypatch):
+    shapes = _spy_mask_shapes(monkeypatch)
+    b, heads, h, w, d = 5, 2, 7, 7, 4
+    q, k, v, rel_h, rel_w = _attention_inputs(b, heads, h, w, d)
+    monkeypatch.setattr(vit, "BIAS_CHUNK_BYTES", 2 * heads * (h * w) ** 2 * 4)
+    vit._biased_attention(q, k, v, rel_h, rel_w)
+    assert shapes == [(1, 2, 49, 49), (2, 2, 49, 49), (2, 2, 49, 49)]
+
+
+def _reference_windows(x, window, pad_value):
+    """Pad with ``pad_value`` then cut ``B×H×W×C`` into ``(B·nW)×window×window×C`` (SAM's order)."""
+    b, h, w, c = x.shape
+    hp, wp = -(-h // window) * window, -(-w // window) * window
+    padded = pad_value.expand(b, hp, wp, c).clone()
+    padded[:, :h, :w] = x
+    return padded.view(b, hp // window, window, wp // window, window, c).permute(0, 1, 3, 2, 4, 5).reshape(
+        -1, window, window, c
+    )
+
+
+@pytest.mark.parametrize("size", [(14, 14), (16, 19), (5, 5), (28, 13)])
+def test_split_and_merge_windows_equal_pad_and_permute(size):
+    h, w = size
+    b, heads, d, window = 2, 3, 4, 7
+    generator = torch.Generator().manual_seed(1)
+    qkv = torch.randn(b, h, w, 3, heads, d, generator=generator)
+    pad = torch.randn(3, heads, d, generator=generator)
+    q, k, v = vit._split_windows(qkv, window, pad)
+    expected = _reference_windows(qkv.reshape(b, h, w, -1), window, pad.reshape(-1))
+    expected = expected.reshape(-1, window * window, 3, heads, d).permute(2, 0, 3, 1, 4)
+    for got, want in zip((q, k, v), expected):
+        assert got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    merged = vit._merge_windows(q, window, (h, w))
+    assert merged.is_contiguous()
+    torch.testing.assert_close(merged, qkv[:, :, :, 0].reshape(b, h, w, heads * d), rtol=0, atol=0)

@@ -72,37 +72,51 @@ class Attention(nn.Module):
         Windowed attention pads *after* the qkv projection, with the projection of a
         zero token (its bias), and projects only the real tokens: the same result as
         padding the input, without projecting the padding (about 20 % of the tokens
-        at 64×64 with 14×14 windows).
+        at 64×64 with 14×14 windows). Cutting into windows and splitting heads is one
+        copy each way.
         """
         b, h, w, c = x.shape
-        qkv = self.qkv(x)
+        heads = self.num_heads
+        qkv = self.qkv(x).view(b, h, w, 3, heads, c // heads)
         if self.window_size:
-            qkv, padded = _window_partition(qkv, self.window_size, self.qkv.bias)
-        bw, hh, ww, _ = qkv.shape
-        qkv = qkv.reshape(bw, hh * ww, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).contiguous()
-        q, k, v = qkv.unbind(0)  # each B×heads×N×head_dim, contiguous (SDPA would copy per call)
-        r_q = q.reshape(bw, self.num_heads, hh, ww, -1)
+            q, k, v = _split_windows(qkv, self.window_size, self.qkv.bias.view(3, heads, -1))
+            side = self.window_size
+        else:
+            q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).reshape(3, b, heads, h * w, -1).unbind(0)
+            side = None
+        bw = q.shape[0]
+        hh, ww = (side, side) if side else (h, w)
+        r_q = q.view(bw, heads, hh, ww, -1)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, _relative_table(hh, hh, self.rel_pos_h))
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, _relative_table(ww, ww, self.rel_pos_w))
-        out = _attention_by_row_chunks(q, k, v, rel_h, rel_w).transpose(1, 2).reshape(bw, hh, ww, c)
-        if self.window_size:
-            out = _window_unpartition(out, self.window_size, padded, (h, w))
+        if side:
+            out = _merge_windows(_biased_attention(q, k, v, rel_h, rel_w), side, (h, w))
+        else:
+            out = _biased_attention(q, k, v, rel_h, rel_w, token_major=True).view(b, h, w, c)
         return self.proj(out)
 
 
 #: Upper bound on the relative-position bias materialised at once (bytes of float32).
-BIAS_CHUNK_BYTES = 32 * 2**20
+#: 256 MiB lets a ViT-B/L/H global block run in 4-5 query chunks of 800-1000 queries:
+#: CPU fused attention is ~30 % slower per query below ~768 queries per call.
+BIAS_CHUNK_BYTES = 256 * 2**20
 
 
-def _attention_by_row_chunks(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+def _biased_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rel_h: torch.Tensor,
+    rel_w: torch.Tensor,
+    token_major: bool = False,
 ) -> torch.Tensor:
-    """Fused attention with the decomposed bias, a few query rows at a time.
+    """Fused attention with the decomposed relative-position bias, in bounded chunks.
 
     The full bias ``B×heads×N×N`` (800 MB for a global ViT-B block at 64×64 tokens)
-    is never built: each chunk of query rows gets its ``rows·W×N`` slice of
-    ``rel_h[..., :, None] + rel_w[..., None, :]``, at most :data:`BIAS_CHUNK_BYTES`.
-    Besides bounding memory this is faster on CPU (the slice stays in cache).
+    is never built at once: it is built into one reused buffer of at most
+    :data:`BIAS_CHUNK_BYTES`, a chunk of batch elements (windows) at a time when one
+    element's bias fits, else a chunk of query rows at a time (chunks of equal size,
+    so no call is left with a handful of queries).
 
     Parameters
     ----------
@@ -110,60 +124,99 @@ def _attention_by_row_chunks(
         ``B×heads×N×D`` with ``N = H·W``.
     rel_h, rel_w : torch.Tensor
         ``B×heads×H×W×H`` and ``B×heads×H×W×W`` relative-position logits.
+    token_major : bool
+        Return ``B×N×heads×D`` (contiguous) instead of ``B×heads×N×D``.
     """
     b, heads, h, w, _ = rel_h.shape
     n = h * w
-    bytes_per_row = b * heads * w * n * q.element_size()
-    rows = max(1, min(h, BIAS_CHUNK_BYTES // bytes_per_row))
-    out = q.new_empty(q.shape) if rows < h else None
+    item = q.element_size()
+    element_bytes = heads * n * n * item
+    if element_bytes <= BIAS_CHUNK_BYTES:
+        per_call = max(1, min(b, BIAS_CHUNK_BYTES // element_bytes))
+        calls = -(-b // per_call)
+        chunks = [(slice(i * b // calls, (i + 1) * b // calls), slice(None)) for i in range(calls)]
+    else:
+        rows = max(1, BIAS_CHUNK_BYTES // (b * heads * w * n * item))
+        calls = -(-h // rows)
+        chunks = [(slice(None), slice(i * h // calls, (i + 1) * h // calls)) for i in range(calls)]
+    out = None
     buffer = None
-    for r0 in range(0, h, rows):
-        r1 = min(h, r0 + rows)
-        # One contiguous buffer, reused: a fresh tensor per chunk would follow the strides of the
-        # einsum outputs (then reshape copies) and pay page faults for every large allocation.
-        if buffer is None or buffer.shape[2] != r1 - r0:
-            buffer = q.new_empty((b, heads, r1 - r0, w, h, w))
-        torch.add(rel_h[:, :, r0:r1, :, :, None], rel_w[:, :, r0:r1, :, None, :], out=buffer)
-        bias = buffer.view(b, heads, (r1 - r0) * w, n)
+    for batch, rows in chunks:
+        bias_h, bias_w = rel_h[batch, :, rows], rel_w[batch, :, rows]
+        shape = (bias_h.shape[0], heads, bias_h.shape[2], w, h, w)
+        # One contiguous buffer, reused: a fresh tensor per chunk would pay page faults for
+        # every large allocation (and follow the einsum outputs' strides).
+        if buffer is None or buffer.shape != shape:
+            buffer = q.new_empty(shape)
+        torch.add(bias_h[..., :, None], bias_w[..., None, :], out=buffer)
+        mask = buffer.view(shape[0], heads, shape[2] * w, n)
+        queries = slice(None) if rows == slice(None) else slice(rows.start * w, rows.stop * w)
+        result = F.scaled_dot_product_attention(q[batch, :, queries], k[batch], v[batch], attn_mask=mask)
+        if len(chunks) == 1:
+            return result.transpose(1, 2).contiguous() if token_major else result
         if out is None:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        queries = slice(r0 * w, r1 * w)
-        out[:, :, queries] = F.scaled_dot_product_attention(q[:, :, queries], k, v, attn_mask=bias)
+            out = q.new_empty((b, n, heads, q.shape[-1]) if token_major else q.shape)
+        if token_major:
+            out[batch, queries] = result.transpose(1, 2)
+        else:
+            out[batch, :, queries] = result
     return out
 
 
-def _window_partition(
-    x: torch.Tensor, window: int, pad_value: torch.Tensor | None = None
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad ``B×H×W×C`` to multiples of ``window``; cut into ``(B·nW)×w×w×C`` windows.
+def _window_segments(size: int, window: int) -> list[tuple[slice, slice, slice]]:
+    """Pieces of one axis of ``size`` cut into windows of ``window``.
 
-    The padding is zero, or the per-channel vector ``pad_value``.
+    Each piece is ``(source, window_index, offset_in_window)``: the full windows, then
+    the partial last one (if any). Positions past ``size`` in the last window are padding.
     """
-    b, h, w, c = x.shape
-    pad_h, pad_w = (-h) % window, (-w) % window
-    if pad_h or pad_w:
-        if pad_value is None:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        else:
-            filled = pad_value.to(x.dtype).expand(b, h + pad_h, w + pad_w, c).clone()
-            filled[:, :h, :w] = x
-            x = filled
-    hp, wp = h + pad_h, w + pad_w
-    x = x.view(b, hp // window, window, wp // window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
+    full = size // window
+    pieces = [(slice(0, full * window), slice(0, full), slice(0, window))] if full else []
+    if size % window:
+        pieces.append((slice(full * window, size), slice(full, full + 1), slice(0, size % window)))
+    return pieces
 
 
-def _window_unpartition(
-    windows: torch.Tensor, window: int, padded: tuple[int, int], size: tuple[int, int]
-) -> torch.Tensor:
-    """Inverse of :func:`_window_partition`, cropping the padding away."""
-    hp, wp = padded
+def _split_windows(
+    qkv: torch.Tensor, window: int, pad_value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``B×H×W×3×heads×D`` projections -> q, k, v of ``(B·nW)×heads×window²×D`` each.
+
+    One copy: every piece of the grid is written straight to its place in the
+    (windows, heads, tokens) layout; the padding of partial windows is ``pad_value``
+    (``3×heads×D``, the projection of a zero token).
+    """
+    b, h, w = qkv.shape[:3]
+    three, heads, dim = qkv.shape[3:]
+    nh, nw = -(-h // window), -(-w // window)
+    windows = qkv.new_empty((three, b, nh, nw, heads, window, window, dim))
+    # the same memory seen as B×nH×r×nW×c×3×heads×D (image order inside each window)
+    grid = windows.permute(1, 2, 5, 3, 6, 0, 4, 7)
+    if h % window:
+        grid[:, -1, h % window :] = pad_value.to(qkv.dtype)
+    if w % window:
+        grid[:, :, :, -1, w % window :] = pad_value.to(qkv.dtype)
+    for src_r, win_r, off_r in _window_segments(h, window):
+        for src_c, win_c, off_c in _window_segments(w, window):
+            piece = qkv[:, src_r, src_c]
+            piece = piece.unflatten(1, (win_r.stop - win_r.start, -1)).unflatten(3, (win_c.stop - win_c.start, -1))
+            grid[:, win_r, off_r, win_c, off_c] = piece
+    return windows.view(three, b * nh * nw, heads, window * window, dim).unbind(0)
+
+
+def _merge_windows(out: torch.Tensor, window: int, size: tuple[int, int]) -> torch.Tensor:
+    """Attention output ``(B·nW)×heads×window²×D`` -> ``B×H×W×(heads·D)``, padding dropped, one copy."""
     h, w = size
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((hp // window) * (wp // window))
-    x = windows.view(b, hp // window, wp // window, window, window, c)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
-    return x[:, :h, :w, :] if (hp, wp) != (h, w) else x
+    nh, nw = -(-h // window), -(-w // window)
+    _, heads, _, dim = out.shape
+    b = out.shape[0] // (nh * nw)
+    grid = out.view(b, nh, nw, heads, window, window, dim).permute(0, 1, 4, 2, 5, 3, 6)
+    image = out.new_empty((b, h, w, heads, dim))
+    for src_r, win_r, off_r in _window_segments(h, window):
+        for src_c, win_c, off_c in _window_segments(w, window):
+            target = image[:, src_r, src_c]
+            target = target.unflatten(1, (win_r.stop - win_r.start, -1)).unflatten(3, (win_c.stop - win_c.start, -1))
+            target.copy_(grid[:, win_r, off_r, win_c, off_c])
+    return image.view(b, h, w, heads * dim)
 
 
 class Block(nn.Module):
