@@ -1,12 +1,17 @@
-"""sum_core.embed: tiled embeddings in the zarr cache, reuse, mismatch errors, resume, stacks."""
+"""sum_core.embed: tiled embeddings in the zarr cache, reuse, mismatch errors, resume, stacks,
+precision, and the prefetch pipeline (same results as a plain loop, errors)."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 from small_models import small_vit_config
+from sum_core import tiled_embedding
+from sum_core.prefetch import THREAD_NAME
 from sum_core.tiled_embedding import TiledEmbeddings, embed, weights_hash
 from sum_core.errors import InvalidInputError
 from sum_core.image import Normalization
@@ -187,3 +192,54 @@ def test_a_cache_is_filled_at_one_precision_and_old_fp32_caches_reopen(model, im
     np.testing.assert_array_equal(old.embedding(0, 0).embedding, first.embedding(0, 0).embedding)
     with pytest.raises(InvalidInputError, match="other preprocessing"):
         TiledEmbeddings(model, image[:128, :128], cache=path, precision="bf16", **TILING)
+
+
+def record_reading_threads(monkeypatch, fail_on_call: int | None = None) -> list[str]:
+    """Patch the per-tile normalisation to note its thread (and fail on one call)."""
+    names: list[str] = []
+    convert = tiled_embedding.to_uint8_rgb
+
+    def recorded(pixels, normalization):
+        if fail_on_call is not None and len(names) == fail_on_call:
+            raise OSError("disk gone")
+        names.append(threading.current_thread().name)
+        return convert(pixels, normalization)
+
+    monkeypatch.setattr(tiled_embedding, "to_uint8_rgb", recorded)
+    return names
+
+
+def test_pipeline_gives_the_same_embeddings_as_a_plain_loop(model, image, monkeypatch):
+    def no_pin(self, *args, **kwargs):
+        raise AssertionError("pin_memory called on a CPU run")
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", no_pin)
+    with monkeypatch.context() as patch:
+        threads = record_reading_threads(patch)
+        pipelined = embed(image, model, batch_size=4, progress=False, **TILING)
+    # Batch 0 is read on the caller's thread, batches 1 and 2 in the background.
+    assert threads[:4] == ["MainThread"] * 4
+    assert all(name.startswith(THREAD_NAME) for name in threads[4:]) and len(threads) == 12
+
+    def plain(prepare, items):
+        yield from map(prepare, items)
+
+    monkeypatch.setattr(tiled_embedding, "prefetch", plain)
+    looped = embed(image, model, batch_size=4, progress=False, **TILING)
+    for t in range(12):
+        a, b = pipelined.cache.read(0, t), looped.cache.read(0, t)
+        assert np.array_equal(a.embedding, b.embedding) and np.array_equal(a.early, b.early)
+        assert (a.input_size, a.original_size) == (b.input_size, b.original_size)
+
+
+def test_a_read_error_names_the_batch_and_keeps_the_batches_before_it(model, image, monkeypatch):
+    before = set(threading.enumerate())
+    record_reading_threads(monkeypatch, fail_on_call=7)  # tile 7, in batch 3 of 2 tiles
+    tiled = TiledEmbeddings(model, image, **TILING)
+    with pytest.raises(OSError, match="disk gone") as info:
+        tiled.ensure(tiled.missing(), batch_size=2)
+    assert info.value.__notes__ == [
+        "while preparing item 3 ([(0, 6), (0, 7)]) in sum_core.prefetch"
+    ]
+    assert tiled.missing() == [(0, t) for t in range(6, 12)] and tiled.tiles_encoded == 6
+    assert set(threading.enumerate()) == before

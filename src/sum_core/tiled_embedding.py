@@ -4,7 +4,8 @@
 to an :class:`~sum_core.embedding_cache.EmbeddingCache`: a tile is encoded the first time
 it is asked for and read back from the cache afterwards. :func:`embed` fills the whole
 cache up front (with batching and a progress bar), resuming where an interrupted run
-stopped.
+stopped; the next batch of tiles is read and resized on a background thread while the
+current one is encoded (:mod:`sum_core.prefetch`).
 
 Preprocessing of a tile: its outer window (tile + halo, clipped to the image) is read
 from the (lazy) source, converted to 8-bit RGB with ONE intensity window computed for the
@@ -27,11 +28,12 @@ computed at different precisions are never mixed in one cache: the precision is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +45,7 @@ from .errors import InvalidInputError
 from .image import Normalization, image_to_tensor, resize_longest_side
 from .modeling import SamModel
 from .predictor import ImageEmbedding
+from .prefetch import pin_for_transfer, prefetch, to_device
 from .sources import Planes, fixed_normalization, open_image, to_uint8_rgb
 from .tiling import TileGrid, default_tiling
 
@@ -63,6 +66,15 @@ def model_name(model: SamModel) -> str:
     """Architecture name used in cache signatures, e.g. ``"vit_b-hq"``."""
     config = model.config
     return config.model_type + ("-hq" if config.hq else "") + ("-sum" if config.sum_tokens else "")
+
+
+class _Batch(NamedTuple):
+    """Tiles read and resized, ready for the encoder."""
+
+    pairs: list[tuple[int, int]]
+    tensors: list[torch.Tensor]  # 1x3xhxw float32 0..255, pinned when bound for CUDA
+    input_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
 
 
 def _grid(
@@ -112,6 +124,7 @@ class TiledEmbeddings:
     grid : TileGrid
     planes : Planes
     cache : EmbeddingCache
+    precision : str
     tiles_encoded : int
         Tiles encoded by this object so far (cache hits excluded).
 
@@ -141,8 +154,7 @@ class TiledEmbeddings:
             raise InvalidInputError(
                 f"model must be a sum_core SamModel (from sum_core.load_model), got {type(model).__name__}"
             )
-        self.device = next(model.parameters()).device
-        self.precision = check_precision(precision, self.device)
+        self.precision = check_precision(precision, next(model.parameters()).device)
         if normalization is not None and not isinstance(normalization, Normalization):
             raise InvalidInputError(
                 f"normalization must be a sum_core.Normalization, got {type(normalization).__name__}"
@@ -182,6 +194,11 @@ class TiledEmbeddings:
         self.tiles_encoded = 0
 
     @property
+    def device(self) -> torch.device:
+        """Where the model (and so the encoder) is now."""
+        return next(self.model.parameters()).device
+
+    @property
     def n_slices(self) -> int:
         """Number of slices (1 for a 2D image)."""
         return self.planes.n_slices
@@ -195,17 +212,22 @@ class TiledEmbeddings:
     ) -> int:
         """Encode the ``(slice, tile)`` pairs that are not cached yet; return how many were encoded.
 
-        Each batch is written to the cache as soon as it is encoded, so an interruption
-        loses at most one batch.
+        Reading and resizing the next batch (on a background thread, see
+        :func:`sum_core.prefetch.prefetch`; pinned memory on CUDA) overlaps with encoding
+        the current one. Batches are encoded and written in order, each as soon as it is
+        encoded, so an interruption loses at most the batch in flight.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
         todo = [(int(s), int(t)) for s, t in pairs if not self.cache.is_complete(s, t)]
-        with tqdm(total=len(todo), desc="embedding tiles", unit="tile", disable=not progress) as bar:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
+        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        with (
+            tqdm(total=len(todo), desc="embedding tiles", unit="tile", disable=not progress) as bar,
+            contextlib.closing(prefetch(self._prepare, batches)) as prepared,
+        ):
+            for batch in prepared:
                 self._encode(batch)
-                bar.update(len(batch))
+                bar.update(len(batch.pairs))
         return len(todo)
 
     def embedding(self, slice_index: int, tile_index: int) -> ImageEmbedding:
@@ -220,24 +242,29 @@ class TiledEmbeddings:
             input_size=cached.input_size,
         )
 
-    def _encode(self, batch: list[tuple[int, int]]) -> None:
-        model = self.model
-        device = next(model.parameters()).device
-        tensors, sizes = [], []
-        for s, t in batch:
+    def _prepare(self, pairs: list[tuple[int, int]]) -> _Batch:
+        """Read, normalise and resize a batch of tiles (runs on the prefetch thread)."""
+        tensors, input_sizes, original_sizes = [], [], []
+        for s, t in pairs:
             outer = self.grid[t].outer
             pixels = to_uint8_rgb(self.planes.read(s, outer), self.normalization)
-            resized = resize_longest_side(pixels, model.config.image_size)
-            tensors.append(image_to_tensor(resized).to(device))
-            sizes.append((resized.shape[:2], outer.shape))
+            resized = resize_longest_side(pixels, self.model.config.image_size)
+            tensors.append(pin_for_transfer(image_to_tensor(resized), self.device))
+            input_sizes.append(resized.shape[:2])
+            original_sizes.append(outer.shape)
+        return _Batch(pairs, tensors, input_sizes, original_sizes)
+
+    def _encode(self, batch: _Batch) -> None:
+        """Encode a prepared batch and write each tile to the cache (caller's thread)."""
+        model, device = self.model, self.device
         with torch.inference_mode():
-            inputs = torch.cat([model.preprocess(x) for x in tensors])
+            inputs = torch.cat([model.preprocess(to_device(x, device)) for x in batch.tensors])
             with autocast(device, self.precision):
                 embeddings, early = model.image_encoder(inputs)
             embeddings, early = embeddings.float(), early.float()
-        for i, (s, t) in enumerate(batch):
+        for i, (s, t) in enumerate(batch.pairs):
             early_i = early[i] if model.config.hq else np.zeros(self.cache.layout.early_shape, np.float32)
-            self.cache.write(s, t, embeddings[i], early_i, sizes[i][0], sizes[i][1])
+            self.cache.write(s, t, embeddings[i], early_i, batch.input_sizes[i], batch.original_sizes[i])
             self.tiles_encoded += 1
 
 
