@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,10 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import peak_rss_mib  # noqa: E402  (also puts tests/ on sys.path)
 
 
 def make_source(path: Path, size: int, chunk: int = 1024, seed: int = 0) -> None:
@@ -122,7 +125,6 @@ def measure(size: int, real: bool, points_per_side: int, stages: bool = False) -
         source = Path(tmp) / "src.zarr"
         make_source(source, size)
         if real:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
             from small_models import small_vit_config
 
             from sum_core.modeling import build_from_config
@@ -132,7 +134,7 @@ def measure(size: int, real: bool, points_per_side: int, stages: bool = False) -
         else:
             batch_auto.window_records = fake_window_records
             model = "fake"
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_before = peak_rss_mib()
         peaks = StagePeaks(batch_auto) if stages else None
         tracemalloc.start()
         start = time.perf_counter()
@@ -140,7 +142,7 @@ def measure(size: int, real: bool, points_per_side: int, stages: bool = False) -
                              progress=False, points_per_side=points_per_side)
         seconds = time.perf_counter() - start
         # The job's peak, before the check below reads the labels back.
-        rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        rss_peak = peak_rss_mib()
         traced_peak = max(tracemalloc.get_traced_memory()[1], peaks.overall if peaks else 0)
         tracemalloc.stop()
         n_objects = sum(int((group["labels"][r : r + 1024, c : c + 1024] > 0).sum())
@@ -149,8 +151,8 @@ def measure(size: int, real: bool, points_per_side: int, stages: bool = False) -
         "size": size,
         "model": "small random ViT" if real else "fake",
         "traced_peak_mib": traced_peak / 2**20,
-        "rss_peak_mib": rss_peak / 1024,
-        "rss_before_mib": rss_before / 1024,
+        "rss_peak_mib": rss_peak,
+        "rss_before_mib": rss_before,
         "seconds": seconds,
         "foreground_pixels": n_objects,
         "stages": peaks.stages if peaks else None,
