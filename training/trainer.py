@@ -16,7 +16,7 @@ import math
 import os
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
+from sum_core.acceleration import autocast
 from sum_core.errors import InvalidInputError
 from sum_core.image import prepare_image, preprocess_shape
 from sum_core.imageio import read_image
@@ -465,11 +466,7 @@ class Trainer:
         )
 
     def _autocast(self):
-        precision = self.config.precision
-        if precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.config.precision)
 
     # -- main loop --
 

@@ -8,6 +8,8 @@ from os import PathLike
 import numpy as np
 import torch
 
+from .acceleration import check_precision
+from .device import resolve_device
 from .errors import InvalidInputError
 from .loading import load_model
 from .modeling import SamModel
@@ -30,6 +32,8 @@ def segment(
     multimask: bool = False,
     hq_token_only: bool = False,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> Prediction:
     """Segment one object of ``image`` from clicks and/or a box.
 
@@ -55,6 +59,12 @@ def segment(
         Decoder output selection, see :meth:`sum_core.Predictor.predict`.
     device : str or torch.device, optional
         Default: CUDA, then MPS, then CPU.
+    precision : {"fp32", "bf16", "fp16"}
+        Model precision, see :class:`sum_core.Predictor` (``"bf16"``: CUDA or CPU,
+        ``"fp16"``: CUDA only).
+    compile : bool
+        Compile the model with ``torch.compile`` (see :class:`sum_core.Predictor`); pays
+        off over many calls with the same model (names are loaded once and stay compiled).
 
     Returns
     -------
@@ -71,7 +81,8 @@ def segment(
         labels = np.ones(len(np.atleast_2d(np.asarray(points))), dtype=np.int64)
     if points is None and box is None:
         raise InvalidInputError("give at least one prompt: points=(N, 2) (row, col) clicks and/or box")
-    predictor = Predictor(_resolve_model(model, device), device=device)
+    check_precision(precision, resolve_device(device))  # before loading the model
+    predictor = Predictor(_resolve_model(model, device), device=device, precision=precision, compile=compile)
     predictor.set_image(image)
     return predictor.predict(
         points=points,

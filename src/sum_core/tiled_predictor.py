@@ -119,6 +119,11 @@ class TiledPredictor:
         Where to run; default CUDA, then MPS, then CPU.
     dtype : {"float32", "float16"}
         Storage dtype of the cache.
+    precision : {"fp32", "bf16", "fp16"}
+        Precision of the encoder and decoder work (see
+        :class:`~sum_core.predictor.Predictor`); part of the cache's signature.
+    compile : bool
+        Compile the model with ``torch.compile`` (see :class:`~sum_core.predictor.Predictor`).
 
     Examples
     --------
@@ -136,9 +141,13 @@ class TiledPredictor:
         halo: int | Sequence[int] | None = None,
         device: str | torch.device | None = None,
         dtype: str = "float32",
+        *,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
-        self._predictor = Predictor(model, device)
+        self._predictor = Predictor(model, device, precision=precision, compile=compile)
         self.model = self._predictor.model
+        self.precision = precision
         self.cache_path = cache
         self.tile_shape = tile_shape
         self.halo = halo
@@ -167,7 +176,7 @@ class TiledPredictor:
         """
         self.embeddings = TiledEmbeddings(
             self.model, image, self.tile_shape, self.halo, self.cache_path,
-            stack_axis, normalization, self.dtype, overwrite,
+            stack_axis, normalization, self.dtype, overwrite, precision=self.precision,
         )  # fmt: skip
 
     def set_embeddings(self, embeddings: TiledEmbeddings) -> None:

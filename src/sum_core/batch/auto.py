@@ -29,6 +29,7 @@ from ..predictor import Predictor
 from ..sources import to_uint8_rgb
 from ..tiling import Region, TileGrid
 from .memory import release_freed_memory
+from .model_spec import ModelSpec
 from .tile_nms import neighbour_nms
 from .volume import Volume
 from .writer import Target
@@ -36,11 +37,11 @@ from .writer import Target
 _MODEL_LOCK = threading.Lock()
 
 
-def window_records(prepared: np.ndarray, model: Any, device: Any, options: dict[str, Any]) -> list[MaskRecord]:
+def window_records(prepared: np.ndarray, model: ModelSpec, device: Any, options: dict[str, Any]) -> list[MaskRecord]:
     """Segment one prepared (H, W, 3) uint8 window with the automatic mask generator."""
-    with _MODEL_LOCK:  # one load of a named model, even from several threads
-        sam_model = _resolve_model(model, device)
-    predictor = Predictor(sam_model, device=device)
+    with _MODEL_LOCK:  # one load (and compilation) of a named model, even from several threads
+        sam_model = _resolve_model(model.model, device)
+        predictor = Predictor(sam_model, device=device, precision=model.precision, compile=model.compile)
     predictor.set_image(prepared)
     return generate_masks(predictor, progress=False, **options)
 
@@ -52,7 +53,7 @@ def run_tile(
     slice_index: int,
     tile_index: int,
     normalization: Normalization | None,
-    model: Any,
+    model: ModelSpec,
     device: Any,
     options: dict[str, Any],
 ) -> None:
@@ -63,7 +64,8 @@ def run_tile(
 
 
 def _segment_tile(target: Target, volume: Volume, grid: TileGrid, slice_index: int, tile_index: int,
-                  normalization: Normalization | None, model: Any, device: Any, options: dict[str, Any]) -> None:
+                  normalization: Normalization | None, model: ModelSpec, device: Any,
+                  options: dict[str, Any]) -> None:
     """Segment one tile window and store its owned instances (all its maps freed on return)."""
     tile = grid[tile_index]
     window = volume.read(slice_index, tile.outer)

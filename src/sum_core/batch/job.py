@@ -14,7 +14,9 @@ from dask.callbacks import Callback
 from dask.delayed import Delayed
 from tqdm.auto import tqdm
 
+from ..acceleration import check_precision
 from ..automatic import auto_segment, generate_masks
+from ..device import resolve_device
 from ..embedding_cache import data_hash
 from ..errors import InvalidInputError
 from ..modeling import SamModel
@@ -23,6 +25,7 @@ from ..tiling import TileGrid, default_tiling
 from ..zoo import DEFAULT_MODEL
 from . import auto, prompted
 from .prompts_table import check_prompts, read_prompts_table
+from .model_spec import ModelSpec
 from .volume import open_volume
 from .writer import open_target
 
@@ -53,6 +56,9 @@ def segment_zarr(
     scheduler: Any = None,
     device: str | None = None,
     progress: bool = True,
+    *,
+    precision: str = "fp32",
+    compile: bool = False,
     **auto_kwargs: Any,
 ) -> zarr.Group:
     """Segment a 2D image, 3D stack or time series slice by slice into a zarr v3 group.
@@ -102,6 +108,11 @@ def segment_zarr(
     progress : bool
         Progress bar with ETA (local dask schedulers; none with a ``dask.distributed`` client,
         whose tasks local callbacks do not see).
+    precision : {"fp32", "bf16", "fp16"}
+        Model precision (see :class:`sum_core.Predictor`); part of the job signature
+        (a job is resumed at the precision it started with).
+    compile : bool
+        Compile the model with ``torch.compile`` (once per process).
     **auto_kwargs
         Automatic-segmentation options: ``points_per_side``, ``pred_iou_thresh``,
         ``stability_thresh``, ``box_nms_thresh``, ``min_area`` and the further
@@ -120,6 +131,9 @@ def segment_zarr(
     """
     if mode not in ("auto", "prompts"):
         raise InvalidInputError(f"mode must be 'auto' or 'prompts', got {mode!r}")
+    check_precision(precision, resolve_device(device))
+    if not isinstance(compile, bool):
+        raise InvalidInputError(f"compile must be True or False, got {compile!r}")
     if (mode == "prompts") != (prompts is not None):
         raise InvalidInputError("prompts: give a prompt table exactly when mode='prompts'")
     unknown = sorted(set(auto_kwargs) - set(_GENERATE_OPTIONS))
@@ -150,6 +164,8 @@ def segment_zarr(
         "tiling": {"tile_shape": list(grid.tile_shape), "halo": list(grid.halo)},
         "model": _model_identity(model),
     }
+    if precision != "fp32":  # fp32 jobs keep the signature they had before precisions existed
+        signature["precision"] = precision
     stride = _ID_SPACE // volume.n_slices
     info = {"id_stride": stride if mode == "auto" else None, "axes": list(volume.out_names)}
     out = open_target(target, signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape),
@@ -157,17 +173,18 @@ def segment_zarr(
     if out.info.get("complete"):
         return out.group
     normalization = fixed_normalization(volume.planes)
+    spec = ModelSpec(model, precision, compile)
     if mode == "auto":
-        graph = _auto_tasks(out, volume, grid, normalization, model, device, options, stride)
+        graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride)
     else:
-        graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device)
+        graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device)
     with _Progress(len(graph), progress and _is_local(scheduler)):
         _run(graph, scheduler)
     out.finish()
     return out.group
 
 
-def _auto_tasks(out, volume, grid, normalization, model, device, options, stride) -> dict[str, Any]:
+def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride) -> dict[str, Any]:
     """The task graph of an automatic job: per plane, tile tasks, one plan task and chunk tasks.
 
     One plain dict for the whole job: per-task ``dask.delayed`` objects would each carry a
@@ -188,7 +205,7 @@ def _auto_tasks(out, volume, grid, normalization, model, device, options, stride
             for t in range(n_tiles):
                 if not tiles_done[s, t]:
                     tiles.append(f"sum-hq-tile-{s}-{t}")
-                    graph[tiles[-1]] = (auto.run_tile, out, volume, grid, s, t, normalization, model, device, options)
+                    graph[tiles[-1]] = (auto.run_tile, out, volume, grid, s, t, normalization, spec, device, options)
             plan = [f"sum-hq-plan-{s}"]
             graph[plan[0]] = (auto.run_plan, out, grid, s, options["box_nms_thresh"], s * stride, stride, *tiles)
         for t in range(n_tiles):
@@ -197,7 +214,7 @@ def _auto_tasks(out, volume, grid, normalization, model, device, options, stride
     return graph
 
 
-def _prompt_tasks(out, volume, grid, object_prompts, normalization, model, device) -> dict[str, Any]:
+def _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device) -> dict[str, Any]:
     """The task graph of a prompts job: one task per slice with prompts."""
     out.create_flags("slice", (volume.n_slices,))
     done = out.flags("slice")
@@ -205,7 +222,7 @@ def _prompt_tasks(out, volume, grid, object_prompts, normalization, model, devic
     for p in object_prompts:
         by_slice.setdefault(p.slice_index, []).append(p)
     return {
-        f"sum-hq-slice-{s}": (prompted.run_slice, out, volume, grid, s, by_slice[s], normalization, model, device)
+        f"sum-hq-slice-{s}": (prompted.run_slice, out, volume, grid, s, by_slice[s], normalization, spec, device)
         for s in sorted(by_slice) if not done[s]
     }
 

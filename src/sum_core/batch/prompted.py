@@ -21,6 +21,7 @@ from ..image import Normalization
 from ..tiled_predictor import TiledPrediction, TiledPredictor
 from ..tiling import Region, TileGrid
 from .auto import _MODEL_LOCK
+from .model_spec import ModelSpec
 from .prompts_table import ObjectPrompt
 from .volume import Volume
 from .writer import Target
@@ -54,13 +55,16 @@ def run_slice(
     slice_index: int,
     prompts: list[ObjectPrompt],
     normalization: Normalization | None,
-    model: Any,
+    model: ModelSpec,
     device: Any,
 ) -> None:
     """Predict and write every object of one slice (in object id order), then mark the slice done."""
-    with _MODEL_LOCK:  # one load of a named model, even from several threads
-        sam_model = _resolve_model(model, device)
-    predictor = TiledPredictor(sam_model, tile_shape=grid.tile_shape, halo=grid.halo, device=device)
+    with _MODEL_LOCK:  # one load (and compilation) of a named model, even from several threads
+        sam_model = _resolve_model(model.model, device)
+        predictor = TiledPredictor(
+            sam_model, tile_shape=grid.tile_shape, halo=grid.halo, device=device,
+            precision=model.precision, compile=model.compile,
+        )  # fmt: skip
     predictor.set_image(_SlicePlane(volume, slice_index), normalization=normalization)
     for prompt in sorted(prompts, key=lambda p: p.object_id):
         prediction = predictor.predict(

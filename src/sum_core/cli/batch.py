@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .segment import add_speed_arguments
+
 
 def _tile(text: str) -> tuple[int, int]:
     try:
@@ -46,6 +48,7 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-area", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace a target written by another job")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    add_speed_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_batch)
 
@@ -77,6 +80,8 @@ def run_batch(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         device=args.device,
         progress=not args.no_progress,
+        precision=args.precision,
+        compile=args.compile,
         **auto_options,
     )
     print(f"wrote {args.target} (labels {group['labels'].shape}, uncertainty)")

@@ -24,6 +24,14 @@ def _box(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--precision`` and ``--compile`` (see :class:`sum_core.Predictor`)."""
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="model precision: bf16 on CUDA or CPU, fp16 on CUDA only (default fp32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the model with torch.compile (slow first call; CUDA graphs on CUDA)")
+
+
 def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``segment`` to the ``sum-hq`` sub-commands."""
     from ..options import TASKS, UNCERTAINTY_METHODS
@@ -48,6 +56,7 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", type=int, default=1, choices=sorted(TASKS),
                         help="SUM task prompt: " + ", ".join(f"{k} {v}" for k, v in TASKS.items()))
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    add_speed_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="mask output (.tif or .png)")
     parser.add_argument("--uncertainty-out", type=Path, help="uncertainty map output (.tif)")
     parser.set_defaults(func=run_segment)
@@ -70,7 +79,8 @@ def run_segment(args: argparse.Namespace) -> int:
     labels = np.array([1] * len(args.point) + [0] * len(args.negative)) if clicks else None
     box = np.asarray(args.box, dtype=float) if args.box else None
     prediction = segment(image, points=points, labels=labels, box=box, model=args.model,
-                         uncertainty=args.uncertainty, task=args.task, device=args.device)
+                         uncertainty=args.uncertainty, task=args.task, device=args.device,
+                         precision=args.precision, compile=args.compile)
     mask = prediction.mask
     label_image = mask.astype(np.uint8) if mask.ndim == 2 else _stack_to_labels(mask)
     write_image(args.out, label_image)
