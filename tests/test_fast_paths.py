@@ -7,6 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from sum_core.modeling import vit
+from sum_core.modeling.vit import ViTEncoder
+from sum_core.modeling.workspace import Workspace, workspace_for
+from small_models import small_vit_config
 
 
 def _reference_attention(q, k, v, rel_h, rel_w):
@@ -100,3 +103,52 @@ def test_split_and_merge_windows_equal_pad_and_permute(size):
     merged = vit._merge_windows(q, window, (h, w))
     assert merged.is_contiguous()
     torch.testing.assert_close(merged, qkv[:, :, :, 0].reshape(b, h, w, heads * d), rtol=0, atol=0)
+
+
+def test_workspace_reuses_memory_per_name_and_grows():
+    like = torch.zeros(1)
+    ws = Workspace()
+    a = ws.take("a", (2, 3), like)
+    again = ws.take("a", (3, 2), like)
+    assert again.data_ptr() == a.data_ptr() and again.shape == (3, 2)
+    assert ws.take("b", (2, 3), like).data_ptr() != a.data_ptr()
+    grown = ws.take("a", (4, 4), like)
+    assert grown.shape == (4, 4) and grown.is_contiguous()
+    assert ws.take("a", (2, 2), torch.zeros(1, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_workspace_only_for_plain_cpu_inference():
+    x = torch.zeros(1)
+    with torch.inference_mode():
+        assert isinstance(workspace_for(x), Workspace)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert workspace_for(x) is None
+    assert workspace_for(x) is None  # autograd on: out= ops are not differentiable
+
+
+def test_encoder_with_workspace_equals_plain_forward_and_backward_still_works():
+    config = small_vit_config()
+    encoder = ViTEncoder(config).eval()
+    generator = torch.Generator().manual_seed(0)
+    for parameter in encoder.parameters():
+        parameter.data.normal_(0, 0.05, generator=generator)
+    image = torch.randn(1, 3, 1024, 1024, generator=generator)
+    taken = []
+    real_take = Workspace.take
+
+    def spy(self, name, shape, like):
+        taken.append(name)
+        return real_take(self, name, shape, like)
+
+    with torch.inference_mode():
+        Workspace.take = spy
+        try:
+            fast, fast_early = encoder(image)
+        finally:
+            Workspace.take = real_take
+    assert {"qkv", "heads", "bias", "hidden"} <= set(taken)
+    plain, plain_early = encoder(image)  # autograd on: no workspace
+    torch.testing.assert_close(fast, plain.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_early, plain_early.detach(), rtol=1e-5, atol=1e-5)
+    plain.sum().backward()
+    assert encoder.blocks[0].attn.qkv.weight.grad is not None

@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import InvalidInputError
 from .common import MLPBlock, encoder_neck
 from .config import ModelConfig
+from .workspace import Workspace, workspace_for
 
 
 def _relative_table(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
@@ -66,8 +67,8 @@ class Attention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``B×H×W×C`` -> ``B×H×W×C``.
+    def forward(self, x: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+        """``x``: ``B×H×W×C`` -> ``B×H×W×C``; large transients go in ``workspace`` if given.
 
         Windowed attention pads *after* the qkv projection, with the projection of a
         zero token (its bias), and projects only the real tokens: the same result as
@@ -77,12 +78,15 @@ class Attention(nn.Module):
         """
         b, h, w, c = x.shape
         heads = self.num_heads
-        qkv = self.qkv(x).view(b, h, w, 3, heads, c // heads)
+        qkv = _linear(x, self.qkv, workspace, "qkv").view(b, h, w, 3, heads, c // heads)
         if self.window_size:
-            q, k, v = _split_windows(qkv, self.window_size, self.qkv.bias.view(3, heads, -1))
+            q, k, v = _split_windows(qkv, self.window_size, self.qkv.bias.view(3, heads, -1), workspace)
             side = self.window_size
         else:
-            q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).reshape(3, b, heads, h * w, -1).unbind(0)
+            split = qkv.permute(3, 0, 4, 1, 2, 5)
+            if workspace is not None:
+                split = workspace.take("heads", tuple(split.shape), x).copy_(split)
+            q, k, v = split.reshape(3, b, heads, h * w, -1).unbind(0)
             side = None
         bw = q.shape[0]
         hh, ww = (side, side) if side else (h, w)
@@ -90,9 +94,10 @@ class Attention(nn.Module):
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, _relative_table(hh, hh, self.rel_pos_h))
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, _relative_table(ww, ww, self.rel_pos_w))
         if side:
-            out = _merge_windows(_biased_attention(q, k, v, rel_h, rel_w), side, (h, w))
+            out = _merge_windows(_biased_attention(q, k, v, rel_h, rel_w, workspace=workspace), side, (h, w))
         else:
-            out = _biased_attention(q, k, v, rel_h, rel_w, token_major=True).view(b, h, w, c)
+            out = _biased_attention(q, k, v, rel_h, rel_w, token_major=True, workspace=workspace)
+            out = out.view(b, h, w, c)
         return self.proj(out)
 
 
@@ -109,14 +114,15 @@ def _biased_attention(
     rel_h: torch.Tensor,
     rel_w: torch.Tensor,
     token_major: bool = False,
+    workspace: Workspace | None = None,
 ) -> torch.Tensor:
     """Fused attention with the decomposed relative-position bias, in bounded chunks.
 
     The full bias ``B×heads×N×N`` (800 MB for a global ViT-B block at 64×64 tokens)
-    is never built at once: it is built into one reused buffer of at most
-    :data:`BIAS_CHUNK_BYTES`, a chunk of batch elements (windows) at a time when one
-    element's bias fits, else a chunk of query rows at a time (chunks of equal size,
-    so no call is left with a handful of queries).
+    is never built at once: at most :data:`BIAS_CHUNK_BYTES` of it exists at a time,
+    for a chunk of batch elements (windows) when one element's bias fits, else for a
+    chunk of query rows (chunks of equal size, so no call is left with a handful of
+    queries).
 
     Parameters
     ----------
@@ -126,6 +132,8 @@ def _biased_attention(
         ``B×heads×H×W×H`` and ``B×heads×H×W×W`` relative-position logits.
     token_major : bool
         Return ``B×N×heads×D`` (contiguous) instead of ``B×heads×N×D``.
+    workspace : Workspace, optional
+        Holds the bias buffer (else each chunk's bias is a new tensor).
     """
     b, heads, h, w, _ = rel_h.shape
     n = h * w
@@ -140,16 +148,14 @@ def _biased_attention(
         calls = -(-h // rows)
         chunks = [(slice(None), slice(i * h // calls, (i + 1) * h // calls)) for i in range(calls)]
     out = None
-    buffer = None
     for batch, rows in chunks:
         bias_h, bias_w = rel_h[batch, :, rows], rel_w[batch, :, rows]
         shape = (bias_h.shape[0], heads, bias_h.shape[2], w, h, w)
-        # One contiguous buffer, reused: a fresh tensor per chunk would pay page faults for
-        # every large allocation (and follow the einsum outputs' strides).
-        if buffer is None or buffer.shape != shape:
-            buffer = q.new_empty(shape)
-        torch.add(bias_h[..., :, None], bias_w[..., None, :], out=buffer)
-        mask = buffer.view(shape[0], heads, shape[2] * w, n)
+        if workspace is None:  # autograd, autocast, compile or CUDA: plain (differentiable) add
+            bias = bias_h[..., :, None] + bias_w[..., None, :]
+        else:  # the same buffer for every chunk and block: no page faults per chunk
+            bias = torch.add(bias_h[..., :, None], bias_w[..., None, :], out=workspace.take("bias", shape, q))
+        mask = bias.reshape(shape[0], heads, shape[2] * w, n)
         queries = slice(None) if rows == slice(None) else slice(rows.start * w, rows.stop * w)
         result = F.scaled_dot_product_attention(q[batch, :, queries], k[batch], v[batch], attn_mask=mask)
         if len(chunks) == 1:
@@ -177,7 +183,7 @@ def _window_segments(size: int, window: int) -> list[tuple[slice, slice, slice]]
 
 
 def _split_windows(
-    qkv: torch.Tensor, window: int, pad_value: torch.Tensor
+    qkv: torch.Tensor, window: int, pad_value: torch.Tensor, workspace: Workspace | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``B×H×W×3×heads×D`` projections -> q, k, v of ``(B·nW)×heads×window²×D`` each.
 
@@ -188,7 +194,8 @@ def _split_windows(
     b, h, w = qkv.shape[:3]
     three, heads, dim = qkv.shape[3:]
     nh, nw = -(-h // window), -(-w // window)
-    windows = qkv.new_empty((three, b, nh, nw, heads, window, window, dim))
+    shape = (three, b, nh, nw, heads, window, window, dim)
+    windows = qkv.new_empty(shape) if workspace is None else workspace.take("heads", shape, qkv)
     # the same memory seen as B×nH×r×nW×c×3×heads×D (image order inside each window)
     grid = windows.permute(1, 2, 5, 3, 6, 0, 4, 7)
     if h % window:
@@ -243,9 +250,24 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+        """``B×H×W×C`` -> ``B×H×W×C``; large transients go in ``workspace`` if given."""
+        x = x + self.attn(self.norm1(x), workspace)
+        if workspace is None:
+            return x + self.mlp(self.norm2(x))
+        hidden = _linear(self.norm2(x), self.mlp.lin1, workspace, "hidden")
+        torch.ops.aten.gelu_(hidden)  # nn.GELU's default (erf) form, in place
+        return x + self.mlp.lin2(hidden)
+
+
+def _linear(x: torch.Tensor, layer: nn.Linear, workspace: Workspace | None, name: str) -> torch.Tensor:
+    """``layer(x)``, written into the workspace buffer ``name`` if a workspace is given."""
+    if workspace is None:
+        return layer(x)
+    flat = x.reshape(-1, x.shape[-1])
+    out = workspace.take(name, (flat.shape[0], layer.out_features), x)
+    torch.addmm(layer.bias, flat, layer.weight.t(), out=out)
+    return out.view(*x.shape[:-1], layer.out_features)
 
 
 class PatchEmbed(nn.Module):
@@ -317,8 +339,9 @@ class ViTEncoder(nn.Module):
         """
         x = self.patch_embed(x) + self.pos_embed
         early = x
+        workspace = workspace_for(x)
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            x = block(x, workspace)
             if i == self.early_index:
                 early = x
         return self.neck(x.permute(0, 3, 1, 2)), early
