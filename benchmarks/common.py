@@ -62,14 +62,23 @@ def timed(
     return statistics.median(times), result
 
 
-def matmul_gflops(device: torch.device | str = "cpu", precision: str = "fp32", repeats: int = 5) -> float:
-    """Square matmul rate on ``device`` at ``precision``, GFLOP/s (2048² on a CPU, 8192² on a GPU)."""
-    size = 8192 if torch.device(device).type == "cuda" else 2048
+def matmul_gflops(device: torch.device | str = "cpu", precision: str = "fp32", repeats: int = 5) -> tuple[float, int]:
+    """Square matmul rate on ``device`` at ``precision``: (GFLOP/s, side of the matrices).
+
+    The side doubles from 256 until one product takes 50 ms or the side reaches 2048 (CPU)
+    / 8192 (GPU), so a precision the hardware only emulates (bf16 on a CPU without bf16
+    instructions: well under 1 GFLOP/s) costs seconds, not minutes.
+    """
+    max_size = 8192 if torch.device(device).type == "cuda" else 2048
     dtype = MATMUL_DTYPES[precision]
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    seconds, _ = timed(lambda: a @ b, repeats, device)
-    return 2 * size**3 / seconds / 1e9
+    size = 256
+    while True:
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        seconds, _ = timed(lambda: a @ b, repeats, device)
+        if seconds >= 0.05 or size >= max_size:
+            return 2 * size**3 / seconds / 1e9, size
+        size *= 2
 
 
 def encoder_gflop(config: ModelConfig) -> float:

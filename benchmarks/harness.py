@@ -137,14 +137,11 @@ class Bench:
             options["precision"] = self.args.precision
         if self.args.compile:
             options["compile"] = True
-        try:
-            return Predictor(ours, device=self.device, **options)
-        except TypeError as error:
-            raise SystemExit(f"this sum_core.predictor.Predictor does not accept {sorted(options)}: {error}")
+        return Predictor(ours, device=self.device, **options)
 
     def fraction(self, gflop_per_s: float, precision: str) -> float:
         """``gflop_per_s`` over the same-run matmul rate at ``precision``."""
-        return gflop_per_s / self.matmul[precision]
+        return gflop_per_s / self.matmul[precision][0]
 
     def image(self) -> np.ndarray:
         """The RGB test image of this run (resized to the model's 1024 input by both sides)."""
@@ -153,11 +150,10 @@ class Bench:
 
 def matmul_rows(bench: Bench) -> list[Row]:
     """The same-run matmul rates (the scale of every "fraction of matmul")."""
-    size = 8192 if bench.device.type == "cuda" else 2048
     return [
         Row(f"matmul.{p}", f"{p} matmul {size}x{size}, GFLOP/s (the scale of 'fraction of matmul')",
             "GFLOP/s", None, rate, fraction_of_matmul={"ours": 1.0})
-        for p, rate in bench.matmul.items()
+        for p, (rate, size) in bench.matmul.items()
     ]
 
 
@@ -280,7 +276,11 @@ def automatic_rows(bench: Bench) -> list[Row]:
 
 
 def tiled_rows(bench: Bench) -> list[Row]:
-    """Tiled embedding (ours only): Mpixel/s, peak memory, cache reopen time."""
+    """Tiled embedding (ours only): Mpixel/s, peak memory, cache reopen time.
+
+    ``--precision`` is passed to :func:`sum_core.tiled_embedding.embed` when not fp32;
+    ``--compile`` does not apply (``embed`` has no such option).
+    """
     from sum_core.tiling import encoded_pixel_ratio
 
     name = bench.args.tiled_model
@@ -288,29 +288,31 @@ def tiled_rows(bench: Bench) -> list[Row]:
     ours.to(bench.device)
     size = bench.args.tiled_size or bench.sizes["tiled_size"]
     batch = bench.args.batch_size if bench.device.type == "cuda" else 1
+    precision = bench.args.precision
+    options = {"precision": precision} if precision != "fp32" else {}
     with tempfile.TemporaryDirectory() as tmp:
         image = common.synthetic_zarr(Path(tmp) / "image.zarr", size)
         cache = Path(tmp) / "cache.zarr"
         with common.PeakMemory(bench.device) as memory:
             start = time.perf_counter()
-            tiled = embed(image, model=ours, cache=cache, batch_size=batch, progress=False)
+            tiled = embed(image, model=ours, cache=cache, batch_size=batch, progress=False, **options)
             seconds = time.perf_counter() - start
         if tiled.tiles_encoded != len(tiled.grid):
             raise RuntimeError(f"first embed encoded {tiled.tiles_encoded} of {len(tiled.grid)} tiles")
         start = time.perf_counter()
-        reopened = embed(image, model=ours, cache=cache, batch_size=batch, progress=False)
+        reopened = embed(image, model=ours, cache=cache, batch_size=batch, progress=False, **options)
         reopen = time.perf_counter() - start
         if reopened.tiles_encoded:
             raise RuntimeError(f"reopening the cache encoded {reopened.tiles_encoded} tiles")
     grid = tiled.grid
     gflop = common.encoder_gflop(ours.config) * len(grid)
     what = (f"{name}, {size}x{size} uint16 zarr, {len(grid)} tiles {grid.tile_shape[0]}+{grid.halo[0]} px, "
-            f"{encoded_pixel_ratio(grid):.2f}x pixels encoded, batch {batch}, fp32")
+            f"{encoded_pixel_ratio(grid):.2f}x pixels encoded, batch {batch}, {precision}")
     no_tiling = "no tiling"
     rows = [
         Row("tiled.mpixel_per_s", f"tiled embedding into a zarr cache, Mpixel/s ({what})", "Mpixel/s",
             None, size * size / 1e6 / seconds, reference_note=no_tiling,
-            fraction_of_matmul={"ours": bench.fraction(gflop / seconds, "fp32")},
+            fraction_of_matmul={"ours": bench.fraction(gflop / seconds, precision)},
             details={"seconds": seconds, "tiles": len(grid)}),
         Row("tiled.peak_rss_mib", f"tiled embedding, peak RSS MiB (sampled; {memory.rss_before_mib:.0f} at start)",
             "MiB", None, memory.rss_peak_mib, reference_note=no_tiling,
@@ -425,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine,
         "options": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
         "header": header(bench, machine),
-        "matmul_gflops": bench.matmul,
+        "matmul_gflops": {precision: rate for precision, (rate, _) in bench.matmul.items()},
         "rows": [asdict(row) for row in rows],
     }
     print(results["header"])
