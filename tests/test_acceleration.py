@@ -50,12 +50,10 @@ def model(request):
     return randomize_(build_from_config(CONFIGS[request.param]()), seed=3)
 
 
-def predictions(predictor: Predictor) -> list:
+def predictions(predictor: Predictor, box: bool = True) -> list:
     predictor.set_image(IMAGE)
-    return [
-        predictor.predict(points=POINTS, labels=LABELS),
-        predictor.predict(box=BOX, uncertainty="entropy", multimask=True),
-    ]
+    first = predictor.predict(points=POINTS, labels=LABELS)
+    return [first, predictor.predict(box=BOX, uncertainty="entropy", multimask=True)] if box else [first]
 
 
 def test_bf16_on_cpu_is_close_to_fp32_and_returns_float32(model):
@@ -168,14 +166,15 @@ def test_compile_without_a_compiler_is_a_clear_error(model, monkeypatch):
 
 @pytest.mark.slow
 def test_compiled_predictor_matches_eager_fp32():
-    """Real inductor on the CPU (the smallest model; about a minute on 2 cores)."""
+    """Real inductor on the CPU (the smallest model; 2-3 minutes on 2 shared cores, less with a warm inductor cache)."""
     torch.manual_seed(0)
     eager_model = randomize_(build_from_config(small_tiny_vit_config()), seed=3)
     compiled_model = copy.deepcopy(eager_model)
     keys = list(eager_model.state_dict())
-    reference = predictions(Predictor(eager_model, "cpu"))
+    # one prompt shape: a second one recompiles the decoder (with dynamic shapes), ~doubling the time
+    reference = predictions(Predictor(eager_model, "cpu"), box=False)
     start = time.perf_counter()
-    compiled = predictions(Predictor(compiled_model, "cpu", compile=True))
+    compiled = predictions(Predictor(compiled_model, "cpu", compile=True), box=False)
     print(f"compile + first predictions: {time.perf_counter() - start:.1f} s")
     assert list(compiled_model.state_dict()) == keys
     assert compiled_model.image_encoder._compiled_call_impl is not None  # really compiled
