@@ -9,6 +9,7 @@ and timm; importing this module puts ``tests/`` on ``sys.path`` for that.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import resource
@@ -81,6 +82,7 @@ def matmul_gflops(device: torch.device | str = "cpu", precision: str = "fp32", r
         size *= 2
 
 
+@functools.lru_cache
 def encoder_gflop(config: ModelConfig) -> float:
     """GFLOP of one image through the encoder of ``config`` (matmuls, convolutions, attention).
 
