@@ -152,3 +152,20 @@ def test_encoder_with_workspace_equals_plain_forward_and_backward_still_works():
     torch.testing.assert_close(fast_early, plain_early.detach(), rtol=1e-5, atol=1e-5)
     plain.sum().backward()
     assert encoder.blocks[0].attn.qkv.weight.grad is not None
+
+
+@pytest.mark.slow
+def test_vit_encoder_compiles_with_inductor_and_matches_eager():
+    """The workspace and out= paths must step aside under torch.compile (inductor cannot view them)."""
+    encoder = ViTEncoder(small_vit_config()).eval()
+    generator = torch.Generator().manual_seed(2)
+    for parameter in encoder.parameters():
+        parameter.data.normal_(0, 0.05, generator=generator)
+    image = torch.randn(1, 3, 1024, 1024, generator=generator)
+    with torch.inference_mode():
+        eager, eager_early = encoder(image)
+        encoder.compile(dynamic=False)
+        compiled, compiled_early = encoder(image)
+    assert encoder._compiled_call_impl is not None
+    for got, want in ((compiled, eager), (compiled_early, eager_early)):
+        assert ((got - want).norm() / want.norm()).item() < 1e-4
