@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sum_core.modeling import vit
+from sum_core.modeling import tiny_vit, vit
 from sum_core.modeling.vit import ViTEncoder
 from sum_core.modeling.workspace import Workspace, workspace_for
-from small_models import small_vit_config
+from small_models import small_tiny_vit_config, small_vit_config
 
 
 def _reference_attention(q, k, v, rel_h, rel_w):
@@ -169,3 +169,34 @@ def test_vit_encoder_compiles_with_inductor_and_matches_eager():
     assert encoder._compiled_call_impl is not None
     for got, want in ((compiled, eager), (compiled_early, eager_early)):
         assert ((got - want).norm() / want.norm()).item() < 1e-4
+
+
+def test_conv_bn_folds_batchnorm_in_eval_and_uses_batch_statistics_in_training():
+    generator = torch.Generator().manual_seed(3)
+    layer = tiny_vit.Conv2dBN(4, 6, kernel_size=3, groups=2)
+    layer.bn.weight.data.normal_(generator=generator)
+    layer.bn.bias.data.normal_(generator=generator)
+    layer.bn.running_mean.normal_(generator=generator)
+    layer.bn.running_var.uniform_(0.5, 2.0, generator=generator)
+    x = torch.randn(2, 4, 9, 9, generator=generator)
+    layer.eval()
+    expected = layer.bn(layer.c(x))
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    layer.train()
+    torch.testing.assert_close(layer(x), F.batch_norm(layer.c(x), None, None, layer.bn.weight, layer.bn.bias, True))
+
+
+def test_tiny_vit_inference_path_equals_autograd_path_and_backward_works():
+    encoder = tiny_vit.TinyViTEncoder(small_tiny_vit_config()).eval()
+    generator = torch.Generator().manual_seed(4)
+    for parameter in encoder.parameters():
+        parameter.data.normal_(0, 0.05, generator=generator)
+    image = torch.randn(1, 3, 1024, 1024, generator=generator)
+    with torch.inference_mode():  # in-place GELU, folded BatchNorm
+        fast, fast_early = encoder(image)
+    plain, plain_early = encoder(image)
+    torch.testing.assert_close(fast, plain.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_early, plain_early.detach(), rtol=1e-5, atol=1e-5)
+    plain.sum().backward()
+    assert encoder.layers[0].blocks[0].conv1.c.weight.grad is not None
+    assert encoder.layers[1].blocks[0].attn.attention_biases.grad is not None
