@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..acceleration import autocast_active
 from ..errors import InvalidInputError
 from .common import encoder_neck
 from .config import ModelConfig
@@ -79,7 +80,7 @@ class Conv2dBN(nn.Sequential):
         pass over the output fewer). Under autocast the BatchNorm stays separate, in
         float32: folded into a bf16 convolution it doubles the bf16 error of the logits.
         """
-        if self.training or torch.is_autocast_enabled(x.device.type):
+        if self.training or autocast_active(x.device):
             return self.bn(self.c(x))
         bn = self.bn
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
