@@ -404,6 +404,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _progress(section: str) -> None:
+    """Say on stderr which section runs (a full CPU run takes about a quarter of an hour)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {section} ...", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the selected sections, print the header line and the table; return the results."""
     args = parse_args(argv)
@@ -411,13 +416,12 @@ def main(argv: list[str] | None = None) -> dict:
     rows = matmul_rows(bench)
     if "encoder" in args.only:
         for name in args.models:
+            _progress(f"encoder {name}")
             rows += encoder_rows(bench, name)
-    if "decoder" in args.only:
-        rows += decoder_rows(bench)
-    if "automatic" in args.only:
-        rows += automatic_rows(bench)
-    if "tiled" in args.only:
-        rows += tiled_rows(bench)
+    for section, rows_of in (("decoder", decoder_rows), ("automatic", automatic_rows), ("tiled", tiled_rows)):
+        if section in args.only:
+            _progress(section)
+            rows += rows_of(bench)
     for row in rows:
         values = [row.ours] + [v for v in (row.reference, row.speedup) if v is not None]
         if not all(math.isfinite(v) and v > 0 for v in values):
