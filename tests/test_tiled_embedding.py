@@ -14,7 +14,7 @@ from sum_core import tiled_embedding
 from sum_core.prefetch import THREAD_NAME
 from sum_core.tiled_embedding import TiledEmbeddings, embed, weights_hash
 from sum_core.errors import InvalidInputError
-from sum_core.image import Normalization
+from sum_core.image import Normalization, resize_longest_side
 from sum_core.modeling import build_from_config
 from sum_core.predictor import Predictor
 from sum_core.sources import Planes, fixed_normalization, to_uint8_rgb
@@ -81,6 +81,15 @@ def test_tile_embedding_equals_predictor_on_the_same_window(model, image):
     np.testing.assert_allclose(got.embedding, want.embedding, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got.early, want.early, rtol=1e-4, atol=1e-5)
     assert (got.original_size, got.input_size) == (want.original_size, want.input_size)
+
+
+def test_tiles_travel_to_the_device_as_uint8(model, image):
+    tiled = TiledEmbeddings(model, image, **TILING)
+    prepared = tiled._prepare([(0, 6), (0, 7)])
+    assert [(t.dtype, t.shape[:2], t.is_contiguous()) for t in prepared.tensors] == [(torch.uint8, (1, 3), True)] * 2
+    norm = fixed_normalization(Planes(image))
+    pixels = to_uint8_rgb(image[tiled.grid[6].outer.slices], norm)
+    assert prepared.tensors[0].shape[2:] == resize_longest_side(pixels, model.config.image_size).shape[:2]
 
 
 def test_batches_give_the_same_embeddings(model, image, monkeypatch):
