@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 
 from sum_core.errors import InvalidInputError
+from sum_core.options import PRECISIONS
 
 SCHEMES = ("hq", "decoder", "full")
-PRECISIONS = ("fp32", "bf16", "fp16")
 PROMPT_KINDS = ("box", "points", "mask")
 
 #: Per-scheme defaults (HQ-SAM lightweight recipe vs SUM full/decoder fine-tuning).

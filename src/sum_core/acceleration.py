@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from .errors import InvalidInputError
+from .options import PRECISIONS
 
-#: Accepted ``precision`` values (the same spelling as ``training.config``).
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,6 +52,19 @@ def check_precision(precision: str, device: torch.device) -> str:
             "use precision='bf16' or 'fp32' there"
         )
     return precision
+
+
+def check_compile(compile: object) -> bool:
+    """Validate the ``compile`` switch (a bool); return it.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``compile`` is not True or False.
+    """
+    if not isinstance(compile, bool):
+        raise InvalidInputError(f"compile must be True or False, got {compile!r}")
+    return compile
 
 
 @contextlib.contextmanager

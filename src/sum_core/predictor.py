@@ -23,7 +23,7 @@ import torch
 import zarr
 
 from . import uncertainty as unc
-from .acceleration import autocast, check_precision, compile_model, uses_cuda_graphs
+from .acceleration import autocast, check_compile, check_precision, compile_model, uses_cuda_graphs
 from .device import resolve_device
 from .errors import InvalidInputError
 from .image import Normalization, image_to_tensor, prepare_image, resize_longest_side
@@ -159,8 +159,7 @@ class Predictor:
             raise InvalidInputError(
                 f"model must be a sum_core SamModel (from sum_core.load_model), got {type(model).__name__}"
             )
-        if not isinstance(compile, bool):
-            raise InvalidInputError(f"compile must be True or False, got {compile!r}")
+        check_compile(compile)
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
         self.model = model.to(self.device).eval()

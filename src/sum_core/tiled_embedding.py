@@ -72,7 +72,7 @@ class _Batch(NamedTuple):
     """Tiles read and resized, ready for the encoder."""
 
     pairs: list[tuple[int, int]]
-    tensors: list[torch.Tensor]  # 1x3xhxw float32 0..255, pinned when bound for CUDA
+    tensors: list[torch.Tensor]  # 1x3xhxw uint8, pinned when bound for CUDA
     input_sizes: list[tuple[int, int]]
     original_sizes: list[tuple[int, int]]
 

@@ -120,8 +120,8 @@ class TiledPredictor:
     dtype : {"float32", "float16"}
         Storage dtype of the cache.
     precision : {"fp32", "bf16", "fp16"}
-        Precision of the encoder and decoder work (see
-        :class:`~sum_core.predictor.Predictor`); part of the cache's signature.
+        Precision of the encoder (see :class:`~sum_core.predictor.Predictor`); part of the
+        cache's signature.
     compile : bool
         Compile the model with ``torch.compile`` (see :class:`~sum_core.predictor.Predictor`).
 
@@ -147,7 +147,6 @@ class TiledPredictor:
     ) -> None:
         self._predictor = Predictor(model, device, precision=precision, compile=compile)
         self.model = self._predictor.model
-        self.precision = precision
         self.cache_path = cache
         self.tile_shape = tile_shape
         self.halo = halo
@@ -176,7 +175,7 @@ class TiledPredictor:
         """
         self.embeddings = TiledEmbeddings(
             self.model, image, self.tile_shape, self.halo, self.cache_path,
-            stack_axis, normalization, self.dtype, overwrite, precision=self.precision,
+            stack_axis, normalization, self.dtype, overwrite, precision=self._predictor.precision,
         )  # fmt: skip
 
     def set_embeddings(self, embeddings: TiledEmbeddings) -> None:

@@ -14,7 +14,7 @@ from dask.callbacks import Callback
 from dask.delayed import Delayed
 from tqdm.auto import tqdm
 
-from ..acceleration import check_precision
+from ..acceleration import check_compile, check_precision
 from ..automatic import auto_segment, generate_masks
 from ..device import resolve_device
 from ..embedding_cache import data_hash
@@ -132,8 +132,7 @@ def segment_zarr(
     if mode not in ("auto", "prompts"):
         raise InvalidInputError(f"mode must be 'auto' or 'prompts', got {mode!r}")
     check_precision(precision, resolve_device(device))
-    if not isinstance(compile, bool):
-        raise InvalidInputError(f"compile must be True or False, got {compile!r}")
+    check_compile(compile)
     if (mode == "prompts") != (prompts is not None):
         raise InvalidInputError("prompts: give a prompt table exactly when mode='prompts'")
     unknown = sorted(set(auto_kwargs) - set(_GENERATE_OPTIONS))

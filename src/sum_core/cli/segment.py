@@ -26,7 +26,9 @@ def _box(text: str) -> tuple[float, float, float, float]:
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--precision`` and ``--compile`` (see :class:`sum_core.Predictor`)."""
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+    from ..options import PRECISIONS
+
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="model precision: bf16 on CUDA or CPU, fp16 on CUDA only (default fp32)")
     parser.add_argument("--compile", action="store_true",
                         help="compile the model with torch.compile (slow first call; CUDA graphs on CUDA)")

@@ -5,6 +5,8 @@ Key layout matches ``image_encoder.*`` of the official SAM / HQ-SAM checkpoints.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -182,6 +184,22 @@ def _window_segments(size: int, window: int) -> list[tuple[slice, slice, slice]]
     return pieces
 
 
+def _window_pieces(
+    image: torch.Tensor, grid: torch.Tensor, window: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Matching views of ``image`` (``B×H×W×…``) and of ``grid`` (``B×nH×r×nW×c×…``).
+
+    Together the pairs cover every real cell once (up to four rectangles: the full
+    windows and the partial last row / column of windows); copying each pair one way or
+    the other cuts the image into windows or puts it back.
+    """
+    h, w = image.shape[1:3]
+    for src_r, win_r, off_r in _window_segments(h, window):
+        for src_c, win_c, off_c in _window_segments(w, window):
+            piece = image[:, src_r, src_c].unflatten(1, (win_r.stop - win_r.start, -1))
+            yield piece.unflatten(3, (win_c.stop - win_c.start, -1)), grid[:, win_r, off_r, win_c, off_c]
+
+
 def _split_windows(
     qkv: torch.Tensor, window: int, pad_value: torch.Tensor, workspace: Workspace | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -202,11 +220,8 @@ def _split_windows(
         grid[:, -1, h % window :] = pad_value.to(qkv.dtype)
     if w % window:
         grid[:, :, :, -1, w % window :] = pad_value.to(qkv.dtype)
-    for src_r, win_r, off_r in _window_segments(h, window):
-        for src_c, win_c, off_c in _window_segments(w, window):
-            piece = qkv[:, src_r, src_c]
-            piece = piece.unflatten(1, (win_r.stop - win_r.start, -1)).unflatten(3, (win_c.stop - win_c.start, -1))
-            grid[:, win_r, off_r, win_c, off_c] = piece
+    for piece, place in _window_pieces(qkv, grid, window):
+        place.copy_(piece)
     return windows.view(three, b * nh * nw, heads, window * window, dim).unbind(0)
 
 
@@ -218,11 +233,8 @@ def _merge_windows(out: torch.Tensor, window: int, size: tuple[int, int]) -> tor
     b = out.shape[0] // (nh * nw)
     grid = out.view(b, nh, nw, heads, window, window, dim).permute(0, 1, 4, 2, 5, 3, 6)
     image = out.new_empty((b, h, w, heads, dim))
-    for src_r, win_r, off_r in _window_segments(h, window):
-        for src_c, win_c, off_c in _window_segments(w, window):
-            target = image[:, src_r, src_c]
-            target = target.unflatten(1, (win_r.stop - win_r.start, -1)).unflatten(3, (win_c.stop - win_c.start, -1))
-            target.copy_(grid[:, win_r, off_r, win_c, off_c])
+    for piece, place in _window_pieces(image, grid, window):
+        piece.copy_(place)
     return image.view(b, h, w, heads * dim)
 
 
