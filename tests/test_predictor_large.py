@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from scipy import ndimage
 
 from small_models import small_vit_config
+from tiled_fakes import EncoderCounter, fake_decoder
 from sum_core.errors import InvalidInputError
 from sum_core.modeling import build_from_config
 from sum_core.predictor import Prediction, Predictor
@@ -36,32 +36,6 @@ def scene():
     return image, blob
 
 
-def fake_decoder(truth: np.ndarray):
-    """Decode exactly the parts of ``truth`` in the window under the positive clicks."""
-
-    def decode(self, window, embedding, points, labels, box, options):
-        parts, _ = ndimage.label(truth[window.slices])
-        ids = {parts[min(int(r), parts.shape[0] - 1), min(int(c), parts.shape[1] - 1)]
-               for (r, c), lab in zip(points, labels) if lab == 1}  # fmt: skip
-        mask = np.isin(parts, sorted(ids - {0}))
-        logits = np.where(mask, 8.0, -8.0).astype(np.float32)
-        return Prediction(mask, 0.9, logits, np.zeros((1, 64, 64), np.float32), mask * np.float32(0.25))
-
-    return decode
-
-
-class EncoderCounter:
-    def __init__(self, model, monkeypatch) -> None:
-        self.calls = 0
-        forward = model.image_encoder.forward
-
-        def counted(x):
-            self.calls += x.shape[0]
-            return forward(x)
-
-        monkeypatch.setattr(model.image_encoder, "forward", counted)
-
-
 def test_zarr_image_with_cache_encodes_only_touched_tiles_and_reuses_them(model, scene, monkeypatch, tmp_path):
     image, blob = scene
     source = zarr.create_array(str(tmp_path / "img.zarr"), shape=SHAPE, dtype="float32", chunks=(128, 128))
@@ -72,18 +46,18 @@ def test_zarr_image_with_cache_encodes_only_touched_tiles_and_reuses_them(model,
 
     predictor = Predictor(model)
     predictor.set_image(source, cache=cache, **TILING)
-    assert counter.calls == 0 and predictor.is_image_set and predictor.tiled is not None
+    assert counter.images == 0 and predictor.is_image_set and predictor.tiled is not None
     assert predictor.original_size == SHAPE
     pred = predictor.predict(points=[[370, 120]], labels=[1])
     assert isinstance(pred, TiledPrediction) and pred.complete
     assert sorted(pred.tiles) == [2, 4, 5, 6, 7]
-    assert counter.calls == predictor.tiled.tiles_encoded == 5  # 7 of the 12 tiles never encoded
+    assert counter.images == predictor.tiled.tiles_encoded == 5  # 7 of the 12 tiles never encoded
     np.testing.assert_array_equal(pred.paste_into(np.zeros(SHAPE, dtype=bool)), blob)
 
     again = Predictor(model)
     again.set_image(source, cache=cache, **TILING)
     second = again.predict(points=[[370, 120]], labels=[1])
-    assert counter.calls == 5 and again.tiled.tiles_encoded == 0  # all read from the cache
+    assert counter.images == 5 and again.tiled.tiles_encoded == 0  # all read from the cache
     assert second.offset == pred.offset and second.tiles == pred.tiles
     np.testing.assert_array_equal(second.mask, pred.mask)
 
@@ -98,10 +72,10 @@ def test_lazy_inputs_switch_to_tiled_mode(model, scene, monkeypatch, tmp_path):
     predictor = Predictor(model)
     for source, options in ((str(tmp_path / "s.zarr"), {}), (arr, {}), (small, {"tile_shape": 128})):
         predictor.set_image(source, **options)  # a path, a zarr array, a small array with tiles
-        assert predictor.tiled is not None and counter.calls == 0
+        assert predictor.tiled is not None and counter.images == 0
         pred = predictor.predict(points=[[10, 10]], labels=[1])
         assert isinstance(pred, TiledPrediction) and pred.image_shape == small.shape
-        counter.calls = 0
+        counter.images = 0
 
 
 def test_large_numpy_plane_matches_the_tiled_predictor(model):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from small_models import small_vit_config
+from tiled_fakes import EncoderCounter
 from sum_core import tiled_embedding
 from sum_core.prefetch import THREAD_NAME
 from sum_core.tiled_embedding import TiledEmbeddings, embed, weights_hash
@@ -39,23 +40,6 @@ def image():
     img = rng.normal(200, 30, (300, 500)).astype(np.float32)  # 3 x 4 = 12 tiles of 128
     img[100:180, 150:330] += 300
     return img
-
-
-class EncoderCounter:
-    """Counts encoder calls and encoded images; optionally fails after ``fail_after`` calls."""
-
-    def __init__(self, model, monkeypatch, fail_after: int | None = None) -> None:
-        self.calls = self.images = 0
-        forward = model.image_encoder.forward
-
-        def counted(x):
-            if fail_after is not None and self.calls >= fail_after:
-                raise RuntimeError("interrupted")
-            self.calls += 1
-            self.images += x.shape[0]
-            return forward(x)
-
-        monkeypatch.setattr(model.image_encoder, "forward", counted)
 
 
 def test_embed_fills_cache_and_reopening_costs_no_encoder_work(model, image, tmp_path, monkeypatch):

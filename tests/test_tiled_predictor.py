@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from scipy import ndimage
 
 from small_models import small_vit_config
+from tiled_fakes import EncoderCounter, fake_decoder
 from sum_core.tiled_embedding import embed
 from sum_core.errors import InvalidInputError
 from sum_core.modeling import build_from_config
-from sum_core.predictor import Prediction
 from sum_core.tiled_predictor import TiledPrediction, TiledPredictor
 
 SHAPE = (700, 900)  # tiles of 256 with a 32 halo: a 3 x 4 grid
@@ -48,51 +47,17 @@ def scene():
     return image, blob
 
 
-def fake_decoder(truth: np.ndarray, calls: list | None = None):
-    """A decoder returning exactly the parts of ``truth`` (in the window) under the positive
-    clicks or inside the box."""
-
-    def decode(self, window, embedding, points, labels, box, options):
-        crop = truth[window.slices]
-        if calls is not None:
-            calls.append((window, None if points is None else points + (window.row0, window.col0)))
-        parts, _ = ndimage.label(crop)
-        ids = set()
-        for (r, c), label in zip(points if points is not None else [], labels if labels is not None else []):
-            if label == 1:
-                ids.add(parts[min(int(r), crop.shape[0] - 1), min(int(c), crop.shape[1] - 1)])
-        if box is not None:  # every part that reaches into the box
-            ids |= set(np.unique(parts[int(box[0]) : int(box[2]), int(box[1]) : int(box[3])]).tolist())
-        mask = np.isin(parts, sorted(ids - {0}))
-        logits = np.where(mask, 8.0, -8.0).astype(np.float32)
-        return Prediction(mask, 0.9, logits, np.zeros((1, 64, 64), np.float32), mask * np.float32(0.25))
-
-    return decode
-
-
-class EncoderCounter:
-    def __init__(self, model, monkeypatch) -> None:
-        self.calls = 0
-        forward = model.image_encoder.forward
-
-        def counted(x):
-            self.calls += x.shape[0]
-            return forward(x)
-
-        monkeypatch.setattr(model.image_encoder, "forward", counted)
-
-
 def test_object_three_tiles_wide_is_followed_until_whole(model, scene, monkeypatch):
     image, blob = scene
     monkeypatch.setattr(TiledPredictor, "_decode", fake_decoder(blob))
     counter = EncoderCounter(model, monkeypatch)
     tp = TiledPredictor(model, **TILING)
     tp.set_image(image)
-    assert counter.calls == 0  # set_image encodes nothing
+    assert counter.images == 0  # set_image encodes nothing
     pred = tp.predict(points=[[370, 120]], labels=[1])
     assert isinstance(pred, TiledPrediction) and pred.complete
     assert pred.tiles[0] == 4 and sorted(pred.tiles) == [2, 4, 5, 6, 7]
-    assert counter.calls == tp.tiles_encoded == 5  # 7 of the 12 tiles never encoded
+    assert counter.images == tp.tiles_encoded == 5  # 7 of the 12 tiles never encoded
     assert pred.offset == (0, 0) and pred.mask.shape == (544, 900)  # rows of tiles 0..1 + halo
     full = pred.paste_into(np.zeros(SHAPE, dtype=bool))
     np.testing.assert_array_equal(full, blob)
@@ -148,7 +113,7 @@ def test_separate_small_object_stays_in_one_tile_and_reuses_cached_tiles(model, 
     tp.set_image(image)
     pred = tp.predict(points=[[45, 45]], labels=[1])
     pred = tp.predict(points=[[370, 700]], labels=[1])
-    assert counter.calls == 0 and tp.tiles_encoded == 0
+    assert counter.images == 0 and tp.tiles_encoded == 0
     assert pred.complete and sorted(pred.tiles) == [2, 4, 5, 6, 7]
 
 
@@ -211,7 +176,7 @@ def test_smoke_with_the_real_small_model(scene, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random weights: the walk may hit max_tiles
         pred = tp.predict(points=[[370, 120]], labels=[1], max_tiles=2)
-    assert counter.calls == tp.tiles_encoded == len(pred.tiles) <= 2 and pred.tiles[0] == 4
+    assert counter.images == tp.tiles_encoded == len(pred.tiles) <= 2 and pred.tiles[0] == 4
     r0, c0 = pred.offset
     assert pred.mask.dtype == bool and pred.mask.shape == pred.logits.shape == pred.uncertainty.shape
     assert r0 + pred.mask.shape[0] <= SHAPE[0] and c0 + pred.mask.shape[1] <= SHAPE[1]
