@@ -200,3 +200,25 @@ def test_tiny_vit_inference_path_equals_autograd_path_and_backward_works():
     plain.sum().backward()
     assert encoder.layers[0].blocks[0].conv1.c.weight.grad is not None
     assert encoder.layers[1].blocks[0].attn.attention_biases.grad is not None
+
+
+def test_bias_chunks_share_one_buffer_without_autograd_and_stay_differentiable_with_it(monkeypatch):
+    pointers = []
+    real_sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        pointers.append(attn_mask.data_ptr())
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(vit.F, "scaled_dot_product_attention", spy)
+    b, heads, h, w, d = 1, 2, 8, 8, 4
+    q, k, v, rel_h, rel_w = _attention_inputs(b, heads, h, w, d)
+    monkeypatch.setattr(vit, "BIAS_CHUNK_BYTES", 2 * b * heads * w * h * w * 4)  # 4 chunks of 2 rows
+    with torch.inference_mode():
+        vit._biased_attention(q, k, v, rel_h, rel_w)
+    assert len(pointers) == 4 and len(set(pointers)) == 1
+    rel_h.requires_grad_(True)
+    got = vit._biased_attention(q, k, v, rel_h, rel_w)
+    got.sum().backward()
+    assert rel_h.grad is not None and rel_h.grad.abs().sum() > 0
+    torch.testing.assert_close(got.detach(), _reference_attention(q, k, v, rel_h.detach(), rel_w), rtol=1e-5, atol=1e-5)

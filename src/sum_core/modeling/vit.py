@@ -135,7 +135,8 @@ def _biased_attention(
     token_major : bool
         Return ``B×N×heads×D`` (contiguous) instead of ``B×heads×N×D``.
     workspace : Workspace, optional
-        Holds the bias buffer (else each chunk's bias is a new tensor).
+        Holds the bias buffer (else a buffer is allocated once for this call; under
+        autograd or ``torch.compile`` each chunk's bias is a plain new tensor).
     """
     b, heads, h, w, _ = rel_h.shape
     n = h * w
@@ -149,13 +150,21 @@ def _biased_attention(
         rows = max(1, BIAS_CHUNK_BYTES // (b * heads * w * n * item))
         calls = -(-h // rows)
         chunks = [(slice(None), slice(i * h // calls, (i + 1) * h // calls)) for i in range(calls)]
+    # out= ops are neither differentiable nor traceable by inductor: a plain add there
+    plain = torch.compiler.is_compiling() or (
+        torch.is_grad_enabled() and (rel_h.requires_grad or rel_w.requires_grad)
+    )
+    if workspace is None and not plain:
+        workspace = Workspace()
     out = None
     for batch, rows in chunks:
         bias_h, bias_w = rel_h[batch, :, rows], rel_w[batch, :, rows]
         shape = (bias_h.shape[0], heads, bias_h.shape[2], w, h, w)
-        if workspace is None:  # autograd, autocast, compile or CUDA: plain (differentiable) add
-            bias = bias_h[..., :, None] + bias_w[..., None, :]
-        else:  # the same buffer for every chunk and block: no page faults per chunk
+        if plain:
+            # contiguous inputs (the einsums return permuted layouts), so the sum is contiguous
+            # and the reshape below does not copy the whole chunk again
+            bias = bias_h.contiguous()[..., :, None] + bias_w.contiguous()[..., None, :]
+        else:  # one buffer for every chunk (and, with the encoder's workspace, every block)
             bias = torch.add(bias_h[..., :, None], bias_w[..., None, :], out=workspace.take("bias", shape, q))
         mask = bias.reshape(shape[0], heads, shape[2] * w, n)
         queries = slice(None) if rows == slice(None) else slice(rows.start * w, rows.stop * w)
