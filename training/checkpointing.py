@@ -71,13 +71,7 @@ def load_base_model(checkpoint: str | os.PathLike) -> SamModel:
         If the file is unreadable, has unexpected keys, or lacks any key other
         than the SUM tables; or the base is plain SAM (SUM tables need HQ).
     """
-    path = Path(checkpoint)
-    if not path.exists():
-        if str(checkpoint) not in zoo.list_models():
-            raise InvalidInputError(
-                f"checkpoint={str(checkpoint)!r} is neither an existing file nor a registry model"
-            )
-        path = zoo.fetch(str(checkpoint))
+    path = zoo.locate(checkpoint)
     state = load_state_dict_file(path)
     config = infer_config(state)
     if not config.hq:

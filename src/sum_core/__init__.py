@@ -16,16 +16,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError, DownloadError, HashMismatchError, InvalidInputError, SumError
+from .errors import Cancelled, CheckpointError, DownloadError, HashMismatchError, InvalidInputError, SumError
 
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "segment": ".api",
     "Predictor": ".predictor",
-    "Prediction": ".predictor",
-    "ImageEmbedding": ".predictor",
+    "Prediction": ".prediction",
+    "PredictOptions": ".prediction",
+    "TiledPrediction": ".prediction",
+    "ImageEmbedding": ".modeling",
     "load_model": ".loading",
+    "resolve_model": ".loading",
     "build_model": ".modeling",
     "SamModel": ".modeling",
     "register_model": ".zoo",
@@ -34,7 +37,6 @@ _LAZY: dict[str, str] = {
     "Normalization": ".image",
     "embed": ".tiled_embedding",
     "TiledPredictor": ".tiled_predictor",
-    "TiledPrediction": ".tiled_predictor",
     "propagate": ".propagation",
     "auto_segment": ".automatic",
     "open_image": ".sources",
@@ -44,13 +46,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import segment
     from .automatic import auto_segment
     from .image import Normalization
-    from .loading import load_model
-    from .modeling import SamModel, build_model
-    from .predictor import ImageEmbedding, Prediction, Predictor
+    from .loading import load_model, resolve_model
+    from .modeling import ImageEmbedding, SamModel, build_model
+    from .prediction import PredictOptions, Prediction, TiledPrediction
+    from .predictor import Predictor
     from .propagation import propagate
     from .sources import open_image
     from .tiled_embedding import embed
-    from .tiled_predictor import TiledPrediction, TiledPredictor
+    from .tiled_predictor import TiledPredictor
     from .zoo import DEFAULT_MODEL, list_models, register_model
 
 
@@ -67,6 +70,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Cancelled",
     "CheckpointError",
     "DownloadError",
     "HashMismatchError",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from os import PathLike
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,36 +11,40 @@ import torch
 from .acceleration import check_precision
 from .device import resolve_device
 from .errors import InvalidInputError
-from .loading import load_model
+from .image import Normalization
+from .loading import resolve_model
 from .modeling import SamModel
-from .predictor import Prediction, Predictor, UncertaintyMethod
+from .prediction import PredictOptions, Prediction, UncertaintyMethod
+from .predictor import Predictor
+from .prompts import validate_prompts
+from .sources import Planes, open_image
 from .zoo import DEFAULT_MODEL
-
-# Loaded models by (name or path, device), so repeated calls do not reload weights.
-_MODELS: OrderedDict[tuple[str, str], SamModel] = OrderedDict()
-_MAX_CACHED_MODELS = 2
 
 
 def segment(
-    image: np.ndarray,
+    image: Any,
     points: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     box: np.ndarray | None = None,
     model: str | PathLike | SamModel = DEFAULT_MODEL,
-    uncertainty: UncertaintyMethod = "disagreement",
+    uncertainty: UncertaintyMethod = "auto",
     task: int = 1,
     multimask: bool = False,
     hq_token_only: bool = False,
     device: str | torch.device | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    normalization: Normalization | None = None,
+    mask_input: np.ndarray | None = None,
 ) -> Prediction:
-    """Segment one object of ``image`` from clicks and/or a box.
+    """Segment objects of ``image`` from clicks, boxes and/or a mask; full-size results at any size.
 
     Parameters
     ----------
-    image : np.ndarray
-        2D grayscale (H, W) or RGB/RGBA (H, W, 3|4), any real dtype.
+    image : array-like or path
+        2D grayscale (H, W) or RGB/RGBA (H, W, 3|4), any real dtype, any size (numpy, dask,
+        zarr or a file path; images larger than the encoder are tiled, see
+        :class:`sum_core.Predictor`).
     points : array-like, optional
         (N, 2) clicks as (row, col) image pixels.
     labels : array-like, optional
@@ -49,63 +53,58 @@ def segment(
         (4,) (row0, col0, row1, col1), or (K, 4) for K objects.
     model : str, path or SamModel
         Registry name (see ``sum-hq models list``), checkpoint path, or a loaded
-        model. Names and paths are loaded once and kept between calls.
-    uncertainty : {"disagreement", "entropy", "ensemble"}
-        Uncertainty map, see :meth:`sum_core.Predictor.predict`. Plain SAM
-        models have no HQ token: use "entropy" or "ensemble" with them.
+        model. Names and paths are loaded once and kept between calls
+        (:func:`sum_core.loading.resolve_model`).
+    uncertainty : {"auto", "disagreement", "entropy", "ensemble"}
+        Uncertainty map, see :class:`sum_core.prediction.PredictOptions` (``"auto"``:
+        disagreement for HQ-SAM / SUM, entropy for plain SAM).
     task : {0, 1, 2}
         SUM task prompt (0 anything, 1 object, 2 entity).
     multimask, hq_token_only : bool
-        Decoder output selection, see :meth:`sum_core.Predictor.predict`.
+        Decoder output selection, see :class:`sum_core.prediction.PredictOptions`.
     device : str or torch.device, optional
         Default: CUDA, then MPS, then CPU.
     precision : {"fp32", "bf16", "fp16"}
-        Model precision, see :class:`sum_core.Predictor` (``"bf16"``: CUDA or CPU,
-        ``"fp16"``: CUDA only).
+        Encoder precision, see :class:`sum_core.Predictor`.
     compile : bool
-        Compile the model with ``torch.compile`` (see :class:`sum_core.Predictor`); pays
-        off over many calls with the same model (names are loaded once and stay compiled).
+        Compile the model with ``torch.compile`` (see :class:`sum_core.Predictor`).
+    normalization : Normalization, optional
+        Intensity window for non-uint8 images (default: 0.5 / 99.5 percentiles).
+    mask_input : array-like, optional
+        Full-size ``(H, W)`` mask or logits as a mask prompt.
 
     Returns
     -------
     Prediction
-        ``mask``, ``score``, ``logits``, ``low_res_logits`` and ``uncertainty``.
+        ``masks``, ``logits``, ``uncertainties`` ``(K, H, W)`` and ``scores`` ``(K,)``;
+        ``mask`` / ``uncertainty`` / ``score`` for the single object when ``K == 1``.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad image, prompts or options, found before the model is loaded or anything is encoded.
 
     Examples
     --------
-    >>> from skimage import data  # doctest: +SKIP
-    >>> pred = segment(data.coins(), points=[[120, 60]])  # doctest: +SKIP
-    >>> pred.mask.sum(), float(pred.uncertainty.max())  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from sum_core import build_model, segment
+    >>> image = np.zeros((1040, 1392), np.uint16); image[900:960, 1300:1380] = 3000
+    >>> pred = segment(image, points=[[930, 1340]], model=build_model("vit_tiny", image_size=256), device="cpu")
+    >>> pred.mask.shape, pred.masks.shape
+    ((1040, 1392), (1, 1040, 1392))
     """
-    if points is not None and labels is None:
-        labels = np.ones(len(np.atleast_2d(np.asarray(points))), dtype=np.int64)
-    if points is None and box is None:
-        raise InvalidInputError("give at least one prompt: points=(N, 2) (row, col) clicks and/or box")
-    check_precision(precision, resolve_device(device))  # before loading the model
-    predictor = Predictor(_resolve_model(model, device), device=device, precision=precision, compile=compile)
-    predictor.set_image(image)
+    options = PredictOptions(multimask, hq_token_only, task, uncertainty)
+    if points is None and box is None and mask_input is None:
+        raise InvalidInputError("give at least one prompt: points=(N, 2) (row, col) clicks, box and/or mask_input")
+    source = image if isinstance(image, np.ndarray) else open_image(image)
+    validate_prompts(points, labels, box, image_shape=Planes(source).plane_shape, default_positive=True)
+    target = resolve_device(device)
+    check_precision(precision, target)  # before loading the model
+    sam_model = resolve_model(model, target)
+    options.uncertainty_for(sam_model.config.hq)  # before encoding
+    predictor = Predictor(sam_model, device=target, precision=precision, compile=compile)
+    predictor.set_image(source, normalization)
     return predictor.predict(
-        points=points,
-        labels=labels,
-        box=box,
-        uncertainty=uncertainty,
-        task=task,
-        multimask=multimask,
-        hq_token_only=hq_token_only,
-    )
-
-
-def _resolve_model(model: str | PathLike | SamModel, device) -> SamModel:
-    if isinstance(model, SamModel):
-        return model
-    if not isinstance(model, (str, PathLike)):
-        raise InvalidInputError(
-            f"model must be a registry name, a checkpoint path or a SamModel, got {type(model).__name__}"
-        )
-    key = (str(model), str(device))
-    if key not in _MODELS:
-        _MODELS[key] = load_model(model, device=device)
-        while len(_MODELS) > _MAX_CACHED_MODELS:
-            _MODELS.popitem(last=False)
-    _MODELS.move_to_end(key)
-    return _MODELS[key]
+        points=points, labels=labels, box=box, mask_input=mask_input, multimask=multimask,
+        hq_token_only=hq_token_only, task=task, uncertainty=uncertainty,
+    )  # fmt: skip

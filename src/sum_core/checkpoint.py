@@ -334,15 +334,11 @@ def _base_state_dict(base: str | os.PathLike | SamModel) -> dict[str, torch.Tens
             f"base={base!r} must be a checkpoint path, a registry name or a SamModel, "
             f"not {type(base).__name__}"
         )
-    if Path(base).exists():
-        state = _add_decoder_prefix(load_state_dict_file(base))
-    elif str(base) in zoo.list_models():
-        state = load_state_dict_file(zoo.fetch(str(base)))
-    else:
-        raise InvalidInputError(
-            f"base={str(base)!r} is neither an existing file nor a registry model "
-            f"(known models: {', '.join(zoo.list_models())})"
-        )
+    try:
+        path = zoo.locate(base)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"base: {error}") from None
+    state = _add_decoder_prefix(load_state_dict_file(path))
     if not any(key.startswith("image_encoder.") for key in state):
         raise CheckpointError(
             f"base={str(base)!r} has no image encoder weights; it must be a full checkpoint"

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,11 +36,11 @@ import zarr
 import zarr.storage
 
 from .errors import InvalidInputError
+from .modeling import ImageEmbedding
 from .tiling import TileGrid
 
 __all__ = [
     "CacheLayout",
-    "CachedTile",
     "EmbeddingCache",
     "data_hash",
     "make_signature",
@@ -187,15 +187,6 @@ class CacheLayout:
     def early_shape(self) -> tuple[int, int, int]:
         """Shape of one tile's early features."""
         return (self.embed_size, self.embed_size, self.early_channels)
-
-
-class CachedTile(NamedTuple):
-    """One tile read back from the cache (arrays in the cache's dtype)."""
-
-    embedding: np.ndarray
-    early: np.ndarray
-    input_size: tuple[int, int]
-    original_size: tuple[int, int]
 
 
 class EmbeddingCache:
@@ -354,14 +345,20 @@ class EmbeddingCache:
     def _mark_complete(self, s: int, t: int) -> None:
         self._complete[s, t] = True
 
-    def read(self, slice_index: int, tile_index: int) -> CachedTile:
-        """One complete tile; raises InvalidInputError if it was never (fully) written."""
+    def read(self, slice_index: int, tile_index: int) -> ImageEmbedding:
+        """One complete tile as float32 CPU tensors (``hq_features`` not computed; ``early``
+        None for a model without early features); raises InvalidInputError if it was never
+        (fully) written."""
         s, t = self._check_index(slice_index, tile_index)
         if not self.is_complete(s, t):
             raise InvalidInputError(f"tile {t} of slice {s} is not in the embedding cache yet")
         in_h, in_w = (int(v) for v in self._input_size[s, t])
         or_h, or_w = (int(v) for v in self._original_size[s, t])
-        return CachedTile(self._embedding[s, t], self._early[s, t], (in_h, in_w), (or_h, or_w))
+        embedding = torch.from_numpy(np.asarray(self._embedding[s, t], dtype=np.float32))[None]
+        early = None
+        if self.layout.early_channels > 1:
+            early = torch.from_numpy(np.asarray(self._early[s, t], dtype=np.float32))[None]
+        return ImageEmbedding(embedding, early, None, (in_h, in_w), (or_h, or_w))
 
     def is_complete(self, slice_index: int, tile_index: int) -> bool:
         """Whether the tile was written completely."""

@@ -26,3 +26,7 @@ class DownloadError(SumError):
 
 class HashMismatchError(DownloadError):
     """A downloaded or cached file does not have the registered hash."""
+
+
+class Cancelled(SumError):
+    """Long work (encoding tiles, decoding batches) was stopped by a cancel request."""

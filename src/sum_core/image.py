@@ -140,6 +140,21 @@ def _rescale(arr: np.ndarray, normalization: Normalization) -> np.ndarray:
     return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
 
 
+def validate_image(image: np.ndarray) -> None:
+    """Check an in-memory image plane as :func:`prepare_image` does, without converting it.
+
+    Raises
+    ------
+    InvalidInputError
+        Empty, 1-D or more than 3-D arrays, stacks of planes, complex, object or
+        non-numeric dtypes, NaN or infinite values, and constant images.
+    """
+    arr = np.asarray(image)
+    _check_dtype(arr)
+    _check_shape(arr)
+    _check_values(arr[..., :3] if arr.ndim == 3 and arr.shape[-1] == 4 else arr)
+
+
 def prepare_image(image, normalization: Normalization | None = None) -> np.ndarray:
     """Validate an image and convert it to an H×W×3 uint8 RGB array.
 

@@ -1,9 +1,14 @@
-"""``load_model``: one entry point for registry names and checkpoint paths."""
+"""Model loading: :func:`load_model` (always loads) and :func:`resolve_model` (loads once).
+
+Both take a registry name or a checkpoint path, resolved by :func:`sum_core.zoo.locate`
+(the package's one precedence: registry names win over files of the same name).
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import threading
+from collections import OrderedDict
 
 import torch
 
@@ -12,6 +17,14 @@ from .checkpoint import load_checkpoint
 from .device import resolve_device
 from .errors import InvalidInputError
 from .modeling import SamModel
+
+__all__ = ["load_model", "resolve_model"]
+
+#: Models kept by :func:`resolve_model`, most recently used last.
+MAX_RESOLVED_MODELS = 2
+
+_RESOLVED: OrderedDict[tuple[str, str], SamModel] = OrderedDict()
+_RESOLVE_LOCK = threading.Lock()
 
 
 def load_model(
@@ -48,17 +61,44 @@ def load_model(
         If the file cannot be loaded (see :func:`sum_core.checkpoint.load_checkpoint`).
     """
     target = resolve_device(device)
-    if not isinstance(name_or_path, (str, os.PathLike)):
+    return load_checkpoint(zoo.locate(name_or_path), base=base, device=target)
+
+
+def resolve_model(
+    model: str | os.PathLike | SamModel, device: str | torch.device | None = None
+) -> SamModel:
+    """A loaded model for a registry name, a checkpoint path or a model (returned as is).
+
+    Names and paths are loaded once per device and kept (the last
+    :data:`MAX_RESOLVED_MODELS`), so repeated calls (``segment`` in a loop, the tasks
+    of a batch job on several threads) share one model. Thread-safe: concurrent calls
+    for the same model load it once.
+
+    Parameters
+    ----------
+    model : str, PathLike or SamModel
+        See :func:`sum_core.zoo.locate` for the precedence of names and paths.
+    device : str, torch.device or None
+        Where to load it; ignored for a ``SamModel``.
+
+    Raises
+    ------
+    InvalidInputError, DownloadError, CheckpointError
+        As :func:`load_model`.
+    """
+    if isinstance(model, SamModel):
+        return model
+    if not isinstance(model, (str, os.PathLike)):
         raise InvalidInputError(
-            f"name_or_path={name_or_path!r} must be a registry name or a file path, "
-            f"not {type(name_or_path).__name__}"
+            f"model must be a registry name, a checkpoint path or a SamModel, got {type(model).__name__}"
         )
-    names = zoo.list_models()
-    if isinstance(name_or_path, str) and name_or_path in names:
-        return load_checkpoint(zoo.fetch(name_or_path), base=base, device=target)
-    if Path(name_or_path).exists():
-        return load_checkpoint(name_or_path, base=base, device=target)
-    raise InvalidInputError(
-        f"name_or_path={str(name_or_path)!r} is neither a registry model nor an existing file; "
-        f"known models: {', '.join(names)}"
-    )
+    target = resolve_device(device)
+    with _RESOLVE_LOCK:
+        path = zoo.locate(model)
+        key = (str(path.resolve()), str(target))
+        if key not in _RESOLVED:
+            _RESOLVED[key] = load_checkpoint(path, device=target)
+            while len(_RESOLVED) > MAX_RESOLVED_MODELS:
+                _RESOLVED.popitem(last=False)
+        _RESOLVED.move_to_end(key)
+        return _RESOLVED[key]

@@ -1,116 +1,57 @@
-"""Prompted segmentation of one image with a SAM / HQ-SAM / SUM model.
+"""Prompted segmentation of one image of any size with a SAM / HQ-SAM / SUM model.
 
-The image is encoded once by :meth:`Predictor.set_image`; every
-:meth:`Predictor.predict` call then only runs the prompt encoder and the mask
-decoder, and returns the mask together with a per-pixel uncertainty map.
+:meth:`Predictor.set_image` binds an image; :meth:`Predictor.predict` returns a
+:class:`~sum_core.prediction.Prediction` for the **whole image**, whatever its size: full-size
+masks, logits and uncertainty maps with a leading object axis.
 
-Large images (lazy arrays, paths, planes larger than one encoder window) and embedding
-caches are handled in *tiled mode*: :meth:`Predictor.set_image` then binds a
-:class:`sum_core.tiled_predictor.TiledPredictor` that encodes only the tiles a prompt
-touches, and :meth:`Predictor.predict` returns its windowed
-:class:`~sum_core.tiled_predictor.TiledPrediction`.
+How the image is encoded is decided by one size rule, :func:`sum_core.tiling.tile_grid`:
+
+- an image of at most the encoder size (1024 px) on both sides is encoded once, as a whole,
+  in ``set_image`` (SAM's own path, equal to the reference implementation);
+- a larger image (or any image given with ``cache=``, ``tile_shape=`` or ``halo=``) is cut
+  into windows of at most the encoder size, so that no pixel is downscaled (small cells keep
+  their resolution). Nothing is encoded in ``set_image``: each ``predict`` encodes only the
+  tiles its object reaches (:class:`~sum_core.tiled_predictor.TiledPredictor` follows the
+  object across tile borders) and pastes the windows back into full-size results. Pass
+  ``tile_shape=image.shape[:2]`` to encode a large image as one downscaled window instead
+  (SAM's behaviour: one encoder run, coarser masks).
+
+Images too large to hold full-size results (whole slides) go through
+:class:`~sum_core.tiled_predictor.TiledPredictor` directly, which returns windows.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
-import zarr
 
-from . import uncertainty as unc
-from .acceleration import autocast, check_compile, check_precision, compile_model, uses_cuda_graphs
+from .acceleration import check_compile, check_precision, compile_model
+from .decoding import decode_window
 from .device import resolve_device
+from .encoding import encode_image
 from .errors import InvalidInputError
-from .image import Normalization, image_to_tensor, prepare_image, resize_longest_side
-from .modeling import SamModel
-from .options import TASKS, UNCERTAINTY_METHODS
-from .prompts import ModelPrompts, to_model_frame, validate_prompts
-from .tiling import default_tiling
+from .image import Normalization, prepare_image, validate_image
+from .modeling import ImageEmbedding, SamModel
+from .prediction import BACKGROUND_LOGIT, PredictOptions, Prediction, TiledPrediction, UncertaintyMethod
+from .prompts import MASK_PROMPT_LOGIT, Prompts, mask_logits, to_low_res_frame, validate_prompts
+from .sources import Planes, open_image
+from .tiled_embedding import DEFAULT_MEMORY_TILES
+from .tiled_predictor import TiledPredictor
+from .tiling import tile_grid
 
-if TYPE_CHECKING:
-    from .tiled_predictor import TiledPredictor
-
-UncertaintyMethod = Literal["disagreement", "entropy", "ensemble"]
-
-
-@dataclass
-class Prediction:
-    """Result of one prompted segmentation.
-
-    With ``K > 1`` boxes every array gains a leading axis of length ``K``.
-
-    Attributes
-    ----------
-    mask : np.ndarray
-        bool, (H, W): ``logits > 0``.
-    score : float or np.ndarray
-        Predicted IoU of the mask (the IoU head's output).
-    logits : np.ndarray
-        float32, (H, W): mask logits at the image's size.
-    low_res_logits : np.ndarray
-        float32, (1, 256, 256): decoder logits to pass back as ``mask_input``.
-    uncertainty : np.ndarray
-        float32, (H, W), in [0, 1]: per-pixel uncertainty (see
-        :mod:`sum_core.uncertainty` for the definitions).
-    """
-
-    mask: np.ndarray
-    score: float | np.ndarray
-    logits: np.ndarray
-    low_res_logits: np.ndarray
-    uncertainty: np.ndarray
-
-
-class DecodedMasks(NamedTuple):
-    """Decoder output at low resolution (``B`` prompts, ``C`` masks each).
-
-    Attributes
-    ----------
-    logits : torch.Tensor
-        ``B×C×L×L`` mask logits (SAM + HQ for HQ models unless ``hq_token_only``).
-    iou : torch.Tensor
-        ``B×C`` predicted IoU.
-    sam_logits : torch.Tensor
-        ``B×C×L×L`` logits of the chosen SAM tokens.
-    hq_logits : torch.Tensor or None
-        ``B×1×L×L`` HQ-token logits (HQ/SUM models), else None.
-    """
-
-    logits: torch.Tensor
-    iou: torch.Tensor
-    sam_logits: torch.Tensor
-    hq_logits: torch.Tensor | None
-
-
-@dataclass
-class ImageEmbedding:
-    """Everything :meth:`Predictor.predict` needs from the image encoder.
-
-    Attributes
-    ----------
-    embedding : np.ndarray
-        float32, (1, 256, 64, 64): the image embedding.
-    early : np.ndarray or None
-        float32, (1, 64, 64, C): early encoder feature (HQ models only).
-    original_size : tuple of int
-        (H, W) of the image given to ``set_image``.
-    input_size : tuple of int
-        (h, w) of the image after resizing its long side to the encoder size.
-    """
-
-    embedding: np.ndarray
-    early: np.ndarray | None
-    original_size: tuple[int, int]
-    input_size: tuple[int, int]
+__all__ = ["Predictor"]
 
 
 class Predictor:
     """Encode an image once, then segment it from point, box and mask prompts.
+
+    Safe to share between threads: calls on one predictor run one at a time (a second
+    thread waits), so concurrent predictions are the sequential ones.
 
     Parameters
     ----------
@@ -131,6 +72,8 @@ class Predictor:
         graphs). The first ``set_image`` / ``predict`` calls, and the first call with each
         new prompt shape, pay the compilation (tens of seconds on a CPU); results equal
         the eager float32 ones to float rounding.
+    memory_tiles : int
+        Tile embeddings of a tiled image kept in memory (LRU).
 
     Raises
     ------
@@ -140,11 +83,14 @@ class Predictor:
 
     Examples
     --------
-    >>> predictor = Predictor(load_model("sam_hq_vit_b"))  # doctest: +SKIP
-    >>> predictor.set_image(image)  # doctest: +SKIP
-    >>> pred = predictor.predict(points=[[120, 64]], labels=[1])  # doctest: +SKIP
-    >>> pred.mask.shape, pred.uncertainty.dtype  # doctest: +SKIP
-    ((512, 512), dtype('float32'))
+    >>> import numpy as np
+    >>> from sum_core import Predictor, build_model
+    >>> predictor = Predictor(build_model("vit_tiny", image_size=256), device="cpu")
+    >>> image = np.zeros((300, 420), np.uint8); image[100:180, 250:330] = 200
+    >>> predictor.set_image(image)
+    >>> pred = predictor.predict(points=[[140, 290]], box=[[90, 240, 190, 340], [0, 0, 50, 50]])
+    >>> pred.masks.shape, pred.scores.shape, pred.uncertainties.dtype
+    ((2, 300, 420), (2,), dtype('float32'))
     """
 
     def __init__(
@@ -154,6 +100,7 @@ class Predictor:
         *,
         precision: str = "fp32",
         compile: bool = False,
+        memory_tiles: int = DEFAULT_MEMORY_TILES,
     ) -> None:
         if not isinstance(model, SamModel):
             raise InvalidInputError(
@@ -165,12 +112,10 @@ class Predictor:
         self.model = model.to(self.device).eval()
         if compile:
             compile_model(self.model, self.device)
-        self._embedding: torch.Tensor | None = None
-        self._early: torch.Tensor | None = None
-        self._hq_features: torch.Tensor | None = None
-        self._original_size: tuple[int, int] | None = None
-        self._input_size: tuple[int, int] | None = None
+        self.memory_tiles = memory_tiles
+        self._embedding: ImageEmbedding | None = None
         self._tiled: TiledPredictor | None = None
+        self._lock = threading.RLock()
 
     @property
     def is_image_set(self) -> bool:
@@ -178,9 +123,13 @@ class Predictor:
         return self._embedding is not None or self._tiled is not None
 
     @property
+    def is_tiled(self) -> bool:
+        """Whether the current image is encoded tile by tile (see :meth:`set_image`)."""
+        return self._tiled is not None
+
+    @property
     def tiled(self) -> TiledPredictor | None:
-        """The :class:`~sum_core.tiled_predictor.TiledPredictor` of the current image in
-        tiled mode (see :meth:`set_image`), else None."""
+        """The :class:`~sum_core.tiled_predictor.TiledPredictor` of a tiled image, else None."""
         return self._tiled
 
     @property
@@ -188,14 +137,7 @@ class Predictor:
         """(H, W) of the current image."""
         if self._tiled is not None:
             return self._tiled.embeddings.grid.shape
-        self._require_image()
-        return self._original_size
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(h, w) of the current image resized to the encoder (long side = image_size)."""
-        self._require_image()
-        return self._input_size
+        return self._require_embedding().original_size
 
     def set_image(
         self,
@@ -206,99 +148,82 @@ class Predictor:
         tile_shape: int | Sequence[int] | None = None,
         halo: int | Sequence[int] | None = None,
     ) -> None:
-        """Encode ``image`` (2D gray (H, W) or RGB/RGBA (H, W, 3|4), any real dtype).
+        """Bind ``image``: a 2D gray ``(H, W)`` or RGB/RGBA ``(H, W, 3|4)`` plane, any real dtype.
 
         uint8 images are used as they are; other dtypes are rescaled to 0..255 by
-        ``normalization`` (see :class:`sum_core.image.Normalization`).
-
-        Large images switch the predictor to *tiled mode*: when ``cache``, ``tile_shape``
-        or ``halo`` is given, when ``image`` is not an in-memory numpy array (a dask or
-        zarr array, a zarr group, or a path: opened lazily with
-        :func:`sum_core.sources.open_image`), or when the plane is larger than one encoder
-        window (:func:`sum_core.tiling.default_tiling` at the model's input size gives more
-        than one tile). Nothing is encoded then: :meth:`predict` encodes (or reads from
-        ``cache``) only the tiles a prompt touches, through a
-        :class:`~sum_core.tiled_predictor.TiledPredictor` (available as :attr:`tiled`),
-        and returns a :class:`~sum_core.tiled_predictor.TiledPrediction`: a window of the
-        image plus its ``offset``; use its ``paste_into`` to write it into a full-size array.
-        Small numpy images without these options are encoded here, as a whole.
+        ``normalization`` (see :class:`sum_core.image.Normalization`; for tiled images the
+        intensity window is computed once for the whole image, so all tiles share it).
 
         Parameters
         ----------
         image : array-like or path
-            A numpy array; in tiled mode anything :func:`sum_core.sources.open_image`
-            accepts (one 2D or RGB plane; stacks: use ``TiledPredictor`` with ``stack_axis``).
+            A numpy array, a lazy array (dask, zarr, TIFF store) or a path (opened lazily
+            with :func:`sum_core.sources.open_image`). For a stack pass one plane
+            (``stack[z]``) or use :class:`~sum_core.tiled_predictor.TiledPredictor`.
         normalization : Normalization, optional
-            Intensity window (in tiled mode computed once for the whole image).
+            Intensity window.
         cache : str or path-like, optional
-            Folder of the zarr embedding cache (see :func:`sum_core.embed`); tiled mode.
+            Folder of a persistent zarr embedding cache (see :func:`sum_core.embed`); the
+            image is then encoded tile by tile and tiles are reused across sessions.
         tile_shape, halo : int or (int, int), optional
-            Tiling (default :func:`sum_core.tiling.default_tiling`); tiled mode.
+            Tiling, see :func:`sum_core.tiling.tile_grid` (default: one window up to the
+            encoder size, else windows of at most the encoder size).
         """
-        if self._wants_tiles(image, cache, tile_shape, halo):
-            from .tiled_predictor import TiledPredictor  # tiled_predictor imports this module
-
+        if isinstance(image, np.ndarray):
+            validate_image(image)
+            source = image
+        else:
+            source = open_image(image)
+        plane_shape = Planes(source).plane_shape
+        grid = tile_grid(plane_shape, self.model.config.image_size, tile_shape, halo)
+        with self._lock:
+            self.reset_image()
+            if len(grid) == 1 and cache is None:
+                prepared = prepare_image(np.asarray(source[...]), normalization)
+                self._embedding = encode_image(self.model, prepared, self.precision)
+                return
             tiled = TiledPredictor(
                 self.model, cache=cache, tile_shape=tile_shape, halo=halo, device=self.device,
-                precision=self.precision,
+                precision=self.precision, memory_tiles=self.memory_tiles,
             )  # fmt: skip
-            tiled.set_image(image, normalization=normalization)
-            self.reset_image()
+            tiled.set_image(source, normalization=normalization)
             self._tiled = tiled
-            return
-        prepared = prepare_image(image, normalization)
-        resized = resize_longest_side(prepared, self.model.config.image_size)
-        pixels = image_to_tensor(resized).to(self.device)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            embedding, early = self.model.image_encoder(self.model.preprocess(pixels))
-        self._tiled = None
-        early = early.float() if self.model.config.hq else None
-        self._store(embedding.float(), early, prepared.shape[:2], resized.shape[:2])
 
     def get_embedding(self) -> ImageEmbedding:
-        """Return the current image embedding (for caching).
-
-        Not available in tiled mode (see :meth:`set_image`): tile embeddings live in the
-        cache; fill it with :func:`sum_core.embed` and pass ``cache=`` to ``set_image``.
-        """
-        self._require_not_tiled("get_embedding()")
-        self._require_image()
-        return ImageEmbedding(
-            embedding=self._embedding.float().cpu().numpy(),
-            early=None if self._early is None else self._early.float().cpu().numpy(),
-            original_size=self._original_size,
-            input_size=self._input_size,
-        )
+        """The current image's embedding (an image encoded as one window)."""
+        with self._lock:
+            return self._require_embedding()
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
-        """Restore an embedding from :meth:`get_embedding` (no encoder work).
-
-        Not available in tiled mode (see :meth:`set_image`; call :meth:`reset_image` first).
-        """
-        self._require_not_tiled("set_embedding()")
+        """Use an embedding from :meth:`get_embedding` or :func:`sum_core.encoding.encode` (no encoder work)."""
         config = self.model.config
+        if not isinstance(embedding, ImageEmbedding):
+            raise InvalidInputError(f"embedding must be an ImageEmbedding, got {type(embedding).__name__}")
         grid = config.embedding_size
         expected = (1, config.prompt_embed_dim, grid, grid)
         if tuple(embedding.embedding.shape) != expected:
             raise InvalidInputError(
                 f"embedding has shape {tuple(embedding.embedding.shape)}, this model needs {expected}"
             )
-        if config.hq:
+        if config.hq and embedding.hq_features is None:
             early_shape = (1, grid, grid, config.early_feature_dim)
             if embedding.early is None or tuple(embedding.early.shape) != early_shape:
                 got = None if embedding.early is None else tuple(embedding.early.shape)
-                raise InvalidInputError(
-                    f"embedding.early has shape {got}, this HQ model needs {early_shape}"
-                )
-        tensor = torch.as_tensor(embedding.embedding, device=self.device).float()
-        early = None if not config.hq else torch.as_tensor(embedding.early, device=self.device).float()
-        self._store(tensor, early, embedding.original_size, embedding.input_size)
+                raise InvalidInputError(f"embedding.early has shape {got}, this HQ model needs {early_shape}")
+        moved = embedding.to(self.device)
+        if config.hq and moved.hq_features is None:
+            with torch.inference_mode():
+                hq = self.model.mask_decoder.hq_features(moved.embedding, moved.early)
+            moved = ImageEmbedding(moved.embedding, moved.early, hq, moved.input_size, moved.original_size)
+        with self._lock:
+            self.reset_image()
+            self._embedding = moved
 
     def reset_image(self) -> None:
         """Forget the current image and its embedding."""
-        self._embedding = self._early = self._hq_features = None
-        self._original_size = self._input_size = None
-        self._tiled = None
+        with self._lock:
+            self._embedding = None
+            self._tiled = None
 
     def predict(
         self,
@@ -309,225 +234,113 @@ class Predictor:
         multimask: bool = False,
         hq_token_only: bool = False,
         task: int = 1,
-        uncertainty: UncertaintyMethod = "disagreement",
+        uncertainty: UncertaintyMethod = "auto",
         ensemble_size: int = 8,
         seed: int = 0,
+        *,
+        cancel: threading.Event | None = None,
     ) -> Prediction:
-        """Segment the current image from prompts.
+        """Segment the current image from prompts; full-size results at any image size.
 
         Parameters
         ----------
         points : array-like, optional
             (N, 2) click positions as (row, col) image pixels.
         labels : array-like, optional
-            (N,) 1 for a positive click, 0 for a negative one. Required with ``points``.
+            (N,) 1 for a positive click, 0 for a negative one; default: all positive.
         box : array-like, optional
-            (4,) box (row0, col0, row1, col1), or (K, 4) for K objects at once.
+            (4,) box (row0, col0, row1, col1), or (K, 4) for K objects at once (the clicks
+            then apply to every box).
         mask_input : array-like, optional
-            (1, 256, 256) logits, usually a previous ``low_res_logits``.
-        multimask : bool
-            Let the decoder choose among its three candidate masks (the one with
-            the best predicted IoU is returned).
-        hq_token_only : bool
-            HQ models: use the HQ token's mask alone instead of SAM + HQ logits.
-        task : {0, 1, 2}
-            SUM task prompt: 0 anything (SA-1B style), 1 object / high quality,
-            2 entity. Ignored by models without SUM task tokens.
-        uncertainty : {"disagreement", "entropy", "ensemble"}
-            ``"disagreement"``: |sigmoid(SAM-token logit) - sigmoid(HQ-token logit)|
-            (HQ/SUM models). ``"entropy"``: normalised Bernoulli entropy of the
-            returned mask's probability (of the HQ token alone when
-            ``hq_token_only``, else of the SAM token, never of the SAM + HQ sum).
-            ``"ensemble"``: normalised predictive entropy over ``ensemble_size``
-            perturbed prompts (box jitter, moved clicks) that reuse the embedding.
-        ensemble_size : int
-            Number of ensemble members (the unperturbed prompt included).
-        seed : int
-            Seed of the ensemble's prompt perturbations.
+            A mask prompt: a 2D full-size ``(H, W)`` array of logits (a previous
+            ``logits[k]``) or a bool mask, at any image size; or a 3D ``(1, L, L)`` array of
+            low-resolution logits (a previous ``low_res_logits[k]``, SAM's own path) for an
+            image encoded as one window.
+        multimask, hq_token_only, task, uncertainty, ensemble_size, seed
+            See :class:`~sum_core.prediction.PredictOptions`.
+        cancel : threading.Event, optional
+            For tiled images: checked between tiles (raises :class:`sum_core.errors.Cancelled`).
 
         Returns
         -------
         Prediction
-            In tiled mode (see :meth:`set_image`) a
-            :class:`~sum_core.tiled_predictor.TiledPrediction`: the arrays cover a window
-            of the image starting at its ``offset`` (the object followed across tiles,
-            one object per call); write it into a full-size array with ``paste_into``.
-            ``mask_input`` is not supported there.
+            ``masks``, ``logits``, ``uncertainties`` of shape ``(K, H, W)`` (the whole
+            image), ``scores`` ``(K,)``; ``K`` is the number of boxes, or 1.
         """
-        if self._tiled is not None:
-            if mask_input is not None:
-                raise InvalidInputError(
-                    "mask_input: not supported for a large image in tiled mode (set_image with a "
-                    "cache, tiles, a lazy array or a plane larger than the encoder input); "
-                    "prompt with points and/or a box"
-                )
-            return self._tiled.predict(
-                points=points, labels=labels, box=box, multimask=multimask, hq_token_only=hq_token_only,
-                task=task, uncertainty=uncertainty, ensemble_size=ensemble_size, seed=seed,
+        options = PredictOptions(multimask, hq_token_only, task, uncertainty, ensemble_size, seed)
+        options.uncertainty_for(self.model.config.hq)
+        with self._lock:
+            if self._tiled is not None:
+                return self._predict_tiled(points, labels, box, mask_input, options, cancel)
+            image = self._require_embedding()
+            low_res = self._low_res_prompt(mask_input, image)
+            prompts = validate_prompts(
+                points, labels, box, low_res, image_shape=image.original_size,
+                low_res_size=self.model.config.low_res_size, default_positive=True,
             )  # fmt: skip
-        self._require_image()
-        if uncertainty not in UNCERTAINTY_METHODS:
-            raise InvalidInputError(
-                f"uncertainty={uncertainty!r} is not known; choose one of {list(UNCERTAINTY_METHODS)}"
+            out = decode_window(self.model, image, prompts, options)
+            logits = out.logits.cpu().numpy()
+            return Prediction(
+                masks=logits > 0,
+                scores=out.scores.cpu().numpy(),
+                logits=logits,
+                uncertainties=out.uncertainty.cpu().numpy(),
+                low_res_logits=out.low_res_logits.cpu().numpy(),
             )
-        if uncertainty == "disagreement" and not self.model.config.hq:
-            raise InvalidInputError(
-                "uncertainty='disagreement' needs an HQ-SAM or SUM model (it compares the SAM and HQ "
-                "tokens); this is a plain SAM model: use 'entropy' or 'ensemble'"
-            )
-        if task not in TASKS:
-            raise InvalidInputError(f"task={task!r} is not valid; choose one of {TASKS}")
-        if uncertainty == "ensemble" and (not isinstance(ensemble_size, int) or ensemble_size < 2):
-            raise InvalidInputError(f"ensemble_size must be an integer >= 2, got {ensemble_size!r}")
-        prompts = validate_prompts(
-            points=points,
-            labels=labels,
-            box=box,
-            mask_input=mask_input,
-            image_shape=self._original_size,
-            low_res_size=self.model.config.low_res_size,
-        )
-        logits, iou, sam_logits, hq_logits = self._decode(prompts, multimask, hq_token_only, task)
-        # Upscaling is linear, so the SAM + HQ sum is upscaled as up(SAM) + up(HQ): each token is
-        # upscaled once and serves both the mask and the uncertainty map.
-        hq = self.model.config.hq
-        need_sam = not hq or not hq_token_only or uncertainty == "disagreement"
-        full_sam = self.upscale(sam_logits) if need_sam else None
-        full_hq = self.upscale(hq_logits) if hq else None
-        if not hq:
-            full = full_sam
-        elif hq_token_only:
-            full = full_hq
-        else:
-            full = full_sam + full_hq
-        if uncertainty == "disagreement":
-            unc_map = unc.disagreement(full_sam, full_hq)
-        elif uncertainty == "entropy":
-            unc_map = unc.bernoulli_entropy(full_hq if hq_token_only else full_sam)
-        else:
-            unc_map = self._ensemble(prompts, multimask, hq_token_only, task, ensemble_size, seed)
-        return _to_prediction(full, iou, logits, unc_map)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _store(self, embedding, early, original_size, input_size) -> None:
-        self._embedding = embedding
-        self._early = early
-        self._hq_features = None
-        if self.model.config.hq:
-            with torch.inference_mode():
-                self._hq_features = self.model.mask_decoder.hq_features(embedding, early)
-        self._original_size = (int(original_size[0]), int(original_size[1]))
-        self._input_size = (int(input_size[0]), int(input_size[1]))
-
-    def _wants_tiles(self, image: Any, cache: Any, tile_shape: Any, halo: Any) -> bool:
-        """Whether ``set_image`` should use tiled mode (see its docstring)."""
-        if cache is not None or tile_shape is not None or halo is not None:
-            return True
-        if isinstance(image, (str, os.PathLike, zarr.Group)):
-            return True
-        if not isinstance(image, np.ndarray):
-            # lazy arrays (dask, zarr, TIFF stores...); tensors, lists and PIL images are read whole
-            lazy = all(hasattr(image, name) for name in ("shape", "dtype", "__getitem__"))
-            return lazy and not isinstance(image, torch.Tensor)
-        if image.ndim < 2:
-            return False  # prepare_image reports the bad shape
-        return len(default_tiling(image.shape[:2], self.model.config.image_size)) > 1
-
-    def _require_not_tiled(self, what: str) -> None:
-        if self._tiled is not None:
-            raise InvalidInputError(
-                f"{what} is not available in tiled mode (the image was set with a cache, tiles, a "
-                "lazy array or a plane larger than the encoder input): tile embeddings are kept in "
-                "the embedding cache; fill it with sum_core.embed(...) and pass cache= to set_image"
-            )
-
-    def _require_image(self) -> None:
-        self._require_not_tiled("this low-level call")
+    def _require_embedding(self) -> ImageEmbedding:
         if self._embedding is None:
+            if self._tiled is not None:
+                raise InvalidInputError(
+                    "this image is encoded tile by tile (it is larger than one encoder window, or was "
+                    "set with a cache or a tiling): it has no single embedding"
+                )
             raise InvalidInputError("no image is set: call set_image(image) before predict()")
+        return self._embedding
 
-    def decode(
-        self, frame: ModelPrompts, multimask: bool = False, hq_token_only: bool = False, task: int | None = 1
-    ) -> DecodedMasks:
-        """Run the prompt encoder and mask decoder on prompts in the model frame.
-
-        Low-level batched entry (automatic segmentation decodes many clicks in one
-        call with it): the image embedding is broadcast over the prompts, not copied.
-
-        Parameters
-        ----------
-        frame : ModelPrompts
-            Prompts from :func:`sum_core.prompts.to_model_frame` (batch ``B``).
-        multimask, hq_token_only : bool
-            Output selection, see :meth:`sum_core.modeling.mask_decoder.MaskDecoder.select_outputs`
-            (plain SAM with ``multimask`` keeps its 3 candidates here).
-        task : int or None
-            SUM task; ignored by models without SUM task tokens.
-
-        Returns
-        -------
-        DecodedMasks
-            Low-resolution ``B×C×L×L`` logits, ``B×C`` IoU, the chosen SAM-token
-            logits and the HQ-token logits (None for plain SAM).
-        """
-        self._require_image()
-        model = self.model
-        cuda_graphs = uses_cuda_graphs(model)
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.inference_mode():
-            points = None if frame.point_coords is None else (frame.point_coords, frame.point_labels)
-            sparse, dense = model.prompt_encoder(points=points, boxes=frame.boxes, masks=frame.mask_input)
-            out = model.mask_decoder(
-                image_embeddings=self._embedding,
-                image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                hq_features=self._hq_features,
-                task=task if model.config.sum_tokens else None,
+    def _low_res_prompt(self, mask_input: Any, image: ImageEmbedding) -> np.ndarray | None:
+        """A mask prompt in the decoder's low-resolution frame (full-size ones converted)."""
+        if mask_input is None:
+            return None
+        config = self.model.config
+        values = np.asarray(mask_input)
+        if values.ndim == 3:
+            return values  # (1, L, L) low-resolution logits, checked by validate_prompts
+        full = mask_logits(values)
+        if full.shape != tuple(image.original_size):
+            raise InvalidInputError(
+                f"mask_input: expected full-size {tuple(image.original_size)} logits or mask, or "
+                f"(1, {config.low_res_size}, {config.low_res_size}) low-resolution logits; got {full.shape}"
             )
-            logits, iou, sam_logits = model.mask_decoder.select_outputs(out, multimask, hq_token_only)
-        hq_logits = out.hq_logits
-        if cuda_graphs:  # a CUDA graph's outputs are overwritten by its next replay: copy them
-            logits, iou, sam_logits = logits.clone(), iou.clone(), sam_logits.clone()
-            hq_logits = None if hq_logits is None else hq_logits.clone()
-        return DecodedMasks(logits, iou, sam_logits, hq_logits)
+        return to_low_res_frame(
+            full, image.input_size, config.image_size, config.low_res_size, -MASK_PROMPT_LOGIT
+        ).numpy()
 
-    def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
-        """``B×C×L×L`` low-resolution logits to ``B×C×H×W`` logits at the image's size."""
-        self._require_image()
-        with torch.inference_mode():
-            return self.model.postprocess_masks(low_res, self._input_size, self._original_size)
-
-    def _decode(self, prompts, multimask: bool, hq_token_only: bool, task: int) -> DecodedMasks:
-        """Validated prompts -> one mask per prompt (plain SAM multimask: the best candidate)."""
-        frame = to_model_frame(prompts, self._original_size, self._input_size, device=self.device)
-        decoded = self.decode(frame, multimask, hq_token_only, task)
-        if self.model.config.hq or not multimask:
-            return decoded
-        logits, iou, sam_logits, hq_logits = decoded
-        best = iou.argmax(dim=1)
-        rows = torch.arange(iou.shape[0], device=iou.device)
-        return DecodedMasks(logits[rows, best][:, None], iou[rows, best][:, None], sam_logits[rows, best][:, None], hq_logits)
-
-    def _ensemble(self, prompts, multimask, hq_token_only, task, size: int, seed: int) -> torch.Tensor:
-        members = unc.perturb_prompts(
-            prompts.points, prompts.labels, prompts.boxes, size, seed, image_shape=self._original_size
+    def _predict_tiled(self, points, labels, box, mask_input, options, cancel) -> Prediction:
+        """One tiled prediction per object, pasted into full-size arrays."""
+        tiled = self._tiled
+        shape = tiled.embeddings.grid.shape
+        prompts: Prompts = validate_prompts(points, labels, box, None, image_shape=shape, default_positive=True)
+        if mask_input is not None and np.asarray(mask_input).shape != tuple(shape):
+            raise InvalidInputError(
+                f"mask_input: this image is encoded tile by tile; give a full-size {tuple(shape)} mask "
+                f"or logits (e.g. a previous prediction's logits[k]), got shape {np.asarray(mask_input).shape}"
+            )
+        boxes = [None] if prompts.boxes is None else list(prompts.boxes)
+        k = len(boxes)
+        logits = np.full((k, *shape), BACKGROUND_LOGIT, dtype=np.float32)
+        uncertainties = np.zeros((k, *shape), dtype=np.float32)
+        scores = np.zeros(k, dtype=np.float32)
+        for i, one_box in enumerate(boxes):
+            window: TiledPrediction = tiled.predict(
+                prompts.points, prompts.labels, one_box, mask_input, options, cancel=cancel
+            )
+            rows, cols = window.window.slices
+            logits[i, rows, cols] = window.logits
+            uncertainties[i, rows, cols] = window.uncertainty
+            scores[i] = window.score
+        return Prediction(
+            masks=logits > 0, scores=scores, logits=logits, uncertainties=uncertainties, low_res_logits=None
         )
-        logits = [
-            self._decode(replace(prompts, points=points, boxes=boxes), multimask, hq_token_only, task)[0]
-            for points, _, boxes in members
-        ]
-        return unc.ensemble_entropy(torch.stack([self.upscale(lg) for lg in logits]))
-
-
-def _to_prediction(full: torch.Tensor, iou: torch.Tensor, low_res: torch.Tensor, unc_map: torch.Tensor) -> Prediction:
-    """Convert batched (K, 1, ...) tensors to a Prediction, dropping K when it is 1."""
-    full = full[:, 0].float().cpu().numpy()
-    unc_np = unc_map.reshape(full.shape).float().cpu().numpy().astype(np.float32)
-    scores = iou[:, 0].float().cpu().numpy()
-    low = low_res.float().cpu().numpy()
-    if full.shape[0] == 1:
-        return Prediction(full[0] > 0, float(scores[0]), full[0], low[0], unc_np[0])
-    return Prediction(full > 0, scores, full, low, unc_np)

@@ -30,7 +30,19 @@ import torch
 
 from .errors import InvalidInputError
 
-__all__ = ["ModelPrompts", "Prompts", "from_model_frame_points", "to_model_frame", "validate_prompts"]
+__all__ = [
+    "MASK_PROMPT_LOGIT",
+    "ModelPrompts",
+    "Prompts",
+    "from_model_frame_points",
+    "mask_logits",
+    "to_low_res_frame",
+    "to_model_frame",
+    "validate_prompts",
+]
+
+#: Logit magnitude given to the pixels of a binary mask used as a mask prompt (logit of 0.999).
+MASK_PROMPT_LOGIT = float(np.log(0.999 / 0.001))
 
 
 @dataclass(frozen=True)
@@ -152,12 +164,10 @@ def _check_boxes(box, shape: tuple[int, int]) -> np.ndarray:
 def _check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
     mask = _as_float_array(mask_input, "mask_input")
     size = low_res_size
-    if mask.shape == (size, size):
-        mask = mask[None]
     if mask.shape != (1, size, size):
         raise InvalidInputError(
-            f"mask_input: expected logits of shape ({size}, {size}) or (1, {size}, {size}) "
-            f"(a previous prediction's low_res_logits), got {mask.shape}"
+            f"mask_input: expected low-resolution logits of shape (1, {size}, {size}) "
+            f"(a previous prediction's low_res_logits[k]), got {mask.shape}"
         )
     if not np.isfinite(mask).all():
         raise InvalidInputError(f"mask_input: contains {int((~np.isfinite(mask)).sum())} non-finite value(s)")
@@ -186,7 +196,7 @@ def validate_prompts(
     box : array_like, optional
         ``(4,)`` or ``(K, 4)`` boxes ``(row0, col0, row1, col1)``.
     mask_input : array_like, optional
-        ``(L, L)`` or ``(1, L, L)`` logits with ``L = low_res_size``.
+        ``(1, L, L)`` logits with ``L = low_res_size``.
     image_shape : tuple of int
         ``(H, W)`` of the image.
     low_res_size : int
@@ -302,3 +312,45 @@ def from_model_frame_points(
     xy = np.asarray(coords, dtype=np.float64)
     sx, sy = _scales(original_size, input_size)
     return xy[..., ::-1] / np.array([sy, sx])
+
+
+def mask_logits(mask: np.ndarray) -> np.ndarray:
+    """A full-size mask prompt as float32 logits: bool masks become ``±MASK_PROMPT_LOGIT``,
+    numeric arrays are taken as logits (e.g. a previous prediction's ``logits``)."""
+    arr = np.asarray(mask)
+    if arr.dtype == np.bool_:
+        return np.where(arr, MASK_PROMPT_LOGIT, -MASK_PROMPT_LOGIT).astype(np.float32)
+    values = _as_float_array(arr, "mask_input").astype(np.float32)
+    if not np.isfinite(values).all():
+        raise InvalidInputError(f"mask_input: contains {int((~np.isfinite(values)).sum())} non-finite value(s)")
+    return values
+
+
+def to_low_res_frame(
+    values: np.ndarray | torch.Tensor,
+    input_size: tuple[int, int],
+    image_size: int,
+    low_res_size: int,
+    pad_value: float,
+) -> torch.Tensor:
+    """Map an image-resolution ``(H, W)`` float map into SAM's ``L×L`` low-resolution frame.
+
+    The inverse of ``SamModel.postprocess_masks``: bilinear resize to the resized-image
+    size ``input_size``, pad bottom/right with ``pad_value`` to ``image_size``, then an
+    antialiased bilinear reduction to ``low_res_size``. This is how a full-size mask
+    prompt (:func:`mask_logits`) reaches the decoder of each window it covers.
+
+    Returns
+    -------
+    torch.Tensor
+        float32 ``(1, L, L)``.
+    """
+    x = values if torch.is_tensor(values) else torch.as_tensor(np.asarray(values, dtype=np.float32))
+    x = x.float()[None, None]
+    x = torch.nn.functional.interpolate(x, input_size, mode="bilinear", align_corners=False)
+    pad = (0, image_size - input_size[1], 0, image_size - input_size[0])
+    x = torch.nn.functional.pad(x, pad, value=pad_value)
+    x = torch.nn.functional.interpolate(
+        x, (low_res_size, low_res_size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return x[0]

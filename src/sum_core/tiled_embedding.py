@@ -1,97 +1,78 @@
 """Tiled, cached, resumable image embeddings for images and stacks of any size.
 
 :class:`TiledEmbeddings` binds a model, an image (or a stack, slice by slice) and a tiling
-to an :class:`~sum_core.embedding_cache.EmbeddingCache`: a tile is encoded the first time
-it is asked for and read back from the cache afterwards. :func:`embed` fills the whole
-cache up front (with batching and a progress bar), resuming where an interrupted run
-stopped; the next batch of tiles is read and resized on a background thread while the
-current one is encoded (:mod:`sum_core.prefetch`).
+(:func:`sum_core.tiling.tile_grid`, the one size rule): a tile is encoded the first time it
+is asked for and served from memory afterwards, as an
+:class:`~sum_core.modeling.ImageEmbedding` of tensors with its HQ features computed once.
+The tiles in memory form a bounded LRU (``memory_tiles``; the least recently used tile is
+evicted). With ``cache=`` a folder, every encoded tile is also written to a persistent zarr
+:class:`~sum_core.embedding_cache.EmbeddingCache` and an evicted tile is read back from it
+instead of being encoded again. :func:`embed` fills the whole cache up front (with batching
+and a progress bar), resuming where an interrupted run stopped; the next batch of tiles is
+read and resized on a background thread while the current one is encoded
+(:mod:`sum_core.prefetch`).
 
 Preprocessing of a tile: its outer window (tile + halo, clipped to the image) is read
 from the (lazy) source, converted to 8-bit RGB with ONE intensity window computed for the
-whole image or stack (:func:`sum_core.sources.fixed_normalization`), resized so its long
-side is the encoder input size (SAM's ``ResizeLongestSide``) and padded, exactly as
-:meth:`sum_core.predictor.Predictor.set_image` does for a whole image.
+whole image or stack (:func:`sum_core.sources.fixed_normalization`), and encoded through
+:func:`sum_core.encoding.encode`, exactly as :class:`sum_core.Predictor` encodes a whole image.
 
-Cache signature: the data hash, the model (``model_type`` plus ``-hq`` / ``-sum``) and the
-hash of its weights (BLAKE2b of the state dict, so the same weights loaded from a registry
-name or from a file share caches), the tiling and the package version, plus a
+Cache signature (persisted caches only): the data hash, the model (``model_type`` plus
+``-hq`` / ``-sum``) and the hash of its weights (:func:`sum_core.encoding.weights_hash`,
+computed once per model state), the tiling and the package version, plus a
 ``preprocessing`` entry (stack axis, intensity window and encoder precision): reopening a
-cache made with different preprocessing is an error too.
-
-Precision: the encoder may run under ``bf16`` / ``fp16`` autocast
-(:mod:`sum_core.acceleration`); the cache still stores float32 (or its ``dtype``). Embeddings
-computed at different precisions are never mixed in one cache: the precision is part of the
-``preprocessing`` entry, and a cache written before that entry had the key (always at
-``fp32``) reads as ``fp32``, so it reopens unchanged at the default precision.
+cache made with different preprocessing is an error too. A cache written before the
+precision was recorded (always at ``fp32``) reads as ``fp32``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .acceleration import autocast, check_precision
+from .acceleration import check_precision
 from .embedding_cache import CacheLayout, EmbeddingCache, make_signature
-from .errors import InvalidInputError
-from .image import Normalization, resize_longest_side
-from .modeling import SamModel
-from .predictor import ImageEmbedding
-from .prefetch import pin_for_transfer, prefetch, to_device
+from .encoding import encode, model_name, to_pixels, weights_hash
+from .errors import Cancelled, InvalidInputError
+from .image import Normalization
+from .modeling import ImageEmbedding, SamModel
+from .prefetch import pin_for_transfer, prefetch
 from .sources import Planes, fixed_normalization, open_image, to_uint8_rgb
-from .tiling import TileGrid, default_tiling
+from .tiling import TileGrid, tile_grid
 
-__all__ = ["TiledEmbeddings", "embed", "model_name", "weights_hash"]
+__all__ = ["DEFAULT_MEMORY_TILES", "TiledEmbeddings", "embed"]
 
-
-def weights_hash(model: SamModel) -> str:
-    """BLAKE2b of the model's state dict (names, dtypes, shapes and values), ``"blake2b:<hex>"``."""
-    h = hashlib.blake2b(digest_size=20)
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return f"blake2b:{h.hexdigest()}"
-
-
-def model_name(model: SamModel) -> str:
-    """Architecture name used in cache signatures, e.g. ``"vit_b-hq"``."""
-    config = model.config
-    return config.model_type + ("-hq" if config.hq else "") + ("-sum" if config.sum_tokens else "")
+#: Tiles kept in memory by default (about 12 MB each for an HQ ViT model, 4 MB for SAM).
+DEFAULT_MEMORY_TILES = 32
 
 
 class _Batch(NamedTuple):
     """Tiles read and resized, ready for the encoder."""
 
     pairs: list[tuple[int, int]]
-    tensors: list[torch.Tensor]  # 1x3xhxw uint8, pinned when bound for CUDA
-    input_sizes: list[tuple[int, int]]
+    pixels: list[torch.Tensor]  # 1x3xhxw uint8, pinned when bound for CUDA
     original_sizes: list[tuple[int, int]]
 
 
-def _grid(
-    plane_shape: tuple[int, int],
-    tile_shape: int | Sequence[int] | None,
-    halo: int | Sequence[int] | None,
-    encoder_size: int,
-) -> TileGrid:
-    if tile_shape is None and halo is None:
-        return default_tiling(plane_shape, encoder_size)
-    if tile_shape is None:
-        tile_shape = default_tiling(plane_shape, encoder_size).tile_shape
-    return TileGrid(plane_shape, tile_shape, encoder_size // 16 if halo is None else halo)
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise :class:`sum_core.errors.Cancelled` if ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
 
 
 class TiledEmbeddings:
-    """Tile embeddings of one image or stack, encoded on demand and kept in a cache.
+    """Tile embeddings of one image or stack, encoded on demand, served from memory.
+
+    Thread-safe: tiles asked for by several threads are encoded once.
 
     Parameters
     ----------
@@ -100,40 +81,40 @@ class TiledEmbeddings:
     image : array-like or path
         Anything :func:`sum_core.sources.open_image` accepts; read tile by tile.
     tile_shape, halo : int or (int, int), optional
-        Tiling of each plane (:class:`sum_core.tiling.TileGrid`). Both None: the default
-        tiling (:func:`sum_core.tiling.default_tiling`: one tile up to the encoder size,
-        else windows of at most the encoder size). ``halo`` None with a ``tile_shape``
-        means ``encoder_size // 16`` (64).
+        Tiling of each plane, see :func:`sum_core.tiling.tile_grid`.
     cache : str, path-like or None
-        Folder of the zarr cache; None keeps it in memory.
+        Folder of a persistent zarr cache (see :class:`~sum_core.embedding_cache.EmbeddingCache`);
+        None keeps tiles in memory only (an evicted tile is encoded again when needed).
     stack_axis : int, optional
-        Axis of the slices of a 3D / time stack (cached slice by slice); None for 2D.
+        Axis of the slices of a 3D / time stack; None for 2D.
     normalization : Normalization, optional
         Intensity window; computed once for the whole image (see
         :func:`sum_core.sources.fixed_normalization`).
     dtype : {"float32", "float16"}
-        Storage dtype of the cache.
+        Storage dtype of the persistent cache.
     overwrite : bool
         Discard an existing cache at ``cache`` made for something else.
     precision : {"fp32", "bf16", "fp16"}
         Encoder precision (:func:`sum_core.acceleration.autocast`; ``fp16`` needs CUDA).
         Part of the cache's preprocessing: a cache is filled at one precision only.
+    memory_tiles : int
+        Tiles kept in memory (LRU), >= 1.
 
     Attributes
     ----------
     grid : TileGrid
     planes : Planes
-    cache : EmbeddingCache
+    cache : EmbeddingCache or None
+        The persistent cache, if any.
     precision : str
     tiles_encoded : int
-        Tiles encoded by this object so far (cache hits excluded).
+        Tiles encoded by this object so far (memory and cache hits excluded).
 
     Raises
     ------
     InvalidInputError
         Bad image or stack axis, bad tiling, a precision the model's device cannot run, or a
-        cache made for other data, another model, another tiling or other preprocessing
-        (including another precision).
+        cache made for other data, another model, another tiling or other preprocessing.
     """
 
     def __init__(
@@ -149,6 +130,7 @@ class TiledEmbeddings:
         overwrite: bool = False,
         *,
         precision: str = "fp32",
+        memory_tiles: int = DEFAULT_MEMORY_TILES,
     ) -> None:
         if not isinstance(model, SamModel):
             raise InvalidInputError(
@@ -159,18 +141,28 @@ class TiledEmbeddings:
             raise InvalidInputError(
                 f"normalization must be a sum_core.Normalization, got {type(normalization).__name__}"
             )
+        if isinstance(memory_tiles, bool) or not isinstance(memory_tiles, int) or memory_tiles < 1:
+            raise InvalidInputError(f"memory_tiles must be an int >= 1, got {memory_tiles!r}")
         self.model = model
+        self.memory_tiles = memory_tiles
         source = open_image(image)
         self.planes = Planes(source, stack_axis)
         config = model.config
-        self.grid = _grid(self.planes.plane_shape, tile_shape, halo, config.image_size)
+        self.grid: TileGrid = tile_grid(self.planes.plane_shape, config.image_size, tile_shape, halo)
         self.normalization = fixed_normalization(self.planes, normalization)
-        signature = make_signature(source, model_name(model), weights_hash(model), self.grid)
+        self.cache = None if cache is None else self._open_cache(source, cache, dtype, overwrite)
+        self.tiles_encoded = 0
+        self._memory: OrderedDict[tuple[int, int], ImageEmbedding] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def _open_cache(self, source: Any, path: str | os.PathLike, dtype: str, overwrite: bool) -> EmbeddingCache:
+        config = self.model.config
+        signature = make_signature(source, model_name(self.model), weights_hash(self.model), self.grid)
         window = None if self.normalization is None else list(self.normalization.limits)
         signature["preprocessing"] = {
             "stack_axis": self.planes.stack_axis,
             "window": window,
-            "precision": precision,
+            "precision": self.precision,
         }
         layout = CacheLayout(
             n_slices=self.planes.n_slices,
@@ -180,18 +172,18 @@ class TiledEmbeddings:
             embed_size=config.embedding_size,
             dtype=dtype,
         )
-        self.cache = EmbeddingCache.open(cache, signature, layout, overwrite=overwrite)
-        stored = json.loads(json.dumps(self.cache.signature.get("preprocessing")))
+        cache = EmbeddingCache.open(path, signature, layout, overwrite=overwrite)
+        stored = json.loads(json.dumps(cache.signature.get("preprocessing")))
         if isinstance(stored, dict):
             # Caches written before the precision was recorded were all computed at fp32.
             stored.setdefault("precision", "fp32")
         wanted = json.loads(json.dumps(signature["preprocessing"]))
         if stored != wanted:
             raise InvalidInputError(
-                f"embedding cache '{cache}' was made with other preprocessing (cache: {stored}, now: "
+                f"embedding cache '{path}' was made with other preprocessing (cache: {stored}, now: "
                 f"{wanted}); use a new path, the same normalization and precision, or overwrite=True"
             )
-        self.tiles_encoded = 0
+        return cache
 
     @property
     def device(self) -> torch.device:
@@ -203,70 +195,113 @@ class TiledEmbeddings:
         """Number of slices (1 for a 2D image)."""
         return self.planes.n_slices
 
+    def _available(self, pair: tuple[int, int]) -> bool:
+        return pair in self._memory or (self.cache is not None and self.cache.is_complete(*pair))
+
     def missing(self) -> list[tuple[int, int]]:
-        """``(slice, tile)`` pairs not in the cache yet."""
-        return self.cache.missing()
+        """``(slice, tile)`` pairs neither in the persistent cache nor in memory."""
+        with self._lock:
+            pairs = self.cache.missing() if self.cache is not None else [
+                (s, t) for s in range(self.n_slices) for t in range(len(self.grid))
+            ]
+            return [pair for pair in pairs if pair not in self._memory]
 
     def ensure(
-        self, pairs: Iterable[tuple[int, int]], batch_size: int = 1, progress: bool = False
+        self,
+        pairs: Iterable[tuple[int, int]],
+        batch_size: int = 1,
+        progress: bool | Callable[[int, int], None] = False,
+        cancel: threading.Event | None = None,
     ) -> int:
-        """Encode the ``(slice, tile)`` pairs that are not cached yet; return how many were encoded.
+        """Encode the ``(slice, tile)`` pairs that are not available yet; return how many.
 
         Reading and resizing the next batch (on a background thread, see
         :func:`sum_core.prefetch.prefetch`; pinned memory on CUDA) overlaps with encoding
-        the current one. Batches are encoded and written in order, each as soon as it is
+        the current one. Batches are encoded and stored in order, each as soon as it is
         encoded, so an interruption loses at most the batch in flight.
+
+        Parameters
+        ----------
+        pairs : iterable of (int, int)
+        batch_size : int
+            Tiles per encoder call.
+        progress : bool or callable
+            True: a tqdm bar; a callable gets ``(done, total)`` after each batch.
+        cancel : threading.Event, optional
+            Checked before each batch; raises :class:`sum_core.errors.Cancelled` when set.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        todo = [(int(s), int(t)) for s, t in pairs if not self.cache.is_complete(s, t)]
-        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-        with (
-            tqdm(total=len(todo), desc="embedding tiles", unit="tile", disable=not progress) as bar,
-            contextlib.closing(prefetch(self._prepare, batches)) as prepared,
-        ):
-            for batch in prepared:
-                self._encode(batch)
-                bar.update(len(batch.pairs))
-        return len(todo)
+        with self._lock:
+            todo = [(int(s), int(t)) for s, t in pairs]
+            todo = [pair for pair in dict.fromkeys(todo) if not self._available(pair)]
+            batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+            done = 0
+            with (
+                tqdm(total=len(todo), desc="embedding tiles", unit="tile", disable=progress is not True) as bar,
+                contextlib.closing(prefetch(self._prepare, batches)) as prepared,
+            ):
+                for batch in prepared:
+                    check_cancel(cancel)
+                    self._encode(batch)
+                    done += len(batch.pairs)
+                    bar.update(len(batch.pairs))
+                    if callable(progress):
+                        progress(done, len(todo))
+            return len(todo)
 
     def embedding(self, slice_index: int, tile_index: int) -> ImageEmbedding:
-        """The embedding of one tile (encoded now if it is not cached), for ``Predictor.set_embedding``."""
-        self.ensure([(slice_index, tile_index)])
-        cached = self.cache.read(slice_index, tile_index)
-        early = cached.early[None].astype(np.float32) if self.model.config.hq else None
-        return ImageEmbedding(
-            embedding=cached.embedding[None].astype(np.float32),
-            early=early,
-            original_size=cached.original_size,
-            input_size=cached.input_size,
-        )
+        """The embedding of one tile (tensors on the model's device, HQ features included),
+        encoded now if it is neither in memory nor in the persistent cache."""
+        pair = (int(slice_index), int(tile_index))
+        with self._lock:
+            found = self._memory.get(pair)
+            if found is not None:
+                self._memory.move_to_end(pair)
+                return found
+            if self.cache is not None and self.cache.is_complete(*pair):
+                stored = self.cache.read(*pair).to(self.device)
+                self._remember(pair, stored)
+            else:
+                self.ensure([pair])
+            return self._memory[pair]
+
+    def _remember(self, pair: tuple[int, int], image: ImageEmbedding) -> None:
+        """Keep a tile in memory with its HQ features (the early feature is then not needed)."""
+        model = self.model
+        if model.config.hq and image.hq_features is None:
+            with torch.inference_mode():
+                image = ImageEmbedding(
+                    image.embedding, None, model.mask_decoder.hq_features(image.embedding, image.early),
+                    image.input_size, image.original_size,
+                )  # fmt: skip
+        elif image.early is not None and image.hq_features is not None:
+            image = ImageEmbedding(image.embedding, None, image.hq_features, image.input_size, image.original_size)
+        self._memory[pair] = image
+        self._memory.move_to_end(pair)
+        while len(self._memory) > self.memory_tiles:
+            self._memory.popitem(last=False)
 
     def _prepare(self, pairs: list[tuple[int, int]]) -> _Batch:
         """Read, normalise and resize a batch of tiles (runs on the prefetch thread)."""
-        tensors, input_sizes, original_sizes = [], [], []
+        pixels, original_sizes = [], []
         for s, t in pairs:
             outer = self.grid[t].outer
-            pixels = to_uint8_rgb(self.planes.read(s, outer), self.normalization)
-            resized = resize_longest_side(pixels, self.model.config.image_size)
+            rgb = to_uint8_rgb(self.planes.read(s, outer), self.normalization)
             # uint8 until it is on the device: a quarter of the bytes to pin and transfer
-            channels_first = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))[None]
-            tensors.append(pin_for_transfer(channels_first, self.device))
-            input_sizes.append(resized.shape[:2])
+            pixels.append(pin_for_transfer(to_pixels(rgb, self.model.config.image_size), self.device))
             original_sizes.append(outer.shape)
-        return _Batch(pairs, tensors, input_sizes, original_sizes)
+        return _Batch(pairs, pixels, original_sizes)
 
     def _encode(self, batch: _Batch) -> None:
-        """Encode a prepared batch and write each tile to the cache (caller's thread)."""
-        model, device = self.model, self.device
+        """Encode a prepared batch, store each tile (cache, memory); caller's thread."""
         with torch.inference_mode():
-            inputs = torch.cat([model.preprocess(to_device(x, device).float()) for x in batch.tensors])
-            with autocast(device, self.precision):
-                embeddings, early = model.image_encoder(inputs)
-            embeddings, early = embeddings.float(), early.float()
-        for i, (s, t) in enumerate(batch.pairs):
-            early_i = early[i] if model.config.hq else np.zeros(self.cache.layout.early_shape, np.float32)
-            self.cache.write(s, t, embeddings[i], early_i, batch.input_sizes[i], batch.original_sizes[i])
+            encoded = encode(self.model, batch.pixels, batch.original_sizes, self.precision)
+        for pair, image in zip(batch.pairs, encoded):
+            if self.cache is not None:
+                early = image.early if image.early is not None else np.zeros(self.cache.layout.early_shape, np.float32)
+                self.cache.write(*pair, image.embedding, early, image.input_size, image.original_size)
+            self._remember(pair, image)
             self.tiles_encoded += 1
 
 
@@ -322,12 +357,12 @@ def embed(
         raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if not isinstance(model, SamModel):
         from .device import resolve_device
-        from .loading import load_model
+        from .loading import resolve_model
         from .zoo import DEFAULT_MODEL
 
         target = resolve_device(device)
         check_precision(precision, target)  # before loading the model
-        model = load_model(DEFAULT_MODEL if model is None else model, device=target)
+        model = resolve_model(DEFAULT_MODEL if model is None else model, device=target)
     tiled = TiledEmbeddings(
         model, image, tile_shape, halo, cache, stack_axis, normalization, dtype, overwrite,
         precision=precision,

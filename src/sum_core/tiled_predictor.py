@@ -12,118 +12,76 @@ were decoded. Tiles that are not reached are never encoded.
 
 Stitching: every pixel takes the result of the visited tile that owns it (whose inner
 region contains it); pixels owned by no visited tile take the highest logit of the
-visited windows covering them. The result is returned for the bounding window of the
-visited windows, with its ``offset`` in the image (a full-size mask of a 50k × 50k slide
-would take 2.5 GB); :meth:`TiledPrediction.paste_into` writes it into a full-size array
-(numpy or zarr).
+visited windows covering them. The result (:class:`~sum_core.prediction.TiledPrediction`) is returned for the bounding
+window of the visited windows, with its ``offset`` in the image (a full-size mask of a
+50k × 50k slide would take 2.5 GB); :meth:`TiledPrediction.paste_into` writes it into a
+full-size array (numpy or zarr). :class:`sum_core.Predictor` uses this class for images
+larger than one window and pastes the windows into full-size results itself.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from .tiled_embedding import TiledEmbeddings
+from .acceleration import check_compile, check_precision, compile_model
+from .decoding import decode_window
+from .device import resolve_device
 from .errors import InvalidInputError
 from .image import Normalization
-from .modeling import SamModel
-from .predictor import Prediction, Predictor, UncertaintyMethod
-from .prompts import validate_prompts
+from .modeling import ImageEmbedding, SamModel
+from .prediction import BACKGROUND_LOGIT, PredictOptions, TiledPrediction
+from .prompts import MASK_PROMPT_LOGIT, mask_logits, to_low_res_frame, validate_prompts
+from .tiled_embedding import DEFAULT_MEMORY_TILES, TiledEmbeddings, check_cancel
 from .tiling import Region, Tile
 
-__all__ = ["TiledPrediction", "TiledPredictor"]
+__all__ = ["TiledPredictor"]
 
 _MAX_SEEDS = 3  # derived clicks per neighbour window (one per largest part of the mask)
 
 
-@dataclass
-class TiledPrediction(Prediction):
-    """A :class:`~sum_core.predictor.Prediction` for a window of a large image.
+class TileMasks(NamedTuple):
+    """One object decoded in one tile window (numpy, at the window's size)."""
 
-    ``mask``, ``logits`` and ``uncertainty`` cover the window ``offset`` ..
-    ``offset + mask.shape`` of the image; ``score`` and ``low_res_logits`` are those of the
-    first (prompted) tile.
-
-    Attributes
-    ----------
-    offset : (int, int)
-        ``(row, col)`` of the window's top-left pixel in the image.
-    image_shape : (int, int)
-        ``(H, W)`` of the image (plane).
-    tiles : tuple of int
-        Tiles decoded, in visiting order (the first is the prompted tile).
-    complete : bool
-        False when following stopped at ``max_tiles`` while the mask still reached an
-        inner window border (the object may be cut there).
-    """
-
-    offset: tuple[int, int]
-    image_shape: tuple[int, int]
-    tiles: tuple[int, ...]
-    complete: bool
-
-    @property
-    def window(self) -> Region:
-        """The image region the arrays cover."""
-        r, c = self.offset
-        return Region(r, c, r + self.mask.shape[0], c + self.mask.shape[1])
-
-    def paste_into(self, target: Any, value: Any = True, slice_index: int | None = None) -> Any:
-        """Write ``value`` into ``target`` where the mask is set; return ``target``.
-
-        Parameters
-        ----------
-        target : array-like
-            ``(H, W)`` (numpy or zarr; only the window is read and written), or a stack
-            ``(Z, H, W)`` with ``slice_index``.
-        value : scalar
-            Value for the mask's pixels (True, or a label id).
-        slice_index : int, optional
-            Slice of a ``(Z, H, W)`` target.
-        """
-        shape = tuple(getattr(target, "shape", ()))
-        plane = shape if slice_index is None else shape[1:]
-        if plane != tuple(self.image_shape) or (slice_index is not None and len(shape) != 3):
-            raise InvalidInputError(
-                f"target: shape {shape} does not fit an image of shape {self.image_shape}"
-                + ("" if slice_index is None else f" with slice_index={slice_index}")
-            )
-        rows, cols = self.window.slices
-        index = (rows, cols) if slice_index is None else (slice_index, rows, cols)
-        current = np.asarray(target[index])
-        target[index] = np.where(self.mask, np.asarray(value, dtype=current.dtype), current)
-        return target
+    mask: np.ndarray
+    logits: np.ndarray
+    uncertainty: np.ndarray
+    score: float
 
 
 class TiledPredictor:
     """Prompted segmentation of large images and stacks, tile by tile, encoding lazily.
+
+    Safe to share between threads: calls on one predictor run one at a time.
 
     Parameters
     ----------
     model : SamModel
         A model from :func:`sum_core.load_model` or :func:`sum_core.build_model`.
     cache : str, path-like or None
-        Folder of the zarr embedding cache (see :func:`sum_core.embed`, which can
-        fill it beforehand); None keeps embeddings in memory.
+        Folder of the persistent zarr embedding cache (see :func:`sum_core.embed`, which
+        can fill it beforehand); None keeps embeddings in memory only.
     tile_shape, halo : int or (int, int), optional
-        Tiling; default :func:`sum_core.tiling.default_tiling`.
+        Tiling; see :func:`sum_core.tiling.tile_grid`.
     device : str or torch.device, optional
         Where to run; default CUDA, then MPS, then CPU.
     dtype : {"float32", "float16"}
-        Storage dtype of the cache.
+        Storage dtype of the persistent cache.
     precision : {"fp32", "bf16", "fp16"}
         Precision of the encoder (see :class:`~sum_core.predictor.Predictor`); part of the
         cache's signature.
     compile : bool
         Compile the model with ``torch.compile`` (see :class:`~sum_core.predictor.Predictor`).
+    memory_tiles : int
+        Tile embeddings kept in memory (LRU, see :class:`~sum_core.tiled_embedding.TiledEmbeddings`).
 
     Examples
     --------
@@ -144,14 +102,25 @@ class TiledPredictor:
         *,
         precision: str = "fp32",
         compile: bool = False,
+        memory_tiles: int = DEFAULT_MEMORY_TILES,
     ) -> None:
-        self._predictor = Predictor(model, device, precision=precision, compile=compile)
-        self.model = self._predictor.model
+        if not isinstance(model, SamModel):
+            raise InvalidInputError(
+                f"model must be a sum_core SamModel (from sum_core.load_model), got {type(model).__name__}"
+            )
+        check_compile(compile)
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)
+        self.model = model.to(self.device).eval()
+        if compile:
+            compile_model(self.model, self.device)
         self.cache_path = cache
         self.tile_shape = tile_shape
         self.halo = halo
         self.dtype = dtype
+        self.memory_tiles = memory_tiles
         self.embeddings: TiledEmbeddings | None = None
+        self._lock = threading.RLock()
 
     def set_image(
         self,
@@ -173,22 +142,17 @@ class TiledPredictor:
         overwrite : bool
             Discard a cache at ``cache`` that was made for something else.
         """
-        self.embeddings = TiledEmbeddings(
+        embeddings = TiledEmbeddings(
             self.model, image, self.tile_shape, self.halo, self.cache_path,
-            stack_axis, normalization, self.dtype, overwrite, precision=self._predictor.precision,
+            stack_axis, normalization, self.dtype, overwrite, precision=self.precision,
+            memory_tiles=self.memory_tiles,
         )  # fmt: skip
-
-    def set_embeddings(self, embeddings: TiledEmbeddings) -> None:
-        """Use embeddings from :func:`sum_core.embed` (same model)."""
-        if not isinstance(embeddings, TiledEmbeddings) or embeddings.model is not self.model:
-            raise InvalidInputError(
-                "embeddings must be a TiledEmbeddings made with this predictor's model"
-            )
-        self.embeddings = embeddings
+        with self._lock:
+            self.embeddings = embeddings
 
     @property
     def tiles_encoded(self) -> int:
-        """Tiles encoded so far for the current image (cache hits excluded)."""
+        """Tiles encoded so far for the current image (memory and cache hits excluded)."""
         return 0 if self.embeddings is None else self.embeddings.tiles_encoded
 
     def predict(
@@ -196,93 +160,111 @@ class TiledPredictor:
         points: np.ndarray | None = None,
         labels: np.ndarray | None = None,
         box: np.ndarray | None = None,
-        multimask: bool = False,
-        hq_token_only: bool = False,
-        task: int = 1,
-        uncertainty: UncertaintyMethod = "disagreement",
-        ensemble_size: int = 8,
-        seed: int = 0,
+        mask_input: np.ndarray | None = None,
+        options: PredictOptions | None = None,
+        *,
         slice_index: int = 0,
         follow: bool = True,
         max_tiles: int = 16,
+        cancel: threading.Event | None = None,
     ) -> TiledPrediction:
-        """Segment one object from clicks and/or one box, following it across tiles.
+        """Segment one object from clicks, one box and/or a mask, following it across tiles.
 
         Parameters
         ----------
         points, labels, box
             As :meth:`sum_core.predictor.Predictor.predict`, in image (row, col) pixels;
-            one box at most. Each window uses the points that fall inside it.
-        multimask, hq_token_only, task, uncertainty, ensemble_size, seed
-            Passed to the per-tile :meth:`~sum_core.predictor.Predictor.predict`.
+            one box at most; labels default to positive. Each window uses the points that
+            fall inside it.
+        mask_input : array-like, optional
+            Full-plane ``(H, W)`` mask prompt: logits (a previous ``logits``) or a bool mask;
+            each visited window gets its part in the decoder's low-resolution frame.
+        options : PredictOptions, optional
+            Decoder and uncertainty options (default ``PredictOptions()``).
         slice_index : int
             Slice of a stack (0 for a 2D image).
         follow : bool
             Follow the object into neighbour tiles (False: decode the prompted tile only).
         max_tiles : int
             At most this many tiles are decoded (and, if not cached, encoded).
+        cancel : threading.Event, optional
+            Checked between tiles: raises :class:`sum_core.errors.Cancelled` when set.
 
         Returns
         -------
         TiledPrediction
         """
-        tiled = self._require_image()
-        if isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1:
-            raise InvalidInputError(f"max_tiles must be an int >= 1, got {max_tiles!r}")
-        if isinstance(slice_index, bool) or not isinstance(slice_index, int) or not (
-            0 <= slice_index < tiled.n_slices
-        ):
-            raise InvalidInputError(
-                f"slice_index must be an int in [0, {tiled.n_slices}), got {slice_index!r}"
-            )
-        shape = tiled.grid.shape
-        prompts = validate_prompts(points, labels, box, None, image_shape=shape)
-        if prompts.boxes is not None and len(prompts.boxes) > 1:
-            raise InvalidInputError(
-                f"box: TiledPredictor segments one object per call, got {len(prompts.boxes)} boxes"
-            )
-        box_arr = None if prompts.boxes is None else prompts.boxes[0]
-        positives = None if prompts.points is None else prompts.points[prompts.labels == 1]
-        if positives is not None and len(positives):
-            anchor = positives.mean(axis=0)
-        elif box_arr is not None:
-            anchor = (box_arr[:2] + box_arr[2:]) / 2
-        else:
-            raise InvalidInputError("points/box: give at least one positive click or a box")
-        options = dict(
-            multimask=multimask, hq_token_only=hq_token_only, task=task,
-            uncertainty=uncertainty, ensemble_size=ensemble_size, seed=seed,
-        )  # fmt: skip
-        start = tiled.grid.tile_containing(min(anchor[0], shape[0] - 1), min(anchor[1], shape[1] - 1))
-        results: dict[int, Prediction] = {}
-        pending, queued = deque([start.index]), {start.index}
-        while pending and len(results) < max_tiles:
-            tile = tiled.grid[pending.popleft()]
-            local = self._window_prompts(tile, prompts.points, prompts.labels, box_arr, results)
-            if local is None:
-                continue
-            embedding = tiled.embedding(slice_index, tile.index)
-            results[tile.index] = self._decode(tile.outer, embedding, *local, options)
-            if not follow:
-                break
-            for neighbour in self._neighbours(tile, results[tile.index].mask):
-                if neighbour.index not in queued:
-                    queued.add(neighbour.index)
-                    pending.append(neighbour.index)
-        if not results:
-            raise InvalidInputError(
-                "points/box: the prompted tile's window (tile + halo) holds no positive click and "
-                "no part of the box; keep the clicks of one object within one tile window"
-            )
-        complete = not (follow and pending)
-        if not complete:
-            warnings.warn(
-                f"the object still reaches an inner tile border after {max_tiles} tiles; it may be "
-                "cut there (raise max_tiles)",
-                UserWarning,
-                stacklevel=2,
-            )
-        return self._merge(results, start.index, complete)
+        options = PredictOptions() if options is None else options
+        if not isinstance(options, PredictOptions):
+            raise InvalidInputError(f"options must be a PredictOptions, got {type(options).__name__}")
+        options.uncertainty_for(self.model.config.hq)  # refuse a bad method before any work
+        with self._lock:
+            tiled = self._require_image()
+            if isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1:
+                raise InvalidInputError(f"max_tiles must be an int >= 1, got {max_tiles!r}")
+            if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)) or not (
+                0 <= slice_index < tiled.n_slices
+            ):
+                raise InvalidInputError(
+                    f"slice_index must be an int in [0, {tiled.n_slices}), got {slice_index!r}"
+                )
+            shape = tiled.grid.shape
+            prompts = validate_prompts(points, labels, box, None, image_shape=shape, default_positive=True)
+            if prompts.boxes is not None and len(prompts.boxes) > 1:
+                raise InvalidInputError(
+                    f"box: TiledPredictor segments one object per call, got {len(prompts.boxes)} boxes"
+                )
+            full_mask = None
+            if mask_input is not None:
+                full_mask = mask_logits(mask_input)
+                if full_mask.shape != tuple(shape):
+                    raise InvalidInputError(
+                        f"mask_input: expected a full-size {tuple(shape)} mask or logits, got {full_mask.shape}"
+                    )
+            box_arr = None if prompts.boxes is None else prompts.boxes[0]
+            positives = None if prompts.points is None else prompts.points[prompts.labels == 1]
+            if positives is not None and len(positives):
+                anchor = positives.mean(axis=0)
+            elif box_arr is not None:
+                anchor = (box_arr[:2] + box_arr[2:]) / 2
+            elif full_mask is not None and (full_mask > 0).any():
+                anchor = np.argwhere(full_mask > 0).mean(axis=0)
+            else:
+                raise InvalidInputError("points/box: give at least one positive click or a box")
+            start = tiled.grid.tile_containing(min(anchor[0], shape[0] - 1), min(anchor[1], shape[1] - 1))
+            results: dict[int, TileMasks] = {}
+            pending, queued = deque([start.index]), {start.index}
+            while pending and len(results) < max_tiles:
+                check_cancel(cancel)
+                tile = tiled.grid[pending.popleft()]
+                local = self._window_prompts(tile, prompts.points, prompts.labels, box_arr, results)
+                has_mask = full_mask is not None and (full_mask[tile.outer.slices] > 0).any()
+                if local is None and not has_mask:
+                    continue
+                local = local or (None, None, None)
+                window_mask = None if full_mask is None else full_mask[tile.outer.slices]
+                embedding = tiled.embedding(slice_index, tile.index)
+                results[tile.index] = self._decode(tile.outer, embedding, *local, window_mask, options)
+                if not follow:
+                    break
+                for neighbour in self._neighbours(tile, results[tile.index].mask):
+                    if neighbour.index not in queued:
+                        queued.add(neighbour.index)
+                        pending.append(neighbour.index)
+            if not results:
+                raise InvalidInputError(
+                    "points/box: the prompted tile's window (tile + halo) holds no positive click and "
+                    "no part of the box; keep the clicks of one object within one tile window"
+                )
+            complete = not (follow and pending)
+            if not complete:
+                warnings.warn(
+                    f"the object still reaches an inner tile border after {max_tiles} tiles; it may be "
+                    "cut there (raise max_tiles)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return self._merge(results, start.index, complete)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -294,15 +276,26 @@ class TiledPredictor:
     def _decode(
         self,
         window: Region,
-        embedding: Any,
+        embedding: ImageEmbedding,
         points: np.ndarray | None,
         labels: np.ndarray | None,
         box: np.ndarray | None,
-        options: dict[str, Any],
-    ) -> Prediction:
-        """Decode one window from window-local prompts (the tests replace this)."""
-        self._predictor.set_embedding(embedding)
-        return self._predictor.predict(points=points, labels=labels, box=box, **options)
+        mask: np.ndarray | None,
+        options: PredictOptions,
+    ) -> TileMasks:
+        """Decode one object in one window from window-local prompts (the tests replace this)."""
+        config = self.model.config
+        low_res = None
+        if mask is not None:
+            low_res = to_low_res_frame(
+                mask, embedding.input_size, config.image_size, config.low_res_size, -MASK_PROMPT_LOGIT
+            ).numpy()
+        prompts = validate_prompts(
+            points, labels, box, low_res, image_shape=window.shape, low_res_size=config.low_res_size
+        )
+        out = decode_window(self.model, embedding, prompts, options)
+        logits = out.logits[0].cpu().numpy()
+        return TileMasks(logits > 0, logits, out.uncertainty[0].cpu().numpy(), float(out.scores[0]))
 
     def _window_prompts(
         self,
@@ -310,7 +303,7 @@ class TiledPredictor:
         points: np.ndarray | None,
         labels: np.ndarray | None,
         box: np.ndarray | None,
-        results: dict[int, Prediction],
+        results: dict[int, TileMasks],
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] | None:
         """Window-local prompts of ``tile``: user prompts inside it plus clicks derived from
         the mask found so far; None when there is nothing positive to prompt with."""
@@ -340,7 +333,7 @@ class TiledPredictor:
             return None, None, local_box
         return np.array(pts, dtype=np.float64), np.array(lbs, dtype=np.int64), local_box
 
-    def _seeds(self, win: Region, results: dict[int, Prediction]) -> list[np.ndarray]:
+    def _seeds(self, win: Region, results: dict[int, TileMasks]) -> list[np.ndarray]:
         """One click per largest connected part of the known mask inside ``win`` (grown by
         one pixel, so that windows without overlap still get a seed at their border)."""
         h, w = self.embeddings.grid.shape
@@ -389,14 +382,14 @@ class TiledPredictor:
         found.pop(tile.index, None)
         return list(found.values())
 
-    def _merge(self, results: dict[int, Prediction], start: int, complete: bool) -> TiledPrediction:
+    def _merge(self, results: dict[int, TileMasks], start: int, complete: bool) -> TiledPrediction:
         grid = self.embeddings.grid
         outers = {i: grid[i].outer for i in results}
         window = Region(
             min(o.row0 for o in outers.values()), min(o.col0 for o in outers.values()),
             max(o.row1 for o in outers.values()), max(o.col1 for o in outers.values()),
         )  # fmt: skip
-        logits = np.full(window.shape, -np.inf, dtype=np.float32)
+        logits = np.full(window.shape, BACKGROUND_LOGIT, dtype=np.float32)
         unc = np.zeros(window.shape, dtype=np.float32)
         for i, pred in results.items():
             o = outers[i]
@@ -414,12 +407,10 @@ class TiledPredictor:
             )
             logits[sl] = pred.logits[own.slices]
             unc[sl] = pred.uncertainty[own.slices]
-        first = results[start]
         return TiledPrediction(
             mask=logits > 0,
-            score=first.score,
-            logits=np.maximum(logits, np.finfo(np.float32).min),
-            low_res_logits=first.low_res_logits,
+            score=results[start].score,
+            logits=logits,
             uncertainty=unc,
             offset=(window.row0, window.col0),
             image_shape=grid.shape,

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from .errors import InvalidInputError
 
-__all__ = ["Region", "Tile", "TileGrid", "default_tiling", "encoded_pixel_ratio"]
+__all__ = ["Region", "Tile", "TileGrid", "default_tiling", "encoded_pixel_ratio", "tile_grid"]
 
 
 class Region(NamedTuple):
@@ -237,3 +237,38 @@ def default_tiling(shape: Sequence[int], encoder_size: int = 1024) -> TileGrid:
         n if n <= encoder_size else math.ceil(n / math.ceil(n / max_inner)) for n in (h, w)
     )
     return TileGrid((h, w), tile, halo)
+
+
+def tile_grid(
+    shape: Sequence[int],
+    encoder_size: int = 1024,
+    tile_shape: int | Sequence[int] | None = None,
+    halo: int | Sequence[int] | None = None,
+) -> TileGrid:
+    """The tiling of a plane: the one size rule of the package.
+
+    The predictor, the tiled predictor, automatic segmentation, batch jobs, the CLI and the
+    napari widgets all tile through here, so an image is cut the same way by each of them.
+
+    - Neither ``tile_shape`` nor ``halo``: :func:`default_tiling`: a plane of at most
+      ``encoder_size`` on both sides is one window; a larger one is tiled so that no window
+      is downscaled (small objects keep their pixels).
+    - ``tile_shape`` given: tiles of that size with ``halo`` (default ``encoder_size // 16``).
+      ``tile_shape`` equal to the plane's shape (or larger) means one window resized to the
+      encoder, SAM's own behaviour: faster (one encoder run), coarser.
+    - only ``halo``: the default tile size with that halo.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(height, width)`` of the plane.
+    encoder_size : int
+        Side of the model input (``model.config.image_size``, 1024 for SAM).
+    tile_shape, halo : int or (int, int), optional
+        See above.
+    """
+    if tile_shape is None and halo is None:
+        return default_tiling(shape, encoder_size)
+    if tile_shape is None:
+        tile_shape = default_tiling(shape, encoder_size).tile_shape
+    return TileGrid(shape, tile_shape, encoder_size // 16 if halo is None else halo)

@@ -390,3 +390,39 @@ def fetch(name: str, progress: bool = True) -> Path:
             f"{entry.url}: {exc}. " + _manual_instructions(entry, target)
         ) from exc
     return Path(path)
+
+
+def locate(name_or_path: str | os.PathLike, progress: bool = True) -> Path:
+    """The checkpoint file of a registry name or a path: the one precedence of the package.
+
+    A registry name wins over a file of the same name in the working folder (names are
+    what users type; a file is meant when it is given as a path such as ``./model.pth``).
+    Registry models are fetched (downloaded once, hash-checked) by :func:`fetch`.
+
+    Parameters
+    ----------
+    name_or_path : str or PathLike
+        Registry name (see :func:`list_models`) or checkpoint path.
+    progress : bool
+        Show a download progress bar when a registry file must be fetched.
+
+    Raises
+    ------
+    InvalidInputError
+        Neither a registry name nor an existing file (the message lists the registry).
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise InvalidInputError(
+            f"model {name_or_path!r} must be a registry name or a file path, "
+            f"not {type(name_or_path).__name__}"
+        )
+    names = list_models()
+    if isinstance(name_or_path, str) and name_or_path in names:
+        return fetch(name_or_path, progress=progress)
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    raise InvalidInputError(
+        f"model {str(name_or_path)!r} is neither a registry model nor an existing file; "
+        f"known models: {', '.join(names)}"
+    )

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .embedding import DecodedMasks, ImageEmbedding
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
@@ -78,3 +79,54 @@ class SamModel(nn.Module):
         if tuple(masks.shape[-2:]) == tuple(original_size):
             return masks  # a same-size bilinear resize is the identity: skip the copy
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+
+    def decode(
+        self,
+        image: ImageEmbedding,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        boxes: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+        task: int | None = None,
+        multimask: bool = False,
+        hq_token_only: bool = False,
+    ) -> DecodedMasks:
+        """The decode step: prompts in the model frame -> low-resolution masks.
+
+        Every consumer decodes through here (predictors, automatic segmentation,
+        training, evaluation). Differentiable: no ``no_grad`` inside (callers choose).
+        The image embedding is broadcast over the ``B`` prompts, not copied.
+
+        Parameters
+        ----------
+        image : ImageEmbedding
+            The encoded image; its ``hq_features`` are computed here when absent.
+        points : (coords B×N×2, labels B×N), optional
+            Clicks in SAM's (x, y) input frame (see :func:`sum_core.prompts.to_model_frame`).
+        boxes : torch.Tensor, optional
+            ``B×4`` boxes (x0, y0, x1, y1) in the input frame.
+        masks : torch.Tensor, optional
+            ``B×1×L×L`` (or ``1×1×L×L``) mask-prompt logits.
+        task : int, optional
+            SUM task (0, 1, 2); ignored by models without SUM task tables; None adds none.
+        multimask, hq_token_only : bool
+            Output selection, see :meth:`MaskDecoder.select_outputs`; plain SAM with
+            ``multimask`` keeps its 3 candidates.
+
+        Returns
+        -------
+        DecodedMasks
+        """
+        hq_features = image.hq_features
+        if self.config.hq and hq_features is None:
+            hq_features = self.mask_decoder.hq_features(image.embedding, image.early)
+        sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        out = self.mask_decoder(
+            image_embeddings=image.embedding,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            hq_features=hq_features,
+            task=task if self.config.sum_tokens else None,
+        )
+        logits, iou, sam_logits = self.mask_decoder.select_outputs(out, multimask, hq_token_only)
+        return DecodedMasks(logits, iou, sam_logits, out.hq_logits)
