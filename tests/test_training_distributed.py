@@ -101,6 +101,18 @@ def _run_torchrun(args: list[str], probe: Path, timeout: float = 120) -> subproc
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+# One process and two sum the same global batch in a different order (the batch mean vs gloo's all-reduce of two
+# per-rank means; the ranks run torch with OMP_NUM_THREADS=1, the single process with every core), so their
+# float32 gradients differ by rounding only, a few ulps of the largest gradient entry at most (|g| <= 8 on this
+# model: ulp 2**-21). With lr = 0.01 and eps = 1e-3 (_args, --eps), Adam's bias-corrected update
+# lr * m / (sqrt(v) + eps) changes by at most lr / eps = 10 per unit of gradient error, and the errors add over
+# the 2 steps. The bound allows 16 ulps of the largest gradient per step: 2 * 10 * 16 * 2**-21 ~ 1.5e-4 absolute
+# on every weight (measured: 4e-7 with 2 to 32 threads in the single process, 0 with one thread). Real bugs are
+# ~100x beyond it: summing instead of averaging the two ranks' gradients, or halving them, moves weights by
+# 1.5e-2 (measured); an unreduced gradient makes the two ranks' weights differ (compared exactly in the test).
+DDP_WEIGHT_ATOL = 2 * (0.01 / 1e-3) * 16 * 2.0**-21
+
+
 def test_ddp_two_cpu_processes_match_one_process_on_the_global_batch(workspace, tmp_path):
     ddp_run, probe = tmp_path / "ddp", tmp_path / "probe"
     probe.mkdir()
@@ -127,7 +139,8 @@ def test_ddp_two_cpu_processes_match_one_process_on_the_global_batch(workspace, 
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert np.allclose([float(r["loss"]) for r in rows], ranks[0]["losses"], rtol=1e-4)
 
-    # gradients are all-reduced: both ranks end with identical weights, equal to final.pth
+    # gradients are all-reduced: both ranks end with identical weights, equal to final.pth (exactly: every rank
+    # steps its optimiser on the same all-reduced gradient buffer, summed once and shared bit for bit)
     weights = [torch.load(probe / f"rank{r}.pt") for r in (0, 1)]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -141,12 +154,14 @@ def test_ddp_two_cpu_processes_match_one_process_on_the_global_batch(workspace, 
     assert finetune.main(args) == 0
     single_losses = [float(r["loss"]) for r in _metrics(single)]
     ddp_means = np.mean([ranks[0]["losses"], ranks[1]["losses"]], axis=0)
+    # losses: metrics.csv keeps 6 significant digits (<= 5e-6 relative) and the float32 reduction order adds
+    # ~1e-6; a wrong gradient average moves the step-2 loss by > 4e-3 relative (measured)
     np.testing.assert_allclose(single_losses, ddp_means, rtol=1e-4)
     reference = torch.load(single / "final.pth")
     base = torch.load(workspace["base"])
     assert any(not torch.equal(reference[k], base[k]) for k in weights[0] if k in base)
     for key in weights[0]:
-        torch.testing.assert_close(final[key], reference[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(final[key], reference[key], rtol=0.0, atol=DDP_WEIGHT_ATOL, msg=key)
 
     model = load_checkpoint(ddp_run / "final.pth")
     assert model.config.sum_tokens
