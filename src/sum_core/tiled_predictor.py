@@ -85,10 +85,19 @@ class TiledPredictor:
 
     Examples
     --------
-    >>> tp = TiledPredictor(load_model("sam_hq_vit_b"), cache="slide.emb.zarr")  # doctest: +SKIP
-    >>> tp.set_image(open_image("slide.ome.zarr"))  # encodes nothing  # doctest: +SKIP
-    >>> pred = tp.predict(points=[[20500, 31000]], labels=[1])  # doctest: +SKIP
-    >>> pred.paste_into(labels_zarr, value=7)  # doctest: +SKIP
+    A slide would be ``open_image("slide.ome.zarr")`` with ``cache="slide-embeddings.zarr"``
+    and a ``load_model(...)`` model; here a small random model and a lazy dask image:
+
+    >>> import dask.array as da, numpy as np
+    >>> from sum_core import TiledPredictor, build_model
+    >>> slide = da.zeros((3000, 4000), dtype=np.uint8, chunks=512) + np.uint8(1)
+    >>> tp = TiledPredictor(build_model("vit_tiny", image_size=256), device="cpu")
+    >>> tp.set_image(slide)  # encodes nothing
+    >>> pred = tp.predict(points=[[2950, 3900]], follow=False)  # encodes one tile
+    >>> tp.tiles_encoded, pred.offset, pred.image_shape
+    (1, (2779, 3775), (3000, 4000))
+    >>> labels = np.zeros(slide.shape, np.uint32)
+    >>> _ = pred.paste_into(labels, value=7)  # writes only its window
     """
 
     def __init__(
