@@ -22,6 +22,7 @@ zero height or width (SAM's own boxes of single-pixel masks do), but not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -34,6 +35,7 @@ __all__ = [
     "MASK_PROMPT_LOGIT",
     "ModelPrompts",
     "Prompts",
+    "batch_to_model_frame",
     "from_model_frame_points",
     "mask_logits",
     "to_low_res_frame",
@@ -290,6 +292,67 @@ def to_model_frame(
     if prompts.mask_input is not None:
         mask = torch.as_tensor(prompts.mask_input, dtype=torch.float32, device=device)[None]
     return ModelPrompts(coords, labels, boxes, mask)
+
+
+def batch_to_model_frame(
+    objects: Sequence[Prompts],
+    original_size: tuple[int, int],
+    input_size: tuple[int, int],
+    device: torch.device | str | None = None,
+) -> ModelPrompts:
+    """Prompts of ``B`` objects, one :class:`Prompts` each, as one batch for the prompt encoder.
+
+    Each object's prompts go through :func:`to_model_frame`; the object axis is ``B =
+    len(objects)``. Objects with fewer clicks than the most (or none) are padded with
+    label -1 at (0, 0), SAM's "not a point" (as SAM pads its own point prompts).
+
+    Parameters
+    ----------
+    objects : sequence of Prompts
+        One object each (at most one box), all on the image of ``original_size``.
+    original_size, input_size, device
+        See :func:`to_model_frame`.
+
+    Returns
+    -------
+    ModelPrompts
+        ``point_coords`` ``B×N×2``, ``point_labels`` ``B×N``, ``boxes`` ``B×4``,
+        ``mask_input`` ``B×1×L×L``; None where no object has that prompt.
+
+    Raises
+    ------
+    InvalidInputError
+        No object, an object with several boxes, or a box or mask prompt given for some
+        objects only.
+    """
+    if not objects:
+        raise InvalidInputError("prompts: need at least one object")
+    many = [i for i, p in enumerate(objects) if p.num_masks != 1]
+    if many:
+        raise InvalidInputError(
+            f"prompts: object {many[0]} has {objects[many[0]].num_masks} boxes; give one box per object"
+        )
+    frames = [to_model_frame(p, original_size, input_size, device) for p in objects]
+    for name in ("boxes", "mask_input"):
+        given = sum(getattr(f, name) is not None for f in frames)
+        if 0 < given < len(frames):
+            raise InvalidInputError(
+                f"prompts: {name} given for {given} of {len(frames)} objects; give it for all or none"
+            )
+    coords = labels = boxes = masks = None
+    width = max(0 if f.point_coords is None else f.point_coords.shape[1] for f in frames)
+    if width:
+        coords = torch.zeros(len(frames), width, 2, dtype=torch.float32, device=device)
+        labels = torch.full((len(frames), width), -1, dtype=torch.int32, device=device)
+        for i, f in enumerate(frames):
+            if f.point_coords is not None:
+                coords[i, : f.point_coords.shape[1]] = f.point_coords[0]
+                labels[i, : f.point_labels.shape[1]] = f.point_labels[0]
+    if frames[0].boxes is not None:
+        boxes = torch.cat([f.boxes for f in frames])
+    if frames[0].mask_input is not None:
+        masks = torch.cat([f.mask_input for f in frames])
+    return ModelPrompts(coords, labels, boxes, masks)
 
 
 def from_model_frame_points(
