@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,9 @@ import reference_impl
 from reference_models import randomize_, reference_with_weights
 from small_models import small_vit_config
 from sum_core.errors import InvalidInputError
-from sum_core.modeling import build_from_config
+from sum_core.modeling import ImageEmbedding, build_from_config
 from sum_core.predictor import Predictor
+from sum_core.prompts import MASK_PROMPT_LOGIT, to_low_res_frame
 
 
 def rel_err(ours, ref) -> float:
@@ -98,26 +101,51 @@ def test_hq_prompts_match_reference(hq_predictors, name, multimask, hq_token_onl
 def test_mask_prompt_matches_reference(hq_predictors):
     ours, ref = hq_predictors
     first = ours.predict(points=[[400, 560]], labels=[1])
-    pred = ours.predict(points=[[400, 560]], labels=[1], mask_input=first.low_res_logits)
+    assert first.low_res_logits.shape == (1, 1, 256, 256)
+    pred = ours.predict(points=[[400, 560]], labels=[1], mask_input=first.low_res_logits[0])
     _, ref_iou, ref_low = ref.predict(
         point_coords=np.array([[560.0, 400.0]]), point_labels=np.array([1]),
-        mask_input=first.low_res_logits, multimask_output=False, return_logits=True,
+        mask_input=first.low_res_logits[0], multimask_output=False, return_logits=True,
     )
-    assert rel_err(pred.low_res_logits, ref_low) < 1e-4
+    assert rel_err(pred.low_res_logits[0], ref_low) < 1e-4
     assert pred.score == pytest.approx(float(ref_iou[0]), rel=1e-4, abs=1e-5)
+
+
+def test_full_size_mask_prompt_goes_through_the_low_res_frame(hq_predictors):
+    """A full-size mask prompt (a previous ``logits[k]``) reaches the decoder as SAM's low-res
+    frame of it (``to_low_res_frame``): the same as passing that frame directly."""
+    ours, _ = hq_predictors
+    first = ours.predict(points=[[400, 560]])
+    config = ours.model.config
+    frame = to_low_res_frame(
+        first.logits[0], (1024, 1024), config.image_size, config.low_res_size, -MASK_PROMPT_LOGIT
+    ).numpy()
+    full = ours.predict(points=[[400, 560]], mask_input=first.logits[0])
+    low = ours.predict(points=[[400, 560]], mask_input=frame)
+    np.testing.assert_array_equal(full.logits, low.logits)
+    as_bool = ours.predict(points=[[400, 560]], mask_input=first.masks[0])
+    assert as_bool.logits.shape == (1, 1024, 1024)
+    with pytest.raises(InvalidInputError, match=r"mask_input: expected full-size \(1024, 1024\)"):
+        ours.predict(points=[[400, 560]], mask_input=np.zeros((512, 512), bool))
 
 
 def test_several_boxes_give_several_masks(hq_predictors):
     ours, ref = hq_predictors
     boxes = np.array([[250, 350, 620, 780], [10, 20, 300, 200], [500, 500, 1000, 1000]], dtype=float)
     pred = ours.predict(box=boxes)
-    assert pred.mask.shape == (3, 1024, 1024)
-    assert pred.uncertainty.shape == (3, 1024, 1024)
+    assert len(pred) == 3
+    assert pred.masks.shape == pred.logits.shape == pred.uncertainties.shape == (3, 1024, 1024)
+    assert pred.low_res_logits.shape == (3, 1, 256, 256) and pred.scores.shape == (3,)
     xyxy = torch.as_tensor(boxes[:, [1, 0, 3, 2]])
     transformed = ref.transform.apply_boxes_torch(xyxy, ref.original_size)
     _, ref_iou, ref_low = ref.predict_torch(None, None, boxes=transformed, multimask_output=False)
     assert rel_err(pred.low_res_logits, ref_low.numpy()) < 1e-4
-    np.testing.assert_allclose(pred.score, ref_iou[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pred.scores, ref_iou[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+    for name in ("mask", "score", "uncertainty"):  # the single-object views need K == 1
+        with pytest.raises(InvalidInputError, match=f"Prediction.{name} is the single-object view"):
+            getattr(pred, name)
+    one = ours.predict(box=boxes[1])  # alone: the same object (a batch of 1 rounds differently)
+    np.testing.assert_allclose(one.logits[0], pred.logits[1], rtol=1e-5, atol=1e-5)
 
 
 def test_non_square_image_matches_reference(hq_pair):
@@ -130,8 +158,8 @@ def test_non_square_image_matches_reference(hq_pair):
     prompt = dict(points=[[250.5, 430.25]], labels=[1], box=[100, 200, 420, 640])
     pred = ours.predict(**prompt)
     ref_logits, ref_iou, ref_low = ref.predict(**_reference_args(prompt), multimask_output=False, return_logits=True)
-    assert pred.mask.shape == (600, 800)
-    assert rel_err(pred.low_res_logits, ref_low) < 1e-4
+    assert pred.mask.shape == (600, 800) and pred.masks.shape == (1, 600, 800)
+    assert rel_err(pred.low_res_logits[0], ref_low) < 1e-4
     assert rel_err(pred.logits, ref_logits[0]) < 1e-4
 
 
@@ -148,7 +176,7 @@ def test_plain_sam_matches_reference(sam_pair, multimask):
     ref_logits, ref_iou, ref_low = ref.predict(**_reference_args(prompt), multimask_output=multimask, return_logits=True)
     best = int(np.argmax(ref_iou))
     assert rel_err(pred.logits, ref_logits[best]) < 1e-4
-    assert rel_err(pred.low_res_logits, ref_low[best : best + 1]) < 1e-4
+    assert rel_err(pred.low_res_logits[0], ref_low[best : best + 1]) < 1e-4
     assert pred.score == pytest.approx(float(ref_iou[best]), rel=1e-4, abs=1e-5)
 
 
@@ -169,7 +197,44 @@ def test_disagreement_is_sam_vs_hq_token(hq_predictors):
     hq = ours.predict(**prompt, hq_token_only=True)
     summed_minus_hq = both.logits - hq.logits  # = SAM-token logit
     expected = np.abs(1 / (1 + np.exp(-summed_minus_hq)) - 1 / (1 + np.exp(-hq.logits)))
-    np.testing.assert_allclose(both.uncertainty, expected, atol=1e-4)
+    np.testing.assert_allclose(both.uncertainties, expected, atol=1e-4)
+
+
+def test_auto_uncertainty_is_disagreement_for_hq_and_entropy_for_plain_sam(hq_predictors, sam_pair):
+    ours, _ = hq_predictors
+    prompt = PROMPTS["point+box"]
+    auto = ours.predict(**prompt)  # the default
+    np.testing.assert_array_equal(auto.uncertainties, ours.predict(**prompt, uncertainty="disagreement").uncertainties)
+    plain = Predictor(sam_pair[0], device="cpu")
+    plain.set_image(textured_image((300, 400), seed=5))
+    default = plain.predict(points=[[150, 200]])  # no error on plain SAM: entropy
+    entropy = plain.predict(points=[[150, 200]], uncertainty="entropy")
+    np.testing.assert_array_equal(default.uncertainties, entropy.uncertainties)
+    assert default.uncertainty.max() > 0
+
+
+def test_two_threads_on_one_predictor_give_the_sequential_results(hq_predictors):
+    ours, _ = hq_predictors
+    prompts = [dict(points=[[100 + 80 * i, 900 - 70 * i]]) for i in range(6)]
+    expected = [ours.predict(**p).logits for p in prompts]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(indices):
+        try:
+            for i in indices:
+                results[i] = ours.predict(**prompts[i]).logits
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(range(k, 6, 2),)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i in range(6):
+        np.testing.assert_array_equal(results[i], expected[i])
 
 
 def test_embedding_round_trip(hq_pair, hq_predictors):
@@ -179,6 +244,10 @@ def test_embedding_round_trip(hq_pair, hq_predictors):
     a = ours.predict(**PROMPTS["point+box"])
     b = restored.predict(**PROMPTS["point+box"])
     np.testing.assert_array_equal(a.logits, b.logits)
+    without_hq = ours.get_embedding()
+    without_hq = ImageEmbedding(without_hq.embedding, without_hq.early, None, without_hq.input_size, without_hq.original_size)
+    restored.set_embedding(without_hq)  # HQ features recomputed from the early features
+    np.testing.assert_allclose(restored.predict(**PROMPTS["point+box"]).logits, a.logits, rtol=1e-5, atol=1e-5)
 
 
 def test_errors(hq_pair, sam_pair, hq_predictors):
