@@ -4,7 +4,9 @@
 of dimensions); use :func:`sum_core.image.prepare_image` to get a plane SAM
 can segment. :func:`write_image` writes to a temporary file in the target's
 folder and renames it into place, so a failed write never leaves a
-half-written file behind.
+half-written file behind. :func:`open_zarr` opens one array of a zarr store
+lazily (``sum_core.sources.open_image`` builds on it; this module imports
+nothing of ``sum_core`` but its errors).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from PIL import Image
 
 from .errors import InvalidInputError
 
-__all__ = ["read_image", "write_image"]
+__all__ = ["TIFF_SUFFIXES", "is_zarr_path", "open_zarr", "read_image", "write_image"]
 
-_TIFF = (".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")
 _PIL = (".png", ".jpg", ".jpeg", ".bmp")
-_READABLE = _TIFF + _PIL + (".zarr",)
-_WRITABLE = _TIFF + (".png",)
+_READABLE = TIFF_SUFFIXES + _PIL + (".zarr",)
+_WRITABLE = TIFF_SUFFIXES + (".png",)
 
 # PIL modes that np.asarray does not turn into plain intensities.
 _PIL_CONVERT = {
@@ -57,10 +59,78 @@ def _read_pil(path: Path) -> np.ndarray:
         return np.asarray(img).copy()
 
 
-def _read_zarr(path: Path, key: str | None) -> np.ndarray:
-    from .sources import open_image  # sources reads non-zarr files through this module
+def _multiscale_paths(group: zarr.Group) -> list[str] | None:
+    attrs = group.attrs.asdict()
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    try:
+        return [str(d["path"]) for d in multiscales[0]["datasets"]]
+    except (TypeError, KeyError, IndexError):
+        return None
 
-    return np.asarray(open_image(path, key=key)[...])
+
+def _array_in_group(group: zarr.Group, key: str | None, level: int, where: str) -> zarr.Array:
+    if key is not None:
+        if level != 0:
+            raise InvalidInputError(f"level: use either key= or level=, not both (got key={key!r})")
+        try:
+            node = group[key]
+        except KeyError:
+            raise InvalidInputError(
+                f"key: {key!r} not found in zarr group {where}; its arrays are {sorted(group.array_keys())}"
+            ) from None
+        if not isinstance(node, zarr.Array):
+            raise InvalidInputError(f"key: {key!r} in {where} is a group, not an array")
+        return node
+    paths = _multiscale_paths(group)
+    if paths is None:
+        arrays = sorted(group.array_keys())
+        if not arrays:
+            raise InvalidInputError(f"source: zarr group {where} holds no arrays at its top level; pass key=")
+        paths = arrays[:1]
+    if level >= len(paths):
+        raise InvalidInputError(
+            f"level: {where} has {len(paths)} level(s) (0..{len(paths) - 1}), got {level}"
+        )
+    return group[paths[level]]
+
+
+def open_zarr(
+    store: zarr.Group | str | os.PathLike, key: str | None = None, level: int = 0, *, name: str | None = None
+) -> zarr.Array:
+    """Open one array of a zarr store (v2 or v3) lazily: nothing is read until it is indexed.
+
+    Parameters
+    ----------
+    store : zarr.Group, str or path-like
+        An open group (also tifffile's ``aszarr`` store of a pyramidal TIFF), or the path
+        of a zarr store (a ``.zarr`` path or a folder with zarr metadata).
+    key : str, optional
+        Path of the array inside a group. Without it, level ``level`` of an OME-Zarr
+        multiscale image (0 = full resolution), else the group's first array by name.
+    level : int
+        Resolution level of a multiscale group (0 = full resolution); an int >= 0.
+    name : str, optional
+        How error messages call the store (default: its path, or "(given group)").
+
+    Raises
+    ------
+    InvalidInputError
+        Unreadable store, missing key or level, key and level together, key or level for
+        a single array, or a group without arrays.
+    """
+    if isinstance(store, zarr.Group):
+        return _array_in_group(store, key, level, name or "(given group)")
+    path = Path(store)
+    where = name or str(path)
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001 - any zarr failure means an unreadable store
+        raise InvalidInputError(f"source: could not open zarr store {where}: {exc}") from exc
+    if isinstance(node, zarr.Array):
+        if key is not None or level != 0:
+            raise InvalidInputError(f"key/level: {where} is a single zarr array without levels")
+        return node
+    return _array_in_group(node, key, level, where)
 
 
 def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
@@ -95,8 +165,8 @@ def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
         raise InvalidInputError(f"key: only used for zarr stores, but {p} is not one")
     try:
         if is_zarr_path(p):
-            return _read_zarr(p, key)
-        if suffix in _TIFF:
+            return np.asarray(open_zarr(p, key=key)[...])
+        if suffix in TIFF_SUFFIXES:
             return tifffile.imread(p)
         if suffix in _PIL:
             return _read_pil(p)
@@ -159,7 +229,7 @@ def write_image(path: str | os.PathLike, array) -> None:
     # os.open with mode 0o666 honours the umask, unlike tempfile.mkstemp (always 0o600).
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        if suffix in _TIFF:
+        if suffix in TIFF_SUFFIXES:
             tifffile.imwrite(tmp, arr, compression="zlib")
         else:
             Image.fromarray(arr).save(tmp, format="PNG")

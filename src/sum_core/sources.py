@@ -20,12 +20,11 @@ import zarr
 
 from .errors import InvalidInputError
 from .image import Normalization
-from .imageio import is_zarr_path, read_image
+from .imageio import TIFF_SUFFIXES, is_zarr_path, open_zarr, read_image
 from .tiling import Region
 
 __all__ = ["Planes", "fixed_normalization", "open_image", "to_uint8_rgb"]
 
-_TIFF = (".tif", ".tiff")
 # fixed_normalization: below this many values everything is read, above it a grid of windows.
 _MAX_SAMPLE = 1 << 22
 _N_WINDOWS = 8  # per plane axis (so up to 64 windows per sampled plane)
@@ -35,41 +34,6 @@ _MAX_SAMPLED_SLICES = 16
 
 def _is_array_like(obj: Any) -> bool:
     return hasattr(obj, "shape") and hasattr(obj, "dtype") and hasattr(obj, "__getitem__")
-
-
-def _multiscale_paths(group: zarr.Group) -> list[str] | None:
-    attrs = group.attrs.asdict()
-    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-    try:
-        return [str(d["path"]) for d in multiscales[0]["datasets"]]
-    except (TypeError, KeyError, IndexError):
-        return None
-
-
-def _from_group(group: zarr.Group, key: str | None, level: int, where: str) -> zarr.Array:
-    if key is not None:
-        if level != 0:
-            raise InvalidInputError(f"level: use either key= or level=, not both (got key={key!r})")
-        try:
-            node = group[key]
-        except KeyError:
-            raise InvalidInputError(
-                f"key: {key!r} not found in zarr group {where}; its arrays are {sorted(group.array_keys())}"
-            ) from None
-        if not isinstance(node, zarr.Array):
-            raise InvalidInputError(f"key: {key!r} in {where} is a group, not an array")
-        return node
-    paths = _multiscale_paths(group)
-    if paths is None:
-        arrays = sorted(group.array_keys())
-        if not arrays:
-            raise InvalidInputError(f"source: zarr group {where} holds no arrays at its top level; pass key=")
-        paths = arrays[:1]
-    if level >= len(paths):
-        raise InvalidInputError(
-            f"level: {where} has {len(paths)} level(s) (0..{len(paths) - 1}), got {level}"
-        )
-    return group[paths[level]]
 
 
 def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
@@ -106,7 +70,7 @@ def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
     if isinstance(level, bool) or not isinstance(level, int) or level < 0:
         raise InvalidInputError(f"level: must be an int >= 0, got {level!r}")
     if isinstance(source, zarr.Group):
-        return _from_group(source, key, level, "(given group)")
+        return open_zarr(source, key, level)
     if _is_array_like(source) and not isinstance(source, (str, os.PathLike)):
         if key is not None or level != 0:
             raise InvalidInputError("key/level: only used with zarr groups, TIFF files or paths")
@@ -119,16 +83,8 @@ def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
     if not path.exists():
         raise InvalidInputError(f"source: {path} does not exist")
     if is_zarr_path(path):
-        try:
-            node = zarr.open(str(path), mode="r")
-        except Exception as exc:  # noqa: BLE001 - any zarr failure means an unreadable store
-            raise InvalidInputError(f"source: could not open zarr store {path}: {exc}") from exc
-        if isinstance(node, zarr.Array):
-            if key is not None or level != 0:
-                raise InvalidInputError(f"key/level: {path} is a single zarr array without levels")
-            return node
-        return _from_group(node, key, level, str(path))
-    if path.suffix.lower() in _TIFF:
+        return open_zarr(path, key, level)
+    if path.suffix.lower() in TIFF_SUFFIXES:
         if key is not None:
             raise InvalidInputError(f"key: only used for zarr stores, but {path} is a TIFF file")
         try:
@@ -139,7 +95,7 @@ def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
             if level != 0:
                 raise InvalidInputError(f"level: {path} is not a pyramidal TIFF, it has only level 0")
             return node
-        return _from_group(node, None, level, str(path))
+        return open_zarr(node, None, level, name=str(path))
     if key is not None or level != 0:
         raise InvalidInputError(f"key/level: not used for {path.suffix or 'this'} files")
     return read_image(path)

@@ -65,10 +65,6 @@ class Target:
         """All flags of a stage, as bool."""
         return np.asarray(self.group[f"done/{stage}"][...], dtype=bool)
 
-    def is_done(self, stage: str, index: tuple[int, ...]) -> bool:
-        """Whether one unit of a stage is complete."""
-        return bool(self.group[f"done/{stage}"][index])
-
     def mark_done(self, stage: str, index: tuple[int, ...]) -> None:
         """Set one unit's flag (call after its data is written)."""
         self.group[f"done/{stage}"][index] = 1
