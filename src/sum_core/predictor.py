@@ -147,6 +147,7 @@ class Predictor:
         cache: str | os.PathLike | None = None,
         tile_shape: int | Sequence[int] | None = None,
         halo: int | Sequence[int] | None = None,
+        overwrite: bool = False,
     ) -> None:
         """Bind ``image``: a 2D gray ``(H, W)`` or RGB/RGBA ``(H, W, 3|4)`` plane, any real dtype.
 
@@ -168,6 +169,9 @@ class Predictor:
         tile_shape, halo : int or (int, int), optional
             Tiling, see :func:`sum_core.tiling.tile_grid` (default: one window up to the
             encoder size, else windows of at most the encoder size).
+        overwrite : bool
+            Discard an existing cache at ``cache`` and start a new one (without it, a cache
+            made for other data, another model, tiling or preprocessing is refused).
         """
         if isinstance(image, np.ndarray):
             validate_image(image)
@@ -186,7 +190,7 @@ class Predictor:
                 self.model, cache=cache, tile_shape=tile_shape, halo=halo, device=self.device,
                 precision=self.precision, memory_tiles=self.memory_tiles,
             )  # fmt: skip
-            tiled.set_image(source, normalization=normalization)
+            tiled.set_image(source, normalization=normalization, overwrite=overwrite)
             self._tiled = tiled
 
     def get_embedding(self) -> ImageEmbedding:
