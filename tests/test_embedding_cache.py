@@ -12,6 +12,7 @@ import zarr
 import sum_core
 from sum_core.embedding_cache import CacheLayout, EmbeddingCache, data_hash, make_signature
 from sum_core.errors import InvalidInputError
+from sum_core.modeling import ImageEmbedding
 from sum_core.tiling import TileGrid
 
 # Small embeddings keep the tests fast; the format does not depend on the sizes.
@@ -42,16 +43,17 @@ def test_write_read_roundtrip_and_reopen(tmp_path) -> None:
     # Encoder outputs come as tensors with a batch of 1.
     emb_t, early_t = torch.from_numpy(emb)[None], torch.from_numpy(early)[None]
     cache.write(0, 2, emb_t, early_t, (1024, 768), (24, 18))
-    got = cache.read(0, 2)
-    np.testing.assert_array_equal(got.embedding, emb)
-    np.testing.assert_array_equal(got.early, early)
-    assert got.embedding.dtype == np.float32
+    got = cache.read(0, 2)  # an ImageEmbedding of float32 CPU tensors with a batch of 1
+    assert isinstance(got, ImageEmbedding) and got.hq_features is None
+    assert got.embedding.dtype == got.early.dtype == torch.float32 and got.embedding.device.type == "cpu"
+    np.testing.assert_array_equal(got.embedding.numpy(), emb[None])
+    np.testing.assert_array_equal(got.early.numpy(), early[None])
     assert (got.input_size, got.original_size) == ((1024, 768), (24, 18))
     assert cache.is_complete(0, 2) and not cache.is_complete(0, 1)
 
     again = EmbeddingCache.open(path, signature(), LAYOUT)
     assert again.missing() == [(0, 0), (0, 1), (0, 3)]
-    np.testing.assert_array_equal(again.read(0, 2).embedding, emb)
+    np.testing.assert_array_equal(again.read(0, 2).embedding[0].numpy(), emb)
     stored = zarr.open_group(str(path), mode="r")
     assert stored["embedding"].shape == (1, 4, 8, 4, 4)
     assert stored["early"].shape == (1, 4, 4, 4, 3)
@@ -125,15 +127,26 @@ def test_resume_after_crash_before_the_flag(tmp_path, monkeypatch) -> None:
     assert resumed.read(0, 1).original_size == (24, 20)
 
 
-def test_float16_storage() -> None:
+def test_float16_storage(tmp_path) -> None:
     layout = CacheLayout(1, 1, early_channels=3, embed_dim=8, embed_size=4, dtype="float16")
-    cache = EmbeddingCache.open(None, signature(), layout)
+    cache = EmbeddingCache.open(tmp_path / "half.zarr", signature(), layout)
     emb, early = tile_values(2, layout)
     cache.write(0, 0, emb, early, (1024, 1024), (40, 30))
-    got = cache.read(0, 0)
-    assert got.embedding.dtype == np.float16 and got.early.dtype == np.float16
-    np.testing.assert_array_equal(got.embedding, emb.astype(np.float16))
-    assert not np.array_equal(got.embedding.astype(np.float32), emb)  # really rounded
+    stored = zarr.open_group(str(tmp_path / "half.zarr"), mode="r")
+    assert stored["embedding"].dtype == np.float16 and stored["early"].dtype == np.float16
+    got = cache.read(0, 0)  # served as float32, with the float16 rounding
+    assert got.embedding.dtype == got.early.dtype == torch.float32
+    np.testing.assert_array_equal(got.embedding[0].numpy(), emb.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(got.early[0].numpy(), early.astype(np.float16).astype(np.float32))
+    assert not np.array_equal(got.embedding[0].numpy(), emb)  # really rounded
+
+
+def test_a_model_without_early_features_reads_none(tmp_path) -> None:
+    layout = CacheLayout(1, 1, early_channels=1, embed_dim=8, embed_size=4)
+    cache = EmbeddingCache.open(None, signature(), layout)
+    emb, early = tile_values(3, layout)
+    cache.write(0, 0, emb, early, (1024, 1024), (40, 30))
+    assert cache.read(0, 0).early is None
 
 
 def test_3d_slices_and_default_sizes(tmp_path) -> None:
@@ -150,8 +163,8 @@ def test_3d_slices_and_default_sizes(tmp_path) -> None:
     assert reopened.missing() == [(0, 1), (1, 1), (2, 0)]
     for (s, t), (emb, early) in values.items():
         got = reopened.read(s, t)
-        np.testing.assert_array_equal(got.embedding, emb)
-        np.testing.assert_array_equal(got.early, early)
+        np.testing.assert_array_equal(got.embedding[0].numpy(), emb)
+        np.testing.assert_array_equal(got.early[0].numpy(), early)
 
 
 def test_version_change_only_warns(tmp_path) -> None:
