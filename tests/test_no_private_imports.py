@@ -21,9 +21,6 @@ ROOTS = {"sum_core": REPO / "src", "napari_sum_hq": REPO / "src", "training": RE
 # listed so that the test fails on any NEW cross-module private use meanwhile. Delete an entry once its use is gone
 # (a stale entry is reported as a warning by test_known_offenders_are_still_current, not as a failure).
 KNOWN_OFFENDERS: set[tuple[str, str]] = {
-    ("sum_core.batch.auto", "sum_core.api._resolve_model"),
-    ("sum_core.batch.prompted", "sum_core.api._resolve_model"),
-    ("sum_core.batch.prompted", "sum_core.batch.auto._MODEL_LOCK"),
     ("training.pseudolabel", "training.dataset._list_images"),
     ("training.trainer", "training.dataset._list_images"),
 }
