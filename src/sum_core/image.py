@@ -22,6 +22,8 @@ __all__ = [
     "prepare_image",
     "preprocess_shape",
     "resize_longest_side",
+    "to_uint8_rgb",
+    "validate_image",
 ]
 
 
@@ -133,13 +135,6 @@ def _check_values(arr: np.ndarray) -> None:
         )
 
 
-def _rescale(arr: np.ndarray, normalization: Normalization) -> np.ndarray:
-    values = arr.astype(np.float64, copy=False)
-    lo, hi = normalization.window(values)
-    scaled = (values - lo) * (255.0 / (hi - lo))
-    return np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8)
-
-
 def validate_image(image: np.ndarray) -> None:
     """Check an in-memory image plane as :func:`prepare_image` does, without converting it.
 
@@ -185,17 +180,10 @@ def prepare_image(image, normalization: Normalization | None = None) -> np.ndarr
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
     _check_values(arr)
-    if arr.dtype == np.bool_:
-        out = arr.astype(np.uint8) * np.uint8(255)
-    elif arr.dtype == np.uint8 and normalization is None:
-        out = arr
-    else:
-        out = _rescale(arr, normalization or Normalization())
-    if out.ndim == 2:
-        out = out[:, :, None]
-    if out.shape[-1] == 1:
-        return np.repeat(out, 3, axis=-1)
-    return np.array(out, order="C", copy=True)
+    if arr.dtype == np.bool_ or (arr.dtype == np.uint8 and normalization is None):
+        return np.array(to_uint8_rgb(arr, None), order="C", copy=True)
+    window = (normalization or Normalization()).window(arr.astype(np.float64, copy=False))
+    return np.array(to_uint8_rgb(arr, Normalization(limits=window)), order="C", copy=True)
 
 
 def preprocess_shape(h: int, w: int, target: int = 1024) -> tuple[int, int]:
@@ -236,3 +224,43 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     _check_uint8_rgb(image, "image")
     # torch.tensor copies (read-only arrays from PIL are fine); the float conversion copies anyway.
     return torch.tensor(image).permute(2, 0, 1)[None].float().contiguous()
+
+
+def to_uint8_rgb(window: np.ndarray, normalization: Normalization | None) -> np.ndarray:
+    """Convert one window of a plane to ``(h, w, 3)`` uint8 with a fixed intensity window.
+
+    The one conversion to the encoder's 8-bit RGB: :func:`prepare_image` (whole images) and the
+    tiled paths (windows, with the window from :func:`sum_core.sources.fixed_normalization`)
+    both end here. Unlike :func:`prepare_image` this accepts constant windows (the empty
+    background tiles of a slide are constant), since the window comes from the whole image.
+
+    Parameters
+    ----------
+    window : np.ndarray
+        ``(h, w)`` or ``(h, w, C)``, C in 1, 3, 4 (alpha is dropped).
+    normalization : Normalization or None
+        With ``limits`` set (e.g. from :func:`sum_core.sources.fixed_normalization`), or None to use uint8/bool as is.
+    """
+    arr = window[..., :3] if window.ndim == 3 else window
+    if arr.dtype == np.bool_:
+        out = arr.astype(np.uint8) * np.uint8(255)
+    elif normalization is None:
+        if arr.dtype != np.uint8:
+            raise InvalidInputError(
+                f"image: dtype {arr.dtype} needs a normalization (see fixed_normalization)"
+            )
+        out = arr
+    else:
+        values = arr.astype(np.float64, copy=False)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise InvalidInputError(
+                "image: contains NaN or infinite values; replace them first (np.nan_to_num)"
+            )
+        lo, hi = normalization.limits
+        out = np.rint(np.clip((values - lo) * (255.0 / (hi - lo)), 0.0, 255.0)).astype(np.uint8)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    return np.ascontiguousarray(out)
+

@@ -19,7 +19,7 @@ import tifffile
 import zarr
 
 from .errors import InvalidInputError
-from .image import Normalization
+from .image import Normalization, to_uint8_rgb
 from .imageio import TIFF_SUFFIXES, is_zarr_path, open_zarr, read_image
 from .tiling import Region
 
@@ -225,41 +225,3 @@ def fixed_normalization(
     if hi <= lo:  # a constant sample: any window containing the value works
         hi = lo + 1.0
     return Normalization(limits=(lo, hi))
-
-
-def to_uint8_rgb(window: np.ndarray, normalization: Normalization | None) -> np.ndarray:
-    """Convert one window of a plane to ``(h, w, 3)`` uint8 with a fixed intensity window.
-
-    Unlike :func:`sum_core.image.prepare_image` this accepts constant windows (the empty
-    background tiles of a slide are constant), since the window comes from the whole image.
-
-    Parameters
-    ----------
-    window : np.ndarray
-        ``(h, w)`` or ``(h, w, C)``, C in 1, 3, 4 (alpha is dropped).
-    normalization : Normalization or None
-        From :func:`fixed_normalization` (``limits`` set), or None to use uint8/bool as is.
-    """
-    arr = window[..., :3] if window.ndim == 3 else window
-    if arr.dtype == np.bool_:
-        out = arr.astype(np.uint8) * np.uint8(255)
-    elif normalization is None:
-        if arr.dtype != np.uint8:
-            raise InvalidInputError(
-                f"image: dtype {arr.dtype} needs a normalization (see fixed_normalization)"
-            )
-        out = arr
-    else:
-        values = arr.astype(np.float64, copy=False)
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise InvalidInputError(
-                "image: contains NaN or infinite values; replace them first (np.nan_to_num)"
-            )
-        lo, hi = normalization.limits
-        out = np.rint(np.clip((values - lo) * (255.0 / (hi - lo)), 0.0, 255.0)).astype(np.uint8)
-    if out.ndim == 2:
-        out = out[:, :, None]
-    if out.shape[-1] == 1:
-        out = np.repeat(out, 3, axis=-1)
-    return np.ascontiguousarray(out)
-

@@ -43,10 +43,10 @@ from .acceleration import check_precision
 from .embedding_cache import CacheLayout, EmbeddingCache, make_signature
 from .encoding import encode, model_name, to_pixels, weights_hash
 from .errors import Cancelled, InvalidInputError
-from .image import Normalization
 from .modeling import ImageEmbedding, SamModel
 from .prefetch import pin_for_transfer, prefetch
-from .sources import Planes, fixed_normalization, open_image, to_uint8_rgb
+from .image import Normalization, to_uint8_rgb
+from .sources import Planes, fixed_normalization, open_image
 from .tiling import TileGrid, tile_grid
 
 __all__ = ["DEFAULT_MEMORY_TILES", "TiledEmbeddings", "embed"]
