@@ -52,12 +52,6 @@ class ImageEmbedding:
             self, embedding=move(self.embedding), early=move(self.early), hq_features=move(self.hq_features)
         )
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the tensors (for memory-bounded caches)."""
-        tensors = (self.embedding, self.early, self.hq_features)
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
 
 class DecodedMasks(NamedTuple):
     """Decoder output at low resolution for ``B`` prompts, ``C`` masks each.
