@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -12,7 +13,8 @@ import zarr
 from small_models import small_vit_config
 from tiled_fakes import EncoderCounter, fake_decoder
 from sum_core.tiled_embedding import embed
-from sum_core.errors import InvalidInputError
+from sum_core.errors import Cancelled, InvalidInputError
+from sum_core.prediction import PredictOptions
 from sum_core.modeling import build_from_config
 from sum_core.tiled_predictor import TiledPrediction, TiledPredictor
 
@@ -140,8 +142,9 @@ def test_stacks_predict_per_slice(model, monkeypatch):
     tp = TiledPredictor(model, tile_shape=128, halo=16)
     tp.set_image(stack, stack_axis=0)
     pred = tp.predict(points=[[10, 10]], labels=[1], slice_index=1, max_tiles=3)
-    assert tp.embeddings.missing()[0] == (0, 0) and not tp.embeddings.cache.is_complete(0, 0)
-    assert all(tp.embeddings.cache.is_complete(1, t) for t in pred.tiles)
+    assert len(pred.tiles) == 3 and tp.tiles_encoded == 3
+    missing = tp.embeddings.missing()
+    assert (0, 0) in missing and not any((1, t) in missing for t in pred.tiles)
 
 
 def test_bad_prompts_and_state(model, scene):
@@ -180,6 +183,70 @@ def test_smoke_with_the_real_small_model(scene, monkeypatch):
     r0, c0 = pred.offset
     assert pred.mask.dtype == bool and pred.mask.shape == pred.logits.shape == pred.uncertainty.shape
     assert r0 + pred.mask.shape[0] <= SHAPE[0] and c0 + pred.mask.shape[1] <= SHAPE[1]
-    assert pred.low_res_logits.shape == (1, 256, 256) and np.isfinite(pred.score)
+    assert not hasattr(pred, "low_res_logits") and np.isfinite(pred.score)
     assert ((pred.uncertainty >= 0) & (pred.uncertainty <= 1)).all()
     np.testing.assert_array_equal(pred.mask, pred.logits > 0)
+
+
+def test_cancel_stops_between_tiles_and_the_next_predict_works(model, scene, monkeypatch):
+    image, blob = scene
+    decode = fake_decoder(blob)
+    cancel = threading.Event()
+    decoded: list[int] = []
+
+    def decode_then_cancel(self, window, *args):
+        decoded.append(window)
+        cancel.set()  # the user presses Cancel while the first tile is decoded
+        return decode(self, window, *args)
+
+    monkeypatch.setattr(TiledPredictor, "_decode", decode_then_cancel)
+    tp = TiledPredictor(model, **TILING)
+    tp.set_image(image)
+    with pytest.raises(Cancelled):
+        tp.predict(points=[[370, 120]], labels=[1], cancel=cancel)
+    assert len(decoded) == 1 and tp.tiles_encoded == 1  # the walk stopped before tile 2
+    monkeypatch.setattr(TiledPredictor, "_decode", decode)
+    pred = tp.predict(points=[[370, 120]], labels=[1])
+    np.testing.assert_array_equal(pred.paste_into(np.zeros(SHAPE, bool)), blob)
+    assert tp.tiles_encoded == 5  # the tile of the cancelled call was kept
+    with pytest.raises(Cancelled):  # a set event stops before any work
+        tp.predict(points=[[45, 45]], labels=[1], cancel=cancel)
+    assert tp.tiles_encoded == 5
+
+
+def test_two_threads_on_one_tiled_predictor_give_the_sequential_masks(scene):
+    """Real decoder, a 2-tile LRU (tiles are evicted and re-encoded while the other thread
+    walks): concurrent calls give exactly the sequential results, and never raise."""
+    image, _ = scene
+    tp = TiledPredictor(tiny_model(), memory_tiles=2, **TILING)
+    tp.set_image(image)
+    prompts = [[[370, 120]], [[45, 45]], [[370, 700]], [[600, 850]], [[250, 640]], [[100, 400]]] * 3
+    options = PredictOptions(uncertainty="entropy")
+
+    def run(points):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # random weights: the walk may hit max_tiles
+            return tp.predict(points=points, options=options, max_tiles=3)
+
+    expected = [run(p) for p in prompts]
+    results: dict[int, TiledPrediction] = {}
+    errors: list[BaseException] = []
+
+    def work(indices):
+        for i in indices:
+            try:
+                results[i] = run(prompts[i])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(range(k, len(prompts), 2),)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i, want in enumerate(expected):
+        got = results[i]
+        assert (got.offset, got.tiles) == (want.offset, want.tiles)
+        np.testing.assert_array_equal(got.mask, want.mask)
+        np.testing.assert_array_equal(got.logits, want.logits)
