@@ -86,14 +86,6 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
-def autocast_active(device: torch.device) -> bool:
-    """Whether autocast is on for ``device``'s type (False for types without autocast, e.g. meta)."""
-    try:
-        return torch.is_autocast_enabled(torch.device(device).type)
-    except RuntimeError:
-        return False
-
-
 #: Attribute marking a model compiled by :func:`compile_model` (value: the device type).
 _COMPILED = "_sum_hq_compiled"
 

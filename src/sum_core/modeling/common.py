@@ -98,3 +98,11 @@ class MLP(nn.Module):
             if i < last:
                 x = F.relu(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+def autocast_active(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``'s type (False for types without autocast, e.g. meta)."""
+    try:
+        return torch.is_autocast_enabled(torch.device(device).type)
+    except RuntimeError:
+        return False

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..acceleration import autocast_active
 from ..errors import InvalidInputError
-from .common import encoder_neck
+from .common import autocast_active, encoder_neck
 from .config import ModelConfig
 
 MBCONV_EXPAND_RATIO = 4.0
