@@ -326,7 +326,10 @@ class Predictor:
         """One tiled prediction per object, pasted into full-size arrays."""
         tiled = self._tiled
         shape = tiled.embeddings.grid.shape
-        prompts: Prompts = validate_prompts(points, labels, box, None, image_shape=shape, default_positive=True)
+        if mask_input is not None and points is None and labels is None and box is None:
+            prompts = Prompts(None, None, None, None, tuple(shape))  # a mask prompt alone
+        else:
+            prompts = validate_prompts(points, labels, box, None, image_shape=shape, default_positive=True)
         if mask_input is not None and np.asarray(mask_input).shape != tuple(shape):
             raise InvalidInputError(
                 f"mask_input: this image is encoded tile by tile; give a full-size {tuple(shape)} mask "

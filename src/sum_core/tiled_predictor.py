@@ -39,7 +39,7 @@ from .errors import InvalidInputError
 from .image import Normalization
 from .modeling import ImageEmbedding, SamModel
 from .prediction import BACKGROUND_LOGIT, PredictOptions, TiledPrediction
-from .prompts import MASK_PROMPT_LOGIT, mask_logits, to_low_res_frame, validate_prompts
+from .prompts import MASK_PROMPT_LOGIT, Prompts, mask_logits, to_low_res_frame, validate_prompts
 from .tiled_embedding import DEFAULT_MEMORY_TILES, TiledEmbeddings, check_cancel
 from .tiling import Region, Tile
 
@@ -218,7 +218,10 @@ class TiledPredictor:
                     f"slice_index must be an int in [0, {tiled.n_slices}), got {slice_index!r}"
                 )
             shape = tiled.grid.shape
-            prompts = validate_prompts(points, labels, box, None, image_shape=shape, default_positive=True)
+            if mask_input is not None and points is None and labels is None and box is None:
+                prompts = Prompts(None, None, None, None, tuple(shape))  # a mask prompt alone
+            else:
+                prompts = validate_prompts(points, labels, box, None, image_shape=shape, default_positive=True)
             if prompts.boxes is not None and len(prompts.boxes) > 1:
                 raise InvalidInputError(
                     f"box: TiledPredictor segments one object per call, got {len(prompts.boxes)} boxes"
