@@ -8,7 +8,15 @@ import torch
 
 from sum_core.errors import InvalidInputError
 from sum_core.image import preprocess_shape
-from sum_core.prompts import Prompts, from_model_frame_points, to_model_frame, validate_prompts
+from sum_core.prompts import (
+    MASK_PROMPT_LOGIT,
+    Prompts,
+    from_model_frame_points,
+    mask_logits,
+    to_low_res_frame,
+    to_model_frame,
+    validate_prompts,
+)
 
 SHAPE = (300, 500)  # H, W: non-square on purpose
 
@@ -52,14 +60,13 @@ def test_far_edge_and_zero_area_boxes_are_allowed():
     assert check(box=[10, 10, 10, 20]).boxes.tolist() == [[10, 10, 10, 20]]
 
 
-@pytest.mark.parametrize("shape", [(256, 256), (1, 256, 256)])
-def test_mask_input_shapes(shape):
-    m = check(mask_input=np.zeros(shape, np.float64))
+def test_mask_input_is_one_objects_low_res_logits():
+    m = check(mask_input=np.zeros((1, 256, 256), np.float64))  # a previous low_res_logits[k]
     assert m.mask_input.shape == (1, 256, 256) and m.mask_input.dtype == np.float32
 
 
 def test_mask_input_low_res_size():
-    assert check(mask_input=np.zeros((64, 64)), low_res_size=64).mask_input.shape == (1, 64, 64)
+    assert check(mask_input=np.zeros((1, 64, 64)), low_res_size=64).mask_input.shape == (1, 64, 64)
 
 
 def test_empty_points_count_as_none():
@@ -112,9 +119,10 @@ def test_prompts_are_copies():
         ({"box": [0, 0, 301, 5]}, r"box: box 0 .* is outside the image of shape \(300, 500\)"),
         ({"box": [-1, 0, 30, 5]}, r"box: box 0 .* is outside the image"),
         ({"box": [0, 0, 30, 501]}, r"box: box 0 .* is outside the image"),
-        ({"mask_input": np.zeros((1, 1, 256, 256))}, r"mask_input: expected logits of shape \(256, 256\) or \(1, 256, 256\) \(a previous prediction's low_res_logits\), got \(1, 1, 256, 256\)"),
-        ({"mask_input": np.zeros((128, 128))}, r"mask_input: expected logits .*got \(128, 128\)"),
-        ({"mask_input": np.full((256, 256), np.nan)}, r"mask_input: contains 65536 non-finite value\(s\)"),
+        ({"mask_input": np.zeros((1, 1, 256, 256))}, r"mask_input: expected low-resolution logits of shape \(1, 256, 256\) \(a previous prediction's low_res_logits\[k\]\), got \(1, 1, 256, 256\)"),
+        ({"mask_input": np.zeros((256, 256))}, r"mask_input: expected low-resolution logits .*got \(256, 256\)"),
+        ({"mask_input": np.zeros((1, 128, 128))}, r"mask_input: expected low-resolution logits .*got \(1, 128, 128\)"),
+        ({"mask_input": np.full((1, 256, 256), np.nan)}, r"mask_input: contains 65536 non-finite value\(s\)"),
         ({"box": [0, 0, 5, 5], "image_shape": (0, 5)}, r"image_shape: H and W must be positive, got \(0, 5\)"),
         ({"box": [0, 0, 5, 5], "image_shape": (5, 5, 3)}, r"image_shape: expected \(H, W\), got \(5, 5, 3\)"),
     ],
@@ -171,13 +179,13 @@ def test_points_are_repeated_per_box():
 
 
 def test_mask_input_shape():
-    mp = model_frame(check(mask_input=np.ones((256, 256))))
+    mp = model_frame(check(mask_input=np.ones((1, 256, 256))))
     assert mp.mask_input.shape == (1, 1, 256, 256) and mp.mask_input.dtype == torch.float32
     assert mp.point_coords is None and mp.boxes is None
 
 
 def test_device_argument():
-    p = check(points=[[1, 2]], labels=[1], box=[0, 0, 5, 5], mask_input=np.zeros((256, 256)))
+    p = check(points=[[1, 2]], labels=[1], box=[0, 0, 5, 5], mask_input=np.zeros((1, 256, 256)))
     mp = to_model_frame(p, SHAPE, (614, 1024), device="cpu")
     assert all(t.device.type == "cpu" for t in mp)
 
@@ -219,3 +227,33 @@ def test_row_maps_to_y_and_col_to_x():
     p = check(points=[[10, 0]], labels=[1], image_shape=(100, 100))
     mp = to_model_frame(p, (100, 100), (1024, 1024))
     assert mp.point_coords[0, 0].tolist() == [0.0, 102.4000015258789]  # x = 0, y = row * 10.24
+
+
+# --- full-size mask prompts ----------------------------------------------------------------------
+
+
+def test_mask_logits_of_bool_masks_and_logits():
+    mask = np.zeros((3, 4), bool)
+    mask[1, 2] = True
+    logits = mask_logits(mask)
+    assert logits.dtype == np.float32 and logits[1, 2] == np.float32(MASK_PROMPT_LOGIT)
+    assert (logits[~mask] == np.float32(-MASK_PROMPT_LOGIT)).all()
+    assert MASK_PROMPT_LOGIT == pytest.approx(np.log(999))  # probability 0.999
+    values = np.array([[-3.5, 2.0]], np.float64)
+    np.testing.assert_array_equal(mask_logits(values), values.astype(np.float32))
+    with pytest.raises(InvalidInputError, match=r"mask_input: contains 1 non-finite value\(s\)"):
+        mask_logits(np.array([[np.inf, 0.0]]))
+
+
+def test_to_low_res_frame_resizes_into_the_padded_model_frame():
+    """A (300, 500) map: resized to the (154, 256) input, padded to 256, reduced to 64."""
+    values = np.full(SHAPE, 5.0, np.float32)
+    frame = to_low_res_frame(values, preprocess_shape(*SHAPE, 256), 256, 64, pad_value=-20.0)
+    assert frame.shape == (1, 64, 64) and frame.dtype == torch.float32
+    # rows of the image (154 / 4 = 38.5), the padding below, and a blend at the boundary
+    torch.testing.assert_close(frame[0, :37], torch.full((37, 64), 5.0), rtol=0, atol=1e-5)
+    torch.testing.assert_close(frame[0, 40:], torch.full((24, 64), -20.0), rtol=0, atol=1e-5)
+    assert -20.0 < float(frame[0, 38, 0]) < 5.0
+    ramp = np.tile(np.linspace(-8, 8, 500, dtype=np.float32), (300, 1))
+    row = to_low_res_frame(ramp, preprocess_shape(*SHAPE, 256), 256, 64, pad_value=0.0)[0, 10]
+    assert torch.all(torch.diff(row) > 0)  # the column order is kept (cols map to x)
