@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def drain_thread_pool():
-    """Let the workers a test leaves behind (a cancelled encode finishes in the background) end
+    """Let the workers a test leaves behind (a cancelled job finishes in the background) end
     before the next test starts, so they cannot fill Qt's global thread pool and starve its jobs."""
     yield
     from qtpy.QtCore import QThreadPool
@@ -56,7 +57,8 @@ def disk_image(shape=(96, 128), center=(48, 60), radius=20) -> np.ndarray:
 def open_widget(viewer, qtbot, checkpoint: Path, image_name: str | None = None, wait: bool = True):
     """Dock the interactive widget, choose the tiny checkpoint and an image layer.
 
-    Returns the widget; with ``wait`` the embedding of the current slice is ready.
+    Returns the widget; with ``wait`` the current plane is prepared (encoded when it is one
+    encoder window).
     """
     from napari_sum_hq._interactive_widget import InteractiveSegmentationWidget
 
@@ -71,5 +73,36 @@ def open_widget(viewer, qtbot, checkpoint: Path, image_name: str | None = None, 
 
 
 def wait_for_encode(widget, qtbot) -> None:
-    """Wait until no encode is running and every worker thread has finished."""
-    qtbot.waitUntil(lambda: not widget.is_encoding and widget.running_workers == 0, timeout=ENCODE_TIMEOUT_MS)
+    """Wait until no job (prepare, segment, propagate) is running and every worker thread has finished."""
+    qtbot.waitUntil(lambda: not widget.is_busy and widget.running_workers == 0, timeout=ENCODE_TIMEOUT_MS)
+
+
+class EventLoopGaps:
+    """Longest gap between the ticks of a 10 ms QTimer: how long the GUI thread was blocked.
+
+    Use as a context manager around a workflow; ``max_ms`` is the longest gap seen.
+    """
+
+    INTERVAL_MS = 10
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self._timer = QTimer()
+        self._timer.setInterval(self.INTERVAL_MS)
+        self._timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def __enter__(self) -> EventLoopGaps:
+        self.ticks = [time.perf_counter()]
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.stop()
+        self.ticks.append(time.perf_counter())
+
+    @property
+    def max_ms(self) -> float:
+        """The longest gap, in milliseconds (the last tick to the end of the block included)."""
+        return float(np.diff(self.ticks).max() * 1000)

@@ -1,4 +1,4 @@
-"""Plugin packaging and Qt-free parts: manifest, sample data, prompt conversion, embedding cache."""
+"""Plugin packaging and Qt-free parts: manifest, sample data, prompt conversion, plane predictors, result windows."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import napari_sum_hq
-from napari_sum_hq._prompts import boxes_on_slice, mask_to_low_res_logits, on_slice, points_on_slice
+from napari_sum_hq._prompts import boxes_on_slice, on_slice, points_on_slice
 from napari_sum_hq._sample_data import blobs_stack_sample, cell_sample
-from napari_sum_hq._session import EmbeddingCache, EncodeResult, ModelChoice
+from napari_sum_hq._session import ModelChoice, PlanePredictors, Prepared, bounding_box, cache_store, object_piece
 
 MANIFEST = Path(napari_sum_hq.__file__).parent / "napari.yaml"
 
@@ -71,7 +71,7 @@ def test_widget_module_does_not_import_torch():
     code = (
         "import sys\n"
         "from napari_sum_hq import _interactive_widget, _layers, _prompts, _session, _sample_data\n"
-        "from napari_sum_hq import _auto_widget, _batch_widget, _large, _propagation, _jobs\n"
+        "from napari_sum_hq import _auto_widget, _batch_widget, _propagation, _jobs, _widget_parts\n"
         "print('torch' in sys.modules, 'sum_core.predictor' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -96,26 +96,43 @@ def test_boxes_on_slice_takes_axis_aligned_bounds():
     assert boxes_on_slice([], ()).shape == (0, 4)
 
 
-def test_mask_to_low_res_logits_places_the_mask_in_the_padded_frame():
-    mask = np.zeros((100, 200), dtype=bool)
-    mask[:50, 100:] = True  # top-right quarter
-    logits = mask_to_low_res_logits(mask, (128, 256))
-    assert logits.shape == (1, 256, 256) and logits.dtype == np.float32
-    assert (logits[0, 2:60, 132:] > 6).all()  # well inside: confident object
-    assert (logits[0, 2:60, :124] < -6).all()
-    assert (logits[0, 128:] < -6).all()  # the padding is background
-    assert np.abs(logits).max() <= np.log(999) + 1e-4
-
-
-def test_embedding_cache_is_lru_and_drops_slices_of_another_model():
-    cache = EmbeddingCache(max_slices=2)
+def test_plane_predictors_are_lru_and_drop_planes_of_another_model():
+    predictors = PlanePredictors(max_slices=2)
     a, b = ModelChoice("a"), ModelChoice("b", "cpu")
     for key in [(0,), (1,), (2,)]:
-        cache.store(EncodeResult(a, "model-a", key, f"pred{key}"))
-    assert cache.predictor((0,)) is None and cache.predictor((1,)) == "pred(1,)"
-    assert cache.model_for(a) == "model-a" and cache.model_for(b) is None
-    cache.store(EncodeResult(b, "model-b", (1,), "pred-b"))
-    assert cache.predictor((2,)) is None and cache.predictor((1,)) == "pred-b"
+        predictors.store(Prepared(a, "model-a", key, f"pred{key}"))
+    assert predictors.predictor((0,)) is None and predictors.predictor((1,)) == "pred(1,)"
+    assert predictors.model_for(a) == "model-a" and predictors.model_for(b) is None
+    predictors.store(Prepared(b, "model-b", (1,), "pred-b"))
+    assert predictors.predictor((2,)) is None and predictors.predictor((1,)) == "pred-b"
     assert b.torch_device == "cpu" and a.torch_device is None
-    cache.clear_slices()
-    assert cache.predictor((1,)) is None and cache.model_for(b) == "model-b"
+    predictors.clear_slices()
+    assert predictors.predictor((1,)) is None and predictors.model_for(b) == "model-b"
+
+
+def test_object_piece_cuts_a_far_corner_object_to_its_box():
+    mask = np.zeros((2160, 2560), bool)
+    mask[2050:2150, 2440:2555] = True
+    mask[2100, 2400] = True
+    piece = object_piece((3,), mask, 2)
+    assert piece.slice_key == (3,) and piece.index == 2
+    assert tuple(piece.region) == (2050, 2400, 2150, 2555)
+    plane = np.zeros_like(mask)
+    plane[piece.region.slices] = piece.mask
+    np.testing.assert_array_equal(plane, mask)
+    assert object_piece((), np.zeros((4, 4), bool), 1) is None and bounding_box(np.zeros((3, 3), bool)) is None
+    shifted = object_piece((), mask[2000:, 2300:], 1, offset=(2000, 2300))  # a window's mask
+    assert shifted.region == piece.region
+
+
+def test_cache_store_is_named_by_layer_plane_and_weights(tmp_path):
+    import torch
+    from small_models import small_vit_config
+    from sum_core.encoding import weights_hash
+    from sum_core.modeling import build_from_config
+
+    torch.manual_seed(0)
+    model = build_from_config(small_vit_config())
+    weights = weights_hash(model).split(":")[-1][:12]
+    assert cache_store(tmp_path, "my image [1]", (), model) == tmp_path / f"my_image_1-{weights}" / "plane.zarr"
+    assert cache_store(tmp_path, "..", (4,), model) == tmp_path / f"image-{weights}" / "slice-4.zarr"

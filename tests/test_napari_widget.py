@@ -21,6 +21,12 @@ def click(qtbot, button) -> None:
     qtbot.mouseClick(button, Qt.LeftButton)
 
 
+def segment(viewer, qtbot, widget, key: bool = False) -> None:
+    """Press S (or click Segment) and wait for the segmentation, which runs in a worker."""
+    press(viewer, qtbot, Qt.Key_S) if key else click(qtbot, widget.segment_button)
+    wait_for_encode(widget, qtbot)
+
+
 def errors(caught) -> list[str]:
     return [str(n.message) for n in caught if str(n.severity) == "error"]
 
@@ -35,7 +41,7 @@ def test_point_segments_into_labels_and_uncertainty(make_napari_viewer, qtbot, t
     assert items[1:] == ["img"]  # the plugin's own uncertainty Image layer is not offered
     layers.points().add([[48, 60]])
 
-    click(qtbot, widget.segment_button)
+    segment(viewer, qtbot, widget)
 
     current, unc = layers.current(), layers.uncertainty()
     assert current.data.shape == image.data.shape
@@ -62,7 +68,7 @@ def test_key_s_segments_and_t_toggles_point_kind(make_napari_viewer, qtbot, tiny
     np.testing.assert_allclose(points.face_color[:, :3], [[0, 128 / 255, 0], [1, 0, 0]], atol=0.01)
     assert viewer.layers.selection.active is points  # S must not switch the points layer to select mode
 
-    press(viewer, qtbot, Qt.Key_S)
+    segment(viewer, qtbot, widget, key=True)
 
     assert widget.layers.current().data.any()
     assert points.mode == "add"
@@ -74,7 +80,7 @@ def test_box_prompt_segments(make_napari_viewer, qtbot, tiny_checkpoint):
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
     widget.layers.boxes().add_rectangles(np.array([[25, 35], [72, 85]]))
 
-    click(qtbot, widget.segment_button)
+    segment(viewer, qtbot, widget)
 
     assert widget.layers.current().data.any()
     assert "Segmented 1 object" in widget.status_label.text()
@@ -87,7 +93,7 @@ def test_commit_undo_clear(make_napari_viewer, qtbot, tiny_checkpoint, notificat
     layers = widget.layers
 
     layers.points().add([[48, 60]])
-    click(qtbot, widget.segment_button)
+    segment(viewer, qtbot, widget)
     first = layers.current().data > 0
     click(qtbot, widget.commit_button)
     committed = layers.committed()
@@ -95,14 +101,14 @@ def test_commit_undo_clear(make_napari_viewer, qtbot, tiny_checkpoint, notificat
     assert len(layers.points().data) == 0 and not layers.current().data.any()
 
     layers.points().add([[10, 10]])
-    press(viewer, qtbot, Qt.Key_S)
+    segment(viewer, qtbot, widget, key=True)
     second = layers.current().data > 0
     press(viewer, qtbot, Qt.Key_C)
     assert committed.data.max() == 2
     np.testing.assert_array_equal(committed.data == 2, second)
     np.testing.assert_array_equal(committed.data == 1, first & ~second)
 
-    press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # undo the second commit
+    press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # undo the second commit (a prompt layer is active)
     np.testing.assert_array_equal(committed.data, first.astype(committed.data.dtype))
     click(qtbot, widget.undo_button)  # and the first
     assert not committed.data.any()
@@ -111,12 +117,59 @@ def test_commit_undo_clear(make_napari_viewer, qtbot, tiny_checkpoint, notificat
 
     layers.points().add([[48, 60]])
     layers.boxes().add_rectangles(np.array([[25, 35], [72, 85]]))
-    press(viewer, qtbot, Qt.Key_S)
+    segment(viewer, qtbot, widget, key=True)
     press(viewer, qtbot, Qt.Key_C, Qt.ShiftModifier)
     assert len(layers.points().data) == 0 and layers.boxes().nshapes == 0
     assert not layers.current().data.any() and not layers.uncertainty().data.any()
     assert not committed.data.any()  # clearing never touches committed objects
     assert errors(notifications) == []
+
+
+def test_commits_are_in_napari_undo_history(make_napari_viewer, qtbot, tiny_checkpoint, notifications):
+    """Ctrl+Z on the committed layer (napari's own undo) undoes a commit, redo restores it, and
+    the widget's Undo commit button works on the same history without undoing a paint stroke."""
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    layers = widget.layers
+    layers.points().add([[48, 60]])
+    segment(viewer, qtbot, widget)
+    obj = layers.current().data > 0
+    click(qtbot, widget.commit_button)
+    committed = layers.committed()
+    np.testing.assert_array_equal(committed.data == 1, obj)
+
+    viewer.layers.selection.active = committed
+    press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # napari's labels undo, not the widget's binding
+    assert not committed.data.any()
+    press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)  # napari's redo
+    np.testing.assert_array_equal(committed.data == 1, obj)
+    click(qtbot, widget.undo_button)  # the redone commit is still a commit
+    assert not committed.data.any()
+    committed.redo()
+
+    committed.paint((5, 5), 9)  # a brush stroke after the commit
+    painted = committed.data.copy()
+    click(qtbot, widget.undo_button)
+    np.testing.assert_array_equal(committed.data, painted)  # the stroke is not undone as a "commit"
+    assert any("not a commit" in str(n.message) for n in notifications)
+
+
+def test_painting_on_the_current_object_is_committed_with_it(make_napari_viewer, qtbot, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    layers = widget.layers
+    layers.points().add([[48, 60]])
+    segment(viewer, qtbot, widget)
+    current = layers.current()
+    current.brush_size = 3
+    current.paint((90, 120), 1)  # far from the object: outside the windows the widget wrote
+    expected = current.data > 0
+    assert expected[90, 120]
+    click(qtbot, widget.commit_button)
+    np.testing.assert_array_equal(layers.committed().data == 1, expected)
+    assert not current.data.any()  # the painted pixels were cleared with the object
 
 
 def test_refine_committed_label_keeps_its_id(make_napari_viewer, qtbot, tiny_checkpoint, notifications, monkeypatch):
@@ -135,14 +188,15 @@ def test_refine_committed_label_keeps_its_id(make_napari_viewer, qtbot, tiny_che
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
     layers = widget.layers
     layers.points().add([[48, 60]])
-    click(qtbot, widget.segment_button)
-    remembered = widget._last_prediction[1].low_res_logits
+    segment(viewer, qtbot, widget)
+    remembered = widget._last_result.low_res_logits[0]
     click(qtbot, widget.commit_button)
     assert mask_inputs == [None]
 
-    widget.refine_spin.setValue(1)  # mask prompt only: the remembered low-res logits
-    click(qtbot, widget.segment_button)
+    widget.refine_spin.setValue(1)  # mask prompt only: SAM's remembered low-res logits
+    segment(viewer, qtbot, widget)
     np.testing.assert_array_equal(mask_inputs[-1], remembered)
+    assert mask_inputs[-1].shape == (1, 256, 256)
     refined = layers.current().data > 0
     click(qtbot, widget.commit_button)
     assert set(np.unique(layers.committed().data)) <= {0, 1}  # same id, no new object
@@ -150,16 +204,16 @@ def test_refine_committed_label_keeps_its_id(make_napari_viewer, qtbot, tiny_che
     assert widget.refine_spin.value() == 0
 
     layers.committed().data[...] = 0
-    layers.committed().data[:5, :5] = 1  # a painted object: its mask is converted to logits
+    layers.committed().data[:5, :5] = 1  # a painted object: its full-size mask is the prompt
     widget.refine_spin.setValue(1)
-    click(qtbot, widget.segment_button)
-    logits = mask_inputs[-1]
-    # 96 x 128 -> 192 x 256 in the 256 frame: the 5 x 5 corner covers 10 x 10 low-res pixels
-    assert logits.shape == (1, 256, 256)
-    assert (logits[0, :9, :9] > 0).all() and (logits[0, 11:, :] < 0).all() and (logits[0, :, 11:] < 0).all()
+    segment(viewer, qtbot, widget)
+    expected = np.zeros((96, 128), bool)
+    expected[:5, :5] = True
+    assert mask_inputs[-1].dtype == bool
+    np.testing.assert_array_equal(mask_inputs[-1], expected)
 
     widget.refine_spin.setValue(7)
-    click(qtbot, widget.segment_button)
+    segment(viewer, qtbot, widget)
     assert any("refine label 7" in m for m in errors(notifications))
 
 
@@ -168,19 +222,18 @@ def test_3d_stack_segments_the_current_slice(make_napari_viewer, qtbot, tiny_che
     viewer.add_image(disk_image(shape=(4, 64, 64), center=(32, 32), radius=12), name="stack")
     viewer.dims.set_current_step(0, 2)
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "stack")
-    assert widget.cache.predictor((2,)) is not None
+    assert widget.predictors.predictor((2,)) is not None
     widget.layers.points().add([[2, 32, 32], [1, 5, 5]])  # the second point is on another slice
 
-    click(qtbot, widget.segment_button)
+    segment(viewer, qtbot, widget)
 
     current = widget.layers.current().data
     assert current[2].any()
     assert not current[[0, 1, 3]].any()
 
-    viewer.dims.set_current_step(0, 3)  # a new slice is encoded on demand, then segmented
+    viewer.dims.set_current_step(0, 3)  # a new slice is prepared on demand, then segmented
     widget.layers.points().add([[3, 32, 32]])
-    click(qtbot, widget.segment_button)
-    wait_for_encode(widget, qtbot)
+    segment(viewer, qtbot, widget)
     current = widget.layers.current().data
     assert current[3].any() and not current[:3].any()
 
@@ -191,6 +244,7 @@ def test_live_mode_segments_on_every_point(make_napari_viewer, qtbot, tiny_check
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
     widget.live_check.setChecked(True)
     widget.layers.points().add([[48, 60]])
+    wait_for_encode(widget, qtbot)
     assert widget.layers.current().data.any()
     widget.layers.points().data = np.empty((0, 2))
     assert not widget.layers.current().data.any()
@@ -204,7 +258,7 @@ def test_user_errors_are_notifications(make_napari_viewer, qtbot, tiny_checkpoin
     click(qtbot, widget.commit_button)
     widget.image_combo.setCurrentIndex(widget.image_combo.findText("img"))
     wait_for_encode(widget, qtbot)
-    click(qtbot, widget.segment_button)
+    segment(viewer, qtbot, widget)
     messages = errors(notifications)
     assert any("No image chosen" in m for m in messages)
     assert any("Nothing to commit" in m for m in messages)
@@ -221,7 +275,7 @@ def test_bad_checkpoint_is_a_notification(make_napari_viewer, qtbot, tmp_path, n
     messages = errors(notifications)
     assert len(messages) == 1 and "broken.pth" in messages[0]
     assert widget.status_label.text().startswith("Embedding failed")
-    assert widget.cache.predictor(()) is None and not widget.cancel_button.isEnabled()
+    assert widget.predictors.predictor(()) is None and not widget.cancel_button.isEnabled()
 
 
 def test_cancel_drops_a_slow_encode(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
@@ -237,23 +291,23 @@ def test_cancel_drops_a_slow_encode(make_napari_viewer, qtbot, tiny_checkpoint, 
     viewer = make_napari_viewer()
     viewer.add_image(disk_image(), name="img")
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "img", wait=False)
-    worker = widget._worker
+    worker = widget._job.worker
     qtbot.waitUntil(lambda: widget.progress_bar.value() == 1, timeout=60_000)  # encoding now
     assert widget.cancel_button.isEnabled()
 
     with qtbot.waitSignal(worker.aborted, timeout=60_000):
         click(qtbot, widget.cancel_button)
         assert widget.status_label.text() == "Embedding cancelled."
-        assert not widget.is_encoding and not widget.cancel_button.isEnabled()
+        assert not widget.is_busy and not widget.cancel_button.isEnabled()
     wait_for_encode(widget, qtbot)
-    assert widget.cache.predictor(()) is None  # the cancelled embedding was dropped
+    assert widget.predictors.predictor(()) is None  # the cancelled embedding was dropped
 
     widget.compute_embedding()  # a superseded encode is dropped too
-    superseded = widget._worker
+    superseded = widget._job.worker
     widget.compute_embedding()
-    assert superseded is not widget._worker
+    assert superseded is not widget._job.worker
     wait_for_encode(widget, qtbot)
-    assert widget.cache.predictor(()) is not None
+    assert widget.predictors.predictor(()) is not None
 
 
 def test_event_loop_stays_responsive_while_encoding(make_napari_viewer, qtbot, tiny_checkpoint):
@@ -266,13 +320,13 @@ def test_event_loop_stays_responsive_while_encoding(make_napari_viewer, qtbot, t
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
     for _ in range(3):  # three full encodes (model load + embedding)
-        widget.cache.clear()
+        widget.predictors.clear()
         widget.compute_embedding() if widget.image_layer else widget.image_combo.setCurrentIndex(1)
         wait_for_encode(widget, qtbot)
     timer.stop()
     gaps = np.diff(ticks)
     print(f"\nevent loop during 3 encodes: {len(ticks)} ticks, max gap {gaps.max() * 1000:.0f} ms")
-    assert widget.cache.predictor(()) is not None
+    assert widget.predictors.predictor(()) is not None
     assert gaps.max() < 1.0
 
 
@@ -282,7 +336,7 @@ def test_screenshot_shows_mask_and_uncertainty_where_computed(make_napari_viewer
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
     layers = widget.layers
     layers.points().add([[48, 60]])
-    click(qtbot, widget.segment_button)
+    segment(viewer, qtbot, widget)
     mask = layers.current().data > 0
     assert 0 < mask.mean() < 1
     for layer in (image, layers.points(), layers.boxes()):
@@ -346,7 +400,7 @@ def test_opening_the_widget_loads_no_model_and_no_torch(tmp_path):
         "viewer.add_image(np.zeros((32, 32), np.uint8), name='img')\n"
         "widget = InteractiveSegmentationWidget(viewer)\n"
         "viewer.window.add_dock_widget(widget)\n"
-        "print('RESULT', 'torch' in sys.modules, widget.cache.model is None, widget.model_combo.count() > 1)\n"
+        "print('RESULT', 'torch' in sys.modules, widget.predictors.model is None, widget.model_combo.count() > 1)\n"
         "viewer.close()\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -5,47 +5,52 @@ would otherwise win when they are the active layer):
 
 ======================  ==============================================
 ``S``                   segment the current slice from its prompts
-``C``                   commit the current object (new id, or the id
+                        (several boxes: several objects)
+``C``                   commit the current objects (new ids, or the id
                         being refined) and clear the prompts
 ``T``                   toggle the kind of the next point
                         (positive green / negative red)
-``Shift+C``             clear prompts, current object and uncertainty
-``Ctrl+Z``              undo the last commit (when a Labels layer is
-                        active, napari's own paint undo wins: use the
-                        "Undo commit" button or select a prompt layer)
+``Shift+C``             clear prompts, current objects and uncertainty
+``Ctrl+Z``              undo the last commit (with the *committed
+                        objects* layer active, napari's own undo of that
+                        layer, which holds the commits too)
 ``Shift+S``             propagate the current object from the current
                         slice through the stack (3D / time)
 ======================  ==============================================
 
-The image encoder runs in a worker thread (with progress and Cancel); every
-job (encode, propagation, large-image segmentation) gets a generation number
-and the results of cancelled or superseded jobs are dropped. Decoding a prompt
-is fast and runs on the GUI thread.
-
-Large images (see :mod:`napari_sum_hq._large`) go through
-:class:`sum_core.TiledPredictor`: choosing the image encodes nothing, each
-segmentation runs in a worker and encodes only the tiles its object reaches
-(kept in the zarr embedding cache of the "cache folder" setting, if set), and
-the result is pasted by window; the uncertainty layer of a large image is a
-chunked in-memory zarr array, so no full-size float array is allocated.
+Every plane (a 2D image or one slice of a stack) gets its own
+:class:`sum_core.Predictor`, for every size (see :mod:`napari_sum_hq._session`):
+choosing an image loads the model and prepares the displayed plane in a worker
+thread (encoding it when it is one encoder window), and every segmentation (S)
+runs in a worker thread too, encoding the tiles its object reaches on larger
+planes, with progress and Cancel (a ``threading.Event`` handed to
+``Predictor.predict``). Every job gets a generation number; the results of
+cancelled or superseded jobs are dropped. The GUI thread only writes the
+windows of the results: commits go through ``Labels.data_setitem`` (napari's
+undo history holds them), clears and refreshes touch only the slice or window
+that changed.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Layer
+from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
-    QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -55,9 +60,11 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from sum_core.errors import InvalidInputError, SumError
+from sum_core.errors import Cancelled, InvalidInputError, SumError
 from sum_core.options import TASKS, UNCERTAINTY_METHODS
+from sum_core.tiling import Region
 
+from ._jobs import CancelToken, JobCancelled, ProgressRelay
 from ._layers import (
     BOXES_NAME,
     COMMITTED_NAME,
@@ -67,21 +74,43 @@ from ._layers import (
     POSITIVE,
     UNCERTAINTY_NAME,
     AnnotationLayers,
-    spatial_shape,
+    MaxLabel,
+    Windows,
+    clear_windows,
+    edited_windows,
+    last_edit,
+    write_objects,
+    write_uncertainty,
 )
-from ._jobs import CancelToken, JobCancelled, ProgressRelay
-from ._large import is_large, tiled_encode_steps, tiled_predict
 from ._propagation import PropagationResult, propagation_job
-from ._prompts import boxes_on_slice, mask_to_low_res_logits, points_on_slice
-from ._session import DEVICES, ENCODE_STEPS, EmbeddingCache, EncodeResult, ModelChoice, encode_steps
+from ._prompts import boxes_on_slice, points_on_slice
+from ._session import (
+    PREPARE_STEPS,
+    STACK_MEMORY_TILES,
+    PlanePredictors,
+    PlanePrompts,
+    Prepared,
+    Refinement,
+    RememberedLogits,
+    SegmentResult,
+    SliceKey,
+    describe,
+    prepare_steps,
+    segment_plane,
+    tiles_encoded,
+)
+from ._widget_parts import ModelPicker
 
 if TYPE_CHECKING:
     import napari
 
-LOCAL_FILE_ITEM = "local file..."
 NO_IMAGE_ITEM = "(choose an image layer)"
-#: Delay before encoding a newly shown slice (so scrolling does not start an encode per step).
+#: Delay before preparing a newly shown slice (so scrolling does not start a job per step).
 SLICE_DEBOUNCE_MS = 300
+#: How often the status line of a running segmentation shows the tiles encoded so far.
+PROGRESS_POLL_MS = 200
+#: Committed objects whose low-resolution logits are remembered for refinement.
+REMEMBERED_OBJECTS = 32
 _LIVE_ACTIONS = {"added", "removed", "changed"}
 
 
@@ -89,6 +118,16 @@ def _unbind_keys(viewer, keys: tuple[str, ...]) -> None:
     for key in keys:
         if key in viewer.keymap:
             viewer.bind_key(key, None)
+
+
+@dataclass
+class _Job:
+    """The running job whose result will be used."""
+
+    name: str
+    worker: Any
+    stop: Callable[[], None] | None
+    status: Callable[[], str] | None
 
 
 class InteractiveSegmentationWidget(QWidget):
@@ -103,24 +142,26 @@ class InteractiveSegmentationWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
-        self.cache = EmbeddingCache()
+        self.predictors = PlanePredictors()
         self.layers: AnnotationLayers | None = None
         self._generation = 0
-        self._worker = None
+        self._job: _Job | None = None
         self._workers: set = set()
-        self._encoding: tuple[ModelChoice, tuple[int, ...]] | None = None
-        self._token: CancelToken | None = None
-        self._job_name = "Embedding"
-        self._large = False
-        self._unc_window: tuple | None = None
+        self._preparing: tuple | None = None
         self._segment_when_ready = False
-        self._last_prediction = None
-        self._undo: list[tuple[tuple[np.ndarray, ...], np.ndarray]] = []
-        self._low_res_memory: dict[int, tuple[tuple[int, ...], np.ndarray, np.ndarray]] = {}
+        self._current_windows = Windows()
+        self._uncertainty_windows = Windows()
+        self._last_result: SegmentResult | None = None
+        self._remembered: OrderedDict[int, RememberedLogits] = OrderedDict()
+        self._max_label: MaxLabel | None = None
+        self._commit_atoms: list = []
         self._slice_timer = QTimer(self)
         self._slice_timer.setSingleShot(True)
         self._slice_timer.setInterval(SLICE_DEBOUNCE_MS)
         self._slice_timer.timeout.connect(self._on_slice_settled)
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setInterval(PROGRESS_POLL_MS)
+        self._progress_timer.timeout.connect(self._show_job_status)
         self._build_ui()
         self._refresh_images()
         viewer.layers.events.inserted.connect(self._refresh_images)
@@ -132,25 +173,22 @@ class InteractiveSegmentationWidget(QWidget):
     def _build_ui(self) -> None:
         self.image_combo = QComboBox()
         self.image_combo.currentIndexChanged.connect(self._on_image_chosen)
-        self.model_combo = QComboBox()
-        self.model_combo.addItems(self._registry_names())
-        self.model_combo.addItem(LOCAL_FILE_ITEM)
-        self._model_index = 0
-        self.model_combo.activated.connect(self._on_model_activated)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(DEVICES)
-        self.device_combo.currentIndexChanged.connect(self._on_model_changed)
+        self.model_picker = ModelPicker()
+        self.model_picker.changed.connect(self._on_model_changed)
+        self.model_combo = self.model_picker.model_combo
+        self.device_combo = self.model_picker.device_combo
         self.task_combo = QComboBox()
         for index, name in TASKS.items():
             self.task_combo.addItem(f"{name} ({index})", index)
         self.task_combo.setCurrentIndex(self.task_combo.findData(1))
         self.uncertainty_combo = QComboBox()
-        self.uncertainty_combo.addItems(UNCERTAINTY_METHODS)
+        self.uncertainty_combo.addItems(["auto", *UNCERTAINTY_METHODS])
+        self.uncertainty_combo.setToolTip("auto: disagreement for HQ-SAM / SUM models, entropy for plain SAM.")
         self.cache_edit = QLineEdit()
         self.cache_edit.setPlaceholderText("(in memory)")
         self.cache_edit.setToolTip(
-            "Folder of the zarr embedding cache of large images (one store per image and model, "
-            "named <layer>-<data hash>-<weights hash>.zarr); empty keeps embeddings in memory."
+            "Folder of the zarr embedding caches of tiled planes (one store per plane, in "
+            "<layer>-<weights hash>/); empty keeps tile embeddings in memory."
         )
         cache_button = QPushButton("...")
         cache_button.clicked.connect(self._browse_cache_folder)
@@ -161,14 +199,13 @@ class InteractiveSegmentationWidget(QWidget):
         settings = QGroupBox("Model")
         form = QFormLayout(settings)
         form.addRow("image", self.image_combo)
-        form.addRow("model", self.model_combo)
-        form.addRow("device", self.device_combo)
+        form.addRow(self.model_picker)
         form.addRow("task", self.task_combo)
         form.addRow("uncertainty", self.uncertainty_combo)
         form.addRow("cache folder", cache_row)
 
         self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, len(ENCODE_STEPS))
+        self.progress_bar.setRange(0, len(PREPARE_STEPS))
         self.progress_bar.setValue(0)
         self.status_label = QLabel("Choose an image layer to compute its embedding.")
         self.status_label.setWordWrap(True)
@@ -240,17 +277,6 @@ class InteractiveSegmentationWidget(QWidget):
         self._point_kind = POSITIVE
         self._show_point_kind()
 
-    @staticmethod
-    def _registry_names() -> list[str]:
-        from sum_core.zoo import DEFAULT_MODEL, list_models
-
-        try:
-            names = list_models()
-        except SumError as exc:
-            show_error(str(exc))
-            names = []
-        return [DEFAULT_MODEL, *(n for n in names if n != DEFAULT_MODEL)]
-
     def _bind_keys(self, viewer) -> None:
         actions = self._key_actions()
         for key, action in actions.items():
@@ -274,6 +300,18 @@ class InteractiveSegmentationWidget(QWidget):
         if "label" in getattr(layer, "features", {}):
             layer.feature_defaults = {"label": self._point_kind}
 
+    def _on_result_layer(self, layer: Labels, created: bool) -> None:
+        if layer.name == CURRENT_NAME:
+            # what the user paints on the current object is committed with it
+            layer.events.paint.connect(partial(self._on_current_painted, layer))
+        elif layer.name == COMMITTED_NAME:
+            self._max_label = MaxLabel(layer, known_empty=created)
+
+    def _on_current_painted(self, layer: Labels, event) -> None:
+        if self.layers is not None and self.layers.existing(CURRENT_NAME) is layer:
+            for key, region in edited_windows(event.value, layer.ndim):
+                self._current_windows.add(key, region)
+
     # --------------------------------------------------------- choices
     @property
     def image_layer(self) -> Image | None:
@@ -282,50 +320,31 @@ class InteractiveSegmentationWidget(QWidget):
         return layer if layer in self.viewer.layers else None
 
     @property
-    def is_encoding(self) -> bool:
-        """Whether a job whose result will be used (encode, propagation...) is running."""
-        return self._worker is not None
+    def is_busy(self) -> bool:
+        """Whether a job whose result will be used (prepare, segment, propagate) is running."""
+        return self._job is not None
 
     @property
     def running_workers(self) -> int:
         """Number of worker threads still running, cancelled ones included."""
         return len(self._workers)
 
-    def model_choice(self) -> ModelChoice:
-        """The model and device currently chosen in the widget."""
-        return ModelChoice(self.model_combo.currentText(), self.device_combo.currentText())
+    def model_choice(self):
+        """The model and device currently chosen in the widget (a ``ModelChoice``)."""
+        return self.model_picker.choice()
 
     def set_model_source(self, source: str) -> None:
         """Choose a registry name or a checkpoint path as the model."""
-        index = self.model_combo.findText(source)
-        if index < 0:
-            index = self.model_combo.count() - 1  # just before LOCAL_FILE_ITEM
-            self.model_combo.insertItem(index, source)
-        self.model_combo.setCurrentIndex(index)
-        self._model_index = index
-        self._on_model_changed()
+        self.model_picker.set_source(source)
 
     def _browse_cache_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Embedding cache folder", self.cache_edit.text())
         if path:
             self.cache_edit.setText(path)
 
-    def _on_model_activated(self, index: int) -> None:
-        if self.model_combo.itemText(index) == LOCAL_FILE_ITEM:
-            path, _ = QFileDialog.getOpenFileName(
-                self, "Model checkpoint", "", "Checkpoints (*.pth *.pt *.ckpt *.bin);;All files (*)"
-            )
-            if not path:
-                self.model_combo.setCurrentIndex(self._model_index)
-                return
-            self.set_model_source(path)
-        elif index != self._model_index:
-            self._model_index = index
-            self._on_model_changed()
-
     def _on_model_changed(self, *_args) -> None:
         self.cancel()
-        self.cache.clear()
+        self.predictors.clear()
         if self.image_layer is not None:
             self.compute_embedding()
 
@@ -347,21 +366,20 @@ class InteractiveSegmentationWidget(QWidget):
 
     def _on_image_chosen(self, *_args) -> None:
         self.cancel()
-        self.cache.clear_slices()
-        self._undo.clear()
-        self._low_res_memory.clear()
-        self._last_prediction = None
+        self.predictors.clear_slices()
+        self._current_windows.clear()
+        self._uncertainty_windows.clear()
+        self._remembered.clear()
+        self._commit_atoms.clear()
+        self._last_result = None
+        self._max_label = None
         image = self.image_layer
         if image is None:
             self.layers = None
             self.status_label.setText("Choose an image layer to compute its embedding.")
             return
-        data = image.data[0] if image.multiscale else image.data
-        shape = spatial_shape(image)
-        self._large = is_large(data, shape) and len(shape) <= 3 and not image.rgb
-        self._unc_window = None
         self.layers = AnnotationLayers(
-            self.viewer, image, on_prompt_layer=self._on_prompt_layer, lazy_results=self._large
+            self.viewer, image, on_prompt_layer=self._on_prompt_layer, on_result_layer=self._on_result_layer
         )
         self._ensure_layers()
         self.compute_embedding()
@@ -374,8 +392,14 @@ class InteractiveSegmentationWidget(QWidget):
         self.viewer.layers.selection.active = layers.points()
         layers.points().mode = "add"
 
+    def _ensure_layers_exist(self) -> None:
+        if any(self.layers.existing(n) is None for n in (CURRENT_NAME, COMMITTED_NAME, UNCERTAINTY_NAME)):
+            active = self.viewer.layers.selection.active
+            self._ensure_layers()
+            self.viewer.layers.selection.active = active
+
     # ------------------------------------------------------------ slice
-    def current_slice(self) -> tuple[int, ...]:
+    def current_slice(self) -> SliceKey:
         """Index of the displayed slice along the image's leading axes.
 
         Raises
@@ -400,7 +424,8 @@ class InteractiveSegmentationWidget(QWidget):
         position = image.world_to_data(dims.point)[:lead]
         return tuple(int(np.clip(np.rint(p), 0, n - 1)) for p, n in zip(position, shape[:lead], strict=True))
 
-    def _slice_image(self, key: tuple[int, ...]):
+    def _plane(self, key: SliceKey):
+        """The image's plane ``key`` (a view or a lazy slice: nothing is read here)."""
         image = self.image_layer
         data = image.data[0] if image.multiscale else image.data
         return data[key] if key else data
@@ -415,125 +440,54 @@ class InteractiveSegmentationWidget(QWidget):
         try:
             self._ensure_predictor(self.current_slice())
         except SumError:
-            pass  # e.g. a 3D view: nothing to encode until the user segments
+            pass  # e.g. a 3D view: nothing to prepare until the user segments
 
-    # ----------------------------------------------------------- encode
+    # ----------------------------------------------------------- prepare
     def compute_embedding(self) -> None:
-        """(Re)compute the embedding of the current slice in a worker thread."""
+        """(Re)load the model and prepare the current plane in a worker thread: a plane of one
+        encoder window is encoded now; a larger one is encoded tile by tile by each S."""
         try:
             key = self.current_slice()
         except SumError as exc:
             show_error(str(exc))
             return
-        self._start_encode(key)
+        self._start_prepare(key)
 
-    def _ensure_predictor(self, key: tuple[int, ...]):
-        """Return the predictor of slice ``key``, or start its encode and return ``None``."""
+    def _ensure_predictor(self, key: SliceKey):
+        """Return the predictor of plane ``key``, or start preparing it and return ``None``."""
         choice = self.model_choice()
-        key = () if self._large else key
-        if self.cache.model_for(choice) is not None:
-            predictor = self.cache.predictor(key)
+        if self.predictors.model_for(choice) is not None:
+            predictor = self.predictors.predictor(key)
             if predictor is not None:
                 return predictor
-        if self._encoding != (choice, key):
-            self._start_encode(key)
+        if self._preparing != (choice, key):
+            self._start_prepare(key)
         return None
 
-    def _start_encode(self, key: tuple[int, ...]) -> None:
-        from napari.qt.threading import create_worker
-
-        self.cancel(quiet=True)
+    def _start_prepare(self, key: SliceKey) -> None:
         choice = self.model_choice()
-        self._generation += 1
-        generation = self._generation
-        if self._large:
-            key = ()
-            image = self.image_layer
-            lead = len(self.layers.shape) - 2
-            worker = create_worker(
-                tiled_encode_steps,
-                choice,
-                self.cache.model_for(choice),
-                image.data[0] if image.multiscale else image.data,
-                0 if lead else None,
-                self.cache_edit.text().strip() or None,
-                image.name,
-                _start_thread=False,
-                _ignore_errors=True,
-            )
-        else:
-            worker = create_worker(
-                encode_steps,
-                choice,
-                self.cache.model_for(choice),
-                self._slice_image(key),
-                key,
-                _start_thread=False,
-                _ignore_errors=True,
-            )
-        worker.yielded.connect(partial(self._on_encode_step, generation))
-        worker.returned.connect(partial(self._on_encoded, generation))
-        worker.errored.connect(partial(self._on_encode_error, generation))
-        worker.finished.connect(partial(self._workers.discard, worker))
-        self._workers.add(worker)
-        self._worker = worker
-        self._job_name = "Embedding"
-        self._encoding = (choice, key)
-        self.cancel_button.setEnabled(True)
-        self.progress_bar.setValue(0)
+        image = self.image_layer
+        memory_tiles = STACK_MEMORY_TILES if key else None
+        self._start_job(
+            "Embedding",
+            prepare_steps,
+            (choice, self.predictors.model_for(choice), self._plane(key), key,
+             self.cache_edit.text().strip() or None, image.name, memory_tiles),
+            self._on_prepared,
+            steps=True,
+        )  # fmt: skip
+        self._preparing = (choice, key)
         where = f" of slice {key}" if key else ""
-        self.status_label.setText(f"Computing the embedding{where} with {choice.source}...")
-        worker.start()
+        self.status_label.setText(f"Preparing the image{where} with {choice.source}...")
 
-    def _on_encode_step(self, generation: int, step: str) -> None:
-        if generation != self._generation:
-            return
-        self.progress_bar.setRange(0, len(ENCODE_STEPS))
-        self.progress_bar.setValue(ENCODE_STEPS.index(step))
-        self.status_label.setText(f"{step}...")
-
-    def _on_encoded(self, generation: int, result: EncodeResult) -> None:
-        if generation != self._generation:
-            return  # superseded or cancelled: drop it
-        self.cache.store(result)
-        self._finish_encode("Embedding ready: add points (T toggles their kind) or boxes, then press S.")
+    def _on_prepared(self, prepared: Prepared) -> None:
+        self.predictors.store(prepared)
+        self.status_label.setText(
+            f"{describe(prepared.predictor)}: add points (T toggles their kind) or boxes, then press S."
+        )
         if self._segment_when_ready:
             self._segment_when_ready = False
             self.segment()
-
-    def _on_encode_error(self, generation: int, exc: BaseException) -> None:
-        if generation != self._generation:
-            return
-        self._segment_when_ready = False
-        message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
-        self._finish_encode(f"Embedding failed: {message}")
-        show_error(message)
-
-    def _finish_encode(self, status: str) -> None:
-        self._worker = None
-        self._encoding = None
-        self._token = None
-        self.cancel_button.setEnabled(False)
-        self.progress_bar.setValue(self.progress_bar.maximum())
-        self.status_label.setText(status)
-
-    def cancel(self, quiet: bool = False) -> None:
-        """Stop the running encode; its result, if it still arrives, is dropped."""
-        worker = self._worker
-        if worker is None:
-            return
-        worker.quit()
-        if self._token is not None:
-            self._token.cancel()
-            self._token = None
-        self._generation += 1
-        self._segment_when_ready = False
-        self._worker = None
-        self._encoding = None
-        self.cancel_button.setEnabled(False)
-        self.progress_bar.setValue(0)
-        if not quiet:
-            self.status_label.setText(f"{self._job_name} cancelled.")
 
     # ----------------------------------------------------------- prompts
     def toggle_point_kind(self) -> None:
@@ -551,7 +505,7 @@ class InteractiveSegmentationWidget(QWidget):
         if self.live_check.isChecked() and str(getattr(event, "action", "")) in _LIVE_ACTIONS:
             self.segment(live=True)
 
-    def _prompts(self, key: tuple[int, ...]):
+    def _prompts(self, key: SliceKey) -> PlanePrompts:
         image = self.image_layer
         points = self.layers.points()
         coords = np.array([image.world_to_data(points.data_to_world(p)) for p in points.data])
@@ -562,32 +516,11 @@ class InteractiveSegmentationWidget(QWidget):
             for vertices, kind in zip(shapes.data, shapes.shape_type, strict=True)
             if kind == "rectangle"
         ]
-        boxes = boxes_on_slice(rects, key)
-        return pts, labels, boxes
-
-    def _refine_mask_input(self, key: tuple[int, ...], predictor) -> np.ndarray | None:
-        label_id = self.refine_spin.value()
-        if label_id == 0:
-            return None
-        committed = self.layers.committed().data
-        mask = (committed[key] if key else committed) == label_id
-        if not mask.any():
-            raise InvalidInputError(
-                f"refine label {label_id}: the committed objects have no pixel of that id on this slice."
-            )
-        remembered = self._low_res_memory.get(label_id)
-        if remembered is not None and remembered[0] == key and np.array_equal(remembered[1], mask):
-            return remembered[2]
-        from sum_core.image import preprocess_shape
-
-        size = predictor.model.config.image_size
-        h, w = preprocess_shape(*mask.shape, size)
-        low = size // 4
-        return mask_to_low_res_logits(mask, (round(h * low / size), round(w * low / size)), low)
+        return PlanePrompts(pts, labels, boxes_on_slice(rects, key))
 
     # ----------------------------------------------------------- actions
     def segment(self, live: bool = False) -> None:
-        """Segment the current slice from its prompts (errors become notifications)."""
+        """Segment the current slice from its prompts in a worker (errors become notifications)."""
         try:
             self._segment(live)
         except SumError as exc:
@@ -597,11 +530,11 @@ class InteractiveSegmentationWidget(QWidget):
     def _segment(self, live: bool) -> None:
         key = self.current_slice()
         self._ensure_layers_exist()
-        pts, labels, boxes = self._prompts(key)
-        has_mask = self.refine_spin.value() != 0
-        if len(pts) == 0 and len(boxes) == 0 and not has_mask:
+        prompts = self._prompts(key)
+        refine_id = self.refine_spin.value()
+        if len(prompts.points) == 0 and len(prompts.boxes) == 0 and not refine_id:
             if live:
-                self._write_result(key, None)
+                self._clear_results()
                 return
             raise InvalidInputError(
                 "No prompt on this slice: click points (T toggles positive / negative) "
@@ -610,135 +543,131 @@ class InteractiveSegmentationWidget(QWidget):
         predictor = self._ensure_predictor(key)
         if predictor is None:
             self._segment_when_ready = True
-            self.status_label.setText("Waiting for the embedding; the object is segmented when it is ready.")
+            self.status_label.setText("Waiting for the image to be prepared; the object is segmented then.")
             return
-        if self._large:
-            if has_mask:
-                raise InvalidInputError(
-                    "refine label: large images are segmented with the tiled predictor, which takes "
-                    "clicks and one box only; set refine label to 'new object'."
-                )
-            self._start_job(
-                "Segmentation",
-                tiled_predict,
-                (predictor, key, pts, labels, boxes, self.task_combo.currentData(),
-                 self.uncertainty_combo.currentText()),
-                partial(self._write_tiled_result, key),
-            )  # fmt: skip
-            return
-        prediction = predictor.predict(
-            points=pts if len(pts) else None,
-            labels=labels if len(pts) else None,
-            box=(boxes[0] if len(boxes) == 1 else boxes) if len(boxes) else None,
-            mask_input=self._refine_mask_input(key, predictor),
-            task=self.task_combo.currentData(),
-            uncertainty=self.uncertainty_combo.currentText(),
-        )
-        self._write_result(key, prediction)
-
-    def _ensure_layers_exist(self) -> None:
-        if any(self.layers.existing(n) is None for n in (CURRENT_NAME, COMMITTED_NAME)):
-            active = self.viewer.layers.selection.active
-            self._ensure_layers()
-            self.viewer.layers.selection.active = active
+        refinement = None
+        if refine_id:
+            committed = self.layers.committed().data
+            plane = committed[key] if key else committed
+            refinement = Refinement(refine_id, plane, self._remembered.get(refine_id))
+        cancel = threading.Event()
+        start = tiles_encoded(predictor)
+        self._start_job(
+            "Segmentation",
+            segment_plane,
+            (predictor, key, prompts, refinement, self.task_combo.currentData(),
+             self.uncertainty_combo.currentText(), cancel),
+            self._show_result,
+            stop=cancel.set,
+            status=lambda: f"Segmenting: {tiles_encoded(predictor) - start} tile(s) encoded so far...",
+        )  # fmt: skip
 
     def _clear_results(self) -> None:
-        """Zero the current object and its uncertainty (for a large image only the window
-        written last, so the chunked uncertainty array is not swept)."""
-        for name in (CURRENT_NAME, UNCERTAINTY_NAME):
-            layer = self.layers.existing(name)
-            if layer is None:
-                continue
-            if name == UNCERTAINTY_NAME and self._large:
-                if self._unc_window is not None:
-                    layer.data[self._unc_window] = 0
-            else:
-                layer.data[...] = 0
-            layer.refresh()
-        self._unc_window = None
-        self._last_prediction = None
+        """Zero the windows of the current objects and of their uncertainty, and refresh."""
+        layers = self.layers
+        current, uncertainty = layers.existing(CURRENT_NAME), layers.existing(UNCERTAINTY_NAME)
+        clear_windows(current, self._current_windows)
+        clear_windows(uncertainty, self._uncertainty_windows)
+        for layer in (current, uncertainty):
+            if layer is not None:
+                layer.refresh()
+        self._last_result = None
 
-    def _write_tiled_result(self, key: tuple[int, ...], prediction) -> None:
-        """Paste a :class:`sum_core.TiledPrediction` (a window of the image) into the layers."""
-        self._clear_results()
+    def _show_result(self, result: SegmentResult) -> None:
+        """Write a segmentation's windows into the result layers (GUI thread)."""
+        self._ensure_layers_exist()
         current, uncertainty = self.layers.current(), self.layers.uncertainty()
-        prediction.paste_into(current.data, 1, key[0] if key else None)
-        rows, cols = prediction.window.slices
-        self._unc_window = (*key, rows, cols)
-        uncertainty.data[self._unc_window] = prediction.uncertainty.astype(np.float32)
+        clear_windows(current, self._current_windows)
+        clear_windows(uncertainty, self._uncertainty_windows)
+        write_objects(current, result.objects, self._current_windows)
+        if result.uncertainty is not None:
+            write_uncertainty(uncertainty, result.uncertainty, self._uncertainty_windows)
         current.refresh()
         uncertainty.refresh()
+        self._last_result = result
+        scores = ", ".join(f"{s:.3f}" for s in result.scores)
+        tiles = f" ({result.tiles} tile(s) encoded)" if result.tiles else ""
         self.status_label.setText(
-            f"Segmented 1 object over {len(prediction.tiles)} tile(s) (window at {prediction.offset}, "
-            f"{prediction.mask.shape[0]} x {prediction.mask.shape[1]}); score {np.round(prediction.score, 3)}. "
-            "C commits, Shift+C clears."
+            f"Segmented {len(result.scores)} object(s); score {scores}{tiles}. C commits, Shift+C clears."
         )
 
-    def _write_result(self, key: tuple[int, ...], prediction) -> None:
-        self._clear_results()
-        current, uncertainty = self.layers.current(), self.layers.uncertainty()
-        if prediction is not None:
-            masks = np.asarray(prediction.mask)
-            masks = masks[None] if masks.ndim == 2 else masks
-            plane = np.zeros(masks.shape[1:], dtype=current.data.dtype)
-            for index, mask in enumerate(masks, start=1):
-                plane[mask] = index
-            unc = np.asarray(prediction.uncertainty, dtype=np.float32)
-            current.data[key] = plane
-            uncertainty.data[key] = unc.max(axis=0) if unc.ndim == 3 else unc
-            if len(masks) == 1:
-                self._last_prediction = (key, prediction)
-            self.status_label.setText(
-                f"Segmented {len(masks)} object(s); score {np.round(prediction.score, 3)}. "
-                "C commits, Shift+C clears."
-            )
-        current.refresh()
-        uncertainty.refresh()
-
     def commit(self) -> None:
-        """Add the current object to the committed objects and clear the prompts."""
+        """Add the current objects to the committed objects (one history step of napari's
+        undo) and clear the prompts."""
         current = self.layers.existing(CURRENT_NAME) if self.layers else None
-        if current is None or not current.data.any():
+        if current is None or not self._current_windows:
             show_error("Nothing to commit: segment an object first (S).")
             return
         committed = self.layers.committed()
-        objects = np.asarray(current.data)
-        inside = objects != 0
         refine_id = self.refine_spin.value()
-        changed = inside.copy()
-        if refine_id:
-            # the refined object replaces the old one on the slices it covers
-            covered = inside.reshape(inside.shape[: -2] + (-1,)).any(axis=-1)
-            changed |= (committed.data == refine_id) & covered[..., None, None]
-            new_values = np.where(inside, refine_id, 0)
-        else:
-            new_values = np.where(inside, objects.astype(np.int64) + int(committed.data.max()), 0)
-        where = np.nonzero(changed)
-        self._undo.append((where, committed.data[where].copy()))
-        committed.data[where] = new_values[where].astype(committed.data.dtype)
-        committed.refresh()
-        if self._last_prediction is not None:
-            key, prediction = self._last_prediction
-            label_id = refine_id or int(new_values.max())
-            plane = (committed.data[key] if key else committed.data) == label_id
-            self._low_res_memory[label_id] = (key, plane, np.asarray(prediction.low_res_logits))
-        ids = np.unique(new_values[inside])
+        base = 0 if refine_id else self._max_label.value()
+        where: list[tuple[np.ndarray, ...]] = []
+        values: list[np.ndarray] = []
+        new_pixels: dict[SliceKey, tuple[np.ndarray, np.ndarray]] = {}
+        for key, region in self._current_windows.items():
+            ids = np.asarray(current.data[key + region.slices])
+            rows, cols = np.nonzero(ids)
+            if rows.size == 0:
+                continue
+            rows, cols = rows + region.row0, cols + region.col0
+            new_pixels[key] = (rows, cols)
+            where.append((*(np.full(rows.size, i) for i in key), rows, cols))
+            ids = ids[rows - region.row0, cols - region.col0].astype(np.int64)
+            values.append(np.full(rows.size, refine_id) if refine_id else ids + base)
+            if refine_id:  # the refined object replaces the old one on the slices it covers
+                old = np.asarray(committed.data[key]) == refine_id
+                old[rows, cols] = False
+                old_rows, old_cols = np.nonzero(old)
+                where.append((*(np.full(old_rows.size, i) for i in key), old_rows, old_cols))
+                values.append(np.zeros(old_rows.size))
+        if not new_pixels:
+            show_error("Nothing to commit: segment an object first (S).")
+            return
+        index = tuple(np.concatenate(axis) for axis in zip(*where, strict=True))
+        new_values = np.concatenate(values).astype(committed.data.dtype)
+        before = last_edit(committed)
+        committed.data_setitem(index, new_values)
+        edit = last_edit(committed)
+        if edit is not before:
+            self._commit_atoms.extend(edit)
+        self._remember_logits(refine_id or base + 1, new_pixels)
+        ids = np.unique(new_values[new_values != 0])
         self._clear_prompts()
         self.status_label.setText(f"Committed object id(s) {ids.tolist()}.")
 
+    def _remember_logits(self, label_id: int, new_pixels: dict) -> None:
+        """Keep SAM's low-resolution logits of a single committed object (for refinement)."""
+        result = self._last_result
+        if result is None or result.low_res_logits is None or len(result.objects) != 1 or len(new_pixels) != 1:
+            return
+        ((key, (rows, cols)),) = new_pixels.items()
+        region = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+        mask = np.zeros(region.shape, dtype=bool)
+        mask[rows - region.row0, cols - region.col0] = True
+        logits = result.low_res_logits[result.objects[0].index - 1]
+        self._remembered[label_id] = RememberedLogits(key, region, mask, logits)
+        self._remembered.move_to_end(label_id)
+        while len(self._remembered) > REMEMBERED_OBJECTS:
+            self._remembered.popitem(last=False)
+
     def undo_commit(self) -> None:
-        """Restore the committed objects as they were before the last commit."""
-        if not self._undo or self.layers is None or self.layers.existing(COMMITTED_NAME) is None:
+        """Undo the last commit through napari's undo history of the committed objects."""
+        committed = self.layers.existing(COMMITTED_NAME) if self.layers else None
+        edit = None if committed is None else last_edit(committed)
+        if edit is None:
             show_info("No commit to undo.")
             return
-        where, old = self._undo.pop()
-        committed = self.layers.committed()
-        committed.data[where] = old
-        committed.refresh()
+        if not all(any(atom is mine for mine in self._commit_atoms) for atom in edit):
+            show_info(
+                "The last change of 'committed objects' is not a commit (painting?): "
+                "select that layer and press Ctrl+Z to undo it."
+            )
+            return
+        committed.undo()
         self.status_label.setText("Last commit undone.")
 
     def clear(self) -> None:
-        """Remove the prompts, the current object and its uncertainty (commits stay)."""
+        """Remove the prompts, the current objects and their uncertainty (commits stay)."""
         if self.layers is not None:
             self._clear_prompts()
             self.status_label.setText("Prompts cleared.")
@@ -757,55 +686,107 @@ class InteractiveSegmentationWidget(QWidget):
     def _start_job(
         self,
         name: str,
-        function,
+        function: Callable,
         args: tuple,
-        on_result,
-        token: CancelToken | None = None,
+        on_result: Callable,
+        *,
+        stop: Callable[[], None] | None = None,
+        status: Callable[[], str] | None = None,
         relay: ProgressRelay | None = None,
+        steps: bool = False,
     ) -> None:
-        """Run ``function(*args)`` in a worker; ``on_result`` gets its value on the GUI thread."""
+        """Run ``function(*args)`` in a worker; ``on_result`` gets its value on the GUI thread.
+
+        ``stop`` is called by Cancel (sets the job's cancel event or token); ``status`` is
+        polled for the status line while the job runs; ``relay`` reports ``(done, total)``;
+        ``steps``: ``function`` is a generator yielding the names of :data:`PREPARE_STEPS`.
+        """
         from napari.qt.threading import create_worker
 
         self.cancel(quiet=True)
         self._generation += 1
         generation = self._generation
         worker = create_worker(function, *args, _start_thread=False, _ignore_errors=True)
+        if steps:
+            worker.yielded.connect(partial(self._on_job_step, generation))
         worker.returned.connect(partial(self._on_job_done, generation, on_result))
         worker.errored.connect(partial(self._on_job_error, generation))
         worker.finished.connect(partial(self._workers.discard, worker))
         if relay is not None:
             relay.progressed.connect(partial(self._on_job_progress, generation))
         self._workers.add(worker)
-        self._worker, self._token, self._job_name = worker, token, name
+        self._job = _Job(name, worker, stop, status)
         self.cancel_button.setEnabled(True)
-        self.progress_bar.setRange(0, 0)  # busy until the job reports progress
+        if steps:
+            self.progress_bar.setRange(0, len(PREPARE_STEPS))
+            self.progress_bar.setValue(0)
+        else:
+            self.progress_bar.setRange(0, 0)  # busy until the job reports progress
         self.status_label.setText(f"{name} running...")
+        if status is not None:
+            self._progress_timer.start()
         worker.start()
 
+    def _show_job_status(self) -> None:
+        if self._job is not None and self._job.status is not None:
+            self.status_label.setText(self._job.status())
+
+    def _on_job_step(self, generation: int, step: str) -> None:
+        if generation == self._generation:
+            self.progress_bar.setValue(PREPARE_STEPS.index(step))
+            self.status_label.setText(f"{step}...")
+
     def _on_job_progress(self, generation: int, done: int, total: int) -> None:
-        if generation == self._generation and self._worker is not None:
+        if generation == self._generation and self._job is not None:
             self.progress_bar.setRange(0, max(total, 1))
             self.progress_bar.setValue(done)
 
-    def _on_job_done(self, generation: int, on_result, value) -> None:
+    def _on_job_done(self, generation: int, on_result: Callable, value: Any) -> None:
         if generation != self._generation:
-            return
-        name = self._job_name
-        self._finish_encode(f"{name} finished.")
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1)
+            return  # superseded or cancelled: drop it
+        self._finish_job(f"{self._job.name} finished.")
         on_result(value)
 
     def _on_job_error(self, generation: int, exc: BaseException) -> None:
         if generation != self._generation:
             return
-        name = self._job_name
-        if isinstance(exc, JobCancelled):
-            self._finish_encode(f"{name} cancelled.")
+        name = self._job.name
+        self._segment_when_ready = False
+        if isinstance(exc, (Cancelled, JobCancelled)):
+            self._finish_job(f"{name} cancelled.")
             return
         message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
-        self._finish_encode(f"{name} failed: {message}")
+        self._finish_job(f"{name} failed: {message}")
         show_error(message)
+
+    def _finish_job(self, status: str) -> None:
+        self._job = None
+        self._preparing = None
+        self._progress_timer.stop()
+        self.cancel_button.setEnabled(False)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        self.status_label.setText(status)
+
+    def cancel(self, quiet: bool = False) -> None:
+        """Stop the running job: its worker stops at its next check (between tiles, slices
+        or steps) and its result, if it still arrives, is dropped."""
+        job = self._job
+        if job is None:
+            return
+        job.worker.quit()
+        if job.stop is not None:
+            job.stop()
+        self._generation += 1
+        self._segment_when_ready = False
+        self._job = None
+        self._preparing = None
+        self._progress_timer.stop()
+        self.cancel_button.setEnabled(False)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        if not quiet:
+            self.status_label.setText(f"{job.name} cancelled.")
 
     # ------------------------------------------------------- propagation
     def propagate(self) -> None:
@@ -834,27 +815,28 @@ class InteractiveSegmentationWidget(QWidget):
         self._start_job(
             "Propagation",
             propagation_job,
-            (choice, self.cache.model_for(choice), image.data[0] if image.multiscale else image.data,
+            (choice, self.predictors.model_for(choice), image.data[0] if image.multiscale else image.data,
              key[0], mask, token, relay, self.iou_spin.value(), self.score_spin.value(),
              self.task_combo.currentData()),
             partial(self._write_propagation, key),
-            token,
-            relay,
+            stop=token.cancel,
+            relay=relay,
         )  # fmt: skip
 
-    def _write_propagation(self, key: tuple[int, ...], result: PropagationResult) -> None:
+    def _write_propagation(self, key: SliceKey, result: PropagationResult) -> None:
+        """Replace the current object by the propagated one (its windows only); the
+        uncertainty of the start slice stays (propagation computes none)."""
         current = self.layers.current()
-        uncertainty = self.layers.existing(UNCERTAINTY_NAME)
-        kept = None if uncertainty is None else np.asarray(uncertainty.data[key])
-        self._clear_results()
-        current.data[...] = result.mask.astype(current.data.dtype)
-        if kept is not None:  # propagation has no uncertainty: keep the start slice's map
-            uncertainty.data[key] = kept
-            uncertainty.refresh()
+        clear_windows(current, self._current_windows)
+        write_objects(current, result.objects, self._current_windows)
         current.refresh()
-        filled = np.flatnonzero(result.mask.reshape(len(result.mask), -1).any(axis=1))
+        self._last_result = None
+        filled = [piece.slice_key[0] for piece in result.objects]
+        if not filled:
+            self.status_label.setText(f"Propagated from slice {key[0]}: no slice holds the object.")
+            return
         self.status_label.setText(
             f"Propagated from slice {key[0]}: the object is on {len(filled)} slice(s) "
-            f"({filled.min()}..{filled.max()}); it stops where a mask is empty, its predicted IoU "
+            f"({min(filled)}..{max(filled)}); it stops where a mask is empty, its predicted IoU "
             "or its IoU with the previous slice is below the thresholds. C commits all slices."
         )

@@ -1,30 +1,36 @@
-"""The napari layers the interactive widget works with, aligned with one image.
+"""The napari layers the interactive widget works with, aligned with one image, and the
+window-sized writes it makes to them.
 
-Every layer is created with the image's ``scale`` and ``translate`` (over the
-spatial axes, the RGB channel axis excluded), so the data coordinates of the
-prompt layers are the image's pixel coordinates and the result layers overlay
-the image exactly. A layer that already exists under the expected name, type
-and shape is adopted (e.g. an existing segmentation renamed
-``committed objects`` can be refined), one the user deleted is recreated.
+Every layer is created with the image's ``scale`` and ``translate`` (over the spatial axes,
+the RGB channel axis excluded), so the data coordinates of the prompt layers are the image's
+pixel coordinates and the result layers overlay the image exactly. A layer that already
+exists under the expected name, type and shape is adopted (e.g. an existing segmentation
+renamed ``committed objects`` can be refined), one the user deleted is recreated.
+
+The result layers are numpy arrays of the image's full (stack) shape created with
+``np.zeros``: the operating system maps their pages lazily, so only the pages a result is
+written to take memory. Results are written, cleared and committed by window only
+(:class:`Windows` remembers what was written where), and commits go through
+``Labels.data_setitem``, so napari's own undo history (Ctrl+Z on the layer) holds them.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Layer, Points, Shapes
+from sum_core.tiling import Region
+
+from ._session import ObjectPiece, SliceKey, UncertaintyPiece
 
 POINTS_NAME = "point prompts"
 BOXES_NAME = "box prompts"
 CURRENT_NAME = "current object"
 UNCERTAINTY_NAME = "uncertainty"
 COMMITTED_NAME = "committed objects"
-
-#: Chunk side of the lazy (zarr-backed) uncertainty layer of large images.
-LAZY_CHUNK = 512
 
 #: Point-prompt kinds (value of the ``label`` feature) and their colours.
 POSITIVE, NEGATIVE = 1, 0
@@ -54,9 +60,9 @@ class AnnotationLayers:
     on_prompt_layer : callable, optional
         Called with each prompt layer (points, boxes) when it is created or
         adopted, e.g. to bind keys on it.
-    lazy_results : bool
-        Back the uncertainty layer with a chunked in-memory zarr array (only
-        the chunks written hold memory), for large images.
+    on_result_layer : callable, optional
+        Called with each result Labels layer (current, committed) when it is created or
+        adopted, e.g. to follow its edits.
     """
 
     def __init__(
@@ -64,13 +70,13 @@ class AnnotationLayers:
         viewer,
         image: Image,
         on_prompt_layer: Callable[[Layer], None] | None = None,
-        lazy_results: bool = False,
+        on_result_layer: Callable[[Labels, bool], None] | None = None,
     ) -> None:
         self.viewer = viewer
         self.image = image
-        self.lazy_results = lazy_results
         self.shape = spatial_shape(image)
         self._on_prompt_layer = on_prompt_layer
+        self._on_result_layer = on_result_layer
         self._layers: dict[str, Layer] = {}
 
     @property
@@ -96,11 +102,11 @@ class AnnotationLayers:
         return self._get(BOXES_NAME, Shapes, self._new_boxes)
 
     def current(self) -> Labels:
-        """The object segmented from the current prompts."""
+        """The objects segmented from the current prompts (ids 1..K, one per box)."""
         return self._get(CURRENT_NAME, Labels, lambda: self._new_labels(CURRENT_NAME, np.uint16))
 
     def uncertainty(self) -> Image:
-        """Per-pixel uncertainty of the current object, in [0, 1]."""
+        """Per-pixel uncertainty of the current objects, in [0, 1]."""
         return self._get(UNCERTAINTY_NAME, Image, self._new_uncertainty)
 
     def committed(self) -> Labels:
@@ -110,10 +116,13 @@ class AnnotationLayers:
     def _get(self, name: str, kind: type, create: Callable[[], Layer]) -> Layer:
         layer = self.existing(name)
         if layer is None:
-            layer = self._adopt(name, kind) or create()
+            adopted = self._adopt(name, kind)
+            layer = adopted or create()
             self._layers[name] = layer
             if kind in (Points, Shapes) and self._on_prompt_layer is not None:
                 self._on_prompt_layer(layer)
+            if kind is Labels and self._on_result_layer is not None:
+                self._on_result_layer(layer, adopted is None)
         return layer
 
     def _adopt(self, name: str, kind: type) -> Layer | None:
@@ -164,17 +173,8 @@ class AnnotationLayers:
         return self.viewer.add_labels(np.zeros(self.shape, dtype=dtype), name=name, **_alignment(self.image))
 
     def _new_uncertainty(self) -> Image:
-        if self.lazy_results:
-            import zarr
-
-            chunks = (1,) * (self.ndim - 2) + tuple(min(n, LAZY_CHUNK) for n in self.shape[-2:])
-            data = zarr.create_array(
-                zarr.storage.MemoryStore(), shape=self.shape, chunks=chunks, dtype="float32", fill_value=0.0
-            )
-        else:
-            data = np.zeros(self.shape, dtype=np.float32)
         return self.viewer.add_image(
-            data,
+            np.zeros(self.shape, dtype=np.float32),
             name=UNCERTAINTY_NAME,
             colormap="magma",
             contrast_limits=(0.0, 1.0),
@@ -182,3 +182,128 @@ class AnnotationLayers:
             opacity=0.7,
             **_alignment(self.image),
         )
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def _union(a: Region, b: Region) -> Region:
+    return Region(min(a.row0, b.row0), min(a.col0, b.col0), max(a.row1, b.row1), max(a.col1, b.col1))
+
+
+class Windows:
+    """Where a layer holds something since it was last cleared: one bounding box per slice."""
+
+    def __init__(self) -> None:
+        self._boxes: dict[SliceKey, Region] = {}
+
+    def add(self, slice_key: SliceKey, region: Region) -> None:
+        """Grow the slice's box to cover ``region``."""
+        known = self._boxes.get(slice_key)
+        self._boxes[slice_key] = region if known is None else _union(known, region)
+
+    def items(self) -> list[tuple[SliceKey, Region]]:
+        """``(slice key, region)`` pairs."""
+        return list(self._boxes.items())
+
+    def clear(self) -> None:
+        """Forget every window."""
+        self._boxes.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self._boxes)
+
+
+def edited_windows(atoms: Iterable, ndim: int) -> list[tuple[SliceKey, Region]]:
+    """The ``(slice key, region)`` windows a napari Labels edit touched.
+
+    ``atoms`` is the value of a ``Labels.events.paint`` event: napari's history atoms, either
+    a masked-paint atom whose first field is the tuple of slices of its bounding box, or a
+    ``data_setitem`` triple whose first field is the tuple of index arrays.
+    """
+    windows = []
+    lead = ndim - 2
+    for atom in atoms:
+        where = atom[0]
+        if all(isinstance(part, slice) for part in where):
+            rows, cols = where[-2], where[-1]
+            region = Region(rows.start, cols.start, rows.stop, cols.stop)
+            ranges = [np.arange(part.start, part.stop) for part in where[:lead]]
+            keys = np.stack(np.meshgrid(*ranges, indexing="ij"), -1).reshape(-1, lead) if lead else [()]
+        else:
+            index = [np.asarray(part).ravel() for part in where]
+            if index[0].size == 0:
+                continue
+            region = Region(int(index[-2].min()), int(index[-1].min()), int(index[-2].max()) + 1, int(index[-1].max()) + 1)
+            keys = np.unique(np.stack(index[:lead], -1), axis=0) if lead else [()]
+        windows.extend((tuple(int(i) for i in key), region) for key in keys)
+    return windows
+
+
+def write_objects(layer: Labels, pieces: Iterable[ObjectPiece], windows: Windows) -> None:
+    """Write objects into their windows of ``layer`` (id = the piece's index); no refresh."""
+    for piece in pieces:
+        view = layer.data[piece.slice_key + piece.region.slices]
+        view[piece.mask] = piece.index
+        windows.add(piece.slice_key, piece.region)
+
+
+def write_uncertainty(layer: Image, piece: UncertaintyPiece, windows: Windows) -> None:
+    """Write an uncertainty window into ``layer``; no refresh."""
+    layer.data[piece.slice_key + piece.region.slices] = piece.values
+    windows.add(piece.slice_key, piece.region)
+
+
+def clear_windows(layer: Layer | None, windows: Windows) -> None:
+    """Zero the windows of ``layer`` written since the last clear; no refresh."""
+    if layer is not None:
+        for key, region in windows.items():
+            layer.data[key + region.slices] = 0
+    windows.clear()
+
+
+class MaxLabel:
+    """The largest id in a Labels layer, without scanning the layer at every commit.
+
+    Scanned once (at most), then kept up to date from the layer's ``paint`` events (brush,
+    fill, ``data_setitem``: the commits themselves) and reset when its data is replaced.
+    Undoing never raises it, so an id freed by an undo is not handed out again until the
+    layer is rescanned; ids stay unique.
+
+    Parameters
+    ----------
+    layer : napari.layers.Labels
+    known_empty : bool
+        The layer was just created with zeros (no scan needed).
+    """
+
+    def __init__(self, layer: Labels, known_empty: bool = False) -> None:
+        self.layer = layer
+        self._max: int | None = 0 if known_empty else None
+        layer.events.paint.connect(self._on_paint)
+        layer.events.data.connect(self._on_data)
+
+    def value(self) -> int:
+        """The largest id (0 for an empty layer)."""
+        if self._max is None:
+            self._max = int(np.max(self.layer.data)) if self.layer.data.size else 0
+        return self._max
+
+    def _on_paint(self, event) -> None:
+        if self._max is not None:
+            for atom in event.value:
+                new = np.asarray(atom[-1])
+                if new.size:
+                    self._max = max(self._max, int(new.max()))
+
+    def _on_data(self, _event=None) -> None:
+        self._max = None
+
+
+def last_edit(layer: Labels) -> object | None:
+    """The last item of a Labels layer's undo history, or None.
+
+    napari (0.5 - 0.9) has no public accessor for it; this is the one place that reads it.
+    """
+    history = getattr(layer, "_undo_history", None)
+    return history[-1] if history else None

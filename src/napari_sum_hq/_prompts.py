@@ -12,10 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Inside / outside probability used when a binary mask becomes a logit map
-#: (logit of 0.999 is about +6.9; SAM's own confident logits are of that order).
-MASK_PROBABILITY_CLIP = 1e-3
-
 
 def on_slice(coords: np.ndarray, slice_index: tuple[int, ...]) -> np.ndarray:
     """Return a boolean selector of the coordinates lying on ``slice_index``.
@@ -97,41 +93,3 @@ def boxes_on_slice(
         rc = vertices[:, -2:]
         boxes.append([*rc.min(axis=0), *rc.max(axis=0)])
     return np.asarray(boxes, dtype=float).reshape(-1, 4)
-
-
-def mask_to_low_res_logits(
-    mask: np.ndarray, frame: tuple[int, int], size: int = 256
-) -> np.ndarray:
-    """Convert a binary mask to a SAM mask prompt (low-resolution logits).
-
-    SAM's mask prompt lives in the ``size x size`` frame of the padded model
-    input: the image is resized so its longest side fills the frame and padded
-    bottom/right. The mask is area-resized to ``frame`` (its extent in that
-    frame), its covered fractions clipped to
-    ``[MASK_PROBABILITY_CLIP, 1 - MASK_PROBABILITY_CLIP]`` and mapped through the
-    logit function; the padding is "outside".
-
-    Parameters
-    ----------
-    mask : np.ndarray
-        ``(H, W)`` mask (nonzero = object) of the image slice.
-    frame : tuple of int
-        ``(h, w)`` extent of the resized image in the low-resolution frame
-        (``sum_core.image.preprocess_shape(H, W, size)``).
-    size : int
-        Side of the low-resolution frame (256 for every SAM model).
-
-    Returns
-    -------
-    np.ndarray
-        ``(1, size, size)`` float32 logits, usable as ``mask_input``.
-    """
-    from skimage.transform import resize
-
-    h, w = frame
-    fraction = resize(
-        (np.asarray(mask) != 0).astype(np.float32), (h, w), order=1, anti_aliasing=True
-    )
-    prob = np.full((size, size), MASK_PROBABILITY_CLIP, dtype=np.float64)
-    prob[:h, :w] = np.clip(fraction, MASK_PROBABILITY_CLIP, 1 - MASK_PROBABILITY_CLIP)
-    return np.log(prob / (1 - prob)).astype(np.float32)[None]

@@ -8,15 +8,23 @@ from typing import Any
 import numpy as np
 
 from ._jobs import CancelToken, ProgressRelay, ReportingVolume
-from ._session import ModelChoice
+from ._session import ModelChoice, ObjectPiece, load_model, object_piece
 
 
 @dataclass
 class PropagationResult:
-    """What a finished propagation hands back to the GUI thread."""
+    """What a finished propagation hands back to the GUI thread.
+
+    Attributes
+    ----------
+    model : SamModel
+        The model used (resolved in the worker when the widget had none yet).
+    objects : tuple of ObjectPiece
+        The object on every slice where it was found, cut to its bounding box there.
+    """
 
     model: Any
-    mask: np.ndarray
+    objects: tuple[ObjectPiece, ...]
 
 
 def propagation_job(
@@ -36,17 +44,11 @@ def propagation_job(
     Runs :func:`sum_core.propagate` on a :class:`~napari_sum_hq._jobs.ReportingVolume`, so
     every slice read is a progress step and a cancel stops the walk at the next slice
     (raising :class:`~napari_sum_hq._jobs.JobCancelled`). The intensity window is computed
-    once from the stack itself, outside the progress count.
-
-    Returns
-    -------
-    PropagationResult
-        The (possibly newly loaded) model and the bool mask of the whole stack.
+    once from the stack itself, outside the progress count. The result is cut into one
+    window per slice here, so the GUI thread writes only those windows.
     """
     if model is None:
-        from sum_core.loading import load_model
-
-        model = load_model(choice.source, device=choice.torch_device)
+        model = load_model(choice)
     from sum_core.propagation import propagate
     from sum_core.sources import Planes, fixed_normalization
 
@@ -61,7 +63,8 @@ def propagation_job(
         score_threshold=score_threshold,
         normalization=normalization,
         task=task,
-        device=choice.torch_device,
+        device=next(model.parameters()).device,
         progress=False,
     )
-    return PropagationResult(model, out)
+    pieces = (object_piece((z,), plane, 1) for z, plane in enumerate(out))
+    return PropagationResult(model, tuple(piece for piece in pieces if piece is not None))

@@ -1,10 +1,11 @@
-"""Form pieces shared by the automatic and batch widgets: model choice and AMG options."""
+"""Form pieces shared by the widgets: model choice (all three) and AMG options (automatic, batch)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from napari.utils.notifications import show_error
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QSpinBox, QWidget
 from sum_core.errors import SumError
 
@@ -14,7 +15,15 @@ LOCAL_FILE_ITEM = "local file..."
 
 
 class ModelPicker(QWidget):
-    """Registry model or checkpoint file, and the device to run on."""
+    """Registry model or checkpoint file, and the device to run on.
+
+    Signals
+    -------
+    changed
+        Emitted when the chosen model or device changes.
+    """
+
+    changed = Signal()
 
     def __init__(self) -> None:
         super().__init__()
@@ -32,6 +41,7 @@ class ModelPicker(QWidget):
         self.model_combo.activated.connect(self._on_activated)
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
+        self.device_combo.currentIndexChanged.connect(self.changed)
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("model", self.model_combo)
@@ -49,10 +59,13 @@ class ModelPicker(QWidget):
             self.model_combo.insertItem(index, source)
         self.model_combo.setCurrentIndex(index)
         self._index = index
+        self.changed.emit()
 
     def _on_activated(self, index: int) -> None:
         if self.model_combo.itemText(index) != LOCAL_FILE_ITEM:
-            self._index = index
+            if index != self._index:
+                self._index = index
+                self.changed.emit()
             return
         path, _ = QFileDialog.getOpenFileName(
             self, "Model checkpoint", "", "Checkpoints (*.pth *.pt *.ckpt *.bin);;All files (*)"
