@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,10 @@ from PIL import Image
 
 from reference_models import reference_sam
 from small_models import small_tiny_vit_config, small_vit_config
-from sum_core import zoo
+from sum_core import loading, zoo
 from sum_core.checkpoint import infer_config, load_checkpoint, load_state_dict_file
 from sum_core.errors import CheckpointError, InvalidInputError
-from sum_core.loading import load_model
+from sum_core.loading import load_model, resolve_model
 from sum_core.modeling import SamModel, build_from_config, build_model, preset_config
 
 
@@ -201,7 +203,7 @@ def test_decoder_only_without_base_is_explained(sum_model, tmp_path):
 
 def test_bad_base_arguments(sum_model, sam_model, tmp_path):
     decoder_path = save(decoder_only(sum_model), tmp_path / "epoch_1.pth")
-    with pytest.raises(InvalidInputError, match="neither an existing file nor a registry model"):
+    with pytest.raises(InvalidInputError, match="base: model 'no_such_model' is neither a registry model nor an existing file; known models: sam_vit_b"):
         load_checkpoint(decoder_path, base="no_such_model", device="cpu")
     with pytest.raises(CheckpointError, match="must be a full checkpoint"):
         load_checkpoint(decoder_path, base=decoder_path, device="cpu")
@@ -226,6 +228,81 @@ def test_load_model_unknown_lists_registry(tmp_path):
         load_model("sam_hq_vit_q", device="cpu")
     assert "sam_hq_vit_b" in str(info.value)
     assert "sam_vit_h" in str(info.value)
+
+
+def test_registry_names_win_over_files_of_the_same_name(hq_model, sam_model, tmp_path, monkeypatch):
+    register_cached("my_hq", save(hq_model.state_dict(), tmp_path / "hq.pth"), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    save(sam_model.state_dict(), tmp_path / "my_hq")  # a file named like the registry entry
+    assert zoo.locate("my_hq") == tmp_path / "cache" / "my_hq.pth"
+    assert_same_state(load_model("my_hq", device="cpu"), hq_model)
+    assert_same_state(resolve_model("my_hq", device="cpu"), hq_model)
+    assert zoo.locate("./my_hq") == Path("my_hq")  # written as a path, it is the file
+    assert_same_state(load_model("./my_hq", device="cpu"), sam_model)
+    assert_same_state(resolve_model(Path("my_hq"), device="cpu"), sam_model)
+
+
+@pytest.fixture
+def fresh_resolver(monkeypatch) -> list[Path]:
+    """An empty resolve_model cache; returns the list of files it loads."""
+    monkeypatch.setattr(loading, "_RESOLVED", OrderedDict())
+    loads: list[Path] = []
+    real = loading.load_checkpoint
+    monkeypatch.setattr(loading, "load_checkpoint", lambda path, **kw: loads.append(Path(path)) or real(path, **kw))
+    return loads
+
+
+def test_resolve_model_loads_each_file_once_and_keeps_the_last_two(
+    hq_model, sam_model, sum_model, tmp_path, fresh_resolver
+):
+    hq_path = save(hq_model.state_dict(), tmp_path / "hq.pth")
+    register_cached("my_hq", hq_path, tmp_path)
+    first = resolve_model(hq_path, device="cpu")
+    assert resolve_model(str(hq_path), device="cpu") is first
+    (tmp_path / "sub").mkdir()
+    assert resolve_model(tmp_path / "sub" / ".." / "hq.pth", device="cpu") is first
+    assert fresh_resolver == [hq_path]
+    assert_same_state(first, hq_model)
+    cached = resolve_model("my_hq", device="cpu")  # the registry's own file: another path
+    assert cached is not first and resolve_model("my_hq", device="cpu") is cached
+    assert resolve_model(hq_model) is hq_model  # a model is returned as it is
+    resolve_model(save(sam_model.state_dict(), tmp_path / "sam.pth"), device="cpu")  # evicts hq.pth
+    assert len(fresh_resolver) == 3 and resolve_model("my_hq", device="cpu") is cached
+    again = resolve_model(hq_path, device="cpu")
+    assert again is not first and len(fresh_resolver) == 4
+    with pytest.raises(InvalidInputError, match="must be a registry name, a checkpoint path or a SamModel"):
+        resolve_model(3)
+
+
+def test_resolve_model_from_two_threads_loads_once(hq_model, tmp_path, monkeypatch, fresh_resolver):
+    """The second thread waits for the first one's load and gets the same model."""
+    path = save(hq_model.state_dict(), tmp_path / "hq.pth")
+    lock = loading._RESOLVE_LOCK
+    waiting = threading.Semaphore(0)
+
+    class WatchedLock:
+        def __enter__(self):
+            waiting.release()  # this thread now waits for (or takes) the lock
+            return lock.__enter__()
+
+        def __exit__(self, *exc):
+            return lock.__exit__(*exc)
+
+    monkeypatch.setattr(loading, "_RESOLVE_LOCK", WatchedLock())
+    load = loading.load_checkpoint
+
+    def load_while_the_other_thread_waits(path, **kw):
+        assert waiting.acquire(timeout=30) and waiting.acquire(timeout=30)  # both threads are in
+        return load(path, **kw)
+
+    monkeypatch.setattr(loading, "load_checkpoint", load_while_the_other_thread_waits)
+    got: list[SamModel] = []
+    threads = [threading.Thread(target=lambda: got.append(resolve_model(path, device="cpu"))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 2 and got[0] is got[1] and fresh_resolver == [path]
 
 
 def test_invalid_device_is_rejected_before_loading(tmp_path):
