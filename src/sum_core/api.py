@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 from typing import Any
 
@@ -36,6 +37,8 @@ def segment(
     compile: bool = False,
     normalization: Normalization | None = None,
     mask_input: np.ndarray | None = None,
+    tile_shape: int | Sequence[int] | None = None,
+    halo: int | Sequence[int] | None = None,
 ) -> Prediction:
     """Segment objects of ``image`` from clicks, boxes and/or a mask; full-size results at any size.
 
@@ -72,6 +75,10 @@ def segment(
         Intensity window for non-uint8 images (default: 0.5 / 99.5 percentiles).
     mask_input : array-like, optional
         Full-size ``(H, W)`` mask or logits as a mask prompt.
+    tile_shape, halo : int or (int, int), optional
+        Tiling, see :func:`sum_core.tiling.tile_grid`: by default an image larger than the
+        encoder is cut into windows of at most the encoder size (no downscaling);
+        ``tile_shape=image.shape[:2]`` encodes it as one downscaled window (SAM's behaviour).
 
     Returns
     -------
@@ -97,13 +104,15 @@ def segment(
     if points is None and box is None and mask_input is None:
         raise InvalidInputError("give at least one prompt: points=(N, 2) (row, col) clicks, box and/or mask_input")
     source = image if isinstance(image, np.ndarray) else open_image(image)
-    validate_prompts(points, labels, box, image_shape=Planes(source).plane_shape, default_positive=True)
+    plane_shape = Planes(source).plane_shape
+    if points is not None or labels is not None or box is not None:  # a mask prompt may come alone
+        validate_prompts(points, labels, box, image_shape=plane_shape, default_positive=True)
     target = resolve_device(device)
     check_precision(precision, target)  # before loading the model
     sam_model = resolve_model(model, target)
     options.uncertainty_for(sam_model.config.hq)  # before encoding
     predictor = Predictor(sam_model, device=target, precision=precision, compile=compile)
-    predictor.set_image(source, normalization)
+    predictor.set_image(source, normalization, tile_shape=tile_shape, halo=halo)
     return predictor.predict(
         points=points, labels=labels, box=box, mask_input=mask_input, multimask=multimask,
         hq_token_only=hq_token_only, task=task, uncertainty=uncertainty,
