@@ -39,15 +39,15 @@ class FakePredictor:
     def set_image(self, image):
         assert image.shape == (64, 64, 3)
 
-    def predict(self, points=None, labels=None, box=None, mask_input=None, task=1, uncertainty="x"):
+    def predict(self, points=None, labels=None, box=None, mask_input=None, task=1, **options):
         FakePredictor.calls.append({"points": points, "labels": labels, "box": box, "mask_input": mask_input,
-                                    "task": task, "uncertainty": uncertainty})
+                                    "task": task, **options})
         truth = _truth()
         mask = _half() if box is not None and self.model.name == "half" else truth
         return SimpleNamespace(
             mask=mask,
             uncertainty=(mask != truth).astype(np.float32),
-            low_res_logits=np.full((1, 256, 256), 7.0, np.float32),
+            logits=np.where(mask, 7.0, -7.0).astype(np.float32)[None],
         )
 
 
@@ -99,7 +99,8 @@ def test_known_predictions_give_expected_tables(tmp_path, dataset, monkeypatch, 
     first = clicks[0]
     assert first["labels"].tolist() == [1] and first["mask_input"] is None
     assert 18 <= first["points"][0][0] <= 21 and 18 <= first["points"][0][1] <= 21
-    assert all(c["task"] == 2 and c["uncertainty"] == "disagreement" for c in FakePredictor.calls)
+    # the predictor's default uncertainty ("auto": disagreement for HQ / SUM, entropy for SAM)
+    assert all(c["task"] == 2 and "uncertainty" not in c for c in FakePredictor.calls)
     box = [c["box"] for c in FakePredictor.calls if c["box"] is not None][0]
     assert box.tolist() == [10, 10, 29, 29]
 
@@ -114,19 +115,19 @@ def test_click_protocol_feeds_previous_logits():
         model = SimpleNamespace(config=SimpleNamespace(hq=False))
         inputs: list = []
 
-        def predict(self, points=None, labels=None, box=None, mask_input=None, task=1, uncertainty="x"):
+        def predict(self, points=None, labels=None, box=None, mask_input=None, task=1):
             Stepper.inputs.append(mask_input)
             truth = _truth()
             mask = _half() if points is None or len(points) < 3 else truth
             return SimpleNamespace(mask=mask, uncertainty=np.zeros((64, 64), np.float32),
-                                   low_res_logits=np.full((1, 256, 256), len(Stepper.inputs), np.float32))
+                                   logits=np.full((1, 64, 64), len(Stepper.inputs), np.float32))
 
     scores = evaluate.score_instance(Stepper(), _truth(), [1, 3, 5], task=1, threshold=0.6)
     assert scores["1pt mIoU"] == pytest.approx(0.5)
     assert scores["3pt mIoU"] == 1.0 and scores["5pt mIoU"] == 1.0
-    # box call, then clicks 1..3 (click 4 is not needed); click k gets the logits of click k-1
+    # box call, then clicks 1..3 (click 4 is not needed); click k gets the full-size logits of click k-1
     assert Stepper.inputs[1] is None
-    assert Stepper.inputs[2][0, 0, 0] == 2 and Stepper.inputs[3][0, 0, 0] == 3
+    assert Stepper.inputs[2].shape == (64, 64) and Stepper.inputs[2][0, 0] == 2 and Stepper.inputs[3][0, 0] == 3
     assert len(Stepper.inputs) == 4
 
 

@@ -173,3 +173,38 @@ def test_resume_after_interrupt_is_bit_exact_and_final_loads(tmp_path, workspace
 
     reloaded = load_config(full / "config.yaml")
     assert (reloaded.scheme, reloaded.lr, reloaded.batch_size) == ("hq", 1e-3, 1)
+
+
+def test_prompts_of_masks_without_clicks_stay_aligned():
+    """An error-click round may leave a mask without clicks: its row is all SAM's "not a point"
+    (label -1) and the other masks keep their own clicks and boxes."""
+    points = [np.zeros((0, 2)), np.array([[10.0, 20.0], [30.0, 40.0]]), np.array([[50.0, 60.0]])]
+    labels = [np.zeros(0, np.int64), np.array([1, 0]), np.array([1])]
+    boxes = np.array([[0, 0, 9, 9], [1, 2, 3, 4], [5, 6, 7, 8]], dtype=np.float64)
+    (coords, point_labels), box_tensor = trainer.model_frame_prompts(points, labels, boxes, 1024, torch.device("cpu"))
+    assert point_labels.tolist() == [[-1, -1], [1, 0], [1, -1]]
+    assert coords[1].tolist() == [[20.0, 10.0], [40.0, 30.0]] and coords[2, 0].tolist() == [60.0, 50.0]
+    assert box_tensor.tolist() == [[0, 0, 9, 9], [2, 1, 4, 3], [6, 5, 8, 7]]  # (x0, y0, x1, y1)
+    with pytest.raises(InvalidInputError, match="boxes given for 1 of 2 objects"):
+        trainer.model_frame_prompts(points[1:], labels[1:], [boxes[0], None], 1024, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("scheme", ["hq", "decoder", "full"])
+def test_each_scheme_trains_its_modules_through_the_core_encode_and_decode(scheme):
+    torch.manual_seed(0)
+    model = build_from_config(tiny_config(sum_tokens=True))
+    trainable = set(set_trainable(model, scheme))
+    model.train()
+    config = FinetuneConfig(checkpoint="x", data=["d"], scheme=scheme, prompt_kinds=["box"]).resolved()
+    step = trainer.TrainStep(model, config, trainer.PromptSampler(config, torch.Generator().manual_seed(0)))
+    masks = torch.zeros(1, 1024, 1024, dtype=torch.bool)
+    masks[0, 900:1000, 800:1000] = True  # in the far corner
+    image = torch.randint(0, 255, (1, 3, 1024, 1024), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    step({"image": image, "masks": [masks], "task": [1], "uncertainty": [None]}, pseudo=False)["loss"].backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad <= trainable
+    encoder = {n for n in with_grad if n.startswith("image_encoder.")}
+    assert bool(encoder) == (scheme == "full")
+    assert any(n.startswith("mask_decoder.hf_mlp") for n in with_grad)
+    assert any(n.startswith("mask_decoder.embedding_encoder") for n in with_grad)  # HQ features, with grad
+    assert any(n.startswith("prompt_encoder.") for n in with_grad) == (scheme != "hq")

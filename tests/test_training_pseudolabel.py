@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from small_models import small_vit_config
+from sum_core.auto_options import AutoOptions
 from sum_core.automatic import generate_masks
+from sum_core.encoding import encode_image, weights_hash
 from sum_core.errors import InvalidInputError
+from sum_core.image import prepare_image
 from sum_core.imageio import read_image, write_image
 from sum_core.modeling import build_from_config
-from sum_core.predictor import Predictor
 from training import pseudo_store as store
 from training.pseudolabel import main
 
@@ -58,19 +60,18 @@ def test_writes_layout_matching_generate_masks(setup, tmp_path):
     assert run(["--model", root / "model.pt", "--images", root / "images", "--out", out] + RELAXED) == 0
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["weights_sha256"] == store.weights_sha256(model)
+    assert manifest["weights_hash"] == weights_hash(model) and manifest["format"] == 2
     assert manifest["filters"]["points_per_side"] == 3 and manifest["filters"]["pred_iou_thresh"] == 0
     assert manifest["images"] == {"im0": "im0.png", "im1": "im1.png"}
     assert manifest["model"] == str(root / "model.pt")
     assert sorted(p.name for p in out.iterdir()) == ["im0", "im1", "manifest.json"]
 
     # Same AMG run done here directly: the folder must hold exactly its records.
-    predictor = Predictor(model, device="cpu")
-    predictor.set_image(blob_image(1))
-    records = generate_masks(
-        predictor, points_per_side=3, pred_iou_thresh=0.0, stability_thresh=0.0,
-        box_nms_thresh=1.0, max_area_fraction=1.0,
+    options = AutoOptions(
+        points_per_side=3, pred_iou_thresh=0.0, stability_thresh=0.0, box_nms_thresh=1.0, max_area_fraction=1.0
     )
+    assert manifest["filters"] == options.to_dict()
+    records = generate_masks(model, encode_image(model, prepare_image(blob_image(1))), options)
     assert len(records) > 1
     folder = out / "im1"
     with open(folder / "masks.csv", newline="") as handle:

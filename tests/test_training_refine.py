@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from small_models import small_vit_config
+from sum_core.encoding import encode_image
 from sum_core.errors import CheckpointError, InvalidInputError
 from sum_core.image import prepare_image
 from sum_core.imageio import read_image, write_image
@@ -28,7 +29,6 @@ from training.refine import (
 )
 from training.refinement_module import (
     RefinementModule,
-    encode_image,
     load_refiner,
     mask_prompt_from_probability,
     refiner_prompts,

@@ -57,7 +57,7 @@ def _stem(path: Path) -> str:
     return name[:-4] if name.lower().endswith(".ome") else name
 
 
-def _list_images(folder: Path) -> dict[str, Path]:
+def image_files(folder: Path) -> dict[str, Path]:
     """Supported image files / zarr stores in ``folder`` by stem (hidden files skipped)."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -120,12 +120,12 @@ def _scan_labelled(root: Path, normalization: Normalization | None) -> list[Samp
     images_dir, masks_dir = root / "images", root / "masks"
     _require_folder(images_dir, "images")
     _require_folder(masks_dir, "masks")
-    images = _list_images(images_dir)
+    images = image_files(images_dir)
     if not images:
         raise InvalidInputError(
             f"images: folder {images_dir} has no image ({', '.join(IMAGE_SUFFIXES)})"
         )
-    masks = _list_images(masks_dir)
+    masks = image_files(masks_dir)
     samples: list[Sample] = []
     problems: list[str] = []
     for stem, image_path in images.items():
@@ -213,7 +213,7 @@ def scan_dataset(
     unlabeled: list[Path] = []
     unlabeled_dir = root / "unlabeled"
     if unlabeled_dir.is_dir():
-        unlabeled = list(_list_images(unlabeled_dir).values())
+        unlabeled = list(image_files(unlabeled_dir).values())
         for path in unlabeled:
             _check_image(path, normalization)
     return DatasetSplit(train=train, val=val, unlabeled=unlabeled)

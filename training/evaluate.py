@@ -5,12 +5,17 @@ For every instance of every dataset folder (``images/`` + ``masks/``):
 * **box**: one box prompt (the tight box of the ground truth);
 * **clicks**: SAM's deterministic protocol: each click is placed at the
   centre of the largest error region (:func:`training.prompt_sampling.center_click`),
-  the previous low-resolution logits are fed back as the mask prompt, and the
-  mask after 1, 3 and 5 clicks (``--clicks``) is scored;
+  the previous logits are fed back as the mask prompt, and the mask after 1, 3
+  and 5 clicks (``--clicks``) is scored;
 * **uncertainty** (on the box prediction): the predictor's uncertainty map
-  (``uncertainty="disagreement"`` for HQ / SUM models, else ``"entropy"``)
+  (``uncertainty="auto"``: disagreement for HQ / SUM models, else entropy)
   scored as a detector of the error pixels (AUROC, AUPRC), and the pixel
   accuracy in the certain (``1 - u > threshold``) and uncertain regions.
+
+Images of every size go through the same code: :class:`sum_core.Predictor` returns
+full-size masks at every size (an image larger than the encoder is tiled at full
+resolution), and the mask prompt is the previous prediction's full-size logits
+(``Prediction.logits[0]``), which the predictor maps into each encoded window.
 
 Scores are mIoU and mean boundary IoU per dataset (mean over instances) and
 overall (mean over datasets).  A Markdown table is printed; the summary CSV
@@ -56,10 +61,6 @@ def metric_columns(clicks: Sequence[int]) -> list[str]:
     return columns + list(UNCERTAINTY_COLUMNS)
 
 
-def _uncertainty_method(predictor: Predictor) -> str:
-    return "disagreement" if predictor.model.config.hq else "entropy"
-
-
 def score_instance(
     predictor: Predictor,
     target: np.ndarray,
@@ -68,9 +69,8 @@ def score_instance(
     threshold: float,
 ) -> dict[str, float]:
     """All scores of one ground-truth instance on the predictor's current image."""
-    method = _uncertainty_method(predictor)
     scores: dict[str, float] = {}
-    pred = predictor.predict(box=box_from_mask(target), task=task, uncertainty=method)
+    pred = predictor.predict(box=box_from_mask(target), task=task)
     scores["box mIoU"] = mask_iou(pred.mask, target)
     scores["box mBIoU"] = boundary_iou(pred.mask, target)
     error = pred.mask != target
@@ -82,17 +82,16 @@ def score_instance(
     mask = np.zeros_like(target, dtype=bool)
     points: list[np.ndarray] = []
     labels: list[int] = []
-    low_res = None
+    logits = None
     for n in range(1, max(clicks) + 1):
         click = center_click(mask, target)
         if click is not None:
             points.append(click[0])
             labels.append(click[1])
             pred = predictor.predict(
-                points=np.stack(points), labels=np.array(labels), mask_input=low_res,
-                task=task, uncertainty=method,
+                points=np.stack(points), labels=np.array(labels), mask_input=logits, task=task
             )
-            mask, low_res = pred.mask, pred.low_res_logits
+            mask, logits = pred.mask, pred.logits[0]
         if n in clicks:
             scores[f"{n}pt mIoU"] = mask_iou(mask, target)
             scores[f"{n}pt mBIoU"] = boundary_iou(mask, target)

@@ -19,7 +19,6 @@ temporary folders, which the next run removes.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import secrets
@@ -96,16 +95,6 @@ def prob_path(folder: Path, index: int) -> Path:
 def uncertainty_path(folder: Path, index: int) -> Path:
     """Path of mask ``index``'s uncertainty PNG in an image folder."""
     return Path(folder) / f"uncertainty_{index}.png"
-
-
-def weights_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the state dict (key names, dtypes, shapes and bytes, in key order)."""
-    digest = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
 
 
 def write_manifest(root: Path, manifest: dict) -> None:

@@ -4,53 +4,52 @@
 
     python -m training.pseudolabel --model sam_hq_vit_b --images DATASET/unlabeled --out PSEUDO
 
-Every image gets SAM's automatic masks from a ``points_per_side`` grid of
-clicks, kept when the predicted IoU is >= ``pred_iou_thresh``, the stability
-score >= ``stability_thresh`` and the area < ``max_area_fraction`` of the
-image (SUM: 0.88, 0.95, 0.95). The result is the pseudo-label folder of
-``docs/training-data.md`` (see :mod:`training.pseudo_store`). The run is
-resumable: images whose folder is complete are skipped, and temporary
-folders of an interrupted run are removed.
+Every image gets SAM's automatic masks (:func:`sum_core.automatic.generate_masks`)
+from a ``points_per_side`` grid of clicks, kept when the predicted IoU is >
+``pred_iou_thresh``, the stability score >= ``stability_thresh`` and the area <=
+``max_area_fraction`` of the image (SUM: 0.88, 0.95, 0.95; :data:`PSEUDO_OPTIONS`,
+every :class:`~sum_core.auto_options.AutoOptions` field is a flag). The result is the
+pseudo-label folder of ``docs/training-data.md`` (see :mod:`training.pseudo_store`),
+with one full-size probability map per mask. The run is resumable: images whose
+folder is complete are skipped, and temporary folders of an interrupted run are removed.
+
+Every image, whatever its size, is encoded as one window resized to the encoder
+(:func:`sum_core.encoding.encode_image`), as SAM's automatic mask generator does and
+as SUM made its pseudo-labels: training sees pseudo-labelled images resized to that
+same frame (:class:`training.trainer.PseudoDataset`), and the refiner
+(:mod:`training.refine`) encodes them the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 import sum_core
+from sum_core.auto_options import AutoOptions
 from sum_core.automatic import generate_masks
+from sum_core.device import resolve_device
+from sum_core.encoding import encode_image, weights_hash
 from sum_core.errors import InvalidInputError, SumError
 from sum_core.image import prepare_image
 from sum_core.imageio import read_image
 from sum_core.loading import load_model
 from sum_core.modeling import SamModel
 from sum_core.options import TASKS
-from sum_core.predictor import Predictor
 
 from . import pseudo_store as store
-from .dataset import IMAGE_SUFFIXES, _list_images
+from .dataset import IMAGE_SUFFIXES, image_files
 
-FORMAT_VERSION = 1
+#: Version of the pseudo-label folder layout (2: the weights identity is ``sum_core.encoding.weights_hash``).
+FORMAT_VERSION = 2
 
 
-@dataclass(frozen=True)
-class AmgFilters:
-    """Automatic-mask-generation settings (SUM's defaults), recorded in the manifest."""
-
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_thresh: float = 0.95
-    stability_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    min_area: int = 0
-    max_area_fraction: float = 0.95
-    task: int | None = None
+#: SUM's pseudo-label settings: SAM's automatic-mask-generator defaults with SUM's area filter.
+PSEUDO_OPTIONS = AutoOptions(max_area_fraction=0.95)
 
 
 def resolve_image_dir(images: Path) -> Path:
@@ -65,7 +64,7 @@ def resolve_image_dir(images: Path) -> Path:
 
 def list_images(image_dir: Path) -> dict[str, Path]:
     """Images of ``image_dir`` by stem; error if there is none."""
-    found = _list_images(image_dir)
+    found = image_files(image_dir)
     if not found:
         raise InvalidInputError(
             f"images: folder {image_dir} has no image ({', '.join(IMAGE_SUFFIXES)})"
@@ -83,12 +82,22 @@ def _read(path: Path):
         ) from exc
 
 
+def check_format(root: Path, manifest: dict) -> None:
+    """Refuse a pseudo-label folder written in another layout version."""
+    if manifest.get("format") != FORMAT_VERSION:
+        raise InvalidInputError(
+            f"pseudo: {root} was written by another version of training.pseudolabel (format "
+            f"{manifest.get('format')}, this one writes {FORMAT_VERSION}); label the images again into a new folder"
+        )
+
+
 def _check_resume(out: Path, manifest: dict) -> dict:
     """Merge with an existing manifest; refuse a different model or different filters."""
     if not (out / store.MANIFEST_NAME).is_file():
         return manifest
     old = store.read_manifest(out)
-    for key in ("weights_sha256", "filters"):
+    check_format(out, old)
+    for key in ("weights_hash", "filters"):
         if old.get(key) != manifest[key]:
             raise InvalidInputError(
                 f"out: {out} holds pseudo-labels made with another {key} ({old.get(key)} instead of "
@@ -107,7 +116,7 @@ def pseudolabel_folder(
     model: SamModel,
     images: Path,
     out: Path,
-    filters: AmgFilters = AmgFilters(),
+    options: AutoOptions = PSEUDO_OPTIONS,
     model_name: str = "",
     device=None,
     progress: bool = True,
@@ -122,8 +131,8 @@ def pseudolabel_folder(
         Folder of images, or a dataset root (its ``unlabeled/`` folder is used).
     out : Path
         Pseudo-label folder (created if needed).
-    filters : AmgFilters
-        Automatic mask generation settings.
+    options : AutoOptions
+        Automatic mask generation settings (recorded in the manifest as ``filters``).
     model_name : str
         Registry name or path of ``model``, recorded in the manifest.
     device : str or torch.device, optional
@@ -143,6 +152,8 @@ def pseudolabel_folder(
         Missing or empty image folder, an unreadable image (named), or an
         ``out`` folder made with another model, other filters or other images.
     """
+    if not isinstance(options, AutoOptions):
+        raise InvalidInputError(f"options must be an AutoOptions, got {type(options).__name__}")
     image_dir = resolve_image_dir(images)
     found = list_images(image_dir)
     out = Path(out)
@@ -153,8 +164,8 @@ def pseudolabel_folder(
         "model": model_name,
         "model_type": model.config.model_type,
         "hq": model.config.hq,
-        "weights_sha256": store.weights_sha256(model),
-        "filters": asdict(filters),
+        "weights_hash": weights_hash(model),
+        "filters": options.to_dict(),
         "package_version": sum_core.__version__,
         "image_dir": str(image_dir.resolve()),
         "images": {stem: path.name for stem, path in found.items()},
@@ -164,22 +175,11 @@ def pseudolabel_folder(
     store.write_manifest(out, manifest)
     store.remove_partial_folders(out)
     todo = {stem: path for stem, path in found.items() if not store.is_complete(out, stem)}
-    predictor = Predictor(model, device=device)
+    model = model.to(resolve_device(device)).eval()
     counts: dict[str, int] = {}
     for stem, path in tqdm(todo.items(), desc="pseudo-labels", unit="image", disable=not progress):
-        predictor.set_image(_read(path))
-        records = generate_masks(
-            predictor,
-            points_per_side=filters.points_per_side,
-            points_per_batch=filters.points_per_batch,
-            pred_iou_thresh=filters.pred_iou_thresh,
-            stability_thresh=filters.stability_thresh,
-            stability_offset=filters.stability_offset,
-            box_nms_thresh=filters.box_nms_thresh,
-            min_area=filters.min_area,
-            max_area_fraction=filters.max_area_fraction,
-            task=filters.task,
-        )
+        embedding = encode_image(model, _read(path))
+        records = generate_masks(model, embedding, options)
         rows = [
             store.PseudoMask(
                 index=i,
@@ -193,13 +193,12 @@ def pseudolabel_folder(
         ]
         store.write_image_folder(out, stem, rows, [store.logits_to_uint8(r.logits) for r in records])
         counts[stem] = len(rows)
-    predictor.reset_image()
     return counts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command-line options of ``python -m training.pseudolabel``."""
-    d = AmgFilters()
+    """Command-line options of ``python -m training.pseudolabel``: one flag per
+    :class:`~sum_core.auto_options.AutoOptions` field, defaults :data:`PSEUDO_OPTIONS`."""
     parser = argparse.ArgumentParser(
         prog="python -m training.pseudolabel",
         description="Write SUM pseudo-labels (SAM automatic masks) for a folder of unlabeled images.",
@@ -209,16 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", required=True, type=Path, help="image folder, or a dataset root (uses its unlabeled/)"
     )
     parser.add_argument("--out", required=True, type=Path, help="pseudo-label folder to write")
-    parser.add_argument("--points-per-side", type=int, default=d.points_per_side)
-    parser.add_argument("--points-per-batch", type=int, default=d.points_per_batch)
-    parser.add_argument("--pred-iou-thresh", type=float, default=d.pred_iou_thresh)
-    parser.add_argument("--stability-thresh", type=float, default=d.stability_thresh)
-    parser.add_argument("--stability-offset", type=float, default=d.stability_offset)
-    parser.add_argument("--box-nms-thresh", type=float, default=d.box_nms_thresh)
-    parser.add_argument("--min-area", type=int, default=d.min_area)
-    parser.add_argument("--max-area-fraction", type=float, default=d.max_area_fraction)
-    parser.add_argument("--task", type=int, choices=sorted(TASKS), default=None,
-                        help="SUM task prompt (SUM models only; default none)")
+    for field in dataclasses.fields(AutoOptions):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(PSEUDO_OPTIONS, field.name)
+        help_text = f"{field.metadata['help']} (default {default})"
+        if field.name == "task":
+            parser.add_argument(flag, type=int, choices=sorted(TASKS), default=default, help=help_text)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=help_text)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -227,22 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; errors exit with a one-line message."""
     args = build_parser().parse_args(argv)
-    filters = AmgFilters(
-        points_per_side=args.points_per_side,
-        points_per_batch=args.points_per_batch,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_thresh=args.stability_thresh,
-        stability_offset=args.stability_offset,
-        box_nms_thresh=args.box_nms_thresh,
-        min_area=args.min_area,
-        max_area_fraction=args.max_area_fraction,
-        task=args.task,
-    )
     try:
+        options = AutoOptions.from_dict({name: getattr(args, name) for name in AutoOptions.names()})
         list_images(resolve_image_dir(args.images))
         model = load_model(args.model, device=args.device)
         counts = pseudolabel_folder(
-            model, args.images, args.out, filters, str(args.model), args.device, not args.no_progress
+            model, args.images, args.out, options, str(args.model), args.device, not args.no_progress
         )
     except SumError as exc:
         sys.exit(f"training.pseudolabel: error: {exc}")

@@ -7,9 +7,10 @@
 
 1. **Training pairs** (human-labelled ``DATASET``, all its images): for every
    ground-truth instance one click is drawn uniformly inside it; SAM answers
-   with its three multimask candidates (for HQ models: each SAM token + the
-   HQ token); the candidate with the best IoU against the ground truth is the
-   pseudo-mask. It is kept if it passes SAM's filters (predicted IoU,
+   as its automatic mask generator does (``multimask``: plain SAM's three
+   candidates; for HQ models the one candidate of the HQ decoder, the best SAM
+   token by predicted IoU + the HQ token); the candidate with the best IoU
+   against the ground truth is the pseudo-mask. It is kept if it passes SAM's filters (predicted IoU,
    stability, area fraction) and its IoU with the ground truth is at least
    ``--min-iou`` (0.7). The refiner's inputs are then the click, the box
    around the pseudo-mask and the pseudo-mask's 8-bit probability as mask
@@ -18,7 +19,8 @@
    term) on the ``256 x 256`` low-resolution frame, AdamW. Defaults (ours,
    the paper gives none): 10 epochs, lr 1e-4, weight decay 1e-4, 8 pairs per
    step (pairs of one image share a step). Image features are computed once
-   and kept in RAM as float16.
+   (:func:`sum_core.encoding.encode_image`, the whole image resized to the
+   encoder, at every image size) and kept in RAM as float16.
 3. **Maps**: for every pseudo-mask, ``uncertainty_<index>.png =
    round(255 |p_SAM - p_refined|)`` at image resolution, with ``p_SAM`` the
    stored ``prob_<index>.png / 255``.
@@ -33,33 +35,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from sum_core.encoding import encode_image, weights_hash
 from sum_core.errors import InvalidInputError, SumError
 from sum_core.image import prepare_image
 from sum_core.imageio import read_image, write_image
 from sum_core.loading import load_model
 from sum_core.mask_ops import stability_score
-from sum_core.modeling import SamModel
-from sum_core.prompts import ModelPrompts, to_model_frame, validate_prompts
+from sum_core.modeling import ImageEmbedding, SamModel
+from sum_core.prompts import ModelPrompts, batch_to_model_frame, to_low_res_frame, validate_prompts
 
 from . import pseudo_store as store
 from .dataset import Sample, scan_dataset
 from .losses import sam_loss
 from .prompt_sampling import box_from_mask, sample_weighted_points
+from .pseudolabel import PSEUDO_OPTIONS, check_format
 from .refinement_module import (
-    EncodedImage,
     RefinementModule,
-    encode_image,
     load_refiner,
     mask_prompt_from_probability,
     refiner_prompts,
-    to_low_res_frame,
 )
 
 REFINER_FILE = "refiner.pt"
@@ -69,12 +70,13 @@ SAM_CHUNK = 16
 
 @dataclass(frozen=True)
 class PairFilters:
-    """Which SAM answers become training pairs (SUM's values by default)."""
+    """Which SAM answers become training pairs: the pseudo-labels' filters
+    (:data:`training.pseudolabel.PSEUDO_OPTIONS`) and the IoU with the ground truth."""
 
-    pred_iou_thresh: float = 0.88
-    stability_thresh: float = 0.95
-    stability_offset: float = 1.0
-    max_area_fraction: float = 0.95
+    pred_iou_thresh: float = PSEUDO_OPTIONS.pred_iou_thresh
+    stability_thresh: float = PSEUDO_OPTIONS.stability_thresh
+    stability_offset: float = PSEUDO_OPTIONS.stability_offset
+    max_area_fraction: float = PSEUDO_OPTIONS.max_area_fraction
     min_iou: float = 0.7
 
 
@@ -107,7 +109,7 @@ class TrainingPair:
 class PairSet:
     """Training pairs and the cached (float16, CPU) features of their images."""
 
-    features: list[EncodedImage] = field(default_factory=list)
+    features: list[ImageEmbedding] = field(default_factory=list)
     pairs: list[TrainingPair] = field(default_factory=list)
     tried: int = 0
     passed_filters: int = 0
@@ -118,34 +120,17 @@ def _read_labels(sample: Sample) -> np.ndarray:
     return labels[..., 0] if labels.ndim == 3 else labels
 
 
-def _sam_candidates(model: SamModel, encoded: EncodedImage, points: np.ndarray):
-    """SAM's multimask answers to single clicks: (logits K x 3 x H x W, predicted IoU K x 3)."""
-    frames = [
-        to_model_frame(
-            validate_prompts(points=[p], labels=[1], image_shape=encoded.original_size),
-            encoded.original_size,
-            encoded.input_size,
-            device=encoded.embedding.device,
-        )
-        for p in points
-    ]
-    coords = torch.cat([f.point_coords for f in frames])
-    labels = torch.cat([f.point_labels for f in frames])
-    with torch.no_grad():
-        sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        hq = model.mask_decoder.hq_features(encoded.embedding, encoded.early) if model.config.hq else None
-        out = model.mask_decoder(
-            image_embeddings=encoded.embedding,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            hq_features=hq,
-        )
-        low = out.sam_logits[:, 1:]
-        if out.hq_logits is not None:
-            low = low + out.hq_logits
-        full = model.postprocess_masks(low, encoded.input_size, encoded.original_size)
-    return full.cpu(), out.iou[:, 1:].cpu()
+def _sam_candidates(model: SamModel, image: ImageEmbedding, points: np.ndarray):
+    """SAM's multimask answers to single clicks: (logits K x C x H x W, predicted IoU K x C).
+
+    ``C`` is 3 for plain SAM and 1 for HQ models (their decoder keeps the best SAM token).
+    """
+    objects = [validate_prompts(points=[p], labels=[1], image_shape=image.original_size) for p in points]
+    frame = batch_to_model_frame(objects, image.original_size, image.input_size, device=image.device)
+    with torch.inference_mode():
+        decoded = model.decode(image, points=(frame.point_coords, frame.point_labels), multimask=True)
+        full = model.postprocess_masks(decoded.logits, image.input_size, image.original_size)
+    return full.cpu(), decoded.iou.cpu()
 
 
 def _passes_sam_filters(
@@ -160,7 +145,7 @@ def _passes_sam_filters(
 
 
 def _pairs_of_image(
-    model: SamModel, encoded: EncodedImage, labels: np.ndarray, filters: PairFilters,
+    model: SamModel, encoded: ImageEmbedding, labels: np.ndarray, filters: PairFilters,
     generator: torch.Generator, image_index: int, pair_set: PairSet,
 ) -> None:
     config = model.config
@@ -206,6 +191,16 @@ def _pairs_of_image(
             )
 
 
+def _stored(image: ImageEmbedding) -> ImageEmbedding:
+    """The features the refiner trains on, kept on the CPU as float16 (its own decoder makes
+    the HQ features, so the frozen SAM's are dropped)."""
+
+    def half(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.to("cpu", torch.float16)
+
+    return replace(image, embedding=half(image.embedding), early=half(image.early), hq_features=None)
+
+
 def build_pairs(
     model: SamModel,
     samples: list[Sample],
@@ -241,7 +236,7 @@ def build_pairs(
     pair_set = PairSet()
     for index, sample in enumerate(tqdm(samples, desc="training pairs", unit="image", disable=not progress)):
         encoded = encode_image(model, prepare_image(read_image(sample.image)))
-        pair_set.features.append(encoded.to("cpu", torch.float16))
+        pair_set.features.append(_stored(encoded))
         _pairs_of_image(model, encoded, _read_labels(sample), filters, generator, index, pair_set)
     if not pair_set.pairs:
         raise InvalidInputError(
@@ -273,7 +268,7 @@ def pair_batches(
 
 def batch_inputs(
     pair_set: PairSet, indices: list[int], device
-) -> tuple[EncodedImage, ModelPrompts, torch.Tensor]:
+) -> tuple[ImageEmbedding, ModelPrompts, torch.Tensor]:
     """Features, model-frame prompts and ``B x 1 x L x L`` targets of pairs of one image."""
     pairs = [pair_set.pairs[i] for i in indices]
     encoded = pair_set.features[pairs[0].image].to(device)
@@ -287,7 +282,7 @@ def batch_inputs(
 def train_step(
     refiner: RefinementModule,
     optimizer: torch.optim.Optimizer,
-    batch: tuple[EncodedImage, ModelPrompts, torch.Tensor],
+    batch: tuple[ImageEmbedding, ModelPrompts, torch.Tensor],
     settings: TrainSettings = TrainSettings(),
 ) -> float:
     """One optimisation step on a batch from :func:`batch_inputs`; returns the loss before the step."""
@@ -351,10 +346,11 @@ def _pseudo_images(pseudo: Path, manifest: dict) -> tuple[Path, dict[str, str]]:
 def check_pseudo(model: SamModel, pseudo: Path) -> tuple[Path, dict[str, str]]:
     """Check that ``pseudo`` was made by ``model`` and its images exist; return (image_dir, stem -> file)."""
     manifest = store.read_manifest(pseudo)
-    if manifest.get("weights_sha256") != store.weights_sha256(model):
+    check_format(pseudo, manifest)
+    if manifest.get("weights_hash") != weights_hash(model):
         raise InvalidInputError(
             f"pseudo: {pseudo} was made by model {manifest.get('model')!r} (weights "
-            f"{str(manifest.get('weights_sha256'))[:12]}...), not by --model; the uncertainty maps need "
+            f"{str(manifest.get('weights_hash'))[:20]}...), not by --model; the uncertainty maps need "
             "the SAM that made the pseudo-labels"
         )
     return _pseudo_images(pseudo, manifest)
@@ -395,7 +391,7 @@ def write_uncertainty_maps(
             ]
             points, boxes = [m.point for m in chunk], [m.box for m in chunk]
             prompts = refiner_prompts(points, boxes, mask_inputs, encoded, device)
-            with torch.no_grad():
+            with torch.inference_mode():
                 low = refiner(encoded, prompts)
                 full = model.postprocess_masks(low, encoded.input_size, encoded.original_size)
                 refined = torch.sigmoid(full)
@@ -488,7 +484,7 @@ def run(args: argparse.Namespace) -> str:
         refiner.save(args.out / REFINER_FILE)
         record = {
             "model": str(args.model),
-            "weights_sha256": store.weights_sha256(model),
+            "weights_hash": weights_hash(model),
             "data": str(Path(args.data).resolve()),
             "filters": asdict(filters),
             "settings": asdict(settings),

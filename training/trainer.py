@@ -17,6 +17,7 @@ import os
 import signal
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +30,18 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
 from sum_core.acceleration import autocast
+from sum_core.encoding import encode
 from sum_core.errors import InvalidInputError
 from sum_core.image import prepare_image, preprocess_shape
 from sum_core.imageio import read_image
-from sum_core.modeling import SamModel
-from sum_core.prompts import to_model_frame, validate_prompts
+from sum_core.modeling import DecodedMasks, ImageEmbedding, SamModel
+from sum_core.prompts import batch_to_model_frame, validate_prompts
 
 from . import checkpointing as ckpt
 from . import losses, pseudo_store
 from .augment import OUTPUT_SIZE, resize_and_pad
 from .config import FinetuneConfig
-from .dataset import InstanceDataset, _list_images, collate_instances, scan_dataset
+from .dataset import InstanceDataset, collate_instances, image_files, scan_dataset
 from .prompt_sampling import (
     box_from_mask,
     jitter_box,
@@ -120,7 +122,7 @@ class PseudoDataset(Dataset):
             raise InvalidInputError(
                 f"pseudo_images: image folder {image_dir} of pseudo-label folder {self.root} does not exist"
             )
-        images = _list_images(image_dir)
+        images = image_files(image_dir)
         self.folders = [
             f for f in pseudo_store.image_folders(self.root)
             if f.name in images and pseudo_store.read_masks_csv(f)
@@ -181,46 +183,34 @@ def epoch_batches(
 # --- prompts ---------------------------------------------------------------------------------
 
 
-def encode_prompts(
+def model_frame_prompts(
     points: list[np.ndarray] | None,
     labels: list[np.ndarray] | None,
     boxes: np.ndarray | None,
     size: int,
     device: torch.device,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
-    """Per-mask (row, col) prompts in the ``size x size`` input -> prompt-encoder tensors.
+    """Per-mask (row, col) prompts in the ``size x size`` training frame -> prompt-encoder tensors.
 
-    Each mask's prompts go through :func:`sum_core.prompts.to_model_frame`;
-    point lists of different lengths are padded with label -1 (SAM's "not a
-    point").  Returns ``((coords B x N x 2, labels B x N) or None, boxes B x 4 or None)``.
+    Each mask's prompts are validated and batched by
+    :func:`sum_core.prompts.batch_to_model_frame` (masks with fewer clicks are padded with
+    SAM's "not a point").  Returns ``((coords B x N x 2, labels B x N) or None, boxes B x 4 or None)``.
     """
     if points is None and boxes is None:
         return None, None
     count = len(points) if points is not None else len(boxes)
-    coords_list, labels_list, box_list = [], [], []
-    for i in range(count):
-        prompts = validate_prompts(
+    objects = [
+        validate_prompts(
             points=None if points is None else points[i],
             labels=None if labels is None else labels[i],
             box=None if boxes is None else boxes[i],
             image_shape=(size, size),
         )
-        frame = to_model_frame(prompts, (size, size), (size, size), device=device)
-        if frame.point_coords is not None:
-            coords_list.append(frame.point_coords[0])
-            labels_list.append(frame.point_labels[0])
-        if frame.boxes is not None:
-            box_list.append(frame.boxes[0])
-    point_args = None
-    if coords_list:
-        width = max(len(c) for c in coords_list)
-        coords = torch.zeros(count, width, 2, device=device)
-        point_labels = torch.full((count, width), -1, dtype=torch.int32, device=device)
-        for i, (c, lab) in enumerate(zip(coords_list, labels_list)):
-            coords[i, : len(c)] = c
-            point_labels[i, : len(lab)] = lab
-        point_args = (coords, point_labels)
-    return point_args, torch.stack(box_list) if box_list else None
+        for i in range(count)
+    ]
+    frame = batch_to_model_frame(objects, (size, size), (size, size), device=device)
+    point_args = None if frame.point_coords is None else (frame.point_coords, frame.point_labels)
+    return point_args, frame.boxes
 
 
 class PromptSampler:
@@ -275,20 +265,24 @@ class TrainStep(nn.Module):
         self.sampler = sampler
 
     def forward(self, batch: dict, pseudo: bool) -> dict[str, torch.Tensor]:
-        """Mean loss over the images of ``batch`` (dict of scalar tensors, ``"loss"`` included)."""
-        model = self.model
-        device = next(model.parameters()).device
-        pixels = model.preprocess(batch["image"].to(device).float())
-        with torch.set_grad_enabled(self.config.scheme == "full" and torch.is_grad_enabled()):
-            embeddings, early = model.image_encoder(pixels)
+        """Mean loss over the images of ``batch`` (dict of scalar tensors, ``"loss"`` included).
+
+        The images (``B x 3 x S x S``, already in the ``S x S`` training frame) are encoded
+        through :func:`sum_core.encoding.encode`, with gradients only in the ``full`` scheme.
+        """
+        model, config = self.model, self.config
+        images = batch["image"]
+        sizes = [tuple(images.shape[-2:])] * len(images)
+        with torch.set_grad_enabled(config.scheme == "full" and torch.is_grad_enabled()):
+            encoded = encode(model, list(images), sizes, config.precision, hq_features=False)
         totals: dict[str, torch.Tensor] = {}
         count = 0
-        for b in range(pixels.shape[0]):
+        for b, image in enumerate(encoded):
             masks = batch["masks"][b]
             if masks.shape[0] == 0:
                 continue
             unc = batch["uncertainty"][b] if pseudo else None
-            parts = self._image_loss(embeddings[b : b + 1], early[b : b + 1], masks, unc, batch["task"][b])
+            parts = self._image_loss(image, masks, unc, batch["task"][b])
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0) + value
             count += 1
@@ -297,12 +291,13 @@ class TrainStep(nn.Module):
             return {"loss": zero}
         return {key: value / count for key, value in totals.items()}
 
-    def _image_loss(self, embedding, early, masks, unc, task: int) -> dict[str, torch.Tensor]:
+    def _image_loss(self, image: ImageEmbedding, masks, unc, task: int) -> dict[str, torch.Tensor]:
         model, config = self.model, self.config
-        device = embedding.device
+        device = image.device
         size, low = model.config.image_size, model.config.low_res_size
         certainty = None if unc is None else 1 - unc
-        hq_features = model.mask_decoder.hq_features(embedding, early) if model.config.hq else None
+        if model.config.hq:  # once per image, with gradients for the HQ modules (shared by all rounds)
+            image = replace(image, hq_features=model.mask_decoder.hq_features(image.embedding, image.early))
         targets = masks.to(device).float()[:, None]
         unc_device = None if unc is None else unc.to(device).float()[:, None]
         rounds = config.interactive_rounds if config.interactive else 1
@@ -326,18 +321,11 @@ class TrainStep(nn.Module):
                 mask_prompt = previous
                 if round_index < rounds - 1:
                     points, labels = self._add_error_clicks(previous, masks, certainty, points, labels)
-            point_args, box_tensor = encode_prompts(points, labels, boxes, size, device)
-            with torch.set_grad_enabled(config.scheme != "hq" and torch.is_grad_enabled()):
-                sparse, dense = model.prompt_encoder(points=point_args, boxes=box_tensor, masks=mask_prompt)
-            out = model.mask_decoder(
-                embedding,
-                model.prompt_encoder.get_dense_pe(),
-                sparse,
-                dense,
-                hq_features,
-                task if round_index == 0 else None,
+            point_args, box_tensor = model_frame_prompts(points, labels, boxes, size, device)
+            decoded = model.decode(
+                image, point_args, box_tensor, mask_prompt, task if round_index == 0 else None
             )
-            logits, iou = self._select(out)
+            logits, iou = self._select(decoded)
             parts = self._loss(logits, iou, targets, unc_device)
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0) + value / rounds
@@ -360,12 +348,11 @@ class TrainStep(nn.Module):
             return None, None
         return points, labels
 
-    def _select(self, out) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _select(self, decoded: DecodedMasks) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Trained logits: the HQ token (``hq`` scheme) or the predictor's single-mask output."""
         if self.config.scheme == "hq":
-            return out.hq_logits.float(), None
-        logits, iou, _ = self.model.mask_decoder.select_outputs(out, multimask=False, hq_token_only=False)
-        return logits.float(), iou.float()
+            return decoded.hq_logits.float(), None
+        return decoded.logits.float(), decoded.iou.float()
 
     def _loss(self, logits, iou, targets, unc) -> dict[str, torch.Tensor]:
         config = self.config
