@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage
 
-from sum_core.tiled_predictor import TileMasks
+from sum_core import predictor as predictor_module
+from sum_core.decoding import WindowMasks
+from sum_core.tiled_predictor import TiledPredictor, TileMasks
 
 #: Score and uncertainty the fake decoder gives every mask pixel.
 FAKE_SCORE = 0.9
@@ -28,6 +31,31 @@ def fake_decoder(truth: np.ndarray, calls: list | None = None):
         return _decode_crop(crop, points, labels, box)
 
     return decode
+
+
+def fake_window_decoder(truth: np.ndarray):
+    """A ``decode_window`` for :class:`sum_core.Predictor` on images encoded as one window:
+    one object per box (or one for clicks alone), each exactly as :func:`fake_decoder`."""
+
+    def decode_window(model, image, prompts, options):
+        assert tuple(image.original_size) == truth.shape, "the fake needs the whole image's truth"
+        boxes = [None] if prompts.boxes is None else list(prompts.boxes)
+        objects = [_decode_crop(truth, prompts.points, prompts.labels, box) for box in boxes]
+        size = model.config.low_res_size
+        return WindowMasks(
+            logits=torch.from_numpy(np.stack([o.logits for o in objects])),
+            scores=torch.full((len(objects),), FAKE_SCORE),
+            uncertainty=torch.from_numpy(np.stack([o.uncertainty for o in objects])),
+            low_res_logits=torch.zeros(len(objects), 1, size, size),
+        )
+
+    return decode_window
+
+
+def use_fake_decoders(monkeypatch, truth: np.ndarray) -> None:
+    """Make every Predictor / TiledPredictor decode ``truth`` exactly, tiled or not."""
+    monkeypatch.setattr(TiledPredictor, "_decode", fake_decoder(truth))
+    monkeypatch.setattr(predictor_module, "decode_window", fake_window_decoder(truth))
 
 
 def _decode_crop(crop, points, labels, box) -> TileMasks:
