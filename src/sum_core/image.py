@@ -172,8 +172,13 @@ def prepare_image(image, normalization: Normalization | None = None) -> np.ndarr
     ------
     InvalidInputError
         Empty, 1-D or more than 3-D arrays, stacks of planes, complex, object
-        or non-numeric dtypes, NaN or infinite values, and constant images.
+        or non-numeric dtypes, NaN or infinite values, constant images, and a
+        ``normalization`` that is not a :class:`Normalization`.
     """
+    if normalization is not None and not isinstance(normalization, Normalization):
+        raise InvalidInputError(
+            f"normalization must be a sum_core.Normalization, got {type(normalization).__name__}"
+        )
     arr = np.asarray(image)
     _check_dtype(arr)
     _check_shape(arr)
