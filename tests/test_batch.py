@@ -9,16 +9,17 @@ import zarr
 import zarr.storage
 from scipy import ndimage
 
+from sum_core.auto_options import AutoOptions
 from sum_core.automatic import MaskRecord, auto_segment
-from sum_core.batch import segment_zarr
 from sum_core.batch import auto as batch_auto
+from sum_core.batch import model_spec, segment_zarr
 from sum_core.batch.tile_nms import neighbour_nms
 from sum_core.errors import InvalidInputError
 from sum_core.mask_ops import boxes_to_xyxy
 from sum_core.modeling import build_from_config
 from sum_core.nms import nms
-from sum_core.predictor import Prediction
-from sum_core.tiled_predictor import TiledPredictor
+from sum_core.prediction import PredictOptions
+from sum_core.tiled_predictor import TiledPredictor, TileMasks
 from sum_core.tiling import TileGrid
 from small_models import small_vit_config
 from test_tiled_predictor import tiny_model
@@ -40,9 +41,9 @@ def blobs(shape: tuple[int, int], seed: int, n: int = 12, radius: int = 9) -> np
     return image
 
 
-def fake_records(prepared, model, device, options):
+def fake_records(window, model, device, options, cancel=None):
     """Deterministic stand-in for the SAM generator: one record per bright component."""
-    components, n = ndimage.label(prepared[..., 0] > 128)
+    components, n = ndimage.label(window[..., 0] > 128)
     records = []
     for k in range(1, n + 1):
         mask = components == k
@@ -65,17 +66,28 @@ class Counter:
         self.calls = 0
         self.fail_at = fail_at
 
-    def __call__(self, prepared, model, device, options):
+    def __call__(self, window, model, device, options, cancel=None):
         self.calls += 1
         if self.calls == self.fail_at:
             raise RuntimeError("simulated crash")
-        return fake_records(prepared, model, device, options)
+        return fake_records(window, model, device, options)
+
+
+def use_model(monkeypatch, model) -> None:
+    """Every model name or path of a job resolves to ``model`` (no weights to download)."""
+    monkeypatch.setattr(model_spec, "resolve_model", lambda name, device: model)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
 
 
 @pytest.fixture
-def fake(monkeypatch):
+def fake(monkeypatch, tiny):
     counter = Counter()
     monkeypatch.setattr(batch_auto, "window_records", counter)
+    use_model(monkeypatch, tiny)
     return counter
 
 
@@ -116,7 +128,8 @@ def test_3d_stack_ids_unique_across_slices(tmp_path, fake):
         assert same_partition(labels[s], ndimage.label(stack[s] > 1000)[0])
 
 
-def test_resume_after_crash_redoes_nothing_completed(tmp_path, monkeypatch):
+def test_resume_after_crash_redoes_nothing_completed(tmp_path, monkeypatch, tiny):
+    use_model(monkeypatch, tiny)
     image = blobs((200, 260), seed=1)
     kwargs = dict(tile_shape=(64, 96), halo=16, progress=False, scheduler="synchronous")
     crashing = Counter(fail_at=5)
@@ -167,10 +180,17 @@ def test_resume_after_crash_in_chunk_stage(tmp_path, fake, monkeypatch):
 def test_other_job_refused_unless_overwrite(tmp_path, fake):
     image = blobs((64, 64), seed=3)
     segment_zarr(image, tmp_path / "out.zarr", progress=False)
+    signed = zarr.open_group(str(tmp_path / "out.zarr")).attrs["sum_hq_batch"]["signature"]["options"]
+    # the signature of targets written before the options were data (points_per_batch never)
+    assert signed == {"points_per_side": 32, "pred_iou_thresh": 0.88, "stability_thresh": 0.95,
+                      "box_nms_thresh": 0.7, "min_area": 0}
+    assert segment_zarr(image, tmp_path / "out.zarr", options=AutoOptions(points_per_batch=8), progress=False)
     with pytest.raises(InvalidInputError, match=r"different job \(differs in options\).*overwrite=True"):
-        segment_zarr(image, tmp_path / "out.zarr", min_area=5, progress=False)
-    group = segment_zarr(image, tmp_path / "out.zarr", min_area=5, overwrite=True, progress=False)
-    assert group.attrs["sum_hq_batch"]["signature"]["options"]["min_area"] == 5
+        segment_zarr(image, tmp_path / "out.zarr", options=AutoOptions(min_area=5), progress=False)
+    group = segment_zarr(image, tmp_path / "out.zarr", options=AutoOptions(min_area=5, task=2), overwrite=True,
+                         progress=False)
+    signed = group.attrs["sum_hq_batch"]["signature"]["options"]
+    assert signed["min_area"] == 5 and signed["task"] == 2 and "multimask" not in signed
     foreign = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w")
     foreign.create_array("x", shape=(2,), dtype="uint8")
     with pytest.raises(InvalidInputError, match="not written by a sum-hq batch job"):
@@ -195,8 +215,12 @@ def test_axis_errors(tmp_path, fake):
         segment_zarr(tmp_path / "src.zarr", tmp_path / "o.zarr", key="raw")
     with pytest.raises(InvalidInputError, match="slicing along 't' leaves 3 axes"):
         segment_zarr(tmp_path / "src.zarr", tmp_path / "o.zarr", key="raw", axis="t")
-    with pytest.raises(InvalidInputError, match="unknown option"):
-        segment_zarr(np.zeros((8, 8)), tmp_path / "o.zarr", points_per_sid=4)
+    with pytest.raises(InvalidInputError, match="options: mode='auto' takes a sum_core.auto_options.AutoOptions, got dict"):
+        segment_zarr(np.zeros((8, 8)), tmp_path / "o.zarr", options={"points_per_side": 4})
+    with pytest.raises(InvalidInputError, match="options: mode='prompts' takes a sum_core.prediction.PredictOptions"):
+        segment_zarr(np.zeros((8, 8)), tmp_path / "o.zarr", mode="prompts", prompts="p.csv", options=AutoOptions())
+    with pytest.raises(InvalidInputError, match="tile_shape must be >= 1"):
+        segment_zarr(np.zeros((8, 8)), tmp_path / "o.zarr", tile_shape=0)
     assert not (tmp_path / "o.zarr").exists()
 
 
@@ -256,10 +280,11 @@ def write_table(path, rows):
     return path
 
 
-def fake_decode(self, window, embedding, points, labels, box, options):
-    """``TiledPredictor._decode`` stand-in: the bright components of the window under the
-    positive clicks, plus the (window-local, clipped) box as a filled square."""
-    pixels = self.embeddings.planes.read(0, window)
+def fake_decode(self, window, embedding, points, labels, box, mask, options):
+    """``TiledPredictor._decode`` stand-in: the bright components of the window (of the slice
+    being predicted) under the positive clicks, plus the (window-local, clipped) box as a
+    filled square; uncertainty 0.5 on the mask."""
+    pixels = self.embeddings.planes.read(self.slice_index, window)
     components, _ = ndimage.label((pixels[..., 0] if pixels.ndim == 3 else pixels) > 128)
     mask = np.zeros(window.shape, dtype=bool)
     for (r, c), label in zip(points if points is not None else [], labels if labels is not None else []):
@@ -269,19 +294,30 @@ def fake_decode(self, window, embedding, points, labels, box, options):
     if box is not None:
         r0, c0, r1, c1 = (int(v) for v in box)
         mask[r0 : r1 + 1, c0 : c1 + 1] = True
-    logits = np.where(mask, 8.0, -8.0).astype(np.float32)
-    return Prediction(mask, 0.9, logits, np.zeros((1, 64, 64), np.float32), mask * np.float32(0.5))
+    return TileMasks(mask, np.where(mask, 8.0, -8.0).astype(np.float32), mask * np.float32(0.5), 0.9)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return tiny_model()
+def use_fake_decoder(monkeypatch) -> list[PredictOptions]:
+    """Patch :func:`fake_decode` into ``TiledPredictor`` (which remembers the slice it predicts);
+    returns the options of every predict call."""
+    predict = TiledPredictor.predict
+    seen: list[PredictOptions] = []
+
+    def remembering(self, *args, slice_index=0, **kwargs):
+        self.slice_index = slice_index
+        seen.append(kwargs.get("options"))
+        return predict(self, *args, slice_index=slice_index, **kwargs)
+
+    monkeypatch.setattr(TiledPredictor, "predict", remembering)
+    monkeypatch.setattr(TiledPredictor, "_decode", fake_decode)
+    return seen
 
 
 @pytest.fixture
 def fake_prompted(monkeypatch, tiny):
     """Prompts mode with the fake decoder; returns a list counting the tiles encoded."""
-    monkeypatch.setattr(TiledPredictor, "_decode", fake_decode)
+    use_fake_decoder(monkeypatch)
+    use_model(monkeypatch, tiny)
     encoded = []
     forward = tiny.image_encoder.forward
     monkeypatch.setattr(tiny.image_encoder, "forward", lambda x: encoded.append(x.shape[0]) or forward(x))
@@ -338,9 +374,9 @@ def test_real_small_model_equals_auto_segment(tmp_path):
     torch.manual_seed(0)
     model = build_from_config(small_vit_config())
     image = blobs((128, 160), seed=5)
-    options = dict(points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0)
-    group = segment_zarr(image, tmp_path / "out.zarr", model=model, progress=False, **options)
-    labels, unc = auto_segment(image, model=model, progress=False, **options)
+    options = AutoOptions(points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0)
+    group = segment_zarr(image, tmp_path / "out.zarr", model=model, progress=False, options=options)
+    labels, unc = auto_segment(image, options, model=model, progress=False)
     assert labels.max() > 0
     assert same_partition(group["labels"][...], labels)
     np.testing.assert_array_equal(group["uncertainty"][...], unc.astype(np.float16))

@@ -1,20 +1,23 @@
 """Automatic ("segment everything") segmentation: a grid of point prompts, filtered masks.
 
-:func:`generate_masks` is SAM's automatic mask generator on a :class:`~sum_core.predictor.Predictor`'s
-current image: a regular grid of single positive clicks decoded in batches (the image embedding is
-broadcast over the batch), SAM's filters (predicted IoU, stability of the logits), SUM's maximum
-area fraction, box NMS and optional small-region clean-up. :func:`auto_segment` runs it on a whole
-image, tiled with a halo when the image is larger than the model input, and paints the result into
-an instance label image with a per-pixel uncertainty map.
+:func:`generate_masks` is SAM's automatic mask generator on one encoded window (an
+:class:`~sum_core.modeling.ImageEmbedding`): a regular grid of single positive clicks decoded in
+batches through the model's decode step (the embedding is broadcast over the batch), SAM's
+filters (predicted IoU, stability of the logits), SUM's maximum area fraction, box NMS and
+optional small-region clean-up. :func:`auto_segment` runs it on a whole image, tiled by the
+package's one size rule (:func:`sum_core.tiling.tile_grid`; each tile's window, tile plus halo,
+is encoded as one image resized to the encoder) and paints the result into an instance label
+image with a per-pixel uncertainty map. The options are data: :class:`~sum_core.auto_options.AutoOptions`.
 
 Memory: candidate masks are kept at the decoder's low resolution (``L×L``, 256 for SAM); only the
-masks of one chunk are upscaled to the image size at a time, and only the masks kept by NMS are
+masks of one chunk are upscaled to the window size at a time, and only the masks kept by NMS are
 returned at full resolution.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from os import PathLike
 
 import numpy as np
@@ -22,9 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import uncertainty as unc
-from .api import _resolve_model
+from .acceleration import check_precision, uses_cuda_graphs
+from .auto_options import AutoOptions
+from .decoding import upscale
+from .device import resolve_device
+from .encoding import encode_image
 from .errors import InvalidInputError
 from .image import prepare_image
+from .loading import resolve_model
 from .mask_ops import (
     box_touches_edge,
     boxes_to_xyxy,
@@ -33,16 +41,16 @@ from .mask_ops import (
     point_grid,
     stability_score,
 )
-from .modeling import SamModel
+from .modeling import DecodedMasks, ImageEmbedding, SamModel
 from .nms import nms
-from .options import TASKS
-from .predictor import DecodedMasks, Predictor
-from .prompts import to_model_frame, validate_prompts
-from .tiling import Region, Tile, TileGrid, default_tiling
+from .prompts import batch_to_model_frame, validate_prompts
+from .tiled_embedding import check_cancel
+from .tiling import Region, Tile, TileGrid, tile_grid
 from .zoo import DEFAULT_MODEL
 
 __all__ = [
     "SAM_EDGE_ATOL",
+    "AutoOptions",
     "Instance",
     "MaskRecord",
     "auto_segment",
@@ -51,7 +59,7 @@ __all__ = [
     "owned_instances",
 ]
 
-# Masks upscaled to the image size at once (memory: _UPSCALE_CHUNK x H x W float32).
+# Masks upscaled to the window size at once (memory: _UPSCALE_CHUNK x H x W float32).
 _UPSCALE_CHUNK = 16
 # Pixels around a mask's box that its uncertainty map contributes to in auto_segment.
 _UNCERTAINTY_MARGIN = 4
@@ -59,26 +67,17 @@ _UNCERTAINTY_MARGIN = 4
 #: :func:`owned_instances` uses ``min(SAM_EDGE_ATOL, halo / 2)``.
 SAM_EDGE_ATOL = 20
 
-_GENERATE_OPTIONS = (
-    "points_per_batch",
-    "stability_offset",
-    "max_area_fraction",
-    "multimask",
-    "hq_token_only",
-    "task",
-)
-
 
 @dataclass
 class MaskRecord:
-    """One mask found by :func:`generate_masks`.
+    """One mask found by :func:`generate_masks`, in the pixels of the encoded window.
 
     Attributes
     ----------
     mask : np.ndarray
         bool, (H, W): ``logits > 0``, after the small-region clean-up when ``min_area > 0``.
     logits : np.ndarray
-        float32, (H, W): the decoder's mask logits upscaled to the image (before clean-up).
+        float32, (H, W): the decoder's mask logits upscaled to the window (before clean-up).
     score : float
         Predicted IoU (the IoU head's output for the chosen mask token).
     stability : float
@@ -105,40 +104,49 @@ class MaskRecord:
 
 
 def decode_points(
-    predictor: Predictor,
-    points: np.ndarray,
-    multimask: bool = True,
-    hq_token_only: bool = False,
-    task: int | None = None,
+    model: SamModel, embedding: ImageEmbedding, points: np.ndarray, options: AutoOptions
 ) -> DecodedMasks:
-    """Decode N single positive clicks on the predictor's current image in one decoder call.
+    """Decode N single positive clicks on one encoded window in one decoder call.
 
-    Each click is its own prompt (one mask set per click). The image embedding (batch 1) is
-    broadcast over the N prompts by the decoder, not copied.
+    Each click is its own prompt (one mask set per click): the model's decode step
+    (:meth:`sum_core.modeling.SamModel.decode`) broadcasts the embedding over the N prompts.
+    Plain SAM with ``options.multimask`` keeps all 3 masks per click, as SAM's generator does.
 
     Parameters
     ----------
-    predictor : Predictor
-        With an image set.
+    model : SamModel
+    embedding : ImageEmbedding
+        The encoded window.
     points : np.ndarray
-        ``(N, 2)`` clicks ``(row, col)`` in image pixels.
-    multimask, hq_token_only : bool
-        Output selection, see :meth:`sum_core.modeling.mask_decoder.MaskDecoder.select_outputs`
-        (plain SAM with ``multimask`` keeps all 3 masks per click, as SAM's generator does).
-    task : int or None
-        SUM task prompt; None (or a model without SUM tokens) adds no task offsets.
+        ``(N, 2)`` clicks ``(row, col)`` in window pixels.
+    options : AutoOptions
+        ``multimask``, ``hq_token_only`` and ``task`` are used.
 
     Returns
     -------
     DecodedMasks
+        Low-resolution logits ``N×C×L×L``, predicted IoU ``N×C``.
     """
-    prompts = validate_prompts(
-        points=points, labels=np.ones(len(points), dtype=np.int64), image_shape=predictor.original_size
-    )
-    frame = to_model_frame(prompts, predictor.original_size, predictor.input_size, device=predictor.device)
-    # to_model_frame treats the clicks as one prompt (1×N×2); make them N prompts of one click.
-    frame = frame._replace(point_coords=frame.point_coords[0][:, None, :], point_labels=frame.point_labels[0][:, None])
-    return predictor.decode(frame, multimask, hq_token_only, task)
+    prompts = validate_prompts(points=points, image_shape=embedding.original_size, default_positive=True)
+    clicks = [
+        replace(prompts, points=prompts.points[i : i + 1], labels=prompts.labels[i : i + 1])
+        for i in range(len(prompts.points))
+    ]  # one object per click
+    frame = batch_to_model_frame(clicks, embedding.original_size, embedding.input_size, device=embedding.device)
+    cuda_graphs = uses_cuda_graphs(model)
+    if cuda_graphs:
+        torch.compiler.cudagraph_mark_step_begin()
+    with torch.inference_mode():
+        decoded = model.decode(
+            embedding,
+            (frame.point_coords, frame.point_labels),
+            task=options.task,
+            multimask=options.multimask,
+            hq_token_only=options.hq_token_only,
+        )
+    if cuda_graphs:  # a CUDA graph's outputs are overwritten by its next replay: copy them
+        decoded = DecodedMasks(*(None if t is None else t.clone() for t in decoded))
+    return decoded
 
 
 class _Candidates:
@@ -158,49 +166,38 @@ class _Candidates:
         return len(self.score)
 
 
-def _upscale(predictor: Predictor, low_res: torch.Tensor) -> torch.Tensor:
-    """``K×L×L`` low-res logits to ``K×H×W`` logits at the predictor's image size."""
-    return predictor.upscale(low_res[:, None])[:, 0]
+def _upscale(model: SamModel, embedding: ImageEmbedding, low_res: torch.Tensor) -> torch.Tensor:
+    """``K×L×L`` low-res logits to ``K×H×W`` logits at the window's size."""
+    return upscale(model, embedding, low_res[:, None])[:, 0]
 
 
-def _check_range(value, name: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidInputError(f"{name} must be a number, got {value!r}")
-    if not low <= float(value) <= high:
-        raise InvalidInputError(f"{name} must lie in [{low}, {high}], got {value!r}")
-    return float(value)
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+def _check_options(options: AutoOptions | None) -> AutoOptions:
+    if options is None:
+        return AutoOptions()
+    if not isinstance(options, AutoOptions):
+        raise InvalidInputError(
+            f"options must be a sum_core.auto_options.AutoOptions, got {type(options).__name__}"
+        )
+    return options
 
 
 def generate_masks(
-    predictor: Predictor,
-    points_per_side: int = 32,
-    points_per_batch: int = 64,
-    pred_iou_thresh: float = 0.88,
-    stability_thresh: float = 0.95,
-    stability_offset: float = 1.0,
-    box_nms_thresh: float = 0.7,
-    min_area: int = 0,
-    max_area_fraction: float = 1.0,
-    multimask: bool = True,
-    hq_token_only: bool = False,
-    task: int | None = None,
+    model: SamModel,
+    embedding: ImageEmbedding,
+    options: AutoOptions | None = None,
+    *,
     progress: bool = False,
+    cancel: threading.Event | None = None,
 ) -> list[MaskRecord]:
-    """Segment everything in the predictor's current image from a grid of clicks (SAM's AMG).
+    """Segment everything in one encoded window from a grid of clicks (SAM's AMG).
 
     Steps (SAM's automatic mask generator on one crop, in (row, col)):
 
-    1. ``points_per_side²`` clicks at the cell centres of a regular grid over the image,
+    1. ``points_per_side²`` clicks at the cell centres of a regular grid over the window,
        decoded ``points_per_batch`` at a time (:func:`decode_points`).
     2. Keep masks with predicted IoU ``> pred_iou_thresh`` (no filter when it is ``<= 0``,
        as SAM), then stability score (on the upscaled logits) ``>= stability_thresh`` (no
-       filter when ``<= 0``), then area ``<= max_area_fraction`` of the image (SUM's filter
+       filter when ``<= 0``), then area ``<= max_area_fraction`` of the window (SUM's filter
        against background masks); empty masks are dropped.
     3. Greedy NMS of the mask boxes at ``box_nms_thresh``, scored by predicted IoU.
     4. With ``min_area > 0``: fill holes and remove islands smaller than ``min_area`` in each
@@ -208,88 +205,65 @@ def generate_masks(
 
     Parameters
     ----------
-    predictor : Predictor
-        With an image set (``set_image`` or ``set_embedding``).
-    points_per_side : int
-        Grid size; ``points_per_side**2`` clicks.
-    points_per_batch : int
-        Clicks decoded per decoder call (memory vs. speed).
-    pred_iou_thresh : float
-        Minimum predicted IoU, in [0, 1].
-    stability_thresh : float
-        Minimum stability score, in [0, 1].
-    stability_offset : float
-        Logit offset of the stability score, ``>= 0``.
-    box_nms_thresh : float
-        Box IoU above which the lower-scoring mask is dropped, in [0, 1].
-    min_area : int
-        Small-region clean-up: holes and islands below this many pixels (0: off).
-    max_area_fraction : float
-        Drop masks covering more than this fraction of the image, in (0, 1].
-    multimask : bool
-        Plain SAM: 3 masks per click; HQ: best of the 3 SAM tokens per click.
-    hq_token_only : bool
-        HQ models: use the HQ token's logits alone instead of SAM + HQ.
-    task : {0, 1, 2} or None
-        SUM task prompt (0 anything, 1 object, 2 entity); None: no task offsets.
+    model : SamModel
+        The model that encoded ``embedding``.
+    embedding : ImageEmbedding
+        One encoded window, e.g. ``sum_core.encoding.encode_image(model, prepare_image(image))``.
+    options : AutoOptions, optional
+        Default ``AutoOptions()`` (SAM's settings).
     progress : bool
-        Show a progress bar over the batches.
+        Show a progress bar over the decoder batches.
+    cancel : threading.Event, optional
+        Checked between decoder batches: raises :class:`sum_core.errors.Cancelled` when set.
 
     Returns
     -------
     list of MaskRecord
-        In decreasing predicted IoU (NMS order).
+        In decreasing predicted IoU (NMS order), in window pixels.
 
     Raises
     ------
     InvalidInputError
-        No image set, or an option out of range.
+        Not a model / embedding / AutoOptions.
+    Cancelled
+        ``cancel`` was set.
     """
-    if not predictor.is_image_set:
-        raise InvalidInputError("no image is set: call predictor.set_image(image) before generate_masks()")
-    grid = point_grid(points_per_side)
-    points_per_batch = _check_int(points_per_batch, "points_per_batch", 1)
-    pred_iou_thresh = _check_range(pred_iou_thresh, "pred_iou_thresh", 0.0, 1.0)
-    stability_thresh = _check_range(stability_thresh, "stability_thresh", 0.0, 1.0)
-    stability_offset = _check_range(stability_offset, "stability_offset", 0.0, float("inf"))
-    box_nms_thresh = _check_range(box_nms_thresh, "box_nms_thresh", 0.0, 1.0)
-    min_area = _check_int(min_area, "min_area", 0)
-    max_area_fraction = _check_range(max_area_fraction, "max_area_fraction", 0.0, 1.0)
-    if max_area_fraction == 0.0:
-        raise InvalidInputError("max_area_fraction must be > 0, got 0")
-    if task is not None and task not in TASKS:
-        raise InvalidInputError(f"task={task!r} is not valid; choose None or one of {list(TASKS)}")
-
-    height, width = predictor.original_size
-    points = grid * np.array([height, width], dtype=np.float64)
-    max_area = max_area_fraction * height * width
-    found = _Candidates()
-    starts = range(0, len(points), points_per_batch)
-    for start in tqdm(starts, desc="decoding point batches", disable=not progress):
-        batch_points = points[start : start + points_per_batch]
-        batch = decode_points(predictor, batch_points, multimask, hq_token_only, task)
-        _filter_batch(
-            predictor, batch, batch_points, found,
-            pred_iou_thresh, stability_thresh, stability_offset, max_area,
+    if not isinstance(model, SamModel):
+        raise InvalidInputError(f"model must be a sum_core SamModel, got {type(model).__name__}")
+    if not isinstance(embedding, ImageEmbedding):
+        raise InvalidInputError(
+            f"embedding must be a sum_core ImageEmbedding (see sum_core.encoding.encode_image), "
+            f"got {type(embedding).__name__}"
         )
+    options = _check_options(options)
+    height, width = embedding.original_size
+    points = point_grid(options.points_per_side) * np.array([height, width], dtype=np.float64)
+    max_area = options.max_area_fraction * height * width
+    found = _Candidates()
+    starts = range(0, len(points), options.points_per_batch)
+    for start in tqdm(starts, desc="decoding point batches", disable=not progress):
+        check_cancel(cancel)
+        batch_points = points[start : start + options.points_per_batch]
+        batch = decode_points(model, embedding, batch_points, options)
+        _filter_batch(model, embedding, batch, batch_points, found, options, max_area)
+    check_cancel(cancel)
     if not found:
         return []
     boxes = torch.stack(found.box)
-    keep = nms(boxes_to_xyxy(boxes), torch.tensor(found.score), box_nms_thresh).tolist()
-    records = _records(predictor, found, keep)
-    if min_area > 0:
-        records = _clean_small_regions(records, min_area, box_nms_thresh)
+    keep = nms(boxes_to_xyxy(boxes), torch.tensor(found.score), options.box_nms_thresh).tolist()
+    records = _records(model, embedding, found, keep)
+    if options.min_area > 0:
+        records = _clean_small_regions(records, options.min_area, options.box_nms_thresh)
     return records
 
 
 def _filter_batch(
-    predictor: Predictor,
+    model: SamModel,
+    embedding: ImageEmbedding,
     batch: DecodedMasks,
     batch_points: np.ndarray,
     found: _Candidates,
-    pred_iou_thresh: float,
-    stability_thresh: float,
-    stability_offset: float,
+    options: AutoOptions,
     max_area: float,
 ) -> None:
     """Apply the per-mask filters to one batch and append the survivors (low-res) to ``found``."""
@@ -297,21 +271,21 @@ def _filter_batch(
     iou = batch.iou.reshape(-1).float().cpu()
     point_of = np.repeat(np.arange(n), c)
     chosen = torch.arange(n * c)
-    if pred_iou_thresh > 0:
-        chosen = chosen[iou[chosen] > pred_iou_thresh]
+    if options.pred_iou_thresh > 0:
+        chosen = chosen[iou[chosen] > options.pred_iou_thresh]
     logits = batch.logits.reshape(n * c, *batch.logits.shape[-2:])
     sam = batch.sam_logits.reshape(n * c, *batch.sam_logits.shape[-2:])
     for part in torch.split(chosen, _UPSCALE_CHUNK):
         if len(part) == 0:
             continue
-        full = _upscale(predictor, logits[part])
-        stability = stability_score(full, 0.0, stability_offset).cpu()
+        full = _upscale(model, embedding, logits[part])
+        stability = stability_score(full, 0.0, options.stability_offset).cpu()
         masks = full > 0
         areas = masks.sum(dim=(-2, -1)).cpu()
         boxes = masks_to_boxes(masks).cpu()
         ok = (areas > 0) & (areas <= max_area)
-        if stability_thresh > 0:
-            ok &= stability >= stability_thresh
+        if options.stability_thresh > 0:
+            ok &= stability >= options.stability_thresh
         for k in torch.nonzero(ok)[:, 0].tolist():
             i = int(part[k])
             found.logits.append(logits[i].clone())
@@ -324,15 +298,15 @@ def _filter_batch(
             found.area.append(int(areas[k]))
 
 
-def _records(predictor: Predictor, found: _Candidates, keep: list[int]) -> list[MaskRecord]:
+def _records(model: SamModel, embedding: ImageEmbedding, found: _Candidates, keep: list[int]) -> list[MaskRecord]:
     """Full-resolution records of the kept candidates, upscaled a chunk at a time."""
     records = []
     for start in range(0, len(keep), _UPSCALE_CHUNK):
         idx = keep[start : start + _UPSCALE_CHUNK]
-        full = _upscale(predictor, torch.stack([found.logits[i] for i in idx]))
-        sam = _upscale(predictor, torch.stack([found.sam[i] for i in idx]))
+        full = _upscale(model, embedding, torch.stack([found.logits[i] for i in idx]))
+        sam = _upscale(model, embedding, torch.stack([found.sam[i] for i in idx]))
         if found.hq[idx[0]] is not None:
-            hq = _upscale(predictor, torch.stack([found.hq[i] for i in idx]))
+            hq = _upscale(model, embedding, torch.stack([found.hq[i] for i in idx]))
             unc_maps = unc.disagreement(sam, hq)
         else:
             unc_maps = unc.bernoulli_entropy(sam)
@@ -400,25 +374,25 @@ class Instance:
 
 def auto_segment(
     image: np.ndarray,
-    points_per_side: int = 32,
-    pred_iou_thresh: float = 0.88,
-    stability_thresh: float = 0.95,
-    box_nms_thresh: float = 0.7,
-    min_area: int = 0,
+    options: AutoOptions | None = None,
+    *,
     tile_shape: int | tuple[int, int] | None = None,
     halo: int | tuple[int, int] | None = None,
     model: str | PathLike | SamModel = DEFAULT_MODEL,
     device: str | torch.device | None = None,
+    precision: str = "fp32",
     progress: bool = True,
-    **kwargs,
+    cancel: threading.Event | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment every object of an image into an instance label image, with uncertainty.
 
-    Images whose sides fit the model input (1024 for SAM) are segmented in one piece. Larger
-    images (or any image when ``tile_shape`` is given) are cut into a :class:`TileGrid`; each
-    tile's outer window (tile plus halo) is encoded and segmented with :func:`generate_masks`
-    (so ``max_area_fraction`` refers to the window). Stitching, so that seams neither split
-    nor double objects:
+    The image is cut by the package's one size rule, :func:`sum_core.tiling.tile_grid`
+    (an image of at most the model input size, 1024 for SAM, is one window; a larger one is
+    tiled so that no window is downscaled, unless ``tile_shape`` says otherwise). Each tile's
+    outer window (tile plus halo) is encoded as one image resized to the encoder
+    (:func:`sum_core.encoding.encode_image`) and segmented with :func:`generate_masks` (so
+    ``max_area_fraction`` refers to the window). Stitching, so that seams neither split nor
+    double objects:
 
     - a mask is kept only by the tile whose inner region holds its box centre;
     - it is dropped when it lies within ``atol = min(20, halo / 2)`` px (SAM's crop-edge
@@ -435,23 +409,22 @@ def auto_segment(
     image : np.ndarray
         2D grayscale (H, W) or RGB/RGBA (H, W, 3|4), any real dtype (normalised once for the
         whole image, see :func:`sum_core.image.prepare_image`).
-    points_per_side, pred_iou_thresh, stability_thresh, box_nms_thresh, min_area
-        See :func:`generate_masks` (per tile).
-    tile_shape : int or (int, int), optional
-        Inner tile size. Default: :func:`sum_core.tiling.default_tiling` (untiled up to the
-        model input size).
-    halo : int or (int, int), optional
-        Context around each tile; only with ``tile_shape``. Default: model input size / 16
-        (64 for SAM).
+    options : AutoOptions, optional
+        The mask generator's options, per window (default ``AutoOptions()``).
+    tile_shape, halo : int or (int, int), optional
+        Tiling, see :func:`sum_core.tiling.tile_grid` (``tile_shape=image.shape[:2]``: one
+        window resized to the encoder, SAM's own behaviour).
     model : str, path or SamModel
-        Registry name, checkpoint path or loaded model (names and paths are cached).
+        Registry name, checkpoint path or loaded model (see :func:`sum_core.loading.resolve_model`).
     device : str or torch.device, optional
         Default: CUDA, then MPS, then CPU.
+    precision : {"fp32", "bf16", "fp16"}
+        Encoder precision (see :mod:`sum_core.acceleration`).
     progress : bool
         Show progress (over tiles, or over decoder batches for one tile).
-    **kwargs
-        Further :func:`generate_masks` options: ``points_per_batch``, ``stability_offset``,
-        ``max_area_fraction``, ``multimask``, ``hq_token_only``, ``task``.
+    cancel : threading.Event, optional
+        Checked between tiles and between decoder batches: raises
+        :class:`sum_core.errors.Cancelled` when set.
 
     Returns
     -------
@@ -466,43 +439,47 @@ def auto_segment(
     Raises
     ------
     InvalidInputError
-        Bad image, tiling or option (checked before the model is loaded).
+        Bad image, tiling, options or precision (checked before the model is loaded).
+    Cancelled
+        ``cancel`` was set.
+
+    Examples
+    --------
+    A camera frame with a small random model (a real one: ``model="sam_hq_vit_b"``), encoded as
+    one window resized to the encoder (drop ``tile_shape`` to tile it at full resolution):
+
+    >>> import numpy as np
+    >>> from sum_core.auto_options import AutoOptions
+    >>> from sum_core.automatic import auto_segment
+    >>> from sum_core.modeling import build_model
+    >>> image = np.zeros((1040, 1392), np.uint16); image[900:960, 1300:1360] = 4000
+    >>> labels, uncertainty = auto_segment(
+    ...     image, AutoOptions(points_per_side=4), tile_shape=image.shape,
+    ...     model=build_model("vit_tiny", image_size=256), device="cpu", progress=False)
+    >>> labels.shape, labels.dtype, uncertainty.dtype
+    ((1040, 1392), dtype('uint32'), dtype('float32'))
     """
-    unknown = sorted(set(kwargs) - set(_GENERATE_OPTIONS))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown option(s) {unknown}; generate_masks options are {list(_GENERATE_OPTIONS)}"
-        )
+    options = _check_options(options)
     prepared = prepare_image(image)
     shape = prepared.shape[:2]
-    if halo is not None and tile_shape is None:
-        raise InvalidInputError(
-            "halo was given without tile_shape; give both, or neither for the default tiling"
-        )
-    options = dict(
-        points_per_side=points_per_side,
-        pred_iou_thresh=pred_iou_thresh,
-        stability_thresh=stability_thresh,
-        box_nms_thresh=box_nms_thresh,
-        min_area=min_area,
-        **kwargs,
-    )
-    sam_model = _resolve_model(model, device)
-    encoder_size = sam_model.config.image_size
-    if tile_shape is None:
-        grid = default_tiling(shape, encoder_size)
-    else:
-        grid = TileGrid(shape, tile_shape, encoder_size // 16 if halo is None else halo)
-    predictor = Predictor(sam_model, device=device)
+    target = resolve_device(device)
+    check_precision(precision, target)
+    if tile_shape is not None or halo is not None:
+        tile_grid(shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before the model loads
+    check_cancel(cancel)
+    sam_model = resolve_model(model, target).to(target).eval()
+    grid = tile_grid(shape, sam_model.config.image_size, tile_shape, halo)
     tiled = len(grid) > 1
     instances: list[Instance] = []
     for tile in tqdm(grid, desc="segmenting tiles", disable=not (progress and tiled)):
-        predictor.set_image(prepared[tile.outer.slices])
-        records = generate_masks(predictor, progress=progress and not tiled, **options)
+        check_cancel(cancel)
+        embedding = encode_image(sam_model, prepared[tile.outer.slices], precision)
+        records = generate_masks(sam_model, embedding, options, progress=progress and not tiled, cancel=cancel)
         instances += owned_instances(records, tile, grid)
     if tiled and instances:
         boxes = torch.tensor([inst.box for inst in instances], dtype=torch.int64)
-        keep = nms(boxes_to_xyxy(boxes), torch.tensor([inst.score for inst in instances]), box_nms_thresh)
+        scores = torch.tensor([inst.score for inst in instances])
+        keep = nms(boxes_to_xyxy(boxes), scores, options.box_nms_thresh)
         instances = [instances[i] for i in keep.tolist()]
     return _paint(instances, shape)
 

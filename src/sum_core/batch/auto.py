@@ -22,11 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ..api import _resolve_model
+from ..auto_options import AutoOptions
 from ..automatic import Instance, MaskRecord, generate_masks, owned_instances
-from ..image import Normalization
-from ..predictor import Predictor
-from ..sources import to_uint8_rgb
+from ..encoding import encode_image
+from ..image import Normalization, to_uint8_rgb
 from ..tiling import Region, TileGrid
 from .memory import release_freed_memory
 from .model_spec import ModelSpec
@@ -34,16 +33,18 @@ from .tile_nms import neighbour_nms
 from .volume import Volume
 from .writer import Target
 
-_MODEL_LOCK = threading.Lock()
 
-
-def window_records(prepared: np.ndarray, model: ModelSpec, device: Any, options: dict[str, Any]) -> list[MaskRecord]:
-    """Segment one prepared (H, W, 3) uint8 window with the automatic mask generator."""
-    with _MODEL_LOCK:  # one load (and compilation) of a named model, even from several threads
-        sam_model = _resolve_model(model.model, device)
-        predictor = Predictor(sam_model, device=device, precision=model.precision, compile=model.compile)
-    predictor.set_image(prepared)
-    return generate_masks(predictor, progress=False, **options)
+def window_records(
+    window: np.ndarray,
+    model: ModelSpec,
+    device: Any,
+    options: AutoOptions,
+    cancel: threading.Event | None = None,
+) -> list[MaskRecord]:
+    """Segment one ``(H, W, 3)`` uint8 window: encoded as one image, then the mask generator."""
+    sam_model = model.load(device)
+    embedding = encode_image(sam_model, window, model.precision)
+    return generate_masks(sam_model, embedding, options, cancel=cancel)
 
 
 def run_tile(
@@ -55,24 +56,25 @@ def run_tile(
     normalization: Normalization | None,
     model: ModelSpec,
     device: Any,
-    options: dict[str, Any],
+    options: AutoOptions,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Stage 1: segment one tile window and store the masks it owns."""
-    _segment_tile(target, volume, grid, slice_index, tile_index, normalization, model, device, options)
+    _segment_tile(target, volume, grid, slice_index, tile_index, normalization, model, device, options, cancel)
     release_freed_memory()  # the window-sized maps just freed, else the resident set creeps per tile
     target.mark_done("tile", (slice_index, tile_index))
 
 
 def _segment_tile(target: Target, volume: Volume, grid: TileGrid, slice_index: int, tile_index: int,
                   normalization: Normalization | None, model: ModelSpec, device: Any,
-                  options: dict[str, Any]) -> None:
+                  options: AutoOptions, cancel: threading.Event | None) -> None:
     """Segment one tile window and store its owned instances (all its maps freed on return)."""
     tile = grid[tile_index]
     window = volume.read(slice_index, tile.outer)
     flat = window.reshape(-1, window.shape[-1]) if window.ndim == 3 else window.reshape(-1, 1)
     records = []
     if not (flat == flat[0]).all():  # a constant window holds no object
-        records = window_records(to_uint8_rgb(window, normalization), model, device, options)
+        records = window_records(to_uint8_rgb(window, normalization), model, device, options, cancel)
     target.put(f"s{slice_index}/t{tile_index}", _pack(owned_instances(records, tile, grid)))
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
+import dataclasses
 import os
+import threading
 from typing import Any
 
 import dask
@@ -15,29 +15,28 @@ from dask.delayed import Delayed
 from tqdm.auto import tqdm
 
 from ..acceleration import check_compile, check_precision
-from ..automatic import auto_segment, generate_masks
+from ..auto_options import AutoOptions
 from ..device import resolve_device
 from ..embedding_cache import data_hash
+from ..encoding import weights_hash
 from ..errors import InvalidInputError
 from ..modeling import SamModel
+from ..prediction import PredictOptions
 from ..sources import fixed_normalization
-from ..tiling import TileGrid, default_tiling
-from ..zoo import DEFAULT_MODEL
+from ..tiled_embedding import check_cancel
+from ..tiling import tile_grid
+from ..zoo import DEFAULT_MODEL, registry
 from . import auto, prompted
-from .prompts_table import check_prompts, read_prompts_table
 from .model_spec import ModelSpec
+from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
 from .writer import open_target
 
-_AUTO_DEFAULTS = {
-    name: p.default
-    for name, p in inspect.signature(auto_segment).parameters.items()
-    if name in ("points_per_side", "pred_iou_thresh", "stability_thresh", "box_nms_thresh", "min_area")
-}
-_GENERATE_OPTIONS = {
-    name: p.default for name, p in inspect.signature(generate_masks).parameters.items()
-    if name not in ("predictor", "progress")
-}
+# Options always recorded in an automatic job's signature (the others only when not at their
+# default, so targets written before they were options keep their signature).
+_SIGNED_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_thresh", "box_nms_thresh", "min_area")
+# Options that do not change the result (never part of the signature).
+_UNSIGNED_OPTIONS = ("points_per_batch",)
 _ID_SPACE = 2**32
 _FINISHED = "batch-finished"  # not "sum-hq-...": progress counts only the units of work
 
@@ -57,17 +56,20 @@ def segment_zarr(
     device: str | None = None,
     progress: bool = True,
     *,
+    options: AutoOptions | PredictOptions | None = None,
     precision: str = "fp32",
     compile: bool = False,
-    **auto_kwargs: Any,
+    cancel: threading.Event | None = None,
 ) -> zarr.Group:
     """Segment a 2D image, 3D stack or time series slice by slice into a zarr v3 group.
 
     The target group gets ``labels`` (uint32) and ``uncertainty`` (float16, in [0, 1]) with the
-    source's shape (without a channel axis), chunked one slice by one tile. Work is scheduled
-    with dask: per plane, one task per tile (segmentation of the tile's window), one
-    cross-tile NMS task and one task per output chunk (painting); in prompts mode one task
-    per slice. Memory is bounded by the tile and chunk size, never a whole plane.
+    source's shape (without a channel axis), chunked one slice by one tile. Each plane is cut
+    by the package's one size rule, :func:`sum_core.tiling.tile_grid`, with the model's input
+    size. Work is scheduled with dask: per plane, one task per tile (segmentation of the tile's
+    window, encoded as one image), one cross-tile NMS task and one task per output chunk
+    (painting); in prompts mode one task per slice. Memory is bounded by the tile and chunk
+    size, never a whole plane.
 
     **Label ids** are unique over the whole volume. Automatic mode: plane ``s`` of ``n`` uses
     ids in ``[s * stride + 1, (s + 1) * stride)`` with ``stride = 2**32 // n`` (recorded in the
@@ -76,10 +78,10 @@ def segment_zarr(
     table's ``object_id``.
 
     **Resuming**: every unit of work sets its flag in ``done/`` after writing its data, so
-    rerunning the same call after an interruption (error, Ctrl+C, killed process) redoes only
-    unfinished units. The job signature (source, axis, mode, options, tiling, model, prompt
-    table) is stored in the attributes; a target holding anything else is refused unless
-    ``overwrite=True``. A completed target is returned without recomputation.
+    rerunning the same call after an interruption (error, Ctrl+C, cancel, killed process)
+    redoes only unfinished units. The job signature (source, axis, mode, options, tiling,
+    model, prompt table) is stored in the attributes; a target holding anything else is
+    refused unless ``overwrite=True``. A completed target is returned without recomputation.
 
     Parameters
     ----------
@@ -92,9 +94,11 @@ def segment_zarr(
     prompts : str or path, optional
         CSV prompt table (prompts mode), see :mod:`sum_core.batch.prompts_table`.
     model : str, path or SamModel
-        Registry name, checkpoint path or loaded model.
+        Registry name, checkpoint path or loaded model. Resolved once here (for its input
+        size); each process running tasks resolves a name or path once
+        (:func:`sum_core.loading.resolve_model`).
     tile_shape, halo : int or (int, int), optional
-        Tiling of each plane (default :func:`sum_core.tiling.default_tiling`).
+        Tiling of each plane, see :func:`sum_core.tiling.tile_grid`.
     axis : str or int, optional
         Slice axis by name (OME-Zarr / zarr dimension names) or index; needed for 4D+ sources.
     key : str, optional
@@ -108,15 +112,19 @@ def segment_zarr(
     progress : bool
         Progress bar with ETA (local dask schedulers; none with a ``dask.distributed`` client,
         whose tasks local callbacks do not see).
+    options : AutoOptions or PredictOptions, optional
+        Automatic mode: :class:`~sum_core.auto_options.AutoOptions` (default ``AutoOptions()``);
+        prompts mode: :class:`~sum_core.prediction.PredictOptions` (default
+        ``PredictOptions()``). Part of the job signature.
     precision : {"fp32", "bf16", "fp16"}
-        Model precision (see :class:`sum_core.Predictor`); part of the job signature
+        Encoder precision (see :mod:`sum_core.acceleration`); part of the job signature
         (a job is resumed at the precision it started with).
     compile : bool
         Compile the model with ``torch.compile`` (once per process).
-    **auto_kwargs
-        Automatic-segmentation options: ``points_per_side``, ``pred_iou_thresh``,
-        ``stability_thresh``, ``box_nms_thresh``, ``min_area`` and the further
-        :func:`sum_core.automatic.generate_masks` options.
+    cancel : threading.Event, optional
+        Local schedulers only: checked before each task, between decoder batches of a tile
+        and between the tiles of an object; raises :class:`sum_core.errors.Cancelled` when
+        set (the finished units stay done: rerun to resume).
 
     Returns
     -------
@@ -126,39 +134,37 @@ def segment_zarr(
     Raises
     ------
     InvalidInputError
-        Bad mode, options, axis, prompts (also outside the volume) or target; checked before
-        any segmentation.
+        Bad mode, options, axis, tiling, prompts (also outside the volume) or target; checked
+        before any segmentation (and before the target is created).
+    Cancelled
+        ``cancel`` was set.
     """
     if mode not in ("auto", "prompts"):
         raise InvalidInputError(f"mode must be 'auto' or 'prompts', got {mode!r}")
-    check_precision(precision, resolve_device(device))
+    options = _check_options(mode, options)
+    target_device = resolve_device(device)
+    check_precision(precision, target_device)
     check_compile(compile)
     if (mode == "prompts") != (prompts is not None):
         raise InvalidInputError("prompts: give a prompt table exactly when mode='prompts'")
-    unknown = sorted(set(auto_kwargs) - set(_GENERATE_OPTIONS))
-    if unknown:
-        raise InvalidInputError(f"unknown option(s) {unknown}; automatic options are {sorted(_GENERATE_OPTIONS)}")
-    if mode == "prompts" and auto_kwargs:
-        raise InvalidInputError(f"options {sorted(auto_kwargs)} apply to mode='auto' only")
-    if halo is not None and tile_shape is None:
-        raise InvalidInputError("halo was given without tile_shape; give both, or neither for the default tiling")
+    if cancel is not None and not _is_local(scheduler):
+        raise InvalidInputError("cancel: only local dask schedulers can be cancelled (not dask.distributed)")
     volume = open_volume(source, key=key, axis=axis)
-    encoder_size = model.config.image_size if isinstance(model, SamModel) else 1024
-    if tile_shape is None:
-        grid = default_tiling(volume.plane_shape, encoder_size)
-    else:
-        grid = TileGrid(volume.plane_shape, tile_shape, encoder_size // 16 if halo is None else halo)
-    options = {**_AUTO_DEFAULTS, **auto_kwargs} if mode == "auto" else {}
+    if tile_shape is not None or halo is not None:
+        tile_grid(volume.plane_shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before loading
     object_prompts, table_hash = [], None
     if mode == "prompts":
         object_prompts, table_hash = read_prompts_table(prompts)
         check_prompts(object_prompts, volume.n_slices, volume.plane_shape)
+    spec = ModelSpec(model, precision, compile)
+    encoder_size = spec.load(target_device).config.image_size  # loaded once per process, kept
+    grid = tile_grid(volume.plane_shape, encoder_size, tile_shape, halo)
     signature = {
         "source": {"identity": volume.identity, "shape": list(volume.array.shape),
                    "dtype": str(np.dtype(volume.array.dtype)), "data": data_hash(volume.array)},
         "axis": None if volume.slice_axis is None else volume.names[volume.slice_axis],
         "mode": mode,
-        "options": options,
+        "options": _signed_options(options),
         "prompts": table_hash,
         "tiling": {"tile_shape": list(grid.tile_shape), "halo": list(grid.halo)},
         "model": _model_identity(model),
@@ -172,18 +178,41 @@ def segment_zarr(
     if out.info.get("complete"):
         return out.group
     normalization = fixed_normalization(volume.planes)
-    spec = ModelSpec(model, precision, compile)
     if mode == "auto":
-        graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride)
+        graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel)
     else:
-        graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device)
-    with _Progress(len(graph), progress and _is_local(scheduler)):
+        graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, cancel)
+    with _Progress(len(graph), progress and _is_local(scheduler)), _CancelBeforeTasks(cancel):
         _run(graph, scheduler)
     out.finish()
     return out.group
 
 
-def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride) -> dict[str, Any]:
+def _check_options(mode: str, options: Any) -> AutoOptions | PredictOptions:
+    """The options of a ``mode`` job (defaults for None); the other kind is refused."""
+    kind = AutoOptions if mode == "auto" else PredictOptions
+    if options is None:
+        return kind()
+    if not isinstance(options, kind):
+        raise InvalidInputError(
+            f"options: mode={mode!r} takes a {kind.__module__}.{kind.__name__}, got {type(options).__name__}"
+        )
+    return options
+
+
+def _signed_options(options: AutoOptions | PredictOptions) -> dict[str, Any]:
+    """The options recorded in the job signature: those that change the result.
+
+    Automatic jobs always record :data:`_SIGNED_OPTIONS`, other options only when not at their
+    default; prompts jobs record the options that are not at their default (``{}`` by default).
+    """
+    values = {k: v for k, v in dataclasses.asdict(options).items() if k not in _UNSIGNED_OPTIONS}
+    defaults = dataclasses.asdict(type(options)())
+    always = _SIGNED_OPTIONS if isinstance(options, AutoOptions) else ()
+    return {k: v for k, v in values.items() if k in always or v != defaults[k]}
+
+
+def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel) -> dict[str, Any]:
     """The task graph of an automatic job: per plane, tile tasks, one plan task and chunk tasks.
 
     One plain dict for the whole job: per-task ``dask.delayed`` objects would each carry a
@@ -204,16 +233,18 @@ def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride)
             for t in range(n_tiles):
                 if not tiles_done[s, t]:
                     tiles.append(f"sum-hq-tile-{s}-{t}")
-                    graph[tiles[-1]] = (auto.run_tile, out, volume, grid, s, t, normalization, spec, device, options)
+                    graph[tiles[-1]] = (
+                        auto.run_tile, out, volume, grid, s, t, normalization, spec, device, options, cancel
+                    )
             plan = [f"sum-hq-plan-{s}"]
-            graph[plan[0]] = (auto.run_plan, out, grid, s, options["box_nms_thresh"], s * stride, stride, *tiles)
+            graph[plan[0]] = (auto.run_plan, out, grid, s, options.box_nms_thresh, s * stride, stride, *tiles)
         for t in range(n_tiles):
             if not chunks_done[s, t]:
                 graph[f"sum-hq-chunk-{s}-{t}"] = (auto.run_chunk, out, volume, grid, s, t, *plan)
     return graph
 
 
-def _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device) -> dict[str, Any]:
+def _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, cancel) -> dict[str, Any]:
     """The task graph of a prompts job: one task per slice with prompts."""
     out.create_flags("slice", (volume.n_slices,))
     done = out.flags("slice")
@@ -221,7 +252,9 @@ def _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device
     for p in object_prompts:
         by_slice.setdefault(p.slice_index, []).append(p)
     return {
-        f"sum-hq-slice-{s}": (prompted.run_slice, out, volume, grid, s, by_slice[s], normalization, spec, device)
+        f"sum-hq-slice-{s}": (
+            prompted.run_slice, out, volume, grid, s, by_slice[s], normalization, spec, device, options, cancel
+        )
         for s in sorted(by_slice) if not done[s]
     }
 
@@ -245,21 +278,29 @@ def _finished(*_results: Any) -> None:
     return None
 
 
-def _model_identity(model: Any) -> str:
-    """Registry name or checkpoint path (with size), or a hash of a loaded model's weights."""
+def _model_identity(model: str | os.PathLike | SamModel) -> str:
+    """Registry name, checkpoint path (with size), or the hash of a loaded model's weights
+    (:func:`sum_core.encoding.weights_hash`, computed once per model state).
+
+    ``model`` was resolved already (:func:`sum_core.loading.resolve_model`): a string is a
+    registry name or an existing file, with registry names first (:func:`sum_core.zoo.locate`).
+    """
     if isinstance(model, SamModel):
-        h = hashlib.blake2b(digest_size=16)
-        for name, tensor in sorted(model.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return f"weights:{h.hexdigest()}"
-    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
+        return f"weights:{weights_hash(model)}"
+    if str(model) not in registry() and os.path.isfile(model):
         return f"file:{os.path.abspath(model)}:{os.path.getsize(model)}"
-    if isinstance(model, (str, os.PathLike)):
-        return f"name:{model}"
-    raise InvalidInputError(
-        f"model must be a registry name, a checkpoint path or a SamModel, got {type(model).__name__}"
-    )
+    return f"name:{model}"
+
+
+class _CancelBeforeTasks(Callback):
+    """Raises :class:`sum_core.errors.Cancelled` before the next task once ``cancel`` is set."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        super().__init__()
+        self._cancel = cancel
+
+    def _pretask(self, key, dsk, state) -> None:
+        check_cancel(self._cancel)
 
 
 class _Progress(Callback):
