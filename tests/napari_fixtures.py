@@ -106,3 +106,39 @@ class EventLoopGaps:
     def max_ms(self) -> float:
         """The longest gap, in milliseconds (the last tick to the end of the block included)."""
         return float(np.diff(self.ticks).max() * 1000)
+
+
+def ellipse(shape, center, radii) -> np.ndarray:
+    """A bool plane with one filled ellipse."""
+    rows, cols = np.indices(shape)
+    return ((rows - center[0]) / radii[0]) ** 2 + ((cols - center[1]) / radii[1]) ** 2 <= 1
+
+
+def camera_image(shape, seed=0) -> np.ndarray:
+    """uint16 noise of a 12-bit camera (the encoder's view does not matter: the fake decoders place objects)."""
+    return np.random.default_rng(seed).integers(100, 4000, shape, dtype=np.uint16)
+
+
+def exact_window_decoder(truth: np.ndarray):
+    """A ``sum_core.predictor.decode_window`` for planes of one encoder window that returns
+    exactly the parts of ``truth`` under the clicks or in the boxes (see ``tiled_fakes``)."""
+    import torch
+    from sum_core.decoding import WindowMasks
+    from sum_core.tiling import Region
+    from tiled_fakes import fake_decoder
+
+    decode_tile = fake_decoder(truth)
+
+    def decode(model, image, prompts, options):
+        boxes = [None] if prompts.boxes is None else list(prompts.boxes)
+        window = Region(0, 0, *truth.shape)
+        masks = [decode_tile(None, window, image, prompts.points, prompts.labels, box, None, options) for box in boxes]
+        k = len(masks)
+        return WindowMasks(
+            logits=torch.from_numpy(np.stack([m.logits for m in masks])),
+            scores=torch.full((k,), masks[0].score),
+            uncertainty=torch.from_numpy(np.stack([m.uncertainty for m in masks])),
+            low_res_logits=torch.zeros((k, 1, 256, 256)),
+        )
+
+    return decode

@@ -35,6 +35,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Generator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,16 +147,20 @@ def new_predictor(model: Any, plane: Any, cache: Path | None, memory_tiles: int 
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
     windowed = is_windowed(tuple(plane.shape))
-    predictor = (TiledPredictor(model, cache=cache, device=device, memory_tiles=memory_tiles) if windowed
-                 else Predictor(model, device=device, memory_tiles=memory_tiles))  # fmt: skip
+    if windowed:
+        predictor = TiledPredictor(model, cache=cache, device=device, memory_tiles=memory_tiles)
+        bind = partial(predictor.set_image, plane)
+    else:
+        predictor = Predictor(model, device=device, memory_tiles=memory_tiles)
+        bind = partial(predictor.set_image, plane, cache=cache)
     try:
-        predictor.set_image(plane)
+        bind()
     except InvalidInputError:
         if cache is None or not cache.exists():
             raise
         # The store was made for another plane under this layer name (or another tiling):
         # replace it. A plane the core refuses for any other reason is refused again here.
-        predictor.set_image(plane, overwrite=True)
+        bind(overwrite=True)
     return predictor
 
 
