@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -12,9 +13,14 @@ import zarr
 from PIL import Image
 
 import sum_core
-from sum_core import api
+from sum_core import loading
+from sum_core import predictor as predictor_module
 from sum_core.cli import main
 from sum_core.errors import InvalidInputError
+from sum_core.image import Normalization
+from sum_core.prediction import Prediction
+from sum_core.tiled_predictor import TiledPredictor
+from tiled_fakes import fake_window_decoder, use_fake_decoders
 
 
 @pytest.fixture
@@ -24,17 +30,41 @@ def blob_image() -> np.ndarray:
     return (image + np.random.default_rng(0).normal(0, 5, image.shape)).astype(np.uint16)
 
 
-def test_segment_loads_a_path_once_and_defaults_labels_to_positive(small_hq_checkpoint, blob_image, monkeypatch):
-    calls = []
-    real_load = api.load_model
-    monkeypatch.setattr(api, "load_model", lambda *a, **k: calls.append(a) or real_load(*a, **k))
-    monkeypatch.setattr(api, "_MODELS", type(api._MODELS)())
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """An empty model cache; returns the list of checkpoint files loaded."""
+    calls: list = []
+    real = loading.load_checkpoint
+    monkeypatch.setattr(loading, "load_checkpoint", lambda path, **k: calls.append(path) or real(path, **k))
+    monkeypatch.setattr(loading, "_RESOLVED", OrderedDict())
+    return calls
+
+
+def test_segment_loads_a_path_once_and_defaults_labels_to_positive(small_hq_checkpoint, blob_image, loads):
     first = sum_core.segment(blob_image, points=[[40, 70]], model=small_hq_checkpoint, device="cpu")
     second = sum_core.segment(blob_image, points=[[40, 70]], labels=[1], model=small_hq_checkpoint, device="cpu")
-    assert len(calls) == 1
+    assert len(loads) == 1
+    assert type(first) is Prediction and len(first) == 1
     assert first.mask.shape == blob_image.shape and first.mask.dtype == bool
     assert first.uncertainty.shape == blob_image.shape and first.uncertainty.dtype == np.float32
     np.testing.assert_array_equal(first.logits, second.logits)
+
+
+def test_segment_options_reach_the_predictor(small_hq_checkpoint, blob_image, loads):
+    """normalization=, tile_shape= / halo= and a mask prompt alone, through the one-call API."""
+    base = sum_core.segment(blob_image, points=[[40, 70]], model=small_hq_checkpoint, device="cpu")
+    limits = sum_core.segment(blob_image, points=[[40, 70]], model=small_hq_checkpoint, device="cpu",
+                              normalization=Normalization(limits=(0, 4095)))  # fmt: skip
+    assert not np.array_equal(limits.logits, base.logits)  # a darker image: other logits
+    tiled = sum_core.segment(blob_image, points=[[40, 70]], model=small_hq_checkpoint, device="cpu",
+                             tile_shape=(48, 64), halo=8)  # fmt: skip
+    assert tiled.masks.shape == (1, *blob_image.shape) and tiled.low_res_logits is None
+    refined = sum_core.segment(blob_image, mask_input=base.logits[0], model=small_hq_checkpoint, device="cpu")
+    assert refined.masks.shape == (1, *blob_image.shape)
+    boxes = sum_core.segment(blob_image, box=[[15, 45, 65, 95], [0, 0, 30, 30]], model=small_hq_checkpoint, device="cpu")
+    assert boxes.masks.shape == (2, *blob_image.shape) and boxes.scores.shape == (2,)
+    with pytest.raises(InvalidInputError, match="normalization"):
+        sum_core.segment(blob_image, points=[[40, 70]], model=small_hq_checkpoint, normalization=(0, 1))
 
 
 def test_segment_needs_a_prompt(small_hq_checkpoint, blob_image):
@@ -59,9 +89,119 @@ def test_cli_segment_writes_mask_and_uncertainty(small_hq_checkpoint, blob_image
     assert code == 0
     mask, uncertainty = tifffile.imread(out), tifffile.imread(unc)
     assert mask.shape == uncertainty.shape == blob_image.shape
-    assert set(np.unique(mask)) <= {0, 1}
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
     assert uncertainty.dtype == np.float32 and 0 <= uncertainty.min() and uncertainty.max() <= 1
     assert "wrote" in capsys.readouterr().out
+
+
+def big_scene(shape=(1500, 1500)):
+    """The issue's reproduction (1500x1500: an object at rows 1300-1399, cols 1200-1319, placed
+    relative to the far corner at other sizes) plus a second object near the origin.
+    Returns the image, both objects and the far one."""
+    h, w = shape
+    far = np.zeros(shape, bool)
+    far[h - 200 : h - 100, w - 300 : w - 180] = True
+    truth = far.copy()
+    truth[100:160, 80:150] = True
+    image = (np.random.default_rng(1).normal(300, 20, shape) + 2000 * truth).astype(np.uint16)
+    return image, truth, far
+
+
+def test_cli_segment_large_image_writes_full_size_labels_one_per_box(small_hq_checkpoint, tmp_path, monkeypatch, capsys):
+    image, truth, _ = big_scene()
+    use_fake_decoders(monkeypatch, truth)
+    tifffile.imwrite(tmp_path / "big.tif", image)
+    out, unc = tmp_path / "labels.tif", tmp_path / "unc.tif"
+    code = main(["segment", str(tmp_path / "big.tif"), "--box", "1290,1190,1410,1330", "--box", "90,70,170,160",
+                 "--model", small_hq_checkpoint, "--device", "cpu", "--out", str(out), "--uncertainty-out", str(unc)])
+    assert code == 0
+    labels, uncertainty = tifffile.imread(out), tifffile.imread(unc)
+    assert labels.shape == uncertainty.shape == (1500, 1500) and labels.dtype == np.uint8
+    expected = np.zeros((1500, 1500), np.uint8)
+    expected[1300:1400, 1200:1320] = 1
+    expected[100:160, 80:150] = 2
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(uncertainty, truth * np.float32(0.25))  # the max over the objects
+    assert "1500x1500, 2 object(s)" in capsys.readouterr().out
+    code = main(["segment", str(tmp_path / "big.tif"), "--point", "1350,1250", "--model", small_hq_checkpoint,
+                 "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    np.testing.assert_array_equal(tifffile.imread(out), expected == 1)
+
+
+def test_cli_segment_tiling_options(small_hq_checkpoint, tmp_path, monkeypatch):
+    image, truth, far = big_scene((1100, 1200))
+    tifffile.imwrite(tmp_path / "big.tif", image)
+    grids = []
+    predictor_init = TiledPredictor.__init__
+
+    def record(self, model, cache=None, tile_shape=None, halo=None, *args, **kwargs):
+        grids.append((tile_shape, halo))
+        predictor_init(self, model, cache, tile_shape, halo, *args, **kwargs)
+
+    monkeypatch.setattr(TiledPredictor, "__init__", record)
+    use_fake_decoders(monkeypatch, truth)
+    common = ["--point", "130,110", "--model", small_hq_checkpoint, "--device", "cpu", "--out", str(tmp_path / "m.tif")]
+    assert main(["segment", str(tmp_path / "big.tif"), "--tile", "600,700", "--halo", "32", *common]) == 0
+    assert grids == [((600, 700), 32)]
+    assert main(["segment", str(tmp_path / "big.tif"), "--tile", "512", *common]) == 0
+    assert grids[-1] == ((512, 512), None)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), truth & ~far)
+    windows = []
+    whole = fake_window_decoder(truth)
+
+    def record_window(model, image, prompts, options):
+        windows.append(image.original_size)
+        return whole(model, image, prompts, options)
+
+    monkeypatch.setattr(predictor_module, "decode_window", record_window)
+    assert main(["segment", str(tmp_path / "big.tif"), "--no-tiling", *common]) == 0
+    assert windows == [(1100, 1200)] and len(grids) == 2  # one window of the whole image, not tiled
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "m.tif"), truth & ~far)
+    assert main(["segment", str(tmp_path / "big.tif"), "--no-tiling", "--halo", "8", *common]) == 2
+
+
+def test_cli_segment_slice_of_a_stack_and_intensity_window(small_hq_checkpoint, tmp_path, monkeypatch, capsys):
+    stack = np.zeros((3, 200, 240), np.uint16)
+    stack[1, 150:190, 200:230] = 4000  # the object only in slice 1
+    stack += np.random.default_rng(2).integers(0, 50, stack.shape, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    seen = []
+    window = predictor_module.decode_window
+
+    def record(model, image, prompts, options):
+        seen.append(image.original_size)
+        return fake_window_decoder(stack[1] > 1000)(model, image, prompts, options)
+
+    monkeypatch.setattr(predictor_module, "decode_window", record)
+    out = tmp_path / "m.tif"
+    common = ["--point", "170,215", "--model", small_hq_checkpoint, "--device", "cpu", "--out", str(out)]
+    assert main(["segment", str(tmp_path / "stack.tif"), "--slice", "1", *common]) == 0
+    np.testing.assert_array_equal(tifffile.imread(out), stack[1] > 1000)
+    moved = np.moveaxis(stack, 0, 2)  # (200, 240, 3) reads as RGB: the axis must be named
+    zarr.create_array(tmp_path / "zyx.zarr", data=np.ascontiguousarray(np.moveaxis(stack, 0, 1)), chunks=(50, 1, 50))
+    assert main(["segment", str(tmp_path / "zyx.zarr"), "--slice", "1", "--axis", "1", *common]) == 0
+    np.testing.assert_array_equal(tifffile.imread(out), stack[1] > 1000)
+    for options in (["--limits", "0,65535"], ["--percentiles", "1,99"]):
+        assert main(["segment", str(tmp_path / "stack.tif"), "--slice", "1", *options, *common]) == 0
+    assert seen == [(200, 240)] * 4
+    monkeypatch.setattr(predictor_module, "decode_window", window)
+    capsys.readouterr()
+    assert main(["segment", str(tmp_path / "stack.tif"), *common]) == 2
+    assert "a stack; choose one plane with --slice N" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "stack.tif"), "--slice", "3", *common]) == 2
+    assert "--slice 3: the stack has 3 slices along axis 0" in capsys.readouterr().err
+    tifffile.imwrite(tmp_path / "rgb.tif", moved.astype(np.uint8))
+    assert main(["segment", str(tmp_path / "rgb.tif"), "--slice", "0", *common]) == 2
+    assert "one plane, not a stack" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "stack.tif"), "--axis", "1", *common]) == 2
+    assert "give --slice N with it" in capsys.readouterr().err
+    assert main(["segment", str(tmp_path / "stack.tif"), "--slice", "1", "--percentiles", "50,10", *common]) == 2
+    assert "percentiles must satisfy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["segment", str(tmp_path / "stack.tif"), "--tile", "0", *common])
+    with pytest.raises(SystemExit):
+        main(["segment", str(tmp_path / "stack.tif"), "--tile", "64", "--no-tiling", *common])
 
 
 def test_cli_errors_are_one_clear_line(small_hq_checkpoint, tmp_path, capsys):
@@ -100,7 +240,7 @@ def test_readme_main_job_downloads_the_default_model_and_segments_the_sample(
     shutil.copy(small_hq_checkpoint, served / "sam_hq_vit_b.pth")
     digest = hashlib.sha256((served / "sam_hq_vit_b.pth").read_bytes()).hexdigest()
     monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(api, "_MODELS", type(api._MODELS)())
+    monkeypatch.setattr(loading, "_RESOLVED", OrderedDict())
     with serve_folder(served) as url:
         entry = dataclasses.replace(
             zoo.BUILTIN_MODELS[zoo.DEFAULT_MODEL], url=f"{url}/sam_hq_vit_b.pth", known_hash=f"sha256:{digest}"

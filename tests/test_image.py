@@ -127,6 +127,11 @@ def test_normalization_rejects_bad_limits(limits):
         Normalization(limits=limits)
 
 
+def test_normalization_must_be_a_normalization():
+    with pytest.raises(InvalidInputError, match="normalization must be a sum_core.Normalization, got tuple"):
+        prepare_image(np.arange(12, dtype=np.uint16).reshape(3, 4), (0, 4095))
+
+
 def test_normalization_rejects_limits_of_wrong_length():
     with pytest.raises(InvalidInputError, match=r"normalization: limits must be \(vmin, vmax\)"):
         Normalization(limits=(0, 1, 2))

@@ -4,24 +4,43 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+
+def _numbers(text: str, count: int, names: str, kind: type = float) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"expected {names} ({count} numbers), got {text!r}")
+    return values
 
 
 def _pair(text: str) -> tuple[float, float]:
-    try:
-        row, col = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected ROW,COL (two numbers), got {text!r}") from None
-    return row, col
+    return _numbers(text, 2, "ROW,COL")  # type: ignore[return-value]
 
 
 def _box(text: str) -> tuple[float, float, float, float]:
+    return _numbers(text, 4, "ROW0,COL0,ROW1,COL1")  # type: ignore[return-value]
+
+
+def parse_tile(text: str) -> tuple[int, int]:
+    """argparse type of a tile size: ``N`` (square) or ``R,C``, integers >= 1."""
+    values = _numbers(text, 2 if "," in text else 1, "R,C or N (integers >= 1)", int)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"tile sizes must be >= 1, got {text!r}")
+    return values * 2 if len(values) == 1 else values  # type: ignore[return-value]
+
+
+def _non_negative(text: str) -> int:
     try:
-        values = tuple(float(v) for v in text.split(","))
+        value = int(text)
     except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise argparse.ArgumentTypeError(f"expected ROW0,COL0,ROW1,COL1 (four numbers), got {text!r}")
-    return values  # type: ignore[return-value]
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,27 +60,83 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "segment",
-        help="segment one image from clicks and/or a box",
-        description="Segment one 2D image (TIFF, PNG, JPEG or zarr) from point and box prompts given in "
-        "(row, col) pixels, and write the mask and its per-pixel uncertainty map.",
+        help="segment one image from clicks and/or boxes",
+        description="Segment one 2D image (TIFF, PNG, JPEG or zarr; or one plane of a stack with --slice) "
+        "from point and box prompts given in (row, col) pixels, and write a mask and its per-pixel "
+        "uncertainty map at the image's full size. One object per --box (clicks apply to every box; "
+        "clicks alone give one object). --out is a label image: 0 background, k for the object of the "
+        "k-th box (1 for a single object; where objects overlap the later box wins), uint8 up to 255 "
+        "objects, else uint16. --uncertainty-out is float32 (H, W): the highest uncertainty of any object "
+        "at each pixel. Images larger than the model input (1024 px) are cut into windows of at most "
+        "1024 px, of which only those the objects reach are encoded (no downscaling); --no-tiling "
+        "resizes the whole image into one window instead (SAM's behaviour: faster, coarser).",
     )
     parser.add_argument("image", type=Path, help="input image (TIFF, PNG, JPEG, zarr; 'sample' for a bundled one)")
     parser.add_argument("--key", help="array inside a zarr group (default: first array / level 0)")
+    parser.add_argument("--slice", type=_non_negative, metavar="N",
+                        help="segment plane N of a 3D or time stack (along --axis)")
+    parser.add_argument("--axis", type=int, metavar="A",
+                        help="slice axis of the stack (default 0; with --slice)")
     parser.add_argument("--point", type=_pair, action="append", default=[], metavar="ROW,COL",
                         help="positive click (repeatable)")
     parser.add_argument("--negative", type=_pair, action="append", default=[], metavar="ROW,COL",
                         help="negative click (repeatable)")
     parser.add_argument("--box", type=_box, action="append", default=[], metavar="ROW0,COL0,ROW1,COL1",
-                        help="box prompt (repeatable: one object per box)")
+                        help="box prompt (repeatable: one object per box, labelled 1, 2, ... in order)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
-    parser.add_argument("--uncertainty", default="disagreement", choices=UNCERTAINTY_METHODS)
+    parser.add_argument("--uncertainty", default="auto", choices=["auto", *UNCERTAINTY_METHODS],
+                        help="uncertainty map (default auto: disagreement for HQ-SAM / SUM, entropy for SAM)")
     parser.add_argument("--task", type=int, default=1, choices=sorted(TASKS),
                         help="SUM task prompt: " + ", ".join(f"{k} {v}" for k, v in TASKS.items()))
+    intensity = parser.add_mutually_exclusive_group()
+    intensity.add_argument("--percentiles", type=_pair, metavar="LOW,HIGH",
+                           help="intensity window from these percentiles of the pixel values (default for "
+                           "non-uint8 images 0.5,99.5; given, it applies to uint8 images too)")
+    intensity.add_argument("--limits", type=_pair, metavar="VMIN,VMAX",
+                           help="fixed intensity window, e.g. 0,4095 for 12-bit data (applies to uint8 too)")
+    tiling = parser.add_mutually_exclusive_group()
+    tiling.add_argument("--tile", type=parse_tile, metavar="R,C",
+                        help="inner tile size (default: automatic: one window up to the model input, "
+                        "else windows of at most the model input)")
+    tiling.add_argument("--no-tiling", action="store_true",
+                        help="encode the whole image as one window, resized to the model input")
+    parser.add_argument("--halo", type=_non_negative, metavar="N",
+                        help="context around each tile in pixels (default: model input / 16)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     add_speed_arguments(parser)
-    parser.add_argument("--out", type=Path, required=True, help="mask output (.tif or .png)")
+    parser.add_argument("--out", type=Path, required=True, help="label image output (.tif or .png)")
     parser.add_argument("--uncertainty-out", type=Path, help="uncertainty map output (.tif)")
     parser.set_defaults(func=run_segment)
+
+
+def _plane(args: argparse.Namespace) -> Any:
+    """The image to segment: the input (opened lazily) or the plane chosen with --slice."""
+    from ..errors import InvalidInputError
+    from ..sample_data import sample_image
+    from ..sources import Planes, open_image
+
+    if args.axis is not None and args.slice is None:
+        raise InvalidInputError("--axis chooses the slice axis of a stack: give --slice N with it")
+    source = sample_image() if str(args.image) == "sample" else open_image(args.image, key=args.key)
+    shape = tuple(source.shape)
+    one_plane = len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))
+    if args.slice is None:
+        if not one_plane:
+            raise InvalidInputError(
+                f"image: {args.image} has shape {shape}, a stack; choose one plane with --slice N "
+                "(and --axis A for the slice axis, default 0)"
+            )
+        return source
+    if one_plane:
+        raise InvalidInputError(f"--slice: {args.image} has shape {shape}, one plane, not a stack")
+    axis = 0 if args.axis is None else args.axis
+    planes = Planes(source, stack_axis=axis)
+    if args.slice >= planes.n_slices:
+        raise InvalidInputError(
+            f"--slice {args.slice}: the stack has {planes.n_slices} slices along axis {axis} "
+            f"(shape {shape}); choose 0..{planes.n_slices - 1}"
+        )
+    return planes.read(args.slice)
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -70,36 +145,44 @@ def run_segment(args: argparse.Namespace) -> int:
 
     from ..api import segment
     from ..errors import InvalidInputError
-    from ..imageio import read_image, write_image
-    from ..sample_data import sample_image
+    from ..image import Normalization
+    from ..imageio import write_image
 
     if not (args.point or args.negative or args.box):
         raise InvalidInputError("give at least one prompt: --point ROW,COL, --negative ROW,COL or --box")
-    image = sample_image() if str(args.image) == "sample" else read_image(args.image, key=args.key)
+    if args.halo is not None and args.no_tiling:
+        raise InvalidInputError("--halo sets the context of tiles; it has no use with --no-tiling")
+    normalization = None
+    if args.limits is not None:
+        normalization = Normalization(limits=args.limits)
+    elif args.percentiles is not None:
+        normalization = Normalization(low=args.percentiles[0], high=args.percentiles[1])
+    image = _plane(args)
     clicks = args.point + args.negative
     points = np.asarray(clicks, dtype=float) if clicks else None
     labels = np.array([1] * len(args.point) + [0] * len(args.negative)) if clicks else None
     box = np.asarray(args.box, dtype=float) if args.box else None
+    tile_shape = tuple(image.shape[:2]) if args.no_tiling else args.tile
     prediction = segment(image, points=points, labels=labels, box=box, model=args.model,
                          uncertainty=args.uncertainty, task=args.task, device=args.device,
-                         precision=args.precision, compile=args.compile)
-    mask = prediction.mask
-    label_image = mask.astype(np.uint8) if mask.ndim == 2 else _stack_to_labels(mask)
+                         precision=args.precision, compile=args.compile, normalization=normalization,
+                         tile_shape=tile_shape, halo=args.halo)  # fmt: skip
+    label_image = _to_labels(prediction.masks)
     write_image(args.out, label_image)
     if args.uncertainty_out is not None:
-        uncertainty = prediction.uncertainty if mask.ndim == 2 else prediction.uncertainty.max(axis=0)
-        write_image(args.uncertainty_out, uncertainty.astype(np.float32))
-    print(f"wrote {args.out} ({int((label_image > 0).sum())} foreground pixels, "
-          f"score {np.round(prediction.score, 3)})"
+        write_image(args.uncertainty_out, prediction.uncertainties.max(axis=0))
+    scores = ", ".join(f"{s:.3f}" for s in prediction.scores)
+    print(f"wrote {args.out} ({label_image.shape[0]}x{label_image.shape[1]}, {len(prediction)} object(s), "
+          f"{int((label_image > 0).sum())} foreground pixels, score {scores})"
           + (f" and {args.uncertainty_out}" if args.uncertainty_out else ""))
     return 0
 
 
-def _stack_to_labels(masks):
-    """(K, H, W) bool masks -> (H, W) uint16 labels 1..K (later boxes on top)."""
+def _to_labels(masks):
+    """(K, H, W) bool masks -> (H, W) labels 1..K (later objects on top), uint8 up to 255 objects."""
     import numpy as np
 
-    labels = np.zeros(masks.shape[1:], dtype=np.uint16)
+    labels = np.zeros(masks.shape[1:], dtype=np.uint8 if len(masks) <= 255 else np.uint16)
     for index, mask in enumerate(masks, start=1):
         labels[mask] = index
     return labels
