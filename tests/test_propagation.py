@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
 from small_models import small_vit_config
-from sum_core.errors import InvalidInputError
+from sum_core import predictor as predictor_module
+from sum_core.errors import Cancelled, InvalidInputError
+from sum_core.image import to_uint8_rgb
 from sum_core.modeling import build_from_config
-from sum_core.predictor import Prediction, Predictor
+from sum_core.prediction import Prediction
+from sum_core.predictor import Predictor
 from sum_core.propagation import _SliceSegmenter, propagate
-from sum_core.sources import Planes, fixed_normalization, to_uint8_rgb
+from sum_core.sources import Planes, fixed_normalization
+from sum_core.tiled_predictor import TiledPredictor
+from tiled_fakes import fake_decoder, fake_window_decoder
 
 N, H, W = 20, 64, 80
 
@@ -41,16 +48,38 @@ def fake_segmenter(truth: np.ndarray, scores: dict | None = None, seen: list | N
 
     def segment(self, s, points, labels, box, mask_input, options):
         if seen is not None:
-            seen.append((s, mask_input is not None))
+            seen.append((s, None if mask_input is None else np.shape(mask_input)))
         parts, _ = ndimage.label(truth[s])
         points, labels = np.asarray(points), np.asarray(labels)
         r, c = (int(v) for v in points[labels == 1][0])
         mask = parts == parts[r, c] if parts[r, c] else np.zeros_like(truth[s])
-        low = np.zeros((1, 64, 64), np.float32)
-        score = (scores or {}).get(s, 0.9)
-        return Prediction(mask, score, np.where(mask, 5.0, -5.0), low, np.zeros(mask.shape, np.float32))
+        return Prediction(
+            masks=mask[None],
+            scores=np.array([(scores or {}).get(s, 0.9)], np.float32),
+            logits=np.where(mask, 5.0, -5.0).astype(np.float32)[None],
+            uncertainties=np.zeros((1, *mask.shape), np.float32),
+            low_res_logits=np.zeros((1, 1, 64, 64), np.float32),
+        )
 
     return segment
+
+
+def slice_decoders(monkeypatch, truth: np.ndarray) -> list[int]:
+    """The exact fake decoders (tiled and one-window) on ``truth`` of the slice being segmented;
+    returns the slices segmented, in order."""
+    visited: list[int] = []
+    segment = _SliceSegmenter.segment
+
+    def tracking(self, s, *args):
+        visited.append(s)
+        return segment(self, s, *args)
+
+    monkeypatch.setattr(_SliceSegmenter, "segment", tracking)
+    monkeypatch.setattr(TiledPredictor, "_decode", lambda self, *a: fake_decoder(truth[visited[-1]])(self, *a))
+    monkeypatch.setattr(
+        predictor_module, "decode_window", lambda *a: fake_window_decoder(truth[visited[-1]])(*a)
+    )
+    return visited
 
 
 def test_follows_the_tube_both_ways_and_stops_where_it_ends(model, monkeypatch):
@@ -62,7 +91,7 @@ def test_follows_the_tube_both_ways_and_stops_where_it_ends(model, monkeypatch):
     np.testing.assert_array_equal(out, tube)
     visited = sorted(s for s, _ in seen)
     assert visited == list(range(4, 16))  # the two empty slices just outside end each direction
-    assert all(has_mask for s, has_mask in seen if s != 9)  # previous logits passed on
+    assert all(shape == (1, 64, 64) for s, shape in seen if s != 9)  # previous low-res logits passed on
 
 
 def test_start_from_a_mask_along_another_axis(model, monkeypatch):
@@ -100,6 +129,55 @@ def test_reads_one_slice_at_a_time_from_lazy_volumes(model, monkeypatch):
     assert max(volume.reads) == H * W
 
 
+def test_planes_larger_than_the_encoder_give_full_size_masks_with_one_predictor(monkeypatch):
+    """The issue's (4, 1100, 1100) stack (a 1024 model: each slice is tiled): full-size masks, the
+    object on exactly its pixels in the far corner, one Predictor for all slices, the previous
+    slice's full-size logits as the mask prompt."""
+    torch.manual_seed(0)
+    model = build_from_config(small_vit_config())
+    truth = np.zeros((4, 1100, 1100), bool)
+    truth[1:4, 1000:1060, 1020:1090] = True  # slices 1..3
+    truth[3, 1000:1060, 1020:1040] = False  # smaller in slice 3 (IoU 5/7)
+    volume = (np.random.default_rng(0).normal(100, 10, truth.shape) + 500 * truth).astype(np.uint16)
+    visited = slice_decoders(monkeypatch, truth)
+    predictors, prompts = set(), []
+    set_image, predict = Predictor.set_image, Predictor.predict
+
+    def recording_set_image(self, *args, **kwargs):
+        predictors.add(id(self))
+        return set_image(self, *args, **kwargs)
+
+    def recording_predict(self, *args, mask_input=None, **kwargs):
+        prompts.append(None if mask_input is None else np.shape(mask_input))
+        return predict(self, *args, mask_input=mask_input, **kwargs)
+
+    monkeypatch.setattr(Predictor, "set_image", recording_set_image)
+    monkeypatch.setattr(Predictor, "predict", recording_predict)
+    out = propagate(volume, 0, 2, {"points": [[1030, 1050]]}, model, progress=False)
+    assert out.shape == truth.shape and out.dtype == bool
+    np.testing.assert_array_equal(out, truth)
+    assert visited == [2, 3, 1, 0] and len(predictors) == 1
+    assert prompts == [None, (1100, 1100), (1100, 1100), (1100, 1100)]
+
+
+def test_cancel_stops_the_walk(model, monkeypatch):
+    tube = make_tube()
+    cancel = threading.Event()
+    segment = fake_segmenter(tube)
+    visited = []
+
+    def cancelling(self, s, *args):
+        visited.append(s)
+        if len(visited) == 3:
+            cancel.set()
+        return segment(self, s, *args)
+
+    monkeypatch.setattr(_SliceSegmenter, "segment", cancelling)
+    with pytest.raises(Cancelled):
+        propagate(volume_of(tube), 0, 9, tube[9], model, progress=False, cancel=cancel)
+    assert visited == [10, 11, 12]
+
+
 def test_real_model_smoke(model):
     tube = make_tube()
     volume = volume_of(tube)
@@ -110,6 +188,8 @@ def test_real_model_smoke(model):
     predictor = Predictor(model)
     predictor.set_image(to_uint8_rgb(volume[9], norm))
     np.testing.assert_array_equal(out[9], predictor.predict(points=[[30, 29]], labels=[1]).mask)
+    plain = build_from_config(small_vit_config(hq=False).replace(image_size=256))  # "auto": entropy
+    assert propagate(volume, 0, 9, tube[9], plain, progress=False).shape == (N, H, W)
 
 
 @pytest.mark.parametrize(
@@ -121,6 +201,8 @@ def test_real_model_smoke(model):
         ((0, 3, np.ones((H, 5), bool)), "mask has shape"),
         ((0, 3, np.zeros((H, W), bool)), "the mask is empty"),
         ((0, 3, {"point": [[1, 1]]}), "unknown keys"),
+        ((0, 3, {"box": [[0, 0, 5, 5], [1, 1, 9, 9]]}), "propagate follows one object, got 2 boxes"),
+        ((0, 3, {"points": [[1, 1]], "labels": [2]}), "labels: must be 1"),
     ],
 )
 def test_bad_arguments(model, args, message):
@@ -134,5 +216,9 @@ def test_prompts_outside_the_slice_and_bad_thresholds(model):
         propagate(volume, 0, 3, {"points": [[500, 5]], "labels": [1]}, model, progress=False)
     with pytest.raises(InvalidInputError, match="iou_threshold must be a number in"):
         propagate(volume, 0, 3, make_tube()[9], model, iou_threshold=2, progress=False)
+    with pytest.raises(InvalidInputError, match="task"):
+        propagate(volume, 0, 3, make_tube()[9], "no_such_model", task=5, progress=False)  # before loading
+    with pytest.raises(InvalidInputError, match="outside"):
+        propagate(volume, 0, 3, {"points": [[500, 5]]}, "no_such_model", progress=False)
     with pytest.raises(InvalidInputError, match="leaves planes of shape"):
         propagate(np.zeros((2, N, H, W), np.float32), 0, 0, np.ones((H, W), bool), model, progress=False)

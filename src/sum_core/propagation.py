@@ -2,19 +2,24 @@
 
 :func:`propagate` segments the object in one slice (or takes its mask), then walks to the
 neighbouring slices in both directions, prompting each slice with the previous slice's
-result: its low-resolution logits as ``mask_input`` (when the previous mask came from the
-model), its bounding box, and one positive click at the pixel deepest inside it (the
+result: its logits as ``mask_input`` (when the previous mask came from the model; SAM's
+low-resolution logits for slices encoded as one window, the full-size logits for tiled
+ones), its bounding box, and one positive click at the pixel deepest inside it (the
 centre of its largest inscribed disc). A direction stops when the object ends: the mask
 is empty, its predicted IoU is below ``score_threshold``, or its IoU with the previous
 slice's mask is below ``iou_threshold``.
 
 Slices are read one at a time from the (lazy) volume and converted to 8 bits with one
 intensity window for the whole volume (:func:`sum_core.sources.fixed_normalization`).
+Planes of any size are segmented by one :class:`~sum_core.predictor.Predictor`, which
+returns full-size results (planes larger than the encoder are tiled, and each slice
+encodes only the tiles the object reaches).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,22 +29,24 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from .errors import InvalidInputError
-from .image import Normalization
+from .image import Normalization, to_uint8_rgb
 from .modeling import SamModel
-from .predictor import Prediction, Predictor
-from .sources import Planes, fixed_normalization, open_image, to_uint8_rgb
+from .prediction import Prediction, PredictOptions
+from .predictor import Predictor
+from .prompts import validate_prompts
+from .sources import Planes, fixed_normalization, open_image
+from .tiled_embedding import check_cancel
 
 __all__ = ["propagate"]
 
 
 class _SliceSegmenter:
-    """Encode one slice and decode prompts on it (the tests replace :meth:`segment`)."""
+    """Encode one slice and decode prompts on it with one Predictor (the tests replace :meth:`segment`)."""
 
-    def __init__(self, model: SamModel, planes: Planes, normalization: Normalization | None, device) -> None:
+    def __init__(self, predictor: Predictor, planes: Planes, normalization: Normalization | None) -> None:
+        self.predictor = predictor
         self.planes = planes
         self.normalization = normalization
-        self.predictor = Predictor(model, device)
-        self.uncertainty = "disagreement" if model.config.hq else "entropy"
 
     def segment(
         self,
@@ -50,15 +57,18 @@ class _SliceSegmenter:
         mask_input: np.ndarray | None,
         options: dict[str, Any],
     ) -> Prediction | None:
-        """Prediction on one slice; None for a constant slice (nothing to segment there)."""
+        """Full-size prediction of one object on one slice; None for a constant slice."""
         pixels = to_uint8_rgb(self.planes.read(slice_index), self.normalization)
         if pixels.min() == pixels.max():
             return None
         self.predictor.set_image(pixels)
-        return self.predictor.predict(
-            points=points, labels=labels, box=box, mask_input=mask_input,
-            uncertainty=self.uncertainty, **options,
-        )  # fmt: skip
+        return self.predictor.predict(points=points, labels=labels, box=box, mask_input=mask_input, **options)
+
+
+def _mask_prompt(pred: Prediction) -> np.ndarray:
+    """The one object of ``pred`` as the next slice's mask prompt: SAM's low-resolution
+    logits when the slice was one window, else the full-size logits."""
+    return pred.logits[0] if pred.low_res_logits is None else pred.low_res_logits[0]
 
 
 def _mask_prompts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,6 +104,8 @@ def propagate(
     task: int = 1,
     device: str | torch.device | None = None,
     progress: bool = True,
+    *,
+    cancel: threading.Event | None = None,
 ) -> np.ndarray:
     """Segment an object in slice ``index`` and follow it through the stack.
 
@@ -108,10 +120,12 @@ def propagate(
         The slice where the object is given.
     mask_or_prompts : array or mapping
         The object in slice ``index``: a boolean ``(H, W)`` mask, or a mapping with
-        ``points`` / ``labels`` / ``box`` as for :meth:`sum_core.predictor.Predictor.predict`.
+        ``points`` / ``labels`` (default positive) / one ``box`` as for
+        :meth:`sum_core.predictor.Predictor.predict`.
     model : SamModel, str or path-like, optional
         A loaded model, registry name or checkpoint (default
-        :data:`sum_core.zoo.DEFAULT_MODEL`).
+        :data:`sum_core.zoo.DEFAULT_MODEL`; names and paths are loaded once, see
+        :func:`sum_core.loading.resolve_model`).
     iou_threshold : float
         Stop when a slice's mask overlaps the previous one by less than this IoU.
     score_threshold : float
@@ -124,6 +138,9 @@ def propagate(
         Where to run.
     progress : bool
         Show a tqdm progress bar (one step per slice visited).
+    cancel : threading.Event, optional
+        Checked before each slice and between the tiles of a tiled slice: raises
+        :class:`sum_core.errors.Cancelled` when set.
 
     Returns
     -------
@@ -133,8 +150,8 @@ def propagate(
     Raises
     ------
     InvalidInputError
-        Bad axis or index, a mask of the wrong shape or empty, prompts outside the slice,
-        bad thresholds.
+        Bad axis or index, a mask of the wrong shape or empty, prompts outside the slice or
+        more than one box, bad thresholds; all found before the model is loaded.
     """
     if axis is None:
         raise InvalidInputError("axis must be the slice axis of the volume (an int), got None")
@@ -145,12 +162,21 @@ def propagate(
     index = int(index)
     iou_threshold = _threshold(iou_threshold, "iou_threshold")
     score_threshold = _threshold(score_threshold, "score_threshold")
+    PredictOptions(multimask=multimask, task=task)  # refuse bad options before any work
     start_mask = None
     if isinstance(mask_or_prompts, Mapping):
         unknown = sorted(set(mask_or_prompts) - {"points", "labels", "box"})
         if unknown:
             raise InvalidInputError(
                 f"mask_or_prompts: unknown keys {unknown}; use 'points', 'labels' and 'box'"
+            )
+        start = validate_prompts(
+            mask_or_prompts.get("points"), mask_or_prompts.get("labels"), mask_or_prompts.get("box"),
+            image_shape=planes.plane_shape, default_positive=True,
+        )  # fmt: skip
+        if start.num_masks > 1:
+            raise InvalidInputError(
+                f"mask_or_prompts: propagate follows one object, got {start.num_masks} boxes"
             )
     else:
         start_mask = np.asarray(mask_or_prompts)
@@ -162,12 +188,13 @@ def propagate(
         if not start_mask.any():
             raise InvalidInputError("mask_or_prompts: the mask is empty")
     if not isinstance(model, SamModel):
-        from .loading import load_model
+        from .loading import resolve_model
         from .zoo import DEFAULT_MODEL
 
-        model = load_model(DEFAULT_MODEL if model is None else model, device=device)
-    segmenter = _SliceSegmenter(model, planes, fixed_normalization(planes, normalization), device)
-    options = {"multimask": multimask, "task": task}
+        model = resolve_model(DEFAULT_MODEL if model is None else model, device=device)
+    predictor = Predictor(model, device)
+    segmenter = _SliceSegmenter(predictor, planes, fixed_normalization(planes, normalization))
+    options = {"multimask": multimask, "task": task, "cancel": cancel}
     out_shape = list(planes.plane_shape)
     out_shape.insert(planes.stack_axis, n)
     out = np.zeros(out_shape, dtype=bool)
@@ -177,30 +204,29 @@ def propagate(
         idx.insert(planes.stack_axis, s)
         out[tuple(idx)] = mask
 
-    start_low = None
+    start_prompt = None
     if start_mask is None:
-        pred = segmenter.segment(
-            index, mask_or_prompts.get("points"), mask_or_prompts.get("labels"),
-            mask_or_prompts.get("box"), None, options,
-        )  # fmt: skip
+        check_cancel(cancel)
+        pred = segmenter.segment(index, start.points, start.labels, start.boxes, None, options)
         if pred is None or not pred.mask.any():
             return out
-        start_mask, start_low = pred.mask, pred.low_res_logits
+        start_mask, start_prompt = pred.mask, _mask_prompt(pred)
     put(index, start_mask)
     with tqdm(total=n - 1, desc="propagating", unit="slice", disable=not progress) as bar:
         for step in (1, -1):
-            prev_mask, prev_low, s = start_mask, start_low, index + step
+            prev_mask, prev_prompt, s = start_mask, start_prompt, index + step
             while 0 <= s < n:
+                check_cancel(cancel)
                 bar.update(1)
                 points, labels, box = _mask_prompts(prev_mask)
-                pred = segmenter.segment(s, points, labels, box, prev_low, options)
+                pred = segmenter.segment(s, points, labels, box, prev_prompt, options)
                 if (
                     pred is None
                     or not pred.mask.any()
-                    or float(pred.score) < score_threshold
+                    or pred.score < score_threshold
                     or _iou(pred.mask, prev_mask) < iou_threshold
                 ):
                     break
                 put(s, pred.mask)
-                prev_mask, prev_low, s = pred.mask, pred.low_res_logits, s + step
+                prev_mask, prev_prompt, s = pred.mask, _mask_prompt(pred), s + step
     return out
