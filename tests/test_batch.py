@@ -380,3 +380,104 @@ def test_real_small_model_equals_auto_segment(tmp_path):
     assert labels.max() > 0
     assert same_partition(group["labels"][...], labels)
     np.testing.assert_array_equal(group["uncertainty"][...], unc.astype(np.float16))
+
+
+def block_blobs(blocks: tuple[int, int], seed: int) -> np.ndarray:
+    """uint8 image of separate discs on the exact fake's 8-px block grid (radius 2 blocks, whole
+    in a window with a 48 px halo), a block away from the image edges."""
+    discs = np.pad(blobs((blocks[0] - 2, blocks[1] - 2), seed=seed, radius=2) > 1000, 1)
+    return np.kron(discs, np.ones((8, 8), np.uint8)) * np.uint8(200)
+
+
+class HashCounter:
+    """Counts BLAKE2b hashers made (the weights hash and the source data hash use one each)."""
+
+    def __init__(self, monkeypatch) -> None:
+        import hashlib
+
+        self.calls = 0
+        real = hashlib.blake2b
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(hashlib, "blake2b", counted)
+
+
+def test_a_prompts_job_hashes_the_weights_once_and_the_source_once(tmp_path, monkeypatch):
+    model = tiny_model()  # fresh: its weights hash is not memoised yet
+    use_fake_decoder(monkeypatch)
+    stack = np.zeros((5, 80, 90), dtype=np.uint8)
+    for s in range(5):
+        stack[s, 10 + s : 30 + s, 20:40] = 255
+    table = write_table(tmp_path / "p.csv", [f"{s + 1},{s},point,{20 + s},30,,,1" for s in range(5)])
+    hashes = HashCounter(monkeypatch)
+    group = segment_zarr(stack, tmp_path / "out.zarr", mode="prompts", prompts=table, model=model, progress=False)
+    assert hashes.calls == 2  # the weights (job identity) and the stack (job signature), once each
+    expected = np.zeros(stack.shape, np.uint32)
+    for s in range(5):
+        expected[s][stack[s] > 0] = s + 1
+    np.testing.assert_array_equal(group["labels"][...], expected)
+    segment_zarr(stack, tmp_path / "out.zarr", mode="prompts", prompts=table, model=model, progress=False)
+    assert hashes.calls == 3  # resuming re-reads the source; the weights hash is memoised
+
+
+def test_an_automatic_job_hashes_the_weights_once_and_the_source_once(tmp_path, monkeypatch):
+    from test_automatic import install_exact_fake
+
+    model = tiny_model()
+    install_exact_fake(monkeypatch, batch_auto)
+    stack = np.stack([block_blobs((40, 45), seed=s) for s in range(3)])
+    hashes = HashCounter(monkeypatch)
+    group = segment_zarr(stack, tmp_path / "out.zarr", model=model, tile_shape=160, halo=48, progress=False,
+                         options=AutoOptions(points_per_side=24, max_area_fraction=0.5))
+    assert hashes.calls == 2
+    for s in range(3):
+        assert same_partition(group["labels"][s], ndimage.label(stack[s] > 0)[0])
+
+
+def test_prompts_mode_passes_its_predict_options(tmp_path, monkeypatch, tiny):
+    seen = use_fake_decoder(monkeypatch)
+    use_model(monkeypatch, tiny)
+    image = np.zeros((40, 40), dtype=np.uint8)
+    image[5:15, 5:15] = 255
+    table = write_table(tmp_path / "p.csv", ["1,,point,10,10,,,1"])
+    options = PredictOptions(multimask=True, task=2)
+    group = segment_zarr(image, tmp_path / "out.zarr", mode="prompts", prompts=table, progress=False, options=options)
+    assert seen == [options]
+    assert group.attrs["sum_hq_batch"]["signature"]["options"] == {"multimask": True, "task": 2}
+
+
+def test_cancel_stops_a_job_between_decoder_batches_and_it_resumes(tmp_path, monkeypatch, tiny):
+    import threading
+
+    from sum_core import automatic
+    from sum_core.errors import Cancelled
+    from test_automatic import exact_decode, install_exact_fake
+
+    use_model(monkeypatch, tiny)
+    install_exact_fake(monkeypatch, batch_auto)
+    cancel = threading.Event()
+    batches = []
+
+    def decode(*args):
+        batches.append(1)
+        if len(batches) == 3:
+            cancel.set()  # the user cancels while the second tile decodes its first batch
+        return exact_decode(*args)
+
+    monkeypatch.setattr(automatic, "decode_points", decode)
+    image = block_blobs((24, 40), seed=7)
+    kwargs = dict(tile_shape=160, halo=48, progress=False, scheduler="synchronous",
+                  options=AutoOptions(points_per_side=8, points_per_batch=32, max_area_fraction=0.5))
+    with pytest.raises(Cancelled):
+        segment_zarr(image, tmp_path / "out.zarr", cancel=cancel, **kwargs)
+    assert len(batches) == 3  # 2 batches per tile: the second tile stopped after its first
+    done = zarr.open_group(str(tmp_path / "out.zarr"))["done/tile"][...]
+    assert done.shape == (1, 4) and done.sum() == 1
+    group = segment_zarr(image, tmp_path / "out.zarr", cancel=threading.Event(), **kwargs)
+    assert len(batches) == 3 + 3 * 2  # the other 3 tiles, the cancelled one again; the first stays done
+    assert same_partition(group["labels"][...], ndimage.label(image > 0)[0])
+    with pytest.raises(InvalidInputError, match="cancel: only local dask schedulers"):
+        segment_zarr(image, tmp_path / "x.zarr", cancel=cancel, scheduler="distributed")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from .segment import add_speed_arguments
 
@@ -18,6 +20,34 @@ def _tile(text: str) -> tuple[int, int]:
     if len(values) != 2:
         raise argparse.ArgumentTypeError(f"expected R,C or N (integers), got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def add_auto_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per :class:`~sum_core.auto_options.AutoOptions` field (automatic mode).
+
+    Defaults are None (not given) so that only the options given reach the job; the help
+    text shows the dataclass's default.
+    """
+    from ..auto_options import AutoOptions
+    from ..options import TASKS
+
+    group = parser.add_argument_group("automatic mode options")
+    for field in dataclasses.fields(AutoOptions):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{field.metadata['help']} (default {field.default})"
+        if field.name == "task":
+            group.add_argument(flag, type=int, choices=sorted(TASKS), help=help_text)
+        elif isinstance(field.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=type(field.default), help=help_text)
+
+
+def auto_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~sum_core.auto_options.AutoOptions` fields given on the command line."""
+    from ..auto_options import AutoOptions
+
+    return {name: getattr(args, name) for name in AutoOptions.names() if getattr(args, name) is not None}
 
 
 def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,11 +71,7 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile", type=_tile, metavar="R,C", help="inner tile size (default: automatic)")
     parser.add_argument("--halo", type=int, metavar="N", help="context around each tile (with --tile)")
     parser.add_argument("--axis", help="slice axis name (e.g. z, t) or index; needed for 4D+ sources")
-    parser.add_argument("--points-per-side", type=int, default=32)
-    parser.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    parser.add_argument("--stability-thresh", type=float, default=0.95)
-    parser.add_argument("--box-nms-thresh", type=float, default=0.7)
-    parser.add_argument("--min-area", type=int, default=0)
+    add_auto_option_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a target written by another job")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     add_speed_arguments(parser)
@@ -57,15 +83,16 @@ def run_batch(args: argparse.Namespace) -> int:
     """Execute ``sum-hq batch``."""
     from ..batch import segment_zarr
 
-    auto_options = {}
-    if args.prompts is None:
-        auto_options = dict(
-            points_per_side=args.points_per_side,
-            pred_iou_thresh=args.pred_iou_thresh,
-            stability_thresh=args.stability_thresh,
-            box_nms_thresh=args.box_nms_thresh,
-            min_area=args.min_area,
+    from ..auto_options import AutoOptions
+    from ..errors import InvalidInputError
+
+    given = auto_options_from_args(args)
+    if args.prompts is not None and given:
+        flags = ", ".join(
+            ("--no-" if value is False else "--") + name.replace("_", "-") for name, value in given.items()
         )
+        raise InvalidInputError(f"{flags}: automatic mode options do not apply with --prompts")
+    options = None if args.prompts is not None else AutoOptions.from_dict(given)
     axis = int(args.axis) if args.axis is not None and args.axis.lstrip("-").isdigit() else args.axis
     group = segment_zarr(
         args.source,
@@ -82,7 +109,7 @@ def run_batch(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         precision=args.precision,
         compile=args.compile,
-        **auto_options,
+        options=options,
     )
     print(f"wrote {args.target} (labels {group['labels'].shape}, uncertainty)")
     return 0
