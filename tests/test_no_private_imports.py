@@ -10,7 +10,6 @@ import-linter checks that). Dunder names (``__version__``) are public.
 from __future__ import annotations
 
 import ast
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,10 +19,6 @@ ROOTS = {"sum_core": REPO / "src", "napari_sum_hq": REPO / "src", "training": RE
 # (importer, "module._name") found when this test was written, in files whose owners are removing them (issue 10):
 # listed so that the test fails on any NEW cross-module private use meanwhile. Delete an entry once its use is gone
 # (a stale entry is reported as a warning by test_known_offenders_are_still_current, not as a failure).
-KNOWN_OFFENDERS: set[tuple[str, str]] = {
-    ("training.pseudolabel", "training.dataset._list_images"),
-    ("training.trainer", "training.dataset._list_images"),
-}
 
 
 def module_name(path: Path) -> str:
@@ -134,17 +129,11 @@ def find_offenders() -> dict[tuple[str, str], list[str]]:
 
 def test_no_new_private_name_is_used_across_modules():
     found = find_offenders()
-    new = {key: where for key, where in found.items() if key not in KNOWN_OFFENDERS}
+    new = dict(found)
     listing = "\n".join(
         f"  {importer} uses {name} ({', '.join(where)})" for (importer, name), where in sorted(new.items())
     )
     assert not new, f"private names used across modules (make them public, or move them):\n{listing}"
-
-
-def test_known_offenders_are_still_current():
-    stale = KNOWN_OFFENDERS - set(find_offenders())
-    if stale:
-        warnings.warn(f"fixed, delete from KNOWN_OFFENDERS: {sorted(stale)}", stacklevel=1)
 
 
 def test_the_scan_sees_imports_and_module_attributes(tmp_path, monkeypatch):
