@@ -16,9 +16,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"sum_core": REPO / "src", "napari_sum_hq": REPO / "src", "training": REPO}
 
-# (importer, "module._name") found when this test was written, in files whose owners are removing them (issue 10):
-# listed so that the test fails on any NEW cross-module private use meanwhile. Delete an entry once its use is gone
-# (a stale entry is reported as a warning by test_known_offenders_are_still_current, not as a failure).
 
 
 def module_name(path: Path) -> str:
