@@ -17,7 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"sum_core": REPO / "src", "napari_sum_hq": REPO / "src", "training": REPO}
 
 
-
 def module_name(path: Path) -> str:
     for package, base in ROOTS.items():
         if path.is_relative_to(base / package):
