@@ -71,7 +71,7 @@ def test_point_grid_matches_sam_in_row_col(amg) -> None:
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
 def test_point_grid_validation(bad) -> None:
-    with pytest.raises(InvalidInputError, match="points_per_side"):
+    with pytest.raises(InvalidInputError, match=f"points_per_side must be an integer >= 1, got {bad!r}"):
         point_grid(bad)
 
 
@@ -142,7 +142,7 @@ def test_clean_small_regions_uses_8_connectivity_and_keeps_largest() -> None:
 def test_clean_small_regions_validation() -> None:
     with pytest.raises(InvalidInputError, match="mask must be 2D"):
         clean_small_regions(np.zeros((2, 3, 4), bool), 5)
-    with pytest.raises(InvalidInputError, match="min_area must be >= 0"):
+    with pytest.raises(InvalidInputError, match="min_area must be an integer >= 0, got -1"):
         clean_small_regions(np.zeros((3, 4), bool), -1)
 
 

@@ -19,6 +19,7 @@ import torch
 from scipy import ndimage
 
 from .errors import InvalidInputError
+from .validation import check_int, check_range
 
 __all__ = [
     "box_touches_edge",
@@ -59,8 +60,7 @@ def stability_score(
     logits = torch.as_tensor(logits)
     if logits.ndim < 2:
         raise InvalidInputError(f"logits must have shape (..., H, W), got {tuple(logits.shape)}")
-    if not offset >= 0:
-        raise InvalidInputError(f"offset must be >= 0, got {offset!r}")
+    check_range(offset, "offset", 0.0, float("inf"))
     high = (logits > mask_threshold + offset).sum(dim=(-2, -1), dtype=torch.int64)
     low = (logits > mask_threshold - offset).sum(dim=(-2, -1), dtype=torch.int64)
     return torch.where(low > 0, high.float() / low.clamp(min=1).float(), 0.0)
@@ -119,11 +119,7 @@ def point_grid(points_per_side: int) -> np.ndarray:
         points in the same order as SAM's ``build_point_grid``). Multiply by the crop's
         ``(height, width)`` to get pixel coordinates.
     """
-    if isinstance(points_per_side, bool) or not isinstance(points_per_side, (int, np.integer)):
-        raise InvalidInputError(f"points_per_side must be an int, got {points_per_side!r}")
-    if points_per_side < 1:
-        raise InvalidInputError(f"points_per_side must be >= 1, got {points_per_side}")
-    n = int(points_per_side)
+    n = check_int(points_per_side, "points_per_side", 1)
     offset = 1.0 / (2 * n)
     side = np.linspace(offset, 1 - offset, n)
     rows, cols = np.meshgrid(side, side, indexing="ij")
@@ -167,8 +163,7 @@ def box_touches_edge(
         raise InvalidInputError(f"crop must be (row0, col0, row1, col1), got {crop!r}")
     if len(image_shape) != 2:
         raise InvalidInputError(f"image_shape must be (height, width), got {image_shape!r}")
-    if not atol >= 0:
-        raise InvalidInputError(f"atol must be >= 0, got {atol!r}")
+    check_range(atol, "atol", 0.0, float("inf"))
     boxes = boxes.double()
     crop_t = torch.tensor([float(v) for v in crop], dtype=torch.float64, device=boxes.device)
     image_t = torch.tensor(
@@ -204,8 +199,7 @@ def clean_small_regions(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, bo
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise InvalidInputError(f"mask must be 2D (H, W), got shape {mask.shape}")
-    if min_area < 0:
-        raise InvalidInputError(f"min_area must be >= 0, got {min_area}")
+    min_area = check_int(min_area, "min_area", 0)
     mask = mask.astype(bool)
     filled, changed_holes = _small_components(mask, min_area, holes=True)
     cleaned, changed_islands = _small_components(filled, min_area, holes=False)

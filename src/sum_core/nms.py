@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidInputError
+from .validation import check_range
 
 __all__ = ["nms", "nms_torch"]
 
@@ -87,9 +88,7 @@ def _validate(
         raise InvalidInputError(
             f"scores must have shape ({boxes.shape[0]},) to match boxes, got {tuple(scores.shape)}"
         )
-    threshold = float(iou_threshold)
-    if not (0.0 <= threshold <= 1.0):  # also rejects NaN
-        raise InvalidInputError(f"iou_threshold must lie in [0, 1], got {iou_threshold!r}")
+    threshold = check_range(iou_threshold, "iou_threshold", 0.0, 1.0)
     if not boxes.is_floating_point():
         boxes = boxes.float()
     return boxes, scores.to(device=boxes.device, dtype=boxes.dtype), threshold

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..tiling import Region, TileGrid
+from ..validation import check_range
 
 
 def neighbour_nms(
@@ -58,8 +59,7 @@ def neighbour_nms(
             f"boxes, scores, tiles: expected shapes (N, 4), (N,), (N,), got "
             f"{boxes.shape}, {scores.shape}, {tiles.shape}"
         )
-    if not 0.0 <= float(iou_threshold) <= 1.0:
-        raise InvalidInputError(f"iou_threshold must lie in [0, 1], got {iou_threshold!r}")
+    check_range(iou_threshold, "iou_threshold", 0.0, 1.0)
     if n and (tiles.min() < 0 or tiles.max() >= len(grid)):
         raise InvalidInputError(f"tiles: indices must lie in [0, {len(grid)}), got {tiles.min()}..{tiles.max()}")
     windows = np.array([tuple(grid[int(t)].outer) for t in range(len(grid))], dtype=np.int64).reshape(-1, 4)[tiles]
