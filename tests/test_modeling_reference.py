@@ -17,6 +17,7 @@ import torch
 
 from reference_impl import sam as ref_sam
 from reference_impl import sam_hq as ref_sam_hq
+from sum_core.encoding import encode
 from sum_core.errors import InvalidInputError
 from sum_core.modeling import PRESETS, ModelConfig, SamModel, build_from_config
 from sum_core.modeling.mask_decoder import MaskDecoder
@@ -291,6 +292,63 @@ def test_single_prompt_equals_its_row_in_a_batch(hq_pair, encoded) -> None:
     single = run_ours(ours, embedding, hq_features, one)
     torch.testing.assert_close(single.hq_logits, batch.hq_logits[1:2], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(single.iou, batch.iou[1:2], rtol=1e-4, atol=1e-4)
+
+
+# --- the one encode path + the one decode step, end to end ------------------------------
+
+
+def reference_forward_inputs(pixels, sizes, prompts):
+    """``Sam.forward`` inputs: each resized image with the same model-frame prompts."""
+    records = []
+    for x, size in zip(pixels, sizes):
+        record = {"image": x[0].float(), "original_size": size}
+        if prompts["points"] is not None:
+            record["point_coords"], record["point_labels"] = prompts["points"]
+        if prompts["boxes"] is not None:
+            record["boxes"] = prompts["boxes"]
+        if prompts["masks"] is not None:
+            record["mask_inputs"] = prompts["masks"]
+        records.append(record)
+    return records
+
+
+@pytest.mark.parametrize("hq_features", [True, False], ids=["inference", "training"])
+@pytest.mark.parametrize("kind", ["point", "box+mask"])
+def test_encode_and_decode_match_reference_forward(hq_pair, kind, hq_features) -> None:
+    """``encoding.encode`` (a batch of two resized images) + ``SamModel.decode`` equal the
+    reference ``Sam.forward``; with ``hq_features=False`` (training) the decode step computes
+    the HQ features itself, with the same result."""
+    ours, ref = hq_pair
+    gen = torch.Generator().manual_seed(6)
+    pixels = [torch.randint(0, 256, (1, 3, 256, 192), generator=gen, dtype=torch.uint8),
+              torch.randint(0, 256, (1, 3, 160, 256), generator=gen, dtype=torch.uint8)]  # fmt: skip
+    sizes = [(800, 600), (500, 800)]
+    prompts = make_prompts(kind, seed=12, n=2)
+    images = encode(ours, pixels, sizes, hq_features=hq_features)
+    assert [(e.input_size, e.original_size) for e in images] == [((256, 192), (800, 600)), ((160, 256), (500, 800))]
+    assert all((e.hq_features is None) != hq_features for e in images)
+    reference = ref(reference_forward_inputs(pixels, sizes, prompts), multimask_output=False)
+    for image, expected in zip(images, reference):
+        out = ours.decode(image, prompts["points"], prompts["boxes"], prompts["masks"])
+        assert rel_err(out.logits, expected["low_res_logits"]) < TOL
+        assert rel_err(out.iou, expected["iou_predictions"]) < TOL
+        full = ours.postprocess_masks(out.logits, image.input_size, image.original_size)
+        decided = full.abs() > 1e-3  # the reference returns the thresholded full-size mask
+        assert torch.equal((full > 0)[decided], expected["masks"][decided])
+
+
+def test_decode_is_differentiable(hq_pair) -> None:
+    """Training decodes with gradients through the HQ features and the decoder."""
+    ours, _ = hq_pair
+    model = copy.deepcopy(ours)
+    pixels = [torch.randint(0, 256, (1, 3, 256, 256), generator=torch.Generator().manual_seed(7), dtype=torch.uint8)]
+    with torch.enable_grad():
+        image = encode(model, pixels, [(256, 256)], hq_features=False)[0]
+        out = model.decode(image, boxes=torch.tensor([[10.0, 20.0, 200.0, 180.0]]), task=None)
+        out.logits.sum().backward()
+    assert model.mask_decoder.hf_token.weight.grad.abs().sum() > 0
+    assert model.mask_decoder.compress_vit_feat[0].weight.grad.abs().sum() > 0  # through the HQ features
+    assert model.image_encoder.patch_embed.proj.weight.grad.abs().sum() > 0  # the encoder too
 
 
 # --- plain SAM decoder against segment_anything ----------------------------------------
