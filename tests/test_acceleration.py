@@ -60,20 +60,19 @@ def test_bf16_on_cpu_is_close_to_fp32_and_returns_float32(model):
     reference = predictions(Predictor(model, "cpu"))
     bf16_predictor = Predictor(model, "cpu", precision="bf16")
     bf16 = predictions(bf16_predictor)
-    assert bf16_predictor._embedding.dtype == bf16_predictor._hq_features.dtype == torch.float32
     embedding = bf16_predictor.get_embedding()
-    assert embedding.embedding.dtype == embedding.early.dtype == np.float32
+    assert embedding.embedding.dtype == embedding.early.dtype == embedding.hq_features.dtype == torch.float32
     for ours, ref in zip(bf16, reference):
-        for name in ("logits", "low_res_logits", "uncertainty"):
+        for name in ("logits", "low_res_logits", "uncertainties"):
             assert getattr(ours, name).dtype == np.float32
         low_err, full_err = rel_err(ours.low_res_logits, ref.low_res_logits), rel_err(ours.logits, ref.logits)
         assert 1e-6 < low_err < 1e-2 and full_err < 1e-2  # bf16 really ran, and stayed close
         bound = float(np.abs(ours.logits - ref.logits).max())
-        flipped = ours.mask != ref.mask
+        flipped = ours.masks != ref.masks
         # masks differ only where the float32 logit is within bf16's error of 0, and rarely
         assert np.all(np.abs(ref.logits[flipped]) <= bound)
         assert flipped.mean() < 1e-2
-        assert np.abs(ours.uncertainty - ref.uncertainty).max() < 0.05
+        assert np.abs(ours.uncertainties - ref.uncertainties).max() < 0.05
         assert abs(ours.score - ref.score) < 0.05
 
 
@@ -111,7 +110,7 @@ def test_tiled_mode_runs_at_the_predictor_precision(model, monkeypatch):
     predictor = Predictor(model, "cpu", precision="bf16")
     predictor.set_image(IMAGE, tile_shape=(200, 200), halo=16)
     assert seen == ["bf16"]
-    assert predictor.tiled.embeddings.precision == "bf16" and predictor.tiled._predictor.precision == "bf16"
+    assert predictor.tiled.embeddings.precision == "bf16" and predictor.tiled.precision == "bf16"
     pred = predictor.predict(points=POINTS[:1], labels=LABELS[:1])
     assert pred.logits.dtype == np.float32 and pred.mask.any()
 
@@ -223,17 +222,17 @@ def test_cli_speed_flags_parse_and_reach_the_predictor(small_hq_checkpoint, tmp_
     assert seen == [("bf16", True), ("compile", "cpu")]
 
 
-def test_cli_batch_speed_flags_reach_the_tile_predictor(tmp_path, monkeypatch):
+def test_cli_batch_speed_flags_reach_the_tile_predictor(small_hq_checkpoint, tmp_path, monkeypatch):
     import sum_core.batch.auto as batch_auto
 
     specs = []
-    monkeypatch.setattr(batch_auto, "window_records", lambda prepared, spec, device, options: specs.append(spec) or [])
+    monkeypatch.setattr(batch_auto, "window_records", lambda prepared, spec, *rest: specs.append(spec) or [])
     root = zarr.open_group(str(tmp_path / "in.zarr"), mode="w")
     root.create_array("img", data=IMAGE[..., 0])
-    argv = ["batch", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--key", "img", "--model", "m.pth",
+    argv = ["batch", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--key", "img", "--model", small_hq_checkpoint,
             "--tile", "150,200", "--halo", "8", "--device", "cpu", "--no-progress"]
     assert main([*argv, "--precision", "bf16", "--compile"]) == 0
-    assert len(specs) == 4 and {(s.model, s.precision, s.compile) for s in specs} == {("m.pth", "bf16", True)}
+    assert len(specs) == 4 and {(s.model, s.precision, s.compile) for s in specs} == {(small_hq_checkpoint, "bf16", True)}
     signature = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs["sum_hq_batch"]["signature"]
     assert signature["precision"] == "bf16"  # a bf16 job is never resumed at fp32
     assert main([*argv[:2], str(tmp_path / "fp32.zarr"), *argv[3:]]) == 0
