@@ -4,8 +4,9 @@
     python examples/segment_sample.py --model my_sum.pth --out figure.png
 
 The figure has three panels: the image with the clicks, the mask outline, and
-the per-pixel uncertainty map (|sigmoid(SAM token) - sigmoid(HQ token)| for
-HQ-SAM / SUM models).
+the per-pixel uncertainty map (the default ``uncertainty="auto"``:
+|sigmoid(SAM token) - sigmoid(HQ token)| for HQ-SAM / SUM models, the mask's
+binary entropy for plain SAM).
 """
 
 from __future__ import annotations

@@ -18,8 +18,10 @@ from sum_core import predictor as predictor_module
 from sum_core.cli import main
 from sum_core.errors import InvalidInputError
 from sum_core.image import Normalization
+from sum_core.modeling import build_from_config
 from sum_core.prediction import Prediction
 from sum_core.tiled_predictor import TiledPredictor
+from small_models import small_vit_config
 from tiled_fakes import fake_window_decoder, use_fake_decoders
 
 
@@ -65,6 +67,15 @@ def test_segment_options_reach_the_predictor(small_hq_checkpoint, blob_image, lo
     assert boxes.masks.shape == (2, *blob_image.shape) and boxes.scores.shape == (2,)
     with pytest.raises(InvalidInputError, match="normalization"):
         sum_core.segment(blob_image, points=[[40, 70]], model=small_hq_checkpoint, normalization=(0, 1))
+
+
+def test_segment_default_uncertainty_works_on_plain_sam(blob_image):
+    plain = build_from_config(small_vit_config(hq=False).replace(image_size=256))
+    pred = sum_core.segment(blob_image, points=[[40, 70]], model=plain, device="cpu")  # "auto": entropy
+    entropy = sum_core.segment(blob_image, points=[[40, 70]], model=plain, device="cpu", uncertainty="entropy")
+    np.testing.assert_array_equal(pred.uncertainty, entropy.uncertainty)
+    with pytest.raises(InvalidInputError, match="needs an HQ-SAM or SUM model"):
+        sum_core.segment(blob_image, points=[[40, 70]], model=plain, device="cpu", uncertainty="disagreement")
 
 
 def test_segment_needs_a_prompt(small_hq_checkpoint, blob_image):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from sum_core.errors import InvalidInputError
+from sum_core.prediction import PredictOptions
 from sum_core.uncertainty import bernoulli_entropy, disagreement, ensemble_entropy, perturb_prompts
 
 
@@ -220,3 +221,35 @@ def test_perturb_prompts_errors(kwargs, message):
     args = {"k": 3, "image_shape": SHAPE} | kwargs
     with pytest.raises(InvalidInputError, match=message):
         perturb_prompts(POINTS, LABELS, BOXES, args.pop("k"), 0, **args)
+
+
+# --- PredictOptions: the uncertainty method as data -----------------------------------------------
+
+
+def test_auto_resolves_per_model_kind():
+    auto = PredictOptions()
+    assert auto.uncertainty == "auto"
+    assert auto.uncertainty_for(hq=True) == "disagreement"
+    assert auto.uncertainty_for(hq=False) == "entropy"
+    for method in ("entropy", "ensemble"):
+        assert PredictOptions(uncertainty=method).uncertainty_for(hq=False) == method
+    assert PredictOptions(uncertainty="disagreement").uncertainty_for(hq=True) == "disagreement"
+    with pytest.raises(InvalidInputError, match="needs an HQ-SAM or SUM model .* use 'auto', 'entropy' or 'ensemble'"):
+        PredictOptions(uncertainty="disagreement").uncertainty_for(hq=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"uncertainty": "variance"}, r"uncertainty='variance' is not known; choose one of \['auto', "),
+        ({"multimask": 1}, "multimask must be True or False"),
+        ({"hq_token_only": "yes"}, "hq_token_only must be True or False"),
+        ({"task": 3}, "task=3 is not valid"),
+        ({"task": True}, "task=True is not valid"),
+        ({"ensemble_size": 1}, "ensemble_size must be an integer >= 2"),
+        ({"seed": 1.5}, "seed must be an integer"),
+    ],
+)
+def test_predict_options_are_validated_once(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        PredictOptions(**kwargs)
