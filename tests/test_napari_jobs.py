@@ -146,16 +146,14 @@ def test_propagation_needs_a_stack_and_an_object(make_napari_viewer, qtbot, tiny
 
 
 def test_large_image_encodes_only_touched_tiles(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch):
-    from sum_core.predictor import Prediction
-    from sum_core.tiled_predictor import TiledPredictor
+    from sum_core.tiled_predictor import TiledPredictor, TileMasks
 
-    def disk_decoder(self, window, embedding, points, labels, box, options):
+    def disk_decoder(self, window, embedding, points, labels, box, mask, options):
         rows, cols = np.indices(window.shape)
         r, c = points[0]
-        mask = (rows - r) ** 2 + (cols - c) ** 2 <= 15**2  # a small disk around the click
-        logits = np.where(mask, 5.0, -5.0).astype(np.float32)
-        return Prediction(mask=mask, score=0.9, logits=logits, low_res_logits=None,
-                          uncertainty=np.full(mask.shape, 0.5, np.float32))  # fmt: skip
+        disk = (rows - r) ** 2 + (cols - c) ** 2 <= 15**2  # a small disk around the click
+        logits = np.where(disk, 5.0, -5.0).astype(np.float32)
+        return TileMasks(disk, logits, np.full(disk.shape, 0.5, np.float32), 0.9)
 
     monkeypatch.setattr(TiledPredictor, "_decode", disk_decoder)
     viewer = make_napari_viewer()
@@ -244,6 +242,40 @@ def test_automatic_widget_on_one_slice_and_cancel(make_napari_viewer, qtbot, tin
     assert not viewer.layers["stack auto labels"].data[[0, 2]].any()  # the cancelled result is dropped
 
 
+def test_automatic_widget_cancel_stops_the_running_tile_between_decoder_batches(
+    make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch
+):
+    import threading
+
+    from napari_sum_hq._auto_widget import AutomaticSegmentationWidget
+    from sum_core import automatic
+
+    started, release = threading.Event(), threading.Event()
+    batches = []
+    real = automatic.decode_points
+
+    def blocking(*args):
+        batches.append(1)
+        started.set()
+        release.wait(JOB_TIMEOUT_MS / 1000)  # the first batch runs until the test pressed Cancel
+        return real(*args)
+
+    monkeypatch.setattr(automatic, "decode_points", blocking)
+    viewer = make_napari_viewer()
+    viewer.add_image(disk_image(), name="img")
+    widget = AutomaticSegmentationWidget(viewer)
+    widget.model.set_source(str(tiny_checkpoint))
+    widget.amg.points_spin.setValue(16)  # 256 clicks: 4 decoder batches of 64 in the one tile
+    click(qtbot, widget.run_button)
+    qtbot.waitUntil(started.is_set, timeout=JOB_TIMEOUT_MS)
+    click(qtbot, widget.cancel_button)
+    release.set()
+    assert widget.status_label.text() == "Cancelled." and widget.run_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.running_workers == 0, timeout=JOB_TIMEOUT_MS)
+    assert len(batches) == 1  # the worker stopped after the batch it was decoding, inside the tile
+    assert "img auto labels" not in viewer.layers
+
+
 def _write_source(tmp_path):
     import zarr
 
@@ -262,8 +294,9 @@ def test_batch_widget_cancel_then_resume_and_open(make_napari_viewer, qtbot, tin
     original = batch_auto.window_records
 
     def counting(prepared, *args, **kwargs):
-        tiles.append(prepared.shape)
-        return original(prepared, *args, **kwargs)
+        records = original(prepared, *args, **kwargs)
+        tiles.append(prepared.shape)  # completed (a tile cancelled between its batches is not)
+        return records
 
     monkeypatch.setattr(batch_auto, "window_records", counting)
     viewer = make_napari_viewer()
@@ -291,7 +324,7 @@ def test_batch_widget_cancel_then_resume_and_open(make_napari_viewer, qtbot, tin
     click(qtbot, widget.run_button)
     wait_job(widget, qtbot)
     print(f"\nbatch: {first} tile(s) before cancel, {len(tiles) - first} on resume (8 in all)")
-    assert len(tiles) == 8  # no tile segmented twice
+    assert len(tiles) == 8  # no completed tile segmented again
 
     labels, unc = viewer.layers["result.zarr labels"], viewer.layers["result.zarr uncertainty"]
     import dask.array as da

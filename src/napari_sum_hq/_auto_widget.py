@@ -8,8 +8,9 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout
+from sum_core.errors import SumError
 
-from ._batch_jobs import auto_job
+from ._batch_jobs import auto_job, split_options
 from ._job_widget import JobWidget
 from ._layers import spatial_shape
 from ._widget_parts import AmgOptions, ModelPicker
@@ -27,7 +28,8 @@ class AutomaticSegmentationWidget(JobWidget):
     Writes a Labels layer ``"<image> auto labels"`` (uint32 ids, 0 background) and an Image
     layer ``"<image> auto uncertainty"`` (float32 in [0, 1], magma), aligned with the image.
     Running on another slice of the same stack fills that slice of the same layers. The work
-    runs in a worker thread, tile by tile, with progress and Cancel (between tiles).
+    runs in a worker thread, tile by tile, with progress; Cancel stops it between two decoder
+    batches of the running tile.
 
     Parameters
     ----------
@@ -93,11 +95,16 @@ class AutomaticSegmentationWidget(JobWidget):
         if whole and len(key) > 1:
             show_error(f"whole image: stacks with one slice axis only; this image has {len(key)} leading axes.")
             return
+        try:
+            options, tiling = split_options(self.amg.options())
+        except SumError as exc:
+            show_error(str(exc))
+            return
         pixels = np.asarray(data if whole or not key else data[key])
         stack_axis = 0 if whole and key else None
         where = key if (key and not whole) else ()
         self.start_job(
-            auto_job, (pixels, stack_axis, self.model.choice()), self.amg.options(),
+            auto_job, (pixels, stack_axis, self.model.choice()), {"options": options, **tiling},
             lambda result: self._write(image, shape, where, *result),
         )  # fmt: skip
 

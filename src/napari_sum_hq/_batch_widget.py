@@ -16,8 +16,9 @@ from qtpy.QtWidgets import (
     QPushButton,
     QVBoxLayout,
 )
+from sum_core.errors import SumError
 
-from ._batch_jobs import batch_job
+from ._batch_jobs import batch_job, split_options
 from ._job_widget import JobWidget
 from ._widget_parts import AmgOptions, ModelPicker
 
@@ -92,21 +93,24 @@ class BatchSegmentationWidget(JobWidget):
             self.prompts_edit.setText(path)
 
     def job_arguments(self) -> dict:
-        """The ``segment_zarr`` keyword arguments of the current form."""
+        """The ``segment_zarr`` keyword arguments of the current form.
+
+        Raises
+        ------
+        InvalidInputError
+            An automatic option out of range.
+        """
         mode = self.mode_combo.currentText()
         axis_text = self.axis_edit.text().strip()
-        options = self.amg.options()
-        kwargs = {
+        options, tiling = split_options(self.amg.options())
+        return {
             "mode": mode,
             "prompts": (self.prompts_edit.text().strip() or None) if mode == "prompts" else None,
             "axis": (int(axis_text) if axis_text.lstrip("-").isdigit() else axis_text) or None,
             "overwrite": self.overwrite_check.isChecked(),
-            "tile_shape": options.pop("tile_shape"),
-            "halo": options.pop("halo"),
+            "options": options if mode == "auto" else None,
+            **tiling,
         }
-        if mode == "auto":
-            kwargs.update(options)
-        return kwargs
 
     def run(self) -> None:
         """Start (or resume) the job in a worker thread."""
@@ -114,9 +118,12 @@ class BatchSegmentationWidget(JobWidget):
         if not source or not target:
             show_error("Batch segmentation: give a source image and a target folder.")
             return
-        self.start_job(
-            batch_job, (source, target, self.model.choice()), self.job_arguments(), self.open_result
-        )
+        try:
+            arguments = self.job_arguments()
+        except SumError as exc:
+            show_error(str(exc))
+            return
+        self.start_job(batch_job, (source, target, self.model.choice()), arguments, self.open_result)
 
     def open_result(self, target: str) -> None:
         """Open a finished target's arrays lazily as a Labels and an Image layer."""

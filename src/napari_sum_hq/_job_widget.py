@@ -8,7 +8,7 @@ from typing import Any
 
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
-from sum_core.errors import SumError
+from sum_core.errors import Cancelled, SumError
 
 from ._jobs import CancelToken, JobCancelled, ProgressRelay
 
@@ -18,7 +18,8 @@ class JobWidget(QWidget):
 
     Subclasses build their form, add :attr:`job_row`, :attr:`progress_bar` and
     :attr:`status_label` to their layout, and call :meth:`start_job`. Errors become
-    notifications; a cancelled job reports "cancelled" in the status line.
+    notifications; a cancelled job (``JobCancelled`` or ``sum_core``'s ``Cancelled``)
+    reports "Cancelled." in the status line.
     """
 
     def __init__(self, run_text: str) -> None:
@@ -101,7 +102,7 @@ class JobWidget(QWidget):
         on_result(value)
 
     def _on_errored(self, generation: int, exc: BaseException) -> None:
-        if generation != self._generation or isinstance(exc, JobCancelled):
+        if generation != self._generation or isinstance(exc, (JobCancelled, Cancelled)):
             return
         message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
         self._done(f"Failed: {message}")

@@ -1,14 +1,15 @@
 """Progress and cancellation for ``sum_core`` calls that run in a worker thread.
 
-``sum_core``'s long calls (:func:`sum_core.propagate`, :func:`sum_core.batch.segment_zarr`)
-report progress through tqdm only and cannot be stopped from outside. The widgets run them
-in a napari ``FunctionWorker`` and hook in at the two places those calls go through:
+The widgets run ``sum_core``'s long calls in a napari ``FunctionWorker``. A
+:class:`CancelToken` is the cancel flag the GUI thread sets; its :attr:`CancelToken.event`
+is the ``cancel=`` event of the ``sum_core`` calls that take one (``segment_zarr``, the
+predictors), which raise :class:`sum_core.errors.Cancelled` at their next check point
+(between decoder batches and tiles, before the next task). Progress hooks:
 
 - :class:`TaskProgress`: a dask callback for ``segment_zarr`` jobs. It counts the job's
-  tasks (keys named ``sum-hq-...``), reports each finished one, and raises
-  :class:`JobCancelled` before the next task starts once the job is cancelled. The widgets
-  use dask's synchronous scheduler, so nothing keeps running after a cancel and every
-  finished unit is already flagged done: rerunning the job resumes from there.
+  tasks (keys named ``sum-hq-...``) and reports each finished one. The widgets use dask's
+  synchronous scheduler, so nothing keeps running after a cancel and every finished unit is
+  already flagged done: rerunning the job resumes from there.
 - :class:`ReportingVolume`: wraps the stack given to ``propagate``; every plane read is one
   progress step, and a read after a cancel raises :class:`JobCancelled`.
 
@@ -50,6 +51,11 @@ class CancelToken:
         self._event.set()
 
     @property
+    def event(self) -> threading.Event:
+        """The flag as a ``threading.Event``, for ``sum_core``'s ``cancel=`` arguments."""
+        return self._event
+
+    @property
     def cancelled(self) -> bool:
         """Whether :meth:`cancel` was called."""
         return self._event.is_set()
@@ -61,19 +67,16 @@ class CancelToken:
 
 
 class TaskProgress(Callback):
-    """Dask callback: progress over the ``sum-hq-`` tasks of a job, and cancel between tasks.
+    """Dask callback: progress over the ``sum-hq-`` tasks of a job.
 
     Parameters
     ----------
-    token : CancelToken
-        Checked before each task.
     relay : ProgressRelay
         Receives ``(tasks done, tasks in this run)``.
     """
 
-    def __init__(self, token: CancelToken, relay: ProgressRelay) -> None:
+    def __init__(self, relay: ProgressRelay) -> None:
         super().__init__()
-        self.token = token
         self.relay = relay
         self.total = 0
         self.done = 0
@@ -82,9 +85,6 @@ class TaskProgress(Callback):
         self.total = sum(1 for key in dsk if _is_job_task(key))
         self.done = 0
         self.relay.progressed.emit(0, self.total)
-
-    def _pretask(self, key, dsk, state) -> None:
-        self.token.check()
 
     def _posttask(self, key, result, dsk, state, worker_id) -> None:
         if _is_job_task(key):
