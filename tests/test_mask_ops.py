@@ -14,6 +14,7 @@ from sum_core.mask_ops import (
     clean_small_regions,
     masks_to_boxes,
     masks_to_label_image,
+    pixel_counts,
     point_grid,
     stability_score,
 )
@@ -22,6 +23,15 @@ from sum_core.mask_ops import (
 @pytest.fixture(scope="module")
 def amg():
     return sam().utils.amg
+
+
+def test_pixel_counts_equal_numpy_counts() -> None:
+    masks = torch.from_numpy(np.random.default_rng(0).random((2, 3, 40, 50)) > 0.3)
+    masks[0, 1] = False
+    counts = pixel_counts(masks)
+    assert counts.dtype == torch.int64 and counts.shape == (2, 3)
+    np.testing.assert_array_equal(counts.numpy(), masks.numpy().sum(axis=(-2, -1)))
+    assert counts[0, 1] == 0 and pixel_counts(torch.ones(1040, 1392, dtype=torch.bool)) == 1040 * 1392
 
 
 def test_stability_score_by_hand() -> None:

@@ -38,6 +38,7 @@ from .mask_ops import (
     boxes_to_xyxy,
     clean_small_regions,
     masks_to_boxes,
+    pixel_counts,
     point_grid,
     stability_score,
 )
@@ -281,7 +282,7 @@ def _filter_batch(
         full = _upscale(model, embedding, logits[part])
         stability = stability_score(full, 0.0, options.stability_offset).cpu()
         masks = full > 0
-        areas = masks.sum(dim=(-2, -1)).cpu()
+        areas = pixel_counts(masks).cpu()
         boxes = masks_to_boxes(masks).cpu()
         ok = (areas > 0) & (areas <= max_area)
         if options.stability_thresh > 0:

