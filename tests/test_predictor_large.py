@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -240,3 +241,23 @@ def test_tiled_mode_errors_and_cancel(model, scene, monkeypatch):
         predictor.predict(points=[[1, 1]])
     with pytest.raises(InvalidInputError, match="memory_tiles must be an int >= 1"):
         Predictor(model, memory_tiles=0).set_image(image)
+
+
+def test_two_threads_on_one_tiled_predictor_image_give_the_sequential_results(model, scene, monkeypatch):
+    """A tiled image with a 2-tile LRU (tiles evicted and encoded again while the other thread
+    walks), several boxes per call: concurrent predicts equal the sequential ones, none raises.
+    (TiledPredictor's own test runs the real decoder.)"""
+    image, blob = scene
+    truth = blob.copy()
+    truth[30:60, 30:60] = truth[640:690, 850:890] = True
+    monkeypatch.setattr(TiledPredictor, "_decode", fake_decoder(truth))
+    predictor = Predictor(model, memory_tiles=2)
+    predictor.set_image(image, **TILING)
+    boxes = [[320, 90, 430, 810], [25, 25, 65, 65], [635, 845, 695, 895]]
+    calls = [boxes, boxes[::-1], boxes[1:], boxes[:1]] * 2
+    expected = [predictor.predict(box=b) for b in calls]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda b: predictor.predict(box=b), calls))  # a thread's exception is raised here
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got.masks, want.masks)
+        np.testing.assert_array_equal(got.uncertainties, want.uncertainties)

@@ -141,7 +141,8 @@ def test_stacks_predict_per_slice(model, monkeypatch):
     monkeypatch.setattr(TiledPredictor, "_decode", fake_decoder(np.ones((300, 300), bool)))
     tp = TiledPredictor(model, tile_shape=128, halo=16)
     tp.set_image(stack, stack_axis=0)
-    pred = tp.predict(points=[[10, 10]], labels=[1], slice_index=1, max_tiles=3)
+    with pytest.warns(UserWarning, match="after 3 tiles"):  # the object fills the whole plane
+        pred = tp.predict(points=[[10, 10]], labels=[1], slice_index=1, max_tiles=3)
     assert len(pred.tiles) == 3 and tp.tiles_encoded == 3
     missing = tp.embeddings.missing()
     assert (0, 0) in missing and not any((1, t) in missing for t in pred.tiles)
