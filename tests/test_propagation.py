@@ -214,7 +214,7 @@ def test_prompts_outside_the_slice_and_bad_thresholds(model):
     volume = volume_of(make_tube())
     with pytest.raises(InvalidInputError, match="outside|out of"):
         propagate(volume, 0, 3, {"points": [[500, 5]], "labels": [1]}, model, progress=False)
-    with pytest.raises(InvalidInputError, match="iou_threshold must be a number in"):
+    with pytest.raises(InvalidInputError, match=r"iou_threshold must lie in \[0.0, 1.0\], got 2"):
         propagate(volume, 0, 3, make_tube()[9], model, iou_threshold=2, progress=False)
     with pytest.raises(InvalidInputError, match="task"):
         propagate(volume, 0, 3, make_tube()[9], "no_such_model", task=5, progress=False)  # before loading

@@ -36,6 +36,7 @@ from .predictor import Predictor
 from .prompts import validate_prompts
 from .sources import Planes, fixed_normalization, open_image
 from .tiled_embedding import check_cancel
+from .validation import check_range
 
 __all__ = ["propagate"]
 
@@ -83,12 +84,6 @@ def _mask_prompts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 0.0
-
-
-def _threshold(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise InvalidInputError(f"{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
 
 
 def propagate(
@@ -160,8 +155,8 @@ def propagate(
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
         raise InvalidInputError(f"index must be an int in [0, {n}) (slices along axis {axis}), got {index!r}")
     index = int(index)
-    iou_threshold = _threshold(iou_threshold, "iou_threshold")
-    score_threshold = _threshold(score_threshold, "score_threshold")
+    iou_threshold = check_range(iou_threshold, "iou_threshold", 0.0, 1.0)
+    score_threshold = check_range(score_threshold, "score_threshold", 0.0, 1.0)
     PredictOptions(multimask=multimask, task=task)  # refuse bad options before any work
     start_mask = None
     if isinstance(mask_or_prompts, Mapping):
