@@ -36,16 +36,17 @@ def blob_stack(depth=6, size=64) -> np.ndarray:
 class _ExactSegmenter:
     """Stands in for sum_core.propagation._SliceSegmenter: thresholds slice ``s`` at 100."""
 
-    def __init__(self, model, planes, normalization, device) -> None:
+    def __init__(self, predictor, planes, normalization) -> None:
         self.planes = planes
 
     def segment(self, slice_index, points, labels, box, mask_input, options):
-        from sum_core.predictor import Prediction
+        from sum_core.prediction import Prediction
 
         mask = np.asarray(self.planes.read(slice_index)) > 100
         return Prediction(
-            mask=mask, score=0.99, logits=np.where(mask, 5.0, -5.0).astype(np.float32),
-            low_res_logits=None, uncertainty=np.zeros(mask.shape, np.float32),
+            masks=mask[None], scores=np.array([0.99], np.float32),
+            logits=np.where(mask, 5.0, -5.0).astype(np.float32)[None],
+            uncertainties=np.zeros((1, *mask.shape), np.float32), low_res_logits=None,
         )  # fmt: skip
 
 
@@ -143,53 +144,6 @@ def test_propagation_needs_a_stack_and_an_object(make_napari_viewer, qtbot, tiny
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "stack")
     click(qtbot, widget.propagate_button)
     assert any("Nothing to propagate" in m for m in errors(notifications))
-
-
-def test_large_image_encodes_only_touched_tiles(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, monkeypatch):
-    from sum_core.tiled_predictor import TiledPredictor, TileMasks
-
-    def disk_decoder(self, window, embedding, points, labels, box, mask, options):
-        rows, cols = np.indices(window.shape)
-        r, c = points[0]
-        disk = (rows - r) ** 2 + (cols - c) ** 2 <= 15**2  # a small disk around the click
-        logits = np.where(disk, 5.0, -5.0).astype(np.float32)
-        return TileMasks(disk, logits, np.full(disk.shape, 0.5, np.float32), 0.9)
-
-    monkeypatch.setattr(TiledPredictor, "_decode", disk_decoder)
-    viewer = make_napari_viewer()
-    image = np.random.default_rng(0).integers(0, 255, (1100, 2100), dtype=np.uint8)
-    viewer.add_image(image, name="big")
-    widget = open_widget(viewer, qtbot, tiny_checkpoint)
-    widget.cache_edit.setText(str(tmp_path / "cache"))
-    widget.image_combo.setCurrentIndex(widget.image_combo.findText("big"))
-    wait_for_encode(widget, qtbot)
-    tiled = widget.cache.predictor(())
-    calls = []
-    encoder = tiled.model.image_encoder
-    original = encoder.forward
-    monkeypatch.setattr(encoder, "forward", lambda x: calls.append(x.shape[0]) or original(x))
-    assert widget._large and len(tiled.embeddings.grid) == 6 and calls == []  # nothing encoded yet
-    assert not isinstance(widget.layers.uncertainty().data, np.ndarray)  # chunked zarr, no full float array
-
-    widget.layers.points().add([[300, 300]])
-    click(qtbot, widget.segment_button)
-    wait_for_encode(widget, qtbot)
-
-    assert sum(calls) == 1 and tiled.tiles_encoded == 1  # one of the 6 tiles
-    current = widget.layers.current().data
-    rows, cols = np.nonzero(current)
-    assert current.shape == image.shape and 600 < len(rows) < 800
-    assert abs(rows.mean() - 300) < 1 and abs(cols.mean() - 300) < 1
-    assert widget.layers.uncertainty().data[300, 300] == 0.5
-    stores = list((tmp_path / "cache").iterdir())
-    assert len(stores) == 1 and stores[0].name.startswith("big-") and stores[0].suffix == ".zarr"
-
-    widget.layers.points().data = np.empty((0, 2))
-    widget.layers.points().add([[310, 320]])  # same tile again: read from the cache, no encode
-    click(qtbot, widget.segment_button)
-    wait_for_encode(widget, qtbot)
-    assert sum(calls) == 1
-    assert not widget.layers.current().data[300, 300 - 40]  # the old result was cleared
 
 
 def test_automatic_widget_writes_labels_and_uncertainty(make_napari_viewer, qtbot, tiny_checkpoint):
