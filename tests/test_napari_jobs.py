@@ -1,4 +1,4 @@
-"""GUI tests of 3D propagation, the large-image path, and the automatic and batch widgets
+"""GUI tests of 3D propagation and of the automatic and batch widgets
 (run under Xvfb: ``xvfb-run -a python -m pytest``)."""
 
 from __future__ import annotations
