@@ -142,3 +142,26 @@ def exact_window_decoder(truth: np.ndarray):
         )
 
     return decode
+
+
+#: (plane shape, object centre, object radii, image kind): the object far from the origin, in the
+#: far corner. Kinds: "uint16" camera noise, "rgb" uint8 (H, W, 3), "dask" lazy uint16 (512 px chunks).
+SIZES = {
+    "1040x1392": ((1040, 1392), (990, 1340), (40, 45), "uint16"),
+    "1200x1600 RGB": ((1200, 1600), (1140, 1540), (45, 50), "rgb"),
+    "1500x1500": ((1500, 1500), (1350, 1260), (50, 60), "uint16"),  # the issue's example, rows 1300-1399
+    "2048x2048": ((2048, 2048), (1990, 1985), (45, 50), "uint16"),
+    "2160x2560": ((2160, 2560), (2100, 2500), (50, 55), "uint16"),
+    "3000x4000 dask": ((3000, 4000), (2930, 3920), (55, 60), "dask"),
+}
+
+
+def make_image(shape, kind: str):
+    """An image of one of the :data:`SIZES` kinds."""
+    if kind == "rgb":
+        return np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    if kind == "dask":
+        import dask.array as da
+
+        return da.from_array(camera_image(shape), chunks=512)
+    return camera_image(shape)

@@ -24,11 +24,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from napari_fixtures import (  # noqa: F401
+    SIZES,
     EventLoopGaps,
     camera_image,
     drain_thread_pool,
     ellipse,
     exact_window_decoder,
+    make_image,
     notifications,
     open_widget,
     tiny_checkpoint,
@@ -42,6 +44,8 @@ pytestmark = pytest.mark.gui
 #: Longest GUI-thread stall accepted in a workflow: the 100 ms target with a 5x margin for a
 #: loaded 2-core CI machine (the bugs guarded stalled 2.8 s and 7.6 s).
 GAP_BOUND_MS = 500
+#: Time given to the redraws a workflow queued, inside its measured block.
+REDRAW_MS = 200
 
 
 def press(viewer, qtbot, key, modifier=Qt.NoModifier) -> None:
@@ -63,21 +67,13 @@ def use_fake_decoder(monkeypatch, truth) -> None:
     monkeypatch.setattr(TiledPredictor, "_decode", fake_decoder(truth))
 
 
-#: (plane shape, object centre, object radii): the object far from the origin, in the far corner.
-SIZES = {
-    "1500x1500": ((1500, 1500), (1350, 1260), (50, 60)),  # the example object, rows 1300-1399
-    "1040x1392": ((1040, 1392), (990, 1340), (40, 45)),
-    "2160x2560": ((2160, 2560), (2100, 2500), (50, 55)),
-}
-
-
 @pytest.mark.parametrize("size", list(SIZES))
 def test_s_commit_undo_clear_at_camera_sizes(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications, size):
-    shape, center, radii = SIZES[size]
+    shape, center, radii, kind = SIZES[size]
     truth = ellipse(shape, center, radii)
     use_fake_decoder(monkeypatch, truth)
     viewer = make_napari_viewer(show=True)
-    viewer.add_image(camera_image(shape), name="cells")
+    viewer.add_image(make_image(shape, kind), name="cells")
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "cells")
     predictor = widget.predictors.predictor(())
     assert predictor.is_tiled and predictor.tiled.tiles_encoded == 0  # nothing encoded up front ...
@@ -89,6 +85,7 @@ def test_s_commit_undo_clear_at_camera_sizes(make_napari_viewer, qtbot, tiny_che
     with EventLoopGaps() as gap:
         press(viewer, qtbot, Qt.Key_S)
         wait_for_encode(widget, qtbot)
+        qtbot.wait(REDRAW_MS)
     gaps["S"] = gap.max_ms
     current, uncertainty = layers.current().data, layers.uncertainty().data
     assert current.shape == shape and uncertainty.shape == shape  # full size
@@ -98,6 +95,7 @@ def test_s_commit_undo_clear_at_camera_sizes(make_napari_viewer, qtbot, tiny_che
 
     with EventLoopGaps() as gap:
         press(viewer, qtbot, Qt.Key_C)
+        qtbot.wait(REDRAW_MS)
     gaps["commit"] = gap.max_ms
     committed = layers.committed()
     np.testing.assert_array_equal(committed.data, truth.astype(committed.data.dtype))
@@ -106,6 +104,7 @@ def test_s_commit_undo_clear_at_camera_sizes(make_napari_viewer, qtbot, tiny_che
     viewer.layers.selection.active = committed
     with EventLoopGaps() as gap:
         press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # napari's own undo of the labels layer
+        qtbot.wait(REDRAW_MS)
     gaps["undo"] = gap.max_ms
     assert not committed.data.any()
 
@@ -116,6 +115,7 @@ def test_s_commit_undo_clear_at_camera_sizes(make_napari_viewer, qtbot, tiny_che
     assert current[truth].all()
     with EventLoopGaps() as gap:
         press(viewer, qtbot, Qt.Key_C, Qt.ShiftModifier)
+        qtbot.wait(REDRAW_MS)
     gaps["clear"] = gap.max_ms
     assert not current.any() and not uncertainty.any() and len(layers.points().data) == 0
 
@@ -140,6 +140,7 @@ def test_several_boxes_give_several_objects_at_2160x2560(make_napari_viewer, qtb
     with EventLoopGaps() as gap:
         click(qtbot, widget.segment_button)
         wait_for_encode(widget, qtbot)
+        qtbot.wait(REDRAW_MS)
     current = layers.current().data
     expected = np.zeros(shape, current.dtype)
     expected[far], expected[top] = 1, 2  # one id per box, in box order
@@ -232,7 +233,7 @@ def test_cache_folder_hashes_data_and_weights_once_and_reuses_tiles(
     import sum_core.embedding_cache as embedding_cache
     import sum_core.encoding as encoding
 
-    shape, center, radii = SIZES["1040x1392"]
+    shape, center, radii, _ = SIZES["1040x1392"]
     truth = ellipse(shape, center, radii)
     use_fake_decoder(monkeypatch, truth)
     checkpoint = tmp_path / "fresh.pth"  # a model not loaded before: its weights were never hashed
@@ -300,19 +301,27 @@ def test_commit_on_a_50_slice_stack_touches_only_the_object(
     wait_for_encode(widget, qtbot)
     committed = widget.layers.committed()
 
-    tracemalloc.start()
-    with EventLoopGaps() as gap:
-        press(viewer, qtbot, Qt.Key_C)
+    tracemalloc.start()  # (it slows every allocation down: the GUI-thread gap is measured on a second commit)
+    press(viewer, qtbot, Qt.Key_C)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    assert np.count_nonzero(committed.data) == truth.sum()
+    np.testing.assert_array_equal(committed.data[z], truth.astype(np.uint32))
+    press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # the commit is one step of napari's undo
+    assert not committed.data.any()
+
+    widget.layers.points().add([[z, 950, 930]])
+    press(viewer, qtbot, Qt.Key_S)
+    wait_for_encode(widget, qtbot)
+    qtbot.wait(REDRAW_MS)
+    with EventLoopGaps() as gap:
+        press(viewer, qtbot, Qt.Key_C)
+        qtbot.wait(REDRAW_MS)
     print(f"\ncommit of a 100x100 object on 50x1024x1024: peak traced memory {peak / 2**20:.2f} MiB, "
           f"longest GUI-thread gap {gap.max_ms:.0f} ms")
     # one bool copy of the stack is 50 MiB (the old commit made several); the object's own index and
-    # value arrays and napari's history copy are under 0.5 MiB: 8 MiB leaves room for napari's redraw.
+    # value arrays and napari's history copy are under 0.5 MiB: 8 MiB leaves room for napari's events.
     assert peak < 8 * 2**20
-    assert np.count_nonzero(committed.data) == truth.sum()
-    np.testing.assert_array_equal(committed.data[z], truth.astype(np.uint32))
+    np.testing.assert_array_equal(committed.data[z], 2 * truth.astype(np.uint32))  # undone ids are not reused
     assert gap.max_ms < GAP_BOUND_MS
-    press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # the commit is one step of napari's undo
-    assert not committed.data[z].any()
     assert errors(notifications) == []

@@ -238,6 +238,53 @@ def test_3d_stack_segments_the_current_slice(make_napari_viewer, qtbot, tiny_che
     assert current[3].any() and not current[:3].any()
 
 
+class _ThresholdSegmenter:
+    """Stands in for ``sum_core.propagation._SliceSegmenter``: slice ``s`` thresholded at 100."""
+
+    def __init__(self, predictor, planes, normalization) -> None:
+        self.planes = planes
+
+    def segment(self, slice_index, points, labels, box, mask_input, options):
+        from sum_core.prediction import Prediction
+
+        mask = np.asarray(self.planes.read(slice_index)) > 100
+        logits = np.where(mask, 5.0, -5.0).astype(np.float32)[None]
+        return Prediction(mask[None], np.array([0.99], np.float32), logits, np.zeros_like(logits), None)
+
+
+def test_shift_s_propagates_and_the_commit_takes_every_slice(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
+    import sum_core.propagation as propagation
+
+    monkeypatch.setattr(propagation, "_SliceSegmenter", _ThresholdSegmenter)
+    viewer = make_napari_viewer()
+    stack = np.stack([disk_image((64, 64), (32, 32), 10 + z) for z in range(6)])
+    stack[5] = 30  # the object ends before the last slice
+    viewer.add_image(stack, name="stack")
+    viewer.dims.set_current_step(0, 2)
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "stack")
+    current = widget.layers.current()
+    where = np.nonzero(stack[2] > 100)
+    current.data_setitem((np.full(where[0].size, 2), *where), 1)  # the object painted on slice 2
+    steps = []
+    widget.progress_bar.valueChanged.connect(steps.append)
+
+    press(viewer, qtbot, Qt.Key_S, Qt.ShiftModifier)
+    wait_for_encode(widget, qtbot)
+
+    np.testing.assert_array_equal(current.data[:5] > 0, stack[:5] > 100)
+    assert not current.data[5].any()
+    assert "on 5 slice(s) (0..4)" in widget.status_label.text()
+    assert max(steps) >= 4  # one progress step per slice read
+    press(viewer, qtbot, Qt.Key_C)  # the commit takes every slice, as one step of napari's undo
+    committed = widget.layers.committed()
+    expected = stack > 100
+    expected[5] = False
+    np.testing.assert_array_equal(committed.data, expected.astype(committed.data.dtype))
+    viewer.layers.selection.active = committed
+    press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)
+    assert not committed.data.any()
+
+
 def test_live_mode_segments_on_every_point(make_napari_viewer, qtbot, tiny_checkpoint):
     viewer = make_napari_viewer()
     viewer.add_image(disk_image(), name="img")
