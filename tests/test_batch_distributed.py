@@ -8,13 +8,20 @@ import numpy as np
 import pytest
 import zarr
 
+from sum_core.auto_options import AutoOptions
 from sum_core.batch import auto as batch_auto
 from sum_core.batch import segment_zarr
-from test_batch import Counter, blobs
+from test_batch import Counter, blobs, tiny_model, use_model
 
 distributed = pytest.importorskip("distributed")
 
 TILING = dict(tile_shape=(64, 96), halo=24)  # 200 x 260 plane: 4 x 3 tiles
+
+
+@pytest.fixture(autouse=True)
+def resolved_model(monkeypatch):
+    """Jobs resolve their model once (for its input size): the in-process tests use a tiny random one."""
+    use_model(monkeypatch, tiny_model())
 
 
 @pytest.fixture(scope="module")
@@ -126,12 +133,13 @@ def test_resume_on_cluster_after_crash_redoes_only_unfinished_tiles(tmp_path, cl
 
 
 @pytest.mark.slow
-def test_worker_processes_load_the_checkpoint_themselves(tmp_path, small_hq_checkpoint):
+def test_worker_processes_load_the_checkpoint_themselves(tmp_path, small_hq_checkpoint, monkeypatch):
     """Real random-weight model given by path: each worker process loads it; same output as threads."""
     image = blobs((128, 160), seed=5)  # one tile per plane: these random weights find nothing in smaller tiles
     stack = np.stack([image, image])
+    monkeypatch.undo()  # the real checkpoint, loaded by each process
     kwargs = dict(model=small_hq_checkpoint, device="cpu", progress=False,
-                  points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0)
+                  options=AutoOptions(points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0))
     reference = segment_zarr(stack, tmp_path / "threads.zarr", **kwargs)
     assert reference["labels"][...].max() > 0
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
