@@ -53,7 +53,7 @@ def make_source(path: Path, size: int, chunk: int = 1024, seed: int = 0) -> None
 _RECORDS_PER_WINDOW = 20
 
 
-def fake_window_records(prepared, model, device, options):
+def fake_window_records(prepared, model, device, options, cancel=None):
     """Fast stand-in for the encoder + decoder: masks of the first bright components of the window."""
     from scipy import ndimage
 
@@ -124,22 +124,21 @@ def measure(size: int, real: bool, points_per_side: int, stages: bool = False) -
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "src.zarr"
         make_source(source, size)
-        if real:
-            from small_models import small_vit_config
+        from small_models import small_vit_config
 
-            from sum_core.modeling import build_from_config
+        from sum_core.auto_options import AutoOptions
+        from sum_core.modeling import build_from_config
 
-            torch.manual_seed(0)
-            model = build_from_config(small_vit_config())
-        else:
+        torch.manual_seed(0)
+        model = build_from_config(small_vit_config())  # the fake uses only its input size (the tiling)
+        if not real:
             batch_auto.window_records = fake_window_records
-            model = "fake"
         rss_before = peak_rss_mib()
         peaks = StagePeaks(batch_auto) if stages else None
         tracemalloc.start()
         start = time.perf_counter()
         group = segment_zarr(source, Path(tmp) / "out.zarr", model=model, scheduler="synchronous",
-                             progress=False, points_per_side=points_per_side)
+                             progress=False, options=AutoOptions(points_per_side=points_per_side))
         seconds = time.perf_counter() - start
         # The job's peak, before the check below reads the labels back.
         rss_peak = peak_rss_mib()

@@ -51,6 +51,7 @@ import reference_impl  # noqa: E402  (on sys.path through common)
 from small_models import small_tiny_vit_config, small_vit_config  # noqa: E402
 
 from sum_core.acceleration import PRECISIONS, autocast  # noqa: E402
+from sum_core.auto_options import AutoOptions  # noqa: E402
 from sum_core.automatic import generate_masks  # noqa: E402
 from sum_core.device import resolve_device  # noqa: E402
 from sum_core.modeling import SamModel, build_from_config  # noqa: E402
@@ -249,21 +250,22 @@ def automatic_rows(bench: Bench) -> list[Row]:
     ours, reference = bench.models(name)
     image = bench.image()
     per_side = bench.sizes["points_per_side"]
-    options = dict(points_per_side=per_side, points_per_batch=64, pred_iou_thresh=0.0, stability_thresh=0.0,
-                   stability_offset=1.0, box_nms_thresh=0.7)
+    options = AutoOptions(points_per_side=per_side, points_per_batch=64, pred_iou_thresh=0.0, stability_thresh=0.0,
+                          stability_offset=1.0, box_nms_thresh=0.7, min_area=0, multimask=True)
     amg = importlib.import_module("segment_anything_hq.automatic_mask_generator")
     amg.batched_nms = _plain_batched_nms
     generator = reference_impl.sam_hq().SamAutomaticMaskGenerator(
-        reference, points_per_side=per_side, points_per_batch=options["points_per_batch"],
-        pred_iou_thresh=options["pred_iou_thresh"], stability_score_thresh=options["stability_thresh"],
-        stability_score_offset=options["stability_offset"], box_nms_thresh=options["box_nms_thresh"],
+        reference, points_per_side=per_side, points_per_batch=options.points_per_batch,
+        pred_iou_thresh=options.pred_iou_thresh, stability_score_thresh=options.stability_thresh,
+        stability_score_offset=options.stability_offset, box_nms_thresh=options.box_nms_thresh,
         crop_n_layers=0, min_mask_region_area=0, output_mode="binary_mask")
     generator.predictor.set_image(image)
     generator.predictor.set_image = lambda *a, **k: None
     generator.predictor.reset_image = lambda: None
     predictor = bench.predictor(ours)
     predictor.set_image(image)
-    t_ours, masks_ours = common.timed(lambda: generate_masks(predictor, **options, min_area=0, multimask=True),
+    embedding = predictor.get_embedding()
+    t_ours, masks_ours = common.timed(lambda: generate_masks(predictor.model, embedding, options),
                                       bench.repeats, bench.device, bench.warmup)
     t_ref, masks_ref = common.timed(lambda: generator.generate(image, multimask_output=True),
                                     bench.repeats, bench.device, bench.warmup)

@@ -39,11 +39,13 @@ _LAZY: dict[str, str] = {
     "TiledPredictor": ".tiled_predictor",
     "propagate": ".propagation",
     "auto_segment": ".automatic",
+    "AutoOptions": ".auto_options",
     "open_image": ".sources",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api import segment
+    from .auto_options import AutoOptions
     from .automatic import auto_segment
     from .image import Normalization
     from .loading import load_model, resolve_model
