@@ -61,6 +61,12 @@ def errors(caught) -> list[str]:
     return [str(n.message) for n in caught if str(n.severity) == "error"]
 
 
+def box_around(mask: np.ndarray, margin: int = 3) -> np.ndarray:
+    """The rectangle (two corners, data coordinates) of a mask's bounding box grown by ``margin``."""
+    rows, cols = np.nonzero(mask)
+    return np.array([[rows.min() - margin, cols.min() - margin], [rows.max() + margin, cols.max() + margin]])
+
+
 def use_fake_decoder(monkeypatch, truth) -> None:
     from sum_core.tiled_predictor import TiledPredictor
 
@@ -68,7 +74,9 @@ def use_fake_decoder(monkeypatch, truth) -> None:
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_s_commit_undo_clear_at_camera_sizes(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications, size):
+def test_s_commit_undo_clear_at_camera_sizes(
+    make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications, size
+):
     shape, center, radii, kind = SIZES[size]
     truth = ellipse(shape, center, radii)
     use_fake_decoder(monkeypatch, truth)
@@ -124,7 +132,9 @@ def test_s_commit_undo_clear_at_camera_sizes(make_napari_viewer, qtbot, tiny_che
     assert max(gaps.values()) < GAP_BOUND_MS, gaps
 
 
-def test_several_boxes_give_several_objects_at_2160x2560(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications):
+def test_several_boxes_give_several_objects_at_2160x2560(
+    make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications
+):
     shape = (2160, 2560)
     far = ellipse(shape, (2090, 2480), (45, 50))  # far corner
     top = ellipse(shape, (300, 2300), (35, 70))  # another tile
@@ -134,8 +144,7 @@ def test_several_boxes_give_several_objects_at_2160x2560(make_napari_viewer, qtb
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "cells")
     layers = widget.layers
     for mask in (far, top):
-        rows, cols = np.nonzero(mask)
-        layers.boxes().add_rectangles(np.array([[rows.min() - 3, cols.min() - 3], [rows.max() + 3, cols.max() + 3]]))
+        layers.boxes().add_rectangles(box_around(mask))
 
     with EventLoopGaps() as gap:
         click(qtbot, widget.segment_button)
@@ -158,9 +167,11 @@ def test_several_boxes_give_several_objects_at_2160x2560(make_napari_viewer, qtb
     assert gap.max_ms < GAP_BOUND_MS
 
 
-def test_cancel_stops_the_tiled_job_and_a_new_s_works(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications):
+def test_cancel_stops_the_tiled_job_and_a_new_s_works(
+    make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications
+):
     shape = (1500, 1500)
-    truth = ellipse(shape, (760, 1100), (150, 80))  # rows 610-910: beyond the windows of the tiles above and below row 750
+    truth = ellipse(shape, (760, 1100), (150, 80))  # rows 610-910: beyond both tile windows at row 750
     use_fake_decoder(monkeypatch, truth)
     viewer = make_napari_viewer(show=True)
     viewer.add_image(camera_image(shape), name="cells")
@@ -199,7 +210,9 @@ def test_cancel_stops_the_tiled_job_and_a_new_s_works(make_napari_viewer, qtbot,
     assert gap.max_ms < GAP_BOUND_MS
 
 
-def test_planes_too_large_for_full_size_results_are_segmented_by_window(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
+def test_planes_too_large_for_full_size_results_are_segmented_by_window(
+    make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch
+):
     import dask.array as da
     import napari_sum_hq._session as session
     from sum_core.tiled_predictor import TiledPredictor
@@ -214,8 +227,7 @@ def test_planes_too_large_for_full_size_results_are_segmented_by_window(make_nap
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "slide")
     assert isinstance(widget.predictors.predictor(()), TiledPredictor)
     for mask in (far, top):
-        rows, cols = np.nonzero(mask)
-        widget.layers.boxes().add_rectangles(np.array([[rows.min() - 3, cols.min() - 3], [rows.max() + 3, cols.max() + 3]]))
+        widget.layers.boxes().add_rectangles(box_around(mask))
     click(qtbot, widget.segment_button)
     wait_for_encode(widget, qtbot)
     current = widget.layers.current().data
@@ -240,10 +252,20 @@ def test_cache_folder_hashes_data_and_weights_once_and_reuses_tiles(
     shutil.copy(tiny_checkpoint, checkpoint)
     data_hashes, weight_hashes = [], []
     data_hash = embedding_cache.data_hash
-    monkeypatch.setattr(embedding_cache, "data_hash", lambda data, *a: data_hashes.append(data.shape) or data_hash(data, *a))
+
+    def counted_data_hash(data, *args):
+        data_hashes.append(data.shape)
+        return data_hash(data, *args)
+
+    monkeypatch.setattr(embedding_cache, "data_hash", counted_data_hash)
 
     blake2b = encoding.hashlib.blake2b  # the weights hash (data hashes are counted above)
-    monkeypatch.setattr(encoding, "hashlib", SimpleNamespace(blake2b=lambda *a, **k: weight_hashes.append(1) or blake2b(*a, **k)))
+
+    def counted_blake2b(*args, **kwargs):
+        weight_hashes.append(1)
+        return blake2b(*args, **kwargs)
+
+    monkeypatch.setattr(encoding, "hashlib", SimpleNamespace(blake2b=counted_blake2b))
 
     viewer = make_napari_viewer(show=True)
     viewer.add_image(camera_image(shape), name="cells")

@@ -6,7 +6,14 @@ import time
 
 import numpy as np
 import pytest
-from napari_fixtures import disk_image, drain_thread_pool, notifications, open_widget, tiny_checkpoint, wait_for_encode  # noqa: F401
+from napari_fixtures import (  # noqa: F401
+    disk_image,
+    drain_thread_pool,
+    notifications,
+    open_widget,
+    tiny_checkpoint,
+    wait_for_encode,
+)
 from qtpy.QtCore import Qt, QTimer
 
 pytestmark = pytest.mark.gui

@@ -234,7 +234,8 @@ def edited_windows(atoms: Iterable, ndim: int) -> list[tuple[SliceKey, Region]]:
             index = [np.asarray(part).ravel() for part in where]
             if index[0].size == 0:
                 continue
-            region = Region(int(index[-2].min()), int(index[-1].min()), int(index[-2].max()) + 1, int(index[-1].max()) + 1)
+            rows, cols = index[-2], index[-1]
+            region = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
             keys = np.unique(np.stack(index[:lead], -1), axis=0) if lead else [()]
         windows.extend((tuple(int(i) for i in key), region) for key in keys)
     return windows

@@ -343,7 +343,9 @@ def bounding_box(mask: np.ndarray) -> Region | None:
     return Region(int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
 
 
-def object_piece(slice_key: SliceKey, mask: np.ndarray, index: int, offset: tuple[int, int] = (0, 0)) -> ObjectPiece | None:
+def object_piece(
+    slice_key: SliceKey, mask: np.ndarray, index: int, offset: tuple[int, int] = (0, 0)
+) -> ObjectPiece | None:
     """``mask`` cut to its bounding box (None when empty); ``offset`` is the ``(row, col)`` of
     the mask's top-left pixel in the plane."""
     box = bounding_box(mask)
