@@ -34,7 +34,7 @@ that changed.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -111,6 +111,8 @@ SLICE_DEBOUNCE_MS = 300
 PROGRESS_POLL_MS = 200
 #: Committed objects whose low-resolution logits are remembered for refinement.
 REMEMBERED_OBJECTS = 32
+#: Undo steps a napari Labels layer keeps (its commits are recognised among as many).
+NAPARI_HISTORY = 100
 _LIVE_ACTIONS = {"added", "removed", "changed"}
 
 
@@ -154,7 +156,7 @@ class InteractiveSegmentationWidget(QWidget):
         self._last_result: SegmentResult | None = None
         self._remembered: OrderedDict[int, RememberedLogits] = OrderedDict()
         self._max_label: MaxLabel | None = None
-        self._commit_atoms: list = []
+        self._commit_atoms: deque = deque(maxlen=NAPARI_HISTORY)
         self._slice_timer = QTimer(self)
         self._slice_timer.setSingleShot(True)
         self._slice_timer.setInterval(SLICE_DEBOUNCE_MS)
@@ -630,21 +632,23 @@ class InteractiveSegmentationWidget(QWidget):
         edit = last_edit(committed)
         if edit is not before:
             self._commit_atoms.extend(edit)
-        self._remember_logits(refine_id or base + 1, new_pixels)
+        self._remember_logits(refine_id, base, new_pixels)
         ids = np.unique(new_values[new_values != 0])
         self._clear_prompts()
         self.status_label.setText(f"Committed object id(s) {ids.tolist()}.")
 
-    def _remember_logits(self, label_id: int, new_pixels: dict) -> None:
+    def _remember_logits(self, refine_id: int, base: int, new_pixels: dict) -> None:
         """Keep SAM's low-resolution logits of a single committed object (for refinement)."""
         result = self._last_result
         if result is None or result.low_res_logits is None or len(result.objects) != 1 or len(new_pixels) != 1:
             return
+        index = result.objects[0].index
+        label_id = refine_id or base + index
         ((key, (rows, cols)),) = new_pixels.items()
         region = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
         mask = np.zeros(region.shape, dtype=bool)
         mask[rows - region.row0, cols - region.col0] = True
-        logits = result.low_res_logits[result.objects[0].index - 1]
+        logits = result.low_res_logits[index - 1]
         self._remembered[label_id] = RememberedLogits(key, region, mask, logits)
         self._remembered.move_to_end(label_id)
         while len(self._remembered) > REMEMBERED_OBJECTS:
