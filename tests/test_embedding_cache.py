@@ -207,9 +207,9 @@ def test_interrupted_creation_needs_overwrite(tmp_path) -> None:
 def test_write_and_index_validation() -> None:
     cache = EmbeddingCache.open(None, signature(), LAYOUT)
     emb, early = tile_values(0)
-    with pytest.raises(InvalidInputError, match=r"tile_index must be an int in \[0, 4\), got 4"):
+    with pytest.raises(InvalidInputError, match=r"tile_index must be an integer in \[0, 4\), got 4"):
         cache.write(0, 4, emb, early, (1, 1), (1, 1))
-    with pytest.raises(InvalidInputError, match=r"slice_index must be an int in \[0, 1\)"):
+    with pytest.raises(InvalidInputError, match=r"slice_index must be an integer in \[0, 1\)"):
         cache.is_complete(-1, 0)
     with pytest.raises(InvalidInputError, match=r"embedding must have shape \(8, 4, 4\)"):
         cache.write(0, 0, emb[:4], early, (1, 1), (1, 1))
@@ -223,7 +223,7 @@ def test_signature_and_layout_validation() -> None:
         EmbeddingCache.open(None, {k: v for k, v in signature().items() if k != "tiling"}, LAYOUT)
     with pytest.raises(InvalidInputError, match="dtype must be one of"):
         CacheLayout(n_slices=1, n_tiles=1, early_channels=3, dtype="int8")
-    with pytest.raises(InvalidInputError, match="n_tiles must be an int >= 1"):
+    with pytest.raises(InvalidInputError, match="n_tiles must be an integer >= 1"):
         CacheLayout(n_slices=1, n_tiles=0, early_channels=3)
     with pytest.raises(InvalidInputError, match="weights_hash must be a non-empty string"):
         make_signature(image(), "vit_b", "", TileGrid((40, 30), 20))

@@ -239,7 +239,7 @@ def test_tiled_mode_errors_and_cancel(model, scene, monkeypatch):
     assert not predictor.is_image_set and predictor.tiled is None
     with pytest.raises(InvalidInputError, match="no image is set"):
         predictor.predict(points=[[1, 1]])
-    with pytest.raises(InvalidInputError, match="memory_tiles must be an int >= 1"):
+    with pytest.raises(InvalidInputError, match="memory_tiles must be an integer >= 1"):
         Predictor(model, memory_tiles=0).set_image(image)
 
 

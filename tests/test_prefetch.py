@@ -172,7 +172,7 @@ def test_closing_the_generator_or_an_error_in_the_consumer_stops_the_work():
 
 def test_lookahead_is_validated():
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(InvalidInputError, match="lookahead must be an int >= 1"):
+        with pytest.raises(InvalidInputError, match="lookahead must be an integer >= 1"):
             prefetch(square, range(3), lookahead=bad)
 
 

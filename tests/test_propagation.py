@@ -197,7 +197,7 @@ def test_real_model_smoke(model):
     [
         ((None, 3, np.ones((H, W), bool)), "axis must be the slice axis"),
         ((3, 3, np.ones((H, W), bool)), "out of range"),
-        ((0, N, np.ones((H, W), bool)), r"index must be an int in \[0, 20\)"),
+        ((0, N, np.ones((H, W), bool)), r"index \(slices along axis 0\) must be an integer in \[0, 20\)"),
         ((0, 3, np.ones((H, 5), bool)), "mask has shape"),
         ((0, 3, np.zeros((H, W), bool)), "the mask is empty"),
         ((0, 3, {"point": [[1, 1]]}), "unknown keys"),

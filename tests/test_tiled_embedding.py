@@ -134,7 +134,7 @@ def test_stacks_are_cached_slice_by_slice(model, tmp_path, monkeypatch):
 def test_bad_arguments(model, image):
     with pytest.raises(InvalidInputError, match="pass stack_axis="):
         TiledEmbeddings(model, np.zeros((4, 5, 64, 64), np.float32))
-    with pytest.raises(InvalidInputError, match="batch_size must be an int >= 1"):
+    with pytest.raises(InvalidInputError, match="batch_size must be an integer >= 1"):
         embed(image, model, batch_size=0, progress=False)
     with pytest.raises(InvalidInputError, match="model must be a sum_core SamModel"):
         TiledEmbeddings(object(), image)
@@ -217,7 +217,7 @@ def test_tile_memory_is_a_bounded_lru(model, image, monkeypatch):
     assert counter.images == 7
     tiled.embedding(0, 3), tiled.embedding(0, 4), tiled.embedding(0, 5)
     assert counter.images == 7
-    with pytest.raises(InvalidInputError, match="memory_tiles must be an int >= 1"):
+    with pytest.raises(InvalidInputError, match="memory_tiles must be an integer >= 1"):
         TiledEmbeddings(model, image, memory_tiles=0, **TILING)
 
 

@@ -160,9 +160,9 @@ def test_bad_prompts_and_state(model, scene):
         tp.predict(box=[[0, 0, 10, 10], [20, 20, 30, 30]])
     with pytest.raises(InvalidInputError, match="at least one positive click or a box"):
         tp.predict(points=[[5, 5]], labels=[0])
-    with pytest.raises(InvalidInputError, match="slice_index must be an int in"):
+    with pytest.raises(InvalidInputError, match="slice_index must be an integer in"):
         tp.predict(points=[[5, 5]], labels=[1], slice_index=1)
-    with pytest.raises(InvalidInputError, match="max_tiles must be an int >= 1"):
+    with pytest.raises(InvalidInputError, match="max_tiles must be an integer >= 1"):
         tp.predict(points=[[5, 5]], labels=[1], max_tiles=0)
     with pytest.raises(InvalidInputError, match="pass stack_axis="):
         tp.set_image(np.zeros((2, 3, 64, 64), np.float32))

@@ -208,9 +208,9 @@ def test_zero_area_box_does_not_move():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"k": 0}, r"k: number of ensemble members must be an integer >= 1, got 0"),
-        ({"k": 2.5}, r"k: .* got 2.5"),
-        ({"k": True}, r"k: .* got True"),
+        ({"k": 0}, r"k \(ensemble members\) must be an integer >= 1, got 0"),
+        ({"k": 2.5}, r"k \(ensemble members\) .* got 2.5"),
+        ({"k": True}, r"k \(ensemble members\) .* got True"),
         ({"box_jitter": -0.1}, r"box_jitter, click_radius: must be >= 0, got box_jitter=-0.1"),
         ({"click_radius": -1}, r"box_jitter, click_radius: must be >= 0"),
         ({"image_shape": (0, 5)}, r"image_shape: H and W must be positive, got \(0, 5\)"),

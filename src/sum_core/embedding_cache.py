@@ -38,6 +38,7 @@ import zarr.storage
 from .errors import InvalidInputError
 from .modeling import ImageEmbedding
 from .tiling import TileGrid
+from .validation import check_index, check_int
 
 __all__ = [
     "CacheLayout",
@@ -172,9 +173,7 @@ class CacheLayout:
 
     def __post_init__(self) -> None:
         for name in ("n_slices", "n_tiles", "early_channels", "embed_dim", "embed_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(getattr(self, name), name, 1)
         if self.dtype not in _DTYPES:
             raise InvalidInputError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
 
@@ -371,15 +370,10 @@ class EmbeddingCache:
         return [(int(s), int(t)) for s, t in zip(*np.nonzero(~done))]
 
     def _check_index(self, slice_index: int, tile_index: int) -> tuple[int, int]:
-        out = []
-        for name, value, n in (
-            ("slice_index", slice_index, self.layout.n_slices),
-            ("tile_index", tile_index, self.layout.n_tiles),
-        ):
-            if isinstance(value, bool) or not hasattr(value, "__index__") or not 0 <= value < n:
-                raise InvalidInputError(f"{name} must be an int in [0, {n}), got {value!r}")
-            out.append(int(value))
-        return out[0], out[1]
+        return (
+            check_index(slice_index, "slice_index", self.layout.n_slices),
+            check_index(tile_index, "tile_index", self.layout.n_tiles),
+        )
 
 
 def _open_own_group(path: Path) -> zarr.Group:

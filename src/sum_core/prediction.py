@@ -18,8 +18,9 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import InvalidInputError
-from .options import TASKS, UNCERTAINTY_METHODS
+from .options import UNCERTAINTY_METHODS
 from .tiling import Region
+from .validation import check_bool, check_int, check_task
 
 __all__ = ["BACKGROUND_LOGIT", "PredictOptions", "Prediction", "TiledPrediction"]
 
@@ -64,19 +65,15 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         for name in ("multimask", "hq_token_only"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise InvalidInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if isinstance(self.task, bool) or self.task not in TASKS:
-            raise InvalidInputError(f"task={self.task!r} is not valid; choose one of {list(TASKS)}")
+            check_bool(getattr(self, name), name)
+        check_task(self.task)
         if self.uncertainty != "auto" and self.uncertainty not in UNCERTAINTY_METHODS:
             raise InvalidInputError(
                 f"uncertainty={self.uncertainty!r} is not known; choose one of "
                 f"{['auto', *UNCERTAINTY_METHODS]}"
             )
-        if isinstance(self.ensemble_size, bool) or not isinstance(self.ensemble_size, int) or self.ensemble_size < 2:
-            raise InvalidInputError(f"ensemble_size must be an integer >= 2, got {self.ensemble_size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise InvalidInputError(f"seed must be an integer, got {self.seed!r}")
+        check_int(self.ensemble_size, "ensemble_size", 2)
+        check_int(self.seed, "seed", -(2**63))
 
     def uncertainty_for(self, hq: bool) -> str:
         """The uncertainty method for a model with (``hq=True``) or without an HQ token.

@@ -35,6 +35,7 @@ from typing import TypeVar
 import torch
 
 from .errors import InvalidInputError
+from .validation import check_int
 
 __all__ = ["prefetch", "uses_pinned_memory", "pin_for_transfer", "to_device"]
 
@@ -78,8 +79,7 @@ def prefetch(
     Close the generator when leaving a loop early (``contextlib.closing``) so the
     background work stops at once rather than when the generator is garbage-collected.
     """
-    if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
-        raise InvalidInputError(f"lookahead must be an int >= 1, got {lookahead!r}")
+    check_int(lookahead, "lookahead", 1)
     return _pipeline(prepare, items, lookahead)
 
 

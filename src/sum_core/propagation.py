@@ -36,7 +36,7 @@ from .predictor import Predictor
 from .prompts import validate_prompts
 from .sources import Planes, fixed_normalization, open_image
 from .tiled_embedding import check_cancel
-from .validation import check_range
+from .validation import check_index, check_range
 
 __all__ = ["propagate"]
 
@@ -152,9 +152,7 @@ def propagate(
         raise InvalidInputError("axis must be the slice axis of the volume (an int), got None")
     planes = Planes(open_image(volume), stack_axis=axis)
     n = planes.n_slices
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
-        raise InvalidInputError(f"index must be an int in [0, {n}) (slices along axis {axis}), got {index!r}")
-    index = int(index)
+    index = check_index(index, f"index (slices along axis {axis})", n)
     iou_threshold = check_range(iou_threshold, "iou_threshold", 0.0, 1.0)
     score_threshold = check_range(score_threshold, "score_threshold", 0.0, 1.0)
     PredictOptions(multimask=multimask, task=task)  # refuse bad options before any work

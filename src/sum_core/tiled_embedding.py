@@ -48,6 +48,7 @@ from .prefetch import pin_for_transfer, prefetch
 from .image import Normalization, to_uint8_rgb
 from .sources import Planes, fixed_normalization, open_image
 from .tiling import TileGrid, tile_grid
+from .validation import check_int
 
 __all__ = ["DEFAULT_MEMORY_TILES", "TiledEmbeddings", "embed"]
 
@@ -141,8 +142,7 @@ class TiledEmbeddings:
             raise InvalidInputError(
                 f"normalization must be a sum_core.Normalization, got {type(normalization).__name__}"
             )
-        if isinstance(memory_tiles, bool) or not isinstance(memory_tiles, int) or memory_tiles < 1:
-            raise InvalidInputError(f"memory_tiles must be an int >= 1, got {memory_tiles!r}")
+        check_int(memory_tiles, "memory_tiles", 1)
         self.model = model
         self.memory_tiles = memory_tiles
         source = open_image(image)
@@ -230,8 +230,7 @@ class TiledEmbeddings:
         cancel : threading.Event, optional
             Checked before each batch; raises :class:`sum_core.errors.Cancelled` when set.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int(batch_size, "batch_size", 1)
         with self._lock:
             todo = [(int(s), int(t)) for s, t in pairs]
             todo = [pair for pair in dict.fromkeys(todo) if not self._available(pair)]
@@ -353,8 +352,7 @@ def embed(
         Complete; pass it to :class:`sum_core.tiled_predictor.TiledPredictor` or read
         tiles with :meth:`TiledEmbeddings.embedding`.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    check_int(batch_size, "batch_size", 1)
     if not isinstance(model, SamModel):
         from .device import resolve_device
         from .loading import resolve_model

@@ -42,6 +42,7 @@ from .prediction import BACKGROUND_LOGIT, PredictOptions, TiledPrediction
 from .prompts import MASK_PROMPT_LOGIT, Prompts, mask_logits, to_low_res_frame, validate_prompts
 from .tiled_embedding import DEFAULT_MEMORY_TILES, TiledEmbeddings, check_cancel
 from .tiling import Region, Tile
+from .validation import check_index, check_int
 
 __all__ = ["TiledPredictor"]
 
@@ -209,14 +210,8 @@ class TiledPredictor:
         options.uncertainty_for(self.model.config.hq)  # refuse a bad method before any work
         with self._lock:
             tiled = self._require_image()
-            if isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1:
-                raise InvalidInputError(f"max_tiles must be an int >= 1, got {max_tiles!r}")
-            if isinstance(slice_index, bool) or not isinstance(slice_index, (int, np.integer)) or not (
-                0 <= slice_index < tiled.n_slices
-            ):
-                raise InvalidInputError(
-                    f"slice_index must be an int in [0, {tiled.n_slices}), got {slice_index!r}"
-                )
+            check_int(max_tiles, "max_tiles", 1)
+            check_index(slice_index, "slice_index", tiled.n_slices)
             shape = tiled.grid.shape
             if mask_input is not None and points is None and labels is None and box is None:
                 prompts = Prompts(None, None, None, None, tuple(shape))  # a mask prompt alone

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
+from .validation import check_int
 
 __all__ = ["bernoulli_entropy", "disagreement", "ensemble_entropy", "perturb_prompts"]
 
@@ -193,8 +194,7 @@ def perturb_prompts(
         ``k`` tuples ``(points, labels, boxes)`` (float64 arrays or None),
         new arrays that do not share memory with the inputs.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"k: number of ensemble members must be an integer >= 1, got {k!r}")
+    k = check_int(k, "k (ensemble members)", 1)
     if box_jitter < 0 or click_radius < 0:
         raise InvalidInputError(
             f"box_jitter, click_radius: must be >= 0, got box_jitter={box_jitter}, click_radius={click_radius}"

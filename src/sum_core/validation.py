@@ -15,7 +15,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .options import TASKS
 
-__all__ = ["check_bool", "check_int", "check_range", "check_task"]
+__all__ = ["check_bool", "check_index", "check_int", "check_range", "check_task"]
 
 
 def check_range(value: Any, name: str, low: float, high: float) -> float:
@@ -85,4 +85,17 @@ def check_task(value: Any, name: str = "task", *, allow_none: bool = False) -> i
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or int(value) not in TASKS:
         choices = ([None] if allow_none else []) + list(TASKS)
         raise InvalidInputError(f"{name}={value!r} is not valid; choose one of {choices}")
+    return int(value)
+
+
+def check_index(value: Any, name: str, n: int) -> int:
+    """An integer index in ``[0, n)`` (Python or numpy; ``bool`` is refused).
+
+    Raises
+    ------
+    InvalidInputError
+        Not an integer, or out of range.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < n:
+        raise InvalidInputError(f"{name} must be an integer in [0, {n}), got {value!r}")
     return int(value)
