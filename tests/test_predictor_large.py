@@ -20,7 +20,8 @@ from sum_core.modeling import build_from_config
 from sum_core.prediction import BACKGROUND_LOGIT, PredictOptions
 from sum_core.predictor import Prediction, Predictor
 from sum_core.prompts import mask_logits
-from sum_core.sources import Planes, fixed_normalization, to_uint8_rgb
+from sum_core.image import to_uint8_rgb
+from sum_core.sources import Planes, fixed_normalization
 from sum_core.tiled_predictor import TiledPredictor
 
 SHAPE = (700, 900)  # tiles of 256 with a 32 halo: a 3 x 4 grid

@@ -9,7 +9,8 @@ import zarr
 
 from sum_core.errors import InvalidInputError
 from sum_core.image import Normalization, prepare_image
-from sum_core.sources import Planes, fixed_normalization, open_image, to_uint8_rgb
+from sum_core.image import to_uint8_rgb
+from sum_core.sources import Planes, fixed_normalization, open_image
 from sum_core.tiling import Region
 
 

@@ -21,7 +21,8 @@ from sum_core.errors import InvalidInputError
 from sum_core.image import Normalization, resize_longest_side
 from sum_core.modeling import build_from_config
 from sum_core.predictor import Predictor
-from sum_core.sources import Planes, fixed_normalization, to_uint8_rgb
+from sum_core.image import to_uint8_rgb
+from sum_core.sources import Planes, fixed_normalization
 
 # A 256-pixel encoder input keeps each tile's encoder pass cheap; the tiling logic is the same.
 TILING = {"tile_shape": 128, "halo": 16}

@@ -5,7 +5,7 @@ where it is indexed (numpy, dask, zarr v2/v3, TIFF through tifffile's ``aszarr``
 OME-Zarr multiscale levels). :class:`Planes` reads windows of the 2D planes of an image or
 of a stack (one stack axis). :func:`fixed_normalization` computes ONE intensity window for a
 whole image or stack from a sample of it, so that every tile and every slice is converted
-to 8 bits with the same contrast; :func:`to_uint8_rgb` applies it to one window.
+to 8 bits with the same contrast; :func:`sum_core.image.to_uint8_rgb` applies it to one window.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import tifffile
 import zarr
 
 from .errors import InvalidInputError
-from .image import Normalization, to_uint8_rgb
+from .image import Normalization
 from .imageio import TIFF_SUFFIXES, is_zarr_path, open_zarr, read_image
 from .tiling import Region
 
-__all__ = ["Planes", "fixed_normalization", "open_image", "to_uint8_rgb"]
+__all__ = ["Planes", "fixed_normalization", "open_image"]
 
 # fixed_normalization: below this many values everything is read, above it a grid of windows.
 _MAX_SAMPLE = 1 << 22

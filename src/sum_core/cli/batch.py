@@ -7,19 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .segment import add_speed_arguments
-
-
-def _tile(text: str) -> tuple[int, int]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"expected R,C or N (integers), got {text!r}")
-    return values  # type: ignore[return-value]
+from .arguments import add_speed_arguments, non_negative, parse_tile
 
 
 def add_auto_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,8 +56,8 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompts", type=Path, metavar="TABLE.csv",
                         help="prompt table: object_id,slice,kind(point|box),row,col,row1,col1,label")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registry name or checkpoint path (default {DEFAULT_MODEL})")
-    parser.add_argument("--tile", type=_tile, metavar="R,C", help="inner tile size (default: automatic)")
-    parser.add_argument("--halo", type=int, metavar="N", help="context around each tile (with --tile)")
+    parser.add_argument("--tile", type=parse_tile, metavar="R,C", help="inner tile size (default: automatic)")
+    parser.add_argument("--halo", type=non_negative, metavar="N", help="context around each tile (with --tile)")
     parser.add_argument("--axis", help="slice axis name (e.g. z, t) or index; needed for 4D+ sources")
     add_auto_option_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a target written by another job")

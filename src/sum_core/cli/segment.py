@@ -6,51 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-
-def _numbers(text: str, count: int, names: str, kind: type = float) -> tuple:
-    try:
-        values = tuple(kind(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != count:
-        raise argparse.ArgumentTypeError(f"expected {names} ({count} numbers), got {text!r}")
-    return values
+from .arguments import add_speed_arguments, non_negative, numbers, parse_tile
 
 
 def _pair(text: str) -> tuple[float, float]:
-    return _numbers(text, 2, "ROW,COL")  # type: ignore[return-value]
+    return numbers(text, 2, "ROW,COL")  # type: ignore[return-value]
 
 
 def _box(text: str) -> tuple[float, float, float, float]:
-    return _numbers(text, 4, "ROW0,COL0,ROW1,COL1")  # type: ignore[return-value]
-
-
-def parse_tile(text: str) -> tuple[int, int]:
-    """argparse type of a tile size: ``N`` (square) or ``R,C``, integers >= 1."""
-    values = _numbers(text, 2 if "," in text else 1, "R,C or N (integers >= 1)", int)
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"tile sizes must be >= 1, got {text!r}")
-    return values * 2 if len(values) == 1 else values  # type: ignore[return-value]
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--precision`` and ``--compile`` (see :class:`sum_core.Predictor`)."""
-    from ..options import PRECISIONS
-
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="model precision: bf16 on CUDA or CPU, fp16 on CUDA only (default fp32)")
-    parser.add_argument("--compile", action="store_true",
-                        help="compile the model with torch.compile (slow first call; CUDA graphs on CUDA)")
+    return numbers(text, 4, "ROW0,COL0,ROW1,COL1")  # type: ignore[return-value]
 
 
 def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -73,7 +37,7 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("image", type=Path, help="input image (TIFF, PNG, JPEG, zarr; 'sample' for a bundled one)")
     parser.add_argument("--key", help="array inside a zarr group (default: first array / level 0)")
-    parser.add_argument("--slice", type=_non_negative, metavar="N",
+    parser.add_argument("--slice", type=non_negative, metavar="N",
                         help="segment plane N of a 3D or time stack (along --axis)")
     parser.add_argument("--axis", type=int, metavar="A",
                         help="slice axis of the stack (default 0; with --slice)")
@@ -100,7 +64,7 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
                         "else windows of at most the model input)")
     tiling.add_argument("--no-tiling", action="store_true",
                         help="encode the whole image as one window, resized to the model input")
-    parser.add_argument("--halo", type=_non_negative, metavar="N",
+    parser.add_argument("--halo", type=non_negative, metavar="N",
                         help="context around each tile in pixels (default: model input / 16)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     add_speed_arguments(parser)
