@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from sum_core.errors import InvalidInputError
+from sum_core.validation import check_int
 from sum_core.options import PRECISIONS
 
 SCHEMES = ("hq", "decoder", "full")
@@ -192,8 +193,7 @@ class FinetuneConfig:
             "log_every": self.log_every,
         }
         for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(value, name, 1)
         if self.interactive and self.interactive_rounds < 2:
             raise InvalidInputError("interactive_rounds must be >= 2 with interactive training")
         if not self.lr or self.lr <= 0:
