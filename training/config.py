@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from sum_core.errors import InvalidInputError
-from sum_core.validation import check_int
 from sum_core.options import PRECISIONS
+from sum_core.validation import check_int
 
 SCHEMES = ("hq", "decoder", "full")
 PROMPT_KINDS = ("box", "points", "mask")
