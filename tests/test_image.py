@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from sum_core.encoding import to_pixels
 from sum_core.errors import InvalidInputError
 from sum_core.image import (
     Normalization,
-    image_to_tensor,
     prepare_image,
     preprocess_shape,
     resize_longest_side,
@@ -261,14 +261,14 @@ def test_resize_accepts_non_contiguous_input():
     "bad", [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((4, 4, 4), np.uint8), [[1, 2]]]
 )
 def test_resize_and_tensor_reject_non_rgb_uint8(bad):
-    for fn in (resize_longest_side, image_to_tensor):
+    for fn in (resize_longest_side, lambda image: to_pixels(image, 30)):
         with pytest.raises(InvalidInputError, match=r"image: expected an \(H, W, 3\) uint8 array \(see prepare_image\)"):
             fn(bad)
 
 
-def test_image_to_tensor_layout_and_values():
+def test_to_pixels_layout_and_values():
     img = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    t = image_to_tensor(img)
-    assert t.shape == (1, 3, 5, 7) and t.dtype == torch.float32 and t.is_contiguous()
-    assert t[0, 2, 4, 6].item() == float(img[4, 6, 2])
-    np.testing.assert_array_equal(t[0].permute(1, 2, 0).numpy(), img.astype(np.float32))
+    t = to_pixels(img, 7)  # long side already 7: no resize
+    assert t.shape == (1, 3, 5, 7) and t.dtype == torch.uint8 and t.is_contiguous()
+    assert t[0, 2, 4, 6].item() == img[4, 6, 2]
+    np.testing.assert_array_equal(t[0].permute(1, 2, 0).numpy(), img)

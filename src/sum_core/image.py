@@ -1,9 +1,10 @@
 """Turn user images into the H×W×3 uint8 RGB arrays SAM expects, and resize them.
 
 :func:`prepare_image` validates an image and converts it to 8-bit RGB.
-:func:`preprocess_shape`, :func:`resize_longest_side` and :func:`image_to_tensor`
-reproduce SAM's ``ResizeLongestSide`` preprocessing exactly (PIL bilinear on
-uint8), so embeddings match the reference implementation.
+:func:`preprocess_shape` and :func:`resize_longest_side` reproduce SAM's
+``ResizeLongestSide`` preprocessing exactly (PIL bilinear on uint8), so embeddings
+match the reference implementation (:func:`sum_core.encoding.to_pixels` turns the result
+into the encoder's tensor). No torch import.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .errors import InvalidInputError
 
 __all__ = [
     "Normalization",
-    "image_to_tensor",
     "prepare_image",
     "preprocess_shape",
     "resize_longest_side",
@@ -222,13 +221,6 @@ def resize_longest_side(image: np.ndarray, target: int = 1024) -> np.ndarray:
     newh, neww = preprocess_shape(image.shape[0], image.shape[1], target)
     resized = Image.fromarray(np.ascontiguousarray(image)).resize((neww, newh), Image.BILINEAR)
     return np.asarray(resized)
-
-
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """Convert an H×W×3 uint8 image to a ``1×3×H×W`` float32 tensor with values 0..255."""
-    _check_uint8_rgb(image, "image")
-    # torch.tensor copies (read-only arrays from PIL are fine); the float conversion copies anyway.
-    return torch.tensor(image).permute(2, 0, 1)[None].float().contiguous()
 
 
 def to_uint8_rgb(window: np.ndarray, normalization: Normalization | None) -> np.ndarray:
