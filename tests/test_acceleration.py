@@ -205,7 +205,7 @@ def test_cli_speed_flags_parse_and_reach_the_predictor(small_hq_checkpoint, tmp_
 
     seen = []
     monkeypatch.setattr(acceleration, "compile_model", lambda model, device: seen.append(("compile", device.type)))
-    monkeypatch.setattr("sum_core.predictor.compile_model", acceleration.compile_model)
+    monkeypatch.setattr("sum_core.encoding.compile_model", acceleration.compile_model)
     real_init = Predictor.__init__
 
     def spy(self, model, device=None, *, precision="fp32", compile=False):

@@ -26,7 +26,7 @@ import torch
 
 from sum_core import zoo
 from sum_core.checkpoint import infer_config, load_state_dict_file
-from sum_core.errors import CheckpointError, InvalidInputError
+from sum_core.errors import CheckpointError
 from sum_core.modeling import SamModel, build_from_config
 
 STATE_FILE = "training_state.pth"

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from sum_core.errors import InvalidInputError
 from sum_core.imageio import read_image, write_image

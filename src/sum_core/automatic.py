@@ -47,6 +47,7 @@ from .nms import nms
 from .prompts import batch_to_model_frame, validate_prompts
 from .tiled_embedding import check_cancel
 from .tiling import Region, Tile, TileGrid, tile_grid
+from .validation import check_options
 from .zoo import DEFAULT_MODEL
 
 __all__ = [
@@ -172,16 +173,6 @@ def _upscale(model: SamModel, embedding: ImageEmbedding, low_res: torch.Tensor) 
     return upscale(model, embedding, low_res[:, None])[:, 0]
 
 
-def _check_options(options: AutoOptions | None) -> AutoOptions:
-    if options is None:
-        return AutoOptions()
-    if not isinstance(options, AutoOptions):
-        raise InvalidInputError(
-            f"options must be a sum_core.auto_options.AutoOptions, got {type(options).__name__}"
-        )
-    return options
-
-
 def generate_masks(
     model: SamModel,
     embedding: ImageEmbedding,
@@ -236,7 +227,7 @@ def generate_masks(
             f"embedding must be a sum_core ImageEmbedding (see sum_core.encoding.encode_image), "
             f"got {type(embedding).__name__}"
         )
-    options = _check_options(options)
+    options = check_options(options, AutoOptions)
     height, width = embedding.original_size
     points = point_grid(options.points_per_side) * np.array([height, width], dtype=np.float64)
     max_area = options.max_area_fraction * height * width
@@ -460,7 +451,7 @@ def auto_segment(
     >>> labels.shape, labels.dtype, uncertainty.dtype
     ((1040, 1392), dtype('uint32'), dtype('float32'))
     """
-    options = _check_options(options)
+    options = check_options(options, AutoOptions)
     prepared = prepare_image(image)
     shape = prepared.shape[:2]
     target = resolve_device(device)

@@ -20,12 +20,42 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .acceleration import autocast
+from .acceleration import autocast, check_compile, check_precision, compile_model
+from .device import resolve_device
 from .errors import InvalidInputError
 from .image import resize_longest_side
 from .modeling import ImageEmbedding, SamModel
 
-__all__ = ["encode", "encode_image", "model_name", "to_pixels", "weights_hash"]
+__all__ = ["encode", "encode_image", "model_name", "prepare_model", "to_pixels", "weights_hash"]
+
+
+def prepare_model(
+    model: SamModel, device: str | torch.device | None, precision: str, compile: bool
+) -> tuple[SamModel, torch.device, str]:
+    """Ready a model for inference: checked, on ``device`` (default CUDA, MPS, CPU), in eval mode,
+    compiled in place when asked (:func:`sum_core.acceleration.compile_model`).
+
+    Returns
+    -------
+    (SamModel, torch.device, str)
+        The model, the resolved device and the checked precision.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a ``SamModel``, an unknown or unsupported precision, ``compile=True`` without a compiler.
+    """
+    if not isinstance(model, SamModel):
+        raise InvalidInputError(
+            f"model must be a sum_core SamModel (from sum_core.load_model), got {type(model).__name__}"
+        )
+    check_compile(compile)
+    target = resolve_device(device)
+    precision = check_precision(precision, target)
+    model = model.to(target).eval()
+    if compile:
+        compile_model(model, target)
+    return model, target, precision
 
 
 def to_pixels(image: np.ndarray, encoder_size: int) -> torch.Tensor:

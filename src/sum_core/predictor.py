@@ -30,10 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .acceleration import check_compile, check_precision, compile_model
 from .decoding import decode_window
-from .device import resolve_device
-from .encoding import encode_image
+from .encoding import encode_image, prepare_model
 from .errors import InvalidInputError
 from .image import Normalization, prepare_image, validate_image
 from .modeling import ImageEmbedding, SamModel
@@ -102,16 +100,7 @@ class Predictor:
         compile: bool = False,
         memory_tiles: int = DEFAULT_MEMORY_TILES,
     ) -> None:
-        if not isinstance(model, SamModel):
-            raise InvalidInputError(
-                f"model must be a sum_core SamModel (from sum_core.load_model), got {type(model).__name__}"
-            )
-        check_compile(compile)
-        self.device = resolve_device(device)
-        self.precision = check_precision(precision, self.device)
-        self.model = model.to(self.device).eval()
-        if compile:
-            compile_model(self.model, self.device)
+        self.model, self.device, self.precision = prepare_model(model, device, precision, compile)
         self.memory_tiles = memory_tiles
         self._embedding: ImageEmbedding | None = None
         self._tiled: TiledPredictor | None = None

@@ -34,7 +34,6 @@ from typing import TypeVar
 
 import torch
 
-from .errors import InvalidInputError
 from .validation import check_int
 
 __all__ = ["prefetch", "uses_pinned_memory", "pin_for_transfer", "to_device"]

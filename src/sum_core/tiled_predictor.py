@@ -32,9 +32,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .acceleration import check_compile, check_precision, compile_model
 from .decoding import decode_window
-from .device import resolve_device
+from .encoding import prepare_model
 from .errors import InvalidInputError
 from .image import Normalization
 from .modeling import ImageEmbedding, SamModel
@@ -42,7 +41,7 @@ from .prediction import BACKGROUND_LOGIT, PredictOptions, TiledPrediction
 from .prompts import MASK_PROMPT_LOGIT, Prompts, mask_logits, to_low_res_frame, validate_prompts
 from .tiled_embedding import DEFAULT_MEMORY_TILES, TiledEmbeddings, check_cancel
 from .tiling import Region, Tile
-from .validation import check_index, check_int
+from .validation import check_index, check_int, check_options
 
 __all__ = ["TiledPredictor"]
 
@@ -114,16 +113,7 @@ class TiledPredictor:
         compile: bool = False,
         memory_tiles: int = DEFAULT_MEMORY_TILES,
     ) -> None:
-        if not isinstance(model, SamModel):
-            raise InvalidInputError(
-                f"model must be a sum_core SamModel (from sum_core.load_model), got {type(model).__name__}"
-            )
-        check_compile(compile)
-        self.device = resolve_device(device)
-        self.precision = check_precision(precision, self.device)
-        self.model = model.to(self.device).eval()
-        if compile:
-            compile_model(self.model, self.device)
+        self.model, self.device, self.precision = prepare_model(model, device, precision, compile)
         self.cache_path = cache
         self.tile_shape = tile_shape
         self.halo = halo
@@ -204,9 +194,7 @@ class TiledPredictor:
         -------
         TiledPrediction
         """
-        options = PredictOptions() if options is None else options
-        if not isinstance(options, PredictOptions):
-            raise InvalidInputError(f"options must be a PredictOptions, got {type(options).__name__}")
+        options = check_options(options, PredictOptions)
         options.uncertainty_for(self.model.config.hq)  # refuse a bad method before any work
         with self._lock:
             tiled = self._require_image()

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .options import TASKS
 
-__all__ = ["check_bool", "check_index", "check_int", "check_range", "check_task"]
+__all__ = ["check_bool", "check_index", "check_int", "check_options", "check_range", "check_task"]
 
 
 def check_range(value: Any, name: str, low: float, high: float) -> float:
@@ -99,3 +99,18 @@ def check_index(value: Any, name: str, n: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not 0 <= value < n:
         raise InvalidInputError(f"{name} must be an integer in [0, {n}), got {value!r}")
     return int(value)
+
+
+def check_options(value: Any, kind: type, name: str = "options") -> Any:
+    """An options object of dataclass type ``kind`` (``kind()``, its defaults, for None).
+
+    Raises
+    ------
+    InvalidInputError
+        Anything that is not a ``kind``.
+    """
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise InvalidInputError(f"{name} must be a {kind.__module__}.{kind.__name__}, got {type(value).__name__}")
+    return value

@@ -25,6 +25,7 @@ from ..prediction import PredictOptions
 from ..sources import fixed_normalization
 from ..tiled_embedding import check_cancel
 from ..tiling import tile_grid
+from ..validation import check_options
 from ..zoo import DEFAULT_MODEL, registry
 from . import auto, prompted
 from .model_spec import ModelSpec
@@ -141,7 +142,7 @@ def segment_zarr(
     """
     if mode not in ("auto", "prompts"):
         raise InvalidInputError(f"mode must be 'auto' or 'prompts', got {mode!r}")
-    options = _check_options(mode, options)
+    options = check_options(options, AutoOptions if mode == "auto" else PredictOptions, f"options (mode={mode!r})")
     target_device = resolve_device(device)
     check_precision(precision, target_device)
     check_compile(compile)
@@ -186,18 +187,6 @@ def segment_zarr(
         _run(graph, scheduler)
     out.finish()
     return out.group
-
-
-def _check_options(mode: str, options: Any) -> AutoOptions | PredictOptions:
-    """The options of a ``mode`` job (defaults for None); the other kind is refused."""
-    kind = AutoOptions if mode == "auto" else PredictOptions
-    if options is None:
-        return kind()
-    if not isinstance(options, kind):
-        raise InvalidInputError(
-            f"options: mode={mode!r} takes a {kind.__module__}.{kind.__name__}, got {type(options).__name__}"
-        )
-    return options
 
 
 def _signed_options(options: AutoOptions | PredictOptions) -> dict[str, Any]:
