@@ -94,7 +94,9 @@ class TiledEmbeddings:
     dtype : {"float32", "float16"}
         Storage dtype of the persistent cache.
     overwrite : bool
-        Discard an existing cache at ``cache`` made for something else.
+        Discard an existing cache at ``cache`` and start a new one, even one that matches (without
+        it, a cache made for other data, another model, tiling or preprocessing is refused; only a
+        zarr embedding cache is ever deleted).
     precision : {"fp32", "bf16", "fp16"}
         Encoder precision (:func:`sum_core.acceleration.autocast`; ``fp16`` needs CUDA).
         Part of the cache's preprocessing: a cache is filled at one precision only.

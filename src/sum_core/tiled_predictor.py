@@ -140,7 +140,8 @@ class TiledPredictor:
         normalization : Normalization, optional
             Intensity window, computed once for the whole image.
         overwrite : bool
-            Discard a cache at ``cache`` that was made for something else.
+            Discard an existing cache at ``cache`` and start a new one (see
+            :class:`~sum_core.tiled_embedding.TiledEmbeddings`).
         """
         embeddings = TiledEmbeddings(
             self.model, image, self.tile_shape, self.halo, self.cache_path,
