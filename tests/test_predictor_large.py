@@ -262,3 +262,44 @@ def test_two_threads_on_one_tiled_predictor_image_give_the_sequential_results(mo
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got.masks, want.masks)
         np.testing.assert_array_equal(got.uncertainties, want.uncertainties)
+
+
+def test_clicks_with_several_boxes_give_each_box_its_own_object_on_a_tiled_image(model, monkeypatch):
+    """SAM's semantics (clicks apply to every box) at a tiled size: box k's walk starts at box k,
+    not at the clicks' tile, so far-apart boxed objects both come back, each on its own pixels."""
+    shape = (2048, 2048)
+    truth = np.zeros(shape, bool)
+    truth[100:150, 100:150] = True
+    truth[1900:1950, 1900:1950] = True
+    monkeypatch.setattr(TiledPredictor, "_decode", fake_decoder(truth))
+    predictor = Predictor(model)
+    predictor.set_image(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))
+    pred = predictor.predict(points=[[120, 120]], box=[[90, 90, 160, 160], [1890, 1890, 1960, 1960]])
+    first, second = np.zeros(shape, bool), np.zeros(shape, bool)
+    first[100:150, 100:150] = True
+    second[1900:1950, 1900:1950] = True
+    np.testing.assert_array_equal(pred.masks[0], first)
+    np.testing.assert_array_equal(pred.masks[1], second)
+
+
+def test_negative_click_with_a_mask_prompt_reaches_the_decoder_on_a_tiled_image(model, monkeypatch):
+    """Refinement "remove this part": a mask prompt plus a negative click, no positive click or box."""
+    shape = (2048, 2048)
+    truth = np.zeros(shape, bool)
+    truth[100:150, 100:150] = True
+    truth[100:150, 200:250] = True
+    seen = []
+    fake = fake_decoder(truth)
+
+    def spy(self, window, embedding, points, labels, box, mask, options):
+        seen.append((None if labels is None else labels.tolist(), mask is not None))
+        return fake(self, window, embedding, points, labels, box, mask, options)
+
+    monkeypatch.setattr(TiledPredictor, "_decode", spy)
+    predictor = Predictor(model)
+    predictor.set_image(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))
+    pred = predictor.predict(points=[[120, 220]], labels=[0], mask_input=truth)
+    assert seen and seen[0] == ([0], True)
+    expected = np.zeros(shape, bool)
+    expected[100:150, 100:150] = True  # the clicked part is removed, the other one kept
+    np.testing.assert_array_equal(pred.mask, expected)

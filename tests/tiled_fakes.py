@@ -19,7 +19,9 @@ def fake_decoder(truth: np.ndarray, calls: list | None = None):
     """A ``TiledPredictor._decode`` returning exactly the parts of ``truth`` (in the window)
     under the positive clicks or inside the box; records ``(window, image points)`` in ``calls``.
 
-    ``truth`` is the ``(H, W)`` plane. The mask prompt is ignored; logits are +8 on the mask
+    ``truth`` is the ``(H, W)`` plane. A part of ``truth`` is returned when a positive click lies
+    on it, it reaches into the box or it overlaps the (window's full-resolution) mask prompt, and
+    no negative click lies on it; logits are +8 on the mask
     and -8 elsewhere, the uncertainty :data:`FAKE_UNCERTAINTY` on the mask, the score
     :data:`FAKE_SCORE`.
     """
@@ -28,7 +30,7 @@ def fake_decoder(truth: np.ndarray, calls: list | None = None):
         crop = truth[window.slices]
         if calls is not None:
             calls.append((window, None if points is None else points + (window.row0, window.col0)))
-        return _decode_crop(crop, points, labels, box)
+        return _decode_crop(crop, points, labels, box, mask)
 
     return decode
 
@@ -58,15 +60,19 @@ def use_fake_decoders(monkeypatch, truth: np.ndarray) -> None:
     monkeypatch.setattr(predictor_module, "decode_window", fake_window_decoder(truth))
 
 
-def _decode_crop(crop, points, labels, box) -> TileMasks:
+def _decode_crop(crop, points, labels, box, mask_prompt=None) -> TileMasks:
+    """The parts of ``crop`` under the positive clicks, reaching into the box or overlapping the
+    (full-resolution) mask prompt, minus the parts under negative clicks."""
     parts, _ = ndimage.label(crop)
-    ids = set()
+    ids, removed = set(), set()
     for (r, c), label in zip(points if points is not None else [], labels if labels is not None else []):
-        if label == 1:
-            ids.add(parts[min(int(r), crop.shape[0] - 1), min(int(c), crop.shape[1] - 1)])
+        part = parts[min(int(r), crop.shape[0] - 1), min(int(c), crop.shape[1] - 1)]
+        (ids if label == 1 else removed).add(part)
     if box is not None:  # every part that reaches into the box
         ids |= set(np.unique(parts[int(box[0]) : int(box[2]), int(box[1]) : int(box[3])]).tolist())
-    mask = np.isin(parts, sorted(ids - {0}))
+    if mask_prompt is not None:
+        ids |= set(np.unique(parts[np.asarray(mask_prompt) > 0]).tolist())
+    mask = np.isin(parts, sorted(ids - removed - {0}))
     logits = np.where(mask, 8.0, -8.0).astype(np.float32)
     return TileMasks(mask, logits, mask * FAKE_UNCERTAINTY, FAKE_SCORE)
 

@@ -219,10 +219,10 @@ class TiledPredictor:
                     )
             box_arr = None if prompts.boxes is None else prompts.boxes[0]
             positives = None if prompts.points is None else prompts.points[prompts.labels == 1]
-            if positives is not None and len(positives):
-                anchor = positives.mean(axis=0)
-            elif box_arr is not None:
+            if box_arr is not None:  # the box names the object; clicks refine it where the walk goes
                 anchor = (box_arr[:2] + box_arr[2:]) / 2
+            elif positives is not None and len(positives):
+                anchor = positives.mean(axis=0)
             elif full_mask is not None and (full_mask > 0).any():
                 anchor = np.argwhere(full_mask > 0).mean(axis=0)
             else:
@@ -233,11 +233,10 @@ class TiledPredictor:
             while pending and len(results) < max_tiles:
                 check_cancel(cancel)
                 tile = tiled.grid[pending.popleft()]
-                local = self._window_prompts(tile, prompts.points, prompts.labels, box_arr, results)
-                has_mask = full_mask is not None and (full_mask[tile.outer.slices] > 0).any()
-                if local is None and not has_mask:
+                has_mask = full_mask is not None and bool((full_mask[tile.outer.slices] > 0).any())
+                local = self._window_prompts(tile, prompts.points, prompts.labels, box_arr, results, has_mask)
+                if local is None:
                     continue
-                local = local or (None, None, None)
                 window_mask = None if full_mask is None else full_mask[tile.outer.slices]
                 embedding = tiled.embedding(slice_index, tile.index)
                 results[tile.index] = self._decode(tile.outer, embedding, *local, window_mask, options)
@@ -300,9 +299,11 @@ class TiledPredictor:
         labels: np.ndarray | None,
         box: np.ndarray | None,
         results: dict[int, TileMasks],
+        has_mask: bool = False,
     ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None] | None:
         """Window-local prompts of ``tile``: user prompts inside it plus clicks derived from
-        the mask found so far; None when there is nothing positive to prompt with."""
+        the mask found so far; None when there is nothing positive to prompt with (a positive
+        click, part of the box, or part of a mask prompt: ``has_mask``)."""
         win = tile.outer
         origin = np.array([win.row0, win.col0], dtype=np.float64)
         pts, lbs = [], []
@@ -323,7 +324,7 @@ class TiledPredictor:
             r1, c1 = min(box[2], win.row1), min(box[3], win.col1)
             if r1 > r0 and c1 > c0:
                 local_box = np.array([r0, c0, r1, c1]) - np.concatenate([origin, origin])
-        if local_box is None and not any(label == 1 for label in lbs):
+        if local_box is None and not has_mask and not any(label == 1 for label in lbs):
             return None
         if not pts:
             return None, None, local_box
