@@ -263,3 +263,20 @@ def test_readme_main_job_downloads_the_default_model_and_segments_the_sample(
     assert code == 0
     assert (tmp_path / "cache" / zoo.BUILTIN_MODELS[zoo.DEFAULT_MODEL].filename).exists()
     assert tifffile.imread(out).shape == tifffile.imread(unc).shape == (512, 512)
+
+
+def test_segment_refuses_a_bad_mask_prompt_before_loading_the_model(monkeypatch):
+    monkeypatch.setattr(sum_core.api, "resolve_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    image = np.random.default_rng(0).integers(0, 255, (300, 400), dtype=np.uint8)
+    with pytest.raises(InvalidInputError, match=r"mask_input: expected full-size \(300, 400\)"):
+        sum_core.segment(image, points=[[10, 10]], mask_input=np.zeros((300, 300), bool))
+    with pytest.raises(InvalidInputError, match="non-finite"):
+        sum_core.segment(image, points=[[10, 10]], mask_input=np.full((300, 400), np.nan))
+
+
+def test_plain_sam_with_hq_token_only_and_the_default_uncertainty():
+    """hq_token_only is ignored by plain SAM; 'auto' (entropy) then uses the SAM token."""
+    sam_model = build_from_config(small_vit_config(hq=False))
+    image = np.random.default_rng(0).integers(0, 255, (64, 80), dtype=np.uint8)
+    pred = sum_core.segment(image, points=[[30, 40]], model=sam_model, hq_token_only=True, device="cpu")
+    assert pred.uncertainty.shape == (64, 80) and np.isfinite(pred.uncertainty).all()

@@ -481,3 +481,21 @@ def test_cancel_stops_a_job_between_decoder_batches_and_it_resumes(tmp_path, mon
     assert same_partition(group["labels"][...], ndimage.label(image > 0)[0])
     with pytest.raises(InvalidInputError, match="cancel: only local dask schedulers"):
         segment_zarr(image, tmp_path / "x.zarr", cancel=cancel, scheduler="distributed")
+
+
+def test_a_checkpoint_retrained_in_place_is_another_job(tmp_path, monkeypatch):
+    """Resuming after the checkpoint file was overwritten with other weights (same path, same size)
+    would mix two models' labels in one target: the job is refused as a different model."""
+    import os
+
+    monkeypatch.setattr(batch_auto, "window_records", Counter())
+    path = tmp_path / "best.pth"
+    model = tiny_model()
+    torch.save(model.state_dict(), path)
+    image = blobs((96, 128), seed=3)
+    segment_zarr(image, tmp_path / "out.zarr", model=path, device="cpu", progress=False)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    with pytest.raises(InvalidInputError, match=r"different job \(differs in model\)"):
+        segment_zarr(image, tmp_path / "out.zarr", model=path, device="cpu", progress=False)

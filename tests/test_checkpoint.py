@@ -274,6 +274,21 @@ def test_resolve_model_loads_each_file_once_and_keeps_the_last_two(
         resolve_model(3)
 
 
+def test_resolve_model_loads_a_checkpoint_rewritten_in_place_again(hq_model, tmp_path, fresh_resolver):
+    """A retrained checkpoint saved over the old file is the new model, not the cached old one."""
+    import os
+
+    path = save(hq_model.state_dict(), tmp_path / "best.pth")
+    first = resolve_model(path, device="cpu")
+    retrained = {k: v + 1 if v.is_floating_point() else v for k, v in hq_model.state_dict().items()}
+    save(retrained, path)  # same size, same path
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later write on a coarse clock
+    second = resolve_model(path, device="cpu")
+    assert second is not first and len(fresh_resolver) == 2
+    assert torch.equal(second.state_dict()["mask_decoder.iou_token.weight"], retrained["mask_decoder.iou_token.weight"])
+
+
 def test_resolve_model_from_two_threads_loads_once(hq_model, tmp_path, monkeypatch, fresh_resolver):
     """The second thread waits for the first one's load and gets the same model."""
     path = save(hq_model.state_dict(), tmp_path / "hq.pth")

@@ -17,8 +17,9 @@ from .loading import resolve_model
 from .modeling import SamModel
 from .prediction import PredictOptions, Prediction, UncertaintyMethod
 from .predictor import Predictor
-from .prompts import validate_prompts
+from .prompts import mask_logits, validate_prompts
 from .sources import Planes, open_image
+from .tiling import tile_grid
 from .zoo import DEFAULT_MODEL
 
 
@@ -107,13 +108,38 @@ def segment(
     plane_shape = Planes(source).plane_shape
     if points is not None or labels is not None or box is not None:  # a mask prompt may come alone
         validate_prompts(points, labels, box, image_shape=plane_shape, default_positive=True)
+    low_res = _check_mask_input(mask_input, plane_shape)
     target = resolve_device(device)
     check_precision(precision, target)  # before loading the model
     sam_model = resolve_model(model, target)
     options.uncertainty_for(sam_model.config.hq)  # before encoding
+    if low_res:
+        config = sam_model.config
+        size = config.low_res_size
+        if np.shape(mask_input) != (1, size, size) or len(tile_grid(plane_shape, config.image_size, tile_shape, halo)) > 1:
+            raise InvalidInputError(
+                f"mask_input: (1, {size}, {size}) low-resolution logits fit only an image encoded as one window; "
+                f"give full-size {tuple(plane_shape)} logits or a bool mask, got shape {np.shape(mask_input)}"
+            )
     predictor = Predictor(sam_model, device=target, precision=precision, compile=compile)
     predictor.set_image(source, normalization, tile_shape=tile_shape, halo=halo)
     return predictor.predict(
         points=points, labels=labels, box=box, mask_input=mask_input, multimask=multimask,
         hq_token_only=hq_token_only, task=task, uncertainty=uncertainty,
     )  # fmt: skip
+
+
+def _check_mask_input(mask_input: Any, plane_shape: tuple[int, int]) -> bool:
+    """Check a mask prompt's shape before any model work; True for low-resolution logits."""
+    if mask_input is None:
+        return False
+    shape = np.shape(mask_input)
+    if len(shape) == 3 and shape[0] == 1 and shape[1] == shape[2]:
+        return True
+    if shape != tuple(plane_shape):
+        raise InvalidInputError(
+            f"mask_input: expected full-size {tuple(plane_shape)} logits or a bool mask (or (1, L, L) "
+            f"low-resolution logits), got shape {shape}"
+        )
+    mask_logits(mask_input)  # finite numbers or a bool mask
+    return False

@@ -114,7 +114,7 @@ def decode_window(
     if method == "disagreement":
         unc_map = unc.disagreement(full_sam, full_hq)
     elif method == "entropy":
-        unc_map = unc.bernoulli_entropy(full_hq if options.hq_token_only else full_sam)
+        unc_map = unc.bernoulli_entropy(full_hq if hq and options.hq_token_only else full_sam)
     else:
         unc_map = _ensemble(model, image, prompts, options)
     k = full.shape[0]

@@ -69,7 +69,8 @@ def resolve_model(
 ) -> SamModel:
     """A loaded model for a registry name, a checkpoint path or a model (returned as is).
 
-    Names and paths are loaded once per device and kept (the last
+    Names and paths are loaded once per device and file version (size and modification time:
+    a checkpoint rewritten in place is loaded again) and kept (the last
     :data:`MAX_RESOLVED_MODELS`), so repeated calls (``segment`` in a loop, the tasks
     of a batch job on several threads) share one model. Thread-safe: concurrent calls
     for the same model load it once.
@@ -95,7 +96,8 @@ def resolve_model(
     target = resolve_device(device)
     with _RESOLVE_LOCK:
         path = zoo.locate(model)
-        key = (str(path.resolve()), str(target))
+        stat = path.stat()  # a file rewritten in place (a retrained checkpoint) is loaded again
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(target))
         if key not in _RESOLVED:
             _RESOLVED[key] = load_checkpoint(path, device=target)
             while len(_RESOLVED) > MAX_RESOLVED_MODELS:

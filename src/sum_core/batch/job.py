@@ -158,7 +158,8 @@ def segment_zarr(
         object_prompts, table_hash = read_prompts_table(prompts)
         check_prompts(object_prompts, volume.n_slices, volume.plane_shape)
     spec = ModelSpec(model, precision, compile)
-    encoder_size = spec.load(target_device).config.image_size  # loaded once per process, kept
+    loaded = spec.load(target_device)  # loaded once per process, kept
+    encoder_size = loaded.config.image_size
     grid = tile_grid(volume.plane_shape, encoder_size, tile_shape, halo)
     signature = {
         "source": {"identity": volume.identity, "shape": list(volume.array.shape),
@@ -168,7 +169,7 @@ def segment_zarr(
         "options": _signed_options(options),
         "prompts": table_hash,
         "tiling": {"tile_shape": list(grid.tile_shape), "halo": list(grid.halo)},
-        "model": _model_identity(model),
+        "model": _model_identity(model, loaded),
     }
     if precision != "fp32":  # fp32 jobs keep the signature they had before precisions existed
         signature["precision"] = precision
@@ -267,18 +268,14 @@ def _finished(*_results: Any) -> None:
     return None
 
 
-def _model_identity(model: str | os.PathLike | SamModel) -> str:
-    """Registry name, checkpoint path (with size), or the hash of a loaded model's weights
-    (:func:`sum_core.encoding.weights_hash`, computed once per model state).
-
-    ``model`` was resolved already (:func:`sum_core.loading.resolve_model`): a string is a
-    registry name or an existing file, with registry names first (:func:`sum_core.zoo.locate`).
+def _model_identity(model: str | os.PathLike | SamModel, loaded: SamModel) -> str:
+    """The registry name (registry files are hash-checked, so a name is one set of weights), or
+    else the hash of the loaded weights (:func:`sum_core.encoding.weights_hash`, computed once per
+    model state): a checkpoint file retrained in place is another model, never resumed into.
     """
-    if isinstance(model, SamModel):
-        return f"weights:{weights_hash(model)}"
-    if str(model) not in registry() and os.path.isfile(model):
-        return f"file:{os.path.abspath(model)}:{os.path.getsize(model)}"
-    return f"name:{model}"
+    if not isinstance(model, SamModel) and str(model) in registry():
+        return f"name:{model}"
+    return f"weights:{weights_hash(loaded)}"
 
 
 class _CancelBeforeTasks(Callback):
