@@ -158,3 +158,19 @@ def test_dask_arrays_are_read_window_by_window():
     assert isinstance(window, np.ndarray)
     np.testing.assert_array_equal(window, stack[1, 10:40, 20:60])
     assert fixed_normalization(planes) == fixed_normalization(Planes(stack, stack_axis=0))
+
+
+def test_numpy_images_are_normalised_exactly_as_prepare_image_does_at_camera_sizes():
+    """One intensity window per image whatever the entry point: tiled paths (fixed_normalization)
+    and one-window paths (prepare_image) agree on a 2160 x 2560 uint16 camera image (> 4 Mpixel)."""
+    from sum_core.image import Normalization, prepare_image, to_uint8_rgb
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(500, 40, (2160, 2560)).clip(0).astype(np.uint16)
+    image[rng.random(image.shape) < 0.002] = 4000  # sparse bright cells: sampling would miss them
+    window = fixed_normalization(Planes(image))
+    exact = Normalization().window(image.astype(np.float64))
+    assert window.limits == pytest.approx(exact, rel=0, abs=0)
+    np.testing.assert_array_equal(to_uint8_rgb(image, window), prepare_image(image))
+    rgba = rng.integers(0, 4000, (300, 400, 4), dtype=np.uint16)
+    np.testing.assert_array_equal(to_uint8_rgb(rgba, fixed_normalization(Planes(rgba))), prepare_image(rgba))

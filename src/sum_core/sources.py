@@ -25,8 +25,10 @@ from .tiling import Region
 
 __all__ = ["Planes", "fixed_normalization", "open_image"]
 
-# fixed_normalization: below this many values everything is read, above it a grid of windows.
+# fixed_normalization: below this many pixels everything is read, above it a grid of windows
+# (in-memory numpy images are read whole up to a larger size: they cost no I/O).
 _MAX_SAMPLE = 1 << 22
+_MAX_SAMPLE_IN_MEMORY = 1 << 26
 _N_WINDOWS = 8  # per plane axis (so up to 64 windows per sampled plane)
 _WINDOW = 64
 _MAX_SAMPLED_SLICES = 16
@@ -175,17 +177,23 @@ def _sample(planes: Planes) -> np.ndarray:
     """Values of a sample of the whole image/stack (everything if it is small)."""
     h, w = planes.plane_shape
     n = planes.n_slices
-    if n * h * w <= _MAX_SAMPLE:
-        return np.concatenate([planes.read(s).ravel() for s in range(n)])
+    limit = _MAX_SAMPLE_IN_MEMORY if isinstance(planes.image, np.ndarray) else _MAX_SAMPLE
+    if n * h * w <= limit:
+        return np.concatenate([_colour(planes.read(s)).ravel() for s in range(n)])
     n_sampled = min(n, _MAX_SAMPLED_SLICES)
     slices = sorted({round(i * (n - 1) / max(n_sampled - 1, 1)) for i in range(n_sampled)})
     wh, ww = min(h, _WINDOW), min(w, _WINDOW)
     rows = sorted({round(i * (h - wh) / (_N_WINDOWS - 1)) for i in range(_N_WINDOWS)})
     cols = sorted({round(i * (w - ww) / (_N_WINDOWS - 1)) for i in range(_N_WINDOWS)})
     pieces = [
-        planes.read(s, Region(r, c, r + wh, c + ww)).ravel() for s in slices for r in rows for c in cols
+        _colour(planes.read(s, Region(r, c, r + wh, c + ww))).ravel() for s in slices for r in rows for c in cols
     ]
     return np.concatenate(pieces)
+
+
+def _colour(window: np.ndarray) -> np.ndarray:
+    """The colour values of a window (an alpha channel is not part of the image's contrast)."""
+    return window[..., :3] if window.ndim == 3 and window.shape[-1] == 4 else window
 
 
 def fixed_normalization(
@@ -194,10 +202,12 @@ def fixed_normalization(
     """One intensity window for the whole image or stack, as a ``Normalization(limits=...)``.
 
     Computing percentiles per tile (or per slice) would give every tile its own contrast;
-    this computes them once, on all values of images up to 4 Mpixel (then the result equals
-    :func:`sum_core.image.prepare_image`'s own percentiles) and otherwise on a regular grid
-    of 64×64 windows (8×8 per plane, on up to 16 evenly spaced slices), which reads a few
-    hundred chunks of a lazy image, never all of it.
+    this computes them once, on all values of in-memory numpy images up to 64 Mpixel and of
+    lazy images up to 4 Mpixel (then the result equals :func:`sum_core.image.prepare_image`'s
+    own percentiles, so a numpy image is normalised the same way by every entry point), and
+    otherwise on a regular grid of 64×64 windows (8×8 per plane, on up to 16 evenly spaced
+    slices), which reads a few hundred chunks of a lazy image, never all of it. Alpha channels
+    are left out, as :func:`~sum_core.image.prepare_image` does.
 
     Parameters
     ----------
@@ -217,8 +227,8 @@ def fixed_normalization(
         return normalization
     if planes.dtype == np.bool_ or (planes.dtype == np.uint8 and normalization is None):
         return None
-    values = _sample(planes).astype(np.float64, copy=False)
-    finite = values[np.isfinite(values)]
+    values = _sample(planes)
+    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
     if finite.size == 0:
         raise InvalidInputError("image: the sampled pixels are all NaN or infinite")
     lo, hi = (normalization or Normalization()).window(finite)
