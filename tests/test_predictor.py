@@ -264,3 +264,19 @@ def test_errors(hq_pair, sam_pair, hq_predictors):
         plain.predict(points=[[1, 1]], labels=[1], uncertainty="disagreement")
     with pytest.raises(InvalidInputError, match="SamModel"):
         Predictor("vit_b")
+
+
+def test_mask_prompt_is_sams_low_res_logits_for_one_window_and_full_size_when_tiled():
+    torch.manual_seed(0)
+    model = build_from_config(small_vit_config().replace(image_size=256))
+    predictor = Predictor(model, device="cpu")
+    rng = np.random.default_rng(0)
+    predictor.set_image(rng.integers(0, 255, (200, 240), dtype=np.uint8))
+    pred = predictor.predict(box=[[10, 10, 60, 60], [100, 100, 150, 200]])
+    np.testing.assert_array_equal(pred.mask_prompt(1), pred.low_res_logits[1])
+    assert predictor.predict(points=[[30, 30]], mask_input=pred.mask_prompt(0)).masks.shape == (1, 200, 240)
+    predictor.set_image(rng.integers(0, 255, (300, 500), dtype=np.uint8))  # tiled: 256-px windows
+    tiled = predictor.predict(points=[[150, 250]])
+    np.testing.assert_array_equal(tiled.mask_prompt(), tiled.logits[0])
+    with pytest.raises(InvalidInputError, match=r"k must be an integer in \[0, 1\)"):
+        tiled.mask_prompt(1)

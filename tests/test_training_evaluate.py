@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from sum_core.prediction import Prediction
 from training import evaluate
 from training.metrics import boundary_iou
 
@@ -28,6 +29,12 @@ def _half() -> np.ndarray:
     return mask
 
 
+
+def _prediction(mask, uncertainty, logits) -> Prediction:
+    """One object as the predictor returns it for a tiled image (full-size mask prompts)."""
+    return Prediction(masks=mask[None], scores=np.ones(1, np.float32), logits=logits[None],
+                      uncertainties=uncertainty[None], low_res_logits=None)
+
 class FakePredictor:
     """Box prompt: the left half of the square ("half") or the square ("good"); clicks: the square."""
 
@@ -44,11 +51,7 @@ class FakePredictor:
                                     "task": task, **options})
         truth = _truth()
         mask = _half() if box is not None and self.model.name == "half" else truth
-        return SimpleNamespace(
-            mask=mask,
-            uncertainty=(mask != truth).astype(np.float32),
-            logits=np.where(mask, 7.0, -7.0).astype(np.float32)[None],
-        )
+        return _prediction(mask, (mask != truth).astype(np.float32), np.where(mask, 7.0, -7.0).astype(np.float32))
 
 
 @pytest.fixture
@@ -119,8 +122,7 @@ def test_click_protocol_feeds_previous_logits():
             Stepper.inputs.append(mask_input)
             truth = _truth()
             mask = _half() if points is None or len(points) < 3 else truth
-            return SimpleNamespace(mask=mask, uncertainty=np.zeros((64, 64), np.float32),
-                                   logits=np.full((1, 64, 64), len(Stepper.inputs), np.float32))
+            return _prediction(mask, np.zeros((64, 64), np.float32), np.full((64, 64), len(Stepper.inputs), np.float32))
 
     scores = evaluate.score_instance(Stepper(), _truth(), [1, 3, 5], task=1, threshold=0.6)
     assert scores["1pt mIoU"] == pytest.approx(0.5)

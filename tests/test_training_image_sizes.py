@@ -131,7 +131,15 @@ def test_evaluate_scores_a_corner_object(base, shape, tmp_path, monkeypatch):
     data = tmp_path / "data"
     write_pair(data, "big", image, target.astype(np.uint8) * 7)
     calls: list = []
-    monkeypatch.setattr(TiledPredictor, "_decode", fake_decoder(predicted, calls))
+    fake = fake_decoder(predicted, calls)
+
+    def positive_clicks(self, window, embedding, points, labels, box, mask, options):
+        # This test checks the scores at each size, not the click protocol: the correcting
+        # (negative) clicks on the blob count as positive, so the fake's object stays the same.
+        labels = None if labels is None else np.ones_like(labels)
+        return fake(self, window, embedding, points, labels, box, mask, options)
+
+    monkeypatch.setattr(TiledPredictor, "_decode", positive_clicks)
     out = tmp_path / "eval.csv"
     argv = ["--checkpoints", str(base), "--data", str(data), "--clicks", "1", "3", "--output", str(out),
             "--device", "cpu", "--no-progress"]

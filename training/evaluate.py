@@ -14,8 +14,9 @@ For every instance of every dataset folder (``images/`` + ``masks/``):
 
 Images of every size go through the same code: :class:`sum_core.Predictor` returns
 full-size masks at every size (an image larger than the encoder is tiled at full
-resolution), and the mask prompt is the previous prediction's full-size logits
-(``Prediction.logits[0]``), which the predictor maps into each encoded window.
+resolution), and the mask prompt is the previous prediction's ``Prediction.mask_prompt()``:
+SAM's own low-resolution logits when the image is one encoder window (SAM's iterative-click
+protocol, so scores compare with the reference's), the full-size logits when it is tiled.
 
 Scores are mIoU and mean boundary IoU per dataset (mean over instances) and
 overall (mean over datasets).  A Markdown table is printed; the summary CSV
@@ -82,16 +83,16 @@ def score_instance(
     mask = np.zeros_like(target, dtype=bool)
     points: list[np.ndarray] = []
     labels: list[int] = []
-    logits = None
+    prompt = None
     for n in range(1, max(clicks) + 1):
         click = center_click(mask, target)
         if click is not None:
             points.append(click[0])
             labels.append(click[1])
             pred = predictor.predict(
-                points=np.stack(points), labels=np.array(labels), mask_input=logits, task=task
+                points=np.stack(points), labels=np.array(labels), mask_input=prompt, task=task
             )
-            mask, logits = pred.mask, pred.logits[0]
+            mask, prompt = pred.mask, pred.mask_prompt()
         if n in clicks:
             scores[f"{n}pt mIoU"] = mask_iou(mask, target)
             scores[f"{n}pt mBIoU"] = boundary_iou(mask, target)

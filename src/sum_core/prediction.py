@@ -20,7 +20,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .options import UNCERTAINTY_METHODS
 from .tiling import Region
-from .validation import check_bool, check_int, check_task
+from .validation import check_bool, check_index, check_int, check_task
 
 __all__ = ["BACKGROUND_LOGIT", "PredictOptions", "Prediction", "TiledPrediction"]
 
@@ -117,8 +117,8 @@ class Prediction:
         float32 ``(K,)``: predicted IoU of each mask (the IoU head's output; of the tile
         where the object was prompted for a tiled image).
     logits : np.ndarray
-        float32 ``(K, H, W)`` mask logits at the image's size; pass ``logits[k]`` back as
-        ``mask_input`` to refine object ``k`` at any image size.
+        float32 ``(K, H, W)`` mask logits at the image's size (``mask_prompt(k)`` gives object
+        ``k`` as the next ``mask_input``).
     uncertainties : np.ndarray
         float32 ``(K, H, W)`` in [0, 1]: per-pixel uncertainty (see :class:`PredictOptions`).
     low_res_logits : np.ndarray or None
@@ -134,6 +134,13 @@ class Prediction:
 
     def __len__(self) -> int:
         return len(self.masks)
+
+    def mask_prompt(self, k: int = 0) -> np.ndarray:
+        """Object ``k`` as the ``mask_input`` of the next prediction (a refining click, the next
+        slice): SAM's own ``(1, L, L)`` low-resolution logits when the image was encoded as one
+        window (SAM's iterative-click protocol, exactly), else the full-size ``(H, W)`` logits."""
+        k = check_index(k, "k", len(self))
+        return self.logits[k] if self.low_res_logits is None else self.low_res_logits[k]
 
     @property
     def mask(self) -> np.ndarray:

@@ -66,12 +66,6 @@ class _SliceSegmenter:
         return self.predictor.predict(points=points, labels=labels, box=box, mask_input=mask_input, **options)
 
 
-def _mask_prompt(pred: Prediction) -> np.ndarray:
-    """The one object of ``pred`` as the next slice's mask prompt: SAM's low-resolution
-    logits when the slice was one window, else the full-size logits."""
-    return pred.logits[0] if pred.low_res_logits is None else pred.low_res_logits[0]
-
-
 def _mask_prompts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(points (1, 2), labels (1,), box (4,)) derived from a non-empty mask."""
     rows, cols = np.nonzero(mask)
@@ -203,7 +197,7 @@ def propagate(
         pred = segmenter.segment(index, start.points, start.labels, start.boxes, None, options)
         if pred is None or not pred.mask.any():
             return out
-        start_mask, start_prompt = pred.mask, _mask_prompt(pred)
+        start_mask, start_prompt = pred.mask, pred.mask_prompt()
     put(index, start_mask)
     with tqdm(total=n - 1, desc="propagating", unit="slice", disable=not progress) as bar:
         for step in (1, -1):
@@ -221,5 +215,5 @@ def propagate(
                 ):
                     break
                 put(s, pred.mask)
-                prev_mask, prev_prompt, s = pred.mask, _mask_prompt(pred), s + step
+                prev_mask, prev_prompt, s = pred.mask, pred.mask_prompt(), s + step
     return out
