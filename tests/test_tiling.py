@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sum_core.errors import InvalidInputError
-from sum_core.tiling import Region, TileGrid, default_tiling, encoded_pixel_ratio
+from sum_core.tiling import Region, TileGrid, default_tiling, encoded_pixel_ratio, tile_grid
 
 
 def test_grid_regions_by_hand() -> None:
@@ -141,3 +141,16 @@ def test_encoded_pixel_ratio_of_micro_sam_tiling() -> None:
     interior = grid[11]
     assert interior.outer.shape == (1536, 1536)
     assert 2.0 < encoded_pixel_ratio(grid) < 2.25
+
+
+@pytest.mark.parametrize("shape", [(1040, 1392), (2048, 2048), (2160, 2560)])
+@pytest.mark.parametrize("halo", [0, 64, 128, 200])
+def test_a_halo_alone_shrinks_the_tiles_so_no_window_is_downscaled(shape, halo):
+    grid = tile_grid(shape, 1024, halo=halo)
+    assert grid.halo == (halo, halo)
+    assert max(max(t.outer.shape) for t in grid) <= 1024  # every window fits the encoder
+
+
+def test_a_halo_that_leaves_no_tile_is_refused():
+    with pytest.raises(InvalidInputError, match="leaves no room for a tile"):
+        tile_grid((2048, 2048), 1024, halo=512)

@@ -8,9 +8,9 @@ How the image is encoded is decided by one size rule, :func:`sum_core.tiling.til
 
 - an image of at most the encoder size (1024 px) on both sides is encoded once, as a whole,
   in ``set_image`` (SAM's own path, equal to the reference implementation);
-- a larger image (or any image given with ``cache=``, ``tile_shape=`` or ``halo=``) is cut
-  into windows of at most the encoder size, so that no pixel is downscaled (small cells keep
-  their resolution). Nothing is encoded in ``set_image``: each ``predict`` encodes only the
+- a larger image is cut into windows of at most the encoder size, so that no pixel is
+  downscaled (small cells keep their resolution); ``tile_shape=`` / ``halo=`` choose another
+  tiling, and an image with ``cache=`` is always handled tile by tile (its tiles persist). Nothing is encoded in ``set_image``: each ``predict`` encodes only the
   tiles its object reaches (:class:`~sum_core.tiled_predictor.TiledPredictor` follows the
   object across tile borders) and pastes the windows back into full-size results. Pass
   ``tile_shape=image.shape[:2]`` to encode a large image as one downscaled window instead
@@ -161,6 +161,13 @@ class Predictor:
         overwrite : bool
             Discard an existing cache at ``cache`` and start a new one (without it, a cache
             made for other data, another model, tiling or preprocessing is refused).
+
+        Notes
+        -----
+        A tiled image is read tile by tile when a prompt first reaches a tile, so the array
+        must not change while it is bound: after editing it, call ``set_image`` again (and
+        with ``cache=``, pass ``overwrite=True`` unless the data hash tells the edit apart:
+        lazy sources are hashed by samples, see :func:`sum_core.embedding_cache.data_hash`).
         """
         if isinstance(image, np.ndarray):
             validate_image(image)

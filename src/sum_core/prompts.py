@@ -7,8 +7,9 @@ image:
   0 negative.
 - ``box``: ``(4,)`` or ``(K, 4)`` boxes ``(row0, col0, row1, col1)``; K boxes
   give K masks.
-- ``mask_input``: ``(L, L)`` or ``(1, L, L)`` logits (a previous prediction's
-  low-resolution logits).
+- ``mask_input`` (here): ``(1, L, L)`` logits in the decoder's low-resolution frame (a
+  previous prediction's ``low_res_logits[k]``); full-size masks and logits are mapped into
+  that frame, window by window, with :func:`mask_logits` and :func:`to_low_res_frame`.
 
 Coordinates are continuous: pixel ``(r, c)`` covers ``[r, r+1) × [c, c+1)``.
 Valid coordinates lie in the closed range ``[0, H] × [0, W]``: the far edge is

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .errors import InvalidInputError
+from .validation import check_int
 
 __all__ = ["Region", "Tile", "TileGrid", "default_tiling", "encoded_pixel_ratio", "tile_grid"]
 
@@ -201,7 +202,7 @@ def encoded_pixel_ratio(grid: TileGrid) -> float:
     return total / (grid.shape[0] * grid.shape[1])
 
 
-def default_tiling(shape: Sequence[int], encoder_size: int = 1024) -> TileGrid:
+def default_tiling(shape: Sequence[int], encoder_size: int = 1024, halo: int | None = None) -> TileGrid:
     """Tiling that keeps every encoded window within ``encoder_size`` (no downscaling).
 
     A plane whose sides are both ``<= encoder_size`` is a single tile without halo. Larger
@@ -225,14 +226,19 @@ def default_tiling(shape: Sequence[int], encoder_size: int = 1024) -> TileGrid:
         ``(height, width)`` of the plane.
     encoder_size : int
         Side of the model input (1024 for SAM); must be >= 32.
+    halo : int, optional
+        Another halo for planes that are split (default ``encoder_size // 16``); the tiles
+        shrink so that tile + 2 halo still fits the encoder (no window is downscaled).
     """
     h, w = _pair(shape, "shape", 1)
     if isinstance(encoder_size, bool) or not isinstance(encoder_size, int) or encoder_size < 32:
         raise InvalidInputError(f"encoder_size must be an int >= 32, got {encoder_size!r}")
     if h <= encoder_size and w <= encoder_size:
         return TileGrid((h, w), (h, w), 0)
-    halo = encoder_size // 16
+    halo = encoder_size // 16 if halo is None else check_int(halo, "halo", 0)
     max_inner = encoder_size - 2 * halo
+    if max_inner < 1:
+        raise InvalidInputError(f"halo={halo} leaves no room for a tile in a {encoder_size}-pixel encoder window")
     tile = tuple(
         n if n <= encoder_size else math.ceil(n / math.ceil(n / max_inner)) for n in (h, w)
     )
@@ -256,7 +262,8 @@ def tile_grid(
     - ``tile_shape`` given: tiles of that size with ``halo`` (default ``encoder_size // 16``).
       ``tile_shape`` equal to the plane's shape (or larger) means one window resized to the
       encoder, SAM's own behaviour: faster (one encoder run), coarser.
-    - only ``halo``: the default tile size with that halo.
+    - only ``halo`` (an int): the default tiling with that halo, its tiles shrunk so that no
+      window is downscaled; a ``(rows, cols)`` halo keeps the default tile size.
 
     Parameters
     ----------
@@ -270,5 +277,7 @@ def tile_grid(
     if tile_shape is None and halo is None:
         return default_tiling(shape, encoder_size)
     if tile_shape is None:
+        if _is_int(halo):
+            return default_tiling(shape, encoder_size, halo)
         tile_shape = default_tiling(shape, encoder_size).tile_shape
     return TileGrid(shape, tile_shape, encoder_size // 16 if halo is None else halo)
