@@ -482,3 +482,46 @@ def test_offline_download_is_a_notification(make_napari_viewer, qtbot, tmp_path,
     messages = errors(notifications)
     assert len(messages) == 1 and "unreachable_model" in messages[0]
     assert widget.status_label.text().startswith("Embedding failed")
+
+
+@pytest.mark.gui
+def test_scrolling_during_propagation_keeps_it_running_and_blank_slices_raise_no_popup(
+    make_napari_viewer, qtbot, tiny_checkpoint, notifications, monkeypatch
+):
+    """The user scrolls to watch a running propagation: the job goes on (it used to be cancelled
+    by the preparation of the new slice); scrolling onto a blank slice afterwards only says so in
+    the status line, no error pop-up."""
+    import threading
+
+    import napari_sum_hq._interactive_widget as iw
+    from napari_sum_hq._propagation import PropagationResult
+
+    release = threading.Event()
+
+    def slow_job(choice, model, stack, index, mask, token, *rest):
+        release.wait(20)
+        token.check()
+        return PropagationResult(model, ())
+
+    monkeypatch.setattr(iw, "propagation_job", slow_job)
+    viewer = make_napari_viewer()
+    stack = np.stack([disk_image((64, 64), (32, 32), 10 + z) for z in range(6)])
+    stack[5] = 0  # a blank slice
+    viewer.add_image(stack, name="stack")
+    viewer.dims.set_current_step(0, 2)
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "stack")
+    where = np.nonzero(stack[2] > 100)
+    widget.layers.current().data_setitem((np.full(where[0].size, 2), *where), 1)
+    widget.propagate()
+    assert widget._job.name == "Propagation"
+    viewer.dims.set_current_step(0, 4)  # the user scrolls to watch
+    qtbot.wait(600)  # longer than the slice debounce
+    assert widget._job is not None and widget._job.name == "Propagation"
+    release.set()
+    qtbot.waitUntil(lambda: widget._job is None, timeout=20000)
+    assert "Propagated from slice 2" in widget.status_label.text()  # ran to its end, not cancelled
+    shown = len(notifications)
+    viewer.dims.set_current_step(0, 5)
+    qtbot.waitUntil(lambda: "failed" in widget.status_label.text(), timeout=20000)
+    assert "all pixels are equal" in widget.status_label.text()
+    assert len(notifications) == shown

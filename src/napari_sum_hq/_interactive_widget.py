@@ -130,6 +130,7 @@ class _Job:
     worker: Any
     stop: Callable[[], None] | None
     status: Callable[[], str] | None
+    quiet_errors: bool = False  # errors go to the status line only (background preparation)
 
 
 class InteractiveSegmentationWidget(QWidget):
@@ -439,8 +440,12 @@ class InteractiveSegmentationWidget(QWidget):
     def _on_slice_settled(self) -> None:
         if self.image_layer is None:
             return
+        if self._job is not None and self._job.name != "Embedding":
+            return  # never interrupt a segmentation or a propagation by scrolling
         try:
-            self._ensure_predictor(self.current_slice())
+            # prepared in the background: a plane that cannot be segmented (a blank slice)
+            # only says so in the status line
+            self._ensure_predictor(self.current_slice(), quiet=True)
         except SumError:
             pass  # e.g. a 3D view: nothing to prepare until the user segments
 
@@ -455,18 +460,19 @@ class InteractiveSegmentationWidget(QWidget):
             return
         self._start_prepare(key)
 
-    def _ensure_predictor(self, key: SliceKey):
-        """Return the predictor of plane ``key``, or start preparing it and return ``None``."""
+    def _ensure_predictor(self, key: SliceKey, quiet: bool = False):
+        """Return the predictor of plane ``key``, or start preparing it and return ``None``
+        (``quiet``: a failure is shown in the status line only)."""
         choice = self.model_choice()
         if self.predictors.model_for(choice) is not None:
             predictor = self.predictors.predictor(key)
             if predictor is not None:
                 return predictor
         if self._preparing != (choice, key):
-            self._start_prepare(key)
+            self._start_prepare(key, quiet)
         return None
 
-    def _start_prepare(self, key: SliceKey) -> None:
+    def _start_prepare(self, key: SliceKey, quiet: bool = False) -> None:
         choice = self.model_choice()
         image = self.image_layer
         memory_tiles = STACK_MEMORY_TILES if key else None
@@ -477,6 +483,7 @@ class InteractiveSegmentationWidget(QWidget):
              self.cache_edit.text().strip() or None, image.name, memory_tiles),
             self._on_prepared,
             steps=True,
+            quiet_errors=quiet,
         )  # fmt: skip
         self._preparing = (choice, key)
         where = f" of slice {key}" if key else ""
@@ -698,6 +705,7 @@ class InteractiveSegmentationWidget(QWidget):
         status: Callable[[], str] | None = None,
         relay: ProgressRelay | None = None,
         steps: bool = False,
+        quiet_errors: bool = False,
     ) -> None:
         """Run ``function(*args)`` in a worker; ``on_result`` gets its value on the GUI thread.
 
@@ -719,7 +727,7 @@ class InteractiveSegmentationWidget(QWidget):
         if relay is not None:
             relay.progressed.connect(partial(self._on_job_progress, generation))
         self._workers.add(worker)
-        self._job = _Job(name, worker, stop, status)
+        self._job = _Job(name, worker, stop, status, quiet_errors)
         self.cancel_button.setEnabled(True)
         if steps:
             self.progress_bar.setRange(0, len(PREPARE_STEPS))
@@ -754,23 +762,28 @@ class InteractiveSegmentationWidget(QWidget):
     def _on_job_error(self, generation: int, exc: BaseException) -> None:
         if generation != self._generation:
             return
-        name = self._job.name
+        name, quiet = self._job.name, self._job.quiet_errors
         self._segment_when_ready = False
         if isinstance(exc, (Cancelled, JobCancelled)):
             self._finish_job(f"{name} cancelled.")
             return
         message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
         self._finish_job(f"{name} failed: {message}")
-        show_error(message)
+        if not (quiet and isinstance(exc, SumError)):
+            show_error(message)
 
     def _finish_job(self, status: str) -> None:
+        self._end_job(done=True)
+        self.status_label.setText(status)
+
+    def _end_job(self, done: bool) -> None:
+        """Forget the running job and reset the progress controls (full bar when ``done``)."""
         self._job = None
         self._preparing = None
         self._progress_timer.stop()
         self.cancel_button.setEnabled(False)
         self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1)
-        self.status_label.setText(status)
+        self.progress_bar.setValue(int(done))
 
     def cancel(self, quiet: bool = False) -> None:
         """Stop the running job: its worker stops at its next check (between tiles, slices
@@ -783,12 +796,7 @@ class InteractiveSegmentationWidget(QWidget):
             job.stop()
         self._generation += 1
         self._segment_when_ready = False
-        self._job = None
-        self._preparing = None
-        self._progress_timer.stop()
-        self.cancel_button.setEnabled(False)
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
+        self._end_job(done=False)
         if not quiet:
             self.status_label.setText(f"{job.name} cancelled.")
 

@@ -65,6 +65,7 @@ def propagation_job(
         task=task,
         device=next(model.parameters()).device,
         progress=False,
+        cancel=token.event,  # also stops inside a slice, between its tiles
     )
     pieces = (object_piece((z,), plane, 1) for z, plane in enumerate(out))
     return PropagationResult(model, tuple(piece for piece in pieces if piece is not None))
