@@ -41,9 +41,11 @@ from tiled_fakes import FAKE_UNCERTAINTY, fake_decoder
 
 pytestmark = pytest.mark.gui
 
-#: Longest GUI-thread stall accepted in a workflow: the 100 ms target with a 5x margin for a
-#: loaded 2-core CI machine (the bugs guarded stalled 2.8 s and 7.6 s).
-GAP_BOUND_MS = 500
+#: Longest GUI-thread stall accepted in a workflow: the 100 ms target with a 10x margin for a
+#: loaded 2-core CI machine with software rendering (single redraws of a 12 Mpixel plane were
+#: seen at 260 ms under load); the bugs guarded stalled 2.8 s and 7.6 s. The measured gaps of a
+#: quiet machine are in benchmarks/README.md (bench_widget.py).
+GAP_BOUND_MS = 1000
 #: Time given to the redraws a workflow queued, inside its measured block.
 REDRAW_MS = 200
 
