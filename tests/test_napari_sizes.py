@@ -7,7 +7,7 @@ are compared with the truth pixel for pixel. The real (small, random) encoder ru
 tile a segmentation reaches.
 
 The longest gap of a 10 ms QTimer on the GUI thread is measured during each workflow (S,
-commit, undo, clear) and printed; the target is 100 ms, asserted with a 5x margin for a loaded
+commit, undo, clear) and printed; the target is 100 ms, asserted with a 10x margin for a loaded
 2-core CI machine (:data:`GAP_BOUND_MS`). Each test fails on the bug it guards (issue 10): a
 1500 x 1500 numpy image raised a broadcast error on S, S on a large image blocked the GUI
 thread 7.6 s, a commit copied the whole stack (2.8 s, 900 MiB on 50 x 1024 x 1024), a cancelled
