@@ -25,9 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import uncertainty as unc
-from .acceleration import check_precision, uses_cuda_graphs
+from .acceleration import check_precision
 from .auto_options import AutoOptions
-from .decoding import upscale
+from .decoding import run_decoder, upscale
 from .device import resolve_device
 from .encoding import encode_image
 from .errors import InvalidInputError
@@ -135,20 +135,7 @@ def decode_points(
         for i in range(len(prompts.points))
     ]  # one object per click
     frame = batch_to_model_frame(clicks, embedding.original_size, embedding.input_size, device=embedding.device)
-    cuda_graphs = uses_cuda_graphs(model)
-    if cuda_graphs:
-        torch.compiler.cudagraph_mark_step_begin()
-    with torch.inference_mode():
-        decoded = model.decode(
-            embedding,
-            (frame.point_coords, frame.point_labels),
-            task=options.task,
-            multimask=options.multimask,
-            hq_token_only=options.hq_token_only,
-        )
-    if cuda_graphs:  # a CUDA graph's outputs are overwritten by its next replay: copy them
-        decoded = DecodedMasks(*(None if t is None else t.clone() for t in decoded))
-    return decoded
+    return run_decoder(model, embedding, frame, options.task, options.multimask, options.hq_token_only)
 
 
 class _Candidates:

@@ -20,9 +20,9 @@ from . import uncertainty as unc
 from .acceleration import uses_cuda_graphs
 from .modeling import DecodedMasks, ImageEmbedding, SamModel
 from .prediction import PredictOptions
-from .prompts import Prompts, to_model_frame
+from .prompts import ModelPrompts, Prompts, to_model_frame
 
-__all__ = ["WindowMasks", "decode_prompts", "decode_window", "upscale"]
+__all__ = ["WindowMasks", "decode_prompts", "decode_window", "run_decoder", "upscale"]
 
 
 class WindowMasks(NamedTuple):
@@ -46,6 +46,23 @@ class WindowMasks(NamedTuple):
     low_res_logits: torch.Tensor
 
 
+def run_decoder(
+    model: SamModel, image: ImageEmbedding, frame: ModelPrompts, task: int | None, multimask: bool, hq_token_only: bool
+) -> DecodedMasks:
+    """:meth:`SamModel.decode` for inference: model-frame prompts (one object per batch row) in,
+    low-resolution masks out, without gradients; on CUDA graphs the outputs are copied (a
+    graph's next replay overwrites them). Plain SAM with ``multimask`` keeps its 3 candidates."""
+    cuda_graphs = uses_cuda_graphs(model)
+    if cuda_graphs:
+        torch.compiler.cudagraph_mark_step_begin()
+    with torch.inference_mode():
+        points = None if frame.point_coords is None else (frame.point_coords, frame.point_labels)
+        decoded = model.decode(image, points, frame.boxes, frame.mask_input, task, multimask, hq_token_only)
+    if cuda_graphs:
+        decoded = DecodedMasks(*(None if t is None else t.clone() for t in decoded))
+    return decoded
+
+
 def decode_prompts(
     model: SamModel, image: ImageEmbedding, prompts: Prompts, options: PredictOptions
 ) -> DecodedMasks:
@@ -55,18 +72,10 @@ def decode_prompts(
     choose inside the decoder). Runs without gradients.
     """
     frame = to_model_frame(prompts, image.original_size, image.input_size, device=image.device)
-    cuda_graphs = uses_cuda_graphs(model)
-    if cuda_graphs:
-        torch.compiler.cudagraph_mark_step_begin()
+    decoded = run_decoder(model, image, frame, options.task, options.multimask, options.hq_token_only)
+    if model.config.hq or not options.multimask:
+        return decoded
     with torch.inference_mode():
-        points = None if frame.point_coords is None else (frame.point_coords, frame.point_labels)
-        decoded = model.decode(
-            image, points, frame.boxes, frame.mask_input, options.task, options.multimask, options.hq_token_only
-        )
-        if cuda_graphs:  # a CUDA graph's outputs are overwritten by its next replay: copy them
-            decoded = DecodedMasks(*(None if t is None else t.clone() for t in decoded))
-        if model.config.hq or not options.multimask:
-            return decoded
         logits, iou, sam_logits, hq_logits = decoded
         best = iou.argmax(dim=1)
         rows = torch.arange(iou.shape[0], device=iou.device)
