@@ -17,7 +17,6 @@ import os
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -296,8 +295,7 @@ class TrainStep(nn.Module):
         device = image.device
         size, low = model.config.image_size, model.config.low_res_size
         certainty = None if unc is None else 1 - unc
-        if model.config.hq:  # once per image, with gradients for the HQ modules (shared by all rounds)
-            image = replace(image, hq_features=model.mask_decoder.hq_features(image.embedding, image.early))
+        image = model.with_hq_features(image)  # once per image, with gradients (shared by all rounds)
         targets = masks.to(device).float()[:, None]
         unc_device = None if unc is None else unc.to(device).float()[:, None]
         rounds = config.interactive_rounds if config.interactive else 1

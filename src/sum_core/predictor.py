@@ -210,11 +210,8 @@ class Predictor:
             if embedding.early is None or tuple(embedding.early.shape) != early_shape:
                 got = None if embedding.early is None else tuple(embedding.early.shape)
                 raise InvalidInputError(f"embedding.early has shape {got}, this HQ model needs {early_shape}")
-        moved = embedding.to(self.device)
-        if config.hq and moved.hq_features is None:
-            with torch.inference_mode():
-                hq = self.model.mask_decoder.hq_features(moved.embedding, moved.early)
-            moved = ImageEmbedding(moved.embedding, moved.early, hq, moved.input_size, moved.original_size)
+        with torch.inference_mode():
+            moved = self.model.with_hq_features(embedding.to(self.device))
         with self._lock:
             self.reset_image()
             self._embedding = moved

@@ -269,15 +269,8 @@ class TiledEmbeddings:
 
     def _remember(self, pair: tuple[int, int], image: ImageEmbedding) -> None:
         """Keep a tile in memory with its HQ features (the early feature is then not needed)."""
-        model = self.model
-        if model.config.hq and image.hq_features is None:
-            with torch.inference_mode():
-                image = ImageEmbedding(
-                    image.embedding, None, model.mask_decoder.hq_features(image.embedding, image.early),
-                    image.input_size, image.original_size,
-                )  # fmt: skip
-        elif image.early is not None and image.hq_features is not None:
-            image = ImageEmbedding(image.embedding, None, image.hq_features, image.input_size, image.original_size)
+        with torch.inference_mode():
+            image = self.model.with_hq_features(image, keep_early=False)
         self._memory[pair] = image
         self._memory.move_to_end(pair)
         while len(self._memory) > self.memory_tiles:

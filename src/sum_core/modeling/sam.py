@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,6 +82,17 @@ class SamModel(nn.Module):
             return masks  # a same-size bilinear resize is the identity: skip the copy
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
+    def with_hq_features(self, image: ImageEmbedding, keep_early: bool = True) -> ImageEmbedding:
+        """``image`` with its HQ features fused (``mask_decoder.hq_features``), once.
+
+        Unchanged for a plain SAM model or when they are there already. Gradients follow the
+        caller's mode (training fuses them with gradients, once per image). ``keep_early=False``
+        drops the early feature, which decoding no longer needs (memory of cached tiles).
+        """
+        if self.config.hq and image.hq_features is None:
+            image = replace(image, hq_features=self.mask_decoder.hq_features(image.embedding, image.early))
+        return image if keep_early else replace(image, early=None)
+
     def decode(
         self,
         image: ImageEmbedding,
@@ -116,9 +129,7 @@ class SamModel(nn.Module):
         -------
         DecodedMasks
         """
-        hq_features = image.hq_features
-        if self.config.hq and hq_features is None:
-            hq_features = self.mask_decoder.hq_features(image.embedding, image.early)
+        hq_features = self.with_hq_features(image).hq_features
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
         out = self.mask_decoder(
             image_embeddings=image.embedding,
