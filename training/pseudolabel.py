@@ -23,7 +23,6 @@ same frame (:class:`training.trainer.PseudoDataset`), and the refiner
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tqdm import tqdm
 import sum_core
 from sum_core.auto_options import AutoOptions
 from sum_core.automatic import generate_masks
+from sum_core.cli.arguments import add_auto_option_arguments, auto_options_from_args
 from sum_core.device import resolve_device
 from sum_core.encoding import encode_image, weights_hash
 from sum_core.errors import InvalidInputError, SumError
@@ -39,7 +39,6 @@ from sum_core.image import prepare_image
 from sum_core.imageio import read_image
 from sum_core.loading import load_model
 from sum_core.modeling import SamModel
-from sum_core.options import TASKS
 
 from . import pseudo_store as store
 from .dataset import IMAGE_SUFFIXES, image_files
@@ -208,16 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", required=True, type=Path, help="image folder, or a dataset root (uses its unlabeled/)"
     )
     parser.add_argument("--out", required=True, type=Path, help="pseudo-label folder to write")
-    for field in dataclasses.fields(AutoOptions):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(PSEUDO_OPTIONS, field.name)
-        help_text = f"{field.metadata['help']} (default {default})"
-        if field.name == "task":
-            parser.add_argument(flag, type=int, choices=sorted(TASKS), default=default, help=help_text)
-        elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=help_text)
+    add_auto_option_arguments(parser, defaults=PSEUDO_OPTIONS)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -227,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; errors exit with a one-line message."""
     args = build_parser().parse_args(argv)
     try:
-        options = AutoOptions.from_dict({name: getattr(args, name) for name in AutoOptions.names()})
+        options = AutoOptions.from_dict(auto_options_from_args(args))
         list_images(resolve_image_dir(args.images))
         model = load_model(args.model, device=args.device)
         counts = pseudolabel_folder(

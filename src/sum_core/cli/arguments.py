@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import Any
 
-__all__ = ["add_speed_arguments", "non_negative", "numbers", "parse_tile"]
+__all__ = [
+    "add_auto_option_arguments",
+    "add_speed_arguments",
+    "auto_options_from_args",
+    "non_negative",
+    "numbers",
+    "parse_tile",
+]
 
 
 def numbers(text: str, count: int, names: str, kind: type = float) -> tuple:
@@ -45,3 +54,39 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model precision: bf16 on CUDA or CPU, fp16 on CUDA only (default fp32)")
     parser.add_argument("--compile", action="store_true",
                         help="compile the model with torch.compile (slow first call; CUDA graphs on CUDA)")
+
+
+def add_auto_option_arguments(parser: argparse.ArgumentParser, defaults: Any = None) -> None:
+    """One ``--option`` per :class:`~sum_core.auto_options.AutoOptions` field.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+    defaults : AutoOptions, optional
+        The defaults of the command (``training.pseudolabel`` has its own). Without them the
+        argparse defaults are None, so that only the options given reach the job
+        (:func:`auto_options_from_args`), and the help shows the dataclass's defaults.
+    """
+    from ..auto_options import AutoOptions
+    from ..options import TASKS
+
+    shown = AutoOptions() if defaults is None else defaults
+    group = parser.add_argument_group("automatic segmentation options")
+    for field in dataclasses.fields(AutoOptions):
+        flag = "--" + field.name.replace("_", "-")
+        value = getattr(shown, field.name)
+        default = None if defaults is None else value
+        help_text = f"{field.metadata['help']} (default {value})"
+        if field.name == "task":
+            group.add_argument(flag, type=int, choices=sorted(TASKS), default=default, help=help_text)
+        elif isinstance(field.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            group.add_argument(flag, type=type(field.default), default=default, help=help_text)
+
+
+def auto_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~sum_core.auto_options.AutoOptions` fields given on the command line."""
+    from ..auto_options import AutoOptions
+
+    return {name: getattr(args, name) for name in AutoOptions.names() if getattr(args, name) is not None}

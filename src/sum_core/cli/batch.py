@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
-from typing import Any
 
-from .arguments import add_speed_arguments, non_negative, parse_tile
-
-
-def add_auto_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--option`` per :class:`~sum_core.auto_options.AutoOptions` field (automatic mode).
-
-    Defaults are None (not given) so that only the options given reach the job; the help
-    text shows the dataclass's default.
-    """
-    from ..auto_options import AutoOptions
-    from ..options import TASKS
-
-    group = parser.add_argument_group("automatic mode options")
-    for field in dataclasses.fields(AutoOptions):
-        flag = "--" + field.name.replace("_", "-")
-        help_text = f"{field.metadata['help']} (default {field.default})"
-        if field.name == "task":
-            group.add_argument(flag, type=int, choices=sorted(TASKS), help=help_text)
-        elif isinstance(field.default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            group.add_argument(flag, type=type(field.default), help=help_text)
-
-
-def auto_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~sum_core.auto_options.AutoOptions` fields given on the command line."""
-    from ..auto_options import AutoOptions
-
-    return {name: getattr(args, name) for name in AutoOptions.names() if getattr(args, name) is not None}
+from .arguments import (
+    add_auto_option_arguments,
+    add_speed_arguments,
+    auto_options_from_args,
+    non_negative,
+    parse_tile,
+)
 
 
 def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
