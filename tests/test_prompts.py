@@ -11,12 +11,13 @@ from sum_core.image import preprocess_shape
 from sum_core.prompts import (
     MASK_PROMPT_LOGIT,
     Prompts,
-    from_model_frame_points,
     mask_logits,
     to_low_res_frame,
     to_model_frame,
     validate_prompts,
 )
+
+from tiled_fakes import points_from_model_frame
 
 SHAPE = (300, 500)  # H, W: non-square on purpose
 
@@ -216,10 +217,10 @@ def test_point_round_trip_on_non_square_images(shape):
     p = check(points=pts, labels=[1, 1, 0, 0], image_shape=shape)
     size = preprocess_shape(h, w)
     mp = to_model_frame(p, shape, size)
-    back = from_model_frame_points(mp.point_coords[0], shape, size)
+    back = points_from_model_frame(mp.point_coords[0], shape, size)
     assert back.shape == (4, 2) and back.dtype == np.float64
     np.testing.assert_allclose(back, pts, rtol=1e-6, atol=1e-3)  # float32 model-frame precision
-    exact = from_model_frame_points(pts[:, ::-1] * [size[1] / w, size[0] / h], shape, size)
+    exact = points_from_model_frame(pts[:, ::-1] * [size[1] / w, size[0] / h], shape, size)
     np.testing.assert_allclose(exact, pts, rtol=1e-12, atol=1e-9)
 
 

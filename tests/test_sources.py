@@ -86,7 +86,7 @@ def test_bad_sources():
         open_image("/no/such/file.tif")
     with pytest.raises(InvalidInputError, match="expected an array"):
         open_image(42)
-    with pytest.raises(InvalidInputError, match="level: must be an int >= 0"):
+    with pytest.raises(InvalidInputError, match="level must be an integer >= 0"):
         open_image(_image(), level=-1)
 
 

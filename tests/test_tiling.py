@@ -99,7 +99,7 @@ def test_shape_validation() -> None:
         TileGrid(100, 10)
     with pytest.raises(InvalidInputError, match="shape must be >= 1"):
         TileGrid((0, 100), 10)
-    with pytest.raises(InvalidInputError, match="encoder_size must be an int >= 32"):
+    with pytest.raises(InvalidInputError, match="encoder_size must be an integer >= 32"):
         default_tiling((100, 100), encoder_size=8)
 
 

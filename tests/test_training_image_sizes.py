@@ -18,10 +18,10 @@ import torch
 from scipy import ndimage
 
 from test_training_finetune import save_tiny_model
-from tiled_fakes import FAKE_UNCERTAINTY, EncoderCounter, fake_decoder
+from tiled_fakes import FAKE_UNCERTAINTY, EncoderCounter, fake_decoder, points_from_model_frame
 from sum_core.imageio import read_image, write_image
 from sum_core.modeling import DecodedMasks
-from sum_core.prompts import from_model_frame_points, to_low_res_frame
+from sum_core.prompts import to_low_res_frame
 from sum_core.tiled_predictor import TiledPredictor
 from training import evaluate, finetune, pseudo_store
 from training.checkpointing import load_base_model
@@ -63,7 +63,7 @@ def fake_amg_decode(model, truth: np.ndarray):
 
     def decode(image, points=None, boxes=None, masks=None, task=None, multimask=False, hq_token_only=False):
         assert tuple(image.original_size) == truth.shape and boxes is None and masks is None
-        rows_cols = from_model_frame_points(points[0][:, 0], image.original_size, image.input_size)
+        rows_cols = points_from_model_frame(points[0][:, 0], image.original_size, image.input_size)
         h, w = truth.shape
         logits = torch.stack(
             [low_res(int(parts[min(int(r), h - 1), min(int(c), w - 1)]), image.input_size) for r, c in rows_cols]

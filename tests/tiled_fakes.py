@@ -92,3 +92,13 @@ class EncoderCounter:
             return forward(x)
 
         monkeypatch.setattr(model.image_encoder, "forward", counted)
+
+
+def points_from_model_frame(coords, original_size, input_size) -> np.ndarray:
+    """Inverse of the point conversion of :func:`sum_core.prompts.to_model_frame`: ``(..., 2)``
+    (x, y) in the resized frame -> float64 (row, col) in the original image (for fakes and tests)."""
+    if hasattr(coords, "detach"):
+        coords = coords.detach().cpu().numpy()
+    (h, w), (newh, neww) = original_size, input_size
+    xy = np.asarray(coords, dtype=np.float64)
+    return xy[..., ::-1] / np.array([newh / h, neww / w])

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sum_core.decoding import run_decoder, upscale
 from sum_core.encoding import encode_image, weights_hash
 from sum_core.errors import InvalidInputError, SumError
 from sum_core.image import prepare_image
@@ -127,10 +128,8 @@ def _sam_candidates(model: SamModel, image: ImageEmbedding, points: np.ndarray):
     """
     objects = [validate_prompts(points=[p], labels=[1], image_shape=image.original_size) for p in points]
     frame = batch_to_model_frame(objects, image.original_size, image.input_size, device=image.device)
-    with torch.inference_mode():
-        decoded = model.decode(image, points=(frame.point_coords, frame.point_labels), multimask=True)
-        full = model.postprocess_masks(decoded.logits, image.input_size, image.original_size)
-    return full.cpu(), decoded.iou.cpu()
+    decoded = run_decoder(model, image, frame, None, True, False)
+    return upscale(model, image, decoded.logits).cpu(), decoded.iou.cpu()
 
 
 def _passes_sam_filters(
@@ -392,9 +391,7 @@ def write_uncertainty_maps(
             points, boxes = [m.point for m in chunk], [m.box for m in chunk]
             prompts = refiner_prompts(points, boxes, mask_inputs, encoded, device)
             with torch.inference_mode():
-                low = refiner(encoded, prompts)
-                full = model.postprocess_masks(low, encoded.input_size, encoded.original_size)
-                refined = torch.sigmoid(full)
+                refined = torch.sigmoid(upscale(model, encoded, refiner(encoded, prompts)))
             refined = refined[:, 0].cpu().numpy().astype(np.float64)
             for mask, prob, p_ref in zip(chunk, probs, refined):
                 u = np.abs(prob.astype(np.float64) / 255.0 - p_ref)

@@ -37,7 +37,6 @@ __all__ = [
     "ModelPrompts",
     "Prompts",
     "batch_to_model_frame",
-    "from_model_frame_points",
     "mask_logits",
     "to_low_res_frame",
     "to_model_frame",
@@ -354,28 +353,6 @@ def batch_to_model_frame(
     if frames[0].mask_input is not None:
         masks = torch.cat([f.mask_input for f in frames])
     return ModelPrompts(coords, labels, boxes, masks)
-
-
-def from_model_frame_points(
-    coords, original_size: tuple[int, int], input_size: tuple[int, int]
-) -> np.ndarray:
-    """Inverse of the point conversion in :func:`to_model_frame`.
-
-    Parameters
-    ----------
-    coords : array_like or torch.Tensor
-        ``(..., 2)`` (x, y) in the resized frame.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(..., 2)`` float64 (row, col) in the original image.
-    """
-    if isinstance(coords, torch.Tensor):
-        coords = coords.detach().cpu().numpy()
-    xy = np.asarray(coords, dtype=np.float64)
-    sx, sy = _scales(original_size, input_size)
-    return xy[..., ::-1] / np.array([sy, sx])
 
 
 def mask_logits(mask: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from .errors import InvalidInputError
 from .image import Normalization
 from .imageio import TIFF_SUFFIXES, is_zarr_path, open_zarr, read_image
 from .tiling import Region
+from .validation import check_int
 
 __all__ = ["Planes", "fixed_normalization", "open_image"]
 
@@ -69,8 +70,7 @@ def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
     InvalidInputError
         Missing path, unknown format, missing key or level.
     """
-    if isinstance(level, bool) or not isinstance(level, int) or level < 0:
-        raise InvalidInputError(f"level: must be an int >= 0, got {level!r}")
+    check_int(level, "level", 0)
     if isinstance(source, zarr.Group):
         return open_zarr(source, key, level)
     if _is_array_like(source) and not isinstance(source, (str, os.PathLike)):
@@ -133,8 +133,9 @@ class Planes:
         if stack_axis is None:
             plane_shape = shape
         else:
-            if isinstance(stack_axis, bool) or not isinstance(stack_axis, int):
-                raise InvalidInputError(f"stack_axis: must be an int or None, got {stack_axis!r}")
+            if isinstance(stack_axis, bool) or not isinstance(stack_axis, (int, np.integer)):
+                raise InvalidInputError(f"stack_axis: must be an integer or None, got {stack_axis!r}")
+            stack_axis = int(stack_axis)
             if not -len(shape) <= stack_axis < len(shape):
                 raise InvalidInputError(
                     f"stack_axis: {stack_axis} is out of range for an image with {len(shape)} axes {shape}"

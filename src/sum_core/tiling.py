@@ -231,8 +231,7 @@ def default_tiling(shape: Sequence[int], encoder_size: int = 1024, halo: int | N
         shrink so that tile + 2 halo still fits the encoder (no window is downscaled).
     """
     h, w = _pair(shape, "shape", 1)
-    if isinstance(encoder_size, bool) or not isinstance(encoder_size, int) or encoder_size < 32:
-        raise InvalidInputError(f"encoder_size must be an int >= 32, got {encoder_size!r}")
+    check_int(encoder_size, "encoder_size", 32)
     if h <= encoder_size and w <= encoder_size:
         return TileGrid((h, w), (h, w), 0)
     halo = encoder_size // 16 if halo is None else check_int(halo, "halo", 0)

@@ -68,7 +68,7 @@ def run_list(args: argparse.Namespace) -> int:
         return 1
     rows = [("NAME", "TYPE", "CACHED", "DESCRIPTION")]
     for entry in entries:
-        cached = "yes" if (zoo.cache_dir() / entry.filename).is_file() else "no"
+        cached = "yes" if zoo.is_cached(entry.name) else "no"
         rows.append((entry.name, entry.model_type or "-", cached, entry.description))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
