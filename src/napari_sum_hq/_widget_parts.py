@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from napari.utils.notifications import show_error
@@ -80,12 +81,19 @@ class AmgOptions(QGroupBox):
     """The main automatic-mask-generation options (see :func:`sum_core.automatic.auto_segment`)."""
 
     def __init__(self, title: str = "Automatic segmentation options") -> None:
+        from sum_core.auto_options import AutoOptions  # no torch import
+
         super().__init__(title)
-        self.points_spin = _int_spin(1, 256, 32, "Grid of points_per_side² clicks per tile.")
-        self.iou_spin = _float_spin(0.88, "Keep masks whose predicted IoU is above this.")
-        self.stability_spin = _float_spin(0.95, "Keep masks whose stability score is at least this.")
-        self.nms_spin = _float_spin(0.7, "Drop the lower-scoring of two masks whose boxes overlap more (IoU).")
-        self.min_area_spin = _int_spin(0, 10**6, 0, "Remove holes and islands smaller than this (0: off).")
+        defaults, fields = AutoOptions(), {f.name: f for f in dataclasses.fields(AutoOptions)}
+
+        def tip(name: str) -> str:
+            return fields[name].metadata["help"].capitalize() + "."
+
+        self.points_spin = _int_spin(1, 256, defaults.points_per_side, tip("points_per_side"))
+        self.iou_spin = _float_spin(defaults.pred_iou_thresh, tip("pred_iou_thresh"))
+        self.stability_spin = _float_spin(defaults.stability_thresh, tip("stability_thresh"))
+        self.nms_spin = _float_spin(defaults.box_nms_thresh, tip("box_nms_thresh"))
+        self.min_area_spin = _int_spin(0, 10**6, defaults.min_area, tip("min_area"))
         self.tile_spin = _int_spin(0, 10**5, 0, "Inner tile side in pixels (0: default tiling).")
         self.tile_spin.setSpecialValueText("default")
         self.halo_spin = _int_spin(0, 10**4, 0, "Context around each tile (0: model input / 16); with a tile only.")
