@@ -81,9 +81,9 @@ class ModelPrompts(NamedTuple):
     """Prompts in SAM's model-input frame, shaped for the prompt encoder.
 
     ``point_coords`` ``B×N×2`` float32 (x, y); ``point_labels`` ``B×N`` int32;
-    ``boxes`` ``K×4`` float32 (x0, y0, x1, y1); ``mask_input`` ``1×1×L×L``
-    float32. ``B`` is K when there are K boxes (the points are repeated for
-    each box, as SAM does), else 1. Absent prompts are None.
+    ``boxes`` ``K×4`` float32 (x0, y0, x1, y1); ``mask_input`` ``B×1×L×L`` float32 (the one
+    mask prompt repeated for each object). ``B`` is K when there are K boxes (the points are
+    repeated for each box, as SAM does), else 1. Absent prompts are None.
     """
 
     point_coords: torch.Tensor | None
@@ -171,9 +171,24 @@ def _check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
             f"mask_input: expected low-resolution logits of shape (1, {size}, {size}) "
             f"(a previous prediction's low_res_logits[k]), got {mask.shape}"
         )
-    if not np.isfinite(mask).all():
-        raise InvalidInputError(f"mask_input: contains {int((~np.isfinite(mask)).sum())} non-finite value(s)")
+    _check_logit_values(mask)
     return mask.astype(np.float32)
+
+
+#: Largest mask-prompt logit magnitude accepted: sigmoid saturates near 17 in float32, and values
+#: near 1e19 overflow the prompt encoder's normalisation (NaN masks).
+MAX_PROMPT_LOGIT = 1e6
+
+
+def _check_logit_values(values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        raise InvalidInputError(f"mask_input: contains {int((~np.isfinite(values)).sum())} non-finite value(s)")
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    if largest > MAX_PROMPT_LOGIT:
+        raise InvalidInputError(
+            f"mask_input: logits must lie within +-{MAX_PROMPT_LOGIT:g} (got {largest:g}); pass logits such as "
+            "a previous prediction's, or a bool mask"
+        )
 
 
 def validate_prompts(
@@ -289,8 +304,8 @@ def to_model_frame(
     if prompts.boxes is not None:
         xyxy = prompts.boxes[:, [1, 0, 3, 2]] * np.array([sx, sy, sx, sy])
         boxes = torch.as_tensor(xyxy, dtype=torch.float32, device=device)
-    if prompts.mask_input is not None:
-        mask = torch.as_tensor(prompts.mask_input, dtype=torch.float32, device=device)[None]
+    if prompts.mask_input is not None:  # one mask prompt, for every object
+        mask = torch.as_tensor(prompts.mask_input, dtype=torch.float32, device=device)[None].repeat(k, 1, 1, 1)
     return ModelPrompts(coords, labels, boxes, mask)
 
 
@@ -361,10 +376,9 @@ def mask_logits(mask: np.ndarray) -> np.ndarray:
     arr = np.asarray(mask)
     if arr.dtype == np.bool_:
         return np.where(arr, MASK_PROMPT_LOGIT, -MASK_PROMPT_LOGIT).astype(np.float32)
-    values = _as_float_array(arr, "mask_input").astype(np.float32)
-    if not np.isfinite(values).all():
-        raise InvalidInputError(f"mask_input: contains {int((~np.isfinite(values)).sum())} non-finite value(s)")
-    return values
+    values = _as_float_array(arr, "mask_input")
+    _check_logit_values(values)
+    return values.astype(np.float32)
 
 
 def to_low_res_frame(
