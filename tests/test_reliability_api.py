@@ -115,3 +115,12 @@ def test_set_image_in_one_thread_while_another_predicts_never_fails(model):
         predictor.set_image(images[i % 2])
     thread.join(timeout=120)
     assert not thread.is_alive() and errors == []
+
+
+def test_sum_hq_version(capsys):
+    from sum_core import __version__
+    from sum_core.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"sum-hq {__version__}"

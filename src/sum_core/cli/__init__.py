@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sum-hq",
         description="Segment images with SAM / HQ-SAM / SUM models, with per-pixel uncertainty maps.",
     )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_models_parser(subparsers)
     add_segment_parser(subparsers)
