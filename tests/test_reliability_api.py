@@ -124,3 +124,13 @@ def test_sum_hq_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"sum-hq {__version__}"
+
+
+@pytest.mark.parametrize("device", ["meta", "xla", "xpu:0"])
+def test_devices_the_models_do_not_run_on_are_refused_by_name(device, image):
+    from sum_core.device import resolve_device
+
+    with pytest.raises(InvalidInputError, match=f"device='{device}': sum_core runs on cpu, cuda, mps devices"):
+        resolve_device(device)
+    with pytest.raises(InvalidInputError, match="sum_core runs on cpu, cuda, mps devices"):
+        segment(image, points=[[5, 5]], device=device)

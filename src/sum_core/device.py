@@ -6,6 +6,9 @@ import torch
 
 from .errors import InvalidInputError
 
+#: Device types the models run on (others, e.g. ``meta`` or ``xla``, are refused by name).
+SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
 
 def default_device() -> torch.device:
     """Return the best available device: CUDA, then Apple MPS, then CPU."""
@@ -44,6 +47,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise InvalidInputError(
             f"device={device!r} is not a valid torch device (use e.g. 'cpu', 'cuda', 'mps')"
         ) from exc
+    if resolved.type not in SUPPORTED_DEVICE_TYPES:
+        raise InvalidInputError(
+            f"device={device!r}: sum_core runs on {', '.join(SUPPORTED_DEVICE_TYPES)} devices, not {resolved.type!r}"
+        )
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise InvalidInputError(f"device={device!r} was requested but CUDA is not available")
