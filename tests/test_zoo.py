@@ -39,8 +39,14 @@ def server(tmp_path):
 
 
 def cache_files(tmp_path: Path) -> list[str]:
+    """Every file below the cache folder, as relative POSIX paths."""
     folder = tmp_path / "cache"
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def entry_file(tmp_path: Path, name: str, filename: str) -> Path:
+    """Where the cache keeps the file of entry ``name``."""
+    return tmp_path / "cache" / "models" / name / filename
 
 
 def point_builtin_at(monkeypatch, name: str, url: str, known_hash: str) -> zoo.ModelEntry:
@@ -96,7 +102,7 @@ def test_unknown_name_lists_known_models():
 
 def test_cache_folder_from_env_and_default(tmp_path, monkeypatch):
     assert zoo.cache_dir() == tmp_path / "cache"
-    assert zoo.cached_path("sam_hq_vit_b") == tmp_path / "cache" / "sam_hq_vit_b.pth"
+    assert zoo.cached_path("sam_hq_vit_b") == entry_file(tmp_path, "sam_hq_vit_b", "sam_hq_vit_b.pth")
     monkeypatch.delenv(zoo.CACHE_ENV)
     assert zoo.cache_dir().name == "napari-sum-hq"
 
@@ -107,7 +113,7 @@ def test_cache_folder_from_env_and_default(tmp_path, monkeypatch):
 def test_fetch_downloads_into_cache_and_verifies(tmp_path, server, monkeypatch):
     point_builtin_at(monkeypatch, "sam_hq_vit_b", f"{server}/weights.pth", PAYLOAD_SHA256)
     path = zoo.fetch("sam_hq_vit_b", progress=False)
-    assert path == tmp_path / "cache" / "sam_hq_vit_b.pth"
+    assert path == entry_file(tmp_path, "sam_hq_vit_b", "sam_hq_vit_b.pth")
     assert path.read_bytes() == PAYLOAD
     assert zoo.is_cached("sam_hq_vit_b")
     # Second call: served from the cache (works with the server gone).
@@ -132,7 +138,7 @@ def test_server_down_names_file_folder_and_command(tmp_path, monkeypatch):
     message = str(info.value)
     assert "sam_hq_vit_l.pth" in message
     assert url in message
-    assert str(tmp_path / "cache" / "sam_hq_vit_l.pth") in message
+    assert str(entry_file(tmp_path, "sam_hq_vit_l", "sam_hq_vit_l.pth")) in message
     assert "sum-hq models download sam_hq_vit_l" in message
     assert cache_files(tmp_path) == []
 
@@ -146,23 +152,23 @@ def test_missing_file_on_server_is_download_error(tmp_path, server, monkeypatch)
 
 def test_corrupted_cache_is_replaced_by_fresh_download(tmp_path, server, monkeypatch):
     point_builtin_at(monkeypatch, "sam_hq_vit_b", f"{server}/weights.pth", PAYLOAD_MD5)
-    cached = tmp_path / "cache" / "sam_hq_vit_b.pth"
-    cached.parent.mkdir()
+    cached = zoo.fetch("sam_hq_vit_b", progress=False)
     cached.write_bytes(PAYLOAD[:-10] + b"corrupted!")
     assert zoo.fetch("sam_hq_vit_b", progress=False) == cached
     assert cached.read_bytes() == PAYLOAD
 
 
-def test_corrupted_cache_offline_is_removed_not_loaded(tmp_path, monkeypatch):
-    point_builtin_at(monkeypatch, "sam_hq_vit_b", unused_url("weights.pth"), PAYLOAD_MD5)
-    cached = tmp_path / "cache" / "sam_hq_vit_b.pth"
-    cached.parent.mkdir()
+def test_corrupted_cache_offline_is_removed_not_loaded(tmp_path, server, monkeypatch):
+    point_builtin_at(monkeypatch, "sam_hq_vit_b", f"{server}/weights.pth", PAYLOAD_MD5)
+    cached = zoo.fetch("sam_hq_vit_b", progress=False)
     cached.write_bytes(PAYLOAD[: len(PAYLOAD) // 2])
+    point_builtin_at(monkeypatch, "sam_hq_vit_b", unused_url("weights.pth"), PAYLOAD_MD5)
     with pytest.raises(HashMismatchError, match="was corrupted") as info:
         zoo.fetch("sam_hq_vit_b", progress=False)
     assert "has been removed" in str(info.value)
     assert "sum-hq models download sam_hq_vit_b" in str(info.value)
     assert not cached.exists()
+    assert json.loads((tmp_path / "cache" / zoo.RECORD_FILENAME).read_text())["files"] == {}
 
 
 # --- user entries ------------------------------------------------------------
@@ -177,7 +183,7 @@ def test_register_model_and_fetch(tmp_path, server):
     assert entry.known_hash == PAYLOAD_SHA256
     assert "my_sum" in zoo.list_models()
     path = zoo.fetch("my_sum", progress=False)
-    assert path == tmp_path / "cache" / "weights.pth"
+    assert path == entry_file(tmp_path, "my_sum", "weights.pth")
     assert path.read_bytes() == PAYLOAD
 
 
@@ -261,7 +267,7 @@ def test_missing_models_file(tmp_path, monkeypatch):
 
 
 def test_cli_list_shows_cached_state(tmp_path, capsys):
-    cached = tmp_path / "cache" / "sam_vit_h_4b8939.pth"
+    cached = tmp_path / "cache" / "sam_vit_h_4b8939.pth"  # the layout of earlier versions still counts
     cached.parent.mkdir()
     cached.write_bytes(b"x")
     assert run_cli("models", "list") == 0
@@ -277,7 +283,7 @@ def test_cli_list_shows_cached_state(tmp_path, capsys):
 def test_cli_path(tmp_path, capsys):
     assert run_cli("models", "path", "sam_hq_vit_tiny") == 0
     captured = capsys.readouterr()
-    assert captured.out.strip() == str(tmp_path / "cache" / "sam_hq_vit_tiny.pth")
+    assert captured.out.strip() == str(entry_file(tmp_path, "sam_hq_vit_tiny", "sam_hq_vit_tiny.pth"))
     assert "sum-hq models download sam_hq_vit_tiny" in captured.err
     assert run_cli("models", "path", "nonexistent") == 1
     assert "'nonexistent' is not in the registry" in capsys.readouterr().err
@@ -286,13 +292,14 @@ def test_cli_path(tmp_path, capsys):
 def test_cli_download(tmp_path, server, monkeypatch, capsys):
     point_builtin_at(monkeypatch, "sam_vit_b", f"{server}/weights.pth", PAYLOAD_SHA256)
     assert run_cli("models", "download", "--no-progress", "sam_vit_b") == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "cache" / "sam_vit_b_01ec64.pth")
-    assert (tmp_path / "cache" / "sam_vit_b_01ec64.pth").read_bytes() == PAYLOAD
+    cached = entry_file(tmp_path, "sam_vit_b", "sam_vit_b_01ec64.pth")
+    assert capsys.readouterr().out.strip() == str(cached)
+    assert cached.read_bytes() == PAYLOAD
     # One failure among several: the good one is still fetched, exit code 1.
     assert run_cli("models", "download", "--no-progress", "bogus", "sam_vit_b") == 1
     captured = capsys.readouterr()
     assert "'bogus' is not in the registry" in captured.err
-    assert captured.out.strip() == str(tmp_path / "cache" / "sam_vit_b_01ec64.pth")
+    assert captured.out.strip() == str(cached)
 
 
 def test_cli_models_without_command_prints_help(capsys):

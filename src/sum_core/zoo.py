@@ -6,11 +6,18 @@ their own entries (for example SUM checkpoints made with ``training/``) with
 ``SUM_HQ_MODELS`` environment variable, read every time the registry is used.
 
 Files are cached in the folder named by ``SUM_HQ_CACHE`` or, when that is not
-set, in the user cache folder of ``napari-sum-hq``. Every fetch verifies the
-file's hash, including a file already in the cache. A cached file with the
-wrong hash is never returned: it is deleted and downloaded again, and if that
-download fails the error is a :class:`HashMismatchError` saying that the
-corrupted file was removed.
+set, in the user cache folder of ``napari-sum-hq``; the file of entry ``NAME``
+is ``models/NAME/<file name>`` there, so two entries never share a file. A file
+left directly in the cache folder under the entry's file name (the layout of
+earlier versions, or a copy put there by hand) is used where it is when its
+hash matches, and never touched otherwise.
+
+Every fetch verifies the file's hash, including a file already in the cache;
+a file with the wrong hash is never returned. The cache records the files it
+downloaded in ``downloads.json`` and only ever removes those: a corrupted
+download is deleted and downloaded again (if that fails the error is a
+:class:`HashMismatchError` saying it was removed), while a file with the wrong
+hash that the cache did not write is left untouched and the error names it.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +40,9 @@ from .errors import DownloadError, HashMismatchError, InvalidInputError
 CACHE_ENV = "SUM_HQ_CACHE"
 MODELS_FILE_ENV = "SUM_HQ_MODELS"
 DEFAULT_MODEL = "sam_hq_vit_b"
+MODELS_FOLDER = "models"
+RECORD_FILENAME = "downloads.json"
+_RECORD_FORMAT = "napari-sum-hq download record"
 
 _HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
 _HASH_PATTERN = re.compile(r"^(md5|sha1|sha256|sha512):([0-9a-f]+)$")
@@ -50,7 +62,7 @@ class ModelEntry:
         ``"<algorithm>:<hex digest>"`` with algorithm ``md5``, ``sha1``,
         ``sha256`` or ``sha512``.
     filename : str
-        File name in the cache folder.
+        File name of the download; it is cached as ``models/<name>/<filename>``.
     model_type : str or None
         Architecture label (``"vit_b"``, ...), informative only: the loader
         infers the architecture from the weights.
@@ -154,9 +166,10 @@ def _make_entry(
         raise InvalidInputError(
             f"{source}: name={name!r} is a built-in model and cannot be replaced; choose another name"
         )
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
         raise InvalidInputError(
-            f"{source}: name={name!r} may only contain letters, digits, '_', '-' and '.'"
+            f"{source}: name={name!r} may only contain letters, digits, '_', '-' and '.' "
+            "(and is not '.' or '..': it names the model's cache folder)"
         )
     scheme = urlparse(url).scheme
     if scheme not in ("http", "https", "ftp", "sftp", "doi"):
@@ -174,10 +187,14 @@ def _make_entry(
         )
     if filename is None:
         filename = Path(urlparse(url).path).name
-    if not isinstance(filename, str) or not filename or Path(filename).name != filename:
+    if (
+        not isinstance(filename, str)
+        or filename in ("", ".", "..")
+        or any(char in filename for char in "/\\\0")
+    ):
         raise InvalidInputError(
-            f"{source}: filename={filename!r} must be a plain file name (no folders); "
-            "give one explicitly when the URL does not end with a file name"
+            f"{source}: filename={filename!r} must be a plain file name (no folders, '/', '\\', "
+            "NUL, '.' or '..'); give one explicitly when the URL does not end with a file name"
         )
     if model_type is not None and not isinstance(model_type, str):
         raise InvalidInputError(f"{source}: model_type={model_type!r} must be a string or None")
@@ -308,14 +325,88 @@ def cache_dir() -> Path:
     return Path(folder).expanduser() if folder else Path(platformdirs.user_cache_dir("napari-sum-hq"))
 
 
+def _entry_path(entry: ModelEntry) -> Path:
+    """The file an entry downloads to: ``models/<name>/<filename>`` in the cache folder."""
+    return cache_dir() / MODELS_FOLDER / entry.name / entry.filename
+
+
+def _legacy_path(entry: ModelEntry) -> Path:
+    """Where earlier versions cached the entry (the cache folder itself, shared by all entries)."""
+    return cache_dir() / entry.filename
+
+
 def cached_path(name: str) -> Path:
-    """Return where the file of model ``name`` is (or will be) cached; it may not exist."""
-    return cache_dir() / get_entry(name).filename
+    """Return where the file of model ``name`` is (or will be) cached; it may not exist.
+
+    That is ``models/<name>/<file name>`` in :func:`cache_dir`, unless only a file
+    of the earlier layout (``<file name>`` directly in the cache folder) exists.
+    """
+    entry = get_entry(name)
+    target, legacy = _entry_path(entry), _legacy_path(entry)
+    return legacy if legacy.is_file() and not target.exists() else target
 
 
 def is_cached(name: str) -> bool:
     """Return whether the file of model ``name`` is in the cache (its hash is not checked)."""
     return cached_path(name).is_file()
+
+
+def _record_path() -> Path:
+    return cache_dir() / RECORD_FILENAME
+
+
+def _record_key(path: Path) -> str:
+    return path.relative_to(cache_dir()).as_posix()
+
+
+def _read_record() -> dict[str, dict[str, str]]:
+    """The files the cache downloaded: ``{"models/NAME/FILE": {"model", "url", "known_hash"}}``.
+
+    Raises
+    ------
+    InvalidInputError
+        If a file that is not a download record of this package is where the record goes.
+    """
+    path = _record_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_bytes())
+        valid = data.get("format") == _RECORD_FORMAT and all(
+            isinstance(item, dict) and isinstance(item.get("model"), str)
+            for item in data["files"].values()
+        )
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise InvalidInputError(
+            f"{path} is not a napari-sum-hq download record, so the model cache cannot record "
+            "its downloads there and leaves it untouched; move it out of the cache folder "
+            f"(or set {CACHE_ENV} to a fresh folder) and fetch again"
+        )
+    return data["files"]
+
+
+def _write_record(files: dict[str, dict[str, str]]) -> None:
+    """Replace the download record atomically (temporary file + ``os.replace``)."""
+    path = _record_path()
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        tmp.write_text(json.dumps({"format": _RECORD_FORMAT, "files": files}, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _update_record(key: str, item: dict[str, str] | None) -> None:
+    """Add (``item``) or remove (``None``) one file of the record, re-read just before writing."""
+    files = _read_record()
+    if item is None:
+        files.pop(key, None)
+    else:
+        files[key] = item
+    _write_record(files)
 
 
 def _manual_instructions(entry: ModelEntry, target: Path) -> str:
@@ -329,7 +420,8 @@ def _manual_instructions(entry: ModelEntry, target: Path) -> str:
 def fetch(name: str, progress: bool = True) -> Path:
     """Return the local path of model ``name``, downloading it if needed.
 
-    The file (cached or freshly downloaded) always has its hash verified.
+    The file (cached or freshly downloaded) always has its hash verified. Only
+    files this cache downloaded (listed in its record) are ever removed.
 
     Parameters
     ----------
@@ -341,7 +433,7 @@ def fetch(name: str, progress: bool = True) -> Path:
     Returns
     -------
     Path
-        The verified file in :func:`cache_dir`.
+        The verified file in :func:`cache_dir` (see :func:`cached_path`).
 
     Raises
     ------
@@ -349,26 +441,52 @@ def fetch(name: str, progress: bool = True) -> Path:
         If ``name`` is not registered, or the download failed (offline,
         server error); the message then says where to put the file by hand.
     HashMismatchError
-        If the downloaded file has the wrong hash (it is not kept), or a
-        corrupted cached file was removed and could not be downloaded again.
+        If the downloaded file has the wrong hash (it is not kept), a corrupted
+        download was removed and could not be downloaded again, or a file the
+        cache did not download is where the model goes and has the wrong hash
+        (it is left untouched; the message names it).
     InvalidInputError
-        If the ``SUM_HQ_MODELS`` file is malformed.
+        If the ``SUM_HQ_MODELS`` file is malformed, or a foreign file is where
+        the download record goes.
     """
     import pooch  # imported here: pooch + requests cost ~0.4 s, and only downloads need them
     import requests
 
     entry = get_entry(name)
-    target = cache_dir() / entry.filename
+    target = _entry_path(entry)
+    key = _record_key(target)
+    algorithm = entry.known_hash.split(":")[0]
     corrupted_note = ""
-    if target.exists() and not pooch.hashes.hash_matches(str(target), entry.known_hash):
-        actual = pooch.file_hash(str(target), alg=entry.known_hash.split(":")[0])
+    if target.exists():
+        if target.is_file() and pooch.hashes.hash_matches(str(target), entry.known_hash):
+            return target
+        if not target.is_file():
+            raise DownloadError(
+                f"{target}, where the cache keeps model {name!r}, is not a file; it is left "
+                f"untouched: move it away, then run `sum-hq models download {name}`."
+            )
+        actual = pooch.file_hash(str(target), alg=algorithm)
+        recorded = _read_record().get(key)
+        if recorded is None or recorded["model"] != entry.name:
+            raise HashMismatchError(
+                f"The file {target} in the model cache does not have the hash {entry.known_hash} of "
+                f"model {name!r} (its hash is {algorithm}:{actual}) and was not downloaded by "
+                "napari-sum-hq, so it is left untouched. If it is yours, move it away; then run "
+                f"`sum-hq models download {name}` (or set {CACHE_ENV} to a fresh folder and run it there)."
+            )
         target.unlink()
+        _update_record(key, None)
         corrupted_note = (
-            f"The cached file {target} was corrupted (hash {actual}, expected "
+            f"The cached file {target} was corrupted (hash {algorithm}:{actual}, expected "
             f"{entry.known_hash}) and has been removed. "
         )
+    else:
+        legacy = _legacy_path(entry)
+        if legacy.is_file() and pooch.hashes.hash_matches(str(legacy), entry.known_hash):
+            return legacy
+        _read_record()  # a foreign file where the record goes is refused before downloading
     try:
-        path = pooch.retrieve(
+        pooch.retrieve(
             entry.url,
             known_hash=entry.known_hash,
             fname=entry.filename,
@@ -389,7 +507,16 @@ def fetch(name: str, progress: bool = True) -> Path:
             f"{corrupted_note}Could not download model {name!r} (file {entry.filename}) from "
             f"{entry.url}: {exc}. " + _manual_instructions(entry, target)
         ) from exc
-    return Path(path)
+    try:
+        _update_record(key, {"model": entry.name, "url": entry.url, "known_hash": entry.known_hash})
+    except OSError as exc:
+        warnings.warn(
+            f"model {name!r} was downloaded to {target}, but the download record "
+            f"{_record_path()} could not be written ({exc}); should the file get corrupted it "
+            "will be reported instead of replaced",
+            stacklevel=2,
+        )
+    return target
 
 
 def locate(name_or_path: str | os.PathLike, progress: bool = True) -> Path:
