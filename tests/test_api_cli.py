@@ -261,7 +261,7 @@ def test_readme_main_job_downloads_the_default_model_and_segments_the_sample(
         code = main(["segment", "sample", "--point", "88,203", "--device", "cpu",
                      "--out", str(out), "--uncertainty-out", str(unc)])
     assert code == 0
-    assert (tmp_path / "cache" / zoo.BUILTIN_MODELS[zoo.DEFAULT_MODEL].filename).exists()
+    assert (tmp_path / "cache" / zoo.MODELS_FOLDER / zoo.DEFAULT_MODEL / "sam_hq_vit_b.pth").is_file()
     assert tifffile.imread(out).shape == tifffile.imread(unc).shape == (512, 512)
 
 
