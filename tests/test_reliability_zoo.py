@@ -240,3 +240,40 @@ def test_unsafe_filename_in_models_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv(zoo.MODELS_FILE_ENV, str(models_file))
     with pytest.raises(InvalidInputError, match=r"SUM_HQ_MODELS.*entry 0: filename='\.\.'"):
         zoo.list_models()
+
+
+# --- malformed models files: clear errors, and a local path still loads -------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (f"- {{1: x, name: a, url: 'https://e.org/a.pth', known_hash: '{sha256(PAYLOAD_A)}'}}\n".encode(),
+         r"unknown fields \[1\]"),
+        (f"- {{1: x, size: 3, name: a, url: 'https://e.org/a.pth', known_hash: '{sha256(PAYLOAD_A)}'}}\n".encode(),
+         r"unknown fields \[1, 'size'\]"),
+        (b"- {name: caf\xe9, url: 'https://e.org/a.pth'}\n", "not UTF-8 text"),
+    ],
+    ids=["int-key", "int-and-str-keys", "latin-1"],
+)
+def test_malformed_models_file_is_a_clear_error(tmp_path, monkeypatch, content, message):
+    models_file = tmp_path / "models.yaml"
+    models_file.write_bytes(content)
+    monkeypatch.setenv(zoo.MODELS_FILE_ENV, str(models_file))
+    with pytest.raises(InvalidInputError, match=message) as info:
+        zoo.list_models()
+    assert str(models_file) in str(info.value)
+
+
+def test_malformed_models_file_does_not_break_a_local_path(tmp_path, monkeypatch):
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text("name: [unclosed")
+    monkeypatch.setenv(zoo.MODELS_FILE_ENV, str(models_file))
+    checkpoint = tmp_path / "model.pth"
+    checkpoint.write_bytes(PAYLOAD_A)
+    assert zoo.locate(checkpoint) == checkpoint
+    assert zoo.locate(str(checkpoint)) == checkpoint
+    with pytest.raises(InvalidInputError, match="not valid YAML/JSON"):
+        zoo.locate("sam_hq_vit_b")  # a name needs the registry: the models file's error
+    with pytest.raises(InvalidInputError, match="not valid YAML/JSON"):
+        zoo.locate(tmp_path / "absent.pth")

@@ -249,7 +249,10 @@ def _read_models_file(path: Path) -> list[ModelEntry]:
     source = f"{MODELS_FILE_ENV}={str(path)!r}"
     if not path.is_file():
         raise InvalidInputError(f"{source}: the models file does not exist or is not a file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{source}: the models file is not UTF-8 text ({exc})") from exc
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -266,7 +269,7 @@ def _read_models_file(path: Path) -> list[ModelEntry]:
         item_source = f"{source}, entry {index}"
         if not isinstance(item, dict):
             raise InvalidInputError(f"{item_source}: expected a mapping, got {type(item).__name__}")
-        unknown = sorted(set(item) - allowed)
+        unknown = sorted(set(item) - allowed, key=str)
         missing = sorted({"name", "url", "known_hash"} - set(item))
         if unknown or missing:
             raise InvalidInputError(
@@ -524,7 +527,8 @@ def locate(name_or_path: str | os.PathLike, progress: bool = True) -> Path:
 
     A registry name wins over a file of the same name in the working folder (names are
     what users type; a file is meant when it is given as a path such as ``./model.pth``).
-    Registry models are fetched (downloaded once, hash-checked) by :func:`fetch`.
+    Registry models are fetched (downloaded once, hash-checked) by :func:`fetch`. An
+    existing file is returned even when the ``SUM_HQ_MODELS`` file is malformed.
 
     Parameters
     ----------
@@ -536,17 +540,23 @@ def locate(name_or_path: str | os.PathLike, progress: bool = True) -> Path:
     Raises
     ------
     InvalidInputError
-        Neither a registry name nor an existing file (the message lists the registry).
+        Neither a registry name nor an existing file (the message lists the registry), or
+        not an existing file while the ``SUM_HQ_MODELS`` file is malformed.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InvalidInputError(
             f"model {name_or_path!r} must be a registry name or a file path, "
             f"not {type(name_or_path).__name__}"
         )
-    names = list_models()
+    path = Path(name_or_path).expanduser()
+    try:
+        names = list_models()
+    except InvalidInputError:
+        if path.is_file():  # a broken models file does not stop a local checkpoint
+            return path
+        raise
     if isinstance(name_or_path, str) and name_or_path in names:
         return fetch(name_or_path, progress=progress)
-    path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
     raise InvalidInputError(
