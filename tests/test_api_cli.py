@@ -135,7 +135,7 @@ def test_cli_segment_large_image_writes_full_size_labels_one_per_box(small_hq_ch
     np.testing.assert_array_equal(uncertainty, truth * np.float32(0.25))  # the max over the objects
     assert "1500x1500, 2 object(s)" in capsys.readouterr().out
     code = main(["segment", str(tmp_path / "big.tif"), "--point", "1350,1250", "--model", small_hq_checkpoint,
-                 "--device", "cpu", "--out", str(out)])
+                 "--device", "cpu", "--out", str(out), "--overwrite"])
     assert code == 0
     np.testing.assert_array_equal(tifffile.imread(out), expected == 1)
 
@@ -152,7 +152,8 @@ def test_cli_segment_tiling_options(small_hq_checkpoint, tmp_path, monkeypatch):
 
     monkeypatch.setattr(TiledPredictor, "__init__", record)
     use_fake_decoders(monkeypatch, truth)
-    common = ["--point", "130,110", "--model", small_hq_checkpoint, "--device", "cpu", "--out", str(tmp_path / "m.tif")]
+    common = ["--point", "130,110", "--model", small_hq_checkpoint, "--device", "cpu", "--out", str(tmp_path / "m.tif"),
+              "--overwrite"]  # fmt: skip
     assert main(["segment", str(tmp_path / "big.tif"), "--tile", "600,700", "--halo", "32", *common]) == 0
     assert grids == [((600, 700), 32)]
     assert main(["segment", str(tmp_path / "big.tif"), "--tile", "512", *common]) == 0
@@ -186,7 +187,7 @@ def test_cli_segment_slice_of_a_stack_and_intensity_window(small_hq_checkpoint, 
 
     monkeypatch.setattr(predictor_module, "decode_window", record)
     out = tmp_path / "m.tif"
-    common = ["--point", "170,215", "--model", small_hq_checkpoint, "--device", "cpu", "--out", str(out)]
+    common = ["--point", "170,215", "--model", small_hq_checkpoint, "--device", "cpu", "--out", str(out), "--overwrite"]
     assert main(["segment", str(tmp_path / "stack.tif"), "--slice", "1", *common]) == 0
     np.testing.assert_array_equal(tifffile.imread(out), stack[1] > 1000)
     moved = np.moveaxis(stack, 0, 2)  # (200, 240, 3) reads as RGB: the axis must be named

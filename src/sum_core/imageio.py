@@ -4,7 +4,8 @@
 of dimensions); use :func:`sum_core.image.prepare_image` to get a plane SAM
 can segment. :func:`write_image` writes to a temporary file in the target's
 folder and renames it into place, so a failed write never leaves a
-half-written file behind. :func:`open_zarr` opens one array of a zarr store
+half-written file behind (:func:`write_images`: several files, all or
+nothing; :func:`check_image_target` refuses a bad target before any data exist). :func:`open_zarr` opens one array of a zarr store
 lazily (``sum_core.sources.open_image`` builds on it; this module imports
 nothing of ``sum_core`` but its errors).
 """
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -22,7 +25,15 @@ from PIL import Image
 
 from .errors import InvalidInputError
 
-__all__ = ["TIFF_SUFFIXES", "is_zarr_path", "open_zarr", "read_image", "write_image"]
+__all__ = [
+    "TIFF_SUFFIXES",
+    "check_image_target",
+    "is_zarr_path",
+    "open_zarr",
+    "read_image",
+    "write_image",
+    "write_images",
+]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _PIL = (".png", ".jpg", ".jpeg", ".bmp")
@@ -179,15 +190,68 @@ def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     )
 
 
-def _check_png(array: np.ndarray) -> None:
-    gray = array.ndim == 2
-    color = array.ndim == 3 and array.shape[-1] in (3, 4)
-    ok = (array.dtype in (np.bool_, np.uint8) and (gray or color)) or (array.dtype == np.uint16 and gray)
+def _check_png(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    gray = len(shape) == 2
+    color = len(shape) == 3 and shape[-1] in (3, 4)
+    ok = (dtype in (np.bool_, np.uint8) and (gray or color)) or (dtype == np.uint16 and gray)
     if not ok:
         raise InvalidInputError(
-            f"array: PNG holds bool or uint8 (H, W), (H, W, 3), (H, W, 4) or uint16 (H, W) images, got "
-            f"shape {array.shape} and dtype {array.dtype}; write a .tif instead"
+            f"{name}: PNG holds bool or uint8 (H, W), (H, W, 3), (H, W, 4) or uint16 (H, W) images, got "
+            f"shape {shape} and dtype {dtype}; write a .tif instead"
         )
+
+
+def check_image_target(
+    path: str | os.PathLike, shape: tuple[int, ...], dtype: np.dtype | type, name: str | None = None
+) -> Path:
+    """Check that :func:`write_image` can write an array of ``shape`` and ``dtype`` to ``path``.
+
+    Everything :func:`write_image` refuses is refused here, before any data exist (a command
+    line checks its outputs before it loads a model). An existing ``path`` is allowed (it
+    would be replaced); whether that is wanted is the caller's decision.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target file; its extension (``.tif``, ``.tiff`` or ``.png``) picks the format.
+    shape : tuple of int
+        Shape of the array that will be written.
+    dtype : numpy dtype
+        Its dtype.
+    name : str, optional
+        How error messages call the target (e.g. ``"--out"``); default ``"path"`` for
+        problems of the path and ``"array"`` for those of the array.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` as a Path.
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown extension, a missing or non-writable folder, a folder at ``path``, an empty or
+        non-numeric array, or an array PNG cannot hold.
+    """
+    where, what = (name, name) if name else ("path", "array")
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in _WRITABLE:
+        raise InvalidInputError(
+            f"{where}: cannot write {suffix or '(no extension)'!r} files ({p}); use one of {', '.join(_WRITABLE)}"
+        )
+    if not p.parent.is_dir():
+        raise InvalidInputError(f"{where}: folder {p.parent} does not exist")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"{where}: folder {p.parent} is not writable")
+    if p.is_dir():
+        raise InvalidInputError(f"{where}: {p} is a folder")
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biufc" or 0 in shape:
+        raise InvalidInputError(f"{what}: expected a non-empty numeric array, got shape {shape} dtype {dtype}")
+    if suffix == ".png":
+        _check_png(tuple(shape), dtype, what)
+    return p
 
 
 def write_image(path: str | os.PathLike, array) -> None:
@@ -209,31 +273,46 @@ def write_image(path: str | os.PathLike, array) -> None:
     Raises
     ------
     InvalidInputError
-        Unknown extension, missing folder, empty or non-numeric array, or an
-        array PNG cannot hold.
+        As :func:`check_image_target`.
     """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in _WRITABLE:
-        raise InvalidInputError(
-            f"path: cannot write {suffix or '(no extension)'!r} files ({p}); use one of {', '.join(_WRITABLE)}"
-        )
-    if not p.parent.is_dir():
-        raise InvalidInputError(f"path: folder {p.parent} does not exist")
-    arr = np.asarray(array)
-    if arr.dtype.kind not in "biufc" or arr.size == 0:
-        raise InvalidInputError(f"array: expected a non-empty numeric array, got shape {arr.shape} dtype {arr.dtype}")
-    if suffix == ".png":
-        _check_png(arr)
-    tmp = p.parent / f".{p.name}.{secrets.token_hex(8)}.tmp"
-    # os.open with mode 0o666 honours the umask, unlike tempfile.mkstemp (always 0o600).
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    write_images([(path, array)])
+
+
+def write_images(items: Sequence[tuple[str | os.PathLike, Any]]) -> None:
+    """Write several images all or nothing: every array to a temporary file first, then replace.
+
+    All targets are checked (:func:`check_image_target`), then each array is written to a
+    temporary file in its target's folder; only when every one is written do they replace
+    their targets (``os.replace``), so a failure while writing (a full disk, an interrupt)
+    leaves every target as it was and no temporary file behind.
+
+    Parameters
+    ----------
+    items : sequence of (path, array)
+        Targets and their arrays, as for :func:`write_image`.
+
+    Raises
+    ------
+    InvalidInputError
+        As :func:`check_image_target`, for the first bad item, before anything is written.
+    """
+    arrays = [(Path(path), np.asarray(array)) for path, array in items]
+    for path, array in arrays:
+        check_image_target(path, array.shape, array.dtype)
+    written: list[tuple[Path, Path]] = []
     try:
-        if suffix in TIFF_SUFFIXES:
-            tifffile.imwrite(tmp, arr, compression="zlib")
-        else:
-            Image.fromarray(arr).save(tmp, format="PNG")
-        os.replace(tmp, p)
+        for path, array in arrays:
+            tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+            # os.open with mode 0o666 honours the umask, unlike tempfile.mkstemp (always 0o600).
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            written.append((tmp, path))
+            if path.suffix.lower() in TIFF_SUFFIXES:
+                tifffile.imwrite(tmp, array, compression="zlib")
+            else:
+                Image.fromarray(array).save(tmp, format="PNG")
+        for tmp, path in written:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
         raise

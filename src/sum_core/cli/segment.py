@@ -30,10 +30,13 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
         "uncertainty map at the image's full size. One object per --box (clicks apply to every box; "
         "clicks alone give one object). --out is a label image: 0 background, k for the object of the "
         "k-th box (1 for a single object; where objects overlap the later box wins), uint8 up to 255 "
-        "objects, else uint16. --uncertainty-out is float32 (H, W): the highest uncertainty of any object "
-        "at each pixel. Images larger than the model input (1024 px) are cut into windows of at most "
-        "1024 px, of which only those the objects reach are encoded (no downscaling); --no-tiling "
-        "resizes the whole image into one window instead (SAM's behaviour: faster, coarser).",
+        "objects, uint16 up to 65535, else uint32. --uncertainty-out is float32 (H, W): the highest "
+        "uncertainty of any object at each pixel. Images larger than the model input (1024 px) are "
+        "cut into windows of at most 1024 px, of which only those the objects reach are encoded (no downscaling); --no-tiling "
+        "resizes the whole image into one window instead (SAM's behaviour: faster, coarser). "
+        "Every argument is checked before the model is loaded; an output that is the input, the "
+        "other output or (without --overwrite) an existing file is refused, and both outputs are "
+        "written all or nothing.",
     )
     parser.add_argument("image", type=Path, help="input image (TIFF, PNG, JPEG, zarr; 'sample' for a bundled one)")
     parser.add_argument("--key", help="array inside a zarr group (default: first array / level 0)")
@@ -70,11 +73,13 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
     add_speed_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="label image output (.tif or .png)")
     parser.add_argument("--uncertainty-out", type=Path, help="uncertainty map output (.tif)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out / --uncertainty-out if they exist (never the input)")
     parser.set_defaults(func=run_segment)
 
 
-def _plane(args: argparse.Namespace) -> Any:
-    """The image to segment: the input (opened lazily) or the plane chosen with --slice."""
+def _planes(args: argparse.Namespace) -> Any:
+    """The input opened lazily as :class:`~sum_core.sources.Planes` (one plane, or the stack of --slice)."""
     from ..errors import InvalidInputError
     from ..sample_data import sample_image
     from ..sources import Planes, open_image
@@ -90,7 +95,7 @@ def _plane(args: argparse.Namespace) -> Any:
                 f"image: {args.image} has shape {shape}, a stack; choose one plane with --slice N "
                 "(and --axis A for the slice axis, default 0)"
             )
-        return source
+        return Planes(source)
     if one_plane:
         raise InvalidInputError(f"--slice: {args.image} has shape {shape}, one plane, not a stack")
     axis = 0 if args.axis is None else args.axis
@@ -100,17 +105,48 @@ def _plane(args: argparse.Namespace) -> Any:
             f"--slice {args.slice}: the stack has {planes.n_slices} slices along axis {axis} "
             f"(shape {shape}); choose 0..{planes.n_slices - 1}"
         )
-    return planes.read(args.slice)
+    return planes
+
+
+def _check_outputs(args: argparse.Namespace, shape: tuple[int, int], label_dtype: Any) -> None:
+    """Refuse outputs that would replace the input, each other or an existing file (without
+    --overwrite), and any the writer cannot write, before the model is loaded."""
+    import os
+
+    import numpy as np
+
+    from ..errors import InvalidInputError
+    from ..imageio import check_image_target
+
+    source = None if str(args.image) == "sample" else args.image
+    taken: dict[Path, str] = {}  # resolved path -> "--flag PATH"
+    outputs = (("--out", args.out, label_dtype), ("--uncertainty-out", args.uncertainty_out, np.float32))
+    for flag, path, dtype in outputs:
+        if path is None:
+            continue
+        resolved = path.resolve()
+        if source is not None:
+            if resolved == source.resolve() or (path.exists() and os.path.samefile(path, source)):
+                raise InvalidInputError(f"{flag}: {path} is the input image; write the result to another file")
+            if source.is_dir() and source.resolve() in resolved.parents:
+                raise InvalidInputError(f"{flag}: {path} lies inside the input {source}; write the result outside it")
+        if resolved in taken:
+            raise InvalidInputError(f"{flag}: {path} is the same file as {taken[resolved]}; give two different files")
+        check_image_target(path, shape, dtype, name=flag)
+        if os.path.lexists(path) and not args.overwrite:
+            raise InvalidInputError(f"{flag}: {path} exists; add --overwrite to replace it")
+        taken[resolved] = f"{flag} {path}"
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    """Execute ``sum-hq segment``."""
+    """Execute ``sum-hq segment``: every argument is checked before the model is loaded."""
     import numpy as np
 
     from ..api import segment
     from ..errors import InvalidInputError
     from ..image import Normalization
-    from ..imageio import write_image
+    from ..imageio import write_images
+    from ..prompts import validate_prompts
 
     if not (args.point or args.negative or args.box):
         raise InvalidInputError("give at least one prompt: --point ROW,COL, --negative ROW,COL or --box")
@@ -121,20 +157,24 @@ def run_segment(args: argparse.Namespace) -> int:
         normalization = Normalization(limits=args.limits)
     elif args.percentiles is not None:
         normalization = Normalization(low=args.percentiles[0], high=args.percentiles[1])
-    image = _plane(args)
+    planes = _planes(args)
     clicks = args.point + args.negative
     points = np.asarray(clicks, dtype=float) if clicks else None
     labels = np.array([1] * len(args.point) + [0] * len(args.negative)) if clicks else None
     box = np.asarray(args.box, dtype=float) if args.box else None
-    tile_shape = tuple(image.shape[:2]) if args.no_tiling else args.tile
+    validate_prompts(points, labels, box, image_shape=planes.plane_shape, default_positive=True)
+    _check_outputs(args, planes.plane_shape, _label_dtype(max(len(args.box), 1)))
+    image = planes.image if args.slice is None else planes.read(args.slice)
+    tile_shape = planes.plane_shape if args.no_tiling else args.tile
     prediction = segment(image, points=points, labels=labels, box=box, model=args.model,
                          uncertainty=args.uncertainty, task=args.task, device=args.device,
                          precision=args.precision, compile=args.compile, normalization=normalization,
                          tile_shape=tile_shape, halo=args.halo)  # fmt: skip
     label_image = _to_labels(prediction.masks)
-    write_image(args.out, label_image)
+    outputs = [(args.out, label_image)]
     if args.uncertainty_out is not None:
-        write_image(args.uncertainty_out, prediction.uncertainties.max(axis=0))
+        outputs.append((args.uncertainty_out, prediction.uncertainties.max(axis=0)))
+    write_images(outputs)  # both to temporary files, then both into place
     scores = ", ".join(f"{s:.3f}" for s in prediction.scores)
     print(f"wrote {args.out} ({label_image.shape[0]}x{label_image.shape[1]}, {len(prediction)} object(s), "
           f"{int((label_image > 0).sum())} foreground pixels, score {scores})"
@@ -142,11 +182,18 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _to_labels(masks):
-    """(K, H, W) bool masks -> (H, W) labels 1..K (later objects on top), uint8 up to 255 objects."""
+def _label_dtype(n_objects: int) -> Any:
+    """The smallest unsigned dtype that holds labels 0..n_objects."""
     import numpy as np
 
-    labels = np.zeros(masks.shape[1:], dtype=np.uint8 if len(masks) <= 255 else np.uint16)
+    return np.min_scalar_type(max(n_objects, 1))
+
+
+def _to_labels(masks):
+    """(K, H, W) bool masks -> (H, W) labels 1..K (later objects on top) of :func:`_label_dtype`."""
+    import numpy as np
+
+    labels = np.zeros(masks.shape[1:], dtype=_label_dtype(len(masks)))
     for index, mask in enumerate(masks, start=1):
         labels[mask] = index
     return labels
