@@ -153,6 +153,14 @@ def test_the_two_outputs_must_differ(spelling, small_hq_checkpoint, frame, tmp_p
     refused(argv, capsys, tmp_path, "--uncertainty-out", "--out", "same file")
 
 
+def test_an_output_in_a_symlink_loop_is_refused(small_hq_checkpoint, frame, tmp_path, capsys, no_heavy_work):
+    os.symlink(tmp_path / "b.tif", tmp_path / "a.tif")
+    os.symlink(tmp_path / "a.tif", tmp_path / "b.tif")
+    argv = ["segment", str(frame), "--point", CLICK, "--model", small_hq_checkpoint, "--device", "cpu",
+            "--out", str(tmp_path / "a.tif"), "--overwrite"]  # fmt: skip
+    refused(argv, capsys, tmp_path, "--out: cannot resolve", "a.tif")
+
+
 def test_existing_outputs_need_overwrite(small_hq_checkpoint, frame, tmp_path, monkeypatch, capsys):
     _, truth = camera_frame()
     out, unc = tmp_path / "mask.tif", tmp_path / "unc.tif"

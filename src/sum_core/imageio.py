@@ -5,9 +5,10 @@ of dimensions); use :func:`sum_core.image.prepare_image` to get a plane SAM
 can segment. :func:`write_image` writes to a temporary file in the target's
 folder and renames it into place, so a failed write never leaves a
 half-written file behind (:func:`write_images`: several files, all or
-nothing; :func:`check_image_target` refuses a bad target before any data exist). :func:`open_zarr` opens one array of a zarr store
-lazily (``sum_core.sources.open_image`` builds on it; this module imports
-nothing of ``sum_core`` but its errors).
+nothing; :func:`check_image_target` refuses a bad target before any data
+exist). :func:`open_zarr` opens one array of a zarr store lazily
+(``sum_core.sources.open_image`` builds on it; this module imports nothing
+of ``sum_core`` but its errors).
 """
 
 from __future__ import annotations

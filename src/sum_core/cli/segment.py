@@ -32,11 +32,11 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
         "k-th box (1 for a single object; where objects overlap the later box wins), uint8 up to 255 "
         "objects, uint16 up to 65535, else uint32. --uncertainty-out is float32 (H, W): the highest "
         "uncertainty of any object at each pixel. Images larger than the model input (1024 px) are "
-        "cut into windows of at most 1024 px, of which only those the objects reach are encoded (no downscaling); --no-tiling "
-        "resizes the whole image into one window instead (SAM's behaviour: faster, coarser). "
-        "Every argument is checked before the model is loaded; an output that is the input, the "
-        "other output or (without --overwrite) an existing file is refused, and both outputs are "
-        "written all or nothing.",
+        "cut into windows of at most 1024 px, of which only those the objects reach are encoded (no "
+        "downscaling); --no-tiling resizes the whole image into one window instead (SAM's behaviour: "
+        "faster, coarser). Every argument is checked before the model is loaded; an output that is the "
+        "input, the other output or (without --overwrite) an existing file is refused, and both "
+        "outputs are written all or nothing.",
     )
     parser.add_argument("image", type=Path, help="input image (TIFF, PNG, JPEG, zarr; 'sample' for a bundled one)")
     parser.add_argument("--key", help="array inside a zarr group (default: first array / level 0)")
@@ -124,7 +124,10 @@ def _check_outputs(args: argparse.Namespace, shape: tuple[int, int], label_dtype
     for flag, path, dtype in outputs:
         if path is None:
             continue
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop (Python < 3.13)
+            raise InvalidInputError(f"{flag}: cannot resolve {path}: {error}") from None
         if source is not None:
             if resolved == source.resolve() or (path.exists() and os.path.samefile(path, source)):
                 raise InvalidInputError(f"{flag}: {path} is the input image; write the result to another file")
