@@ -15,7 +15,9 @@ decoders (``tests/tiled_fakes.py``), so the written labels are compared exactly.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -279,16 +281,30 @@ def test_more_labels_than_png_holds_are_refused_before_heavy_work(small_hq_check
     refused(argv, capsys, tmp_path, "--out", "PNG holds", "dtype uint32")
 
 
+@contextlib.contextmanager
+def read_only_folder(folder: Path):
+    """``folder`` made non-writable: mode 0o500, or for root (who writes anyway) a read-only tmpfs
+    mounted on it when this machine allows; skips the test otherwise."""
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        if not os.access(folder, os.W_OK):
+            yield folder
+        elif subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                            capture_output=True).returncode == 0:  # fmt: skip
+            try:
+                yield folder
+            finally:
+                subprocess.run(["umount", str(folder)], check=True)
+        else:
+            pytest.skip("root writes into any folder and may not mount a read-only tmpfs here: nothing to refuse")
+    finally:
+        folder.chmod(0o700)
+
+
 def test_a_folder_without_write_permission_is_refused_before_heavy_work(small_hq_checkpoint, frame, tmp_path,
                                                                        capsys, no_heavy_work):  # fmt: skip
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("this user may write into a folder without write permission (root): nothing to refuse")
+    with read_only_folder(tmp_path / "locked") as locked:
         argv = ["segment", str(frame), "--point", CLICK, "--model", small_hq_checkpoint, "--device", "cpu",
                 "--out", str(locked / "m.tif")]  # fmt: skip
-        refused(argv, capsys, tmp_path, "--out", "not writable")
-    finally:
-        locked.chmod(0o700)
+        refused(argv, capsys, tmp_path, "--out: folder", "locked is not writable")
