@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +266,42 @@ def test_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_image(tmp_path / "new.tif", np.zeros((5, 5), np.uint8))
     assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("failing", ["b.png", "b.tif"])
+def test_write_images_is_all_or_nothing(tmp_path, monkeypatch, failing):
+    """The second file fails to write: the first keeps its old content, no temporary file is left."""
+    old = np.full((3, 3), 7, np.uint8)
+    write_image(tmp_path / "a.tif", old)
+    real_tiff, real_save = imageio.tifffile.imwrite, imageio.Image.Image.save
+
+    def fail_for_b(real):
+        def write(first, second, *args, **kwargs):
+            target = second if real is real_save else first
+            if Path(target).name.startswith(".b."):
+                raise OSError(28, "No space left on device")
+            return real(first, second, *args, **kwargs)
+
+        return write
+
+    monkeypatch.setattr(imageio.tifffile, "imwrite", fail_for_b(real_tiff))
+    monkeypatch.setattr(imageio.Image.Image, "save", fail_for_b(real_save))
+    with pytest.raises(OSError, match="No space left"):
+        imageio.write_images(
+            [(tmp_path / "a.tif", np.zeros((5, 5), np.uint8)), (tmp_path / failing, np.ones((5, 5), np.uint8))]
+        )
+    assert files_in(tmp_path) == ["a.tif"]
+    np.testing.assert_array_equal(read_image(tmp_path / "a.tif"), old)
+    with pytest.raises(InvalidInputError, match=r"array: PNG holds .* dtype float32"):  # checked before writing
+        imageio.write_images([(tmp_path / "c.tif", old), (tmp_path / "d.png", np.zeros((5, 5), np.float32))])
+    assert files_in(tmp_path) == ["a.tif"]
+
+
+def test_check_image_target_refuses_before_any_data(tmp_path):
+    (tmp_path / "folder.tif").mkdir()
+    with pytest.raises(InvalidInputError, match=r"--out: .*folder.tif is a folder"):
+        imageio.check_image_target(tmp_path / "folder.tif", (5, 5), np.uint8, name="--out")
+    with pytest.raises(InvalidInputError, match=r"--out: PNG holds .* dtype uint32"):
+        imageio.check_image_target(tmp_path / "m.png", (5, 5), np.uint32, name="--out")
+    assert imageio.check_image_target(str(tmp_path / "m.png"), (5, 5), np.uint16) == tmp_path / "m.png"
+    assert files_in(tmp_path) == ["folder.tif"]
