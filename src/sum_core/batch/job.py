@@ -31,7 +31,7 @@ from . import auto, prompted
 from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
-from .writer import open_target
+from .writer import check_apart, open_target, target_lock
 
 # Options always recorded in an automatic job's signature (the others only when not at their
 # default, so targets written before they were options keep their signature).
@@ -84,6 +84,11 @@ def segment_zarr(
     model, prompt table) is stored in the attributes; a target holding anything else is
     refused unless ``overwrite=True``. A completed target is returned without recomputation.
 
+    **Safety**: a target that is, contains or lies inside the source is refused, with or without
+    ``overwrite``. While the job runs it holds a lock file in a folder target
+    (:func:`sum_core.batch.writer.target_lock`): a second job on the same target is refused; the
+    lock of a killed job is taken over (with a warning) when the job is rerun.
+
     Parameters
     ----------
     source : str, path, zarr array/group, dask or numpy array
@@ -135,8 +140,9 @@ def segment_zarr(
     Raises
     ------
     InvalidInputError
-        Bad mode, options, axis, tiling, prompts (also outside the volume) or target; checked
-        before any segmentation (and before the target is created).
+        Bad mode, options, axis, tiling, prompts (also outside the volume) or target (also one
+        overlapping the source, or one another job is writing); checked before any segmentation
+        (and before the target is created).
     Cancelled
         ``cancel`` was set.
     """
@@ -151,6 +157,7 @@ def segment_zarr(
     if cancel is not None and not _is_local(scheduler):
         raise InvalidInputError("cancel: only local dask schedulers can be cancelled (not dask.distributed)")
     volume = open_volume(source, key=key, axis=axis)
+    check_apart(source, target)  # before anything is loaded, created or deleted
     if tile_shape is not None or halo is not None:
         tile_grid(volume.plane_shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before loading
     object_prompts, table_hash = [], None
@@ -175,18 +182,19 @@ def segment_zarr(
         signature["precision"] = precision
     stride = _ID_SPACE // volume.n_slices
     info = {"id_stride": stride if mode == "auto" else None, "axes": list(volume.out_names)}
-    out = open_target(target, signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape),
-                      volume.out_names, overwrite=overwrite)
-    if out.info.get("complete"):
-        return out.group
-    normalization = fixed_normalization(volume.planes)
-    if mode == "auto":
-        graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel)
-    else:
-        graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, cancel)
-    with _Progress(len(graph), progress and _is_local(scheduler)), _CancelBeforeTasks(cancel):
-        _run(graph, scheduler)
-    out.finish()
+    with target_lock(target):  # one job writes a target at a time
+        out = open_target(target, signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape),
+                          volume.out_names, overwrite=overwrite)
+        if out.info.get("complete"):
+            return out.group
+        normalization = fixed_normalization(volume.planes)
+        if mode == "auto":
+            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel)
+        else:
+            graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, cancel)
+        with _Progress(len(graph), progress and _is_local(scheduler)), _CancelBeforeTasks(cancel):
+            _run(graph, scheduler)
+        out.finish()
     return out.group
 
 
