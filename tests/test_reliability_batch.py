@@ -191,7 +191,8 @@ def test_a_second_writer_is_refused_while_a_job_runs_and_the_lock_is_released(tm
     group = segment_zarr(image, target, **kwargs)
     assert seen == [True] and len(refusals) == 2
     for message in refusals:
-        assert f"target: {target} is being written by another job (pid {os.getpid()} on {socket.gethostname()}" in message
+        holder = f"(pid {os.getpid()} on {socket.gethostname()})"
+        assert f"target: {target} is being written by another job {holder}" in message
         assert f"delete {lock}" in message
     assert not lock.exists() and counter.calls == 20  # the first job ran whole
     monkeypatch.setattr(batch_auto, "window_records", reference_counter := Counter())
@@ -262,13 +263,13 @@ KILLED_JOB = """
         return counter(window, model, device, options, cancel)
 
     batch_auto.window_records = stalls
-    segment_zarr(blobs((1040, 1392), seed=6, n=300, radius=12), sys.argv[1], tile_shape=(256, 384), halo=32, progress=False,
-                 scheduler="synchronous")
+    segment_zarr(blobs((1040, 1392), seed=6, n=300, radius=12), sys.argv[1], tile_shape=(256, 384), halo=32,
+                 progress=False, scheduler="synchronous")
 """
 
 
 def test_a_job_killed_with_sigkill_holds_the_target_until_dead_then_resumes(tmp_path, resolved, monkeypatch):
-    """Another process's running job refuses this one by pid; once SIGKILLed, its lock is taken over and the job resumes."""
+    """Another process's running job refuses this one by pid; SIGKILLed, its lock is taken over and the job resumes."""
     target, lock, running = tmp_path / "out.zarr", tmp_path / "out.zarr" / LOCK_NAME, tmp_path / "running"
     tests = Path(__file__).parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}

@@ -281,8 +281,9 @@ def target_lock(target: Any) -> Iterator[None]:
     Raises
     ------
     InvalidInputError
-        A target that cannot be written (see :func:`open_target`), another job holds the lock (naming its pid and host, and the file to delete if that job
-        is in fact gone), or the lock file cannot be created.
+        A target that cannot be written (see :func:`open_target`), another job holds the lock
+        (naming its pid and host, and the file to delete if that job is in fact gone), or the
+        lock file cannot be created.
     """
     _store(target)  # a file, a foreign folder or a read-only target is refused before the lock is made
     folder = location(target) if isinstance(target, (str, os.PathLike, zarr.storage.LocalStore)) else None
@@ -347,7 +348,9 @@ def _holder(lock: Path) -> dict[str, Any] | None:
         holder = json.loads(lock.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int) or not isinstance(holder.get("host"), str):
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+        return None
+    if not isinstance(holder.get("host"), str):
         return None
     return holder
 
