@@ -295,3 +295,17 @@ def test_a_job_killed_with_sigkill_holds_the_target_until_dead_then_resumes(tmp_
     reference = segment_zarr(image, tmp_path / "ref.zarr", **kwargs)
     for name in ("labels", "uncertainty"):
         np.testing.assert_array_equal(group[name][...], reference[name][...])
+
+
+def test_a_malformed_models_file_does_not_break_a_job_with_a_local_checkpoint(tmp_path, monkeypatch):
+    """SUM_HQ_MODELS is only about registry names: a job given a checkpoint path still runs."""
+    import torch
+
+    bad = tmp_path / "models.yaml"
+    bad.write_text("- {name: [not, a, string]}\n")
+    monkeypatch.setenv("SUM_HQ_MODELS", str(bad))
+    monkeypatch.setattr(batch_auto, "window_records", Counter())
+    path = tmp_path / "local.pth"
+    torch.save(tiny_model().state_dict(), path)
+    group = segment_zarr(blobs((64, 80), seed=1), tmp_path / "out.zarr", model=path, device="cpu", progress=False)
+    assert group.attrs["sum_hq_batch"]["signature"]["model"].startswith("weights:")

@@ -281,8 +281,12 @@ def _model_identity(model: str | os.PathLike | SamModel, loaded: SamModel) -> st
     else the hash of the loaded weights (:func:`sum_core.encoding.weights_hash`, computed once per
     model state): a checkpoint file retrained in place is another model, never resumed into.
     """
-    if not isinstance(model, SamModel) and str(model) in registry():
-        return f"name:{model}"
+    if isinstance(model, str):
+        try:
+            if model in registry():
+                return f"name:{model}"
+        except InvalidInputError:
+            pass  # a malformed SUM_HQ_MODELS file: the model was resolved as a local file
     return f"weights:{weights_hash(loaded)}"
 
 
