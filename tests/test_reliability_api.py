@@ -134,3 +134,16 @@ def test_devices_the_models_do_not_run_on_are_refused_by_name(device, image):
         resolve_device(device)
     with pytest.raises(InvalidInputError, match="sum_core runs on cpu, cuda, mps devices"):
         segment(image, points=[[5, 5]], device=device)
+
+
+@pytest.mark.parametrize("reader", ["open_image", "read_image"])
+def test_a_named_pipe_is_refused_instead_of_hanging(tmp_path, reader):
+    import os
+
+    from sum_core.imageio import read_image
+    from sum_core.sources import open_image
+
+    pipe = tmp_path / "stack.tif"
+    os.mkfifo(pipe)
+    with pytest.raises(InvalidInputError, match="is not a regular file or folder"):
+        (open_image if reader == "open_image" else read_image)(pipe)

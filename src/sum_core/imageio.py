@@ -29,6 +29,7 @@ from .errors import InvalidInputError
 __all__ = [
     "TIFF_SUFFIXES",
     "check_image_target",
+    "check_input_path",
     "is_zarr_path",
     "open_zarr",
     "read_image",
@@ -145,6 +146,22 @@ def open_zarr(
     return _array_in_group(node, key, level, where)
 
 
+def check_input_path(path: str | os.PathLike, name: str) -> Path:
+    """An existing regular file or folder to read, as a ``Path``.
+
+    Raises
+    ------
+    InvalidInputError
+        Missing, or neither a file nor a folder (a named pipe or a device would block a reader).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InvalidInputError(f"{name}: {p} does not exist")
+    if not (p.is_file() or p.is_dir()):
+        raise InvalidInputError(f"{name}: {p} is not a regular file or folder (a named pipe or a device?)")
+    return p
+
+
 def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     """Read an image file or zarr store into a numpy array.
 
@@ -169,9 +186,7 @@ def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     InvalidInputError
         Missing file, unknown format, missing zarr key, or unreadable file.
     """
-    p = Path(path)
-    if not p.exists():
-        raise InvalidInputError(f"path: {p} does not exist")
+    p = check_input_path(path, "path")
     suffix = p.suffix.lower()
     if key is not None and not is_zarr_path(p):
         raise InvalidInputError(f"key: only used for zarr stores, but {p} is not one")

@@ -11,7 +11,6 @@ to 8 bits with the same contrast; :func:`sum_core.image.to_uint8_rgb` applies it
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ import zarr
 
 from .errors import InvalidInputError
 from .image import Normalization
-from .imageio import TIFF_SUFFIXES, is_zarr_path, open_zarr, read_image
+from .imageio import TIFF_SUFFIXES, check_input_path, is_zarr_path, open_zarr, read_image
 from .tiling import Region
 from .validation import check_int
 
@@ -81,9 +80,7 @@ def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
         raise InvalidInputError(
             f"source: expected an array, a zarr group or a path, got {type(source).__name__}"
         )
-    path = Path(source)
-    if not path.exists():
-        raise InvalidInputError(f"source: {path} does not exist")
+    path = check_input_path(source, "source")
     if is_zarr_path(path):
         return open_zarr(path, key, level)
     if path.suffix.lower() in TIFF_SUFFIXES:
