@@ -34,6 +34,15 @@ def segment(viewer, qtbot, widget, key: bool = False) -> None:
     wait_for_encode(widget, qtbot)
 
 
+def segment_the_disk(viewer, qtbot, checkpoint):
+    """Open the widget on a ``disk_image`` layer "img", click the disk and segment it; the widget."""
+    viewer.add_image(disk_image(), name="img")
+    widget = open_widget(viewer, qtbot, checkpoint, "img")
+    widget.layers.points().add([[48, 60]])
+    segment(viewer, qtbot, widget)
+    return widget
+
+
 def errors(caught) -> list[str]:
     return [str(n.message) for n in caught if str(n.severity) == "error"]
 
@@ -95,12 +104,8 @@ def test_box_prompt_segments(make_napari_viewer, qtbot, tiny_checkpoint):
 
 def test_commit_undo_clear(make_napari_viewer, qtbot, tiny_checkpoint, notifications):
     viewer = make_napari_viewer()
-    viewer.add_image(disk_image(), name="img")
-    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    widget = segment_the_disk(viewer, qtbot, tiny_checkpoint)
     layers = widget.layers
-
-    layers.points().add([[48, 60]])
-    segment(viewer, qtbot, widget)
     first = layers.current().data > 0
     click(qtbot, widget.commit_button)
     committed = layers.committed()
@@ -136,11 +141,8 @@ def test_commits_are_in_napari_undo_history(make_napari_viewer, qtbot, tiny_chec
     """Ctrl+Z on the committed layer (napari's own undo) undoes a commit, redo restores it, and
     the widget's Undo commit button works on the same history without undoing a paint stroke."""
     viewer = make_napari_viewer()
-    viewer.add_image(disk_image(), name="img")
-    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    widget = segment_the_disk(viewer, qtbot, tiny_checkpoint)
     layers = widget.layers
-    layers.points().add([[48, 60]])
-    segment(viewer, qtbot, widget)
     obj = layers.current().data > 0
     click(qtbot, widget.commit_button)
     committed = layers.committed()
@@ -164,11 +166,8 @@ def test_commits_are_in_napari_undo_history(make_napari_viewer, qtbot, tiny_chec
 
 def test_painting_on_the_current_object_is_committed_with_it(make_napari_viewer, qtbot, tiny_checkpoint):
     viewer = make_napari_viewer()
-    viewer.add_image(disk_image(), name="img")
-    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    widget = segment_the_disk(viewer, qtbot, tiny_checkpoint)
     layers = widget.layers
-    layers.points().add([[48, 60]])
-    segment(viewer, qtbot, widget)
     current = layers.current()
     current.brush_size = 3
     current.paint((90, 120), 1)  # far from the object: outside the windows the widget wrote
@@ -191,11 +190,8 @@ def test_refine_committed_label_keeps_its_id(make_napari_viewer, qtbot, tiny_che
 
     monkeypatch.setattr(Predictor, "predict", spy)
     viewer = make_napari_viewer()
-    viewer.add_image(disk_image(), name="img")
-    widget = open_widget(viewer, qtbot, tiny_checkpoint, "img")
+    widget = segment_the_disk(viewer, qtbot, tiny_checkpoint)
     layers = widget.layers
-    layers.points().add([[48, 60]])
-    segment(viewer, qtbot, widget)
     remembered = widget._last_result.low_res_logits[0]
     click(qtbot, widget.commit_button)
     assert mask_inputs == [None]

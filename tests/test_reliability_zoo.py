@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from http_server import serve_folder, unused_url
+from test_zoo import isolated_zoo  # noqa: F401  (autouse: private cache, no models file)
 from sum_core import zoo
 from sum_core.errors import HashMismatchError, InvalidInputError
 
@@ -25,14 +26,6 @@ NOTES = b"my lab notes, not a checkpoint\n"
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(autouse=True)
-def isolated_zoo(tmp_path, monkeypatch):
-    """Private cache folder, no models file, no user entries from other tests."""
-    monkeypatch.setenv(zoo.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(zoo.MODELS_FILE_ENV, raising=False)
-    monkeypatch.setattr(zoo, "_user_models", {})
 
 
 @pytest.fixture
