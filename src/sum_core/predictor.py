@@ -36,7 +36,7 @@ from .errors import InvalidInputError
 from .image import Normalization, prepare_image, validate_image
 from .modeling import ImageEmbedding, SamModel
 from .prediction import BACKGROUND_LOGIT, PredictOptions, Prediction, TiledPrediction, UncertaintyMethod
-from .prompts import MASK_PROMPT_LOGIT, Prompts, mask_logits, to_low_res_frame, validate_prompts
+from .prompts import Prompts, mask_logits, validate_prompts, window_mask_prompt
 from .sources import Planes, open_image
 from .tiled_embedding import DEFAULT_MEMORY_TILES
 from .tiled_predictor import TiledPredictor
@@ -311,9 +311,7 @@ class Predictor:
                 f"mask_input: expected full-size {tuple(image.original_size)} logits or mask, or "
                 f"(1, {config.low_res_size}, {config.low_res_size}) low-resolution logits; got {full.shape}"
             )
-        return to_low_res_frame(
-            full, image.input_size, config.image_size, config.low_res_size, -MASK_PROMPT_LOGIT
-        ).numpy()
+        return window_mask_prompt(full, image.input_size, config.image_size, config.low_res_size)
 
     def _predict_tiled(self, points, labels, box, mask_input, options, cancel) -> Prediction:
         """One tiled prediction per object, pasted into full-size arrays."""

@@ -41,6 +41,7 @@ __all__ = [
     "to_low_res_frame",
     "to_model_frame",
     "validate_prompts",
+    "window_mask_prompt",
 ]
 
 #: Logit magnitude given to the pixels of a binary mask used as a mask prompt (logit of 0.999).
@@ -379,6 +380,14 @@ def mask_logits(mask: np.ndarray) -> np.ndarray:
     values = _as_float_array(arr, "mask_input")
     _check_logit_values(values)
     return values.astype(np.float32)
+
+
+def window_mask_prompt(
+    logits: np.ndarray, input_size: tuple[int, int], image_size: int, low_res_size: int
+) -> np.ndarray:
+    """A full-resolution mask prompt of one encoded window (logits from :func:`mask_logits`, cropped
+    to the window) as the decoder's ``(1, L, L)`` ``mask_input``; the padding is sure background."""
+    return to_low_res_frame(logits, input_size, image_size, low_res_size, -MASK_PROMPT_LOGIT).numpy()
 
 
 def to_low_res_frame(

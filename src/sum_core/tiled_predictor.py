@@ -38,7 +38,7 @@ from .errors import InvalidInputError
 from .image import Normalization
 from .modeling import ImageEmbedding, SamModel
 from .prediction import BACKGROUND_LOGIT, PredictOptions, TiledPrediction
-from .prompts import MASK_PROMPT_LOGIT, Prompts, mask_logits, to_low_res_frame, validate_prompts
+from .prompts import Prompts, mask_logits, validate_prompts, window_mask_prompt
 from .tiled_embedding import DEFAULT_MEMORY_TILES, TiledEmbeddings, check_cancel
 from .tiling import Region, Tile
 from .validation import check_index, check_int, check_options
@@ -282,9 +282,7 @@ class TiledPredictor:
         config = self.model.config
         low_res = None
         if mask is not None:
-            low_res = to_low_res_frame(
-                mask, embedding.input_size, config.image_size, config.low_res_size, -MASK_PROMPT_LOGIT
-            ).numpy()
+            low_res = window_mask_prompt(mask, embedding.input_size, config.image_size, config.low_res_size)
         prompts = validate_prompts(
             points, labels, box, low_res, image_shape=window.shape, low_res_size=config.low_res_size
         )
