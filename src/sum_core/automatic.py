@@ -30,7 +30,7 @@ from .auto_options import AutoOptions
 from .decoding import run_decoder, upscale
 from .device import resolve_device
 from .encoding import encode_image
-from .errors import InvalidInputError
+from .errors import InvalidInputError, check_cancel
 from .image import prepare_image
 from .loading import resolve_model
 from .mask_ops import (
@@ -45,7 +45,6 @@ from .mask_ops import (
 from .modeling import DecodedMasks, ImageEmbedding, SamModel
 from .nms import nms
 from .prompts import batch_to_model_frame, validate_prompts
-from .tiled_embedding import check_cancel
 from .tiling import Region, Tile, TileGrid, tile_grid
 from .validation import check_options
 from .zoo import DEFAULT_MODEL

@@ -7,6 +7,8 @@ argument or file and says what was wrong, before any heavy work is done.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SumError(Exception):
     """Base class of every error raised by ``sum_core`` on purpose."""
@@ -30,3 +32,10 @@ class HashMismatchError(DownloadError):
 
 class Cancelled(SumError):
     """Long work (encoding tiles, decoding batches) was stopped by a cancel request."""
+
+
+def check_cancel(cancel: Any) -> None:
+    """Raise :class:`Cancelled` if ``cancel`` (a ``threading.Event`` or None) is set: the one check
+    between tiles, decoder batches, slices and batch tasks."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")

@@ -28,14 +28,13 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, check_cancel
 from .image import Normalization, to_uint8_rgb
 from .modeling import SamModel
 from .prediction import Prediction, PredictOptions
 from .predictor import Predictor
 from .prompts import validate_prompts
 from .sources import Planes, fixed_normalization, open_image
-from .tiled_embedding import check_cancel
 from .validation import check_index, check_range
 
 __all__ = ["propagate"]

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from .acceleration import check_precision
 from .embedding_cache import CacheLayout, EmbeddingCache, make_signature
 from .encoding import encode, model_name, to_pixels, weights_hash
-from .errors import Cancelled, InvalidInputError
+from .errors import InvalidInputError, check_cancel
 from .modeling import ImageEmbedding, SamModel
 from .prefetch import pin_for_transfer, prefetch
 from .image import Normalization, to_uint8_rgb
@@ -62,12 +62,6 @@ class _Batch(NamedTuple):
     pairs: list[tuple[int, int]]
     pixels: list[torch.Tensor]  # 1x3xhxw uint8, pinned when bound for CUDA
     original_sizes: list[tuple[int, int]]
-
-
-def check_cancel(cancel: threading.Event | None) -> None:
-    """Raise :class:`sum_core.errors.Cancelled` if ``cancel`` is set."""
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
 
 
 class TiledEmbeddings:

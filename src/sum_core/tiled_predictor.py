@@ -34,12 +34,12 @@ from scipy import ndimage
 
 from .decoding import decode_window
 from .encoding import prepare_model
-from .errors import InvalidInputError
+from .errors import InvalidInputError, check_cancel
 from .image import Normalization
 from .modeling import ImageEmbedding, SamModel
 from .prediction import BACKGROUND_LOGIT, PredictOptions, TiledPrediction
 from .prompts import Prompts, mask_logits, validate_prompts, window_mask_prompt
-from .tiled_embedding import DEFAULT_MEMORY_TILES, TiledEmbeddings, check_cancel
+from .tiled_embedding import DEFAULT_MEMORY_TILES, TiledEmbeddings
 from .tiling import Region, Tile
 from .validation import check_index, check_int, check_options
 

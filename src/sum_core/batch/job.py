@@ -19,11 +19,10 @@ from ..auto_options import AutoOptions
 from ..device import resolve_device
 from ..embedding_cache import data_hash
 from ..encoding import weights_hash
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, check_cancel
 from ..modeling import SamModel
 from ..prediction import PredictOptions
 from ..sources import fixed_normalization
-from ..tiled_embedding import check_cancel
 from ..tiling import tile_grid
 from ..validation import check_options
 from ..zoo import DEFAULT_MODEL, registry
