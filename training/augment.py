@@ -62,23 +62,27 @@ def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]]
 
 
+def _scaled_size(shape: tuple[int, int], scale: float, output_size: int) -> tuple[int, int]:
+    """Size whose longer side is ``round(scale * output_size)``, aspect ratio kept."""
+    h, w = shape
+    target = round(scale * output_size)
+    factor = min(target / h, target / w)
+    return max(1, round(h * factor)), max(1, round(w * factor))
+
+
 def _scale_crop_pad(
     image: np.ndarray,
     labels: np.ndarray,
-    scale: float,
-    offset_fractions: tuple[float, float],
+    size: tuple[int, int],
+    offsets: tuple[int, int],
     output_size: int,
     pad_value: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    h, w = labels.shape
-    target = round(scale * output_size)
-    factor = min(target / h, target / w)
-    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    """Resize to ``size``, crop an ``output_size`` window at ``offsets`` (top, left), pad bottom/right."""
     image = _resize_image(image, size)
     labels = _resize_labels(labels, size)
     crop_h, crop_w = min(output_size, size[0]), min(output_size, size[1])
-    top = int((size[0] - crop_h) * offset_fractions[0])
-    left = int((size[1] - crop_w) * offset_fractions[1])
+    top, left = offsets
     out_image = np.full((output_size, output_size, 3), pad_value, dtype=np.uint8)
     out_labels = np.full((output_size, output_size), LABEL_PAD_VALUE, dtype=labels.dtype)
     out_image[:crop_h, :crop_w] = image[top : top + crop_h, left : left + crop_w]
@@ -99,9 +103,11 @@ def large_scale_jitter(
     A scale ``s ~ U(scale_range)`` sets the target side ``round(s *
     output_size)``; the image is resized (bilinear; labels nearest) so that its
     longer side has that length, keeping the aspect ratio.  If it is larger
-    than ``output_size`` a random ``output_size`` window is cropped (uniform
-    offset per axis); the result is padded at the bottom/right to
-    ``output_size x output_size`` with ``pad_value`` (image) and 0 (labels).
+    than ``output_size`` a random ``output_size`` window is cropped: per axis an
+    integer offset drawn uniformly from ``[0, margin]`` inclusive (``margin`` =
+    scaled size - crop size), as HQ-SAM's ``randint(0, margin + 1)``; the result
+    is padded at the bottom/right to ``output_size x output_size`` with
+    ``pad_value`` (image) and 0 (labels).
 
     Returns
     -------
@@ -113,9 +119,9 @@ def large_scale_jitter(
     low, high = scale_range
     if not 0 < low <= high:
         raise InvalidInputError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-    scale = rng.uniform(low, high)
-    offsets = (rng.random(), rng.random())
-    return _scale_crop_pad(image, labels, scale, offsets, output_size, pad_value)
+    size = _scaled_size(labels.shape, rng.uniform(low, high), output_size)
+    offsets = tuple(int(rng.integers(0, max(side - output_size, 0) + 1)) for side in size)
+    return _scale_crop_pad(image, labels, size, offsets, output_size, pad_value)
 
 
 def resize_and_pad(
@@ -130,7 +136,8 @@ def resize_and_pad(
     Used for validation samples.
     """
     _check_pair(image, labels)
-    return _scale_crop_pad(image, labels, 1.0, (0.0, 0.0), output_size, pad_value)
+    size = _scaled_size(labels.shape, 1.0, output_size)
+    return _scale_crop_pad(image, labels, size, (0, 0), output_size, pad_value)
 
 
 def augment(

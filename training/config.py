@@ -22,14 +22,23 @@ from sum_core.errors import InvalidInputError
 from sum_core.options import PRECISIONS
 from sum_core.validation import check_int
 
+from .losses import UA_DICE_THRESHOLD
+
 SCHEMES = ("hq", "decoder", "full")
 PROMPT_KINDS = ("box", "points", "mask")
 
-#: Per-scheme defaults (HQ-SAM lightweight recipe vs SUM full/decoder fine-tuning).
+#: Per-scheme defaults (HQ-SAM lightweight recipe vs SUM full/decoder fine-tuning).  Box jitter:
+#: HQ-SAM and SUM's HQ-SAM variant train with tight boxes; SUM's interactive recipe jitters them.
 SCHEME_DEFAULTS: dict[str, dict[str, Any]] = {
-    "hq": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "epochs": 12, "lr_step": 10},
-    "decoder": {"optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.1, "epochs": 1, "lr_step": 0},
-    "full": {"optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.1, "epochs": 1, "lr_step": 0},
+    "hq": {
+        "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "epochs": 12, "lr_step": 10, "box_jitter": False,
+    },
+    "decoder": {
+        "optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.1, "epochs": 1, "lr_step": 0, "box_jitter": True,
+    },
+    "full": {
+        "optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.1, "epochs": 1, "lr_step": 0, "box_jitter": True,
+    },
 }
 
 
@@ -71,20 +80,31 @@ class FinetuneConfig:
     pseudo_ratio : int
         Human steps per pseudo step (1 = SUM's 1 : 1 mixing).
     min_pseudo_area : int
-        Pseudo masks smaller than this (pixels, 1024 frame) are skipped.
+        Pseudo masks smaller than this (area in pixels of the 1024 frame) are dropped
+        before the ``max_pseudo_masks`` are sampled (the reference's ``100 * min_ratio``;
+        its code default is 100, the authors' command uses 10,000).
+    min_uncertainty_area : int
+        Only pseudo masks of at least this area (pixels, 1024 frame) use their
+        uncertainty map; smaller ones count as certain (u = 0), as in the reference
+        (``100 * min_refine_ratio``, 10,000 in its code and command).
     focal_weight, dice_weight, iou_weight : float
         SAM loss weights (20 : 1 : 1).
     ua_threshold : float
-        Certainty threshold of the uncertainty-aware Dice (paper: 0.6).
+        Certainty threshold of the uncertainty-aware Dice: 0.5 as both released code
+        paths (the paper's text says 0.6).
     ua_dice_mode : {"hard", "soft"}
     num_points : int
         Positive points per point prompt.
     prompt_kinds : list of str
         Prompt types drawn uniformly per image (box, points, mask).
-    box_jitter : bool
-        Apply SUM's box jitter.
+    box_jitter : bool or None
+        Apply SUM's box jitter (None: the scheme default, off for ``hq`` as HQ-SAM).
     interactive : bool
         SAM-style interactive rounds instead of one prompt.
+    task_prompt_every_round : bool
+        Give the task prompt in every interactive round, as the predictor and
+        ``training.evaluate`` do at every click (train as it is used); False gives it
+        in the first round only (the paper's recipe, which the predictor does not follow).
     interactive_rounds : int
         Rounds per example (first prompt, error clicks, final mask-only round).
     augment : bool
@@ -129,15 +149,17 @@ class FinetuneConfig:
     pseudo_batch_size: int = 1
     pseudo_ratio: int = 1
     min_pseudo_area: int = 100
+    min_uncertainty_area: int = 10_000
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
-    ua_threshold: float = 0.6
+    ua_threshold: float = UA_DICE_THRESHOLD
     ua_dice_mode: str = "hard"
     num_points: int = 10
     prompt_kinds: list[str] = field(default_factory=lambda: list(PROMPT_KINDS))
-    box_jitter: bool = True
+    box_jitter: bool | None = None
     interactive: bool = False
+    task_prompt_every_round: bool = True
     interactive_rounds: int = 7
     augment: bool = True
     val_fraction: float = 0.0
@@ -204,6 +226,8 @@ class FinetuneConfig:
             raise InvalidInputError(f"ua_threshold must be in [0, 1), got {self.ua_threshold}")
         if self.max_steps < 0 or self.lr_step < 0 or self.workers < 0:
             raise InvalidInputError("max_steps, lr_step and workers must be >= 0")
+        check_int(self.min_pseudo_area, "min_pseudo_area", 0)
+        check_int(self.min_uncertainty_area, "min_uncertainty_area", 0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-friendly dict (tuples become lists)."""

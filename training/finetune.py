@@ -55,6 +55,10 @@ _HELP = {
     "pseudo_images": "images of the pseudo-label folder (default: from its manifest)",
     "pseudo_ratio": "human steps per pseudo-label step (1 = 1:1 mixing)",
     "interactive": "SAM-style interactive rounds (error clicks, final mask-only round)",
+    "box_jitter": "jitter box prompts (default: off in the hq scheme, on in decoder / full)",
+    "task_prompt_every_round": "task prompt in every interactive round (as the predictor); "
+    "--no-task-prompt-every-round: first round only (the paper)",
+    "min_uncertainty_area": "pseudo masks smaller than this (px, 1024 frame) ignore their uncertainty map",
     "precision": "autocast precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with a GradScaler)",
     "max_steps": "stop resumably after this many steps (0 = no limit)",
 }
@@ -68,7 +72,7 @@ def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> Non
     flag = "--" + field.name.replace("_", "-")
     kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": _HELP.get(field.name)}
     annotation = str(field.type)
-    if annotation == "bool":
+    if annotation.replace(" | None", "") == "bool":
         parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         return
     if annotation.startswith("list["):

@@ -20,7 +20,8 @@ from sum_core.errors import InvalidInputError
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
-UA_DICE_THRESHOLD = 0.6
+#: Both released SUM code paths default to 0.5; the paper's text gives 0.6.
+UA_DICE_THRESHOLD = 0.5
 HQ_NUM_POINTS = 112 * 112
 HQ_OVERSAMPLE_RATIO = 3.0
 HQ_IMPORTANCE_SAMPLE_RATIO = 0.75
@@ -157,8 +158,8 @@ def uncertainty_aware_dice_loss(
         L_b = 1 - (2 sum(w p w q) + smooth) / (sum(w p) + sum(w q) + smooth)
 
     * ``mode="hard"`` (paper, default): ``w = 1[c > threshold]`` with
-      ``c = 1 - u``, so only confidently labelled pixels count.  The paper uses
-      ``threshold = 0.6`` (the SUM code defaults to 0.5).
+      ``c = 1 - u``, so only confidently labelled pixels count.  The default
+      ``threshold = 0.5`` is the released SUM code's (the paper's text says 0.6).
     * ``mode="soft"`` (SUM's HQ-SAM-variant option): ``w = c``; ``threshold``
       is ignored.
 

@@ -168,8 +168,10 @@ def jitter_box(
     generator : torch.Generator, optional
         CPU generator for reproducible draws.
     image_shape : tuple of int, optional
-        ``(H, W)``: if given, the result is clipped to ``[0, H-1] x [0, W-1]``
-        (the reference does not clip).
+        ``(H, W)`` of the image: if given, the result is clipped to
+        ``[0, H-1] x [0, W-1]``, as the reference clips the jittered corners to the
+        image size (its corners are exclusive, ``[0, W]``; ours are inclusive pixel
+        indices).
 
     Returns
     -------

@@ -16,7 +16,8 @@
    around the pseudo-mask and the pseudo-mask's 8-bit probability as mask
    prompt (as stored for pseudo-labels); its target is the ground truth.
 2. **Training**: focal 20 : Dice 1 (:func:`training.losses.sam_loss`, no IoU
-   term) on the ``256 x 256`` low-resolution frame, AdamW. Defaults (ours,
+   term) on the image's part of the ``256 x 256`` low-resolution frame (the
+   padding of a non-square image is cropped away, :func:`low_res_region`), AdamW. Defaults (ours,
    the paper gives none): 10 epochs, lr 1e-4, weight decay 1e-4, 8 pairs per
    step (pairs of one image share a step). Image features are computed once
    (:func:`sum_core.encoding.encode_image`, the whole image resized to the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -278,18 +280,33 @@ def batch_inputs(
     return encoded, prompts, targets
 
 
+def low_res_region(image: ImageEmbedding, image_size: int, low_res_size: int) -> tuple[int, int]:
+    """Rows and columns of the ``L x L`` low-resolution frame that cover the image's
+    ``input_size`` region (``ceil(h L / S)``, ``ceil(w L / S)``; the rest is padding)."""
+    h, w = image.input_size
+    return math.ceil(h * low_res_size / image_size), math.ceil(w * low_res_size / image_size)
+
+
 def train_step(
     refiner: RefinementModule,
     optimizer: torch.optim.Optimizer,
     batch: tuple[ImageEmbedding, ModelPrompts, torch.Tensor],
     settings: TrainSettings = TrainSettings(),
 ) -> float:
-    """One optimisation step on a batch from :func:`batch_inputs`; returns the loss before the step."""
+    """One optimisation step on a batch from :func:`batch_inputs`; returns the loss before the step.
+
+    The loss covers only the image's part of the low-resolution frame (:func:`low_res_region`).
+    """
     encoded, prompts, targets = batch
     refiner.train()
     logits = refiner(encoded, prompts)
+    h, w = low_res_region(encoded, refiner.config.image_size, refiner.config.low_res_size)
     loss = sam_loss(
-        logits, targets, None, focal_weight=settings.focal_weight, dice_weight=settings.dice_weight
+        logits[..., :h, :w],
+        targets[..., :h, :w],
+        None,
+        focal_weight=settings.focal_weight,
+        dice_weight=settings.dice_weight,
     )["loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

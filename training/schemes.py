@@ -5,8 +5,10 @@ Schemes
 ``hq``
     HQ-SAM's lightweight recipe (also SUM's HQ-SAM variant): only the HQ
     modules (``hf_token``, ``hf_mlp``, ``compress_vit_feat``,
-    ``embedding_encoder``, ``embedding_maskfeature``) and SUM's task tables
-    train; Adam, lr 1e-3, StepLR.
+    ``embedding_encoder``, ``embedding_maskfeature``) and SUM's task token
+    tables (``task_prompt_tokens``, ``hf_type_tokens``) train; Adam, lr 1e-3,
+    StepLR.  The dense ``task_prompt_embeddings`` stay at zero, as in the
+    authors' command (``--use_task_prompt_embedding`` off).
 ``decoder``
     Prompt encoder + mask decoder; AdamW, lr 1e-5.
 ``full``
@@ -30,7 +32,8 @@ from sum_core.modeling import SamModel
 from .config import FinetuneConfig
 
 HQ_MODULES = ("hf_token", "hf_mlp", "compress_vit_feat", "embedding_encoder", "embedding_maskfeature")
-SUM_TABLES = ("task_prompt_tokens", "hf_type_tokens", "task_prompt_embeddings")
+#: SUM tables that train in the ``hq`` scheme (the dense task embeddings are off in the reference).
+HQ_SCHEME_TABLES = ("task_prompt_tokens", "hf_type_tokens")
 _NO_DECAY_PARTS = ("token", "pos_embed", "rel_pos", "task_prompt", "hf_type")
 ZERO_TABLES = ("mask_decoder.task_prompt_tokens.0.weight", "mask_decoder.task_prompt_embeddings.0.weight")
 
@@ -44,7 +47,7 @@ def _trains(name: str, scheme: str) -> bool:
     if scheme == "decoder":
         return module in ("prompt_encoder", "mask_decoder")
     if scheme == "hq":
-        return module == "mask_decoder" and rest.split(".", 1)[0] in HQ_MODULES + SUM_TABLES
+        return module == "mask_decoder" and rest.split(".", 1)[0] in HQ_MODULES + HQ_SCHEME_TABLES
     raise InvalidInputError(f"scheme={scheme!r} is not known; choose 'hq', 'decoder' or 'full'")
 
 

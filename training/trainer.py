@@ -31,14 +31,14 @@ from tqdm import tqdm
 from sum_core.acceleration import autocast
 from sum_core.encoding import encode
 from sum_core.errors import InvalidInputError
-from sum_core.image import prepare_image, preprocess_shape
+from sum_core.image import prepare_image, preprocess_shape, resize_longest_side
 from sum_core.imageio import read_image
 from sum_core.modeling import DecodedMasks, ImageEmbedding, SamModel
 from sum_core.prompts import batch_to_model_frame, validate_prompts
 
 from . import checkpointing as ckpt
 from . import losses, pseudo_store
-from .augment import OUTPUT_SIZE, resize_and_pad
+from .augment import OUTPUT_SIZE
 from .config import FinetuneConfig
 from .dataset import InstanceDataset, collate_instances, image_files, scan_dataset
 from .prompt_sampling import (
@@ -78,10 +78,12 @@ class TaskDataset(Dataset):
 
 
 def collate(batch: list[dict]) -> dict:
-    """:func:`training.dataset.collate_instances` plus ``"task"`` and ``"uncertainty"`` lists."""
+    """:func:`training.dataset.collate_instances` plus ``"task"``, ``"uncertainty"`` and
+    ``"input_size"`` lists (None where an item has none: its whole frame is the image)."""
     out = collate_instances(batch)
     out["task"] = [item["task"] for item in batch]
     out["uncertainty"] = [item.get("uncertainty") for item in batch]
+    out["input_size"] = [item.get("input_size") for item in batch]
     return out
 
 
@@ -97,12 +99,19 @@ def _resize_maps(maps: np.ndarray, size: int) -> torch.Tensor:
 class PseudoDataset(Dataset):
     """Pseudo-labelled images (``training.pseudolabel`` / ``training.refine`` folder).
 
-    Each item has ``"image"`` (3 x S x S uint8, resized and padded, no
-    augmentation as in SUM), ``"masks"`` (N x S x S bool, ``prob > 0.5``),
-    ``"uncertainty"`` (N x S x S float32 in [0, 1], zero where no map was
-    written, as in the SUM code) and ``"task"`` 0.  Masks smaller than
-    ``min_area`` pixels after resizing are skipped; at most ``max_masks`` are
-    sampled per image (seeded by (seed, index)).
+    Each item has ``"image"`` (3 x S x S uint8: the image resized with SAM's
+    preprocessing, :func:`sum_core.image.resize_longest_side`, antialiased, then
+    zero-padded bottom/right; no augmentation, as in SUM), ``"input_size"`` (the
+    resized image's ``(h, w)`` inside the frame: losses and the encoder use only
+    that region, as the reference crops to ``input_size``), ``"masks"``
+    (N x S x S bool, ``prob > 0.5``), ``"uncertainty"`` (N x S x S float32 in
+    [0, 1]) and ``"task"`` 0.
+
+    As in the reference, a mask's area in the S frame is its ``masks.csv`` area
+    times ``(S / max(H, W))**2``.  Masks under ``min_area`` are dropped *first*,
+    then at most ``max_masks`` of the rest are sampled (seeded by (seed, index)).
+    Only masks of at least ``min_uncertainty_area`` use their uncertainty map;
+    the others, and masks without a map, get ``u = 0`` (certain), as in the SUM code.
     """
 
     def __init__(
@@ -113,6 +122,7 @@ class PseudoDataset(Dataset):
         min_area: int = 100,
         output_size: int = OUTPUT_SIZE,
         seed: int = 0,
+        min_uncertainty_area: int = 10_000,
     ) -> None:
         self.root = Path(root)
         manifest = pseudo_store.read_manifest(self.root)
@@ -130,6 +140,7 @@ class PseudoDataset(Dataset):
             raise InvalidInputError(f"pseudo: {self.root} has no labelled image found in {image_dir}")
         self.images = [images[f.name] for f in self.folders]
         self.max_masks, self.min_area = max_masks, min_area
+        self.min_uncertainty_area = min_uncertainty_area
         self.output_size, self.seed = output_size, seed
 
     def __len__(self) -> int:
@@ -137,24 +148,32 @@ class PseudoDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         folder = self.folders[index]
-        rows = pseudo_store.read_masks_csv(folder)
+        size = self.output_size
+        image = prepare_image(read_image(self.images[index]))
+        area_scale = (size / max(image.shape[:2])) ** 2
+        rows = [r for r in pseudo_store.read_masks_csv(folder) if r.area * area_scale >= self.min_area]
         rng = np.random.default_rng((self.seed, index))
         if len(rows) > self.max_masks:
             rows = [rows[i] for i in sorted(rng.choice(len(rows), self.max_masks, replace=False))]
-        image = prepare_image(read_image(self.images[index]))
-        probs = np.stack([pseudo_store.read_probability(folder, r.index) for r in rows]) / 255.0
-        unc = np.zeros_like(probs)
+        resized = resize_longest_side(image, size)
+        new_h, new_w = resized.shape[:2]
+        frame = np.zeros((3, size, size), np.uint8)
+        frame[:, :new_h, :new_w] = resized.transpose(2, 0, 1)
+        shape = (len(rows), *image.shape[:2])
+        probs = np.zeros(shape)
+        unc = np.zeros(shape)
         for i, row in enumerate(rows):
+            probs[i] = pseudo_store.read_probability(folder, row.index) / 255.0
             path = pseudo_store.uncertainty_path(folder, row.index)
-            if path.is_file():
+            if row.area * area_scale >= self.min_uncertainty_area and path.is_file():
                 unc[i] = read_image(path) / 255.0
-        image, _ = resize_and_pad(image, np.zeros(image.shape[:2], np.uint8), self.output_size)
-        masks = _resize_maps(probs, self.output_size) > 0.5
-        keep = masks.flatten(1).sum(1) >= self.min_area
+        masks = _resize_maps(probs, size) > 0.5
+        keep = masks.flatten(1).any(1)  # a mask lost in the resize cannot be prompted
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "image": torch.from_numpy(frame),
+            "input_size": (new_h, new_w),
             "masks": masks[keep],
-            "uncertainty": _resize_maps(unc, self.output_size)[keep].clamp(0, 1),
+            "uncertainty": _resize_maps(unc, size)[keep].clamp(0, 1),
             "instance_ids": torch.tensor([r.index for r in rows], dtype=torch.int64)[keep],
             "path": str(self.images[index]),
             "task": TASK_PSEUDO,
@@ -223,11 +242,12 @@ class PromptSampler:
         """One of ``options``, uniformly."""
         return options[int(torch.randint(len(options), (1,), generator=self.generator))]
 
-    def boxes(self, masks: torch.Tensor) -> np.ndarray:
-        """Tight boxes of the masks, with SUM's jitter if configured; ``K x 4`` (row, col)."""
+    def boxes(self, masks: torch.Tensor, region: tuple[int, int]) -> np.ndarray:
+        """Tight boxes of the masks, with SUM's jitter (clipped to the image's ``region``)
+        if configured; ``K x 4`` (row, col)."""
         boxes = np.stack([box_from_mask(m) for m in masks])
         if self.config.box_jitter:
-            boxes = jitter_box(boxes, self.generator, image_shape=tuple(masks.shape[1:]))
+            boxes = jitter_box(boxes, self.generator, image_shape=region)
         return boxes
 
     def points(self, masks: torch.Tensor, certainty: torch.Tensor | None, count: int) -> list[np.ndarray]:
@@ -268,12 +288,18 @@ class TrainStep(nn.Module):
 
         The images (``B x 3 x S x S``, already in the ``S x S`` training frame) are encoded
         through :func:`sum_core.encoding.encode`, with gradients only in the ``full`` scheme.
+        An item's ``"input_size"`` ``(h, w)`` is the image's own region of the frame: only
+        it is encoded (SAM's padding follows) and enters the losses and the error clicks, as
+        in the reference's pseudo-label branch.  Without it (human-labelled items) the whole
+        frame is the image: HQ-SAM trains on its large-scale-jitter frame, padding included.
         """
         model, config = self.model, self.config
         images = batch["image"]
-        sizes = [tuple(images.shape[-2:])] * len(images)
+        frame = tuple(images.shape[-2:])
+        regions = [frame if r is None else tuple(r) for r in batch.get("input_size", [None] * len(images))]
+        pixels = [image[:, :h, :w] for image, (h, w) in zip(images, regions)]
         with torch.set_grad_enabled(config.scheme == "full" and torch.is_grad_enabled()):
-            encoded = encode(model, list(images), sizes, config.precision, hq_features=False)
+            encoded = encode(model, pixels, regions, config.precision, hq_features=False)
         totals: dict[str, torch.Tensor] = {}
         count = 0
         for b, image in enumerate(encoded):
@@ -281,7 +307,7 @@ class TrainStep(nn.Module):
             if masks.shape[0] == 0:
                 continue
             unc = batch["uncertainty"][b] if pseudo else None
-            parts = self._image_loss(image, masks, unc, batch["task"][b])
+            parts = self._image_loss(image, masks, unc, batch["task"][b], regions[b])
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0) + value
             count += 1
@@ -290,7 +316,9 @@ class TrainStep(nn.Module):
             return {"loss": zero}
         return {key: value / count for key, value in totals.items()}
 
-    def _image_loss(self, image: ImageEmbedding, masks, unc, task: int) -> dict[str, torch.Tensor]:
+    def _image_loss(
+        self, image: ImageEmbedding, masks, unc, task: int, region: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         model, config = self.model, self.config
         device = image.device
         size, low = model.config.image_size, model.config.low_res_size
@@ -309,7 +337,7 @@ class TrainStep(nn.Module):
                 kinds = ["box", "points"] if config.interactive else config.prompt_kinds
                 kind = self.sampler.choice(list(kinds))
                 if kind == "box":
-                    boxes = self.sampler.boxes(masks)
+                    boxes = self.sampler.boxes(masks, region)
                 elif kind == "points":
                     points = self.sampler.points(masks, certainty, 1 if config.interactive else config.num_points)
                     labels = [np.ones(len(p), np.int64) for p in points]
@@ -318,26 +346,30 @@ class TrainStep(nn.Module):
             else:
                 mask_prompt = previous
                 if round_index < rounds - 1:
-                    points, labels = self._add_error_clicks(previous, masks, certainty, points, labels)
+                    points, labels = self._add_error_clicks(previous, masks, certainty, points, labels, region)
             point_args, box_tensor = model_frame_prompts(points, labels, boxes, size, device)
-            decoded = model.decode(
-                image, point_args, box_tensor, mask_prompt, task if round_index == 0 else None
-            )
+            with_task = round_index == 0 or config.task_prompt_every_round
+            decoded = model.decode(image, point_args, box_tensor, mask_prompt, task if with_task else None)
             logits, iou = self._select(decoded)
-            parts = self._loss(logits, iou, targets, unc_device)
+            parts = self._loss(logits, iou, targets, unc_device, region)
             for key, value in parts.items():
                 totals[key] = totals.get(key, 0) + value / rounds
             previous = logits.detach().float()
         return totals
 
-    def _add_error_clicks(self, previous, masks, certainty, points, labels):
+    def _add_error_clicks(self, previous, masks, certainty, points, labels, region):
+        """One click per mask from its error region inside the image's ``region`` (top-left)."""
         size = masks.shape[-1]
-        pred = F.interpolate(previous, (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+        h, w = region
+        pred = F.interpolate(previous, (size, size), mode="bilinear", align_corners=False)[:, 0, :h, :w] > 0
         points = list(points) if points is not None else [np.zeros((0, 2), np.int64)] * len(masks)
         labels = list(labels) if labels is not None else [np.zeros(0, np.int64)] * len(masks)
         for i in range(len(masks)):
             click = sample_error_click(
-                pred[i].cpu(), masks[i], None if certainty is None else certainty[i], self.sampler.generator
+                pred[i].cpu(),
+                masks[i, :h, :w],
+                None if certainty is None else certainty[i, :h, :w],
+                self.sampler.generator,
             )
             if click is not None:
                 points[i] = np.concatenate([points[i], click[0][None]])
@@ -352,12 +384,18 @@ class TrainStep(nn.Module):
             return decoded.hq_logits.float(), None
         return decoded.logits.float(), decoded.iou.float()
 
-    def _loss(self, logits, iou, targets, unc) -> dict[str, torch.Tensor]:
+    def _loss(self, logits, iou, targets, unc, region: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The loss of one round.  The dense losses see only the image's ``region`` of the
+        frame (logits upsampled to the frame, then cropped with labels and uncertainty, as the
+        reference crops to ``input_size``); HQ-SAM's point-sampled loss (human data, ``hq``
+        scheme) samples the whole frame, which is the image there."""
         config = self.config
         if unc is None and config.scheme == "hq":
             return losses.point_sampled_mask_loss(logits, targets)
         size = targets.shape[-1]
-        up = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)
+        h, w = region
+        up = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)[..., :h, :w]
+        targets = targets[..., :h, :w]
         weights = {
             "focal_weight": config.focal_weight,
             "dice_weight": config.dice_weight,
@@ -366,7 +404,7 @@ class TrainStep(nn.Module):
         if unc is None:
             return losses.sam_loss(up, targets, iou, **weights)
         return losses.uncertainty_aware_loss(
-            up, targets, unc, iou, config.ua_threshold, config.ua_dice_mode, **weights
+            up, targets, unc[..., :h, :w], iou, config.ua_threshold, config.ua_dice_mode, **weights
         )
 
 
@@ -447,7 +485,12 @@ class Trainer:
         if not config.pseudo:
             return None
         return PseudoDataset(
-            config.pseudo, config.pseudo_images, config.max_pseudo_masks, config.min_pseudo_area, seed=config.seed
+            config.pseudo,
+            config.pseudo_images,
+            config.max_pseudo_masks,
+            config.min_pseudo_area,
+            seed=config.seed,
+            min_uncertainty_area=config.min_uncertainty_area,
         )
 
     def _autocast(self):
@@ -633,6 +676,14 @@ class Trainer:
                 "the data order would differ"
             )
         params = dict(self.model.named_parameters())
+        trainable = {name for name, param in params.items() if param.requires_grad}
+        if set(state["trainable"]) != trainable:
+            changed = sorted(set(state["trainable"]) ^ trainable)
+            raise InvalidInputError(
+                f"resume: {self.run_dir} was trained with another set of trainable parameters "
+                f"(differing: {changed[:5]}); it was written by an earlier version whose scheme "
+                f"{self.config.scheme!r} trained other tables; start a new run (another --output)"
+            )
         with torch.no_grad():
             for name, value in state["trainable"].items():
                 params[name].copy_(value)
