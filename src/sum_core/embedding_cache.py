@@ -1,31 +1,52 @@
-"""Resumable zarr v3 cache of image embeddings, per slice and per tile.
+"""Resumable zarr v3 cache of image embeddings, per slice and per tile; the exact data hash.
 
-On-disk format (a zarr v3 group)
---------------------------------
+On-disk format 2 (a zarr v3 group)
+----------------------------------
 - ``embedding``: ``(n_slices, n_tiles, 256, 64, 64)``, the encoder output of each tile.
 - ``early``: ``(n_slices, n_tiles, 64, 64, C)``, the early ViT features HQ-SAM needs.
 - ``input_size``: ``(n_slices, n_tiles, 2)`` int32, the tile's ``(h, w)`` after resizing to
   the model input (before padding).
 - ``original_size``: ``(n_slices, n_tiles, 2)`` int32, the tile's ``(h, w)`` in the image.
+- ``checksum``: ``(n_slices, n_tiles, 32)`` uint8, BLAKE2b of the tile's position, sizes and
+  the exact bytes of its embedding and early features as written.
 - ``complete``: ``(n_slices, n_tiles)`` bool, set only after everything else of that tile was
   written, so an interrupted run resumes at the first tile that is not complete.
 
 Every array is chunked by one (slice, tile), so tiles are written independently (separate
 processes may fill different tiles). Embeddings are stored uncompressed (float data barely
-compresses and reads stay fast), float32 by default or float16 to halve the size.
+compresses and reads stay fast), float32 by default or float16 to halve the size; values that
+are not finite (NaN, or beyond float16's range) are refused when written.
 
 The group attributes hold the **signature** (:func:`make_signature`): data hash, model name
 and weight hash, tiling and package version, plus the layout. Reopening with a different data
-hash, model, tiling or layout is an error; a different package version only warns.
+hash, model, tiling or layout is an error; a different package version only warns. A cache of
+format 1 (written before the data hash was exact and tiles had checksums) is refused with a
+message to rebuild it (``overwrite=True``): it may have been made from other data, and damage
+in it would go unnoticed. Nothing is deleted without ``overwrite``.
+
+Damaged tiles
+-------------
+Every read of a tile checks its checksum: a chunk file that was truncated, unreadable,
+zeroed, filled with NaN or copied from another tile raises :class:`DamagedTileError` naming
+the cache, slice and tile. :class:`sum_core.tiled_embedding.TiledEmbeddings` then marks the
+tile as not complete (:meth:`EmbeddingCache.discard`) and encodes it again with a warning
+naming the tile: the cache is derived data, so re-encoding the damaged tiles costs seconds
+and keeps every other tile, where refusing the whole cache would throw hours of encoding
+away. A ``complete`` flag that cannot be read counts as not complete (with a warning).
+Tiles are verified when read, not when the cache is opened, so reopening stays cheap.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
+import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,77 +56,177 @@ import torch
 import zarr
 import zarr.storage
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, SumError
 from .modeling import ImageEmbedding
 from .tiling import TileGrid
 from .validation import check_index, check_int
 
 __all__ = [
     "CacheLayout",
+    "DamagedTileError",
     "EmbeddingCache",
     "data_hash",
     "make_signature",
 ]
 
 _MARKER = "sum_hq_embedding_cache"
-_FORMAT = 1
+_FORMAT = 2
 _DTYPES = ("float32", "float16")
 # Arrays of the store, in the order a tile's parts are written ("complete" last).
-_ARRAY_NAMES = ("embedding", "early", "input_size", "original_size", "complete")
-# Sampled hashing of non-numpy arrays: windows of at most _WINDOW per axis.
-_N_WINDOWS = 64
-_WINDOW = 32
+_ARRAY_NAMES = ("embedding", "early", "input_size", "original_size", "checksum", "complete")
+_CHECKSUM_BYTES = 32
+
+# data_hash: the scheme's prefix, its leaf size (part of the scheme: changing it changes every
+# hash) and the most bytes read from the source at once (changes nothing but memory and speed).
+_HASH_PREFIX = "v2:"
+_LEAF_BYTES = 1 << 22
+_READ_BYTES = 1 << 25
+_MAX_HASH_WORKERS = 4
 
 
-def data_hash(data: Any, full: bool | None = None) -> str:
-    """A cheap, stable hash of an image or stack, for the cache signature.
+class DamagedTileError(SumError):
+    """A tile of an embedding cache is unreadable or does not match its checksum."""
 
-    - numpy arrays (``full=None`` or ``True``): BLAKE2b of shape, dtype and all bytes (read
-      slice by slice along the first axis, so no full copy is made). Exact, about 1 GB/s.
-    - other array-likes (zarr, dask, tifffile stores...) by default (``full=None``): shape,
-      dtype and ``64`` windows of at most 32 pixels per axis at fixed pseudo-random
-      positions (plus the first and last corner). This reads a handful of chunks instead of
-      the whole dataset, but an edit that misses every window goes unnoticed; pass
-      ``full=True`` to hash every element (slice by slice) when that matters.
 
-    The prefix (``"full:"`` / ``"sample:"``) differs between the two, so a cache built from a
-    numpy array does not match the same data opened lazily with the default.
+def data_hash(data: Any, workers: int | None = None) -> str:
+    """Exact hash of every element of an image or stack, for cache and batch-job signatures.
+
+    The hash is ``"v2:"`` and a 20-byte BLAKE2b (hex) of the shape, the dtype and the bytes of
+    every element in C order: data up to 4 MiB is hashed in one pass; larger data is cut
+    into 4 MiB leaves of that byte stream, each hashed on a thread pool, and the leaf digests
+    are hashed in order. The result depends only on shape, dtype and values: not on memory
+    order, on the source (numpy, zarr, dask, a TIFF store...), its chunking or ``workers``.
+
+    Lazy sources are read in blocks of at most 32 MiB that follow their chunks (zarr shards or
+    chunks, dask chunks) along the leading axes, so memory stays bounded and each chunk is
+    decoded once (unless one chunk row is larger than 32 MiB). About 1 GB/s per core for
+    numpy data; see ``benchmarks/bench_data_hash.py`` for zarr and dask sources.
 
     Parameters
     ----------
     data : array-like
         Anything with ``shape``, ``dtype`` and numpy-style slicing.
-    full : bool, optional
-        Hash every element (default: only for numpy arrays).
+    workers : int, optional
+        Threads hashing leaves (default: up to 4, at most the CPU count).
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    InvalidInputError
+        ``data`` is not an array, or holds Python objects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    >>> data_hash(image) == data_hash(np.asfortranarray(image))
+    True
+    >>> data_hash(image).startswith("v2:")
+    True
     """
     if not (hasattr(data, "shape") and hasattr(data, "dtype")):
         raise InvalidInputError(
             f"data must be an array with shape and dtype, got {type(data).__name__}"
         )
     shape = tuple(int(n) for n in data.shape)
-    if full is None:
-        full = isinstance(data, np.ndarray)
-    h = hashlib.blake2b(digest_size=20)
-    h.update(json.dumps([shape, np.dtype(data.dtype).str]).encode())
-    if len(shape) == 0 or min(shape) == 0:
-        pieces: list[Any] = [data[()]] if len(shape) == 0 else []
-    elif full:
-        pieces = (data[i] for i in range(shape[0]))
-    else:
-        pieces = (data[w] for w in _sample_windows(shape))
-    for piece in pieces:
-        h.update(np.ascontiguousarray(np.asarray(piece)).tobytes())
-    return f"{'full' if full else 'sample'}:{h.hexdigest()}"
+    dtype = np.dtype(data.dtype)
+    if dtype.hasobject:
+        raise InvalidInputError("data must hold numbers, not Python objects (dtype object)")
+    workers = min(_MAX_HASH_WORKERS, os.cpu_count() or 1) if workers is None else workers
+    check_int(workers, "workers", 1)
+    header = json.dumps([shape, dtype.str]).encode()
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes <= _LEAF_BYTES:
+        h = hashlib.blake2b(header, digest_size=20)
+        if nbytes:
+            h.update(_as_bytes(data[()] if len(shape) == 0 else data[...], dtype))
+        return f"{_HASH_PREFIX}{h.hexdigest()}"
+    blocks = (_as_bytes(data[r], dtype) for r in _read_regions(shape, _chunk_edges(data, shape), dtype.itemsize))
+    root = hashlib.blake2b(header, digest_size=20)
+    for digest in _leaf_digests(blocks, workers):
+        root.update(digest)
+    return f"{_HASH_PREFIX}{root.hexdigest()}"
 
 
-def _sample_windows(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
-    """Deterministic windows (same shape -> same windows) for :func:`data_hash`."""
-    rng = np.random.default_rng(0)
-    sizes = [min(n, _WINDOW) for n in shape]
-    starts = [[0] * len(shape), [n - s for n, s in zip(shape, sizes)]]
-    for _ in range(_N_WINDOWS):
-        starts.append([int(rng.integers(0, n - s + 1)) for n, s in zip(shape, sizes)])
-    return [tuple(slice(a, a + s) for a, s in zip(st, sizes)) for st in starts]
+def _as_bytes(block: Any, dtype: np.dtype) -> np.ndarray:
+    """A block's elements in C order as a flat uint8 array (a view when already contiguous)."""
+    return np.ascontiguousarray(np.asarray(block), dtype=dtype).reshape(-1).view(np.uint8)
+
+
+def _chunk_edges(data: Any, shape: tuple[int, ...]) -> list[list[int]]:
+    """Per axis, the chunk boundaries ``[0, ..., n]`` of a zarr (shards, else chunks) or dask
+    array; one chunk per axis for anything else (numpy, h5py without chunks...)."""
+    chunks = getattr(data, "shards", None) or getattr(data, "chunks", None)
+    if not isinstance(chunks, (tuple, list)) or len(chunks) != len(shape):
+        chunks = shape
+    edges = []
+    for n, c in zip(shape, chunks):
+        if isinstance(c, (tuple, list)):  # dask: the size of every chunk
+            axis = [int(e) for e in np.cumsum([0, *c])]
+        else:
+            axis = [*range(0, n, max(int(c), 1)), n]
+        edges.append(axis if axis[-1] == n else [0, n])
+    return edges
+
+
+def _read_regions(shape: tuple[int, ...], edges: list[list[int]], itemsize: int) -> Iterator[tuple]:
+    """Blocks that are consecutive runs of the C-order element stream, in order, each at most
+    :data:`_READ_BYTES` (or one element row): a fixed index on the leading axes, a range
+    of chunk-aligned positions on the next one and everything of the axes after it."""
+
+    def walk(prefix: tuple[int, ...], axis: int) -> Iterator[tuple]:
+        row = math.prod(shape[axis + 1 :]) * itemsize  # bytes per position along ``axis``
+        if row > _READ_BYTES and axis + 1 < len(shape):
+            for i in range(shape[axis]):
+                yield from walk((*prefix, i), axis + 1)
+            return
+        most = max(1, _READ_BYTES // row)
+        start, cuts = 0, edges[axis]
+        while start < shape[axis]:
+            aligned = cuts[bisect.bisect_right(cuts, start + most) - 1]
+            stop = aligned if aligned > start else min(start + most, shape[axis])
+            yield (*prefix, slice(start, stop))
+            start = stop
+
+    return walk((), 0)
+
+
+def _leaf_digests(blocks: Iterable[np.ndarray], workers: int) -> list[bytes]:
+    """BLAKE2b digests of the :data:`_LEAF_BYTES` pieces of the concatenated ``blocks``, in
+    order, hashed on ``workers`` threads with a bounded number of pieces in flight."""
+    digests: list[bytes] = []
+    in_flight: deque[Future[bytes]] = deque()
+    carry = bytearray()
+    with ThreadPoolExecutor(workers, thread_name_prefix="sum-hq-data-hash") as pool:
+
+        def submit(piece: Any) -> None:
+            in_flight.append(pool.submit(_digest, piece))
+            while len(in_flight) > 2 * workers:
+                digests.append(in_flight.popleft().result())
+
+        for block in blocks:
+            start = 0
+            if carry:
+                start = min(_LEAF_BYTES - len(carry), len(block))
+                carry += memoryview(block[:start])
+                if len(carry) == _LEAF_BYTES:
+                    submit(bytes(carry))
+                    carry = bytearray()
+            while len(block) - start >= _LEAF_BYTES:
+                submit(block[start : start + _LEAF_BYTES])
+                start += _LEAF_BYTES
+            carry += memoryview(block[start:])
+        if carry:
+            submit(bytes(carry))
+        digests.extend(future.result() for future in in_flight)
+    return digests
+
+
+def _digest(piece: Any) -> bytes:
+    return hashlib.blake2b(piece, digest_size=32).digest()
 
 
 def make_signature(data: Any, model_name: str, weights_hash: str, grid: TileGrid) -> dict[str, Any]:
@@ -114,7 +235,7 @@ def make_signature(data: Any, model_name: str, weights_hash: str, grid: TileGrid
     Parameters
     ----------
     data : array-like
-        The source image or stack, hashed with :func:`data_hash` (default ``full``).
+        The source image or stack, hashed with :func:`data_hash` (every element).
     model_name : str
         Registry name or checkpoint file name of the model.
     weights_hash : str
@@ -202,6 +323,7 @@ class EmbeddingCache:
         self._early = group["early"]
         self._input_size = group["input_size"]
         self._original_size = group["original_size"]
+        self._checksum = group["checksum"]
         self._complete = group["complete"]
 
     @classmethod
@@ -229,8 +351,8 @@ class EmbeddingCache:
         ------
         InvalidInputError
             If ``path`` holds a cache made for other data, another model, another tiling or
-            another layout (the message names each difference), or something that is not
-            an embedding cache.
+            another layout (the message names each difference), a cache of an older format,
+            or something that is not an embedding cache.
         """
         signature = _normalise_signature(signature)
         if not isinstance(layout, CacheLayout):
@@ -258,6 +380,7 @@ class EmbeddingCache:
             "early": (layout.early_shape, layout.dtype, 0),
             "input_size": ((2,), "int32", 0),
             "original_size": ((2,), "int32", 0),
+            "checksum": ((_CHECKSUM_BYTES,), "uint8", 0),
             "complete": ((), "bool", False),
         }
         for name in _ARRAY_NAMES:
@@ -279,10 +402,17 @@ class EmbeddingCache:
         cls, path: Path, group: zarr.Group, signature: dict[str, Any], layout: CacheLayout
     ) -> EmbeddingCache:
         attrs = group.attrs.asdict()
-        if attrs.get(_MARKER) != _FORMAT:
+        found = attrs.get(_MARKER)
+        if isinstance(found, int) and found < _FORMAT:
+            raise InvalidInputError(
+                f"embedding cache '{path}' was written by an older version of sum-hq (cache format "
+                f"{found}: sampled data hash, no tile checksums), so it may hold embeddings of other "
+                "data; rebuild it: pass overwrite=True (--overwrite) or use a new path"
+            )
+        if found != _FORMAT:
             raise InvalidInputError(
                 f"embedding cache '{path}' is incomplete (its creation was interrupted) or of "
-                f"another format version; use a new path or pass overwrite=True"
+                f"a newer format version; use a new path or pass overwrite=True"
             )
         stored = attrs["signature"]
         differences = [
@@ -315,7 +445,7 @@ class EmbeddingCache:
         input_size: Sequence[int],
         original_size: Sequence[int],
     ) -> None:
-        """Store one tile, then mark it complete (the flag is written last).
+        """Store one tile and its checksum, then mark it complete (the flag is written last).
 
         Parameters
         ----------
@@ -329,16 +459,30 @@ class EmbeddingCache:
             Tile ``(h, w)`` after resizing to the model input.
         original_size : (int, int)
             Tile ``(h, w)`` in the image.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad index, shape or size, or values that are not finite in the storage dtype
+            (NaN or inf from the encoder, or beyond float16's range): nothing is stored.
         """
         s, t = self._check_index(slice_index, tile_index)
         emb = _as_array(embedding, self.layout.embedding_shape, "embedding", self.layout.dtype)
         ear = _as_array(early, self.layout.early_shape, "early", self.layout.dtype)
         in_size = _size_pair(input_size, "input_size")
         orig_size = _size_pair(original_size, "original_size")
+        for name, value in (("embedding", emb), ("early", ear)):
+            if not np.isfinite(value).all():
+                raise InvalidInputError(
+                    f"{name} of tile {t} of slice {s} has values that are not finite as "
+                    f"{self.layout.dtype} (NaN or inf); nothing was stored. Encode at "
+                    "precision='fp32' and store float32 (dtype='float32')"
+                )
         self._embedding[s, t] = emb
         self._early[s, t] = ear
         self._input_size[s, t] = in_size
         self._original_size[s, t] = orig_size
+        self._checksum[s, t] = _tile_checksum(s, t, emb, ear, in_size, orig_size)
         self._mark_complete(s, t)
 
     def _mark_complete(self, s: int, t: int) -> None:
@@ -346,27 +490,63 @@ class EmbeddingCache:
 
     def read(self, slice_index: int, tile_index: int) -> ImageEmbedding:
         """One complete tile as float32 CPU tensors (``hq_features`` not computed; ``early``
-        None for a model without early features); raises InvalidInputError if it was never
-        (fully) written."""
+        None for a model without early features), checked against its checksum.
+
+        Raises
+        ------
+        InvalidInputError
+            The tile was never (fully) written.
+        DamagedTileError
+            A chunk of the tile cannot be read (truncated file...) or the tile does not match
+            its checksum (overwritten with zeros, NaN or another tile's data).
+        """
         s, t = self._check_index(slice_index, tile_index)
         if not self.is_complete(s, t):
             raise InvalidInputError(f"tile {t} of slice {s} is not in the embedding cache yet")
-        in_h, in_w = (int(v) for v in self._input_size[s, t])
-        or_h, or_w = (int(v) for v in self._original_size[s, t])
-        embedding = torch.from_numpy(np.asarray(self._embedding[s, t], dtype=np.float32))[None]
+        try:
+            emb, ear = np.asarray(self._embedding[s, t]), np.asarray(self._early[s, t])
+            in_size = tuple(int(v) for v in self._input_size[s, t])
+            orig_size = tuple(int(v) for v in self._original_size[s, t])
+            stored = np.asarray(self._checksum[s, t])
+        except Exception as err:  # noqa: BLE001 - zarr and its codecs raise many types on bad chunks
+            raise self._damaged(s, t, f"a chunk cannot be read: {type(err).__name__}: {err}") from None
+        if not np.array_equal(stored, _tile_checksum(s, t, emb, ear, in_size, orig_size)):
+            raise self._damaged(s, t, "its data do not match the checksum written with them")
+        embedding = torch.from_numpy(emb.astype(np.float32, copy=False))[None]
         early = None
         if self.layout.early_channels > 1:
-            early = torch.from_numpy(np.asarray(self._early[s, t], dtype=np.float32))[None]
-        return ImageEmbedding(embedding, early, None, (in_h, in_w), (or_h, or_w))
+            early = torch.from_numpy(ear.astype(np.float32, copy=False))[None]
+        return ImageEmbedding(embedding, early, None, in_size, orig_size)  # type: ignore[arg-type]
+
+    def _damaged(self, s: int, t: int, reason: str) -> DamagedTileError:
+        return DamagedTileError(
+            f"embedding cache '{self.path or 'in memory'}': tile {t} of slice {s} is damaged ({reason}); "
+            "encode it again (TiledEmbeddings does so itself) or rebuild the cache with overwrite=True"
+        )
+
+    def discard(self, slice_index: int, tile_index: int) -> None:
+        """Mark a tile as not complete (to be encoded and written again), e.g. a damaged one."""
+        s, t = self._check_index(slice_index, tile_index)
+        self._complete[s, t] = False
 
     def is_complete(self, slice_index: int, tile_index: int) -> bool:
-        """Whether the tile was written completely."""
+        """Whether the tile was written completely; a flag that cannot be read counts as not
+        complete, with a warning (its tile is then encoded again)."""
         s, t = self._check_index(slice_index, tile_index)
-        return bool(self._complete[s, t])
+        try:
+            return bool(self._complete[s, t])
+        except Exception as err:  # noqa: BLE001 - zarr and its codecs raise many types on bad chunks
+            warnings.warn(f"{self._damaged(s, t, f'its complete flag cannot be read: {err}')}", stacklevel=2)
+            return False
 
     def missing(self) -> list[tuple[int, int]]:
-        """``(slice, tile)`` pairs still to compute, slice-major."""
-        done = np.asarray(self._complete[...])
+        """``(slice, tile)`` pairs still to compute, slice-major (see :meth:`is_complete`)."""
+        try:
+            done = np.asarray(self._complete[...])
+        except Exception:  # noqa: BLE001 - a damaged flag: read them one by one
+            done = np.array(
+                [[self.is_complete(s, t) for t in range(self.layout.n_tiles)] for s in range(self.layout.n_slices)]
+            )
         return [(int(s), int(t)) for s, t in zip(*np.nonzero(~done))]
 
     def _check_index(self, slice_index: int, tile_index: int) -> tuple[int, int]:
@@ -426,7 +606,20 @@ def _as_array(
         raise InvalidInputError(
             f"{name} must have shape {shape} (or (1, *{shape})), got {value.shape}"
         )
-    return value.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # overflow to inf is refused by write(), with a clear message
+        return value.astype(dtype, copy=False)
+
+
+def _tile_checksum(
+    s: int, t: int, embedding: np.ndarray, early: np.ndarray, input_size: Sequence[int], original_size: Sequence[int]
+) -> np.ndarray:
+    """BLAKE2b of a tile's position, sizes and stored bytes, as ``_CHECKSUM_BYTES`` uint8."""
+    h = hashlib.blake2b(digest_size=_CHECKSUM_BYTES)
+    h.update(np.array([s, t, *input_size, *original_size], dtype="<i8").tobytes())
+    for part in (embedding, early):
+        h.update(json.dumps([part.shape, part.dtype.str]).encode())
+        h.update(np.ascontiguousarray(part))
+    return np.frombuffer(h.digest(), dtype=np.uint8)
 
 
 def _size_pair(value: Sequence[int], name: str) -> tuple[int, int]:

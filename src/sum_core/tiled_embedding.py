@@ -7,7 +7,8 @@ is asked for and served from memory afterwards, as an
 The tiles in memory form a bounded LRU (``memory_tiles``; the least recently used tile is
 evicted). With ``cache=`` a folder, every encoded tile is also written to a persistent zarr
 :class:`~sum_core.embedding_cache.EmbeddingCache` and an evicted tile is read back from it
-instead of being encoded again. :func:`embed` fills the whole cache up front (with batching
+instead of being encoded again; a tile that fails its checksum there is encoded again, with
+a warning naming it. :func:`embed` fills the whole cache up front (with batching
 and a progress bar), resuming where an interrupted run stopped; the next batch of tiles is
 read and resized on a background thread while the current one is encoded
 (:mod:`sum_core.prefetch`).
@@ -31,6 +32,7 @@ import contextlib
 import json
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -40,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .acceleration import check_precision
-from .embedding_cache import CacheLayout, EmbeddingCache, make_signature
+from .embedding_cache import CacheLayout, DamagedTileError, EmbeddingCache, make_signature
 from .encoding import encode, model_name, to_pixels, weights_hash
 from .errors import InvalidInputError, check_cancel
 from .modeling import ImageEmbedding, SamModel
@@ -254,12 +256,24 @@ class TiledEmbeddings:
             if found is not None:
                 self._memory.move_to_end(pair)
                 return found
-            if self.cache is not None and self.cache.is_complete(*pair):
-                stored = self.cache.read(*pair).to(self.device)
-                self._remember(pair, stored)
+            stored = self._read_cached(pair)
+            if stored is not None:
+                self._remember(pair, stored.to(self.device))
             else:
                 self.ensure([pair])
             return self._memory[pair]
+
+    def _read_cached(self, pair: tuple[int, int]) -> ImageEmbedding | None:
+        """A tile from the persistent cache; None when it is not there or damaged (a damaged
+        tile is discarded with a warning naming it, so that it is encoded again)."""
+        if self.cache is None or not self.cache.is_complete(*pair):
+            return None
+        try:
+            return self.cache.read(*pair)
+        except DamagedTileError as err:
+            warnings.warn(f"{err}; encoding it again", UserWarning, stacklevel=3)
+            self.cache.discard(*pair)
+            return None
 
     def _remember(self, pair: tuple[int, int], image: ImageEmbedding) -> None:
         """Keep a tile in memory with its HQ features (the early feature is then not needed)."""
