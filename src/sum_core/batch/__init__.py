@@ -2,11 +2,13 @@
 
 :func:`segment_zarr` segments a 2D image, a 3D stack or a time series slice by slice, tile by
 tile, with dask, writing ``labels`` and ``uncertainty`` arrays into a zarr v3 group; an
-interrupted job resumes where it stopped. :func:`read_prompts_table` reads the CSV prompt
-tables of the prompts mode.
+interrupted job resumes where it stopped, and a damaged target is found and repaired
+(:func:`verify_target` checks one against its recorded checksums). :func:`read_prompts_table`
+reads the CSV prompt tables of the prompts mode.
 """
 
+from .integrity import verify_target
 from .job import segment_zarr
 from .prompts_table import ObjectPrompt, read_prompts_table
 
-__all__ = ["ObjectPrompt", "read_prompts_table", "segment_zarr"]
+__all__ = ["ObjectPrompt", "read_prompts_table", "segment_zarr", "verify_target"]

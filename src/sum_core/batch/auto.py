@@ -115,6 +115,19 @@ def run_plan(target: Target, grid: TileGrid, slice_index: int, box_nms_thresh: f
     target.mark_done("plan", (slice_index,))
 
 
+def record_damage(target: Target) -> list[tuple[int, str]]:
+    """``(plane, problem)`` for each record of a finished tile or plan that a pending chunk needs and
+    that is missing or damaged (see :meth:`Target.record_problem`); checked when a job resumes."""
+    if any(f"done/{stage}" not in target.group for stage in ("tile", "plan", "chunk")):
+        return []
+    tiles, plans, chunks = target.flags("tile"), target.flags("plan"), target.flags("chunk")
+    damage = []
+    for s in np.nonzero(~chunks.all(axis=1))[0]:
+        names = [f"s{s}/t{t}" for t in np.nonzero(tiles[s])[0]] + ([f"s{s}/plan"] if plans[s] else [])
+        damage += [(int(s), problem) for name in names if (problem := target.record_problem(name))]
+    return damage
+
+
 def _summary(npz: Any) -> dict[str, np.ndarray]:
     """Boxes, scores and areas of a stored tile (its masks are not kept)."""
     return {name: npz[name] for name in ("box", "score", "area")}
@@ -141,8 +154,7 @@ def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, 
         if window is not None:
             view = uncertainty[window.slices]
             np.maximum(view, part.unc(i)[inside.slices], out=view)
-    target.labels[volume.out_index(slice_index, chunk)] = labels
-    target.uncertainty[volume.out_index(slice_index, chunk)] = uncertainty
+    target.write_chunk(volume.out_index(slice_index, chunk), labels, uncertainty)
     target.mark_done("chunk", (slice_index, tile_index))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import dask
 import numpy as np
 import zarr
+from dask.base import get_scheduler
 from dask.callbacks import Callback
 from dask.delayed import Delayed
 from tqdm.auto import tqdm
@@ -24,13 +25,14 @@ from ..modeling import SamModel
 from ..prediction import PredictOptions
 from ..sources import fixed_normalization
 from ..tiling import tile_grid
-from ..validation import check_options
+from ..validation import check_bool, check_options
 from ..zoo import DEFAULT_MODEL, registry
 from . import auto, prompted
+from .integrity import find_damage, settle
 from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
-from .writer import check_apart, open_target, target_lock
+from .writer import check_apart, no_space_left, open_target, target_lock
 
 # Options always recorded in an automatic job's signature (the others only when not at their
 # default, so targets written before they were options keep their signature).
@@ -60,6 +62,7 @@ def segment_zarr(
     precision: str = "fp32",
     compile: bool = False,
     cancel: threading.Event | None = None,
+    repair: bool = False,
 ) -> zarr.Group:
     """Segment a 2D image, 3D stack or time series slice by slice into a zarr v3 group.
 
@@ -82,6 +85,16 @@ def segment_zarr(
     redoes only unfinished units. The job signature (source, axis, mode, options, tiling,
     model, prompt table) is stored in the attributes; a target holding anything else is
     refused unless ``overwrite=True``. A completed target is returned without recomputation.
+    A full disk stops the job with a :class:`~sum_core.errors.SumError`: free space and rerun
+    to resume.
+
+    **Integrity**: each output chunk's checksum is recorded when it is written
+    (:mod:`sum_core.batch.writer`). When a job resumes or returns a completed target, the
+    target is read back and checked (:mod:`sum_core.batch.integrity`; about the cost of reading
+    the output once): a deleted or altered chunk, an unreadable flag or intermediate record,
+    or missing array metadata raises, naming what is damaged; ``repair=True`` then redoes only
+    the damaged slices (in automatic mode the whole planes holding them).
+    :func:`sum_core.batch.verify_target` checks a target without running a job.
 
     **Safety**: a target that is, contains or lies inside the source is refused, with or without
     ``overwrite``. While the job runs it holds a lock file in a folder target
@@ -109,7 +122,7 @@ def segment_zarr(
     key : str, optional
         Array inside a zarr group.
     overwrite : bool
-        Replace a non-empty target from another job.
+        Replace a non-empty target from another job (or a damaged one).
     scheduler : str, callable or dask.distributed.Client, optional
         Passed to :func:`dask.compute` (default ``"threads"``).
     device : str, optional
@@ -130,6 +143,9 @@ def segment_zarr(
         Local schedulers only: checked before each task, between decoder batches of a tile
         and between the tiles of an object; raises :class:`sum_core.errors.Cancelled` when
         set (the finished units stay done: rerun to resume).
+    repair : bool
+        Redo the damaged slices of a target of this job instead of refusing it (see
+        **Integrity**; warns naming the slices redone).
 
     Returns
     -------
@@ -139,9 +155,14 @@ def segment_zarr(
     Raises
     ------
     InvalidInputError
-        Bad mode, options, axis, tiling, prompts (also outside the volume) or target (also one
-        overlapping the source, or one another job is writing); checked before any segmentation
-        (and before the target is created).
+        Bad mode, options, ``overwrite`` / ``progress`` / ``repair`` (not bool), ``scheduler``
+        (not a dask scheduler name, callable or client), axis, tiling, prompts (also outside the
+        volume or not UTF-8) or target (a file, a folder that cannot be created, a read-only or
+        foreign target, one overlapping the source, or one another job is writing); all checked
+        before the model is loaded. A target of another job (compared once the model is known);
+        a damaged target, without ``repair``.
+    SumError
+        No space left on the target's disk (or quota): free space and rerun to resume.
     Cancelled
         ``cancel`` was set.
     """
@@ -151,10 +172,13 @@ def segment_zarr(
     target_device = resolve_device(device)
     check_precision(precision, target_device)
     check_compile(compile)
+    overwrite, progress = check_bool(overwrite, "overwrite"), check_bool(progress, "progress")
+    repair = check_bool(repair, "repair")
     if (mode == "prompts") != (prompts is not None):
         raise InvalidInputError("prompts: give a prompt table exactly when mode='prompts'")
     if cancel is not None and not _is_local(scheduler):
         raise InvalidInputError("cancel: only local dask schedulers can be cancelled (not dask.distributed)")
+    _check_scheduler(scheduler)
     volume = open_volume(source, key=key, axis=axis)
     check_apart(source, target)  # before anything is loaded, created or deleted
     if tile_shape is not None or halo is not None:
@@ -163,10 +187,33 @@ def segment_zarr(
     if mode == "prompts":
         object_prompts, table_hash = read_prompts_table(prompts)
         check_prompts(object_prompts, volume.n_slices, volume.plane_shape)
-    spec = ModelSpec(model, precision, compile)
-    loaded = spec.load(target_device)  # loaded once per process, kept
-    encoder_size = loaded.config.image_size
-    grid = tile_grid(volume.plane_shape, encoder_size, tile_shape, halo)
+    with target_lock(target, overwrite), no_space_left(target):  # one job writes a target at a time
+        spec = ModelSpec(model, precision, compile)
+        loaded = spec.load(target_device)  # loaded once per process, kept
+        grid = tile_grid(volume.plane_shape, loaded.config.image_size, tile_shape, halo)
+        signature = _signature(volume, mode, options, table_hash, grid, model, loaded, precision)
+        stride = _ID_SPACE // volume.n_slices
+        info = {"id_stride": stride if mode == "auto" else None, "axes": list(volume.out_names)}
+        out = open_target(target, signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape),
+                          volume.out_names, overwrite=overwrite)
+        settle(out, find_damage(out, repair), repair)
+        if mode == "auto" and not out.info.get("complete"):
+            settle(out, auto.record_damage(out), repair)
+        if out.info.get("complete"):
+            return out.group
+        normalization = fixed_normalization(volume.planes)
+        if mode == "auto":
+            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel)
+        else:
+            graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, cancel)
+        with _Progress(len(graph), progress and _is_local(scheduler)), _CancelBeforeTasks(cancel):
+            _run(graph, scheduler)
+        out.finish()
+    return out.group
+
+
+def _signature(volume, mode, options, table_hash, grid, model, loaded, precision) -> dict[str, Any]:
+    """The job signature stored in (and compared with) the target's attributes."""
     signature = {
         "source": {"identity": volume.identity, "shape": list(volume.array.shape),
                    "dtype": str(np.dtype(volume.array.dtype)), "data": data_hash(volume.array)},
@@ -179,22 +226,26 @@ def segment_zarr(
     }
     if precision != "fp32":  # fp32 jobs keep the signature they had before precisions existed
         signature["precision"] = precision
-    stride = _ID_SPACE // volume.n_slices
-    info = {"id_stride": stride if mode == "auto" else None, "axes": list(volume.out_names)}
-    with target_lock(target):  # one job writes a target at a time
-        out = open_target(target, signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape),
-                          volume.out_names, overwrite=overwrite)
-        if out.info.get("complete"):
-            return out.group
-        normalization = fixed_normalization(volume.planes)
-        if mode == "auto":
-            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel)
-        else:
-            graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, cancel)
-        with _Progress(len(graph), progress and _is_local(scheduler)), _CancelBeforeTasks(cancel):
-            _run(graph, scheduler)
-        out.finish()
-    return out.group
+    return signature
+
+
+def _check_scheduler(scheduler: Any) -> None:
+    """Refuse what :func:`dask.compute` would not take as a scheduler, before any work.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the value and what dask accepts.
+    """
+    if scheduler is None:
+        return
+    try:
+        get_scheduler(scheduler=scheduler)
+    except (ValueError, RuntimeError) as err:
+        raise InvalidInputError(
+            f"scheduler: {scheduler!r} is not usable ({err}); give a dask scheduler name, a callable or a "
+            "dask.distributed Client"
+        ) from None
 
 
 def _signed_options(options: AutoOptions | PredictOptions) -> dict[str, Any]:

@@ -39,7 +39,8 @@ def run_slice(
     options: PredictOptions,
     cancel: threading.Event | None = None,
 ) -> None:
-    """Predict and write every object of one slice (in object id order), then mark the slice done."""
+    """Predict and write every object of one slice (in object id order), record the checksums of the
+    slice's chunks, then mark the slice done."""
     predictor = TiledPredictor(
         model.load(device), tile_shape=grid.tile_shape, halo=grid.halo, device=device,
         precision=model.precision,
@@ -51,6 +52,7 @@ def run_slice(
             slice_index=slice_index, max_tiles=len(grid), cancel=cancel,
         )  # fmt: skip
         _paint(target, volume, slice_index, prediction, prompt.object_id)
+    target.seal_slice(slice_index)
     target.mark_done("slice", (slice_index,))
 
 

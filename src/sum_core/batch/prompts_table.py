@@ -55,12 +55,20 @@ def read_prompts_table(path: str | os.PathLike) -> tuple[list[ObjectPrompt], str
     Raises
     ------
     InvalidInputError
-        Missing file or column, unknown kind, non-numeric values (the line is named).
+        Missing, unreadable or non-UTF-8 file, missing column, unknown kind, non-numeric values
+        (the line is named).
     """
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"prompts: {path} is not a file")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InvalidInputError(
+            f"prompts: {path} is not UTF-8 text (byte {err.start}: {err.reason}); save the table as UTF-8 CSV"
+        ) from None
+    except OSError as err:
+        raise InvalidInputError(f"prompts: cannot read {path} ({err.strerror})") from None
     rows = list(csv.DictReader(text.splitlines()))
     if not rows:
         raise InvalidInputError(f"prompts: {path} has no rows")

@@ -5,21 +5,34 @@ Layout
 - ``labels``: uint32, the source's shape without its channel axis, chunked one slice by one
   tile (:meth:`Volume.out_chunks`), 0 = background.
 - ``uncertainty``: float16, same shape and chunks, in [0, 1].
+- ``checksums/labels``, ``checksums/uncertainty`` (format 2): uint64, one value per output chunk
+  (shape = the arrays' chunk grid, each value its own chunk), the
+  :func:`~sum_core.batch.integrity.chunk_checksum` (64-bit BLAKE2b) of the chunk's decoded
+  values, recorded when the chunk is written (automatic mode) or when its slice is finished
+  (prompts mode), before the unit's ``done`` flag; 0 = not recorded (a chunk never written, which
+  reads as all zeros in a complete target). Verified by
+  :func:`~sum_core.batch.integrity.verify_target` and whenever a job resumes or returns a
+  completed target.
 - ``done/<stage>``: uint8 flags, one per unit of work and stage, each flag its own chunk. A flag
   is set only after the data of its unit was written, so a unit is either complete or redone.
-- ``work/<name>``: intermediate per-tile results (1D uint8 arrays holding ``.npz`` bytes),
-  removed when the job completes.
+- ``work/<name>``: intermediate per-tile results (1D uint8 arrays holding ``.npz`` bytes, with
+  their BLAKE2b digest in the array attribute ``blake2b``), removed when the job completes.
 - attributes ``sum_hq_batch``: ``{"format", "signature", "complete", ...}`` (see
-  :func:`sum_core.batch.segment_zarr`).
+  :func:`sum_core.batch.segment_zarr`). Format 1 targets (written before checksums existed) are
+  resumed and returned as before, unverified.
 - ``.sum-hq-batch.lock`` (:data:`LOCK_NAME`): while a job runs on a folder target, the pid, host
   and process start time of the job (see :func:`target_lock`); one job writes a target at a time.
 
 Writes go to distinct chunks only, so tasks can run in threads or processes concurrently. A target
-never overlaps its source (:func:`check_apart`).
+never overlaps its source (:func:`check_apart`). zarr's local store writes each file atomically
+(a temporary file renamed), so an interrupted write (killed job, full disk) leaves the old file
+or none, never half of one.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import json
 import os
@@ -35,18 +48,21 @@ import numpy as np
 import zarr
 import zarr.storage
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, SumError
 
 ATTR = "sum_hq_batch"
-FORMAT = 1
+FORMAT = 2  # 2: per-chunk checksums of the output (1: none)
 LOCK_NAME = ".sum-hq-batch.lock"
+OUTPUTS = (("labels", "uint32"), ("uncertainty", "float16"))
+_PARTS = {"labels", "uncertainty", "checksums", "done", "work", LOCK_NAME}  # what a sum-hq target folder holds
 
 
 class Target:
     """An opened target group (see :func:`open_target`)."""
 
-    def __init__(self, group: zarr.Group) -> None:
+    def __init__(self, group: zarr.Group, where: Any = None) -> None:
         self.group = group
+        self.where = group.store if where is None else where  # the target as the user gave it, for messages
 
     @property
     def labels(self) -> zarr.Array:
@@ -63,6 +79,38 @@ class Target:
         """The ``sum_hq_batch`` attributes."""
         return dict(self.group.attrs[ATTR])
 
+    @property
+    def checksummed(self) -> bool:
+        """Whether the target records per-chunk checksums (format 2 and later)."""
+        return int(self.info.get("format", 1)) >= 2
+
+    @property
+    def slice_axis(self) -> int | None:
+        """Axis of the output arrays iterated over by the job (None for a single plane)."""
+        info = self.info
+        axis = info["signature"].get("axis")
+        return None if axis is None else list(info["axes"]).index(axis)
+
+    def chunk_selection(self, coords: tuple[int, ...]) -> tuple[slice, ...]:
+        """The region of the output arrays held by the chunk at grid position ``coords``."""
+        shape, chunks = self.labels.shape, self.labels.chunks
+        return tuple(slice(c * k, min((c + 1) * k, n)) for c, k, n in zip(coords, chunks, shape))
+
+    def slice_chunks(self, slice_index: int) -> list[tuple[int, ...]]:
+        """Grid positions of the output chunks of one slice (all chunks for a single plane)."""
+        axis = self.slice_axis
+        grid = list(self.labels.cdata_shape)
+        if axis is not None:
+            grid[axis] = 1
+        return [
+            tuple(slice_index if a == axis else c for a, c in enumerate(coords)) for coords in np.ndindex(*grid)
+        ]
+
+    def slice_of(self, coords: tuple[int, ...]) -> int:
+        """The slice holding the output chunk at ``coords``."""
+        axis = self.slice_axis
+        return 0 if axis is None else int(coords[axis])
+
     def create_flags(self, stage: str, shape: tuple[int, ...]) -> None:
         """Create the ``done/<stage>`` flags (all unset) unless they exist."""
         if f"done/{stage}" not in self.group:
@@ -78,24 +126,139 @@ class Target:
         """Set one unit's flag (call after its data is written)."""
         self.group[f"done/{stage}"][index] = 1
 
+    def write_chunk(self, index: tuple[slice | int, ...], labels: np.ndarray, uncertainty: np.ndarray) -> None:
+        """Write one whole output chunk (``index`` as :meth:`Volume.out_index`) and record its checksums."""
+        self.labels[index] = labels
+        self.uncertainty[index] = uncertainty
+        if self.checksummed:
+            chunks = self.labels.chunks
+            coords = tuple(i.start // k if isinstance(i, slice) else int(i) for i, k in zip(index, chunks))
+            for (name, _), data in zip(OUTPUTS, (labels, uncertainty)):
+                self.group[f"checksums/{name}"][coords] = chunk_checksum(data)
+
+    def seal_slice(self, slice_index: int) -> None:
+        """Record the checksums of every output chunk of one slice, as written (prompts mode)."""
+        if not self.checksummed:
+            return
+        for coords in self.slice_chunks(slice_index):
+            region = self.chunk_selection(coords)
+            for name, _ in OUTPUTS:
+                self.group[f"checksums/{name}"][coords] = chunk_checksum(self.group[name][region])
+
     def put(self, name: str, arrays: dict[str, np.ndarray]) -> None:
-        """Store intermediate arrays under ``work/<name>`` (replacing an earlier attempt)."""
+        """Store intermediate arrays under ``work/<name>`` (replacing an earlier attempt), with their digest."""
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         data = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
         self.group.create_array(
-            f"work/{name}", shape=data.shape, dtype="uint8", chunks=data.shape, overwrite=True
+            f"work/{name}", shape=data.shape, dtype="uint8", chunks=data.shape, overwrite=True,
+            attributes={"blake2b": _digest(data)},
         )[...] = data
 
     def get(self, name: str) -> Any:
-        """Intermediate arrays stored by :meth:`put` (an ``NpzFile``, members read on access)."""
-        return np.load(io.BytesIO(self.group[f"work/{name}"][...].tobytes()))
+        """Intermediate arrays stored by :meth:`put` (an ``NpzFile``, members read on access).
+
+        Raises
+        ------
+        InvalidInputError
+            The record is missing, unreadable or does not match its digest (naming it and
+            ``repair=True`` / ``--repair``).
+        """
+        try:
+            data = self._record(name)
+        except _DamagedRecord as err:
+            raise self.damaged([str(err)]) from None
+        return np.load(io.BytesIO(data.tobytes()))
+
+    def record_problem(self, name: str) -> str | None:
+        """What is wrong with the intermediate record ``work/<name>`` (missing, unreadable, altered), or None."""
+        try:
+            self._record(name)
+        except _DamagedRecord as err:
+            return str(err)
+        return None
+
+    def _record(self, name: str) -> np.ndarray:
+        """The bytes of ``work/<name>``, checked against their digest."""
+        try:
+            array = self.group[f"work/{name}"]
+            data = array[...]
+            expected = array.attrs.get("blake2b")
+        except KeyError:
+            raise _DamagedRecord(f"intermediate record work/{name} is missing") from None
+        except Exception as err:  # noqa: BLE001 - any decoding failure of a stored record is damage
+            raise _DamagedRecord(f"intermediate record work/{name} cannot be read ({_short(err)})") from None
+        if expected is not None and _digest(data) != expected:
+            raise _DamagedRecord(f"intermediate record work/{name} does not match its checksum")
+        return data
+
+    def damaged(self, problems: list[str]) -> InvalidInputError:
+        """The error for a damaged target: what is damaged and how to proceed."""
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        return InvalidInputError(
+            f"target: {self.where} is damaged: {shown}. Rerun with repair=True (--repair), which redoes only "
+            "the damaged slices (in automatic mode, the whole planes holding them), or with overwrite=True "
+            "(--overwrite) to start again"
+        )
 
     def finish(self) -> None:
         """Drop the intermediate results and mark the job complete."""
         if "work" in self.group:
             del self.group["work"]
         self.group.attrs[ATTR] = {**self.info, "complete": True}
+
+
+class _DamagedRecord(Exception):
+    """An intermediate record that cannot be used (message: what is wrong)."""
+
+
+def chunk_checksum(data: np.ndarray) -> int:
+    """64-bit BLAKE2b of an output chunk's values (never 0, which means "not recorded")."""
+    return int.from_bytes(_digest_bytes(np.ascontiguousarray(data)), "little") | 1
+
+
+def _digest_bytes(data: np.ndarray) -> bytes:
+    return hashlib.blake2b(data.tobytes(), digest_size=8).digest()
+
+
+def _digest(data: np.ndarray) -> str:
+    return _digest_bytes(np.ascontiguousarray(data)).hex()
+
+
+def _short(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:200]
+
+
+def check_target(target: Any, overwrite: bool = False) -> None:
+    """Everything about a target that can be checked before the job's model is loaded.
+
+    The job's signature needs the model, so only :func:`open_target` can compare it; this check
+    refuses what no job may write, whatever its signature: a file, a read-only target, a folder
+    that is no zarr v3 group, a group whose ``zarr.json`` is damaged, and (without
+    ``overwrite``) a non-empty group that was not written by a sum-hq batch job.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the target and what to do.
+    """
+    store = _store(target, overwrite)
+    try:
+        group = zarr.open_group(store, mode="r", zarr_format=3)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return  # a new target
+    except Exception as err:  # noqa: BLE001 - any unreadable group metadata
+        if overwrite:
+            return
+        raise InvalidInputError(
+            f"target: {target} cannot be opened as a zarr v3 group (its zarr.json is damaged: {_short(err)}); "
+            "choose a new target, or pass overwrite=True (--overwrite) to replace it"
+        ) from None
+    if group.attrs.get(ATTR) is None and not overwrite and not _empty(group):
+        raise InvalidInputError(
+            f"target: {target} holds data that was not written by a sum-hq batch job; choose a new target "
+            "or pass overwrite=True (--overwrite)"
+        )
 
 
 def open_target(
@@ -122,25 +285,30 @@ def open_target(
     overwrite : bool
         Replace a non-empty target written by another job (or by anything else).
 
+    Returns
+    -------
+    Target
+        A new target, or the existing one of the same job (its integrity is checked by
+        :func:`sum_core.batch.integrity.inspect_target`).
+
     Raises
     ------
     InvalidInputError
-        Read-only target, a non-empty target from another job (without ``overwrite``), or a
-        path that is a file or a folder that is not a zarr group.
+        What :func:`check_target` refuses, and a non-empty target from another job (without
+        ``overwrite``).
     """
     signature = json.loads(json.dumps(signature))
-    store = _store(target)
+    store = _store(target, overwrite)
     try:
         group = zarr.open_group(store, mode="a", zarr_format=3)
-    except (PermissionError, ValueError, zarr.errors.ContainsArrayError, zarr.errors.NodeTypeValidationError) as err:
-        raise InvalidInputError(f"target: cannot open {target} as a zarr v3 group ({err})") from None
-    existing = group.attrs.get(ATTR)
-    with warnings.catch_warnings():  # the lock file of a running job is no zarr node
-        warnings.filterwarnings("ignore", message=f"Object at {LOCK_NAME} is not recognized")
-        empty = not list(group.keys()) and not group.attrs.asdict()
+    except Exception as err:  # noqa: BLE001 - any unreadable group metadata
+        if not overwrite:
+            raise InvalidInputError(f"target: cannot open {target} as a zarr v3 group ({_short(err)})") from None
+        group = None
+    existing = None if group is None else group.attrs.get(ATTR)
     if existing is not None and existing.get("signature") == signature:
-        return Target(group)
-    if not empty and not overwrite:
+        return Target(group, target)
+    if group is not None and not _empty(group) and not overwrite:
         if existing is None:
             reason = "holds data that was not written by a sum-hq batch job"
         else:
@@ -151,25 +319,44 @@ def open_target(
             f"target: {target} {reason}; choose a new target or pass overwrite=True (--overwrite)"
         )
     group = _cleared(store)
-    for name, dtype in (("labels", "uint32"), ("uncertainty", "float16")):
-        group.create_array(
+    for name, dtype in OUTPUTS:
+        array = group.create_array(
             name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, dimension_names=dimension_names
         )
+        group.create_array(
+            f"checksums/{name}", shape=array.cdata_shape, dtype="uint64", chunks=(1,) * len(shape), fill_value=0
+        )
     group.attrs[ATTR] = {"format": FORMAT, "signature": signature, "complete": False, **info}
-    return Target(group)
+    return Target(group, target)
 
 
-def _store(target: Any) -> Any:
+def _empty(group: zarr.Group) -> bool:
+    """Whether a group holds no node and no attribute (the lock file of a running job is no node)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f"Object at {LOCK_NAME} is not recognized")
+        return not list(group.keys()) and not group.attrs.asdict()
+
+
+def _store(target: Any, overwrite: bool = False) -> Any:
     """A writable zarr store for ``target``, with a clear error when it is read-only."""
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
         if path.exists() and not path.is_dir():
             raise InvalidInputError(f"target: {path} is a file; give a folder path for a zarr group")
-        if path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir()) and not (path / "zarr.json").exists():
-            raise InvalidInputError(
-                f"target: {path} is a non-empty folder that is not a zarr v3 group; choose a new path"
-            )
+        entries = {p.name for p in path.iterdir()} - {LOCK_NAME} if path.is_dir() else set()
+        if entries and not (path / "zarr.json").exists():
+            if entries <= _PARTS and not overwrite:
+                raise InvalidInputError(
+                    f"target: {path} is a damaged sum-hq batch target: its group metadata {path / 'zarr.json'} is "
+                    "missing, and with it the job's signature; rerun with overwrite=True (--overwrite) to start again"
+                )
+            if not entries <= _PARTS:
+                raise InvalidInputError(
+                    f"target: {path} is a non-empty folder that is not a zarr v3 group; choose a new path"
+                )
         existing = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+        if not existing.is_dir():
+            raise InvalidInputError(f"target: cannot create {path}: {existing} is a file; choose another path")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise InvalidInputError(f"target: {path} is read-only (no write permission on {existing})")
         return zarr.storage.LocalStore(str(path))
@@ -178,6 +365,27 @@ def _store(target: Any) -> Any:
             raise InvalidInputError(f"target: the store {target} is read-only")
         return target
     raise InvalidInputError(f"target must be a folder path or a zarr store, got {type(target).__name__}")
+
+
+@contextmanager
+def no_space_left(target: Any) -> Iterator[None]:
+    """Turn a full disk or quota while writing ``target`` into a clear :class:`~sum_core.errors.SumError`.
+
+    Raises
+    ------
+    SumError
+        ``ENOSPC`` / ``EDQUOT``: what to do (free space, rerun the same command: finished work
+        is kept, each file being written atomically).
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise
+        raise SumError(
+            f"target: no space left on {target} ({err.strerror}); free space (or raise the quota) and rerun the "
+            "same command to resume (finished work is kept)"
+        ) from err
 
 
 def _cleared(store: Any) -> zarr.Group:
@@ -269,7 +477,7 @@ def _described(path: Path) -> str:
 
 
 @contextmanager
-def target_lock(target: Any) -> Iterator[None]:
+def target_lock(target: Any, overwrite: bool = False) -> Iterator[None]:
     """Hold the lock of a folder target (a path or a :class:`zarr.storage.LocalStore`) while a job writes it.
 
     The lock is the file :data:`LOCK_NAME` inside the target folder, created exclusively
@@ -281,11 +489,11 @@ def target_lock(target: Any) -> Iterator[None]:
     Raises
     ------
     InvalidInputError
-        A target that cannot be written (see :func:`open_target`), another job holds the lock
+        A target that cannot be written (see :func:`check_target`) or created, another job holds the lock
         (naming its pid and host, and the file to delete if that job is in fact gone), or the
         lock file cannot be created.
     """
-    _store(target)  # a file, a foreign folder or a read-only target is refused before the lock is made
+    check_target(target, overwrite)  # what no job may write is refused before the lock is made
     folder = location(target) if isinstance(target, (str, os.PathLike, zarr.storage.LocalStore)) else None
     if folder is None:
         yield
@@ -294,6 +502,11 @@ def target_lock(target: Any) -> Iterator[None]:
     lock = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidInputError(
+            f"target: cannot create the folder {folder} ({err.strerror}); choose a writable location"
+        ) from None
+    try:
         _acquire(lock, target)
     except OSError as err:
         raise InvalidInputError(f"target: cannot create the lock file {lock} ({err})") from None

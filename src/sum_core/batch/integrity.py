@@ -1,0 +1,248 @@
+"""Integrity of a batch target: damage found when a job resumes or returns, repair, :func:`verify_target`.
+
+What is checked (layout: :mod:`sum_core.batch.writer`):
+
+- the metadata of ``labels``, ``uncertainty`` and (format 2) ``checksums/<array>``: missing or
+  unreadable metadata is recreated by a repair (the chunks are kept and then verified; a
+  format 1 target, without checksums, then redoes every slice);
+- the ``done/<stage>`` flags of an unfinished job: an unreadable chunk or a value other than
+  0 / 1 damages the flag's slice;
+- every output chunk with a recorded checksum (and, in a complete target, every chunk: one
+  without a checksum was never written and must read as zeros): an unreadable chunk, or values
+  whose checksum differs (a deleted chunk, zeros, NaN, another chunk's bytes), damages its slice.
+
+Intermediate records (``work/``) are checked by :meth:`Target.get` against their digest, and up
+front by :func:`sum_core.batch.auto.record_damage` when an automatic job resumes.
+
+A repair (``repair=True``, ``--repair``) redoes only the damaged slices: their output chunks,
+checksums, flags and intermediate records are cleared and the job recomputes them. In automatic
+mode the unit is the whole plane (the chunk stage needs the plane's tile records, removed when
+the job completes); in prompts mode the slice's objects.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.sync import sync
+
+from ..errors import InvalidInputError
+from .writer import ATTR, OUTPUTS, Target, chunk_checksum
+
+Damage = list[tuple[int, str]]  # (slice index, what is damaged)
+
+
+def find_damage(target: Target, repair: bool = False) -> Damage:
+    """The damaged slices of a target of this job (see the module docstring).
+
+    With ``repair``, missing or unreadable array metadata is recreated first (so the chunks
+    can be checked); without it, such a target raises at once.
+
+    Raises
+    ------
+    InvalidInputError
+        Missing or unreadable array metadata, without ``repair``.
+    """
+    reference = _reference_array(target)
+    names = [name for name, _ in OUTPUTS] + ([f"checksums/{n}" for n, _ in OUTPUTS] if target.checksummed else [])
+    broken = [(name, problem) for name in names if (problem := _metadata_problem(target.group, name, reference))]
+    if broken and not repair:
+        raise target.damaged([f"{name}/zarr.json {problem}" for name, problem in broken])
+    for name, _ in broken:
+        _recreate(target, name, reference)
+    n_slices = 1 if target.slice_axis is None else target.labels.shape[target.slice_axis]
+    damage: Damage = []
+    if any(name.startswith("checksums/") for name, _ in broken) or (broken and not target.checksummed):
+        damage += [(s, "its chunks cannot be verified (array metadata was lost)") for s in range(n_slices)]
+    complete = bool(target.info.get("complete"))
+    if not complete:
+        damage += _flag_damage(target)
+    if target.checksummed:
+        damage += _chunk_damage(target, complete)
+    return damage
+
+
+def settle(target: Target, damage: Damage, repair: bool) -> None:
+    """Raise for ``damage``, or with ``repair`` clear the damaged slices so the job redoes them.
+
+    Raises
+    ------
+    InvalidInputError
+        ``damage`` without ``repair``: naming what is damaged and how to proceed.
+    """
+    if not damage:
+        return
+    if not repair:
+        raise target.damaged([problem for _, problem in damage])
+    slices = sorted({s for s, _ in damage})
+    warnings.warn(
+        f"target: repairing {target.where}: redoing slice(s) {slices} ({damage[0][1]}"
+        + (f" and {len(damage) - 1} more problem(s))" if len(damage) > 1 else ")"),
+        stacklevel=3,
+    )
+    for s in slices:
+        _clear_slice(target, s)
+    target.group.attrs[ATTR] = {**target.info, "complete": False}
+
+
+def verify_target(target: Any) -> int:
+    """Verify a batch target against the checksums recorded while it was written.
+
+    Cheap relative to the job: it reads the output once (and the small ``checksums`` and
+    ``done`` arrays), nothing is recomputed.
+
+    Parameters
+    ----------
+    target : str, path or zarr store
+        A target written by :func:`sum_core.batch.segment_zarr` (complete, or an unfinished job:
+        then the finished units are verified).
+
+    Returns
+    -------
+    int
+        The number of output chunks verified.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a batch target, a target written before checksums existed (format 1: it cannot be
+        verified), or a damaged target (naming the damaged chunks, flags or metadata and
+        ``repair=True`` / ``--repair``).
+
+    Examples
+    --------
+    >>> import zarr
+    >>> store = zarr.storage.MemoryStore()
+    >>> verify_target(store)  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    InvalidInputError: target: ... is not a sum-hq batch target ...
+    """
+    try:
+        group = zarr.open_group(target if not isinstance(target, str) else str(target), mode="r", zarr_format=3)
+        info = group.attrs.get(ATTR)
+    except Exception as err:  # noqa: BLE001 - any unreadable group
+        raise InvalidInputError(f"target: {target} is not a sum-hq batch target ({type(err).__name__}: {err})") from None
+    if info is None:
+        raise InvalidInputError(f"target: {target} is not a sum-hq batch target (no {ATTR} attributes)")
+    out = Target(group, target)
+    if not out.checksummed:
+        raise InvalidInputError(
+            f"target: {target} was written before batch targets recorded checksums (format {info.get('format', 1)}); "
+            "it cannot be verified. Rerun its job with overwrite=True (--overwrite) to rewrite it with checksums"
+        )
+    damage = find_damage(out)
+    if damage:
+        raise out.damaged([problem for _, problem in damage])
+    recorded, _ = _cells(out.group["checksums/labels"])
+    return int(recorded.size if out.info.get("complete") else np.count_nonzero(recorded))
+
+
+def _reference_array(target: Target) -> dict[str, Any]:
+    """Shape, chunks and axis names of the output arrays, from whichever of them is readable."""
+    for name, _ in OUTPUTS:
+        try:
+            array = target.group[name]
+        except Exception:  # noqa: BLE001 - try the other one
+            continue
+        return {"shape": array.shape, "chunks": array.chunks, "dimension_names": array.metadata.dimension_names}
+    raise target.damaged(["the metadata of both labels and uncertainty (zarr.json) is missing or unreadable"])
+
+
+def _metadata_problem(group: zarr.Group, name: str, reference: dict[str, Any]) -> str | None:
+    """Why the metadata of array ``name`` is unusable, or None."""
+    try:
+        array = group[name]
+    except KeyError:
+        return "is missing"
+    except Exception as err:  # noqa: BLE001 - any unreadable metadata
+        return f"is unreadable ({type(err).__name__})"
+    expected = dict(OUTPUTS).get(name)
+    if expected is not None and (array.shape, array.chunks, str(array.dtype)) != (
+        reference["shape"], reference["chunks"], expected
+    ):
+        return "does not match the job's arrays"
+    return None
+
+
+def _recreate(target: Target, name: str, reference: dict[str, Any]) -> None:
+    """Write fresh metadata for array ``name``, keeping its chunks (they are verified next)."""
+    store = target.group.store
+    key = f"{target.group.path}/{name}/zarr.json".lstrip("/")
+    sync(store.delete(key))
+    if name.startswith("checksums/"):
+        cells = target.labels.cdata_shape
+        target.group.create_array(name, shape=cells, dtype="uint64", chunks=(1,) * len(cells), fill_value=0)
+        return
+    target.group.create_array(name, dtype=dict(OUTPUTS)[name], fill_value=0, **reference)
+
+
+def _cells(array: zarr.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The values of an array whose every value is its own chunk, and the mask of the unreadable ones."""
+    try:
+        return np.asarray(array[...]), np.zeros(array.shape, dtype=bool)
+    except Exception:  # noqa: BLE001 - find the damaged chunks one by one
+        values, bad = np.zeros(array.shape, dtype=array.dtype), np.zeros(array.shape, dtype=bool)
+        for index in np.ndindex(*array.shape):
+            try:
+                values[index] = array[index]
+            except Exception:  # noqa: BLE001 - any decoding failure is damage
+                bad[index] = True
+        return values, bad
+
+
+def _flag_damage(target: Target) -> Damage:
+    """Unreadable ``done`` flags, or flags other than 0 / 1."""
+    if "done" not in target.group:
+        return []
+    damage = []
+    for stage, array in target.group["done"].arrays():
+        values, bad = _cells(array)
+        for index in zip(*np.nonzero(bad | (values > 1))):
+            index = tuple(int(i) for i in index)
+            damage.append((index[0], f"done/{stage} flag {index} is unreadable"))
+    return damage
+
+
+def _chunk_damage(target: Target, complete: bool) -> Damage:
+    """Output chunks that cannot be read or do not match their checksum (see :func:`find_damage`)."""
+    damage = []
+    zeros: dict[tuple[tuple[int, ...], str], int] = {}
+    for name, dtype in OUTPUTS:
+        recorded, bad = _cells(target.group[f"checksums/{name}"])
+        for coords in np.ndindex(*recorded.shape):
+            if bad[coords]:
+                damage.append((target.slice_of(coords), f"checksums/{name} of chunk {coords} is unreadable"))
+                continue
+            expected = int(recorded[coords])
+            if expected == 0 and not complete:
+                continue  # not written yet
+            region = target.chunk_selection(coords)
+            try:
+                data = target.group[name][region]
+            except Exception as err:  # noqa: BLE001 - any decoding failure is damage
+                damage.append((target.slice_of(coords), f"{name} chunk {coords} is unreadable ({type(err).__name__})"))
+                continue
+            if expected == 0:
+                key = (data.shape, dtype)
+                expected = zeros.setdefault(key, chunk_checksum(np.zeros(data.shape, dtype=dtype)))
+            if chunk_checksum(data) != expected:
+                damage.append((target.slice_of(coords), f"{name} chunk {coords} does not match its checksum"))
+    return damage
+
+
+def _clear_slice(target: Target, slice_index: int) -> None:
+    """Zero a slice's output chunks and checksums, unset its flags and drop its intermediate records."""
+    for coords in target.slice_chunks(slice_index):
+        region = target.chunk_selection(coords)
+        for name, _ in OUTPUTS:
+            target.group[name][region] = 0
+            if target.checksummed:
+                target.group[f"checksums/{name}"][coords] = 0
+    if "done" in target.group:
+        for _, array in target.group["done"].arrays():
+            array[slice_index] = 0
+    if f"work/s{slice_index}" in target.group:
+        del target.group[f"work/s{slice_index}"]
