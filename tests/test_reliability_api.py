@@ -147,3 +147,199 @@ def test_a_named_pipe_is_refused_instead_of_hanging(tmp_path, reader):
     os.mkfifo(pipe)
     with pytest.raises(InvalidInputError, match="is not a regular file or folder"):
         (open_image if reader == "open_image" else read_image)(pipe)
+
+
+# --- sources: zarr keys, paths, damaged files (every read goes through Planes.read) -------------------
+
+
+@pytest.fixture
+def zarr_group(tmp_path):
+    import zarr
+
+    group = zarr.open_group(tmp_path / "g.zarr", mode="w")
+    group.create_array("img", shape=(10, 12), dtype="u1")
+    return tmp_path / "g.zarr"
+
+
+@pytest.mark.parametrize("key", [5, b"img"])
+def test_a_zarr_key_that_is_not_a_string_is_refused_by_name(zarr_group, key):
+    from sum_core.sources import open_image
+
+    with pytest.raises(InvalidInputError, match=rf"key: expected the path of an array inside zarr group .*g\.zarr "
+                                                 rf"as a string, got {key!r}"):  # fmt: skip
+        open_image(zarr_group, key=key)
+
+
+@pytest.mark.parametrize("key", ["..", "img/..", "../g.zarr", "nothing"])
+def test_a_zarr_key_that_names_no_array_is_refused_with_the_arrays_there(zarr_group, key):
+    from sum_core.sources import open_image
+
+    with pytest.raises(InvalidInputError) as info:
+        open_image(zarr_group, key=key)
+    assert str(info.value) == (
+        f"key: {key!r} not found in zarr group {zarr_group}; its arrays are ['img']"
+    )
+
+
+def test_ome_zarr_metadata_naming_a_missing_level_is_refused_by_name(tmp_path):
+    import zarr
+
+    from sum_core.sources import open_image
+
+    group = zarr.open_group(tmp_path / "ome.zarr", mode="w")
+    group.create_array("1", shape=(4, 4), dtype="u1")
+    group.attrs["multiscales"] = [{"datasets": [{"path": "0"}, {"path": "1"}]}]
+    with pytest.raises(InvalidInputError) as info:
+        open_image(tmp_path / "ome.zarr")
+    assert str(info.value) == (
+        f"level 0: '0' (named by its OME-Zarr metadata) not found in zarr group {tmp_path / 'ome.zarr'}; "
+        "its arrays are ['1']"
+    )
+    assert open_image(tmp_path / "ome.zarr", level=1).shape == (4, 4)
+
+
+@pytest.mark.parametrize("reader", ["open_image", "read_image", "check_image_target"])
+def test_a_nul_character_in_a_file_name_is_named(tmp_path, reader):
+    from sum_core.imageio import check_image_target, read_image
+    from sum_core.sources import open_image
+
+    path = f"{tmp_path}/a\x00b.tif"
+    call = {"open_image": open_image, "read_image": read_image,
+            "check_image_target": lambda p: check_image_target(p, (4, 4), np.uint8)}[reader]  # fmt: skip
+    with pytest.raises(InvalidInputError, match=r"contains a NUL character") as info:
+        call(path)
+    assert repr(path) in str(info.value)
+
+
+@pytest.mark.parametrize("reader", ["open_image", "read_image", "check_image_target", "inside_a_loop"])
+def test_a_symbolic_link_loop_is_named_not_reported_missing(tmp_path, reader):
+    import os
+
+    from sum_core.imageio import check_image_target, read_image
+    from sum_core.sources import open_image
+
+    loop = tmp_path / "loop.tif"
+    os.symlink(loop, loop)
+    if reader == "inside_a_loop":  # a file below a folder link that leads back to itself
+        with pytest.raises(InvalidInputError, match=r"is a symbolic-link loop"):
+            check_image_target(loop / "out.tif", (4, 4), np.uint8, name="--out")
+        return
+    call = {"open_image": open_image, "read_image": read_image,
+            "check_image_target": lambda p: check_image_target(p, (4, 4), np.uint8)}[reader]  # fmt: skip
+    with pytest.raises(InvalidInputError) as info:
+        call(loop)
+    assert f"{loop} is a symbolic-link loop" in str(info.value)
+
+
+def _truncated_tiff(path, **kwargs):
+    import tifffile
+
+    image = np.random.default_rng(4).integers(0, 65535, (256, 256), dtype=np.uint16)
+    tifffile.imwrite(path, image, **kwargs)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("layout", [{}, {"tile": (64, 64), "compression": "zlib"}], ids=["strips", "zlib-tiles"])
+def test_a_truncated_tiff_is_refused_when_opened(tmp_path, model, layout):
+    from sum_core.sources import open_image
+
+    path = tmp_path / "cut.tif"
+    _truncated_tiff(path, **layout)
+    message = rf"source: {path} is truncated: its image data reach byte \d+ but the file has \d+ bytes"
+    with pytest.raises(InvalidInputError, match=message):
+        open_image(path)
+    with pytest.raises(InvalidInputError, match=message):
+        Predictor(model, device="cpu").set_image(path)
+
+
+def test_a_damaged_tile_names_the_file_and_the_region_read(tmp_path, model):
+    """A TIFF of full length whose middle slice is garbage: opening works, reading that slice fails
+    clearly (a SumError naming the file, rows, cols and slice), the other slices still read."""
+    import tifffile
+
+    from sum_core.sources import Planes, open_image
+    from sum_core.tiling import Region
+
+    path = tmp_path / "stack.tif"
+    stack = np.random.default_rng(5).integers(0, 65535, (3, 128, 128), dtype=np.uint16)
+    tifffile.imwrite(path, stack, photometric="minisblack", tile=(64, 64), compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[1].dataoffsets[0]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    planes = Planes(open_image(path), stack_axis=0)
+    np.testing.assert_array_equal(planes.read(2, Region(0, 0, 64, 64)), stack[2, :64, :64])
+    with pytest.raises(InvalidInputError) as info:
+        planes.read(1, Region(0, 0, 64, 64))
+    assert str(info.value).startswith(f"image: could not read rows 0:64, cols 0:64 of slice 1 of {path} (")
+    assert "damaged or cut short" in str(info.value)
+
+
+# --- options a model cannot honour, and strings given for booleans -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_sam():
+    torch.manual_seed(0)
+    return build_from_config(small_vit_config(hq=False).replace(image_size=256))
+
+
+def test_hq_token_only_on_plain_sam_is_refused_before_anything_is_encoded(plain_sam, image, monkeypatch):
+    from sum_core import TiledPredictor
+    from sum_core.prediction import PredictOptions
+
+    counter = EncoderCounter(plain_sam, monkeypatch)
+    message = "hq_token_only=True needs an HQ-SAM or SUM model"
+    with pytest.raises(InvalidInputError, match=message):
+        segment(image, points=[[50, 50]], model=plain_sam, device="cpu", hq_token_only=True)
+    tiled = TiledPredictor(plain_sam, device="cpu")
+    tiled.set_image(image)
+    with pytest.raises(InvalidInputError, match=message):
+        tiled.predict(points=[[50, 50]], options=PredictOptions(hq_token_only=True))
+    assert counter.calls == 0
+    predictor = Predictor(plain_sam, device="cpu")
+    predictor.set_image(image)
+    with pytest.raises(InvalidInputError, match=message):
+        predictor.predict(points=[[50, 50]], hq_token_only=True)
+    assert predictor.predict(points=[[50, 50]]).masks.shape == (1, *image.shape)
+
+
+@pytest.mark.parametrize("value", ["no", "False"])
+@pytest.mark.parametrize("call", ["segment-compile", "Predictor-compile", "set_image-overwrite",
+                                  "TiledPredictor-compile", "tiled_set_image-overwrite", "tiled-follow",
+                                  "propagate-progress"])  # fmt: skip
+def test_strings_given_for_booleans_are_refused_by_name(model, image, tmp_path, monkeypatch, call, value):
+    """``"no"`` is truthy: taken as a bool it would compile, overwrite a cache or follow silently."""
+    from sum_core import TiledPredictor
+
+    counter = EncoderCounter(model, monkeypatch)
+    name = call.split("-")[-1]
+    with pytest.raises(InvalidInputError, match=f"{name} must be True or False, got '{value}'"):
+        if call == "segment-compile":
+            segment(image, points=[[50, 50]], model=model, device="cpu", compile=value)
+        elif call == "Predictor-compile":
+            Predictor(model, device="cpu", compile=value)
+        elif call == "set_image-overwrite":
+            Predictor(model, device="cpu").set_image(image, cache=tmp_path / "cache.zarr", overwrite=value)
+        elif call == "TiledPredictor-compile":
+            TiledPredictor(model, device="cpu", compile=value)
+        elif call == "tiled_set_image-overwrite":
+            TiledPredictor(model, device="cpu", cache=tmp_path / "cache.zarr").set_image(image, overwrite=value)
+        elif call == "tiled-follow":
+            tiled = TiledPredictor(model, device="cpu")
+            tiled.set_image(image)
+            tiled.predict(points=[[50, 50]], follow=value)
+        else:
+            stack = np.stack([image] * 3)
+            propagate(stack, axis=0, index=1, mask_or_prompts={"points": [[50, 50]]}, model=model,
+                      device="cpu", progress=value)  # fmt: skip
+    assert counter.calls == 0
+    assert not (tmp_path / "cache.zarr").exists()
+
+
+def test_a_numpy_bool_is_a_bool(model, image):
+    predictor = Predictor(model, device="cpu", compile=np.False_)
+    predictor.set_image(image)
+    assert predictor.predict(points=[[50, 50]], multimask=np.True_).masks.shape == (1, *image.shape)

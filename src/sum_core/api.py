@@ -20,6 +20,7 @@ from .predictor import Predictor
 from .prompts import mask_logits, validate_prompts
 from .sources import Planes, open_image
 from .tiling import tile_grid
+from .validation import check_bool
 from .zoo import DEFAULT_MODEL
 
 
@@ -102,6 +103,7 @@ def segment(
     ((1040, 1392), (1, 1040, 1392))
     """
     options = PredictOptions(multimask, hq_token_only, task, uncertainty)
+    compile = check_bool(compile, "compile")
     if points is None and box is None and mask_input is None:
         raise InvalidInputError("give at least one prompt: points=(N, 2) (row, col) clicks, box and/or mask_input")
     source = image if isinstance(image, np.ndarray) else open_image(image)

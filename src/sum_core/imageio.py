@@ -13,6 +13,7 @@ of ``sum_core`` but its errors).
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Sequence
@@ -85,12 +86,11 @@ def _array_in_group(group: zarr.Group, key: str | None, level: int, where: str) 
     if key is not None:
         if level != 0:
             raise InvalidInputError(f"level: use either key= or level=, not both (got key={key!r})")
-        try:
-            node = group[key]
-        except KeyError:
+        if not isinstance(key, str):
             raise InvalidInputError(
-                f"key: {key!r} not found in zarr group {where}; its arrays are {sorted(group.array_keys())}"
-            ) from None
+                f"key: expected the path of an array inside zarr group {where} as a string, got {key!r}"
+            )
+        node = _node(group, key, where, f"key: {key!r}")
         if not isinstance(node, zarr.Array):
             raise InvalidInputError(f"key: {key!r} in {where} is a group, not an array")
         return node
@@ -104,7 +104,20 @@ def _array_in_group(group: zarr.Group, key: str | None, level: int, where: str) 
         raise InvalidInputError(
             f"level: {where} has {len(paths)} level(s) (0..{len(paths) - 1}), got {level}"
         )
-    return group[paths[level]]
+    node = _node(group, paths[level], where, f"level {level}: {paths[level]!r} (named by its OME-Zarr metadata)")
+    if not isinstance(node, zarr.Array):
+        raise InvalidInputError(f"level {level}: {paths[level]!r} in {where} is a group, not an array")
+    return node
+
+
+def _node(group: zarr.Group, path: str, where: str, what: str) -> Any:
+    """``group[path]``, or an error saying ``what`` asked for it and which arrays there are."""
+    try:
+        return group[path]
+    except (KeyError, ValueError):  # ValueError: zarr refuses '.' / '..' segments
+        raise InvalidInputError(
+            f"{what} not found in zarr group {where}; its arrays are {sorted(group.array_keys())}"
+        ) from None
 
 
 def open_zarr(
@@ -146,16 +159,44 @@ def open_zarr(
     return _array_in_group(node, key, level, where)
 
 
+def _check_path(path: str | os.PathLike, name: str) -> tuple[Path, os.stat_result | None]:
+    """``path`` as a ``Path`` and its ``os.stat`` (None when nothing is there): the one place that
+    turns what the operating system says about a path into a message naming ``name``.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a path, a NUL character in it, a symbolic-link loop on the way, or a path that cannot
+        be looked at (no permission on a folder, a name too long).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInputError(f"{name}: expected a file path, got {type(path).__name__}")
+    p = Path(path)
+    if "\x00" in str(p):
+        raise InvalidInputError(f"{name}: {str(p)!r} contains a NUL character; no file name can hold one")
+    try:
+        return p, os.stat(p)
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return p, None
+        if error.errno == errno.ELOOP:
+            raise InvalidInputError(
+                f"{name}: {p} is a symbolic-link loop (a link that leads back to itself); fix or remove the link"
+            ) from None
+        raise InvalidInputError(f"{name}: cannot look at {p}: {error.strerror}") from None
+
+
 def check_input_path(path: str | os.PathLike, name: str) -> Path:
     """An existing regular file or folder to read, as a ``Path``.
 
     Raises
     ------
     InvalidInputError
-        Missing, or neither a file nor a folder (a named pipe or a device would block a reader).
+        Missing, a NUL character in the name, a symbolic-link loop, or neither a file nor a
+        folder (a named pipe or a device would block a reader).
     """
-    p = Path(path)
-    if not p.exists():
+    p, info = _check_path(path, name)
+    if info is None:
         raise InvalidInputError(f"{name}: {p} does not exist")
     if not (p.is_file() or p.is_dir()):
         raise InvalidInputError(f"{name}: {p} is not a regular file or folder (a named pipe or a device?)")
@@ -246,11 +287,12 @@ def check_image_target(
     Raises
     ------
     InvalidInputError
-        Unknown extension, a missing or non-writable folder, a folder at ``path``, an empty or
-        non-numeric array, or an array PNG cannot hold.
+        Unknown extension, a missing or non-writable folder, a folder at ``path``, a NUL
+        character or a symbolic-link loop in ``path``, an empty or non-numeric array, or an
+        array PNG cannot hold.
     """
     where, what = (name, name) if name else ("path", "array")
-    p = Path(path)
+    p, _ = _check_path(path, where)
     suffix = p.suffix.lower()
     if suffix not in _WRITABLE:
         raise InvalidInputError(

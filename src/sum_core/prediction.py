@@ -76,13 +76,19 @@ class PredictOptions:
         check_int(self.seed, "seed", -(2**63))
 
     def uncertainty_for(self, hq: bool) -> str:
-        """The uncertainty method for a model with (``hq=True``) or without an HQ token.
+        """The uncertainty method for a model with (``hq=True``) or without an HQ token; the one
+        check, before any work, of the options such a model cannot honour.
 
         Raises
         ------
         InvalidInputError
-            ``"disagreement"`` asked of a plain SAM model.
+            ``"disagreement"`` or ``hq_token_only=True`` asked of a plain SAM model.
         """
+        if self.hq_token_only and not hq:
+            raise InvalidInputError(
+                "hq_token_only=True needs an HQ-SAM or SUM model (it returns the HQ token's mask); this "
+                "is a plain SAM model: leave hq_token_only=False"
+            )
         if self.uncertainty == "auto":
             return "disagreement" if hq else "entropy"
         if self.uncertainty == "disagreement" and not hq:

@@ -41,6 +41,7 @@ from .sources import Planes, open_image
 from .tiled_embedding import DEFAULT_MEMORY_TILES
 from .tiled_predictor import TiledPredictor
 from .tiling import tile_grid
+from .validation import check_bool
 
 __all__ = ["Predictor"]
 
@@ -100,6 +101,7 @@ class Predictor:
         compile: bool = False,
         memory_tiles: int = DEFAULT_MEMORY_TILES,
     ) -> None:
+        compile = check_bool(compile, "compile")
         self.model, self.device, self.precision = prepare_model(model, device, precision, compile)
         self.memory_tiles = memory_tiles
         self._embedding: ImageEmbedding | None = None
@@ -169,17 +171,18 @@ class Predictor:
         with ``cache=``, pass ``overwrite=True`` unless the data hash tells the edit apart:
         lazy sources are hashed by samples, see :func:`sum_core.embedding_cache.data_hash`).
         """
+        overwrite = check_bool(overwrite, "overwrite")
         if isinstance(image, np.ndarray):
             validate_image(image)
             source = image
         else:
             source = open_image(image)
-        plane_shape = Planes(source).plane_shape
-        grid = tile_grid(plane_shape, self.model.config.image_size, tile_shape, halo)
+        planes = Planes(source)
+        grid = tile_grid(planes.plane_shape, self.model.config.image_size, tile_shape, halo)
         with self._lock:
             self.reset_image()
             if len(grid) == 1 and cache is None:
-                prepared = prepare_image(np.asarray(source[...]), normalization)
+                prepared = prepare_image(planes.read(), normalization)
                 self._embedding = encode_image(self.model, prepared, self.precision)
                 return
             tiled = TiledPredictor(

@@ -35,7 +35,7 @@ from .prediction import Prediction, PredictOptions
 from .predictor import Predictor
 from .prompts import validate_prompts
 from .sources import Planes, fixed_normalization, open_image
-from .validation import check_index, check_range
+from .validation import check_bool, check_index, check_range
 
 __all__ = ["propagate"]
 
@@ -148,6 +148,7 @@ def propagate(
     index = check_index(index, f"index (slices along axis {axis})", n)
     iou_threshold = check_range(iou_threshold, "iou_threshold", 0.0, 1.0)
     score_threshold = check_range(score_threshold, "score_threshold", 0.0, 1.0)
+    progress = check_bool(progress, "progress")
     PredictOptions(multimask=multimask, task=task)  # refuse bad options before any work
     start_mask = None
     if isinstance(mask_or_prompts, Mapping):

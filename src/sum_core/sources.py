@@ -11,13 +11,15 @@ to 8 bits with the same contrast; :func:`sum_core.image.to_uint8_rgb` applies it
 from __future__ import annotations
 
 import os
+import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 import zarr
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, SumError
 from .image import Normalization
 from .imageio import TIFF_SUFFIXES, check_input_path, is_zarr_path, open_zarr, read_image
 from .tiling import Region
@@ -32,6 +34,10 @@ _MAX_SAMPLE_IN_MEMORY = 1 << 26
 _N_WINDOWS = 8  # per plane axis (so up to 64 windows per sampled plane)
 _WINDOW = 64
 _MAX_SAMPLED_SLICES = 16
+
+# The file each array opened by open_image was read from, by id (removed when the array goes),
+# so that Planes.read can name it when a read fails.
+_FILES: dict[int, str] = {}
 
 
 def _is_array_like(obj: Any) -> bool:
@@ -82,22 +88,57 @@ def open_image(source: Any, key: str | None = None, level: int = 0) -> Any:
         )
     path = check_input_path(source, "source")
     if is_zarr_path(path):
-        return open_zarr(path, key, level)
+        return _named(open_zarr(path, key, level), path)
     if path.suffix.lower() in TIFF_SUFFIXES:
         if key is not None:
             raise InvalidInputError(f"key: only used for zarr stores, but {path} is a TIFF file")
-        try:
-            node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
-        except Exception as exc:  # noqa: BLE001
-            raise InvalidInputError(f"source: could not open TIFF {path}: {exc}") from exc
+        node = _open_tiff(path)
         if isinstance(node, zarr.Array):
             if level != 0:
                 raise InvalidInputError(f"level: {path} is not a pyramidal TIFF, it has only level 0")
-            return node
-        return open_zarr(node, None, level, name=str(path))
+            return _named(node, path)
+        return _named(open_zarr(node, None, level, name=str(path)), path)
     if key is not None or level != 0:
         raise InvalidInputError(f"key/level: not used for {path.suffix or 'this'} files")
     return read_image(path)
+
+
+def _open_tiff(path: Path) -> zarr.Array | zarr.Group:
+    """A TIFF file through tifffile's zarr store, refused when it is unreadable or cut short."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            size = tif.filehandle.size
+            end = max(_data_end(level) for level in tif.series[0].levels)
+            if end > size:
+                raise InvalidInputError(
+                    f"source: {path} is truncated: its image data reach byte {end} but the file has "
+                    f"{size} bytes (an interrupted copy or download?); copy or write it again"
+                )
+            store = tif.aszarr()
+        return zarr.open(store, mode="r")
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any tifffile / zarr failure means an unreadable file
+        raise InvalidInputError(f"source: could not open TIFF {path}: {exc}") from exc
+
+
+def _data_end(level: Any) -> int:
+    """The byte just after the image data of one level of a TIFF series: the end of a contiguous
+    level, else the furthest strip or tile of its first and last pages (a file cut short loses
+    its last bytes)."""
+    if level.dataoffset is not None:
+        return int(level.dataoffset + level.nbytes)
+    pages = [page for page in (level.pages[0], level.pages[-1]) if page is not None]
+    return max(
+        (int(o + n) for page in pages for o, n in zip(page.dataoffsets, page.databytecounts)), default=0
+    )
+
+
+def _named(array: Any, path: Path) -> Any:
+    """Remember that ``array`` reads ``path`` (for the messages of :meth:`Planes.read`)."""
+    _FILES[id(array)] = str(path)
+    weakref.finalize(array, _FILES.pop, id(array), None)
+    return array
 
 
 class Planes:
@@ -161,14 +202,36 @@ class Planes:
         self.dtype = np.dtype(image.dtype)
 
     def read(self, slice_index: int = 0, region: Region | None = None) -> np.ndarray:
-        """Read one window of one plane into memory, ``(h, w)`` or ``(h, w, C)``."""
+        """Read one window of one plane into memory, ``(h, w)`` or ``(h, w, C)``.
+
+        Every read of an image's pixels goes through here.
+
+        Raises
+        ------
+        InvalidInputError
+            A bad ``slice_index``, or a read that fails (a damaged or truncated file, a codec or
+            I/O error): the message names the file (for sources opened by :func:`open_image`
+            from a path) and the rows, columns and slice read.
+        """
         if not 0 <= slice_index < self.n_slices:
             raise InvalidInputError(f"slice_index: must be in [0, {self.n_slices}), got {slice_index}")
         rows, cols = (slice(None), slice(None)) if region is None else region.slices
         index: list = [rows, cols] + [slice(None)] * (self.ndim_plane - 2)
         if self.stack_axis is not None:
             index.insert(self.stack_axis, slice_index)
-        return np.asarray(self.image[tuple(index)])
+        try:
+            return np.asarray(self.image[tuple(index)])
+        except (SumError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - reader, codec and I/O errors of any source
+            h, w = self.plane_shape
+            r0, c0, r1, c1 = (0, 0, h, w) if region is None else region
+            where = "" if self.stack_axis is None else f" of slice {slice_index}"
+            name = _FILES.get(id(self.image), "the image")
+            raise InvalidInputError(
+                f"image: could not read rows {r0}:{r1}, cols {c0}:{c1}{where} of {name} "
+                f"({type(exc).__name__}: {exc}); the file may be damaged or cut short: write or copy it again"
+            ) from exc
 
 
 def _sample(planes: Planes) -> np.ndarray:

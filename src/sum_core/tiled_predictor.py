@@ -41,7 +41,7 @@ from .prediction import BACKGROUND_LOGIT, PredictOptions, TiledPrediction
 from .prompts import Prompts, mask_logits, validate_prompts, window_mask_prompt
 from .tiled_embedding import DEFAULT_MEMORY_TILES, TiledEmbeddings
 from .tiling import Region, Tile
-from .validation import check_index, check_int, check_options
+from .validation import check_bool, check_index, check_int, check_options
 
 __all__ = ["TiledPredictor"]
 
@@ -113,6 +113,7 @@ class TiledPredictor:
         compile: bool = False,
         memory_tiles: int = DEFAULT_MEMORY_TILES,
     ) -> None:
+        compile = check_bool(compile, "compile")
         self.model, self.device, self.precision = prepare_model(model, device, precision, compile)
         self.cache_path = cache
         self.tile_shape = tile_shape
@@ -143,6 +144,7 @@ class TiledPredictor:
             Discard an existing cache at ``cache`` and start a new one (see
             :class:`~sum_core.tiled_embedding.TiledEmbeddings`).
         """
+        overwrite = check_bool(overwrite, "overwrite")
         embeddings = TiledEmbeddings(
             self.model, image, self.tile_shape, self.halo, self.cache_path,
             stack_axis, normalization, self.dtype, overwrite, precision=self.precision,
@@ -197,6 +199,7 @@ class TiledPredictor:
         """
         options = check_options(options, PredictOptions)
         options.uncertainty_for(self.model.config.hq)  # refuse a bad method before any work
+        follow = check_bool(follow, "follow")
         with self._lock:
             tiled = self._require_image()
             check_int(max_tiles, "max_tiles", 1)
