@@ -11,7 +11,10 @@ image with a per-pixel uncertainty map. The options are data: :class:`~sum_core.
 
 Memory: candidate masks are kept at the decoder's low resolution (``L×L``, 256 for SAM); only the
 masks of one chunk are upscaled to the window size at a time, and only the masks kept by NMS are
-returned at full resolution.
+returned at full resolution. :func:`auto_segment` reads the image one tile window at a time
+(lazy inputs are never read whole) and refuses, before any work, an image whose full-size
+outputs would not fit in memory (:data:`MAX_OUTPUT_BYTES`); :func:`sum_core.batch.segment_zarr`
+writes the outputs of such images to zarr tile by tile.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 from os import PathLike
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +36,7 @@ from .decoding import run_decoder, upscale
 from .device import resolve_device
 from .encoding import encode_image
 from .errors import InvalidInputError, check_cancel
-from .image import prepare_image
+from .image import to_uint8_rgb, validate_image
 from .loading import resolve_model
 from .mask_ops import (
     box_touches_edge,
@@ -45,16 +50,19 @@ from .mask_ops import (
 from .modeling import DecodedMasks, ImageEmbedding, SamModel
 from .nms import nms
 from .prompts import batch_to_model_frame, validate_prompts
+from .sources import Planes, fixed_normalization, open_image
 from .tiling import Region, Tile, TileGrid, tile_grid
-from .validation import check_options
+from .validation import check_bool, check_options
 from .zoo import DEFAULT_MODEL
 
 __all__ = [
+    "MAX_OUTPUT_BYTES",
     "SAM_EDGE_ATOL",
     "AutoOptions",
     "Instance",
     "MaskRecord",
     "auto_segment",
+    "check_output_memory",
     "decode_points",
     "generate_masks",
     "owned_instances",
@@ -67,6 +75,14 @@ _UNCERTAINTY_MARGIN = 4
 #: SAM's distance (pixels) from a crop edge within which a mask counts as cut by the crop;
 #: :func:`owned_instances` uses ``min(SAM_EDGE_ATOL, halo / 2)``.
 SAM_EDGE_ATOL = 20
+#: Largest in-memory output of :func:`auto_segment`: its uint32 labels and float32 uncertainty
+#: take 8 bytes per pixel, so 4 GiB is about 23000 x 23000 pixels. Larger images are refused
+#: (as are outputs larger than the memory available): use :func:`sum_core.batch.segment_zarr`.
+MAX_OUTPUT_BYTES = 4 * 2**30
+# Bytes per output pixel of auto_segment: uint32 label + float32 uncertainty.
+_OUTPUT_BYTES_PER_PIXEL = 8
+# Pixels relabelled at a time by _paint (bounds its temporaries on large outputs).
+_PAINT_PIXELS = 1 << 22
 
 
 @dataclass
@@ -351,7 +367,7 @@ class Instance:
 
 
 def auto_segment(
-    image: np.ndarray,
+    image: Any,
     options: AutoOptions | None = None,
     *,
     tile_shape: int | tuple[int, int] | None = None,
@@ -382,11 +398,23 @@ def auto_segment(
     ``halo - atol`` px beyond that border (44 px with the default 64 px halo); larger objects
     on a seam are lost: give a larger ``halo`` for them.
 
+    The image is read one tile window at a time (:meth:`sum_core.sources.Planes.read`), so a
+    lazy image (dask, zarr, TIFF, a path) is never read whole; every window is converted to
+    8 bits with ONE intensity window for the whole image
+    (:func:`sum_core.sources.fixed_normalization`, applied by :func:`sum_core.image.to_uint8_rgb`).
+    For a numpy image of up to 64 Mpixel that window is the one of
+    :func:`sum_core.image.prepare_image`, so the result equals segmenting ``prepare_image(image)``.
+    The outputs are full size and in memory (8 bytes per pixel): an image whose outputs would
+    exceed :data:`MAX_OUTPUT_BYTES` (4 GiB) or the memory available is refused before any work;
+    segment it into a zarr store, tile by tile, with :func:`sum_core.batch.segment_zarr` or
+    ``sum-hq batch``.
+
     Parameters
     ----------
-    image : np.ndarray
-        2D grayscale (H, W) or RGB/RGBA (H, W, 3|4), any real dtype (normalised once for the
-        whole image, see :func:`sum_core.image.prepare_image`).
+    image : array-like or path
+        One 2D grayscale (H, W) or RGB/RGBA (H, W, 3|4) plane, any real dtype: a numpy array,
+        a lazy array (dask, zarr) or a path (opened lazily with
+        :func:`sum_core.sources.open_image`). For a stack, pass one plane (``stack[z]``).
     options : AutoOptions, optional
         The mask generator's options, per window (default ``AutoOptions()``).
     tile_shape, halo : int or (int, int), optional
@@ -401,7 +429,7 @@ def auto_segment(
     progress : bool
         Show progress (over tiles, or over decoder batches for one tile).
     cancel : threading.Event, optional
-        Checked between tiles and between decoder batches: raises
+        Checked before the image is read, between tiles and between decoder batches: raises
         :class:`sum_core.errors.Cancelled` when set.
 
     Returns
@@ -417,7 +445,8 @@ def auto_segment(
     Raises
     ------
     InvalidInputError
-        Bad image, tiling, options or precision (checked before the model is loaded).
+        Bad image, tiling, options or precision, or outputs too large for memory (checked
+        before the image is read or the model is loaded).
     Cancelled
         ``cancel`` was set.
 
@@ -438,20 +467,29 @@ def auto_segment(
     ((1040, 1392), dtype('uint32'), dtype('float32'))
     """
     options = check_options(options, AutoOptions)
-    prepared = prepare_image(image)
-    shape = prepared.shape[:2]
+    progress = check_bool(progress, "progress")
+    if isinstance(image, np.ndarray):
+        validate_image(image)
+        source = image
+    else:
+        source = open_image(image)
+    planes = Planes(source)
+    shape = planes.plane_shape
+    check_output_memory(shape)
     target = resolve_device(device)
     check_precision(precision, target)
     if tile_shape is not None or halo is not None:
         tile_grid(shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before the model loads
     check_cancel(cancel)
+    normalization = fixed_normalization(planes)
     sam_model = resolve_model(model, target).to(target).eval()
     grid = tile_grid(shape, sam_model.config.image_size, tile_shape, halo)
     tiled = len(grid) > 1
     instances: list[Instance] = []
     for tile in tqdm(grid, desc="segmenting tiles", disable=not (progress and tiled)):
         check_cancel(cancel)
-        embedding = encode_image(sam_model, prepared[tile.outer.slices], precision)
+        window = to_uint8_rgb(planes.read(0, tile.outer), normalization)
+        embedding = encode_image(sam_model, window, precision)
         records = generate_masks(sam_model, embedding, options, progress=progress and not tiled, cancel=cancel)
         instances += owned_instances(records, tile, grid)
     if tiled and instances:
@@ -460,6 +498,62 @@ def auto_segment(
         keep = nms(boxes_to_xyxy(boxes), scores, options.box_nms_thresh)
         instances = [instances[i] for i in keep.tolist()]
     return _paint(instances, shape)
+
+
+def check_output_memory(shape: tuple[int, int]) -> None:
+    """Refuse an image whose :func:`auto_segment` outputs would not fit in memory.
+
+    The outputs (uint32 labels and float32 uncertainty, full size) take 8 bytes per pixel;
+    they must fit within :data:`MAX_OUTPUT_BYTES` and within the memory available now
+    (``MemAvailable`` of ``/proc/meminfo`` where there is one).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(height, width)`` of the image.
+
+    Raises
+    ------
+    InvalidInputError
+        The outputs would be larger; the message gives their size and points to
+        :func:`sum_core.batch.segment_zarr` / ``sum-hq batch``, which write them to zarr.
+
+    Examples
+    --------
+    >>> from sum_core.automatic import check_output_memory
+    >>> check_output_memory((2160, 2560))  # 42 MiB of outputs
+    >>> check_output_memory((50000, 50000))
+    Traceback (most recent call last):
+    ...
+    sum_core.errors.InvalidInputError: image: auto_segment's outputs for a 50000 x 50000 image ...
+    would take 18.63 GiB, more than its limit MAX_OUTPUT_BYTES (4.00 GiB); ... sum_core.batch.segment_zarr...
+    """
+    needed = int(shape[0]) * int(shape[1]) * _OUTPUT_BYTES_PER_PIXEL
+    available = _available_memory()
+    if needed <= MAX_OUTPUT_BYTES and (available is None or needed <= available):
+        return
+    if needed > MAX_OUTPUT_BYTES:
+        limit = f"its limit MAX_OUTPUT_BYTES ({MAX_OUTPUT_BYTES / 2**30:.2f} GiB)"
+    else:
+        limit = f"the memory available now ({available / 2**30:.2f} GiB)"
+    raise InvalidInputError(
+        f"image: auto_segment's outputs for a {shape[0]} x {shape[1]} image (uint32 labels + float32 "
+        f"uncertainty, {_OUTPUT_BYTES_PER_PIXEL} bytes per pixel) would take {needed / 2**30:.2f} GiB, "
+        f"more than {limit}; segment it into a zarr store tile by tile with "
+        'sum_core.batch.segment_zarr(image, "result.zarr") or `sum-hq batch IMAGE result.zarr` instead'
+    )
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available for new allocations (Linux ``MemAvailable``), None if unknown."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # the value is in kB
+    return None
 
 
 def owned_instances(records: list[MaskRecord], tile: Tile, grid: TileGrid) -> list[Instance]:
@@ -544,9 +638,16 @@ def _paint(instances: list[Instance], shape: tuple[int, int]) -> tuple[np.ndarra
         labels[r0 : r1 + 1, c0 : c1 + 1][inst.mask] = label
         window = uncertainty[inst.unc_region.slices]
         np.maximum(window, inst.uncertainty, out=window)
-    # Consecutive ids 1..N for the instances that kept at least one pixel.
-    present = np.unique(labels)
-    present = present[present > 0]
+    # Consecutive ids 1..N for the instances that kept at least one pixel, relabelled a band of
+    # rows at a time so that no temporary of the image's size is made.
+    rows = max(1, _PAINT_PIXELS // shape[1])
+    bands = [slice(r, r + rows) for r in range(0, shape[0], rows)]
+    present = np.zeros(len(instances) + 1, dtype=bool)
+    for band in bands:
+        present[np.unique(labels[band])] = True
+    present[0] = False
     lookup = np.zeros(len(instances) + 1, dtype=np.uint32)
-    lookup[present] = np.arange(1, len(present) + 1, dtype=np.uint32)
-    return lookup[labels], uncertainty
+    lookup[present] = np.arange(1, int(present.sum()) + 1, dtype=np.uint32)
+    for band in bands:
+        labels[band] = lookup[labels[band]]
+    return labels, uncertainty
