@@ -2,9 +2,17 @@
 
 Files are read with ``torch.load(weights_only=True, map_location="cpu")``
 only, so a pickle that would run code is refused, and tensors saved on a GPU
-(as in the HQ-SAM releases) load on any machine. The architecture is inferred
-from the key names and shapes (:func:`infer_config`), and loading is strict:
-every missing, unexpected or mis-shaped tensor is reported.
+(as in the HQ-SAM releases) load on any machine. Nothing that cannot be
+trusted is loaded: the CRC-32 of every member of a zip checkpoint (the
+``torch.save`` format since PyTorch 1.6) is verified first, in the same file
+handle (legacy non-zip files carry no checksum, so flipped bytes in them go
+unnoticed); tensors without data (``meta``), sparse, quantized, complex or
+bool tensors, empty tensors, NaN / infinite values and files declaring more
+than :data:`MAX_PARAMETERS` values are refused. The architecture is inferred
+from the key names and shapes (:func:`infer_config`) and built first on the
+``meta`` device (no memory), so keys, shapes, dtypes and the model size are
+all checked before any weight is allocated; loading is strict: every
+missing, unexpected or mis-shaped tensor is reported.
 
 Supported layouts: full SAM / HQ-SAM / SUM state dicts, optionally wrapped in
 ``{"model": ...}`` or ``{"state_dict": ...}`` and/or with DDP ``module.``
@@ -15,13 +23,16 @@ the ``mask_decoder.`` prefix), which take the encoders from a ``base`` model.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import pickle
 import re
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -33,6 +44,16 @@ from .modeling import PRESETS, ModelConfig, SamModel, build_from_config
 _MODULES = ("image_encoder", "prompt_encoder", "mask_decoder")
 _DECODER_ONLY_MARKERS = ("iou_token.weight", "mask_tokens.weight")
 _MAX_LISTED = 20
+
+#: Most values (parameters and buffers) a checkpoint, or the model inferred from
+#: it, may hold: about 1.56x the largest SAM-family model (HQ-SAM / SUM vit_h,
+#: 642.7 M), 4 GB in float32. A crafted file of a few KB can declare tensors far
+#: larger than this (one stored element repeated with stride 0); such files are
+#: refused before anything of that size is allocated.
+MAX_PARAMETERS = 1_000_000_000
+
+# Integer dtypes a weight may have (BatchNorm's ``num_batches_tracked`` is int64).
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 # torch.save's legacy (non-zip) format starts with its pickled magic number.
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -56,8 +77,8 @@ def _list(items: list[str]) -> str:
     return shown + (f" ... and {more} more" if more > 0 else "")
 
 
-def _check_signature(path: Path) -> None:
-    """Refuse missing, empty and obviously foreign files before ``torch.load``."""
+def _check_signature(path: Path) -> bool:
+    """Refuse missing, empty and obviously foreign files before ``torch.load``; True for a zip file."""
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} does not exist")
     if not path.is_file():
@@ -67,7 +88,7 @@ def _check_signature(path: Path) -> None:
     if not head:
         raise CheckpointError(f"checkpoint file {path} is empty (0 bytes); download or save it again")
     if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_TORCH_MAGIC):
-        return
+        return head.startswith(_ZIP_MAGIC)
     kind = next((name for magic, name in _FOREIGN_SIGNATURES if head.startswith(magic)), None)
     if kind is None and len(head) > 8 and head[8:9] == b"{":
         kind = "a safetensors file (not supported; convert it with torch.save(state_dict, ...))"
@@ -110,11 +131,84 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _check_zip_checksums(handle: IO[bytes], path: Path) -> None:
+    """Verify the CRC-32 of every member of the zip checkpoint open in ``handle`` (one streaming pass)."""
+    try:
+        with zipfile.ZipFile(handle) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path} is truncated or corrupted and cannot be read ({exc}); download or save it again"
+        ) from exc
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} is corrupted (checksum of {bad} does not match); download or save it again"
+        )
+
+
+def _stored_values(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` without its stride-0 dimensions, which only repeat the same stored elements."""
+    return tensor[tuple(0 if stride == 0 else slice(None) for stride in tensor.stride())]
+
+
+def _is_finite(tensor: torch.Tensor) -> bool:
+    """No NaN / inf in ``tensor``, also after a float64 -> float32 conversion (which could overflow)."""
+    values = _stored_values(tensor)
+    return bool(torch.isfinite(values.float() if values.dtype == torch.float64 else values).all())
+
+
+def _check_tensors(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse tensors no model weight can be: no data, odd types, empty, too many values, NaN / inf."""
+    no_data = [key for key, value in state.items() if value.is_meta]
+    if no_data:
+        raise CheckpointError(
+            f"{source} holds tensors without data (saved on the 'meta' device): {_list(no_data)}; "
+            "save the weights of a loaded model instead"
+        )
+    odd = [
+        f"{key} ({value.dtype}, {value.layout})"
+        for key, value in state.items()
+        if value.layout != torch.strided
+        or value.is_quantized
+        or not (value.is_floating_point() or value.dtype in _INTEGER_DTYPES)
+    ]
+    if odd:
+        raise CheckpointError(
+            f"{source} holds tensors of a type no model weight has: {_list(odd)}; weights must be "
+            "dense real numbers (float32, float16, bfloat16 or float64)"
+        )
+    empty = [f"{key} {tuple(value.shape)}" for key, value in state.items() if value.numel() == 0]
+    if empty:
+        raise CheckpointError(
+            f"{source} holds empty tensors (a zero-size dimension): {_list(empty)}; no SAM weight "
+            "is empty, so the file is damaged or not a SAM-family checkpoint"
+        )
+    total = sum(value.numel() for value in state.values())
+    if total > MAX_PARAMETERS:
+        largest = sorted(state, key=lambda key: state[key].numel(), reverse=True)[:3]
+        shown = ", ".join(f"{key} {tuple(state[key].shape)}" for key in largest)
+        raise CheckpointError(
+            f"{source} declares {total:,} weight values, more than the {MAX_PARAMETERS:,} allowed "
+            f"(the largest SAM-family model, vit_h, has 643 M); largest tensors: {shown}. It is not "
+            "a SAM-family checkpoint"
+        )
+    not_finite = [key for key, value in state.items() if value.is_floating_point() and not _is_finite(value)]
+    if not_finite:
+        raise CheckpointError(
+            f"{source} holds NaN or infinite values (or values beyond float32's range) in "
+            f"{_list(not_finite)}; the weights are damaged (e.g. a diverged training run): use "
+            "another checkpoint"
+        )
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint into a flat ``{key: tensor}`` dict on the CPU.
 
     Only plain weights are accepted (``torch.load(weights_only=True)``), so a
     file that would run code when unpickled is refused without running it.
+    The CRC-32 of every member of a zip checkpoint is verified in the same
+    file handle before it is unpickled; legacy (non-zip, before PyTorch 1.6)
+    files have no checksum, so damage inside their tensors cannot be detected.
 
     Parameters
     ----------
@@ -130,13 +224,20 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises
     ------
     CheckpointError
-        If the file is missing, empty, truncated or corrupted, not a PyTorch
-        checkpoint, not a plain weights file, or holds no tensors.
+        If the file is missing, empty, truncated or corrupted (a zip member's
+        checksum does not match), not a PyTorch checkpoint, not a plain weights
+        file, or holds no tensors; or it holds tensors without data (``meta``),
+        sparse / quantized / complex / bool or empty tensors, NaN or infinite
+        values, or more than :data:`MAX_PARAMETERS` values in total (all named).
     """
     path = Path(path)
-    _check_signature(path)
+    is_zip = _check_signature(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with path.open("rb") as handle:
+            if is_zip:
+                _check_zip_checksums(handle, path)
+                handle.seek(0)
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc) and "truncated" not in str(exc):
             raise CheckpointError(
@@ -152,16 +253,24 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path} is truncated or corrupted and cannot be read ({first_line}); "
             "download or save it again"
         ) from exc
-    return _unwrap(obj, path)
+    state = _unwrap(obj, path)
+    _check_tensors(state, str(path))
+    return state
 
 
 # --- architecture inference -------------------------------------------------
 
 
-def _shape(state: Mapping[str, Any], key: str) -> tuple[int, ...]:
+def _shape(state: Mapping[str, Any], key: str, ndim: int) -> tuple[int, ...]:
+    """Shape of ``state[key]``, which must have ``ndim`` dimensions, none of them zero."""
     if key not in state:
         raise CheckpointError(f"the state dict has no {key!r}, which is needed to infer the architecture")
-    return tuple(state[key].shape)
+    shape = tuple(state[key].shape)
+    if len(shape) != ndim or 0 in shape:
+        raise CheckpointError(
+            f"{key} has shape {shape}; the architecture needs {ndim} non-zero dimensions there"
+        )
+    return shape
 
 
 def _count(state: Mapping[str, Any], prefix: str) -> int:
@@ -174,14 +283,14 @@ def _count(state: Mapping[str, Any], prefix: str) -> int:
 
 
 def _infer_vit(state: Mapping[str, Any]) -> dict[str, Any]:
-    embed_dim, _, patch, _ = _shape(state, "image_encoder.patch_embed.proj.weight")
-    grid = _shape(state, "image_encoder.pos_embed")[1]
+    embed_dim, _, patch, _ = _shape(state, "image_encoder.patch_embed.proj.weight", 4)
+    grid = _shape(state, "image_encoder.pos_embed", 4)[1]
     depth = _count(state, "image_encoder.blocks")
     if depth == 0:
         raise CheckpointError("the ViT image encoder has no blocks (image_encoder.blocks.*)")
     global_blocks, windows, head_dims = [], set(), set()
     for block in range(depth):
-        length, head_dim = _shape(state, f"image_encoder.blocks.{block}.attn.rel_pos_h")
+        length, head_dim = _shape(state, f"image_encoder.blocks.{block}.attn.rel_pos_h", 2)
         head_dims.add(head_dim)
         if length == 2 * grid - 1:
             global_blocks.append(block)
@@ -193,7 +302,12 @@ def _infer_vit(state: Mapping[str, Any]) -> dict[str, Any]:
             f"window sizes {sorted(windows)}"
         )
     head_dim = head_dims.pop()
-    hidden = _shape(state, "image_encoder.blocks.0.mlp.lin1.weight")[0]
+    if embed_dim % head_dim:
+        raise CheckpointError(
+            f"the relative-position tables are {head_dim} wide, which does not divide the "
+            f"embedding width {embed_dim} into heads"
+        )
+    hidden = _shape(state, "image_encoder.blocks.0.mlp.lin1.weight", 2)[0]
     changes: dict[str, Any] = {
         "encoder": "vit",
         "embed_dim": embed_dim,
@@ -211,7 +325,7 @@ def _infer_vit(state: Mapping[str, Any]) -> dict[str, Any]:
 
 def _infer_tiny_vit(state: Mapping[str, Any]) -> dict[str, Any]:
     preset = PRESETS["vit_tiny"]
-    dims = [_shape(state, "image_encoder.patch_embed.seq.2.c.weight")[0]]
+    dims = [_shape(state, "image_encoder.patch_embed.seq.2.c.weight", 4)[0]]
     depths = [_count(state, "image_encoder.layers.0.blocks")]
     # Stage 0 is convolutional: its heads / window do not exist in the weights.
     heads = [preset.tiny_num_heads[0]]
@@ -219,14 +333,14 @@ def _infer_tiny_vit(state: Mapping[str, Any]) -> dict[str, Any]:
     for stage in range(1, 4):
         prefix = f"image_encoder.layers.{stage}.blocks"
         depths.append(_count(state, prefix))
-        dims.append(_shape(state, f"{prefix}.0.attn.norm.weight")[0])
-        num_heads, area = _shape(state, f"{prefix}.0.attn.attention_biases")
+        dims.append(_shape(state, f"{prefix}.0.attn.norm.weight", 1)[0])
+        num_heads, area = _shape(state, f"{prefix}.0.attn.attention_biases", 2)
         window = math.isqrt(area)
         if window * window != area:
             raise CheckpointError(f"{prefix}.0.attn.attention_biases has {area} columns, not a square window")
         heads.append(num_heads)
         windows.append(window)
-    hidden = _shape(state, "image_encoder.layers.1.blocks.0.mlp.fc1.weight")[0]
+    hidden = _shape(state, "image_encoder.layers.1.blocks.0.mlp.fc1.weight", 2)[0]
     return {
         "encoder": "tiny_vit",
         "tiny_embed_dims": tuple(dims),
@@ -239,14 +353,22 @@ def _infer_tiny_vit(state: Mapping[str, Any]) -> dict[str, Any]:
 
 def _infer_prompt_and_decoder(state: Mapping[str, Any]) -> dict[str, Any]:
     num_task_tokens = _count(state, "mask_decoder.task_prompt_tokens")
+    # Each mask token has its own MLP: a huge token table alone must not build that many modules.
+    num_mask_tokens = _shape(state, "mask_decoder.mask_tokens.weight", 2)[0]
+    num_mlps = _count(state, "mask_decoder.output_hypernetworks_mlps")
+    if num_mlps != num_mask_tokens:
+        raise CheckpointError(
+            f"mask_decoder.mask_tokens.weight has {num_mask_tokens} tokens but there are {num_mlps} "
+            "mask_decoder.output_hypernetworks_mlps; each mask token needs one"
+        )
     changes: dict[str, Any] = {
-        "prompt_embed_dim": _shape(state, "prompt_encoder.no_mask_embed.weight")[1],
-        "mask_in_chans": _shape(state, "prompt_encoder.mask_downscaling.3.weight")[0],
+        "prompt_embed_dim": _shape(state, "prompt_encoder.no_mask_embed.weight", 2)[1],
+        "mask_in_chans": _shape(state, "prompt_encoder.mask_downscaling.3.weight", 4)[0],
         "decoder_depth": _count(state, "mask_decoder.transformer.layers"),
-        "decoder_mlp_dim": _shape(state, "mask_decoder.transformer.layers.0.mlp.lin1.weight")[0],
-        "num_multimask_outputs": _shape(state, "mask_decoder.mask_tokens.weight")[0] - 1,
+        "decoder_mlp_dim": _shape(state, "mask_decoder.transformer.layers.0.mlp.lin1.weight", 2)[0],
+        "num_multimask_outputs": num_mask_tokens - 1,
         "iou_head_depth": _count(state, "mask_decoder.iou_prediction_head.layers"),
-        "iou_head_hidden_dim": _shape(state, "mask_decoder.iou_prediction_head.layers.0.weight")[0],
+        "iou_head_hidden_dim": _shape(state, "mask_decoder.iou_prediction_head.layers.0.weight", 2)[0],
         "hq": "mask_decoder.hf_token.weight" in state,
         "sum_tokens": num_task_tokens > 0,
     }
@@ -297,7 +419,8 @@ def infer_config(state_dict: Mapping[str, Any]) -> ModelConfig:
     ------
     CheckpointError
         If a key needed for the inference is missing (e.g. a decoder-only
-        file) or the tables are inconsistent.
+        file), has the wrong number of dimensions or a zero-size one, or the
+        tables are inconsistent.
     """
     if "image_encoder.patch_embed.proj.weight" in state_dict:
         changes = _infer_vit(state_dict)
@@ -328,7 +451,9 @@ def _add_decoder_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 def _base_state_dict(base: str | os.PathLike | SamModel) -> dict[str, torch.Tensor]:
     """Full state dict of ``base``: a SamModel, a checkpoint path or a registry name."""
     if isinstance(base, SamModel):
-        return base.state_dict()
+        state = base.state_dict()
+        _check_tensors(state, "base model")
+        return state
     if not isinstance(base, (str, os.PathLike)):
         raise InvalidInputError(
             f"base={base!r} must be a checkpoint path, a registry name or a SamModel, "
@@ -346,25 +471,80 @@ def _base_state_dict(base: str | os.PathLike | SamModel) -> dict[str, torch.Tens
     return state
 
 
-def _build(config: ModelConfig, source: str) -> SamModel:
-    """Build ``config`` (random weights), reporting an impossible architecture as a checkpoint error."""
+def _oversized(config: ModelConfig) -> list[str]:
+    """The integer sizes of ``config`` larger than in every preset, as ``name=value`` strings."""
+    found = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            largest = max(getattr(preset, field.name) for preset in PRESETS.values())
+            if value > largest:
+                found.append(f"{field.name}={value} (presets: at most {largest})")
+    return found
+
+
+def meta_model(config: ModelConfig, source: str) -> SamModel:
+    """Build ``config`` on the ``meta`` device (shapes only, no memory) and check its size.
+
+    The one check of an architecture read from an untrusted file before any
+    weight is allocated: the result's ``state_dict()`` gives the expected keys,
+    shapes and dtypes.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture, usually from :func:`infer_config`.
+    source : str
+        What the architecture came from (a file name), for the error messages.
+
+    Returns
+    -------
+    SamModel
+        A model whose tensors are on the ``meta`` device.
+
+    Raises
+    ------
+    CheckpointError
+        If ``config`` cannot be built, or its parameters and buffers hold more
+        than :data:`MAX_PARAMETERS` values (the message names the sizes beyond
+        every preset's and the largest tensors).
+    """
     try:
-        return build_from_config(config)
-    except InvalidInputError as exc:
+        with torch.device("meta"):
+            model = build_from_config(config)
+    except (InvalidInputError, ArithmeticError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{source}: the architecture inferred from it is not valid: {exc}") from exc
+    tensors = dict(itertools.chain(model.named_parameters(), model.named_buffers()))
+    total = sum(tensor.numel() for tensor in tensors.values())
+    if total > MAX_PARAMETERS:
+        largest = sorted(tensors, key=lambda key: tensors[key].numel(), reverse=True)[:3]
+        shown = ", ".join(f"{key} {tuple(tensors[key].shape)}" for key in largest)
+        raise CheckpointError(
+            f"{source}: the architecture inferred from it would hold {total:,} values, more than "
+            f"the {MAX_PARAMETERS:,} allowed (the largest SAM-family model, vit_h, has 643 M): "
+            f"{', '.join(_oversized(config)) or 'sizes within the presets'}; largest tensors: "
+            f"{shown}. It is not a SAM-family checkpoint"
+        )
+    return model
 
 
-def _check_keys(model: SamModel, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Compare ``state`` with the keys and shapes of ``model``; list every difference."""
-    config = model.config
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+def _check_keys(expected_model: SamModel, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Compare ``state`` with the keys, shapes and dtype kinds of ``expected_model``; list all differences."""
+    config = expected_model.config
+    expected = expected_model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{key} (file {tuple(state[key].shape)}, model {expected[key]})"
-        for key in set(expected) & set(state)
-        if tuple(state[key].shape) != expected[key]
-    )
+    common = sorted(set(expected) & set(state))
+    mismatched = [
+        f"{key} (file {tuple(state[key].shape)}, model {tuple(expected[key].shape)})"
+        for key in common
+        if state[key].shape != expected[key].shape
+    ]
+    wrong_dtype = [
+        f"{key} (file {state[key].dtype}, model {expected[key].dtype})"
+        for key in common
+        if state[key].is_floating_point() != expected[key].is_floating_point()
+    ]
     problems = []
     if missing:
         problems.append(f"missing keys: {_list(missing)}")
@@ -372,6 +552,8 @@ def _check_keys(model: SamModel, state: Mapping[str, torch.Tensor], source: str)
         problems.append(f"unexpected keys: {_list(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatches: {_list(mismatched)}")
+    if wrong_dtype:
+        problems.append(f"integer / floating-point mismatches: {_list(wrong_dtype)}")
     if problems:
         raise CheckpointError(
             f"{source} does not match the {config.model_type} architecture inferred from it "
@@ -407,8 +589,12 @@ def load_checkpoint(
     Raises
     ------
     CheckpointError
-        If the file cannot be read safely, a decoder-only file comes without
-        ``base``, or keys are missing, unexpected or mis-shaped (all listed).
+        If the file cannot be read safely or holds weights that cannot be
+        trusted (see :func:`load_state_dict_file`), a decoder-only file comes
+        without ``base``, the inferred architecture is larger than
+        :data:`MAX_PARAMETERS` values (checked before anything is allocated),
+        or keys are missing, unexpected, mis-shaped or hold integers where the
+        model has floats (all listed).
     InvalidInputError
         If ``device`` is not available, or ``base`` is given for a full
         checkpoint or cannot be resolved.
@@ -433,8 +619,11 @@ def load_checkpoint(
             f"base={base!r} was given but {path} is a full checkpoint (it has image encoder "
             "weights); base is only for decoder-only files"
         )
-    config = infer_config(state)
-    model = _build(config, str(path))
-    _check_keys(model, state, str(path))
+    try:
+        config = infer_config(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    _check_keys(meta_model(config, str(path)), state, str(path))
+    model = build_from_config(config)
     model.load_state_dict(state, strict=True)
     return model.to(target).eval()
