@@ -43,7 +43,7 @@ def find_damage(target: Target, repair: bool = False) -> Damage:
 
     Raises
     ------
-    InvalidInputError
+    DamagedTargetError
         Missing or unreadable array metadata, without ``repair``.
     """
     reference = _reference_array(target)
@@ -70,7 +70,7 @@ def settle(target: Target, damage: Damage, repair: bool) -> None:
 
     Raises
     ------
-    InvalidInputError
+    DamagedTargetError
         ``damage`` without ``repair``: naming what is damaged and how to proceed.
     """
     if not damage:
@@ -108,9 +108,11 @@ def verify_target(target: Any) -> int:
     Raises
     ------
     InvalidInputError
-        Not a batch target, a target written before checksums existed (format 1: it cannot be
-        verified), or a damaged target (naming the damaged chunks, flags or metadata and
-        ``repair=True`` / ``--repair``).
+        Not a batch target, or a target written before checksums existed (format 1: it cannot
+        be verified).
+    DamagedTargetError
+        A damaged target (an ``InvalidInputError`` naming the damaged chunks, flags or metadata
+        and ``repair=True`` / ``--repair``).
 
     Examples
     --------
@@ -235,12 +237,7 @@ def _chunk_damage(target: Target, complete: bool) -> Damage:
 
 def _clear_slice(target: Target, slice_index: int) -> None:
     """Zero a slice's output chunks and checksums, unset its flags and drop its intermediate records."""
-    for coords in target.slice_chunks(slice_index):
-        region = target.chunk_selection(coords)
-        for name, _ in OUTPUTS:
-            target.group[name][region] = 0
-            if target.checksummed:
-                target.group[f"checksums/{name}"][coords] = 0
+    target.clear_slice(slice_index)
     if "done" in target.group:
         for _, array in target.group["done"].arrays():
             array[slice_index] = 0

@@ -39,13 +39,14 @@ def run_slice(
     options: PredictOptions,
     cancel: threading.Event | None = None,
 ) -> None:
-    """Predict and write every object of one slice (in object id order), record the checksums of the
-    slice's chunks, then mark the slice done."""
+    """Predict and write every object of one slice (in object id order) into its cleared chunks,
+    record the checksums of the slice's chunks, then mark the slice done."""
     predictor = TiledPredictor(
         model.load(device), tile_shape=grid.tile_shape, halo=grid.halo, device=device,
         precision=model.precision,
     )  # fmt: skip
     predictor.set_image(volume.array, stack_axis=volume.planes.stack_axis, normalization=normalization)
+    target.clear_slice(slice_index)  # an interrupted earlier attempt left part of the slice painted
     for prompt in sorted(prompts, key=lambda p: p.object_id):
         prediction = predictor.predict(
             points=prompt.points, labels=prompt.labels, box=prompt.box, options=options,

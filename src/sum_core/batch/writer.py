@@ -57,6 +57,10 @@ OUTPUTS = (("labels", "uint32"), ("uncertainty", "float16"))
 _PARTS = {"labels", "uncertainty", "checksums", "done", "work", LOCK_NAME}  # what a sum-hq target folder holds
 
 
+class DamagedTargetError(InvalidInputError):
+    """A batch target is damaged (unreadable or altered chunks, flags, records or metadata)."""
+
+
 class Target:
     """An opened target group (see :func:`open_target`)."""
 
@@ -145,6 +149,15 @@ class Target:
             for name, _ in OUTPUTS:
                 self.group[f"checksums/{name}"][coords] = chunk_checksum(self.group[name][region])
 
+    def clear_slice(self, slice_index: int) -> None:
+        """Zero every output chunk of one slice and forget its checksums (before the slice is redone)."""
+        for coords in self.slice_chunks(slice_index):
+            region = self.chunk_selection(coords)
+            for name, _ in OUTPUTS:
+                self.group[name][region] = 0  # a chunk equal to the fill value is deleted, whatever it held
+                if self.checksummed:
+                    self.group[f"checksums/{name}"][coords] = 0
+
     def put(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         """Store intermediate arrays under ``work/<name>`` (replacing an earlier attempt), with their digest."""
         buffer = io.BytesIO()
@@ -160,7 +173,7 @@ class Target:
 
         Raises
         ------
-        InvalidInputError
+        DamagedTargetError
             The record is missing, unreadable or does not match its digest (naming it and
             ``repair=True`` / ``--repair``).
         """
@@ -192,10 +205,10 @@ class Target:
             raise _DamagedRecord(f"intermediate record work/{name} does not match its checksum")
         return data
 
-    def damaged(self, problems: list[str]) -> InvalidInputError:
+    def damaged(self, problems: list[str]) -> DamagedTargetError:
         """The error for a damaged target: what is damaged and how to proceed."""
         shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
-        return InvalidInputError(
+        return DamagedTargetError(
             f"target: {self.where} is damaged: {shown}. Rerun with repair=True (--repair), which redoes only "
             "the damaged slices (in automatic mode, the whole planes holding them), or with overwrite=True "
             "(--overwrite) to start again"
@@ -250,7 +263,7 @@ def check_target(target: Any, overwrite: bool = False) -> None:
     except Exception as err:  # noqa: BLE001 - any unreadable group metadata
         if overwrite:
             return
-        raise InvalidInputError(
+        raise DamagedTargetError(
             f"target: {target} cannot be opened as a zarr v3 group (its zarr.json is damaged: {_short(err)}); "
             "choose a new target, or pass overwrite=True (--overwrite) to replace it"
         ) from None
@@ -346,7 +359,7 @@ def _store(target: Any, overwrite: bool = False) -> Any:
         entries = {p.name for p in path.iterdir()} - {LOCK_NAME} if path.is_dir() else set()
         if entries and not (path / "zarr.json").exists():
             if entries <= _PARTS and not overwrite:
-                raise InvalidInputError(
+                raise DamagedTargetError(
                     f"target: {path} is a damaged sum-hq batch target: its group metadata {path / 'zarr.json'} is "
                     "missing, and with it the job's signature; rerun with overwrite=True (--overwrite) to start again"
                 )

@@ -37,6 +37,10 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--axis", help="slice axis name (e.g. z, t) or index; needed for 4D+ sources")
     add_auto_option_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a target written by another job")
+    parser.add_argument("--repair", action="store_true",
+                        help="redo only the damaged slices of a target of this job (damage is reported on resume)")
+    parser.add_argument("--verify", action="store_true",
+                        help="only verify TARGET against its recorded chunk checksums (nothing is computed)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     add_speed_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,11 +49,15 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_batch(args: argparse.Namespace) -> int:
     """Execute ``sum-hq batch``."""
-    from ..batch import segment_zarr
+    from ..batch import segment_zarr, verify_target
 
     from ..auto_options import AutoOptions
     from ..errors import InvalidInputError
 
+    if args.verify:
+        chunks = verify_target(args.target)
+        print(f"verified {args.target}: {chunks} chunk(s) of labels and uncertainty intact")
+        return 0
     given = auto_options_from_args(args)
     if args.prompts is not None and given:
         flags = ", ".join(
@@ -69,6 +77,7 @@ def run_batch(args: argparse.Namespace) -> int:
         axis=axis,
         key=args.key,
         overwrite=args.overwrite,
+        repair=args.repair,
         device=args.device,
         progress=not args.no_progress,
         precision=args.precision,

@@ -1,0 +1,451 @@
+"""Integrity of batch jobs (issue 11): early refusals, damaged targets, checksums, repair, full disk.
+
+- What no job may write (bad ``overwrite`` / ``progress`` / ``repair`` / ``scheduler``, a file, a
+  folder that cannot be created, a foreign or read-only target) is refused before the model loads.
+- A damaged target (garbage or truncated ``done`` / ``work`` chunks, missing array or group
+  metadata, output chunks deleted or altered) raises a :class:`DamagedTargetError` naming what is
+  damaged and how to proceed, never a raw ``KeyError`` / ``RuntimeError``; ``repair=True`` redoes
+  only the damaged slices (automatic mode: whole planes) and the result is byte-identical.
+- A full disk raises a :class:`SumError`; after freeing space the rerun ends identical.
+- Fault injection: interrupted at random write points, with a random output chunk corrupted, a
+  job ends byte-identical to an uninterrupted one after a rerun (or a repair), never different.
+
+The automatic mode uses the fake generator of ``test_batch`` (one record per bright component),
+the prompts mode its fake decoder.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+import zarr.storage
+
+from sum_core.batch import DamagedTargetError, segment_zarr, verify_target
+from sum_core.batch import auto as batch_auto
+from sum_core.batch.writer import ATTR, Target
+from sum_core.cli import main
+from sum_core.errors import InvalidInputError, SumError
+from test_batch import Counter, blobs, use_fake_decoder, write_table
+from test_reliability_batch import resolved  # noqa: F401 - fixture: model resolutions, fake generator
+
+KW = dict(tile_shape=(48, 64), halo=16, progress=False, scheduler="synchronous")  # 96 x 128: 2 x 2 tiles
+N_SLICES, N_TILES = 3, 4
+
+
+def stack(n: int = N_SLICES) -> np.ndarray:
+    """``n`` planes of 96 x 128 with separate discs (radius 8 < halo: none is cut at a seam)."""
+    return np.stack([blobs((96, 128), seed=s, n=6, radius=8) for s in range(n)])
+
+
+def prompt_stack() -> tuple[np.ndarray, list[str]]:
+    """Three planes with one bright square each, and a prompt table row per plane."""
+    image = np.zeros((N_SLICES, 96, 128), dtype=np.uint8)
+    for s in range(N_SLICES):
+        image[s, 20 + 10 * s : 50 + 10 * s, 30 + 20 * s : 70 + 20 * s] = 255
+    return image, [f"{s + 1},{s},point,{30 + 10 * s},{40 + 20 * s},,,1" for s in range(N_SLICES)]
+
+
+def assert_identical(group: zarr.Group, reference: zarr.Group) -> None:
+    """Both output arrays equal bit for bit (float16 compared as bits: NaN would not hide)."""
+    np.testing.assert_array_equal(group["labels"][...], reference["labels"][...])
+    np.testing.assert_array_equal(group["uncertainty"][...].view(np.uint16),
+                                  reference["uncertainty"][...].view(np.uint16))
+
+
+def chunk_file(target: Path, name: str, coords: tuple[int, ...]) -> Path:
+    return target.joinpath(name, "c", *(str(c) for c in coords))
+
+
+def generator_calls() -> int:
+    return batch_auto.window_records.calls
+
+
+# --- 1. refused before the model loads ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argument, value, message",
+    [
+        ("overwrite", "no", "overwrite must be True or False, got 'no'"),
+        ("progress", 1, "progress must be True or False, got 1"),
+        ("repair", "yes", "repair must be True or False, got 'yes'"),
+        ("scheduler", "bogus", r"scheduler: 'bogus' is not usable \(Expected one of .*threads.*\); give a dask"),
+        ("scheduler", "distributed", r"scheduler: 'distributed' is not usable \(.*no Client active"),
+    ],
+)
+def test_bad_arguments_are_refused_before_the_model_loads(tmp_path, resolved, argument, value, message):
+    with pytest.raises(InvalidInputError, match=message):
+        segment_zarr(stack(1)[0], tmp_path / "out.zarr", **{**KW, argument: value})
+    assert resolved == [] and generator_calls() == 0 and not (tmp_path / "out.zarr").exists()
+
+
+def _file(tmp_path: Path) -> Path:
+    (tmp_path / "out.zarr").write_text("results")
+    return tmp_path / "out.zarr"
+
+
+def _under_file(tmp_path: Path) -> Path:
+    (tmp_path / "notes.txt").write_text("notes")
+    return tmp_path / "notes.txt" / "out.zarr"
+
+
+def _foreign_group(tmp_path: Path) -> Path:
+    zarr.open_group(str(tmp_path / "out.zarr"), mode="w").create_array("raw", data=np.ones((4, 4), np.uint8))
+    return tmp_path / "out.zarr"
+
+
+def _foreign_folder(tmp_path: Path) -> Path:
+    (tmp_path / "out.zarr").mkdir()
+    (tmp_path / "out.zarr" / "thesis.txt").write_text("keep me")
+    return tmp_path / "out.zarr"
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp_path: Path("/proc/sum-hq-batch-test/out.zarr"),
+         r"target: /proc/sum-hq-batch-test(/out\.zarr)? (\(No such file|is read-only)|cannot create the folder"),
+        (_file, r"target: .*out\.zarr is a file; give a folder path"),
+        (_under_file, r"target: cannot create .*notes\.txt/out\.zarr: .*notes\.txt is a file"),
+        (_foreign_group, r"target: .*out\.zarr holds data that was not written by a sum-hq batch job; .*overwrite=True"),
+        (_foreign_folder, r"target: .*out\.zarr is a non-empty folder that is not a zarr v3 group"),
+        (lambda tmp_path: zarr.storage.LocalStore(str(tmp_path / "ro.zarr"), read_only=True),
+         r"target: the store .* is read-only"),
+    ],
+    ids=["under /proc", "a file", "under a file", "a foreign zarr group", "a foreign folder", "a read-only store"],
+)
+def test_unusable_targets_are_refused_before_the_model_loads(tmp_path, resolved, make, message):
+    target = make(tmp_path)
+    with pytest.raises(InvalidInputError, match=message):
+        segment_zarr(stack(1)[0], target, **KW)
+    assert resolved == [] and generator_calls() == 0
+    assert not Path("/proc/sum-hq-batch-test").exists()
+
+
+def test_a_prompt_table_that_is_not_utf8_is_refused_naming_it(tmp_path, resolved):
+    table = tmp_path / "prompts.csv"
+    table.write_bytes("object_id,slice,kind,row,col\n1,0,point,3,4 # cellule \u00e9\n".encode("latin-1"))
+    with pytest.raises(InvalidInputError, match=rf"prompts: {table} is not UTF-8 text .*save the table as UTF-8"):
+        segment_zarr(stack(1)[0], tmp_path / "out.zarr", mode="prompts", prompts=table, **KW)
+    assert resolved == []
+
+
+# --- 2. damaged output chunks: found, named, repaired ------------------------------------------------------------
+
+
+def _damage(target: Path, kind: str, coords: tuple[int, ...]) -> str:
+    """Damage one output chunk of ``target``; returns the array damaged."""
+    name = "uncertainty" if kind == "NaN" else "labels"
+    path = chunk_file(target, name, coords)
+    if kind == "deleted":
+        path.unlink()
+    elif kind == "zero bytes":
+        path.write_bytes(bytes(len(path.read_bytes())))
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif kind == "another chunk's bytes":
+        path.write_bytes(chunk_file(target, name, (0, 0, 0)).read_bytes())
+    elif kind == "NaN":
+        region = Target(zarr.open_group(str(target))).chunk_selection(coords)
+        zarr.open_group(str(target))[name][region] = np.nan
+    return name
+
+
+@pytest.mark.parametrize("kind", ["deleted", "zero bytes", "truncated", "another chunk's bytes", "NaN"])
+def test_a_damaged_output_chunk_is_named_and_repair_redoes_only_its_plane(tmp_path, resolved, kind):
+    image = stack()
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **KW)
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **KW)
+    calls = generator_calls()
+    coords = (1, 1, 1)  # plane 1, bottom-right tile: holds objects (checked)
+    assert reference["labels"][1, 48:96, 64:128].any()
+    name = _damage(target, kind, coords)
+    problem = rf"{name} chunk \(1, 1, 1\) (does not match its checksum|is unreadable \(RuntimeError\))"
+    how = r"Rerun with repair=True \(--repair\), which redoes only the damaged slices"
+    with pytest.raises(DamagedTargetError, match=rf"target: {target} is damaged: {problem}\. {how}"):
+        verify_target(target)
+    with pytest.raises(DamagedTargetError, match=rf"{problem}\. {how}"):
+        segment_zarr(image, target, **KW)  # the same call: the completed target is verified before it is returned
+    assert generator_calls() == calls
+    with pytest.warns(UserWarning, match=rf"repairing {target}: redoing slice\(s\) \[1\]"):
+        group = segment_zarr(image, target, repair=True, **KW)
+    assert generator_calls() == calls + N_TILES  # the one plane, nothing else
+    assert_identical(group, reference)
+    assert verify_target(target) == N_SLICES * N_TILES and group.attrs[ATTR]["complete"]
+
+
+def test_prompts_mode_repair_redoes_only_the_damaged_slice(tmp_path, resolved, monkeypatch):
+    seen = use_fake_decoder(monkeypatch)
+    image, rows = prompt_stack()
+    table = write_table(tmp_path / "p.csv", rows)
+    kwargs = dict(mode="prompts", prompts=table, **KW)
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **kwargs)
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **kwargs)
+    assert len(seen) == 2 * N_SLICES
+    path = chunk_file(target, "labels", (2, 1, 1))  # object 3 lies in its tile (1, 1) and others
+    assert reference["labels"][2, 48:96, 64:128].max() == 3
+    path.write_bytes(chunk_file(target, "labels", (0, 0, 0)).read_bytes())  # valid bytes, other values
+    with pytest.raises(DamagedTargetError, match=r"labels chunk \(2, 1, 1\) does not match its checksum"):
+        segment_zarr(image, target, **kwargs)
+    with pytest.warns(UserWarning, match=r"redoing slice\(s\) \[2\]"):
+        group = segment_zarr(image, target, repair=True, **kwargs)
+    assert len(seen) == 2 * N_SLICES + 1  # object 3 only
+    assert_identical(group, reference)
+    assert verify_target(target) == N_SLICES * N_TILES
+
+
+def test_a_slice_without_prompts_must_stay_empty(tmp_path, resolved, monkeypatch):
+    """Chunks never written (no checksum) in a complete target must read as zeros."""
+    use_fake_decoder(monkeypatch)
+    image, rows = prompt_stack()
+    table = write_table(tmp_path / "p.csv", rows[:1])
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, mode="prompts", prompts=table, **KW)
+    zarr.open_group(str(target))["labels"][2, 0:10, 0:10] = 7
+    with pytest.raises(DamagedTargetError, match=r"labels chunk \(2, 0, 0\) does not match its checksum"):
+        verify_target(target)
+
+
+# --- 3. damaged flags, records and metadata ----------------------------------------------------------------------
+
+
+def interrupted(image: np.ndarray, target: Path, monkeypatch, fail_at: int) -> zarr.Group:
+    """Run the job until the generator's call ``fail_at`` raises; the generator is then reinstalled."""
+    monkeypatch.setattr(batch_auto, "window_records", Counter(fail_at=fail_at))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        segment_zarr(image, target, **KW)
+    monkeypatch.setattr(batch_auto, "window_records", Counter())
+    return zarr.open_group(str(target), mode="r")
+
+
+@pytest.mark.parametrize(
+    "part",
+    ["garbage done/tile chunk", "truncated done/tile chunk", "garbage work chunk", "truncated work chunk",
+     "missing work record"],
+)
+def test_a_damaged_flag_or_record_is_named_and_repaired(tmp_path, resolved, monkeypatch, part):
+    image = stack()
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **KW)
+    target = tmp_path / "out.zarr"
+    group = interrupted(image, target, monkeypatch, fail_at=3)
+    tiles, chunks = group["done/tile"][...], group["done/chunk"][...]
+    s, t = next((int(s), int(t)) for s, t in np.argwhere(tiles) if not chunks[s].all())
+    flag, record = chunk_file(target, "done/tile", (s, t)), chunk_file(target, f"work/s{s}/t{t}", (0,))
+    if part == "garbage done/tile chunk":
+        flag.write_bytes(np.random.default_rng(0).bytes(40))
+    elif part == "truncated done/tile chunk":
+        flag.write_bytes(flag.read_bytes()[:5])
+    elif part == "garbage work chunk":
+        record.write_bytes(np.random.default_rng(0).bytes(len(record.read_bytes())))
+    elif part == "truncated work chunk":
+        record.write_bytes(record.read_bytes()[:-20])
+    else:
+        (target / f"work/s{s}/t{t}/zarr.json").unlink()
+    named = rf"done/tile flag \({s}, {t}\) is unreadable" if "done" in part else rf"work/s{s}/t{t} (is missing|cannot)"
+    with pytest.raises(DamagedTargetError, match=rf"target: {target} is damaged: .*{named}.*repair=True \(--repair\)"):
+        segment_zarr(image, target, **KW)
+    assert generator_calls() == 0
+    with pytest.warns(UserWarning, match=rf"redoing slice\(s\) \[{s}\]"):
+        group = segment_zarr(image, target, repair=True, **KW)
+    assert_identical(group, reference)
+    assert verify_target(target) == N_SLICES * N_TILES
+
+
+@pytest.mark.parametrize("name", ["labels", "uncertainty"])
+def test_missing_array_metadata_is_named_and_recreated_by_repair(tmp_path, resolved, name):
+    image = stack()
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **KW)
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **KW)
+    calls = generator_calls()
+    (target / name / "zarr.json").unlink()
+    for check in (verify_target, lambda t: segment_zarr(image, t, **KW)):
+        with pytest.raises(DamagedTargetError, match=rf"is damaged: {name}/zarr\.json is missing\. Rerun with repair"):
+            check(target)
+    group = segment_zarr(image, target, repair=True, **KW)  # the chunks are intact: nothing to redo
+    assert generator_calls() == calls
+    assert_identical(group, reference)
+    assert verify_target(target) == N_SLICES * N_TILES
+
+
+def test_missing_group_metadata_is_refused_before_the_model_loads(tmp_path, resolved):
+    image = stack(1)[0]
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **KW)
+    resolved.clear()
+    (target / "zarr.json").unlink()
+    with pytest.raises(DamagedTargetError, match=rf"target: {target} is a damaged sum-hq batch target: its group "
+                                                 r"metadata .*zarr\.json is missing.*overwrite=True \(--overwrite\)"):
+        segment_zarr(image, target, **KW)
+    assert resolved == []
+    group = segment_zarr(image, target, overwrite=True, **KW)
+    assert_identical(group, segment_zarr(image, tmp_path / "ref.zarr", **KW))
+
+
+def test_a_target_written_before_checksums_opens_unverified(tmp_path, resolved, monkeypatch):
+    """Format 1 (no ``checksums/``): an unfinished job resumes, a complete one is returned; verify says why not."""
+    image = stack()
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **KW)
+    target = tmp_path / "out.zarr"
+    interrupted(image, target, monkeypatch, fail_at=6)
+    old = zarr.open_group(str(target))
+    del old["checksums"]
+    old.attrs[ATTR] = {**old.attrs[ATTR], "format": 1}
+    group = segment_zarr(image, target, **KW)
+    assert generator_calls() == N_SLICES * N_TILES - 5 and "checksums" not in group
+    assert_identical(group, reference)
+    calls = generator_calls()
+    assert_identical(segment_zarr(image, target, **KW), reference)
+    assert generator_calls() == calls
+    with pytest.raises(InvalidInputError, match=r"written before batch targets recorded checksums \(format 1\); it "
+                                                r"cannot be verified"):
+        verify_target(target)
+
+
+# --- 4. full disk ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount permission, else the test is skipped)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.name != "posix" or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_stops_with_a_clear_error_and_the_rerun_ends_identical(tmp_path, resolved, small_disk):
+    image = stack()
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **KW)
+    filler = small_disk / "filler"
+    stat = os.statvfs(small_disk)
+    filler.write_bytes(bytes(stat.f_bavail * stat.f_frsize - 64 * 1024))  # 16 pages left: the job needs more
+    target = small_disk / "out.zarr"
+    with pytest.raises(SumError, match=rf"target: no space left on {target} \(No space left on device\); free space "
+                                       r".*rerun the same command to resume \(finished work is kept\)"):
+        segment_zarr(image, target, **KW)
+    assert not isinstance(SumError, InvalidInputError)
+    filler.unlink()
+    group = segment_zarr(image, target, **KW)
+    assert_identical(group, reference)
+    assert verify_target(target) == N_SLICES * N_TILES
+
+
+# --- 5. fault injection ------------------------------------------------------------------------------------------
+
+
+class Injected(Exception):
+    """A fault injected at a write point."""
+
+
+WRITE_POINTS = ("put", "write_chunk", "clear_slice", "seal_slice", "mark_done")
+
+
+def count_writes(monkeypatch, fail_at: int | None) -> list[int]:
+    """Count the target's write operations; raise :class:`Injected` before the one numbered ``fail_at``."""
+    count = [0]
+    for name in WRITE_POINTS:
+        real = getattr(Target, name)
+
+        def wrapped(self, *args, _real=real, **kwargs):
+            count[0] += 1
+            if count[0] == fail_at:
+                raise Injected(f"fault at write {fail_at}")
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Target, name, wrapped)
+    return count
+
+
+def corrupt_random_chunk(target: Path, rng: np.random.Generator) -> str | None:
+    """Delete, truncate, garble or replace (another chunk's bytes, of either array) one random written output chunk."""
+    files = sorted(p for name in ("labels", "uncertainty") for p in (target / name / "c").rglob("*") if p.is_file())
+    if not files:
+        return None
+    path = files[int(rng.integers(len(files)))]
+    kind = ("deleted", "truncated", "garbage", "replaced")[int(rng.integers(4))]
+    data = path.read_bytes()
+    if kind == "deleted":
+        path.unlink()
+    elif kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "garbage":
+        path.write_bytes(rng.bytes(len(data)))
+    else:
+        others = [p for p in files if p.read_bytes() != data]  # of either array: also values of another dtype
+        if not others:
+            return None
+        path.write_bytes(others[int(rng.integers(len(others)))].read_bytes())
+    return f"{kind} {path.relative_to(target)}"
+
+
+@pytest.mark.parametrize("mode", ["auto", "prompts"])
+def test_interrupted_and_corrupted_jobs_end_identical_or_refused(tmp_path, resolved, monkeypatch, mode):
+    """At random write points (seeded), interrupt the job, corrupt a random output chunk, rerun (and
+    repair when refused): the result is byte-identical to an uninterrupted run, never different."""
+    image, rows = (stack(), None) if mode == "auto" else prompt_stack()
+    kwargs = dict(KW)
+    if mode == "prompts":
+        use_fake_decoder(monkeypatch)
+        kwargs.update(mode="prompts", prompts=write_table(tmp_path / "p.csv", rows))
+    with monkeypatch.context() as patch:
+        writes = count_writes(patch, fail_at=None)
+        reference = segment_zarr(image, tmp_path / "ref.zarr", **kwargs)
+    total = writes[0]
+    rng = np.random.default_rng(11)
+    outcomes = []
+    for trial, fail_at in enumerate(sorted(rng.choice(np.arange(1, total + 1), size=6, replace=False))):
+        target = tmp_path / f"trial{trial}.zarr"
+        with monkeypatch.context() as patch:
+            count_writes(patch, fail_at=int(fail_at))
+            with pytest.raises(Injected):
+                segment_zarr(image, target, **kwargs)
+        corrupted = corrupt_random_chunk(target, rng)
+        try:
+            group = segment_zarr(image, target, **kwargs)
+            outcome = "resumed"
+        except DamagedTargetError as refused:
+            assert "Rerun with repair=True (--repair)" in str(refused)
+            with pytest.warns(UserWarning, match="redoing slice"):
+                group = segment_zarr(image, target, repair=True, **kwargs)
+            outcome = "repaired"
+        assert_identical(group, reference)
+        assert verify_target(target) == N_SLICES * N_TILES
+        outcomes.append((int(fail_at), corrupted, outcome))
+    assert {o for *_, o in outcomes} == {"resumed", "repaired"}, outcomes  # the seed draws both kinds of end
+
+
+# --- 6. command line ---------------------------------------------------------------------------------------------
+
+
+def test_cli_verify_and_repair(tmp_path, resolved, capsys):
+    source = tmp_path / "in.zarr"
+    zarr.open_group(str(source), mode="w").create_array("raw", data=stack())
+    target = tmp_path / "out.zarr"
+    argv = ["batch", str(source), str(target), "--key", "raw", "--tile", "48,64", "--halo", "16", "--no-progress"]
+    assert main(argv) == 0
+    assert main([*argv, "--verify"]) == 0
+    assert f"verified {target}: {N_SLICES * N_TILES} chunk(s) of labels and uncertainty intact" in capsys.readouterr().out
+    chunk_file(target, "labels", (0, 1, 0)).unlink()  # plane 0's bottom-left tile holds objects
+    assert main([*argv, "--verify"]) == 2
+    assert f"sum-hq batch: error: target: {target} is damaged: labels chunk (0, 1, 0)" in capsys.readouterr().err
+    calls = generator_calls()
+    assert main(argv) == 2 and generator_calls() == calls
+    with pytest.warns(UserWarning, match=r"redoing slice\(s\) \[0\]"):
+        assert main([*argv, "--repair"]) == 0
+    assert generator_calls() == calls + N_TILES and main([*argv, "--verify"]) == 0
