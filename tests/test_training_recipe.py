@@ -22,9 +22,9 @@ from sum_core.imageio import write_image
 from sum_core.modeling import DecodedMasks, build_from_config
 from training import checkpointing as ckpt
 from training import pseudo_store as store
-from training import refine, trainer
+from training import finetune, refine, trainer
 from training.augment import large_scale_jitter
-from training.config import FinetuneConfig
+from training.config import FinetuneConfig, load_config
 from training.losses import uncertainty_aware_dice_loss
 from training.schemes import set_trainable
 
@@ -259,6 +259,17 @@ def test_hq_scheme_trains_with_tight_boxes_other_schemes_jitter():
     masks[1, 40:41, 7:9] = True
     boxes = step.sampler.boxes(masks, (64, 64))
     assert boxes.tolist() == [[10, 5, 29, 49], [40, 7, 40, 8]]
+
+
+def test_box_jitter_flag_and_a_previous_versions_config(tmp_path):
+    """``--box-jitter`` overrides the scheme default; a config.yaml of the previous version (no new
+    keys, ``box_jitter: true`` and ``ua_threshold: 0.6`` spelled out) loads with its own values."""
+    args = finetune.build_parser().parse_args(["--checkpoint", "x", "--data", "d", "--box-jitter"])
+    assert finetune.resolve_config(args).box_jitter is True
+    old = tmp_path / "config.yaml"
+    old.write_text("checkpoint: x\ndata: [d]\nscheme: hq\nbox_jitter: true\nua_threshold: 0.6\n")
+    config = load_config(old).resolved()
+    assert (config.box_jitter, config.ua_threshold, config.min_uncertainty_area) == (True, 0.6, 10_000)
 
 
 def test_hq_scheme_keeps_the_dense_task_embeddings_at_zero():
