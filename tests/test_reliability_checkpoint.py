@@ -163,6 +163,14 @@ def test_float64_beyond_float32_range_is_refused(hq_state, tmp_path):
         load_checkpoint(path, device="cpu")
 
 
+def test_large_finite_weights_still_load(hq_state, tmp_path):
+    """The fast finiteness test sums each tensor: a sum that overflows must fall back to the exact test."""
+    state = dict(hq_state)
+    state["mask_decoder.iou_token.weight"] = torch.full((1, 256), 3e38)  # finite; the sum is inf
+    model = load_checkpoint(save(state, tmp_path / "large.pth"), device="cpu")
+    assert torch.equal(model.state_dict()["mask_decoder.iou_token.weight"], torch.full((1, 256), 3e38))
+
+
 def test_repeated_nan_is_found_without_expanding(hq_state, tmp_path):
     state = dict(hq_state)
     state["image_encoder.pos_embed"] = torch.full((1, 1, 1, 32), float("nan")).expand(1, 64, 64, 32)

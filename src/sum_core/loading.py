@@ -58,7 +58,10 @@ def load_model(
     DownloadError
         If the registry file cannot be fetched.
     CheckpointError
-        If the file cannot be loaded (see :func:`sum_core.checkpoint.load_checkpoint`).
+        If the file cannot be loaded or cannot be trusted: corrupted (zip
+        checksum), unsafe, NaN / inf or non-float weights, an architecture
+        beyond any SAM-family size, mismatched keys (see
+        :func:`sum_core.checkpoint.load_checkpoint`).
     """
     target = resolve_device(device)
     return load_checkpoint(zoo.locate(name_or_path), base=base, device=target)
