@@ -53,6 +53,11 @@ def camera_frame() -> np.ndarray:
     return np.clip(image, 0, None).astype(np.uint16)
 
 
+def segment_frame(source, model) -> tuple[np.ndarray, np.ndarray]:
+    """auto_segment of a camera frame as one window, with the real (random-weight) model."""
+    return auto_segment(source, REAL_OPTIONS, tile_shape=CAMERA, model=model, device="cpu", progress=False)
+
+
 class Recorder:
     """An array-like over a dask array that records the region of every read (``np.asarray`` of
     the whole array, which numpy calls ``__array__``, records the whole image)."""
@@ -63,7 +68,8 @@ class Recorder:
 
     def __getitem__(self, key):
         rows, cols = key[:2]
-        self.reads.append(Region(rows.start or 0, cols.start or 0, rows.stop or self.shape[0], cols.stop or self.shape[1]))
+        height, width = self.shape[:2]
+        self.reads.append(Region(rows.start or 0, cols.start or 0, rows.stop or height, cols.stop or width))
         return self.array[key]
 
     def __array__(self, dtype=None, copy=None):
@@ -86,10 +92,8 @@ def test_numpy_frame_is_segmented_as_its_prepared_image(model):
     # Today's contract for numpy images: the result of segmenting prepare_image(image), i.e. the
     # whole image normalised by its own 0.5 / 99.5 percentiles (uint8 RGB is used as it is).
     image = camera_frame()
-    labels, uncertainty = auto_segment(image, REAL_OPTIONS, tile_shape=CAMERA, model=model, device="cpu", progress=False)
-    expected_labels, expected_uncertainty = auto_segment(
-        prepare_image(image), REAL_OPTIONS, tile_shape=CAMERA, model=model, device="cpu", progress=False
-    )
+    labels, uncertainty = segment_frame(image, model)
+    expected_labels, expected_uncertainty = segment_frame(prepare_image(image), model)
     assert labels.max() >= 1 and uncertainty.max() > 0
     np.testing.assert_array_equal(labels, expected_labels)
     np.testing.assert_allclose(uncertainty, expected_uncertainty, rtol=0, atol=1e-6)
@@ -103,7 +107,7 @@ def test_dask_zarr_and_paths_give_the_numpy_result(model, tmp_path):
     tifffile.imwrite(tmp_path / "frame.tif", image, tile=(256, 256))
     store = zarr.open_array(tmp_path / "frame.zarr", mode="w", shape=CAMERA, chunks=(256, 256), dtype=np.uint16)
     store[...] = image
-    expected = auto_segment(image, REAL_OPTIONS, tile_shape=CAMERA, model=model, device="cpu", progress=False)
+    expected = segment_frame(image, model)
     assert expected[0].max() >= 1
     inputs = {
         "dask": da.from_array(image, chunks=256),
@@ -112,7 +116,7 @@ def test_dask_zarr_and_paths_give_the_numpy_result(model, tmp_path):
         "tiff path": tmp_path / "frame.tif",
     }
     for name, source in inputs.items():
-        labels, uncertainty = auto_segment(source, REAL_OPTIONS, tile_shape=CAMERA, model=model, device="cpu", progress=False)
+        labels, uncertainty = segment_frame(source, model)
         np.testing.assert_array_equal(labels, expected[0], err_msg=name)
         np.testing.assert_allclose(uncertainty, expected[1], rtol=0, atol=1e-6, err_msg=name)
 
@@ -167,7 +171,8 @@ def test_outputs_larger_than_the_available_memory_are_refused(monkeypatch):
     monkeypatch.setattr(automatic, "_available_memory", lambda: 100 * 2**20)
     block_reads: Counter = Counter()
     image = counted(da.ones((4000, 4000), dtype=np.uint16, chunks=1000), 1000, block_reads)
-    with pytest.raises(InvalidInputError, match=r"4000 x 4000 .* 0\.12 GiB, more than the memory available now \(0\.10 GiB\).*segment_zarr"):
+    expected = r"4000 x 4000 .* 0\.12 GiB, more than the memory available now \(0\.10 GiB\).*segment_zarr"
+    with pytest.raises(InvalidInputError, match=expected):
         auto_segment(image, progress=False)
     assert not block_reads
 
