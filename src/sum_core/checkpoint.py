@@ -161,6 +161,19 @@ def _is_finite(tensor: torch.Tensor) -> bool:
     return bool(torch.isfinite(values.sum())) or bool(torch.isfinite(values).all())
 
 
+def _check_size(tensors: Mapping[str, torch.Tensor], what: str, detail: str = "") -> None:
+    """Refuse ``tensors`` holding more than :data:`MAX_PARAMETERS` values; ``what`` starts the message."""
+    total = sum(tensor.numel() for tensor in tensors.values())
+    if total > MAX_PARAMETERS:
+        largest = sorted(tensors, key=lambda key: tensors[key].numel(), reverse=True)[:3]
+        shown = ", ".join(f"{key} {tuple(tensors[key].shape)}" for key in largest)
+        raise CheckpointError(
+            f"{what} {total:,} values, more than the {MAX_PARAMETERS:,} allowed (the largest "
+            f"SAM-family model, vit_h, has 643 M){detail}; largest tensors: {shown}. It is not a "
+            "SAM-family checkpoint"
+        )
+
+
 def _check_tensors(state: Mapping[str, torch.Tensor], source: str) -> None:
     """Refuse tensors no model weight can be: no data, odd types, empty, too many values, NaN / inf."""
     no_data = [key for key, value in state.items() if value.is_meta]
@@ -187,15 +200,7 @@ def _check_tensors(state: Mapping[str, torch.Tensor], source: str) -> None:
             f"{source} holds empty tensors (a zero-size dimension): {_list(empty)}; no SAM weight "
             "is empty, so the file is damaged or not a SAM-family checkpoint"
         )
-    total = sum(value.numel() for value in state.values())
-    if total > MAX_PARAMETERS:
-        largest = sorted(state, key=lambda key: state[key].numel(), reverse=True)[:3]
-        shown = ", ".join(f"{key} {tuple(state[key].shape)}" for key in largest)
-        raise CheckpointError(
-            f"{source} declares {total:,} weight values, more than the {MAX_PARAMETERS:,} allowed "
-            f"(the largest SAM-family model, vit_h, has 643 M); largest tensors: {shown}. It is not "
-            "a SAM-family checkpoint"
-        )
+    _check_size(state, f"{source} declares")
     not_finite = [key for key, value in state.items() if value.is_floating_point() and not _is_finite(value)]
     if not_finite:
         raise CheckpointError(
@@ -519,16 +524,8 @@ def meta_model(config: ModelConfig, source: str) -> SamModel:
     except (InvalidInputError, ArithmeticError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{source}: the architecture inferred from it is not valid: {exc}") from exc
     tensors = dict(itertools.chain(model.named_parameters(), model.named_buffers()))
-    total = sum(tensor.numel() for tensor in tensors.values())
-    if total > MAX_PARAMETERS:
-        largest = sorted(tensors, key=lambda key: tensors[key].numel(), reverse=True)[:3]
-        shown = ", ".join(f"{key} {tuple(tensors[key].shape)}" for key in largest)
-        raise CheckpointError(
-            f"{source}: the architecture inferred from it would hold {total:,} values, more than "
-            f"the {MAX_PARAMETERS:,} allowed (the largest SAM-family model, vit_h, has 643 M): "
-            f"{', '.join(_oversized(config)) or 'sizes within the presets'}; largest tensors: "
-            f"{shown}. It is not a SAM-family checkpoint"
-        )
+    oversized = ", ".join(_oversized(config)) or "sizes within the presets"
+    _check_size(tensors, f"{source}: the architecture inferred from it would hold", f": {oversized}")
     return model
 
 
