@@ -213,6 +213,7 @@ def _chunk_damage(target: Target, complete: bool) -> Damage:
     damage = []
     zeros: dict[tuple[tuple[int, ...], str], int] = {}
     for name, dtype in OUTPUTS:
+        array = target.group[name]
         recorded, bad = _cells(target.group[f"checksums/{name}"])
         for coords in np.ndindex(*recorded.shape):
             if bad[coords]:
@@ -223,7 +224,7 @@ def _chunk_damage(target: Target, complete: bool) -> Damage:
                 continue  # not written yet
             region = target.chunk_selection(coords)
             try:
-                data = target.group[name][region]
+                data = array[region]
             except Exception as err:  # noqa: BLE001 - any decoding failure is damage
                 damage.append((target.slice_of(coords), f"{name} chunk {coords} is unreadable ({type(err).__name__})"))
                 continue

@@ -41,6 +41,7 @@ import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -83,27 +84,33 @@ class Target:
         """The ``sum_hq_batch`` attributes."""
         return dict(self.group.attrs[ATTR])
 
-    @property
+    @cached_property
     def checksummed(self) -> bool:
         """Whether the target records per-chunk checksums (format 2 and later)."""
         return int(self.info.get("format", 1)) >= 2
 
-    @property
+    @cached_property
     def slice_axis(self) -> int | None:
         """Axis of the output arrays iterated over by the job (None for a single plane)."""
         info = self.info
         axis = info["signature"].get("axis")
         return None if axis is None else list(info["axes"]).index(axis)
 
+    @cached_property
+    def layout(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Shape, chunk shape and chunk grid shape of the output arrays."""
+        labels = self.labels
+        return labels.shape, labels.chunks, labels.cdata_shape
+
     def chunk_selection(self, coords: tuple[int, ...]) -> tuple[slice, ...]:
         """The region of the output arrays held by the chunk at grid position ``coords``."""
-        shape, chunks = self.labels.shape, self.labels.chunks
+        shape, chunks, _ = self.layout
         return tuple(slice(c * k, min((c + 1) * k, n)) for c, k, n in zip(coords, chunks, shape))
 
     def slice_chunks(self, slice_index: int) -> list[tuple[int, ...]]:
         """Grid positions of the output chunks of one slice (all chunks for a single plane)."""
         axis = self.slice_axis
-        grid = list(self.labels.cdata_shape)
+        grid = list(self.layout[2])
         if axis is not None:
             grid[axis] = 1
         return [
@@ -135,7 +142,7 @@ class Target:
         self.labels[index] = labels
         self.uncertainty[index] = uncertainty
         if self.checksummed:
-            chunks = self.labels.chunks
+            chunks = self.layout[1]
             coords = tuple(i.start // k if isinstance(i, slice) else int(i) for i, k in zip(index, chunks))
             for (name, _), data in zip(OUTPUTS, (labels, uncertainty)):
                 self.group[f"checksums/{name}"][coords] = chunk_checksum(data)
@@ -144,19 +151,22 @@ class Target:
         """Record the checksums of every output chunk of one slice, as written (prompts mode)."""
         if not self.checksummed:
             return
+        arrays = [(self.group[name], self.group[f"checksums/{name}"]) for name, _ in OUTPUTS]
         for coords in self.slice_chunks(slice_index):
             region = self.chunk_selection(coords)
-            for name, _ in OUTPUTS:
-                self.group[f"checksums/{name}"][coords] = chunk_checksum(self.group[name][region])
+            for array, checksums in arrays:
+                checksums[coords] = chunk_checksum(array[region])
 
     def clear_slice(self, slice_index: int) -> None:
         """Zero every output chunk of one slice and forget its checksums (before the slice is redone)."""
+        arrays = [(self.group[name], self.group[f"checksums/{name}"] if self.checksummed else None)
+                  for name, _ in OUTPUTS]
         for coords in self.slice_chunks(slice_index):
             region = self.chunk_selection(coords)
-            for name, _ in OUTPUTS:
-                self.group[name][region] = 0  # a chunk equal to the fill value is deleted, whatever it held
-                if self.checksummed:
-                    self.group[f"checksums/{name}"][coords] = 0
+            for array, checksums in arrays:
+                array[region] = 0  # a chunk equal to the fill value is deleted, whatever it held
+                if checksums is not None:
+                    checksums[coords] = 0
 
     def put(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         """Store intermediate arrays under ``work/<name>`` (replacing an earlier attempt), with their digest."""
@@ -358,12 +368,13 @@ def _store(target: Any, overwrite: bool = False) -> Any:
             raise InvalidInputError(f"target: {path} is a file; give a folder path for a zarr group")
         entries = {p.name for p in path.iterdir()} - {LOCK_NAME} if path.is_dir() else set()
         if entries and not (path / "zarr.json").exists():
-            if entries <= _PARTS and not overwrite:
+            ours = entries <= _PARTS and bool(entries & {"labels", "uncertainty", "done"})  # a damaged target
+            if ours and not overwrite:
                 raise DamagedTargetError(
                     f"target: {path} is a damaged sum-hq batch target: its group metadata {path / 'zarr.json'} is "
                     "missing, and with it the job's signature; rerun with overwrite=True (--overwrite) to start again"
                 )
-            if not entries <= _PARTS:
+            if not ours:
                 raise InvalidInputError(
                     f"target: {path} is a non-empty folder that is not a zarr v3 group; choose a new path"
                 )
@@ -498,6 +509,13 @@ def target_lock(target: Any, overwrite: bool = False) -> Iterator[None]:
     the ``with`` block ends, also by an error or ``KeyboardInterrupt``. A lock left by a process
     of this host that is gone (killed) is taken over with a warning, so a killed job resumes.
     Other targets (in-memory stores) are not locked.
+
+    Parameters
+    ----------
+    target : str, path or zarr store
+        The job's target.
+    overwrite : bool
+        Whether the job may replace what the target holds (see :func:`check_target`).
 
     Raises
     ------
