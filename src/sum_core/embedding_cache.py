@@ -80,7 +80,7 @@ _CHECKSUM_BYTES = 32
 # hash) and the most bytes read from the source at once (changes nothing but memory and speed).
 _HASH_PREFIX = "v2:"
 _LEAF_BYTES = 1 << 22
-_READ_BYTES = 1 << 25
+_READ_BYTES = 1 << 26
 _MAX_HASH_WORKERS = 4
 
 
@@ -97,9 +97,9 @@ def data_hash(data: Any, workers: int | None = None) -> str:
     are hashed in order. The result depends only on shape, dtype and values: not on memory
     order, on the source (numpy, zarr, dask, a TIFF store...), its chunking or ``workers``.
 
-    Lazy sources are read in blocks of at most 32 MiB that follow their chunks (zarr shards or
+    Lazy sources are read in blocks of at most 64 MiB that follow their chunks (zarr shards or
     chunks, dask chunks) along the leading axes, so memory stays bounded and each chunk is
-    decoded once (unless one chunk row is larger than 32 MiB). About 1 GB/s per core for
+    decoded once (unless one row of chunks is larger than 64 MiB). About 1 GB/s per core for
     numpy data; see ``benchmarks/bench_data_hash.py`` for zarr and dask sources.
 
     Parameters
