@@ -31,7 +31,7 @@ import zarr.storage
 from sum_core.auto_options import AutoOptions
 from sum_core.batch import auto as batch_auto
 from sum_core.batch import model_spec, segment_zarr
-from sum_core.batch.writer import LOCK_NAME
+from sum_core.batch.lock import LOCK_NAME
 from sum_core.cli import main
 from sum_core.errors import InvalidInputError
 from test_batch import Counter, blobs

@@ -112,7 +112,8 @@ def _foreign_folder(tmp_path: Path) -> Path:
          r"target: /proc/sum-hq-batch-test(/out\.zarr)? (\(No such file|is read-only)|cannot create the folder"),
         (_file, r"target: .*out\.zarr is a file; give a folder path"),
         (_under_file, r"target: cannot create .*notes\.txt/out\.zarr: .*notes\.txt is a file"),
-        (_foreign_group, r"target: .*out\.zarr holds data that was not written by a sum-hq batch job; .*overwrite=True"),
+        (_foreign_group,
+         r"target: .*out\.zarr holds data that was not written by a sum-hq batch job; .*overwrite=True"),
         (_foreign_folder, r"target: .*out\.zarr is a non-empty folder that is not a zarr v3 group"),
         (lambda tmp_path: zarr.storage.LocalStore(str(tmp_path / "ro.zarr"), read_only=True),
          r"target: the store .* is read-only"),
@@ -440,7 +441,8 @@ def test_cli_verify_and_repair(tmp_path, resolved, capsys):
     argv = ["batch", str(source), str(target), "--key", "raw", "--tile", "48,64", "--halo", "16", "--no-progress"]
     assert main(argv) == 0
     assert main([*argv, "--verify"]) == 0
-    assert f"verified {target}: {N_SLICES * N_TILES} chunk(s) of labels and uncertainty intact" in capsys.readouterr().out
+    intact = f"verified {target}: {N_SLICES * N_TILES} chunk(s) of labels and uncertainty intact"
+    assert intact in capsys.readouterr().out
     chunk_file(target, "labels", (0, 1, 0)).unlink()  # plane 0's bottom-left tile holds objects
     assert main([*argv, "--verify"]) == 2
     assert f"sum-hq batch: error: target: {target} is damaged: labels chunk (0, 1, 0)" in capsys.readouterr().err

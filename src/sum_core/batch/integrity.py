@@ -126,7 +126,9 @@ def verify_target(target: Any) -> int:
         group = zarr.open_group(target if not isinstance(target, str) else str(target), mode="r", zarr_format=3)
         info = group.attrs.get(ATTR)
     except Exception as err:  # noqa: BLE001 - any unreadable group
-        raise InvalidInputError(f"target: {target} is not a sum-hq batch target ({type(err).__name__}: {err})") from None
+        raise InvalidInputError(
+            f"target: {target} is not a sum-hq batch target ({type(err).__name__}: {err})"
+        ) from None
     if info is None:
         raise InvalidInputError(f"target: {target} is not a sum-hq batch target (no {ATTR} attributes)")
     out = Target(group, target)

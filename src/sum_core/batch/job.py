@@ -32,7 +32,8 @@ from .integrity import find_damage, settle
 from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
-from .writer import check_apart, no_space_left, open_target, target_lock
+from .lock import target_lock
+from .writer import check_apart, check_target, no_space_left, open_target
 
 # Options always recorded in an automatic job's signature (the others only when not at their
 # default, so targets written before they were options keep their signature).
@@ -98,7 +99,7 @@ def segment_zarr(
 
     **Safety**: a target that is, contains or lies inside the source is refused, with or without
     ``overwrite``. While the job runs it holds a lock file in a folder target
-    (:func:`sum_core.batch.writer.target_lock`): a second job on the same target is refused; the
+    (:func:`sum_core.batch.lock.target_lock`): a second job on the same target is refused; the
     lock of a killed job is taken over (with a warning) when the job is rerun.
 
     Parameters
@@ -188,7 +189,8 @@ def segment_zarr(
     if mode == "prompts":
         object_prompts, table_hash = read_prompts_table(prompts)
         check_prompts(object_prompts, volume.n_slices, volume.plane_shape)
-    with target_lock(target, overwrite), no_space_left(target):  # one job writes a target at a time
+    check_target(target, overwrite)  # what no job may write, before a folder or lock is made
+    with target_lock(target), no_space_left(target):  # one job writes a target at a time
         spec = ModelSpec(model, precision, compile)
         loaded = spec.load(target_device)  # loaded once per process, kept
         grid = tile_grid(volume.plane_shape, loaded.config.image_size, tile_shape, halo)
