@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from . import zoo
 from .device import resolve_device
@@ -516,6 +517,24 @@ def _oversized(config: ModelConfig) -> list[str]:
     return found
 
 
+class _ShapesOnly(TorchFunctionMode):
+    """Skip random initialisation while building on the ``meta`` device: only shapes are wanted.
+
+    On ``meta``, ``normal_`` and ``randn`` run Python references that import
+    ``torch._dynamo`` and sympy (0.8 s and 800 modules, once per process); ViT
+    models build without them. TinyViT's attention index (``repeat`` on
+    ``meta``) still imports them.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init" and func.__name__.endswith("_"):
+            return args[0] if args else kwargs["tensor"]
+        if func in (torch.randn, torch.rand):
+            func = torch.empty
+        return func(*args, **kwargs)
+
+
 def meta_model(config: ModelConfig, source: str) -> SamModel:
     """Build ``config`` on the ``meta`` device (shapes only, no memory) and check its size.
 
@@ -543,7 +562,7 @@ def meta_model(config: ModelConfig, source: str) -> SamModel:
         every preset's and the largest tensors).
     """
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _ShapesOnly():
             model = build_from_config(config)
     except (InvalidInputError, ArithmeticError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{source}: the architecture inferred from it is not valid: {exc}") from exc
