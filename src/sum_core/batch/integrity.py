@@ -56,7 +56,7 @@ def find_damage(target: Target, repair: bool = False) -> Damage:
     n_slices = 1 if target.slice_axis is None else target.labels.shape[target.slice_axis]
     damage: Damage = []
     if any(name.startswith("checksums/") for name, _ in broken) or (broken and not target.checksummed):
-        damage += [(s, "its chunks cannot be verified (array metadata was lost)") for s in range(n_slices)]
+        damage += [(s, f"slice {s} cannot be verified (array metadata was lost)") for s in range(n_slices)]
     complete = bool(target.info.get("complete"))
     if not complete:
         damage += _flag_damage(target)
@@ -123,7 +123,7 @@ def verify_target(target: Any) -> int:
     InvalidInputError: target: ... is not a sum-hq batch target ...
     """
     try:
-        group = zarr.open_group(target if not isinstance(target, str) else str(target), mode="r", zarr_format=3)
+        group = zarr.open_group(target, mode="r", zarr_format=3)
         info = group.attrs.get(ATTR)
     except Exception as err:  # noqa: BLE001 - any unreadable group
         raise InvalidInputError(
