@@ -23,6 +23,8 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 "$PY" -m pip install -q -e ".[napari,testing]"
+# Property-based tests (tests/test_reliability_fuzz.py); pure Python, it pulls no torch.
+"$PY" -m pip install -q "hypothesis>=6.100"
 # Reference implementations for the equivalence tests. They declare torchvision, which would replace
 # the CPU torch with CUDA wheels, and they import it only at module level (stubbed in the tests).
 "$PY" -m pip install -q --no-deps "segment-anything==1.0" "segment-anything-hq==0.3"

@@ -308,3 +308,84 @@ def test_a_folder_without_write_permission_is_refused_before_heavy_work(small_hq
         argv = ["segment", str(frame), "--point", CLICK, "--model", small_hq_checkpoint, "--device", "cpu",
                 "--out", str(locked / "m.tif")]  # fmt: skip
         refused(argv, capsys, tmp_path, "--out: folder", "locked is not writable")
+
+
+# --- negative coordinates and Ctrl+C --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        (["--point", "-1,-1"], "points: point 0 (row, col) = [-1.0, -1.0] is outside the image of shape (1040, 1392)"),
+        (["--point", "5,5", "--negative", "-.5,3"], "points: point 1 (row, col) = [-0.5, 3.0] is outside the image"),
+        (["--box", "-5,-5,10,10"], "box: "),
+    ],
+    ids=["point", "negative", "box"],
+)
+def test_negative_coordinates_reach_the_prompt_check(prompt, message, small_hq_checkpoint, frame, tmp_path, capsys,
+                                                      no_heavy_work):  # fmt: skip
+    """argparse took ``-1,-1`` for an option ("expected one argument"); now it is the value of its
+    option and refused as a point outside the image, like any other."""
+    argv = ["segment", str(frame), *prompt, "--model", small_hq_checkpoint, "--device", "cpu",
+            "--out", str(tmp_path / "m.tif")]  # fmt: skip
+    err = refused(argv, capsys, tmp_path, message)
+    assert "outside the image" in err
+
+
+#: Runs ``sum-hq`` (``main()`` as the console script calls it) with an image encoder that creates the
+#: file argv[1] and then works until the process is interrupted.
+_BLOCKING_ENCODER = """
+import pathlib, signal, sys, threading
+from sum_core.cli import main
+from sum_core.modeling.vit import ViTEncoder
+
+started = pathlib.Path(sys.argv[1])
+
+def forward(self, x):
+    started.touch()
+    threading.Event().wait()  # an encoder that takes forever
+
+ViTEncoder.forward = forward
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever started the tests
+sys.argv = ["sum-hq", *sys.argv[2:]]
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("command", ["segment", "batch"])
+def test_ctrl_c_prints_one_line_and_exits_130(command, small_hq_checkpoint, tmp_path):
+    """SIGINT while the model works: exit code 130 and one line, no traceback, no warning. ``batch``
+    runs its tiles on worker threads: the process used to wait for them to finish their tiles
+    (minutes) after printing "interrupted", and then to print their warnings."""
+    import signal
+    import sys
+    import time
+
+    image = np.random.default_rng(0).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    if command == "segment":
+        tifffile.imwrite(tmp_path / "in.tif", image[0])
+        args = ["segment", str(tmp_path / "in.tif"), "--point", "30,30", "--out", str(tmp_path / "m.tif")]
+        expected = "sum-hq segment: interrupted\n"
+    else:
+        zarr.create_array(tmp_path / "in.zarr", data=image, chunks=(1, 64, 64))
+        args = ["batch", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--axis", "0", "--no-progress"]
+        expected = "sum-hq batch: interrupted; rerun the same command to resume\n"
+    started = tmp_path / "started"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKING_ENCODER, str(started), *args, "--model", small_hq_checkpoint,
+         "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300  # a guard against a hang, not a timing check
+    try:
+        while not started.exists():  # wait until the model is at work
+            assert process.poll() is None and time.monotonic() < deadline, "the encoder never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)  # a guard against a hang, as above
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, out, err) == (130, "", expected)
+    assert not (tmp_path / "m.tif").exists()

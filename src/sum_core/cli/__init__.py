@@ -7,12 +7,19 @@ Sub-command modules are imported only when their command runs, so that
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
 
 from .batch import add_batch_parser
 from .models import add_models_parser
 from .segment import add_segment_parser
+
+#: What Ctrl+C prints, by command (default "interrupted").
+_INTERRUPTED = {"batch": "interrupted; rerun the same command to resume"}
+#: A value that starts with "-" and a digit or ".": a negative number or list such as -1,-1.
+_NEGATIVE_VALUE = re.compile(r"-\.?\d")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +38,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def attach_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--point -1,-1`` -> ``--point=-1,-1``: argparse takes a token that starts with ``-`` for an
+    option unless it is one plain negative number, so a negative coordinate list after its
+    option would be refused as "expected one argument". No ``sum-hq`` option starts with ``-``
+    and a digit, so such a token after a ``--option`` is always that option's value.
+
+    Examples
+    --------
+    >>> attach_negative_values(["segment", "a.tif", "--point", "-1,-1", "--box", "1,2,3,4"])
+    ['segment', 'a.tif', '--point=-1,-1', '--box', '1,2,3,4']
+    """
+    out: list[str] = []
+    positional_only = False  # after a bare "--" every token is positional
+    for token in argv:
+        previous = out[-1] if out else ""
+        if not positional_only and _NEGATIVE_VALUE.match(token) and previous.startswith("--") and "=" not in previous:
+            out[-1] = f"{previous}={token}"
+        else:
+            out.append(token)
+            positional_only = positional_only or token == "--"
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``sum-hq``; return the exit code (errors from sum_core print one clear line)."""
-    args = build_parser().parse_args(argv)
+    """Run ``sum-hq``; return the exit code.
+
+    Errors from sum_core print one clear line (exit code 2). Ctrl+C prints one line,
+    ``interrupted`` (exit code 130). Run as the program (``sum-hq``, ``python -m sum_core.cli``:
+    ``argv`` is None), the process then ends at once: work still running on background
+    threads (the tile tasks of ``sum-hq batch``) is not waited for, and nothing more is printed
+    (batch writes are atomic, so rerunning the command resumes the job).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments (default: ``sys.argv[1:]``, and the process is this command's).
+    """
+    command = None
+    try:
+        args = build_parser().parse_args(attach_negative_values(sys.argv[1:] if argv is None else argv))
+        command = args.command
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"sum-hq {command or ''}".rstrip() + f": {_INTERRUPTED.get(command, 'interrupted')}", file=sys.stderr)
+        if argv is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)  # not sys.exit: that waits for the background threads, still at work
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Execute the parsed command; a :class:`~sum_core.errors.SumError` prints one line (code 2)."""
     from ..errors import SumError
 
     try:
@@ -41,6 +98,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SumError as error:
         print(f"sum-hq {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"sum-hq {args.command}: interrupted", file=sys.stderr)
-        return 130
