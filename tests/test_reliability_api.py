@@ -67,11 +67,12 @@ def test_bad_options_are_refused_by_name_before_anything_is_encoded(model, image
     assert counter.calls == 0
 
 
-def test_a_bad_seed_is_refused_by_name(model, image):
+@pytest.mark.parametrize("seed", [1.5, -1], ids=["float", "negative (found by the fuzz suite: numpy's ValueError)"])
+def test_a_bad_seed_is_refused_by_name(model, image, seed):
     predictor = Predictor(model, device="cpu")
     predictor.set_image(image)
-    with pytest.raises(InvalidInputError, match="seed must be an integer"):
-        predictor.predict(points=[[50, 50]], uncertainty="ensemble", seed=1.5)
+    with pytest.raises(InvalidInputError, match=f"seed must be an integer >= 0, got {seed}"):
+        predictor.predict(points=[[50, 50]], uncertainty="ensemble", seed=seed)
 
 
 def test_bad_prompts_are_refused_before_anything_is_encoded(model, image, monkeypatch):

@@ -53,7 +53,7 @@ class PredictOptions:
     ensemble_size : int
         Ensemble members (the unperturbed prompt included), >= 2.
     seed : int
-        Seed of the ensemble's prompt perturbations.
+        Seed of the ensemble's prompt perturbations, >= 0.
     """
 
     multimask: bool = False
@@ -73,7 +73,7 @@ class PredictOptions:
                 f"{['auto', *UNCERTAINTY_METHODS]}"
             )
         check_int(self.ensemble_size, "ensemble_size", 2)
-        check_int(self.seed, "seed", -(2**63))
+        check_int(self.seed, "seed", 0)  # numpy's generators take no negative seed
 
     def uncertainty_for(self, hq: bool) -> str:
         """The uncertainty method for a model with (``hq=True``) or without an HQ token; the one
