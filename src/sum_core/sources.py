@@ -25,7 +25,7 @@ from .imageio import TIFF_SUFFIXES, check_input_path, is_zarr_path, open_zarr, r
 from .tiling import Region
 from .validation import check_int
 
-__all__ = ["Planes", "fixed_normalization", "open_image"]
+__all__ = ["Planes", "fixed_normalization", "open_image", "read_block"]
 
 # fixed_normalization: below this many pixels everything is read, above it a grid of windows
 # (in-memory numpy images are read whole up to a larger size: they cost no I/O).
@@ -141,6 +141,42 @@ def _named(array: Any, path: Path) -> Any:
     return array
 
 
+def read_block(image: Any, index: tuple, where: str) -> np.ndarray:
+    """``np.asarray(image[index])``: the one read of a source's pixels into memory.
+
+    Parameters
+    ----------
+    image : array-like
+        A source from :func:`open_image` (or any array-like).
+    index : tuple
+        numpy-style index of the block.
+    where : str
+        The block in words, for the error message (e.g. ``"rows 0:64, cols 0:64 of slice 1"``).
+
+    Raises
+    ------
+    InvalidInputError
+        The read failed (a damaged or truncated file, a codec or I/O error): the message names
+        ``where`` and the file (for sources opened by :func:`open_image` from a path).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> read_block(np.arange(6).reshape(2, 3), (slice(0, 1), slice(None)), "row 0")
+    array([[0, 1, 2]])
+    """
+    try:
+        return np.asarray(image[index])
+    except (SumError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - reader, codec and I/O errors of any source
+        name = _FILES.get(id(image), "the image")
+        raise InvalidInputError(
+            f"image: could not read {where} of {name} ({type(exc).__name__}: {exc}); the file may be "
+            "damaged or cut short: write or copy it again"
+        ) from exc
+
+
 class Planes:
     """The 2D planes of an image (one plane) or a stack (planes along ``stack_axis``).
 
@@ -204,7 +240,7 @@ class Planes:
     def read(self, slice_index: int = 0, region: Region | None = None) -> np.ndarray:
         """Read one window of one plane into memory, ``(h, w)`` or ``(h, w, C)``.
 
-        Every read of an image's pixels goes through here.
+        Every read of an image plane's pixels goes through here (and :func:`read_block`).
 
         Raises
         ------
@@ -219,19 +255,10 @@ class Planes:
         index: list = [rows, cols] + [slice(None)] * (self.ndim_plane - 2)
         if self.stack_axis is not None:
             index.insert(self.stack_axis, slice_index)
-        try:
-            return np.asarray(self.image[tuple(index)])
-        except (SumError, MemoryError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - reader, codec and I/O errors of any source
-            h, w = self.plane_shape
-            r0, c0, r1, c1 = (0, 0, h, w) if region is None else region
-            where = "" if self.stack_axis is None else f" of slice {slice_index}"
-            name = _FILES.get(id(self.image), "the image")
-            raise InvalidInputError(
-                f"image: could not read rows {r0}:{r1}, cols {c0}:{c1}{where} of {name} "
-                f"({type(exc).__name__}: {exc}); the file may be damaged or cut short: write or copy it again"
-            ) from exc
+        h, w = self.plane_shape
+        r0, c0, r1, c1 = (0, 0, h, w) if region is None else region
+        where = f"rows {r0}:{r1}, cols {c0}:{c1}" + ("" if self.stack_axis is None else f" of slice {slice_index}")
+        return read_block(self.image, tuple(index), where)
 
 
 def _sample(planes: Planes) -> np.ndarray:
