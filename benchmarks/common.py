@@ -187,7 +187,7 @@ def synthetic_zarr(path: Path, size: int, seed: int = 0, chunk: int = 1024):
     Only one chunk is ever in memory, and readers then read the image lazily from disk like
     any large source, so neither making nor reading the input shows in the peak memory or in
     the timings (a dask array computing its chunks on demand would regenerate a chunk on
-    every read, and the cache signature samples dozens of windows).
+    every read, and the cache signature hashes every element once).
     """
     import zarr
 

@@ -275,9 +275,12 @@ def test_segment_refuses_a_bad_mask_prompt_before_loading_the_model(monkeypatch)
         sum_core.segment(image, points=[[10, 10]], mask_input=np.full((300, 400), np.nan))
 
 
-def test_plain_sam_with_hq_token_only_and_the_default_uncertainty():
-    """hq_token_only is ignored by plain SAM; 'auto' (entropy) then uses the SAM token."""
+def test_plain_sam_with_hq_token_only_is_refused_and_auto_uncertainty_is_entropy():
+    """Plain SAM has no HQ token: hq_token_only=True is refused by name (it used to be ignored);
+    'auto' uncertainty is entropy on the SAM token."""
     sam_model = build_from_config(small_vit_config(hq=False))
     image = np.random.default_rng(0).integers(0, 255, (64, 80), dtype=np.uint8)
-    pred = sum_core.segment(image, points=[[30, 40]], model=sam_model, hq_token_only=True, device="cpu")
+    with pytest.raises(InvalidInputError, match="hq_token_only=True needs an HQ-SAM or SUM model"):
+        sum_core.segment(image, points=[[30, 40]], model=sam_model, hq_token_only=True, device="cpu")
+    pred = sum_core.segment(image, points=[[30, 40]], model=sam_model, device="cpu")
     assert pred.uncertainty.shape == (64, 80) and np.isfinite(pred.uncertainty).all()

@@ -310,6 +310,22 @@ def test_a_target_written_before_checksums_opens_unverified(tmp_path, resolved, 
         verify_target(target)
 
 
+def test_a_target_with_the_sampled_source_hash_of_older_versions_is_refused_as_such(tmp_path, resolved):
+    """Versions before the exact data hash sampled the source: such a target may hold results for
+    other data, and says so (not a confusing "differs in source")."""
+    image = stack()
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **KW)
+    old = zarr.open_group(str(target))
+    info = old.attrs[ATTR]
+    info["signature"]["source"]["data"] = "sample:0123abcd"
+    old.attrs[ATTR] = info
+    with pytest.raises(InvalidInputError, match=r"written by an older version of sum-hq, whose source hash sampled "
+                                                r"the data.*pass overwrite=True"):
+        segment_zarr(image, target, **KW)
+    assert_identical(segment_zarr(image, target, overwrite=True, **KW), segment_zarr(image, tmp_path / "ref.zarr", **KW))
+
+
 # --- 4. full disk ------------------------------------------------------------------------------------------------
 
 

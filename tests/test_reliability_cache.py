@@ -19,7 +19,8 @@ import zarr.storage
 
 from sum_core import embedding_cache
 from sum_core.batch import segment_zarr
-from sum_core.embedding_cache import CacheLayout, DamagedTileError, EmbeddingCache, data_hash, make_signature
+from sum_core.embedding_cache import CacheLayout, EmbeddingCache, data_hash, make_signature
+from sum_core.errors import DamagedTileError
 from sum_core.errors import InvalidInputError, SumError
 from sum_core.tiled_embedding import TiledEmbeddings
 from sum_core.tiling import TileGrid

@@ -84,6 +84,18 @@ def test_architecture_too_large_for_any_preset_is_refused_unbuilt(hq_state, no_r
     assert "embed_dim=60000 (presets: at most 1280)" in str(info.value)
 
 
+def test_fine_tuning_base_too_large_for_any_preset_is_refused_unbuilt(hq_state, monkeypatch, tmp_path):
+    """``training.finetune`` loads its base through ``load_base_model``: the same bound, before building."""
+    from training import checkpointing
+
+    monkeypatch.setattr(checkpointing, "build_from_config", lambda config: pytest.fail("built for real"))
+    state = dict(hq_state)
+    state["image_encoder.patch_embed.proj.weight"] = repeated((60000, 3, 16, 16))
+    state["image_encoder.pos_embed"] = repeated((1, 64, 64, 60000))
+    with pytest.raises(CheckpointError, match=r"wide\.pth: the architecture inferred from it would hold"):
+        checkpointing.load_base_model(save(state, tmp_path / "wide.pth"))
+
+
 def test_huge_mask_token_table_does_not_build_a_module_per_token(hq_state, no_real_build, tmp_path):
     state = dict(hq_state)
     state["mask_decoder.mask_tokens.weight"] = repeated((200_000, 256))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from sum_core import zoo
-from sum_core.checkpoint import infer_config, load_state_dict_file
+from sum_core.checkpoint import infer_config, load_state_dict_file, meta_model
 from sum_core.errors import CheckpointError
 from sum_core.modeling import SamModel, build_from_config
 
@@ -78,7 +78,9 @@ def load_base_model(checkpoint: str | os.PathLike) -> SamModel:
         raise CheckpointError(
             f"{path} is a plain SAM checkpoint; SUM fine-tuning needs an HQ-SAM or SUM base"
         )
-    model = build_from_config(config.replace(sum_tokens=True))
+    config = config.replace(sum_tokens=True)
+    meta_model(config, str(path))  # an oversized architecture is refused before anything is allocated
+    model = build_from_config(config)
     result = model.load_state_dict(state, strict=False)
     not_sum = [key for key in result.missing_keys if not key.startswith(SUM_TABLE_PREFIXES)]
     if not_sum or result.unexpected_keys:

@@ -27,7 +27,7 @@ in it would go unnoticed. Nothing is deleted without ``overwrite``.
 Damaged tiles
 -------------
 Every read of a tile checks its checksum: a chunk file that was truncated, unreadable,
-zeroed, filled with NaN or copied from another tile raises :class:`DamagedTileError` naming
+zeroed, filled with NaN or copied from another tile raises :class:`~sum_core.errors.DamagedTileError` naming
 the cache, slice and tile. :class:`sum_core.tiled_embedding.TiledEmbeddings` then marks the
 tile as not complete (:meth:`EmbeddingCache.discard`) and encodes it again with a warning
 naming the tile: the cache is derived data, so re-encoding the damaged tiles costs seconds
@@ -56,14 +56,13 @@ import torch
 import zarr
 import zarr.storage
 
-from .errors import InvalidInputError, SumError
+from .errors import DamagedTileError, InvalidInputError
 from .modeling import ImageEmbedding
 from .tiling import TileGrid
 from .validation import check_index, check_int
 
 __all__ = [
     "CacheLayout",
-    "DamagedTileError",
     "EmbeddingCache",
     "data_hash",
     "make_signature",
@@ -82,10 +81,6 @@ _HASH_PREFIX = "v2:"
 _LEAF_BYTES = 1 << 22
 _READ_BYTES = 1 << 26
 _MAX_HASH_WORKERS = 4
-
-
-class DamagedTileError(SumError):
-    """A tile of an embedding cache is unreadable or does not match its checksum."""
 
 
 def data_hash(data: Any, workers: int | None = None) -> str:

@@ -30,6 +30,14 @@ class HashMismatchError(DownloadError):
     """A downloaded or cached file does not have the registered hash."""
 
 
+class DamagedTileError(SumError):
+    """A tile of an embedding cache is unreadable or does not match its checksum."""
+
+
+class DamagedTargetError(InvalidInputError):
+    """A batch target is damaged (unreadable or altered chunks, flags, records or metadata)."""
+
+
 class Cancelled(SumError):
     """Long work (encoding tiles, decoding batches) was stopped by a cancel request."""
 

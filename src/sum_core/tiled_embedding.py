@@ -42,9 +42,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .acceleration import check_precision
-from .embedding_cache import CacheLayout, DamagedTileError, EmbeddingCache, make_signature
+from .embedding_cache import CacheLayout, EmbeddingCache, make_signature
 from .encoding import encode, model_name, to_pixels, weights_hash
-from .errors import InvalidInputError, check_cancel
+from .errors import DamagedTileError, InvalidInputError, check_cancel
 from .modeling import ImageEmbedding, SamModel
 from .prefetch import pin_for_transfer, prefetch
 from .image import Normalization, to_uint8_rgb

@@ -10,6 +10,6 @@ reads the CSV prompt tables of the prompts mode.
 from .integrity import verify_target
 from .job import segment_zarr
 from .prompts_table import ObjectPrompt, read_prompts_table
-from .writer import DamagedTargetError
+from ..errors import DamagedTargetError
 
 __all__ = ["DamagedTargetError", "ObjectPrompt", "read_prompts_table", "segment_zarr", "verify_target"]

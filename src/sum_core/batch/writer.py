@@ -49,17 +49,13 @@ import numpy as np
 import zarr
 import zarr.storage
 
-from ..errors import InvalidInputError, SumError
+from ..errors import DamagedTargetError, InvalidInputError, SumError
 from .lock import LOCK_NAME, location
 
 ATTR = "sum_hq_batch"
 FORMAT = 2  # 2: per-chunk checksums of the output (1: none)
 OUTPUTS = (("labels", "uint32"), ("uncertainty", "float16"))
 _PARTS = {"labels", "uncertainty", "checksums", "done", "work", LOCK_NAME}  # what a sum-hq target folder holds
-
-
-class DamagedTargetError(InvalidInputError):
-    """A batch target is damaged (unreadable or altered chunks, flags, records or metadata)."""
 
 
 class Target:
@@ -334,6 +330,9 @@ def open_target(
     if group is not None and not _empty(group) and not overwrite:
         if existing is None:
             reason = "holds data that was not written by a sum-hq batch job"
+        elif _sampled_source_hash(existing.get("signature", {})):
+            reason = ("was written by an older version of sum-hq, whose source hash sampled the data, so it "
+                      "may hold results for other data")
         else:
             differ = sorted(k for k in set(signature) | set(existing.get("signature", {}))
                             if signature.get(k) != existing.get("signature", {}).get(k))
@@ -358,6 +357,13 @@ def _empty(group: zarr.Group) -> bool:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f"Object at {LOCK_NAME} is not recognized")
         return not list(group.keys()) and not group.attrs.asdict()
+
+
+def _sampled_source_hash(signature: dict[str, Any]) -> bool:
+    """Whether a stored job signature has the source hash of versions before the exact one
+    (``"sample:"`` / ``"full:"`` prefixes, see :func:`sum_core.embedding_cache.data_hash`)."""
+    data = signature.get("source", {}).get("data") if isinstance(signature.get("source"), dict) else None
+    return isinstance(data, str) and data.startswith(("sample:", "full:"))
 
 
 def _store(target: Any, overwrite: bool = False) -> Any:
