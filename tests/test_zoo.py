@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -51,8 +52,7 @@ def entry_file(tmp_path: Path, name: str, filename: str) -> Path:
 
 def point_builtin_at(monkeypatch, name: str, url: str, known_hash: str) -> zoo.ModelEntry:
     """Make the built-in entry ``name`` download from ``url`` with ``known_hash``."""
-    entry = zoo.BUILTIN_MODELS[name]
-    patched = zoo.ModelEntry(entry.name, url, known_hash, entry.filename, entry.model_type, entry.description)
+    patched = dataclasses.replace(zoo.BUILTIN_MODELS[name], url=url, known_hash=known_hash)
     monkeypatch.setitem(zoo.BUILTIN_MODELS, name, patched)
     return patched
 
@@ -69,7 +69,7 @@ def run_cli(*argv: str) -> int:
 
 def test_builtin_registry_has_official_checkpoints():
     names = zoo.list_models()
-    assert names == [
+    assert names[:7] == [
         "sam_vit_b",
         "sam_vit_l",
         "sam_vit_h",
@@ -78,6 +78,7 @@ def test_builtin_registry_has_official_checkpoints():
         "sam_hq_vit_h",
         "sam_hq_vit_tiny",
     ]
+    assert len(names) == 7 + 20  # micro-sam's 10 models and their decoders: tests/test_zoo_microscopy.py
     assert zoo.DEFAULT_MODEL == "sam_hq_vit_b"
     sam_b = zoo.get_entry("sam_vit_b")
     assert sam_b.url == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
@@ -272,11 +273,12 @@ def test_cli_list_shows_cached_state(tmp_path, capsys):
     cached.write_bytes(b"x")
     assert run_cli("models", "list") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["NAME", "TYPE", "CACHED", "DESCRIPTION"]
+    assert lines[0].split() == ["NAME", "TYPE", "PURPOSE", "AIS", "CACHED", "DESCRIPTION", "LICENCE"]
     rows = {line.split()[0]: line.split() for line in lines[1:8]}
-    assert rows["sam_vit_h"][1:3] == ["vit_h", "yes"]
-    assert rows["sam_hq_vit_tiny"][1:3] == ["vit_tiny", "no"]
+    assert rows["sam_vit_h"][1:5] == ["vit_h", "generic", "no", "yes"]
+    assert rows["sam_hq_vit_tiny"][1:5] == ["vit_tiny", "generic", "no", "no"]
     assert "2.56 GB" in " ".join(rows["sam_vit_h"])
+    assert rows["sam_vit_h"][-1] == "Apache-2.0"
     assert lines[-1] == f"cache folder: {tmp_path / 'cache'}"
 
 

@@ -1,9 +1,18 @@
 """Registry of downloadable checkpoints and their local cache (through pooch).
 
-The built-in registry holds the official SAM and HQ-SAM checkpoints. Users add
-their own entries (for example SUM checkpoints made with ``training/``) with
-:func:`register_model`, or in a YAML/JSON models file named by the
-``SUM_HQ_MODELS`` environment variable, read every time the registry is used.
+The built-in registry (the data file ``zoo_models.yaml`` next to this module)
+holds the official SAM and HQ-SAM checkpoints and micro-sam's microscopy models
+(light microscopy, EM organelles, histopathology, medical imaging) with their
+AIS decoder files, with the URLs and xxh128 hashes of micro-sam's registry.
+Users add their own entries (for example SUM checkpoints made with
+``training/``) with :func:`register_model`, or in a YAML/JSON models file named
+by the ``SUM_HQ_MODELS`` environment variable, read every time the registry is
+used.
+
+An entry's ``decoder`` field names the registry entry of its AIS decoder file;
+:func:`fetch_decoder` fetches it (hash-checked like any download) when
+automatic instance segmentation is wanted, and ``sum-hq models download``
+fetches it with the model.
 
 Files are cached in the folder named by ``SUM_HQ_CACHE`` or, when that is not
 set, in the user cache folder of ``napari-sum-hq``; the file of entry ``NAME``
@@ -29,6 +38,7 @@ import secrets
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
+from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -44,8 +54,11 @@ MODELS_FOLDER = "models"
 RECORD_FILENAME = "downloads.json"
 _RECORD_FORMAT = "napari-sum-hq download record"
 
-_HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
-_HASH_PATTERN = re.compile(r"^(md5|sha1|sha256|sha512):([0-9a-f]+)$")
+BUILTIN_FILE = Path(__file__).with_name("zoo_models.yaml")
+
+# xxh128 (micro-sam's hashes) needs the ``xxhash`` package, a dependency of this one.
+_HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "xxh128": 32}
+_HASH_PATTERN = re.compile(r"^(md5|sha1|sha256|sha512|xxh128):([0-9a-f]+)$")
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class ModelEntry:
         Download URL.
     known_hash : str
         ``"<algorithm>:<hex digest>"`` with algorithm ``md5``, ``sha1``,
-        ``sha256`` or ``sha512``.
+        ``sha256``, ``sha512`` or ``xxh128``.
     filename : str
         File name of the download; it is cached as ``models/<name>/<filename>``.
     model_type : str or None
@@ -68,6 +81,16 @@ class ModelEntry:
         infers the architecture from the weights.
     description : str
         One line for listings.
+    purpose : str
+        The images the weights are for: ``"generic"``, ``"light microscopy"``,
+        ``"EM organelles"``, ``"histopathology"``, ``"medical imaging"`` for the
+        built-in entries; free text (or empty) for user entries.
+    licence : str
+        Licence of the weights as their publisher states it, or ``"see <URL>"``.
+    decoder : str or None
+        Registry name of the entry holding this model's AIS (automatic instance
+        segmentation) decoder file; ``None`` when it has none. Fetch it with
+        :func:`fetch_decoder`.
     """
 
     name: str
@@ -76,74 +99,10 @@ class ModelEntry:
     filename: str
     model_type: str | None = None
     description: str = ""
+    purpose: str = ""
+    licence: str = ""
+    decoder: str | None = None
 
-
-_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/{}"
-_HQ_URL = "https://huggingface.co/lkeab/hq-sam/resolve/{}/{}"
-_HQ_REVISION = "67ab82412bc794d5ce2e9799b8b6a3c0a8cfe1d2"
-_HQ_TINY_REVISION = "a3a77cd0a2e5e50eaa76faccf61b964732d9b35f"
-
-BUILTIN_MODELS: dict[str, ModelEntry] = {
-    entry.name: entry
-    for entry in (
-        ModelEntry(
-            "sam_vit_b",
-            _SAM_URL.format("sam_vit_b_01ec64.pth"),
-            "sha256:ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-            "sam_vit_b_01ec64.pth",
-            "vit_b",
-            "SAM ViT-B, 375 MB",
-        ),
-        ModelEntry(
-            "sam_vit_l",
-            _SAM_URL.format("sam_vit_l_0b3195.pth"),
-            "sha256:3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-            "sam_vit_l_0b3195.pth",
-            "vit_l",
-            "SAM ViT-L, 1.25 GB",
-        ),
-        ModelEntry(
-            "sam_vit_h",
-            _SAM_URL.format("sam_vit_h_4b8939.pth"),
-            "sha256:a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-            "sam_vit_h_4b8939.pth",
-            "vit_h",
-            "SAM ViT-H, 2.56 GB",
-        ),
-        ModelEntry(
-            "sam_hq_vit_b",
-            _HQ_URL.format(_HQ_REVISION, "sam_hq_vit_b.pth"),
-            "md5:c6b8953247bcfdc8bb8ef91e36a6cacc",
-            "sam_hq_vit_b.pth",
-            "vit_b",
-            "HQ-SAM ViT-B, 379 MB (default)",
-        ),
-        ModelEntry(
-            "sam_hq_vit_l",
-            _HQ_URL.format(_HQ_REVISION, "sam_hq_vit_l.pth"),
-            "md5:08947267966e4264fb39523eccc33f86",
-            "sam_hq_vit_l.pth",
-            "vit_l",
-            "HQ-SAM ViT-L, 1.25 GB",
-        ),
-        ModelEntry(
-            "sam_hq_vit_h",
-            _HQ_URL.format(_HQ_REVISION, "sam_hq_vit_h.pth"),
-            "md5:3560f6b6a5a6edacd814a1325c39640a",
-            "sam_hq_vit_h.pth",
-            "vit_h",
-            "HQ-SAM ViT-H, 2.57 GB",
-        ),
-        ModelEntry(
-            "sam_hq_vit_tiny",
-            _HQ_URL.format(_HQ_TINY_REVISION, "sam_hq_vit_tiny.pth"),
-            "md5:3a661ab92d4088ccd6232fa542998a65",
-            "sam_hq_vit_tiny.pth",
-            "vit_tiny",
-            "Light HQ-SAM (TinyViT), 43 MB",
-        ),
-    )
-}
 
 _user_models: dict[str, ModelEntry] = {}
 
@@ -155,14 +114,21 @@ def _make_entry(
     filename: Any = None,
     model_type: Any = None,
     description: Any = "",
+    purpose: Any = "",
+    licence: Any = "",
+    decoder: Any = None,
     *,
     source: str,
+    reserved: Collection[str],
 ) -> ModelEntry:
-    """Validate the fields of a user entry; ``source`` says where they came from."""
+    """Validate the fields of an entry; ``source`` says where they came from.
+
+    ``reserved`` are the names the entry may not take (the built-in ones for a user entry).
+    """
     for field_name, value in (("name", name), ("url", url), ("known_hash", known_hash)):
         if not isinstance(value, str) or not value.strip():
             raise InvalidInputError(f"{source}: {field_name}={value!r} must be a non-empty string")
-    if name in BUILTIN_MODELS:
+    if name in reserved:
         raise InvalidInputError(
             f"{source}: name={name!r} is a built-in model and cannot be replaced; choose another name"
         )
@@ -183,7 +149,8 @@ def _make_entry(
         raise InvalidInputError(
             f"{source}: known_hash={known_hash!r} must be '<algorithm>:<hex digest>' with algorithm "
             f"one of {sorted(_HASH_LENGTHS)} and a digest of the right length, e.g. 'sha256:' "
-            "followed by 64 hex digits (compute it with `sha256sum FILE`)"
+            "followed by 64 hex digits (compute it with `sha256sum FILE`) or 'xxh128:' followed "
+            "by 32 (`xxh128sum FILE`)"
         )
     if filename is None:
         filename = Path(urlparse(url).path).name
@@ -198,9 +165,71 @@ def _make_entry(
         )
     if model_type is not None and not isinstance(model_type, str):
         raise InvalidInputError(f"{source}: model_type={model_type!r} must be a string or None")
-    if not isinstance(description, str):
-        raise InvalidInputError(f"{source}: description={description!r} must be a string")
-    return ModelEntry(name, url, known_hash, filename, model_type, description)
+    for field_name, value in (
+        ("description", description), ("purpose", purpose), ("licence", licence)
+    ):
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{source}: {field_name}={value!r} must be a string")
+    if decoder is not None and (not isinstance(decoder, str) or decoder in ("", name)):
+        raise InvalidInputError(
+            f"{source}: decoder={decoder!r} must be the registry name of another entry "
+            "(the one holding this model's AIS decoder file) or None"
+        )
+    return ModelEntry(
+        name, url, known_hash, filename, model_type, description, purpose, licence, decoder
+    )
+
+
+def _check_decoders(entries: Iterable[ModelEntry], known: Collection[str], source: str) -> None:
+    """Refuse an entry whose ``decoder`` names no entry of ``known``."""
+    for entry in entries:
+        if entry.decoder is not None and entry.decoder not in known:
+            raise InvalidInputError(
+                f"{source}: model {entry.name!r} has decoder={entry.decoder!r}, which is not a "
+                "registry entry; register the decoder file first (or in the same models file) "
+                "under that name, or fix the name"
+            )
+
+
+def _parse_entries(data: Any, source: str, reserved: Collection[str]) -> list[ModelEntry]:
+    """Validate a list of entry mappings (the models file's or the built-in file's)."""
+    if not isinstance(data, list):
+        raise InvalidInputError(
+            f"{source}: the models file must contain a list of entries "
+            "(each with name, url, known_hash and optional filename, model_type, description, "
+            f"purpose, licence, decoder), not {type(data).__name__}"
+        )
+    allowed = {f.name for f in fields(ModelEntry)}
+    entries = []
+    for index, item in enumerate(data):
+        item_source = f"{source}, entry {index}"
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"{item_source}: expected a mapping, got {type(item).__name__}")
+        unknown = sorted(set(item) - allowed, key=str)
+        missing = sorted({"name", "url", "known_hash"} - set(item))
+        if unknown or missing:
+            raise InvalidInputError(
+                f"{item_source}: missing fields {missing}, unknown fields {unknown}; "
+                f"allowed fields are {sorted(allowed)}"
+            )
+        entries.append(_make_entry(**item, source=item_source, reserved=reserved))
+    names = [entry.name for entry in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInputError(f"{source}: duplicate model names {duplicates}")
+    return entries
+
+
+def _read_builtin() -> dict[str, ModelEntry]:
+    """The entries of :data:`BUILTIN_FILE` (its ``models`` list), in file order."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(BUILTIN_FILE.read_text(encoding="utf-8"), Loader=loader)
+    entries = _parse_entries(data["models"], str(BUILTIN_FILE), reserved=())
+    _check_decoders(entries, {entry.name for entry in entries}, str(BUILTIN_FILE))
+    return {entry.name: entry for entry in entries}
+
+
+BUILTIN_MODELS: dict[str, ModelEntry] = _read_builtin()
 
 
 def register_model(
@@ -210,6 +239,9 @@ def register_model(
     filename: str | None = None,
     model_type: str | None = None,
     description: str = "",
+    purpose: str = "",
+    licence: str = "",
+    decoder: str | None = None,
 ) -> ModelEntry:
     """Add (or replace) a user entry in the registry for this session.
 
@@ -220,13 +252,19 @@ def register_model(
     url : str
         Download URL.
     known_hash : str
-        Required ``"<algorithm>:<hex digest>"`` (md5, sha1, sha256, sha512).
+        Required ``"<algorithm>:<hex digest>"`` (md5, sha1, sha256, sha512, xxh128).
     filename : str, optional
         Cache file name; defaults to the last part of the URL path.
     model_type : str, optional
         Architecture label for listings.
     description : str
         One line for listings.
+    purpose : str
+        The images the model is for, for listings.
+    licence : str
+        Licence of the weights, for listings.
+    decoder : str, optional
+        Registry name of the model's AIS decoder file (register that entry first).
 
     Returns
     -------
@@ -235,11 +273,15 @@ def register_model(
     Raises
     ------
     InvalidInputError
-        If a field is missing or malformed, or ``name`` is a built-in model.
+        If a field is missing or malformed, ``name`` is a built-in model, or
+        ``decoder`` names no registered entry.
     """
     entry = _make_entry(
-        name, url, known_hash, filename, model_type, description, source="register_model"
+        name, url, known_hash, filename, model_type, description, purpose, licence, decoder,
+        source="register_model", reserved=BUILTIN_MODELS,
     )
+    if entry.decoder is not None:
+        _check_decoders([entry], registry(), "register_model")
     _user_models[entry.name] = entry
     return entry
 
@@ -257,30 +299,8 @@ def _read_models_file(path: Path) -> list[ModelEntry]:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InvalidInputError(f"{source}: the models file is not valid YAML/JSON: {exc}") from exc
-    if not isinstance(data, list):
-        raise InvalidInputError(
-            f"{source}: the models file must contain a list of entries "
-            "(each with name, url, known_hash and optional filename, model_type, description), "
-            f"not {type(data).__name__}"
-        )
-    allowed = {f.name for f in fields(ModelEntry)}
-    entries = []
-    for index, item in enumerate(data):
-        item_source = f"{source}, entry {index}"
-        if not isinstance(item, dict):
-            raise InvalidInputError(f"{item_source}: expected a mapping, got {type(item).__name__}")
-        unknown = sorted(set(item) - allowed, key=str)
-        missing = sorted({"name", "url", "known_hash"} - set(item))
-        if unknown or missing:
-            raise InvalidInputError(
-                f"{item_source}: missing fields {missing}, unknown fields {unknown}; "
-                f"allowed fields are {sorted(allowed)}"
-            )
-        entries.append(_make_entry(**item, source=item_source))
-    names = [entry.name for entry in entries]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise InvalidInputError(f"{source}: duplicate model names {duplicates}")
+    entries = _parse_entries(data, source, reserved=BUILTIN_MODELS)
+    _check_decoders(entries, {*BUILTIN_MODELS, *(entry.name for entry in entries)}, source)
     return entries
 
 
@@ -459,6 +479,11 @@ def fetch(name: str, progress: bool = True) -> Path:
     target = _entry_path(entry)
     key = _record_key(target)
     algorithm = entry.known_hash.split(":")[0]
+    if algorithm not in pooch.hashes.ALGORITHMS_AVAILABLE:
+        raise DownloadError(
+            f"model {name!r} is checked with a {algorithm} hash, which needs the xxhash package: "
+            "run `pip install xxhash` (a dependency of napari-sum-hq) and try again"
+        )
     corrupted_note = ""
     if target.exists():
         if target.is_file() and pooch.hashes.hash_matches(str(target), entry.known_hash):
@@ -520,6 +545,34 @@ def fetch(name: str, progress: bool = True) -> Path:
             stacklevel=2,
         )
     return target
+
+
+def fetch_decoder(name: str, progress: bool = True) -> Path | None:
+    """Return the local path of the AIS decoder file of model ``name``, downloading it if needed.
+
+    The decoder is the registry entry named by the model's ``decoder`` field
+    (``vit_b_lm`` -> ``vit_b_lm_decoder``); it is fetched and hash-checked by
+    :func:`fetch` like any other entry.
+
+    Parameters
+    ----------
+    name : str
+        Registry name of the model (see :func:`list_models`).
+    progress : bool
+        Show a tqdm progress bar while downloading.
+
+    Returns
+    -------
+    Path or None
+        The verified decoder file, or ``None`` when the model has no AIS decoder.
+
+    Raises
+    ------
+    DownloadError, HashMismatchError, InvalidInputError
+        As :func:`fetch`.
+    """
+    decoder = get_entry(name).decoder
+    return None if decoder is None else fetch(decoder, progress=progress)
 
 
 def locate(name_or_path: str | os.PathLike, progress: bool = True) -> Path:

@@ -38,13 +38,22 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.set_defaults(func=lambda args: _print_help(parser))
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    list_parser = commands.add_parser("list", help="show the registered models and whether they are cached")
+    list_parser = commands.add_parser(
+        "list",
+        help="show the registered models: what they are for, licence, AIS decoder, whether cached",
+    )
     list_parser.set_defaults(func=run_list)
 
     download_parser = commands.add_parser("download", help="download (and verify) model checkpoints")
     download_parser.add_argument("names", nargs="+", metavar="NAME", help="registry name(s)")
     download_parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="do not show a progress bar"
+    )
+    download_parser.add_argument(
+        "--no-decoder",
+        dest="decoder",
+        action="store_false",
+        help="do not fetch a model's AIS decoder file with it (needed only for automatic instance segmentation)",
     )
     download_parser.set_defaults(func=run_download)
 
@@ -59,35 +68,61 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _ais_column(entry: zoo.ModelEntry, decoders: set[str]) -> str:
+    """``yes`` (the model has an AIS decoder), ``decoder`` (the entry is one) or ``no``."""
+    if entry.decoder is not None:
+        return "yes"
+    return "decoder" if entry.name in decoders else "no"
+
+
 def run_list(args: argparse.Namespace) -> int:
-    """Print a table of registered models (name, type, cached, description)."""
+    """Print a table of registered models.
+
+    Columns: name, architecture, purpose (the images the weights are for), AIS
+    (``yes``: the model has an automatic-instance-segmentation decoder, fetched
+    with it; ``decoder``: the entry is such a decoder file), cached, description,
+    licence.
+    """
     try:
         entries = list(zoo.registry().values())
     except SumError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    rows = [("NAME", "TYPE", "CACHED", "DESCRIPTION")]
+    decoders = {entry.decoder for entry in entries if entry.decoder is not None}
+    rows = [("NAME", "TYPE", "PURPOSE", "AIS", "CACHED", "DESCRIPTION", "LICENCE")]
     for entry in entries:
-        cached = "yes" if zoo.is_cached(entry.name) else "no"
-        rows.append((entry.name, entry.model_type or "-", cached, entry.description))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        rows.append(
+            (
+                entry.name,
+                entry.model_type or "-",
+                entry.purpose or "-",
+                _ais_column(entry, decoders),
+                "yes" if zoo.is_cached(entry.name) else "no",
+                entry.description or "-",
+                entry.licence or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     print(f"\ncache folder: {zoo.cache_dir()}")
     return 0
 
 
 def run_download(args: argparse.Namespace) -> int:
-    """Fetch each named model, printing its path; report failures and go on."""
+    """Fetch each named model (and its AIS decoder file), printing the paths; report failures and go on."""
     status = 0
     for name in args.names:
         try:
-            path = zoo.fetch(name, progress=args.progress)
+            paths = [zoo.fetch(name, progress=args.progress)]
+            decoder = zoo.fetch_decoder(name, progress=args.progress) if args.decoder else None
         except SumError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
             continue
-        print(path)
+        for path in (*paths, decoder):
+            if path is not None:
+                print(path)
     return status
 
 
