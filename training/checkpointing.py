@@ -23,11 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from sum_core import zoo
 from sum_core.checkpoint import infer_config, load_state_dict_file, meta_model
 from sum_core.errors import CheckpointError
 from sum_core.modeling import SamModel, build_from_config
+from sum_core.modeling.common import LayerNorm2d
+
+from .schemes import HQ_MODULES
 
 STATE_FILE = "training_state.pth"
 FINAL_FILE = "final.pth"
@@ -52,43 +56,94 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_base_model(checkpoint: str | os.PathLike) -> SamModel:
-    """Load the base model as a SUM model, adding zero task tables if it has none.
+def load_base_model(checkpoint: str | os.PathLike, seed: int = 0) -> SamModel:
+    """Load the base model as a SUM model, adding what a SUM model has and the base lacks.
 
     The architecture is inferred from the file; the SUM configuration is that
-    architecture with ``sum_tokens=True``.  The base weights are loaded
-    strictly into the matching subset: the only keys allowed to be missing are
-    the new SUM tables (which stay zero, so the model behaves as the base).
+    architecture with ``hq=True`` and ``sum_tokens=True``.  The base weights
+    are loaded strictly into the matching subset: the only keys allowed to be
+    missing are the ones added here.
+
+    * An HQ-SAM base gets the SUM task tables, all zero, so every task first
+      behaves as the base.
+    * A plain SAM base (for example micro-sam's ``vit_b_lm``) also gets the
+      HQ-SAM modules (:data:`training.schemes.HQ_MODULES`), initialised by
+      :func:`init_hq_modules` as HQ-SAM initialises them when it starts from
+      SAM.  Its SAM weights are kept bit for bit, but its masks are not plain
+      SAM's before training: the HQ token joins the decoder's attention (so
+      the SAM tokens' outputs shift) and the HQ logits come from untrained
+      layers.  Train before segmenting with it.
 
     Parameters
     ----------
     checkpoint : str or PathLike
         A full SAM / HQ-SAM / SUM checkpoint file or a registry name.
+    seed : int
+        Seed of the HQ modules' initialisation (plain SAM bases only).
+
+    Returns
+    -------
+    SamModel
+        The SUM model (``config.hq`` and ``config.sum_tokens`` set), on the CPU.
 
     Raises
     ------
     CheckpointError
-        If the file is unreadable, has unexpected keys, or lacks any key other
-        than the SUM tables; or the base is plain SAM (SUM tables need HQ).
+        If the file is unreadable, too large for any SAM-family architecture,
+        has unexpected keys, or lacks any key other than the added ones.
     """
     path = zoo.locate(checkpoint)
     state = load_state_dict_file(path)
-    config = infer_config(state)
-    if not config.hq:
-        raise CheckpointError(
-            f"{path} is a plain SAM checkpoint; SUM fine-tuning needs an HQ-SAM or SUM base"
-        )
-    config = config.replace(sum_tokens=True)
+    base = infer_config(state)
+    config = base.replace(hq=True, sum_tokens=True)
     meta_model(config, str(path))  # an oversized architecture is refused before anything is allocated
     model = build_from_config(config)
+    added = SUM_TABLE_PREFIXES
+    if not base.hq:
+        init_hq_modules(model, seed)
+        added += tuple(f"mask_decoder.{name}." for name in HQ_MODULES)
     result = model.load_state_dict(state, strict=False)
-    not_sum = [key for key in result.missing_keys if not key.startswith(SUM_TABLE_PREFIXES)]
-    if not_sum or result.unexpected_keys:
+    missing = [key for key in result.missing_keys if not key.startswith(added)]
+    if missing or result.unexpected_keys:
         raise CheckpointError(
-            f"{path}: base weights do not match the SUM model: missing {not_sum}, "
-            f"unexpected {list(result.unexpected_keys)}"
+            f"{path}: base weights do not match the SUM model: missing {missing}, "
+            f"unexpected {list(result.unexpected_keys)}; pass a full SAM / HQ-SAM / SUM checkpoint"
         )
     return model
+
+
+def init_hq_modules(model: SamModel, seed: int) -> None:
+    """Initialise the HQ-SAM modules of ``model`` as HQ-SAM does when it starts from SAM.
+
+    HQ-SAM copies nothing into its new modules: ``MaskDecoderHQ`` builds
+    ``hf_token``, ``hf_mlp``, ``compress_vit_feat``, ``embedding_encoder`` and
+    ``embedding_maskfeature`` (in that order) with PyTorch's default
+    initialisation and loads only the SAM decoder's weights over the rest.  So
+    here each layer is reset in that order from torch's RNG seeded with
+    ``seed`` (the caller's RNG state is left as it was): ``nn.Embedding``
+    N(0, 1); ``nn.Linear`` / ``nn.Conv2d`` / ``nn.ConvTranspose2d`` weights
+    Kaiming-uniform (a = sqrt(5)), biases U(-1/sqrt(fan_in), 1/sqrt(fan_in));
+    ``LayerNorm2d`` weight 1, bias 0.  The values equal those of sam-hq's
+    ``MaskDecoderHQ`` when its RNG is seeded with ``seed`` just before it
+    builds ``hf_token``.
+
+    Parameters
+    ----------
+    model : SamModel
+        A model with HQ layers (``config.hq``).
+    seed : int
+        Seed of the draws.
+    """
+    decoder = model.mask_decoder
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for name in HQ_MODULES:
+            for layer in getattr(decoder, name).modules():
+                if isinstance(layer, LayerNorm2d):
+                    layer.weight.fill_(1.0)
+                    layer.bias.zero_()
+                elif isinstance(layer, (nn.Embedding, nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                    layer.reset_parameters()
 
 
 def decoder_state_dict(model: SamModel) -> dict[str, torch.Tensor]:
