@@ -22,7 +22,9 @@ from training.checkpointing import load_base_model
 from training.schemes import HQ_MODULES
 
 HQ_PREFIXES = tuple(f"mask_decoder.{name}." for name in HQ_MODULES)
-SUM_PREFIXES = ("mask_decoder.task_prompt_tokens.", "mask_decoder.hf_type_tokens.", "mask_decoder.task_prompt_embeddings.")
+SUM_PREFIXES = (
+    "mask_decoder.task_prompt_tokens.", "mask_decoder.hf_type_tokens.", "mask_decoder.task_prompt_embeddings."
+)
 
 # The synthetic walk-through dataset of the other fine-tuning tests (1-3 bright discs per image).
 _WALKTHROUGH = runpy.run_path(str(Path(__file__).resolve().parents[1] / "examples" / "finetune_walkthrough.py"))

@@ -8,6 +8,13 @@ human data mixed 1 : 1 with uncertainty-aware pseudo-labels::
     python -m training.finetune --checkpoint sam_hq_vit_b --scheme hq \\
         --data DATASET --pseudo PSEUDO --output runs/sum_hq
 
+Start from micro-sam's light-microscopy SAM (a plain SAM checkpoint: the HQ
+modules are added as HQ-SAM adds them, see
+:func:`training.checkpointing.load_base_model`)::
+
+    python -m training.finetune --checkpoint vit_b_lm --scheme hq \\
+        --data DATASET --output runs/sum_lm
+
 Full fine-tuning on 4 GPUs with bf16 autocast::
 
     torchrun --nproc_per_node=4 -m training.finetune --config run.yaml --scheme full --precision bf16
@@ -47,7 +54,8 @@ CONFIG_NAME = "config.yaml"
 EXIT_INTERRUPTED = 130
 
 _HELP = {
-    "checkpoint": "base model: checkpoint path or registry name (SAM-HQ / SUM)",
+    "checkpoint": "base model: checkpoint path or registry name (SAM-HQ / SUM, or plain SAM such as "
+    "micro-sam's vit_b_lm: the HQ modules are then added, untrained)",
     "output": "run folder",
     "data": "human-labelled dataset folders (images/, masks/)",
     "entity_data": "folders of --data whose masks are entities (task token 2)",
