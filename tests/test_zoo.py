@@ -78,7 +78,7 @@ def test_builtin_registry_has_official_checkpoints():
         "sam_hq_vit_h",
         "sam_hq_vit_tiny",
     ]
-    assert len(names) == 7 + 20  # micro-sam's 10 models and their decoders: tests/test_zoo_microscopy.py
+    assert len(names) == 7 + 10  # micro-sam's models (and their decoders): tests/test_zoo_microscopy.py
     assert zoo.DEFAULT_MODEL == "sam_hq_vit_b"
     sam_b = zoo.get_entry("sam_vit_b")
     assert sam_b.url == "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"

@@ -320,9 +320,20 @@ def registry() -> dict[str, ModelEntry]:
     return models
 
 
-def list_models() -> list[str]:
-    """Return the names of all registered models, built-ins first."""
-    return list(registry())
+def list_models(decoders: bool = False) -> list[str]:
+    """Return the names of the registered models, built-ins first.
+
+    Parameters
+    ----------
+    decoders : bool
+        Also list the AIS decoder files (the entries another entry names as its
+        ``decoder``); they are fetched with :func:`fetch_decoder`, not loaded as models.
+    """
+    models = registry()
+    if decoders:
+        return list(models)
+    decoder_names = {entry.decoder for entry in models.values()}
+    return [name for name in models if name not in decoder_names]
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -586,7 +597,7 @@ def locate(name_or_path: str | os.PathLike, progress: bool = True) -> Path:
     Parameters
     ----------
     name_or_path : str or PathLike
-        Registry name (see :func:`list_models`) or checkpoint path.
+        Registry name (see :func:`list_models`; AIS decoder files included) or checkpoint path.
     progress : bool
         Show a download progress bar when a registry file must be fetched.
 
@@ -603,7 +614,7 @@ def locate(name_or_path: str | os.PathLike, progress: bool = True) -> Path:
         )
     path = Path(name_or_path).expanduser()
     try:
-        names = list_models()
+        names = list_models(decoders=True)
     except InvalidInputError:
         if path.is_file():  # a broken models file does not stop a local checkpoint
             return path
