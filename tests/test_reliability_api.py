@@ -278,6 +278,36 @@ def test_a_damaged_tile_names_the_file_and_the_region_read(tmp_path, model):
     assert "damaged or cut short" in str(info.value)
 
 
+def test_a_batch_job_over_a_damaged_tiff_names_the_file_before_encoding(tmp_path, model, monkeypatch):
+    """The job signature hashes every pixel (embedding_cache.data_hash): its reads go through
+    sources.read_block too, so damaged data is a clear error there, not a raw codec error."""
+    import tifffile
+
+    from sum_core.batch import segment_zarr
+
+    path = tmp_path / "slide.tif"
+    image = np.random.default_rng(6).integers(0, 65535, (2048, 2048), dtype=np.uint16)
+    tifffile.imwrite(path, image, photometric="minisblack", tile=(256, 256), compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].dataoffsets[-1]  # the tile at the bottom-right corner, far from the origin
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    counter = EncoderCounter(model, monkeypatch)
+    with pytest.raises(InvalidInputError, match=rf"image: could not read the block .* of {path} \(.*damaged or cut short"):
+        segment_zarr(path, tmp_path / "out.zarr", model=model, device="cpu", progress=False)
+    assert counter.calls == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 600), (600, 1)])
+def test_an_image_thinner_than_a_resized_pixel_is_segmented(model, shape):
+    """Squeezed into one window (tile_shape larger than the encoder), a 1 x 600 image would resize to
+    0 rows on a 256 px encoder (PIL raised a raw ValueError, found by the fuzz suite): a side is never less than 1 pixel."""
+    image = np.random.default_rng(7).integers(0, 255, shape, dtype=np.uint8)
+    pred = segment(image, points=[[0, 0]], model=model, device="cpu", tile_shape=1000)
+    assert pred.masks.shape == (1, *shape) and np.isfinite(pred.logits).all()
+
+
 # --- options a model cannot honour, and strings given for booleans -----------------------------------
 
 

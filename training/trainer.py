@@ -501,7 +501,7 @@ class Trainer:
     def run(self) -> str:
         """Train; return ``"finished"``, ``"stopped"`` (max_steps) or ``"interrupted"`` (SIGINT)."""
         config = self.config
-        model = ckpt.load_base_model(config.checkpoint)
+        model = ckpt.load_base_model(config.checkpoint, seed=config.seed)
         set_trainable(model, config.scheme)
         model.to(self.device).train()
         self.model = model

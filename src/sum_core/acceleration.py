@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import InvalidInputError
 from .options import PRECISIONS
+from .validation import check_bool
 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,9 +63,7 @@ def check_compile(compile: object) -> bool:
     InvalidInputError
         If ``compile`` is not True or False.
     """
-    if not isinstance(compile, bool):
-        raise InvalidInputError(f"compile must be True or False, got {compile!r}")
-    return compile
+    return check_bool(compile, "compile")
 
 
 @contextlib.contextmanager

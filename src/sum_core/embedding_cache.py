@@ -58,6 +58,7 @@ import zarr.storage
 
 from .errors import DamagedTileError, InvalidInputError
 from .modeling import ImageEmbedding
+from .sources import read_block
 from .tiling import TileGrid
 from .validation import check_index, check_int
 
@@ -137,13 +138,21 @@ def data_hash(data: Any, workers: int | None = None) -> str:
     if nbytes <= _LEAF_BYTES:
         h = hashlib.blake2b(header, digest_size=20)
         if nbytes:
-            h.update(_as_bytes(data[()] if len(shape) == 0 else data[...], dtype))
+            h.update(_as_bytes(read_block(data, () if len(shape) == 0 else (Ellipsis,), "all pixels"), dtype))
         return f"{_HASH_PREFIX}{h.hexdigest()}"
-    blocks = (_as_bytes(data[r], dtype) for r in _read_regions(shape, _chunk_edges(data, shape), dtype.itemsize))
+    blocks = (
+        _as_bytes(read_block(data, r, "the block " + _described(r)), dtype)
+        for r in _read_regions(shape, _chunk_edges(data, shape), dtype.itemsize)
+    )
     root = hashlib.blake2b(header, digest_size=20)
     for digest in _leaf_digests(blocks, workers):
         root.update(digest)
     return f"{_HASH_PREFIX}{root.hexdigest()}"
+
+
+def _described(index: tuple) -> str:
+    """``"0:64, 3"`` for ``(slice(0, 64), 3)``: a block's index in the read-failure message."""
+    return ", ".join(f"{i.start}:{i.stop}" if isinstance(i, slice) else str(i) for i in index)
 
 
 def _as_bytes(block: Any, dtype: np.dtype) -> np.ndarray:

@@ -194,12 +194,13 @@ def preprocess_shape(h: int, w: int, target: int = 1024) -> tuple[int, int]:
     """Size ``(newh, neww)`` with the long side equal to ``target``, rounded as SAM does.
 
     ``scale = target / max(h, w)``, ``newh = int(h * scale + 0.5)``,
-    ``neww = int(w * scale + 0.5)``.
+    ``neww = int(w * scale + 0.5)``; a side that would round to 0 (an image more than
+    ``2 * target`` times longer than wide) is 1 pixel (SAM's own code fails on it).
     """
     if h < 1 or w < 1 or target < 1:
         raise InvalidInputError(f"preprocess_shape: sizes must be positive, got h={h}, w={w}, target={target}")
     scale = target * 1.0 / max(h, w)
-    return int(h * scale + 0.5), int(w * scale + 0.5)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def _check_uint8_rgb(image: np.ndarray, name: str) -> None:
