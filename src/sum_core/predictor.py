@@ -167,9 +167,10 @@ class Predictor:
         Notes
         -----
         A tiled image is read tile by tile when a prompt first reaches a tile, so the array
-        must not change while it is bound: after editing it, call ``set_image`` again (and
-        with ``cache=``, pass ``overwrite=True`` unless the data hash tells the edit apart:
-        lazy sources are hashed by samples, see :func:`sum_core.embedding_cache.data_hash`).
+        must not change while it is bound: after editing it, call ``set_image`` again. With
+        ``cache=``, a cache made before the edit is then refused, since
+        :func:`sum_core.embedding_cache.data_hash` covers every element; pass ``overwrite=True``
+        to rebuild it.
         """
         overwrite = check_bool(overwrite, "overwrite")
         if isinstance(image, np.ndarray):
