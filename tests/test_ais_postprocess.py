@@ -34,6 +34,7 @@ PARAMETER_SETS = [
     dict(foreground_threshold=0.4, min_size=50),
     dict(foreground_smoothing=2.0, distance_smoothing=2.5, min_size=20),
 ]
+PARAMETER_IDS = ["defaults", "thresholds", "no-smoothing", "min-size", "smoother"]
 
 
 def _reference():
@@ -113,7 +114,7 @@ def camera_frame():
     return decoder_like_maps((1040, 1392), centres, radii, seed=3)
 
 
-@pytest.mark.parametrize("params", PARAMETER_SETS, ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "defaults")
+@pytest.mark.parametrize("params", PARAMETER_SETS, ids=PARAMETER_IDS)
 def test_touching_cells_match_torch_em(params):
     maps = touching_cells()
     expected = reference_instances(*maps, **params)
@@ -123,7 +124,7 @@ def test_touching_cells_match_torch_em(params):
     np.testing.assert_array_equal(labels, expected)
 
 
-@pytest.mark.parametrize("params", PARAMETER_SETS, ids=["defaults", "thresholds", "no-smoothing", "min-size", "smoother"])
+@pytest.mark.parametrize("params", PARAMETER_SETS, ids=PARAMETER_IDS)
 def test_camera_frame_far_from_origin_matches_torch_em(params):
     maps = camera_frame()
     expected = reference_instances(*maps, **params)
