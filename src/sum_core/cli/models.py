@@ -114,15 +114,14 @@ def run_download(args: argparse.Namespace) -> int:
     status = 0
     for name in args.names:
         try:
-            paths = [zoo.fetch(name, progress=args.progress)]
+            print(zoo.fetch(name, progress=args.progress))
             decoder = zoo.fetch_decoder(name, progress=args.progress) if args.decoder else None
         except SumError as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
             continue
-        for path in (*paths, decoder):
-            if path is not None:
-                print(path)
+        if decoder is not None:
+            print(decoder)
     return status
 
 
