@@ -40,6 +40,7 @@ from .validation import check_int, check_range
 
 __all__ = ["check_decoder_map", "instances_from_distance_maps"]
 
+
 def check_decoder_map(value: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """One channel of the AIS decoder output as a finite float32 ``(H, W)`` array.
 
@@ -133,7 +134,8 @@ def instances_from_distance_maps(
 
     Examples
     --------
-    Two touching squares whose boundary distance rises to 1 on their common edge:
+    Two touching rectangles' worth of foreground with two 2x2 seeds (both distances 0); the floods meet
+    half-way:
 
     >>> import numpy as np
     >>> fg = np.zeros((8, 12), np.float32); fg[2:6, 2:10] = 1
