@@ -275,6 +275,15 @@ def test_cli_download_fetches_the_decoder_unless_told_not_to(tmp_path, served, m
     ]
 
 
+def test_cli_download_reports_the_model_when_its_decoder_fails(tmp_path, served, monkeypatch, capsys):
+    point_at(monkeypatch, "vit_t_lm", f"{served}/model.pt", xxh128(MODEL_BYTES))
+    point_at(monkeypatch, "vit_t_lm_decoder", f"{served}/missing.pt", xxh128(DECODER_BYTES))
+    assert run_cli("models", "download", "--no-progress", "vit_t_lm") == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [str(entry_file(tmp_path, "vit_t_lm", "vit_t_lm.pt"))]
+    assert "Could not download model 'vit_t_lm_decoder'" in captured.err
+
+
 # --- vit_t: MobileSAM's layout ---------------------------------------------------------
 
 
