@@ -36,7 +36,7 @@ from .decoding import run_decoder, upscale
 from .device import resolve_device
 from .encoding import encode_image
 from .errors import InvalidInputError, check_cancel
-from .image import to_uint8_rgb, validate_image
+from .image import to_uint8_rgb
 from .loading import resolve_model
 from .mask_ops import (
     box_touches_edge,
@@ -50,7 +50,7 @@ from .mask_ops import (
 from .modeling import DecodedMasks, ImageEmbedding, SamModel
 from .nms import nms
 from .prompts import batch_to_model_frame, validate_prompts
-from .sources import Planes, fixed_normalization, open_image
+from .sources import fixed_normalization, image_planes
 from .tiling import Region, Tile, TileGrid, tile_grid
 from .validation import check_bool, check_options
 from .zoo import DEFAULT_MODEL
@@ -468,12 +468,7 @@ def auto_segment(
     """
     options = check_options(options, AutoOptions)
     progress = check_bool(progress, "progress")
-    if isinstance(image, np.ndarray):
-        validate_image(image)
-        source = image
-    else:
-        source = open_image(image)
-    planes = Planes(source)
+    planes = image_planes(image)
     shape = planes.plane_shape
     check_output_memory(shape)
     target = resolve_device(device)

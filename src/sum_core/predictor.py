@@ -33,11 +33,11 @@ import torch
 from .decoding import decode_window
 from .encoding import encode_image, prepare_model
 from .errors import InvalidInputError
-from .image import Normalization, prepare_image, validate_image
+from .image import Normalization, prepare_image
 from .modeling import ImageEmbedding, SamModel
 from .prediction import BACKGROUND_LOGIT, PredictOptions, Prediction, TiledPrediction, UncertaintyMethod
 from .prompts import Prompts, mask_logits, validate_prompts, window_mask_prompt
-from .sources import Planes, open_image
+from .sources import image_planes
 from .tiled_embedding import DEFAULT_MEMORY_TILES
 from .tiled_predictor import TiledPredictor
 from .tiling import tile_grid
@@ -173,12 +173,7 @@ class Predictor:
         to rebuild it.
         """
         overwrite = check_bool(overwrite, "overwrite")
-        if isinstance(image, np.ndarray):
-            validate_image(image)
-            source = image
-        else:
-            source = open_image(image)
-        planes = Planes(source)
+        planes = image_planes(image)
         grid = tile_grid(planes.plane_shape, self.model.config.image_size, tile_shape, halo)
         with self._lock:
             self.reset_image()
@@ -190,7 +185,7 @@ class Predictor:
                 self.model, cache=cache, tile_shape=tile_shape, halo=halo, device=self.device,
                 precision=self.precision, memory_tiles=self.memory_tiles,
             )  # fmt: skip
-            tiled.set_image(source, normalization=normalization, overwrite=overwrite)
+            tiled.set_image(planes.image, normalization=normalization, overwrite=overwrite)
             self._tiled = tiled
 
     def get_embedding(self) -> ImageEmbedding:

@@ -20,12 +20,12 @@ import tifffile
 import zarr
 
 from .errors import InvalidInputError, SumError
-from .image import Normalization
+from .image import Normalization, validate_image
 from .imageio import TIFF_SUFFIXES, check_input_path, is_zarr_path, open_zarr, read_image
 from .tiling import Region
 from .validation import check_int
 
-__all__ = ["Planes", "fixed_normalization", "open_image", "read_block"]
+__all__ = ["Planes", "fixed_normalization", "image_planes", "open_image", "read_block"]
 
 # fixed_normalization: below this many pixels everything is read, above it a grid of windows
 # (in-memory numpy images are read whole up to a larger size: they cost no I/O).
@@ -259,6 +259,29 @@ class Planes:
         r0, c0, r1, c1 = (0, 0, h, w) if region is None else region
         where = f"rows {r0}:{r1}, cols {c0}:{c1}" + ("" if self.stack_axis is None else f" of slice {slice_index}")
         return read_block(self.image, tuple(index), where)
+
+
+def image_planes(image: Any) -> Planes:
+    """The one plane of an image given as numpy, a lazy array or a path.
+
+    A numpy array is checked in full (:func:`sum_core.image.validate_image`: dtype, shape, NaN);
+    anything else is opened lazily (:func:`open_image`) and checked as its windows are read.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad numpy image, or a source :func:`open_image` refuses.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image_planes(np.zeros((1040, 1392), np.uint16)).plane_shape
+    (1040, 1392)
+    """
+    if isinstance(image, np.ndarray):
+        validate_image(image)
+        return Planes(image)
+    return Planes(open_image(image))
 
 
 def _sample(planes: Planes) -> np.ndarray:
