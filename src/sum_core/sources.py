@@ -275,7 +275,8 @@ def image_planes(image: Any) -> Planes:
     Examples
     --------
     >>> import numpy as np
-    >>> image_planes(np.zeros((1040, 1392), np.uint16)).plane_shape
+    >>> frame = np.random.default_rng(0).integers(0, 4096, (1040, 1392), dtype=np.uint16)
+    >>> image_planes(frame).plane_shape
     (1040, 1392)
     """
     if isinstance(image, np.ndarray):
