@@ -28,6 +28,11 @@ fi
 # Reference implementations for the equivalence tests. They declare torchvision, which would replace
 # the CPU torch with CUDA wheels, and they import it only at module level (stubbed in the tests).
 "$PY" -m pip install -q --no-deps "segment-anything==1.0" "segment-anything-hq==0.3"
+# torch-em: micro-sam's AIS decoder (UNETR) and watershed, the AIS reference. It too declares torchvision
+# (stubbed in the tests, see tests/test_ais_decoder.py), so it goes in with --no-deps, with what
+# `import torch_em` really imports: python-elf (which imports bioimage-cpp and scikit-learn) and kornia.
+"$PY" -m pip install -q "scikit-learn==1.9.1" "bioimage-cpp==0.9.0"
+"$PY" -m pip install -q --no-deps "torch-em==0.10.9" "python-elf==0.9.2" "kornia==0.9.0" "kornia-rs==0.2.0"
 
 echo "== Test suite"
 exec xvfb-run -a -s "-screen 0 1280x1024x24" "$PY" -m pytest -q "$@"

@@ -18,6 +18,14 @@ Supported layouts: full SAM / HQ-SAM / SUM state dicts, optionally wrapped in
 ``{"model": ...}`` or ``{"state_dict": ...}`` and/or with DDP ``module.``
 prefixes; and decoder-only files (HQ-SAM / SUM ``epoch_N.pth``, keys without
 the ``mask_decoder.`` prefix), which take the encoders from a ``base`` model.
+micro-sam's models carry an AIS decoder (:class:`~sum_core.modeling.AISDecoder`),
+found in three layouts: a separate decoder-only file (``vit_b_decoder.pt``, the
+UNETR decoder state), loaded onto a ``base`` SAM model like any decoder-only
+file; the torch_em training layout ``{"model_state": {"sam.<SAM key>": ...},
+"decoder_state": {<decoder key>: ...}}`` (other entries, such as the optimizer
+state, are ignored); and this package's own layout, a SAM state dict with the
+decoder's keys under ``ais_decoder.`` (``SamModel.state_dict()`` of a model that
+carries one). Every layout is flattened to that one (:func:`load_state_dict_file`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO, Any
 
 import torch
@@ -42,10 +51,24 @@ from torch.overrides import TorchFunctionMode
 from . import zoo
 from .device import resolve_device
 from .errors import CheckpointError, InvalidInputError
-from .modeling import PRESETS, ModelConfig, SamModel, build_from_config
+from .modeling import (
+    AIS_CHANNELS,
+    AIS_PREFIX,
+    PRESETS,
+    AISDecoder,
+    AISDecoderConfig,
+    ModelConfig,
+    SamModel,
+    attach_ais_decoder,
+    build_from_config,
+)
 
-_MODULES = ("image_encoder", "prompt_encoder", "mask_decoder")
+_MODULES = ("image_encoder", "prompt_encoder", "mask_decoder", AIS_PREFIX[:-1])
 _DECODER_ONLY_MARKERS = ("iou_token.weight", "mask_tokens.weight")
+# Keys every micro-sam AIS decoder file (torch_em's UNETR state without ``encoder.*``) has.
+_AIS_DECODER_MARKERS = ("base.block.1.weight", "out_conv.weight", "decoder_head.block.1.weight")
+# torch_em's trainer saves the micro-sam model (TrainableSAM) under this prefix.
+_TRAINING_PREFIX = "sam."
 _MAX_LISTED = 20
 
 #: Most values (parameters and buffers) a checkpoint, or the model inferred from
@@ -115,8 +138,31 @@ def _unsafe_reason(message: str) -> str:
     return match.group(1).strip() if match else "it holds objects other than tensors"
 
 
+def _flatten_training_layout(obj: Mapping, path: Path) -> dict[Any, Any]:
+    """torch_em's ``{"model_state": {"sam.<key>": ...}, "decoder_state": {...}}`` as one flat dict.
+
+    The ``sam.`` prefix is removed where present (as micro-sam does), the decoder's keys
+    get the ``ais_decoder.`` prefix, and the other entries (optimizer state, epoch, ...)
+    are left out.
+    """
+    flat = {
+        key[len(_TRAINING_PREFIX) :] if isinstance(key, str) and key.startswith(_TRAINING_PREFIX) else key: value
+        for key, value in obj["model_state"].items()
+    }
+    decoder = obj.get("decoder_state")
+    if decoder is not None and not isinstance(decoder, Mapping):
+        raise CheckpointError(
+            f"{path}: 'decoder_state' holds a {type(decoder).__name__}, not the AIS decoder's state dict"
+        )
+    for key, value in (decoder or {}).items():
+        flat[AIS_PREFIX + key if isinstance(key, str) else key] = value
+    return flat
+
+
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Strip ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers and ``module.`` prefixes."""
+    """Flatten the training layout; strip ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers and ``module.`` prefixes."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("model_state"), Mapping):
+        obj = _flatten_training_layout(obj, path)
     while isinstance(obj, Mapping):
         inner = next((obj[key] for key in ("model", "state_dict") if isinstance(obj.get(key), Mapping)), None)
         if inner is None:
@@ -253,7 +299,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     -------
     dict of str to torch.Tensor
         The state dict, with ``{"model": ...}`` / ``{"state_dict": ...}``
-        wrappers and DDP ``module.`` prefixes removed.
+        wrappers and DDP ``module.`` prefixes removed; a torch_em training
+        layout flattened (``sam.`` prefix removed, the AIS decoder's keys under
+        ``ais_decoder.``, other entries left out).
 
     Raises
     ------
@@ -277,8 +325,12 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(
                 f"{path} is not a plain weights file: reading it would build arbitrary Python "
                 f"objects or run code ({_unsafe_reason(str(exc))}), so it was refused. Only state "
-                "dicts of tensors are loaded; if you trust the file, re-save just its weights with "
-                "torch.save(model.state_dict(), ...)"
+                "dicts of tensors are loaded. If you trust the file, convert it once in an environment "
+                "where it loads (for a micro-sam / torch_em training checkpoint, one with micro-sam "
+                "installed): state = torch.load(path, weights_only=False), then torch.save("
+                "{'model_state': state['model_state'], 'decoder_state': state['decoder_state']}, "
+                "'converted.pt') (leave out 'decoder_state' if it has none), or "
+                "torch.save(model.state_dict(), ...) for a model object"
             ) from exc
         raise CheckpointError(f"{path} is truncated or corrupted and cannot be read: {exc}") from exc
     except (RuntimeError, EOFError, ValueError, KeyError, OSError) as exc:
@@ -470,16 +522,54 @@ def infer_config(state_dict: Mapping[str, Any]) -> ModelConfig:
     return config.replace(model_type=_preset_name(config))
 
 
+def infer_ais_config(state_dict: Mapping[str, Any]) -> AISDecoderConfig:
+    """Infer an AIS decoder's sizes and upsampling variant from its keys and shapes.
+
+    Only shapes are read. The variant follows micro-sam's rule: transposed
+    convolutions when the decoder's samplers (``decoder.samplers.*``) have
+    ``.block.`` weights, bilinear interpolation + 1x1 convolution otherwise.
+
+    Parameters
+    ----------
+    state_dict : mapping of str to tensor
+        A micro-sam decoder state (torch-em's UNETR state without ``encoder.*``),
+        keys without the ``ais_decoder.`` prefix.
+
+    Returns
+    -------
+    AISDecoderConfig
+
+    Raises
+    ------
+    CheckpointError
+        If a key needed for the inference is missing or mis-shaped, or the decoder
+        does not have the three AIS output channels.
+    """
+    out_channels, initial_features = _shape(state_dict, "out_conv.weight", 4)[:2]
+    if out_channels != len(AIS_CHANNELS):
+        raise CheckpointError(
+            f"the AIS decoder has {out_channels} output channels (out_conv.weight); micro-sam's "
+            f"AIS decoder has {len(AIS_CHANNELS)} ({', '.join(AIS_CHANNELS)})"
+        )
+    return AISDecoderConfig(
+        embed_dim=_shape(state_dict, "base.block.1.weight", 4)[1],
+        initial_features=initial_features,
+        conv_transpose=any(".block." in key for key in state_dict if key.startswith("decoder.samplers.")),
+    )
+
+
 # --- loading ------------------------------------------------------------------
 
 
 def _add_decoder_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Prefix the keys of an un-prefixed decoder-only file with ``mask_decoder.``."""
+    """Prefix the keys of an un-prefixed decoder-only file: ``mask_decoder.`` or ``ais_decoder.``."""
     if any(key.split(".", 1)[0] in _MODULES for key in state):
         return state
-    if not any(marker in state for marker in _DECODER_ONLY_MARKERS):
-        return state
-    return {f"mask_decoder.{key}": value for key, value in state.items()}
+    if any(marker in state for marker in _DECODER_ONLY_MARKERS):
+        return {f"mask_decoder.{key}": value for key, value in state.items()}
+    if all(marker in state for marker in _AIS_DECODER_MARKERS):
+        return {AIS_PREFIX + key: value for key, value in state.items()}
+    return state
 
 
 def _base_state_dict(base: str | os.PathLike | SamModel) -> dict[str, torch.Tensor]:
@@ -561,21 +651,44 @@ def meta_model(config: ModelConfig, source: str) -> SamModel:
         than :data:`MAX_PARAMETERS` values (the message names the sizes beyond
         every preset's and the largest tensors).
     """
-    try:
-        with torch.device("meta"), _ShapesOnly():
-            model = build_from_config(config)
-    except (InvalidInputError, ArithmeticError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{source}: the architecture inferred from it is not valid: {exc}") from exc
-    tensors = dict(itertools.chain(model.named_parameters(), model.named_buffers()))
+    model = _build_on_meta(partial(build_from_config, config), source)
     oversized = ", ".join(_oversized(config)) or "sizes within the presets"
-    _check_size(tensors, f"{source}: the architecture inferred from it would hold", f": {oversized}")
+    _check_size(_tensors(model), f"{source}: the architecture inferred from it would hold", f": {oversized}")
     return model
 
 
-def _check_keys(expected_model: SamModel, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Compare ``state`` with the keys, shapes and dtype kinds of ``expected_model``; list all differences."""
-    config = expected_model.config
-    expected = expected_model.state_dict()
+def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """All parameters and buffers of ``module`` by name."""
+    return dict(itertools.chain(module.named_parameters(), module.named_buffers()))
+
+
+def _build_on_meta(build: Callable[[], torch.nn.Module], source: str) -> Any:
+    """``build()`` on the ``meta`` device (shapes only); a failure is a :class:`CheckpointError`."""
+    try:
+        with torch.device("meta"), _ShapesOnly():
+            return build()
+    except (InvalidInputError, ArithmeticError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: the architecture inferred from it is not valid: {exc}") from exc
+
+
+def _load_ais_decoder(state: Mapping[str, torch.Tensor], source: str) -> AISDecoder:
+    """Build the AIS decoder ``state`` (keys without prefix) describes, checked on ``meta`` first, and load it."""
+    try:
+        config = infer_ais_config(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    expected = _build_on_meta(partial(AISDecoder, config), source)
+    _check_size(_tensors(expected), f"{source}: the AIS decoder inferred from it would hold")
+    _check_keys(expected.state_dict(), state, source, f"AIS decoder inferred from it ({config})")
+    decoder = AISDecoder(config)
+    decoder.load_state_dict(state, strict=True)
+    return decoder
+
+
+def _check_keys(
+    expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str, what: str
+) -> None:
+    """Compare ``state`` with the keys, shapes and dtype kinds of ``expected`` (the ``what``); list all differences."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     common = sorted(set(expected) & set(state))
@@ -599,10 +712,7 @@ def _check_keys(expected_model: SamModel, state: Mapping[str, torch.Tensor], sou
     if wrong_dtype:
         problems.append(f"integer / floating-point mismatches: {_list(wrong_dtype)}")
     if problems:
-        raise CheckpointError(
-            f"{source} does not match the {config.model_type} architecture inferred from it "
-            f"(hq={config.hq}, sum_tokens={config.sum_tokens}): " + "; ".join(problems)
-        )
+        raise CheckpointError(f"{source} does not match the {what}: " + "; ".join(problems))
 
 
 def load_checkpoint(
@@ -615,27 +725,33 @@ def load_checkpoint(
     Parameters
     ----------
     path : str or PathLike
-        Full SAM / HQ-SAM / SUM checkpoint, or a decoder-only file (HQ-SAM /
-        SUM ``epoch_N.pth``, SAM ``*_maskdecoder.pth``).
+        Full SAM / HQ-SAM / SUM checkpoint (with or without an AIS decoder, in
+        any layout of :func:`load_state_dict_file`), or a decoder-only file
+        (HQ-SAM / SUM ``epoch_N.pth``, SAM ``*_maskdecoder.pth``, micro-sam's
+        AIS decoder ``*_decoder.pt``).
     base : str, PathLike, SamModel or None
         Only for decoder-only files: the model that supplies the image and
         prompt encoders (a full checkpoint path, a registry name such as
-        ``"sam_vit_b"``, or a loaded :class:`SamModel`). The file's decoder
-        replaces the base's decoder entirely.
+        ``"sam_vit_b"``, or a loaded :class:`SamModel`). Each decoder in the
+        file (mask decoder, AIS decoder) replaces the base's entirely; the
+        base's other decoder is kept.
     device : str, torch.device or None
         Target device; ``None`` picks CUDA, then MPS, then CPU.
 
     Returns
     -------
     SamModel
-        In eval mode, float32, on ``device``.
+        In eval mode, float32, on ``device``; carrying its AIS decoder
+        (:func:`sum_core.modeling.ais_decoder_of`) when the file or the base
+        holds one.
 
     Raises
     ------
     CheckpointError
         If the file cannot be read safely or holds weights that cannot be
         trusted (see :func:`load_state_dict_file`), a decoder-only file comes
-        without ``base``, the inferred architecture is larger than
+        without ``base``, an AIS decoder does not have micro-sam's layout or
+        reads embeddings of another width than the model's, the inferred architecture is larger than
         :data:`MAX_PARAMETERS` values (checked before anything is allocated),
         or keys are missing, unexpected, mis-shaped or hold integers where the
         model has floats (all listed).
@@ -651,9 +767,9 @@ def load_checkpoint(
             modules = sorted({key.split(".", 1)[0] for key in state})
             raise CheckpointError(
                 f"{path} holds no image encoder, only {', '.join(modules)} weights (a decoder-only "
-                "HQ-SAM / SUM file such as epoch_N.pth); pass base= a full SAM / HQ-SAM checkpoint "
-                "path, a registry name (e.g. 'sam_hq_vit_b') or a loaded SamModel to take the "
-                "encoders from"
+                "file: HQ-SAM / SUM epoch_N.pth, or a micro-sam AIS decoder such as "
+                "vit_b_decoder.pt); pass base= a full SAM / HQ-SAM checkpoint path, a registry "
+                "name (e.g. 'sam_hq_vit_b') or a loaded SamModel to take the encoders from"
             )
         in_file = {key.split(".", 1)[0] for key in state}
         base_state = _base_state_dict(base)
@@ -663,11 +779,19 @@ def load_checkpoint(
             f"base={base!r} was given but {path} is a full checkpoint (it has image encoder "
             "weights); base is only for decoder-only files"
         )
+    ais_state = {k[len(AIS_PREFIX) :]: v for k, v in state.items() if k.startswith(AIS_PREFIX)}
+    state = {k: v for k, v in state.items() if not k.startswith(AIS_PREFIX)}
     try:
         config = infer_config(state)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    _check_keys(meta_model(config, str(path)), state, str(path))
+    what = f"{config.model_type} architecture inferred from it (hq={config.hq}, sum_tokens={config.sum_tokens})"
+    _check_keys(meta_model(config, str(path)).state_dict(), state, str(path), what)
+    decoder = _load_ais_decoder(ais_state, str(path)) if ais_state else None
     model = build_from_config(config)
     model.load_state_dict(state, strict=True)
+    try:
+        attach_ais_decoder(model, decoder)
+    except InvalidInputError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     return model.to(target).eval()
