@@ -88,6 +88,12 @@ def decoder_state(unetr: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in unetr.state_dict().items() if not k.startswith("encoder")}
 
 
+def load_decoder_weights(unetr: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put ``state`` into the UNETR's decoder strictly (its encoder keeps its own weights)."""
+    missing, unexpected = unetr.load_state_dict(state, strict=False)
+    assert unexpected == [] and all(key.startswith("encoder.") for key in missing)
+
+
 class _NeckOnly(torch.nn.Module):
     """An encoder stand-in with SAM's neck (UNETR reads its 256 output channels); the decoder never calls it."""
 
@@ -185,7 +191,7 @@ def test_maps_equal_torch_em_at_vit_b_sizes(sam, conv_transpose, original_size, 
     # micro-sam's decoder sizes (64 initial features), a 1024 input and a 64x64x256 embedding.
     unetr = micro_sam_unetr(_NeckOnly(), conv_transpose)
     weights = randomise(decoder_state(unetr), seed=2)
-    unetr.load_state_dict(weights, strict=False)  # the stand-in encoder keeps its own weights
+    load_decoder_weights(unetr, weights)
     decoder = AISDecoder(AISDecoderConfig(conv_transpose=conv_transpose))
     decoder.load_state_dict(weights)
     embedding = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(3))
@@ -200,12 +206,13 @@ def test_maps_equal_torch_em_at_vit_b_sizes(sam, conv_transpose, original_size, 
 
 @pytest.mark.parametrize("conv_transpose", [False, True])
 @pytest.mark.parametrize(
-    "original_size, input_size", [((64, 200), (328, 1024)), ((1024, 1024), (1024, 1024)), ((1500, 900), (1024, 614))]
+    "original_size, input_size",
+    [((64, 200), (328, 1024)), ((1024, 1024), (1024, 1024)), ((1500, 900), (1024, 614))],
 )
 def test_small_decoder_maps_equal_torch_em_at_any_image_size(sam, conv_transpose, original_size, input_size):
     unetr = micro_sam_unetr(_NeckOnly(), conv_transpose, initial_features=8)
     decoder = small_decoder(conv_transpose, seed=4)
-    unetr.load_state_dict(decoder.state_dict(), strict=False)
+    load_decoder_weights(unetr, decoder.state_dict())
     embedding = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(5))
     expected = reference_maps(unetr, embedding, input_size, original_size)
     image = ImageEmbedding(embedding, None, None, input_size, original_size)
@@ -299,7 +306,10 @@ def test_vit_b_key_layout_round_trips(tmp_path):
     assert separate.config == preset_config("vit_b", hq=False)
     assert_same_weights(separate, expected)
     del separate
-    training = {"model_state": {f"sam.{k}": v for k, v in sam.state_dict().items()}, "decoder_state": decoder.state_dict()}
+    training = {
+        "model_state": {f"sam.{k}": v for k, v in sam.state_dict().items()},
+        "decoder_state": decoder.state_dict(),
+    }
     assert_same_weights(load_model(save(training, tmp_path / "best.pt"), device="cpu"), expected)
 
 

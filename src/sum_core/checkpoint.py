@@ -160,7 +160,7 @@ def _flatten_training_layout(obj: Mapping, path: Path) -> dict[Any, Any]:
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """Flatten the training layout; strip ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers and ``module.`` prefixes."""
+    """Flatten the training layout; strip ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers, ``module.`` prefixes."""
     if isinstance(obj, Mapping) and isinstance(obj.get("model_state"), Mapping):
         obj = _flatten_training_layout(obj, path)
     while isinstance(obj, Mapping):
@@ -688,7 +688,7 @@ def _load_ais_decoder(state: Mapping[str, torch.Tensor], source: str) -> AISDeco
 def _check_keys(
     expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str, what: str
 ) -> None:
-    """Compare ``state`` with the keys, shapes and dtype kinds of ``expected`` (the ``what``); list all differences."""
+    """Compare ``state`` with the keys, shapes and dtype kinds of ``expected`` (the ``what``); list them all."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     common = sorted(set(expected) & set(state))

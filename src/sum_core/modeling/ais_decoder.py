@@ -7,8 +7,8 @@ micro-sam's ``DecoderAdapter`` to the precomputed embedding. :class:`AISDecoder`
 the same modules under the same names, so a micro-sam ``*_decoder.pt`` file (the
 UNETR state without its ``encoder.*`` keys) loads into it strictly, key for key. The
 upsampling of the two variants micro-sam publishes is told apart by the keys (see
-:func:`sum_core.checkpoint.infer_ais_config`): bilinear interpolation + 1x1 convolution (``...conv.*``)
-or a 2x2 transposed convolution (``...block.*``).
+:func:`sum_core.checkpoint.infer_ais_config`): bilinear interpolation + 1x1 convolution
+(``...conv.*``) or a 2x2 transposed convolution (``...block.*``).
 
 The decoder takes the ``B×256×E×E`` embedding and returns ``B×3×16E×16E`` maps at
 the encoder input size (1024 for every SAM model), after a sigmoid on every channel
@@ -292,8 +292,9 @@ def decode_ais_maps(model: SamModel, image: ImageEmbedding) -> np.ndarray:
     decoder = ais_decoder_of(model)
     if decoder is None:
         raise InvalidInputError(
-            f"the {model.config.model_type} model has no AIS decoder; load a model that has one "
-            "(e.g. 'vit_b_lm') or use the point-grid automatic mode (AMG)"
+            f"the {model.config.model_type} model has no AIS decoder; load one that has it with "
+            "sum_core.load_model(name, ais_decoder=True) (e.g. 'vit_b_lm'), or use the point-grid "
+            "automatic mode (AMG)"
         )
     weight = decoder.out_conv.weight
     with torch.no_grad():
