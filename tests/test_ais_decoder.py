@@ -402,5 +402,10 @@ def test_resolved_model_with_its_decoder_serves_both_requests(sam, tmp_path):
     with_ais = resolve_model("my_lm", device="cpu", ais_decoder=True)
     assert ais_decoder_of(with_ais) is not None
     assert resolve_model("my_lm", device="cpu") is with_ais
+    # A file holding its decoder, first resolved without asking for it, serves a call that asks.
+    path = save(with_decoder(sam, decoder).state_dict(), tmp_path / "with_decoder.pth")
+    first = resolve_model(path, device="cpu")
+    assert ais_decoder_of(first) is not None
+    assert resolve_model(path, device="cpu", ais_decoder=True) is first
     with pytest.raises(InvalidInputError, match="has no AIS decoder"):
         resolve_model(sam, ais_decoder=True)

@@ -151,12 +151,15 @@ def resolve_model(
     with _RESOLVE_LOCK:
         path = zoo.locate(model)
         stat = path.stat()  # a file rewritten in place (a retrained checkpoint) is loaded again
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(target))
-        with_decoder = key + (True,)
-        if not ais_decoder and with_decoder in _RESOLVED:
-            key = with_decoder
-        else:
-            key += (ais_decoder,)
+        file_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(target))
+        # A model loaded with its decoder (or from a file holding one) serves both kinds of call.
+        usable = [
+            file_key + (flag,)
+            for flag in (True, False)
+            if file_key + (flag,) in _RESOLVED
+            and (not ais_decoder or ais_decoder_of(_RESOLVED[file_key + (flag,)]) is not None)
+        ]
+        key = usable[0] if usable else file_key + (ais_decoder,)
         if key not in _RESOLVED:
             _RESOLVED[key] = _load(model, path, target, None, ais_decoder)
             while len(_RESOLVED) > MAX_RESOLVED_MODELS:
