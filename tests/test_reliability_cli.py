@@ -332,11 +332,11 @@ def test_negative_coordinates_reach_the_prompt_check(prompt, message, small_hq_c
     assert "outside the image" in err
 
 
-#: Runs ``sum-hq`` (``main()`` as the console script calls it) with an image encoder that creates the
+#: Runs ``sum-hq`` (``run()``, the console script) with an image encoder that creates the
 #: file argv[1] and then works until the process is interrupted.
 _BLOCKING_ENCODER = """
 import pathlib, signal, sys, threading
-from sum_core.cli import main
+from sum_core.cli import run
 from sum_core.modeling.vit import ViTEncoder
 
 started = pathlib.Path(sys.argv[1])
@@ -348,7 +348,7 @@ def forward(self, x):
 ViTEncoder.forward = forward
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever started the tests
 sys.argv = ["sum-hq", *sys.argv[2:]]
-sys.exit(main())
+run()
 """
 
 

@@ -65,15 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``sum-hq``; return the exit code.
 
     Errors from sum_core print one clear line (exit code 2). Ctrl+C prints one line,
-    ``interrupted`` (exit code 130). Run as the program (``sum-hq``, ``python -m sum_core.cli``:
-    ``argv`` is None), the process then ends at once: work still running on background
-    threads (the tile tasks of ``sum-hq batch``) is not waited for, and nothing more is printed
-    (batch writes are atomic, so rerunning the command resumes the job).
+    ``interrupted`` (exit code 130). This function always returns, whoever calls it; the
+    program itself is :func:`run`.
 
     Parameters
     ----------
     argv : sequence of str, optional
-        The arguments (default: ``sys.argv[1:]``, and the process is this command's).
+        The arguments (default: ``sys.argv[1:]``).
     """
     command = None
     try:
@@ -82,11 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except KeyboardInterrupt:
         print(f"sum-hq {command or ''}".rstrip() + f": {_INTERRUPTED.get(command, 'interrupted')}", file=sys.stderr)
-        if argv is None:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)  # not sys.exit: that waits for the background threads, still at work
         return 130
+
+
+def run() -> None:
+    """The ``sum-hq`` program (also ``python -m sum_core.cli``): :func:`main` on ``sys.argv``,
+    then exit with its code. After Ctrl+C (code 130) the process ends at once, without waiting
+    for non-daemon background threads of libraries (a batch job has already stopped its own
+    tile tasks and released its target before :func:`main` returns)."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # not sys.exit: that would wait for any background thread still at work
+    sys.exit(code)
 
 
 def _run(args: argparse.Namespace) -> int:

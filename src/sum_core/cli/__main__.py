@@ -1,7 +1,5 @@
 """``python -m sum_core.cli`` is the same as ``sum-hq``."""
 
-import sys
+from . import run
 
-from . import main
-
-sys.exit(main())
+run()
