@@ -299,6 +299,17 @@ def test_a_batch_job_over_a_damaged_tiff_names_the_file_before_encoding(tmp_path
     assert counter.calls == 0
 
 
+def test_a_bad_numpy_image_is_refused_before_the_model_is_resolved(monkeypatch):
+    """A NaN pixel is found before ``segment`` resolves (and maybe downloads) the model."""
+    import sum_core.api
+
+    monkeypatch.setattr(sum_core.api, "resolve_model", lambda *a, **k: pytest.fail("the model was resolved"))
+    image = np.random.default_rng(8).random((1040, 1392)).astype(np.float32)
+    image[1000, 1300] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN"):
+        segment(image, points=[[500, 700]], model="sam_hq_vit_b", device="cpu")
+
+
 @pytest.mark.parametrize("shape", [(1, 600), (600, 1)])
 def test_an_image_thinner_than_a_resized_pixel_is_segmented(model, shape):
     """Squeezed into one window (tile_shape larger than the encoder), a 1 x 600 image would resize to

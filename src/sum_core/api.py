@@ -18,7 +18,7 @@ from .modeling import SamModel
 from .prediction import PredictOptions, Prediction, UncertaintyMethod
 from .predictor import Predictor
 from .prompts import mask_logits, validate_prompts
-from .sources import Planes, open_image
+from .sources import image_planes
 from .tiling import tile_grid
 from .validation import check_bool
 from .zoo import DEFAULT_MODEL
@@ -106,8 +106,8 @@ def segment(
     compile = check_bool(compile, "compile")
     if points is None and box is None and mask_input is None:
         raise InvalidInputError("give at least one prompt: points=(N, 2) (row, col) clicks, box and/or mask_input")
-    source = image if isinstance(image, np.ndarray) else open_image(image)
-    plane_shape = Planes(source).plane_shape
+    planes = image_planes(image)  # a numpy image is checked in full here, before the model loads
+    plane_shape = planes.plane_shape
     if points is not None or labels is not None or box is not None:  # a mask prompt may come alone
         validate_prompts(points, labels, box, image_shape=plane_shape, default_positive=True)
     low_res = _check_mask_input(mask_input, plane_shape)
@@ -124,7 +124,7 @@ def segment(
                 f"give full-size {tuple(plane_shape)} logits or a bool mask, got shape {np.shape(mask_input)}"
             )
     predictor = Predictor(sam_model, device=target, precision=precision, compile=compile)
-    predictor.set_image(source, normalization, tile_shape=tile_shape, halo=halo)
+    predictor.set_image(planes.image, normalization, tile_shape=tile_shape, halo=halo)
     return predictor.predict(
         points=points, labels=labels, box=box, mask_input=mask_input, multimask=multimask,
         hq_token_only=hq_token_only, task=task, uncertainty=uncertainty,
