@@ -7,15 +7,20 @@ What is checked (layout: :mod:`sum_core.batch.writer`):
   format 1 target, without checksums, then redoes every slice);
 - the ``done/<stage>`` flags of an unfinished job: an unreadable chunk or a value other than
   0 / 1 damages the flag's slice;
-- every output chunk with a recorded checksum (and, in a complete target, every chunk: one
-  without a checksum was never written and must read as zeros): an unreadable chunk, or values
-  whose checksum differs (a deleted chunk, zeros, NaN, another chunk's bytes), damages its slice.
+- every output chunk with a recorded checksum: an unreadable chunk, or values whose checksum
+  differs (a deleted chunk, zeros, NaN, another chunk's bytes), damages its slice. A chunk
+  without a checksum (0) is damage when its unit is finished (format 3: every chunk of a complete
+  target, the chunks of set ``done`` flags of an unfinished one), so a chunk deleted together
+  with its checksum is found; in a complete format 2 target such a chunk must read as zeros.
 
 Intermediate records (``work/``) are checked by :meth:`Target.get` against their digest, and up
 front by :func:`sum_core.batch.auto.record_damage` when an automatic job resumes.
 
-A repair (``repair=True``, ``--repair``) redoes only the damaged slices: their output chunks,
-checksums, flags and intermediate records are cleared and the job recomputes them. In automatic
+A repair (``repair=True``, ``--repair``) redoes only the damaged slices: the target is marked
+incomplete, then the slices' flags and intermediate records are removed, then their checksums,
+then their output chunks, and the job recomputes them. In this order a repair interrupted at any
+write leaves a target whose rerun (or second repair) ends as an uninterrupted job, never one
+that passes its checks with chunks zeroed. In automatic
 mode the unit is the whole plane (the chunk stage needs the plane's tile records, removed when
 the job completes); in prompts mode the slice's objects.
 """
@@ -83,9 +88,9 @@ def settle(target: Target, damage: Damage, repair: bool) -> None:
         + (f" and {len(damage) - 1} more problem(s))" if len(damage) > 1 else ")"),
         stacklevel=3,
     )
+    target.group.attrs[ATTR] = {**target.info, "complete": False}  # first: see the module docstring
     for s in slices:
         _clear_slice(target, s)
-    target.group.attrs[ATTR] = {**target.info, "complete": False}
 
 
 def verify_target(target: Any) -> int:
@@ -214,6 +219,7 @@ def _chunk_damage(target: Target, complete: bool) -> Damage:
     """Output chunks that cannot be read or do not match their checksum (see :func:`find_damage`)."""
     damage = []
     zeros: dict[tuple[tuple[int, ...], str], int] = {}
+    finished = _finished_chunks(target, complete) if target.fully_checksummed else None
     for name, dtype in OUTPUTS:
         array = target.group[name]
         recorded, bad = _cells(target.group[f"checksums/{name}"])
@@ -222,6 +228,10 @@ def _chunk_damage(target: Target, complete: bool) -> Damage:
                 damage.append((target.slice_of(coords), f"checksums/{name} of chunk {coords} is unreadable"))
                 continue
             expected = int(recorded[coords])
+            if expected == 0 and finished is not None:
+                if finished[coords]:
+                    damage.append((target.slice_of(coords), f"checksums/{name} of chunk {coords} is missing"))
+                continue  # else not written yet
             if expected == 0 and not complete:
                 continue  # not written yet
             region = target.chunk_selection(coords)
@@ -238,11 +248,30 @@ def _chunk_damage(target: Target, complete: bool) -> Damage:
     return damage
 
 
+def _finished_chunks(target: Target, complete: bool) -> np.ndarray:
+    """Which output chunks (over the chunk grid) belong to finished units: all of a complete
+    target, else those of set ``done/chunk`` (automatic) or ``done/slice`` (prompts) flags."""
+    finished = np.full(target.layout[2], complete, dtype=bool)
+    if complete or "done" not in target.group:
+        return finished
+    stages = dict(target.group["done"].arrays())
+    for stage in ("chunk", "slice"):
+        if stage not in stages:
+            continue
+        flags, bad = _cells(stages[stage])
+        for index in zip(*np.nonzero((flags == 1) & ~bad)):
+            chunks = target.slice_chunks(int(index[0]))
+            for coords in chunks if stage == "slice" else [chunks[int(index[1])]]:
+                finished[coords] = True
+    return finished
+
+
 def _clear_slice(target: Target, slice_index: int) -> None:
-    """Zero a slice's output chunks and checksums, unset its flags and drop its intermediate records."""
-    target.clear_slice(slice_index)
+    """Unset a slice's flags and drop its intermediate records, then forget its checksums and zero its
+    output chunks (:meth:`Target.clear_slice`), in this order (see the module docstring)."""
     if "done" in target.group:
         for _, array in target.group["done"].arrays():
             array[slice_index] = 0
     if f"work/s{slice_index}" in target.group:
         del target.group[f"work/s{slice_index}"]
+    target.clear_slice(slice_index)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -13,6 +15,7 @@ import zarr
 from dask.base import get_scheduler
 from dask.callbacks import Callback
 from dask.delayed import Delayed
+from dask.system import CPU_COUNT
 from tqdm.auto import tqdm
 
 from ..acceleration import check_compile, check_precision
@@ -20,7 +23,7 @@ from ..auto_options import AutoOptions
 from ..device import resolve_device
 from ..embedding_cache import data_hash
 from ..encoding import weights_hash
-from ..errors import InvalidInputError, check_cancel
+from ..errors import DamagedTargetError, InvalidInputError, check_cancel
 from ..modeling import SamModel
 from ..prediction import PredictOptions
 from ..sources import fixed_normalization
@@ -32,7 +35,7 @@ from .integrity import find_damage, settle
 from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
-from .lock import target_lock
+from .lock import LockHold, target_lock
 from .writer import check_apart, check_target, no_space_left, open_target
 
 # Options always recorded in an automatic job's signature (the others only when not at their
@@ -86,6 +89,11 @@ def segment_zarr(
     redoes only unfinished units. The job signature (source, axis, mode, options, tiling,
     model, prompt table) is stored in the attributes; a target holding anything else is
     refused unless ``overwrite=True``. A completed target is returned without recomputation.
+    An error, ``KeyboardInterrupt`` or ``cancel`` stops the job only once its running tasks have
+    ended (they stop at their next cancel check): with the default threads scheduler no task
+    writes the target after this function has raised and released the target's lock (a second
+    ``KeyboardInterrupt`` while it waits leaves at once, keeping the lock: it is taken over once
+    this process has ended).
     A full disk stops the job with a :class:`~sum_core.errors.SumError`: free space and rerun
     to resume.
 
@@ -98,7 +106,9 @@ def segment_zarr(
     :func:`sum_core.batch.verify_target` checks a target without running a job.
 
     **Safety**: a target that is, contains or lies inside the source is refused, with or without
-    ``overwrite``. While the job runs it holds a lock file in a folder target
+    ``overwrite``, and so is a zarr array or a non-empty folder that is not provably a target of
+    ours (another program's data; see :func:`sum_core.batch.writer.check_target`): only a target
+    of ours is ever cleared. While the job runs it holds a lock file in a folder target
     (:func:`sum_core.batch.lock.target_lock`): a second job on the same target is refused; the
     lock of a killed job is taken over (with a warning) when the job is rerun.
 
@@ -123,7 +133,9 @@ def segment_zarr(
     key : str, optional
         Array inside a zarr group.
     overwrite : bool
-        Replace a non-empty target from another job (or a damaged one).
+        Replace a target of another job, or start a damaged target of this job again (instead
+        of raising; ``repair`` redoes only its damaged slices). An intact target of this job is
+        resumed (or returned) as without it.
     scheduler : str, callable or dask.distributed.Client, optional
         Passed to :func:`dask.compute` (default ``"threads"``).
     device : str, optional
@@ -190,27 +202,34 @@ def segment_zarr(
         object_prompts, table_hash = read_prompts_table(prompts)
         check_prompts(object_prompts, volume.n_slices, volume.plane_shape)
     check_target(target, overwrite)  # what no job may write, before a folder or lock is made
-    with target_lock(target), no_space_left(target):  # one job writes a target at a time
+    with target_lock(target) as hold, no_space_left(target):  # one job writes a target at a time
         spec = ModelSpec(model, precision, compile)
         loaded = spec.load(target_device)  # loaded once per process, kept
         grid = tile_grid(volume.plane_shape, loaded.config.image_size, tile_shape, halo)
         signature = _signature(volume, mode, options, table_hash, grid, model, loaded, precision)
         stride = _ID_SPACE // volume.n_slices
         info = {"id_stride": stride if mode == "auto" else None, "axes": list(volume.out_names)}
-        out = open_target(target, signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape),
-                          volume.out_names, overwrite=overwrite)
-        settle(out, find_damage(out, repair), repair)
-        if mode == "auto" and not out.info.get("complete"):
-            settle(out, auto.record_damage(out), repair)
+        layout = (signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape), volume.out_names)
+        out = open_target(target, *layout, overwrite=overwrite)
+        try:
+            settle(out, find_damage(out, repair), repair)
+            if mode == "auto" and not out.info.get("complete"):
+                settle(out, auto.record_damage(out), repair)
+        except DamagedTargetError as damaged:
+            if not overwrite:
+                raise
+            warnings.warn(f"target: starting {target} again (overwrite=True), it was damaged: {damaged}", stacklevel=2)
+            out = open_target(target, *layout, overwrite=True, restart=True)
         if out.info.get("complete"):
             return out.group
         normalization = fixed_normalization(volume.planes)
+        stop = _Stop(cancel) if _threaded(scheduler) else cancel
         if mode == "auto":
-            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel)
+            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, stop)
         else:
-            graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, cancel)
+            graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, stop)
         with _Progress(len(graph), progress and _is_local(scheduler)), _CancelBeforeTasks(cancel):
-            _run(graph, scheduler)
+            _run(graph, scheduler, stop, hold)
         out.finish()
     return out.group
 
@@ -310,10 +329,51 @@ def _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device
     }
 
 
-def _run(graph: dict[str, Any], scheduler: Any) -> None:
-    """Compute every task of ``graph`` (the final key is not a ``sum-hq-`` task)."""
+def _run(graph: dict[str, Any], scheduler: Any, stop: Any, hold: LockHold) -> None:
+    """Compute every task of ``graph`` (the final key is not a ``sum-hq-`` task).
+
+    With the threads scheduler the tasks run on a pool of this call: on any exception (a task's
+    error, ``KeyboardInterrupt``, :class:`~sum_core.errors.Cancelled`) ``stop`` is set, queued
+    tasks are dropped and the running ones are waited for (dask returns at the first exception,
+    its other tasks still writing), so none writes after this function has raised. A second
+    exception while waiting (Ctrl+C again) leaves at once and keeps the target's lock (``hold``).
+    """
     graph = {**graph, _FINISHED: (_finished, *graph)}
-    dask.compute(Delayed(_FINISHED, graph), scheduler=scheduler or "threads")
+    if not _threaded(scheduler):
+        dask.compute(Delayed(_FINISHED, graph), scheduler=scheduler)
+        return
+    pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or CPU_COUNT, thread_name_prefix="sum-hq-batch")
+    try:
+        dask.compute(Delayed(_FINISHED, graph), scheduler="threads", pool=pool)
+    except BaseException:
+        stop.set()
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            hold.keep()  # tasks may still write: the lock stays until this process ends
+            raise
+        raise
+    pool.shutdown(wait=True)
+
+
+def _threaded(scheduler: Any) -> bool:
+    """Whether ``scheduler`` is dask's threads scheduler (the default), whose pool :func:`_run` owns."""
+    return scheduler is None or scheduler in ("threads", "threading")
+
+
+class _Stop:
+    """The cancel check of a job's tasks: set by :func:`_run` on any exception, or when the caller's
+    ``cancel`` event is set."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        self._cancel = cancel
+        self._stopped = threading.Event()
+
+    def set(self) -> None:
+        self._stopped.set()
+
+    def is_set(self) -> bool:
+        return self._stopped.is_set() or (self._cancel is not None and self._cancel.is_set())
 
 
 def _is_local(scheduler: Any) -> bool:

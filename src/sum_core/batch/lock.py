@@ -36,13 +36,26 @@ def location(node: Any) -> Path | None:
     return None
 
 
+class LockHold:
+    """What the body of :func:`target_lock` may ask of the lock."""
+
+    def __init__(self) -> None:
+        self.kept = False
+
+    def keep(self) -> None:
+        """Leave the lock file when the ``with`` block ends (the job's tasks may still write): it
+        stays until this process has ended, and is then taken over as stale by a rerun."""
+        self.kept = True
+
+
 @contextmanager
-def target_lock(target: Any) -> Iterator[None]:
+def target_lock(target: Any) -> Iterator[LockHold]:
     """Hold the lock of a folder target (a path or a :class:`zarr.storage.LocalStore`) while a job writes it.
 
     The lock is the file :data:`LOCK_NAME` inside the target folder, created exclusively
     (``O_CREAT | O_EXCL``) with this process's pid, host name and start time, and removed when
-    the ``with`` block ends, also by an error or ``KeyboardInterrupt``. A lock left by a process
+    the ``with`` block ends, also by an error or ``KeyboardInterrupt``, unless the block called
+    :meth:`LockHold.keep` on the object it was given. A lock left by a process
     of this host that is gone (killed) is taken over with a warning, so a killed job resumes.
     Other targets (in-memory stores) are not locked.
 
@@ -61,9 +74,10 @@ def target_lock(target: Any) -> Iterator[None]:
         (naming its pid and host, and the file to delete if that job is in fact gone), or the
         lock file cannot be created.
     """
+    hold = LockHold()
     folder = location(target) if isinstance(target, (str, os.PathLike, zarr.storage.LocalStore)) else None
     if folder is None:
-        yield
+        yield hold
         return
     created = not folder.exists()
     lock = folder / LOCK_NAME
@@ -78,9 +92,10 @@ def target_lock(target: Any) -> Iterator[None]:
     except OSError as err:
         raise InvalidInputError(f"target: cannot create the lock file {lock} ({err})") from None
     try:
-        yield
+        yield hold
     finally:
-        lock.unlink(missing_ok=True)
+        if not hold.kept:
+            lock.unlink(missing_ok=True)
         if created and not any(folder.iterdir()):
             folder.rmdir()
 

@@ -5,14 +5,16 @@ Layout
 - ``labels``: uint32, the source's shape without its channel axis, chunked one slice by one
   tile (:meth:`Volume.out_chunks`), 0 = background.
 - ``uncertainty``: float16, same shape and chunks, in [0, 1].
-- ``checksums/labels``, ``checksums/uncertainty`` (format 2): uint64, one value per output chunk
-  (shape = the arrays' chunk grid, each value its own chunk), the
-  :func:`~sum_core.batch.integrity.chunk_checksum` (64-bit BLAKE2b) of the chunk's decoded
-  values, recorded when the chunk is written (automatic mode) or when its slice is finished
-  (prompts mode), before the unit's ``done`` flag; 0 = not recorded (a chunk never written, which
-  reads as all zeros in a complete target). Verified by
-  :func:`~sum_core.batch.integrity.verify_target` and whenever a job resumes or returns a
-  completed target.
+- ``checksums/labels``, ``checksums/uncertainty`` (format 2 and later): uint64, one value per
+  output chunk (shape = the arrays' chunk grid, each value its own chunk), the
+  :func:`chunk_checksum` (64-bit BLAKE2b) of the chunk's decoded values, recorded when the chunk
+  is written (automatic mode) or when its slice is finished (prompts mode), before the unit's
+  ``done`` flag; 0 = not recorded yet. When the job completes, the chunks no task writes (slices
+  without prompts, empty by design) get the checksum of zeros, so in a complete format 3 target
+  every chunk has its checksum and a 0 is damage (a checksum deleted with its chunk); format 2
+  targets (0 = never written, must read as zeros) are upgraded when a job completes them.
+  Verified by :func:`~sum_core.batch.integrity.verify_target` and whenever a job resumes or
+  returns a completed target.
 - ``done/<stage>``: uint8 flags, one per unit of work and stage, each flag its own chunk. A flag
   is set only after the data of its unit was written, so a unit is either complete or redone.
 - ``work/<name>``: intermediate per-tile results (1D uint8 arrays holding ``.npz`` bytes, with
@@ -33,7 +35,6 @@ or none, never half of one.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
@@ -49,13 +50,16 @@ import numpy as np
 import zarr
 import zarr.storage
 
+from ..checksums import checksum
 from ..errors import DamagedTargetError, InvalidInputError, SumError
 from .lock import LOCK_NAME, location
 
 ATTR = "sum_hq_batch"
-FORMAT = 2  # 2: per-chunk checksums of the output (1: none)
+FORMAT = 3  # 3: a checksum for every chunk of a complete target (2: for written chunks only; 1: none)
 OUTPUTS = (("labels", "uint32"), ("uncertainty", "float16"))
-_PARTS = {"labels", "uncertainty", "checksums", "done", "work", LOCK_NAME}  # what a sum-hq target folder holds
+# The nodes of a target folder (node type, data type): what proves a folder without readable group metadata ours.
+_NODES = {"labels": ("array", "uint32"), "uncertainty": ("array", "float16"), "checksums": ("group", None),
+          "done": ("group", None), "work": ("group", None)}
 
 
 class Target:
@@ -84,6 +88,11 @@ class Target:
     def checksummed(self) -> bool:
         """Whether the target records per-chunk checksums (format 2 and later)."""
         return int(self.info.get("format", 1)) >= 2
+
+    @cached_property
+    def fully_checksummed(self) -> bool:
+        """Whether every finished chunk has a recorded checksum, so 0 means "not finished" (format 3)."""
+        return int(self.info.get("format", 1)) >= 3
 
     @cached_property
     def slice_axis(self) -> int | None:
@@ -154,15 +163,22 @@ class Target:
                 checksums[coords] = chunk_checksum(array[region])
 
     def clear_slice(self, slice_index: int) -> None:
-        """Zero every output chunk of one slice and forget its checksums (before the slice is redone)."""
-        arrays = [(self.group[name], self.group[f"checksums/{name}"] if self.checksummed else None)
-                  for name, _ in OUTPUTS]
-        for coords in self.slice_chunks(slice_index):
-            region = self.chunk_selection(coords)
-            for array, checksums in arrays:
-                array[region] = 0  # a chunk equal to the fill value is deleted, whatever it held
-                if checksums is not None:
+        """Forget the checksums of one slice's output chunks, then zero the chunks (before the slice is redone).
+
+        In this order an interrupted clear leaves chunks that are either verified as before or
+        unrecorded (redone, their flags being unset first: see
+        :func:`sum_core.batch.integrity.settle`), never zeros that pass as written.
+        """
+        chunks = self.slice_chunks(slice_index)
+        if self.checksummed:
+            for name, _ in OUTPUTS:
+                checksums = self.group[f"checksums/{name}"]
+                for coords in chunks:
                     checksums[coords] = 0
+        for name, _ in OUTPUTS:
+            array = self.group[name]
+            for coords in chunks:
+                array[self.chunk_selection(coords)] = 0  # a chunk equal to the fill value is deleted
 
     def put(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         """Store intermediate arrays under ``work/<name>`` (replacing an earlier attempt), with their digest."""
@@ -221,10 +237,20 @@ class Target:
         )
 
     def finish(self) -> None:
-        """Drop the intermediate results and mark the job complete."""
+        """Record the checksum of zeros for the chunks no task wrote, drop the intermediate results and mark
+        the job complete (format 3: every chunk of a complete target has its checksum)."""
+        info = self.info
+        if self.checksummed:
+            for name, dtype in OUTPUTS:
+                checksums = self.group[f"checksums/{name}"]
+                for coords in zip(*np.nonzero(checksums[...] == 0)):
+                    coords = tuple(int(c) for c in coords)
+                    shape = tuple(s.stop - s.start for s in self.chunk_selection(coords))
+                    checksums[coords] = chunk_checksum(np.zeros(shape, dtype=dtype))
+            info["format"] = FORMAT
         if "work" in self.group:
             del self.group["work"]
-        self.group.attrs[ATTR] = {**self.info, "complete": True}
+        self.group.attrs[ATTR] = {**info, "complete": True}
 
 
 class _DamagedRecord(Exception):
@@ -232,16 +258,14 @@ class _DamagedRecord(Exception):
 
 
 def chunk_checksum(data: np.ndarray) -> int:
-    """64-bit BLAKE2b of an output chunk's values (never 0, which means "not recorded")."""
-    return int.from_bytes(_digest_bytes(np.ascontiguousarray(data)), "little") | 1
-
-
-def _digest_bytes(data: np.ndarray) -> bytes:
-    return hashlib.blake2b(data.tobytes(), digest_size=8).digest()
+    """64-bit :func:`~sum_core.checksums.checksum` of an output chunk's values (never 0, which means
+    "not recorded")."""
+    return int.from_bytes(checksum(data, size=8), "little") | 1
 
 
 def _digest(data: np.ndarray) -> str:
-    return _digest_bytes(np.ascontiguousarray(data)).hex()
+    """Hex digest of an intermediate record's bytes (its ``blake2b`` attribute)."""
+    return checksum(data, size=8).hex()
 
 
 def _short(err: BaseException) -> str:
@@ -252,32 +276,39 @@ def check_target(target: Any, overwrite: bool = False) -> None:
     """Everything about a target that can be checked before the job's model is loaded.
 
     The job's signature needs the model, so only :func:`open_target` can compare it; this check
-    refuses what no job may write, whatever its signature: a file, a read-only target, a folder
-    that is no zarr v3 group, a group whose ``zarr.json`` is damaged, and (without
-    ``overwrite``) a non-empty group that was not written by a sum-hq batch job.
+    refuses what no job may write, whatever its signature: a file, a read-only target, a zarr
+    array, a non-empty folder or group that is not provably a sum-hq batch target (another
+    program's data, never replaced, also not with ``overwrite``), and (without ``overwrite``) a
+    target of ours whose group metadata is missing or damaged.
+
+    A folder is provably ours when its group ``zarr.json`` holds the ``sum_hq_batch`` attributes
+    or, when that file is missing or unreadable, when every entry is one of the target's nodes
+    (``labels``, ``uncertainty``, ``checksums``, ``done``, ``work``) and each of them is a zarr
+    node of its kind (``labels`` a uint32 array...). Only such a folder is ever cleared.
 
     Raises
     ------
     InvalidInputError
-        Naming the target and what to do.
+        Naming the target and what to do (a :class:`~sum_core.errors.DamagedTargetError` for a
+        damaged target of ours).
     """
     store = _store(target, overwrite)
     try:
         group = zarr.open_group(store, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return  # a new target
+    except zarr.errors.ContainsArrayError:
+        raise _array_refused(target) from None
     except Exception as err:  # noqa: BLE001 - any unreadable group metadata
-        if overwrite:
-            return
+        if overwrite and _folder(store) is not None:
+            return  # a folder proved ours by _store: cleared by open_target
         raise DamagedTargetError(
             f"target: {target} cannot be opened as a zarr v3 group (its zarr.json is damaged: {_short(err)}); "
-            "choose a new target, or pass overwrite=True (--overwrite) to replace it"
+            "choose a new target"
+            + (", or pass overwrite=True (--overwrite) to replace it" if _folder(store) is not None else "")
         ) from None
-    if group.attrs.get(ATTR) is None and not overwrite and not _empty(group):
-        raise InvalidInputError(
-            f"target: {target} holds data that was not written by a sum-hq batch job; choose a new target "
-            "or pass overwrite=True (--overwrite)"
-        )
+    if group.attrs.get(ATTR) is None and not _empty(group):
+        raise _foreign(target)
 
 
 def open_target(
@@ -288,6 +319,7 @@ def open_target(
     chunks: tuple[int, ...],
     dimension_names: tuple[str, ...],
     overwrite: bool = False,
+    restart: bool = False,
 ) -> Target:
     """Open (resume) or create the target group of a job.
 
@@ -302,35 +334,33 @@ def open_target(
     shape, chunks, dimension_names
         Of the ``labels`` / ``uncertainty`` arrays.
     overwrite : bool
-        Replace a non-empty target written by another job (or by anything else).
+        Replace a target of ours written by another job (or whose group metadata is damaged).
+    restart : bool
+        Replace a target of this job too (with ``overwrite``: a damaged target started again).
 
     Returns
     -------
     Target
         A new target, or the existing one of the same job (its integrity is checked by
-        :func:`sum_core.batch.integrity.inspect_target`).
+        :func:`sum_core.batch.integrity.find_damage`).
 
     Raises
     ------
     InvalidInputError
-        What :func:`check_target` refuses, and a non-empty target from another job (without
-        ``overwrite``).
+        What :func:`check_target` refuses, and a target of another job (without ``overwrite``).
     """
     signature = json.loads(json.dumps(signature))
+    check_target(target, overwrite)
     store = _store(target, overwrite)
     try:
         group = zarr.open_group(store, mode="a", zarr_format=3)
-    except Exception as err:  # noqa: BLE001 - any unreadable group metadata
-        if not overwrite:
-            raise InvalidInputError(f"target: cannot open {target} as a zarr v3 group ({_short(err)})") from None
+    except Exception:  # noqa: BLE001 - damaged group metadata of a folder check_target proved ours (overwrite)
         group = None
     existing = None if group is None else group.attrs.get(ATTR)
-    if existing is not None and existing.get("signature") == signature:
+    if existing is not None and existing.get("signature") == signature and not (restart and overwrite):
         return Target(group, target)
-    if group is not None and not _empty(group) and not overwrite:
-        if existing is None:
-            reason = "holds data that was not written by a sum-hq batch job"
-        elif _sampled_source_hash(existing.get("signature", {})):
+    if existing is not None and not overwrite:
+        if _sampled_source_hash(existing.get("signature", {})):
             reason = ("was written by an older version of sum-hq, whose source hash sampled the data, so it "
                       "may hold results for other data")
         else:
@@ -359,6 +389,20 @@ def _empty(group: zarr.Group) -> bool:
         return not list(group.keys()) and not group.attrs.asdict()
 
 
+def _foreign(target: Any) -> InvalidInputError:
+    return InvalidInputError(
+        f"target: {target} holds data that was not written by a sum-hq batch job; choose a new target "
+        "(another program's data is never replaced, also not with overwrite=True / --overwrite)"
+    )
+
+
+def _array_refused(target: Any) -> InvalidInputError:
+    return InvalidInputError(
+        f"target: {target} is a zarr array, not a group; choose a new target (an existing array is never "
+        "replaced, also not with overwrite=True / --overwrite)"
+    )
+
+
 def _sampled_source_hash(signature: dict[str, Any]) -> bool:
     """Whether a stored job signature has the source hash of versions before the exact one
     (``"sample:"`` / ``"full:"`` prefixes, see :func:`sum_core.embedding_cache.data_hash`)."""
@@ -366,35 +410,82 @@ def _sampled_source_hash(signature: dict[str, Any]) -> bool:
     return isinstance(data, str) and data.startswith(("sample:", "full:"))
 
 
+def _folder(store: Any) -> Path | None:
+    """The folder of a local store, else None."""
+    return Path(store.root) if isinstance(store, zarr.storage.LocalStore) else None
+
+
 def _store(target: Any, overwrite: bool = False) -> Any:
-    """A writable zarr store for ``target``, with a clear error when it is read-only."""
+    """A writable zarr store for ``target``, with a clear error when it is read-only or a folder
+    that is not provably ours (see :func:`check_target`)."""
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
         if path.exists() and not path.is_dir():
             raise InvalidInputError(f"target: {path} is a file; give a folder path for a zarr group")
-        entries = {p.name for p in path.iterdir()} - {LOCK_NAME} if path.is_dir() else set()
-        if entries and not (path / "zarr.json").exists():
-            ours = entries <= _PARTS and bool(entries & {"labels", "uncertainty", "done"})  # a damaged target
-            if ours and not overwrite:
-                raise DamagedTargetError(
-                    f"target: {path} is a damaged sum-hq batch target: its group metadata {path / 'zarr.json'} is "
-                    "missing, and with it the job's signature; rerun with overwrite=True (--overwrite) to start again"
-                )
-            if not ours:
-                raise InvalidInputError(
-                    f"target: {path} is a non-empty folder that is not a zarr v3 group; choose a new path"
-                )
         existing = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
         if not existing.is_dir():
             raise InvalidInputError(f"target: cannot create {path}: {existing} is a file; choose another path")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise InvalidInputError(f"target: {path} is read-only (no write permission on {existing})")
-        return zarr.storage.LocalStore(str(path))
-    if isinstance(target, zarr.abc.store.Store):
-        if target.read_only:
-            raise InvalidInputError(f"target: the store {target} is read-only")
-        return target
-    raise InvalidInputError(f"target must be a folder path or a zarr store, got {type(target).__name__}")
+        target = zarr.storage.LocalStore(str(path))
+    if not isinstance(target, zarr.abc.store.Store):
+        raise InvalidInputError(f"target must be a folder path or a zarr store, got {type(target).__name__}")
+    if target.read_only:
+        raise InvalidInputError(f"target: the store {target} is read-only")
+    folder = _folder(target)
+    if folder is not None and folder.is_dir():
+        _check_folder(folder, overwrite)
+    return target
+
+
+def _check_folder(path: Path, overwrite: bool) -> None:
+    """Refuse a folder target that is not provably ours, or a damaged one of ours without ``overwrite``."""
+    entries = {p.name for p in path.iterdir()} - {LOCK_NAME}
+    if not entries:
+        return
+    metadata = _metadata(path)
+    if metadata is not None:
+        if metadata.get("node_type") == "array":
+            raise _array_refused(path)
+        ours = isinstance(metadata.get("attributes"), dict) and ATTR in metadata["attributes"]
+        if not ours and (entries != {"zarr.json"} or metadata.get("attributes")):
+            raise _foreign(path)
+        return
+    state = "missing" if not (path / "zarr.json").exists() else "unreadable"
+    if not _provably_ours(path, entries - {"zarr.json"}):
+        raise InvalidInputError(
+            f"target: {path} is a non-empty folder that is not a zarr v3 group (its zarr.json is {state}) and "
+            "not a sum-hq batch target; choose a new path (nothing in it is deleted, also not with "
+            "overwrite=True / --overwrite)"
+        )
+    if not overwrite:
+        raise DamagedTargetError(
+            f"target: {path} is a damaged sum-hq batch target: its group metadata {path / 'zarr.json'} is {state}, "
+            "and with it the job's signature; rerun with overwrite=True (--overwrite) to start again"
+        )
+
+
+def _provably_ours(path: Path, entries: set[str]) -> bool:
+    """Whether every entry is one of a target's nodes, each a zarr node of its kind (see :func:`check_target`)."""
+    if not entries or not entries <= set(_NODES) or not entries & {"labels", "uncertainty"}:
+        return False
+    for name in entries:
+        node_type, dtype = _NODES[name]
+        metadata = _metadata(path / name)
+        if metadata is None or metadata.get("node_type") != node_type:
+            return False
+        if dtype is not None and metadata.get("data_type") != dtype:
+            return False
+    return True
+
+
+def _metadata(folder: Path) -> dict[str, Any] | None:
+    """The zarr v3 ``zarr.json`` of ``folder`` as a dict, or None when missing or unreadable."""
+    try:
+        metadata = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return metadata if isinstance(metadata, dict) and metadata.get("zarr_format") == 3 else None
 
 
 @contextmanager

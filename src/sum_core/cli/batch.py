@@ -54,11 +54,12 @@ def run_batch(args: argparse.Namespace) -> int:
     from ..auto_options import AutoOptions
     from ..errors import InvalidInputError
 
+    given = auto_options_from_args(args)
     if args.verify:
+        _check_verify_alone(args, given)
         chunks = verify_target(args.target)
         print(f"verified {args.target}: {chunks} chunk(s) of labels and uncertainty intact")
         return 0
-    given = auto_options_from_args(args)
     if args.prompts is not None and given:
         flags = ", ".join(
             ("--no-" if value is False else "--") + name.replace("_", "-") for name, value in given.items()
@@ -86,3 +87,23 @@ def run_batch(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.target} (labels {group['labels'].shape}, uncertainty)")
     return 0
+
+
+def _check_verify_alone(args: argparse.Namespace, given: dict) -> None:
+    """Refuse ``--verify`` with options of a job, which it would ignore.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the options given and what to run instead.
+    """
+    from ..errors import InvalidInputError
+
+    flags = [flag for flag, on in (("--repair", args.repair), ("--overwrite", args.overwrite),
+                                   ("--prompts", args.prompts is not None)) if on]
+    flags += [("--no-" if value is False else "--") + name.replace("_", "-") for name, value in given.items()]
+    if flags:
+        raise InvalidInputError(
+            f"--verify: only checks TARGET and cannot be combined with {', '.join(flags)}; run --verify alone, "
+            "then (if it reports damage) the job's command with --repair to redo the damaged slices"
+        )
