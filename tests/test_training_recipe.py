@@ -274,7 +274,11 @@ def test_box_jitter_flag_and_a_previous_versions_config(tmp_path):
 
 def test_hq_scheme_keeps_the_dense_task_embeddings_at_zero():
     model = build_from_config(tiny_config(sum_tokens=True))
-    names = set(set_trainable(model, "hq"))
+    with torch.no_grad():  # a base whose dense embeddings were trained (e.g. a 'decoder' scheme run)
+        model.mask_decoder.task_prompt_embeddings[1].weight.fill_(0.5)
+    with pytest.warns(UserWarning, match="dense task embeddings .* set to zero"):
+        names = set(set_trainable(model, "hq"))
+    assert all(float(t.weight.abs().max()) == 0 for t in model.mask_decoder.task_prompt_embeddings)
     assert not any(n.startswith("mask_decoder.task_prompt_embeddings") for n in names)
     assert {"mask_decoder.task_prompt_tokens.1.weight", "mask_decoder.hf_type_tokens.1.weight"} <= names
     assert "mask_decoder.task_prompt_embeddings.1.weight" in set(set_trainable(model, "decoder"))

@@ -7,8 +7,9 @@ Schemes
     modules (``hf_token``, ``hf_mlp``, ``compress_vit_feat``,
     ``embedding_encoder``, ``embedding_maskfeature``) and SUM's task token
     tables (``task_prompt_tokens``, ``hf_type_tokens``) train; Adam, lr 1e-3,
-    StepLR.  The dense ``task_prompt_embeddings`` stay at zero, as in the
-    authors' command (``--use_task_prompt_embedding`` off).
+    StepLR.  The dense ``task_prompt_embeddings`` are set to zero and stay
+    there, as in the authors' command (``--use_task_prompt_embedding`` off: the
+    reference does not add them at all, which zero tables reproduce).
 ``decoder``
     Prompt encoder + mask decoder; AdamW, lr 1e-5.
 ``full``
@@ -22,6 +23,7 @@ In every scheme the task-0 tables ``task_prompt_tokens.0`` and
 from __future__ import annotations
 
 import re
+import warnings
 
 import torch
 from torch import nn
@@ -54,6 +56,9 @@ def _trains(name: str, scheme: str) -> bool:
 def set_trainable(model: SamModel, scheme: str) -> list[str]:
     """Set ``requires_grad`` per the scheme; return the names of the trainable parameters.
 
+    In the ``hq`` scheme the dense ``task_prompt_embeddings`` are also set to zero (with a
+    warning when the base model had trained values there), since that scheme does not use them.
+
     Raises
     ------
     InvalidInputError
@@ -61,12 +66,28 @@ def set_trainable(model: SamModel, scheme: str) -> list[str]:
     """
     if scheme == "hq" and not model.config.hq:
         raise InvalidInputError("scheme='hq' needs an HQ-SAM / SUM model (config.hq=True)")
+    if scheme == "hq":
+        _zero_dense_task_embeddings(model)
     names = []
     for name, param in model.named_parameters():
         param.requires_grad_(_trains(name, scheme))
         if param.requires_grad:
             names.append(name)
     return names
+
+
+def _zero_dense_task_embeddings(model: SamModel) -> None:
+    """Zero ``mask_decoder.task_prompt_embeddings`` (the ``hq`` scheme's reference leaves them out)."""
+    tables = [p for n, p in model.named_parameters() if n.startswith("mask_decoder.task_prompt_embeddings.")]
+    if any(bool(p.detach().ne(0).any()) for p in tables):
+        warnings.warn(
+            "scheme='hq': the base model's dense task embeddings (mask_decoder.task_prompt_embeddings) are "
+            "not zero; they are set to zero, since the hq scheme does not use them (as SUM's HQ-SAM recipe)",
+            stacklevel=3,
+        )
+    with torch.no_grad():
+        for table in tables:
+            table.zero_()
 
 
 def encoder_layer_id(name: str, model: SamModel) -> tuple[int, int]:
