@@ -8,7 +8,11 @@
   only the damaged slices (automatic mode: whole planes) and the result is byte-identical.
 - A full disk raises a :class:`SumError`; after freeing space the rerun ends identical.
 - Fault injection: interrupted at random write points, with a random output chunk corrupted, a
-  job ends byte-identical to an uninterrupted one after a rerun (or a repair), never different.
+  job ends byte-identical to an uninterrupted one after a rerun (or a repair), never different;
+  so does a repair interrupted at any of its writes.
+- Only a target of ours is ever cleared: a folder holding other data, a zarr array, a folder whose
+  group metadata is corrupt and that holds a foreign file are refused also with ``overwrite``,
+  which starts a damaged target of the same job again. After an error no task writes the target.
 
 The automatic mode uses the fake generator of ``test_batch`` (one record per bright component),
 the prompts mode its fake decoder.
@@ -17,7 +21,10 @@ the prompts mode its fake decoder.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +34,7 @@ import zarr.storage
 
 from sum_core.batch import DamagedTargetError, segment_zarr, verify_target
 from sum_core.batch import auto as batch_auto
+from sum_core.batch import job as batch_job
 from sum_core.batch.writer import ATTR, Target
 from sum_core.cli import main
 from sum_core.errors import InvalidInputError, SumError
@@ -467,3 +475,231 @@ def test_cli_verify_and_repair(tmp_path, resolved, capsys):
     with pytest.warns(UserWarning, match=r"redoing slice\(s\) \[0\]"):
         assert main([*argv, "--repair"]) == 0
     assert generator_calls() == calls + N_TILES and main([*argv, "--verify"]) == 0
+
+
+def test_cli_verify_refuses_the_options_of_a_job(tmp_path, resolved, capsys):
+    """``--verify`` only checks: a ``--repair``, ``--overwrite`` or automatic option given with it was
+    silently ignored (exit 0, nothing repaired)."""
+    source = tmp_path / "in.zarr"
+    zarr.open_group(str(source), mode="w").create_array("raw", data=stack())
+    target = tmp_path / "out.zarr"
+    argv = ["batch", str(source), str(target), "--key", "raw", "--tile", "48,64", "--halo", "16", "--no-progress"]
+    assert main(argv) == 0
+    chunk_file(target, "labels", (0, 1, 0)).unlink()
+    for extra, named in ((["--repair"], "--repair"), (["--overwrite"], "--overwrite"),
+                         (["--min-area", "5", "--repair"], "--repair, --min-area")):
+        assert main([*argv, "--verify", *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"sum-hq batch: error: --verify: only checks TARGET and cannot be combined with {named}; run " in err
+    assert not chunk_file(target, "labels", (0, 1, 0)).exists()  # nothing was repaired or rewritten
+
+
+# --- 7. interrupted repairs, what overwrite may clear, writes after an error -------------------------------------
+
+
+def count_store_writes(patch, fail_at: int | None) -> list[int]:
+    """Count the local zarr stores' writes (set, delete) made while a job settles damage (a repair's
+    clearing); raise :class:`Injected` at the write numbered ``fail_at``."""
+    count, active = [0], [False]
+    for name in ("set", "set_if_not_exists", "delete", "delete_dir"):
+        real = getattr(zarr.storage.LocalStore, name)
+
+        async def wrapped(self, *args, _real=real, **kwargs):
+            if active[0]:
+                count[0] += 1
+                if count[0] == fail_at:
+                    raise Injected(f"fault at repair write {fail_at}")
+            return await _real(self, *args, **kwargs)
+
+        patch.setattr(zarr.storage.LocalStore, name, wrapped)
+    real_settle = batch_job.settle
+
+    def settle(*args, **kwargs):
+        active[0] = True
+        try:
+            return real_settle(*args, **kwargs)
+        finally:
+            active[0] = False
+
+    patch.setattr(batch_job, "settle", settle)
+    return count
+
+
+@pytest.mark.parametrize("damage", ["chunk deleted", "chunk and its checksum deleted"])
+def test_a_repair_interrupted_at_any_write_ends_identical(tmp_path, resolved, monkeypatch, damage):
+    """A repair used to zero the damaged plane's chunks and checksums (0: "never written, reads as
+    zeros") before unsetting its flags and marking the target incomplete: interrupted there, the
+    rerun returned the plane partly zeroed without an error. A chunk deleted with its checksum
+    passed every check. Now, interrupted at each of its writes, the rerun (or a second repair)
+    ends byte-identical to an uninterrupted job."""
+    image = stack(2)
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **KW)
+    damaged = tmp_path / "damaged.zarr"
+    segment_zarr(image, damaged, **KW)
+    assert reference["labels"][1, 48:96, 64:128].any()
+    chunk_file(damaged, "labels", (1, 1, 1)).unlink()
+    if damage == "chunk and its checksum deleted":
+        chunk_file(damaged, "checksums/labels", (1, 1, 1)).unlink()
+        problem = r"checksums/labels of chunk \(1, 1, 1\) is missing"
+    else:
+        problem = r"labels chunk \(1, 1, 1\) does not match its checksum"
+    with pytest.raises(DamagedTargetError, match=rf"is damaged: {problem}\. Rerun with repair=True"):
+        verify_target(damaged)
+    with monkeypatch.context() as patch:
+        writes = count_store_writes(patch, fail_at=None)
+        shutil.copytree(damaged, tmp_path / "whole.zarr")
+        with pytest.warns(UserWarning, match=r"redoing slice\(s\) \[1\]"):
+            assert_identical(segment_zarr(image, tmp_path / "whole.zarr", repair=True, **KW), reference)
+    assert writes[0] >= 1 + 2 * 2 * N_TILES  # the attributes, the plane's checksums and chunks (and its flags)
+    ends = set()
+    for fail_at in range(1, writes[0] + 1):
+        target = tmp_path / f"at{fail_at}.zarr"
+        shutil.copytree(damaged, target)
+        with monkeypatch.context() as patch:
+            count_store_writes(patch, fail_at=fail_at)
+            with pytest.warns(UserWarning, match="redoing slice"), pytest.raises(Injected):
+                segment_zarr(image, target, repair=True, **KW)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                group, end = segment_zarr(image, target, **KW), "resumed"
+            except DamagedTargetError:
+                group, end = segment_zarr(image, target, repair=True, **KW), "repaired again"
+        assert_identical(group, reference)
+        assert verify_target(target) == 2 * N_TILES, fail_at
+        ends.add(end)
+    assert ends == {"resumed", "repaired again"}
+
+
+def _labels_folder(project: Path) -> Path:
+    (project / "labels").mkdir(parents=True)
+    (project / "labels" / "cell_annotations.csv").write_text("id,class\n1,nucleus\n")
+    return project / "labels" / "cell_annotations.csv"
+
+
+def _array(project: Path) -> Path:
+    zarr.create_array(str(project), data=np.arange(12, dtype=np.uint16).reshape(3, 4))
+    return project / "c" / "0" / "0"
+
+
+def _corrupt_target_with_a_foreign_file(project: Path) -> Path:
+    segment_zarr(stack(1)[0], project, **KW)
+    (project / "zarr.json").write_text("{ not json")
+    (project / "thesis.txt").write_text("keep me")
+    return project / "thesis.txt"
+
+
+def _foreign_group_folder(project: Path) -> Path:
+    zarr.open_group(str(project), mode="w").create_array("raw", data=np.ones((4, 4), np.uint8))
+    return project / "raw" / "c" / "0" / "0"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_labels_folder, r"is a non-empty folder that is not a zarr v3 group \(its zarr\.json is missing\) and not "
+                         r"a sum-hq batch target; choose a new path \(nothing in it is deleted"),
+        (_array, r"is a zarr array, not a group; choose a new target \(an existing array is never replaced"),
+        (_corrupt_target_with_a_foreign_file,
+         r"is a non-empty folder that is not a zarr v3 group \(its zarr\.json is unreadable\)"),
+        (_foreign_group_folder, r"holds data that was not written by a sum-hq batch job; choose a new target "
+                                r"\(another program's data is never replaced"),
+    ],
+    ids=["a folder with labels/ of the user", "a zarr array", "corrupt metadata and a foreign file",
+         "a foreign group"],
+)
+def test_overwrite_never_clears_what_is_not_provably_a_target(tmp_path, resolved, make, message, overwrite):
+    """``--overwrite`` deleted ``project/labels/cell_annotations.csv`` (its folder names looked like a
+    damaged target), replaced a zarr array, and cleared a folder with a corrupt ``zarr.json``
+    whatever else it held."""
+    project = tmp_path / "project"
+    kept = make(project)
+    before = {p: p.read_bytes() for p in sorted(project.rglob("*")) if p.is_file()}
+    resolved.clear()
+    with pytest.raises(InvalidInputError, match=rf"target: {project} {message}"):
+        segment_zarr(stack(1)[0], project, overwrite=overwrite, **KW)
+    assert {p: p.read_bytes() for p in sorted(project.rglob("*")) if p.is_file()} == before and kept.exists()
+    assert resolved == []  # refused before the model loads
+
+
+def test_overwrite_clears_a_target_of_ours_with_corrupt_group_metadata(tmp_path, resolved):
+    image = stack(1)[0]
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **KW)
+    (target / "zarr.json").write_text("{ not json")
+    with pytest.raises(DamagedTargetError, match=r"damaged sum-hq batch target: its group metadata .*zarr\.json is "
+                                                 r"unreadable.*overwrite=True \(--overwrite\) to start again"):
+        segment_zarr(image, target, **KW)
+    assert_identical(segment_zarr(image, target, overwrite=True, **KW), segment_zarr(image, tmp_path / "r.zarr", **KW))
+
+
+def test_overwrite_starts_a_damaged_target_of_the_same_job_again_as_advised(tmp_path, resolved):
+    """The damaged-target error advises ``overwrite=True`` to start again; the same job's target
+    used to be returned as it was, and the same error raised again."""
+    image = stack()
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **KW)
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **KW)
+    chunk_file(target, "labels", (1, 1, 1)).unlink()
+    with pytest.raises(DamagedTargetError, match=r"or with overwrite=True \(--overwrite\) to start again") as advice:
+        segment_zarr(image, target, **KW)
+    calls = generator_calls()
+    with pytest.warns(UserWarning, match=rf"starting {target} again \(overwrite=True\), it was damaged: "):
+        group = segment_zarr(image, target, overwrite=True, **KW)
+    assert "overwrite=True" in str(advice.value) and generator_calls() == calls + N_SLICES * N_TILES
+    assert_identical(group, reference)
+    assert verify_target(target) == N_SLICES * N_TILES
+    calls = generator_calls()
+    assert_identical(segment_zarr(image, target, overwrite=True, **KW), reference)  # intact: returned as it is
+    assert generator_calls() == calls
+
+
+def test_no_task_writes_the_target_after_an_error_was_raised(tmp_path, resolved, monkeypatch):
+    """With the threads scheduler dask returned at a task's first error while the other tile
+    tasks kept writing records, flags and chunks: a rerun with overwrite or repair could clear
+    the target and then receive the old job's writes. Now the job waits for its running tasks
+    (stopped at their next cancel check) before it raises and releases the lock."""
+    import dask
+
+    slow_started, returned, slow_ended = threading.Event(), threading.Event(), threading.Event()
+    late: list[str] = []
+    tile = threading.local()  # the tile a worker thread is segmenting
+
+    def records(window, model, device, options, cancel=None):
+        if tile.index == 0:
+            assert slow_started.wait(60), "the slow tile never started"
+            raise RuntimeError("a tile failed")
+        if tile.index == 3:
+            slow_started.set()
+            while not returned.is_set() and not (cancel is not None and cancel.is_set()):
+                returned.wait(0.01)  # a slow tile: works until the job stops it (or has returned)
+        return []
+
+    real_run_tile = batch_auto.run_tile
+
+    def run_tile(target, volume, grid, s, t, *args):
+        tile.index = t
+        try:
+            real_run_tile(target, volume, grid, s, t, *args)
+        finally:
+            if t == 3:
+                slow_ended.set()
+
+    monkeypatch.setattr(batch_auto, "run_tile", run_tile)
+    monkeypatch.setattr(batch_auto, "window_records", records)
+    for name in ("put", "write_chunk", "mark_done"):
+        real = getattr(Target, name)
+
+        def wrapped(self, *args, _real=real, _name=name, **kwargs):
+            if returned.is_set():
+                late.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Target, name, wrapped)
+    target = tmp_path / "out.zarr"
+    with dask.config.set(num_workers=N_TILES), pytest.raises(RuntimeError, match="a tile failed"):
+        segment_zarr(stack(1)[0], target, **{**KW, "scheduler": "threads"})
+    returned.set()
+    assert slow_ended.wait(60), "the slow tile never ended"
+    assert late == [] and not (target / ".sum-hq-batch.lock").exists()
