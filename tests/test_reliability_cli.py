@@ -352,30 +352,15 @@ run()
 """
 
 
-@pytest.mark.parametrize("command", ["segment", "batch"])
-def test_ctrl_c_prints_one_line_and_exits_130(command, small_hq_checkpoint, tmp_path):
-    """SIGINT while the model works: exit code 130 and one line, no traceback, no warning. ``batch``
-    runs its tiles on worker threads: the process used to wait for them to finish their tiles
-    (minutes) after printing "interrupted", and then to print their warnings."""
+def interrupt_once_at_work(script: str, argv: list[str], started: Path) -> tuple[int, str, str]:
+    """Run ``script`` (``argv[0]`` = the file its encoder creates when at work), send SIGINT once the
+    file exists, and return the exit code, stdout and stderr."""
     import signal
     import sys
     import time
 
-    image = np.random.default_rng(0).integers(0, 255, (2, 64, 64), dtype=np.uint8)
-    if command == "segment":
-        tifffile.imwrite(tmp_path / "in.tif", image[0])
-        args = ["segment", str(tmp_path / "in.tif"), "--point", "30,30", "--out", str(tmp_path / "m.tif")]
-        expected = "sum-hq segment: interrupted\n"
-    else:
-        zarr.create_array(tmp_path / "in.zarr", data=image, chunks=(1, 64, 64))
-        args = ["batch", str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr"), "--axis", "0", "--no-progress"]
-        expected = "sum-hq batch: interrupted; rerun the same command to resume\n"
-    started = tmp_path / "started"
-    process = subprocess.Popen(
-        [sys.executable, "-c", _BLOCKING_ENCODER, str(started), *args, "--model", small_hq_checkpoint,
-         "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-c", script, str(started), *argv], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 300  # a guard against a hang, not a timing check
     try:
         while not started.exists():  # wait until the model is at work
@@ -387,5 +372,64 @@ def test_ctrl_c_prints_one_line_and_exits_130(command, small_hq_checkpoint, tmp_
         if process.poll() is None:
             process.kill()
             process.communicate()
-    assert (process.returncode, out, err) == (130, "", expected)
+    return process.returncode, out, err
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(small_hq_checkpoint, tmp_path):
+    """SIGINT while the model works: exit code 130 and one line, no traceback, no warning."""
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", image)
+    args = ["segment", str(tmp_path / "in.tif"), "--point", "30,30", "--out", str(tmp_path / "m.tif"),
+            "--model", small_hq_checkpoint, "--device", "cpu"]  # fmt: skip
+    assert interrupt_once_at_work(_BLOCKING_ENCODER, args, tmp_path / "started") == (
+        130, "", "sum-hq segment: interrupted\n"
+    )
     assert not (tmp_path / "m.tif").exists()
+
+
+#: Runs ``sum-hq`` (``run()``) with an image encoder that creates the file argv[1] and then works
+#: until the process gets SIGINT, and then ends its tile (as a real encoder ends its forward pass).
+_ENCODER_UNTIL_CTRL_C = """
+import pathlib, signal, sys, threading
+from sum_core.cli import run
+from sum_core.modeling.vit import ViTEncoder
+
+started, interrupted = pathlib.Path(sys.argv[1]), threading.Event()
+real_forward = ViTEncoder.forward
+
+def forward(self, x):
+    started.touch()
+    interrupted.wait()
+    return real_forward(self, x)
+
+def on_sigint(signum, frame):
+    interrupted.set()
+    raise KeyboardInterrupt  # as the default handler, in a terminal
+
+ViTEncoder.forward = forward
+signal.signal(signal.SIGINT, on_sigint)
+sys.argv = ["sum-hq", *sys.argv[2:]]
+run()
+"""
+
+
+def test_batch_ctrl_c_exits_130_without_its_lock_and_the_rerun_resumes(small_hq_checkpoint, tmp_path):
+    """SIGINT while the batch's tiles are at work: exit code 130 and one line, once the running tiles
+    have ended (they used to keep writing, the lock already released); the target's lock is gone and
+    the same command resumes to the bytes of an uninterrupted run."""
+    image = np.random.default_rng(0).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    zarr.create_array(tmp_path / "in.zarr", data=image, chunks=(1, 64, 64))
+
+    def argv(target: str) -> list[str]:
+        return ["batch", str(tmp_path / "in.zarr"), str(tmp_path / target), "--axis", "0", "--no-progress",
+                "--points-per-side", "4", "--model", small_hq_checkpoint, "--device", "cpu"]  # fmt: skip
+
+    assert interrupt_once_at_work(_ENCODER_UNTIL_CTRL_C, argv("out.zarr"), tmp_path / "started") == (
+        130, "", "sum-hq batch: interrupted; rerun the same command to resume\n"
+    )
+    assert (tmp_path / "out.zarr").is_dir() and not (tmp_path / "out.zarr" / ".sum-hq-batch.lock").exists()
+    assert not zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs["sum_hq_batch"]["complete"]
+    assert main(argv("out.zarr")) == 0 and main(argv("ref.zarr")) == 0
+    out, ref = zarr.open_group(str(tmp_path / "out.zarr"), mode="r"), zarr.open_group(str(tmp_path / "ref.zarr"))
+    for name in ("labels", "uncertainty"):
+        assert out[name][...].tobytes() == ref[name][...].tobytes(), name
