@@ -30,7 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import uncertainty as unc
+from . import zoo
 from .acceleration import check_precision
+from .ais import AIS_MAP_BYTES_PER_PIXEL, AisOptions, ais_segment
 from .auto_options import AutoOptions
 from .decoding import run_decoder, upscale
 from .device import resolve_device
@@ -47,7 +49,7 @@ from .mask_ops import (
     point_grid,
     stability_score,
 )
-from .modeling import DecodedMasks, ImageEmbedding, SamModel
+from .modeling import DecodedMasks, ImageEmbedding, SamModel, ais_decoder_of
 from .nms import nms
 from .prompts import batch_to_model_frame, validate_prompts
 from .sources import fixed_normalization, image_planes
@@ -56,8 +58,10 @@ from .validation import check_bool, check_options
 from .zoo import DEFAULT_MODEL
 
 __all__ = [
+    "AUTO_MODES",
     "MAX_OUTPUT_BYTES",
     "SAM_EDGE_ATOL",
+    "AisOptions",
     "AutoOptions",
     "Instance",
     "MaskRecord",
@@ -81,6 +85,9 @@ SAM_EDGE_ATOL = 20
 MAX_OUTPUT_BYTES = 4 * 2**30
 # Bytes per output pixel of auto_segment: uint32 label + float32 uncertainty.
 _OUTPUT_BYTES_PER_PIXEL = 8
+#: The modes of :func:`auto_segment`: ``"auto"`` picks one, ``"ais"`` is the AIS decoder's
+#: one-pass instance segmentation, ``"amg"`` SAM's point-grid mask generator.
+AUTO_MODES = ("auto", "ais", "amg")
 # Pixels relabelled at a time by _paint (bounds its temporaries on large outputs).
 _PAINT_PIXELS = 1 << 22
 
@@ -368,8 +375,9 @@ class Instance:
 
 def auto_segment(
     image: Any,
-    options: AutoOptions | None = None,
+    options: AutoOptions | AisOptions | None = None,
     *,
+    mode: str = "auto",
     tile_shape: int | tuple[int, int] | None = None,
     halo: int | tuple[int, int] | None = None,
     model: str | PathLike | SamModel = DEFAULT_MODEL,
@@ -380,13 +388,33 @@ def auto_segment(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment every object of an image into an instance label image, with uncertainty.
 
+    Two modes (``mode``):
+
+    - ``"ais"``: automatic instance segmentation with the model's AIS decoder (micro-sam's),
+      one decoder pass per tile and one seeded watershed over the whole image
+      (:func:`sum_core.ais.ais_segment`); options :class:`~sum_core.ais.AisOptions`.
+    - ``"amg"``: SAM's automatic mask generator, a grid of clicks per tile
+      (:func:`generate_masks`); options :class:`~sum_core.auto_options.AutoOptions`.
+    - ``"auto"`` (default): the mode of the ``options`` given; without options, AIS when the
+      model carries an AIS decoder, else AMG. A model carries one when it is a ``SamModel``
+      with a decoder (:func:`sum_core.modeling.ais_decoder_of`), a registry name whose entry
+      names a decoder file (it is then fetched with the model, e.g. ``"vit_b_lm"``), or a
+      checkpoint file that holds one.
+
     The image is cut by the package's one size rule, :func:`sum_core.tiling.tile_grid`
     (an image of at most the model input size, 1024 for SAM, is one window; a larger one is
     tiled so that no window is downscaled, unless ``tile_shape`` says otherwise). Each tile's
     outer window (tile plus halo) is encoded as one image resized to the encoder
-    (:func:`sum_core.encoding.encode_image`) and segmented with :func:`generate_masks` (so
-    ``max_area_fraction`` refers to the window). Stitching, so that seams neither split nor
-    double objects:
+    (:func:`sum_core.encoding.encode_image`).
+
+    AIS stitches nothing: each tile's window is decoded, only the tile's inner block of the
+    three decoder maps is kept in full-size maps, and ONE watershed over them makes the
+    instances, so an object crossing tile borders comes back once and whole as long as the
+    decoder sees it whole from the tile that owns each of its pixels (it reaches at most
+    ``halo`` px beyond that tile).
+
+    AMG segments each window with :func:`generate_masks` (so ``max_area_fraction`` refers to
+    the window). Stitching, so that seams neither split nor double objects:
 
     - a mask is kept only by the tile whose inner region holds its box centre;
     - it is dropped when it lies within ``atol = min(20, halo / 2)`` px (SAM's crop-edge
@@ -394,7 +422,7 @@ def auto_segment(
     - remaining duplicates across tiles are removed by NMS over the global boxes
       (``box_nms_thresh``, scored by predicted IoU).
 
-    An object crossing an inner border is therefore kept whole when it reaches at most
+    An object crossing an inner border is therefore kept whole by AMG when it reaches at most
     ``halo - atol`` px beyond that border (44 px with the default 64 px halo); larger objects
     on a seam are lost: give a larger ``halo`` for them.
 
@@ -404,8 +432,9 @@ def auto_segment(
     (:func:`sum_core.sources.fixed_normalization`, applied by :func:`sum_core.image.to_uint8_rgb`).
     For a numpy image of up to 64 Mpixel that window is the one of
     :func:`sum_core.image.prepare_image`, so the result equals segmenting ``prepare_image(image)``.
-    The outputs are full size and in memory (8 bytes per pixel): an image whose outputs would
-    exceed :data:`MAX_OUTPUT_BYTES` (4 GiB) or the memory available is refused before any work;
+    The outputs are full size and in memory (8 bytes per pixel; AIS also holds the decoder's
+    three float32 maps, 12 more): an image whose outputs would exceed :data:`MAX_OUTPUT_BYTES`
+    (4 GiB) or the memory available is refused before any work (:func:`check_output_memory`);
     segment it into a zarr store, tile by tile, with :func:`sum_core.batch.segment_zarr` or
     ``sum-hq batch``.
 
@@ -415,8 +444,11 @@ def auto_segment(
         One 2D grayscale (H, W) or RGB/RGBA (H, W, 3|4) plane, any real dtype: a numpy array,
         a lazy array (dask, zarr) or a path (opened lazily with
         :func:`sum_core.sources.open_image`). For a stack, pass one plane (``stack[z]``).
-    options : AutoOptions, optional
-        The mask generator's options, per window (default ``AutoOptions()``).
+    options : AutoOptions or AisOptions, optional
+        The options of the mode: :class:`~sum_core.auto_options.AutoOptions` (AMG, per window)
+        or :class:`~sum_core.ais.AisOptions` (AIS); default: the mode's defaults.
+    mode : {"auto", "ais", "amg"}
+        See above.
     tile_shape, halo : int or (int, int), optional
         Tiling, see :func:`sum_core.tiling.tile_grid` (``tile_shape=image.shape[:2]``: one
         window resized to the encoder, SAM's own behaviour).
@@ -427,26 +459,29 @@ def auto_segment(
     precision : {"fp32", "bf16", "fp16"}
         Encoder precision (see :mod:`sum_core.acceleration`).
     progress : bool
-        Show progress (over tiles, or over decoder batches for one tile).
+        Show progress (over tiles, or for AMG over decoder batches for one tile).
     cancel : threading.Event, optional
-        Checked before the image is read, between tiles and between decoder batches: raises
-        :class:`sum_core.errors.Cancelled` when set.
+        Checked before the image is read, between tiles, between AMG's decoder batches and
+        before AIS's watershed: raises :class:`sum_core.errors.Cancelled` when set.
 
     Returns
     -------
     labels : np.ndarray
-        uint32 (H, W): instances 1..N, 0 for background. Where masks overlap, the smaller
-        one (then the better-scoring one) wins.
+        uint32 (H, W): instances 1..N, 0 for background. AMG: where masks overlap, the smaller
+        one (then the better-scoring one) wins. AIS: numbered in raster order of their seeds.
+        The same image and model give the same ids.
     uncertainty : np.ndarray
-        float32 (H, W) in [0, 1]: per pixel, the maximum of the uncertainty maps
+        float32 (H, W) in [0, 1]. AMG: per pixel, the maximum of the uncertainty maps
         (:attr:`MaskRecord.uncertainty`) of the kept masks whose box, grown by 4 px, covers
-        the pixel; 0 where no mask does.
+        the pixel; 0 where no mask does. AIS:
+        :func:`sum_core.ais_uncertainty.ais_pixel_uncertainty` of the decoder's maps.
 
     Raises
     ------
     InvalidInputError
-        Bad image, tiling, options or precision, or outputs too large for memory (checked
-        before the image is read or the model is loaded).
+        Bad image, mode, tiling, options (or options of the other mode) or precision, or
+        outputs too large for memory (checked before the image is read or the model is
+        loaded); ``mode="ais"`` with a model that has no AIS decoder.
     Cancelled
         ``cancel`` was set.
 
@@ -465,21 +500,40 @@ def auto_segment(
     ...     model=build_model("vit_tiny", image_size=256), device="cpu", progress=False)
     >>> labels.shape, labels.dtype, uncertainty.dtype
     ((1040, 1392), dtype('uint32'), dtype('float32'))
+
+    The same frame by AIS, with a (random) AIS decoder attached to the model (a real one:
+    ``model="vit_b_lm"``, whose decoder comes with it):
+
+    >>> from sum_core.modeling import AISDecoder, AISDecoderConfig, attach_ais_decoder
+    >>> ais_model = attach_ais_decoder(build_model("vit_tiny", image_size=256),
+    ...                                AISDecoder(AISDecoderConfig(initial_features=8)))
+    >>> labels, uncertainty = auto_segment(
+    ...     image, tile_shape=image.shape, model=ais_model, device="cpu", progress=False)
+    >>> labels.dtype, bool(0 <= uncertainty.min() <= uncertainty.max() <= 1)
+    (dtype('uint32'), True)
     """
-    options = check_options(options, AutoOptions)
+    requested = _check_mode(mode, options)
     progress = check_bool(progress, "progress")
     planes = image_planes(image)
     shape = planes.plane_shape
-    check_output_memory(shape)
+    check_output_memory(shape, ais=requested == "ais")
     target = resolve_device(device)
     check_precision(precision, target)
     if tile_shape is not None or halo is not None:
         tile_grid(shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before the model loads
     check_cancel(cancel)
+    sam_model, mode = _model_for_mode(model, requested, target)
+    if mode == "ais" and requested == "auto":
+        check_output_memory(shape, ais=True)
+    options = check_options(options, AisOptions if mode == "ais" else AutoOptions)
     normalization = fixed_normalization(planes)
-    sam_model = resolve_model(model, target).to(target).eval()
+    sam_model = sam_model.to(target).eval()
     grid = tile_grid(shape, sam_model.config.image_size, tile_shape, halo)
     tiled = len(grid) > 1
+    if mode == "ais":
+        return ais_segment(
+            sam_model, planes, normalization, grid, options, precision, progress=progress and tiled, cancel=cancel
+        )
     instances: list[Instance] = []
     for tile in tqdm(grid, desc="segmenting tiles", disable=not (progress and tiled)):
         check_cancel(cancel)
@@ -495,17 +549,69 @@ def auto_segment(
     return _paint(instances, shape)
 
 
-def check_output_memory(shape: tuple[int, int]) -> None:
+def _check_mode(mode: Any, options: Any) -> str:
+    """``mode`` checked against :data:`AUTO_MODES` and the options' type; "auto" with options is their mode."""
+    if not isinstance(mode, str) or mode not in AUTO_MODES:
+        raise InvalidInputError(
+            f"mode must be one of {AUTO_MODES} ('ais': the AIS decoder, 'amg': the point grid, "
+            f"'auto': AIS when the model has an AIS decoder), got {mode!r}"
+        )
+    if options is None:
+        return mode
+    if not isinstance(options, (AisOptions, AutoOptions)):
+        raise InvalidInputError(
+            "options must be a sum_core.auto_options.AutoOptions (mode 'amg') or a sum_core.ais.AisOptions "
+            f"(mode 'ais'), got {type(options).__name__}"
+        )
+    given = "ais" if isinstance(options, AisOptions) else "amg"
+    if mode == given:
+        return mode
+    if mode == "auto":
+        return given
+    kind = {"ais": "sum_core.ais.AisOptions", "amg": "sum_core.auto_options.AutoOptions"}
+    raise InvalidInputError(
+        f"options: {type(options).__name__} are the options of mode {given!r}, but mode={mode!r}; "
+        f"pass {kind[mode]} (or None) with mode={mode!r}, or mode={given!r}"
+    )
+
+
+def _model_for_mode(model: str | PathLike | SamModel, mode: str, device: torch.device) -> tuple[SamModel, str]:
+    """The model resolved for ``mode``, and the mode ("auto" decided: AIS iff it carries a decoder)."""
+    if mode == "auto" and _registry_decoder(model):
+        mode = "ais"  # fetch the registry model's decoder with it
+    resolved = resolve_model(model, device, ais_decoder=mode == "ais")
+    if mode == "auto":
+        mode = "ais" if ais_decoder_of(resolved) is not None else "amg"
+    return resolved, mode
+
+
+def _registry_decoder(model: Any) -> bool:
+    """Whether ``model`` is a registry name whose entry names an AIS decoder file."""
+    if not isinstance(model, str):
+        return False
+    try:
+        entry = zoo.registry().get(model)
+    except InvalidInputError:  # a malformed models file: resolve_model says what is wrong
+        return False
+    return entry is not None and entry.decoder is not None
+
+
+def check_output_memory(shape: tuple[int, int], *, ais: bool = False) -> None:
     """Refuse an image whose :func:`auto_segment` outputs would not fit in memory.
 
     The outputs (uint32 labels and float32 uncertainty, full size) take 8 bytes per pixel;
-    they must fit within :data:`MAX_OUTPUT_BYTES` and within the memory available now
-    (``MemAvailable`` of ``/proc/meminfo`` where there is one).
+    AIS (``ais=True``) also holds the decoder's three full-size float32 maps until the end,
+    12 more (:data:`sum_core.ais.AIS_MAP_BYTES_PER_PIXEL`): 20 bytes per pixel. They must fit
+    within :data:`MAX_OUTPUT_BYTES` and within the memory available now (``MemAvailable`` of
+    ``/proc/meminfo`` where there is one). AIS's watershed needs working memory beyond this
+    bound (see ``docs/architecture.md``).
 
     Parameters
     ----------
     shape : (int, int)
         ``(height, width)`` of the image.
+    ais : bool
+        Count the AIS decoder maps too.
 
     Raises
     ------
@@ -523,7 +629,8 @@ def check_output_memory(shape: tuple[int, int]) -> None:
     sum_core.errors.InvalidInputError: image: auto_segment's outputs for a 50000 x 50000 image ...
     would take 18.63 GiB, more than its limit MAX_OUTPUT_BYTES (4.00 GiB); ... sum_core.batch.segment_zarr...
     """
-    needed = int(shape[0]) * int(shape[1]) * _OUTPUT_BYTES_PER_PIXEL
+    per_pixel = _OUTPUT_BYTES_PER_PIXEL + (AIS_MAP_BYTES_PER_PIXEL if ais else 0)
+    needed = int(shape[0]) * int(shape[1]) * per_pixel
     available = _available_memory()
     if needed <= MAX_OUTPUT_BYTES and (available is None or needed <= available):
         return
@@ -531,9 +638,10 @@ def check_output_memory(shape: tuple[int, int]) -> None:
         limit = f"its limit MAX_OUTPUT_BYTES ({MAX_OUTPUT_BYTES / 2**30:.2f} GiB)"
     else:
         limit = f"the memory available now ({available / 2**30:.2f} GiB)"
+    what = "uint32 labels + float32 uncertainty" + (" + the AIS decoder's three float32 maps" if ais else "")
     raise InvalidInputError(
-        f"image: auto_segment's outputs for a {shape[0]} x {shape[1]} image (uint32 labels + float32 "
-        f"uncertainty, {_OUTPUT_BYTES_PER_PIXEL} bytes per pixel) would take {needed / 2**30:.2f} GiB, "
+        f"image: auto_segment's outputs for a {shape[0]} x {shape[1]} image ({what}, "
+        f"{per_pixel} bytes per pixel) would take {needed / 2**30:.2f} GiB, "
         f"more than {limit}; segment it into a zarr store tile by tile with "
         'sum_core.batch.segment_zarr(image, "result.zarr") or `sum-hq batch IMAGE result.zarr` instead'
     )
