@@ -1,7 +1,7 @@
-"""Test-only access to the reference implementations (PyPI ``segment-anything``
-and ``segment-anything-hq``).
+"""Test-only access to the reference implementations (PyPI ``segment-anything``,
+``segment-anything-hq`` and ``torch-em``).
 
-Both packages import torchvision (and sam-hq also timm) at import time, and
+The packages import torchvision (sam-hq also timm) at import time, and
 torchvision does not load with the CPU torch used here. When the real module
 cannot be imported, a minimal stand-in with exactly the functions the
 reference calls is registered in ``sys.modules`` first.
@@ -111,3 +111,31 @@ def sam():
     """Return the ``segment_anything`` package (a test dependency)."""
     _prepare()
     return importlib.import_module("segment_anything")
+
+
+def _stub_make_grid() -> None:
+    """Add ``torchvision.utils.make_grid`` to the stand-in (torch-em's tensorboard logger imports it)."""
+    torchvision = sys.modules["torchvision"]
+    if hasattr(torchvision, "utils"):  # the real torchvision
+        return
+
+    def make_grid(*args, **kwargs):  # pragma: no cover - torch-em's image logging is never run here
+        raise NotImplementedError("stub: torch-em's tensorboard image logging is not used by the tests")
+
+    utils = types.ModuleType("torchvision.utils")
+    utils.make_grid = make_grid
+    torchvision.utils = utils
+    sys.modules["torchvision.utils"] = utils
+
+
+def torch_em():
+    """Return the ``torch_em`` package (a test-only reference, installed by scripts/test.sh with --no-deps).
+
+    Raises
+    ------
+    ModuleNotFoundError
+        When torch-em is not installed (callers skip).
+    """
+    _prepare()
+    _stub_make_grid()
+    return importlib.import_module("torch_em")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -52,18 +50,11 @@ def torch_em_unetr() -> type:
     """torch-em's ``UNETR`` class; skips when torch-em is not installed.
 
     ``import torch_em`` imports torchvision (its tensorboard logger's ``make_grid``), which does not
-    load with the CPU torch: the stand-in of :mod:`reference_impl` is registered first, plus the one
-    name torch-em adds (never called here).
+    load with the CPU torch: :func:`reference_impl.torch_em` registers the stand-in first.
     """
     if importlib.util.find_spec("torch_em") is None:
         pytest.skip("torch-em is not installed (scripts/test.sh installs it)")
-    reference_impl.sam()  # registers the torchvision stand-in when the real one cannot load
-    torchvision = sys.modules["torchvision"]
-    if not hasattr(torchvision, "utils"):
-        utils = types.ModuleType("torchvision.utils")
-        utils.make_grid = None
-        torchvision.utils = utils
-        sys.modules["torchvision.utils"] = utils
+    reference_impl.torch_em()
     return importlib.import_module("torch_em.model.unetr").UNETR
 
 

@@ -2,20 +2,21 @@
 
 The reference is micro-sam 1.8.14's untiled ``InstanceSegmentationWithDecoder.generate`` post-processing:
 bioimage-cpp's Gaussian on the foreground map, then torch-em 0.10.9's
-``watershed_from_center_and_boundary_distances``. torch-em's package ``__init__`` imports its trainer
-(torchvision, which does not load with the CPU torch here), so only its ``util/segmentation.py`` file is
-loaded; it needs ``bioimage-cpp``, ``python-elf`` and ``scikit-learn``. Without them those tests skip.
+``watershed_from_center_and_boundary_distances``, reached through ``reference_impl.torch_em()`` (torch-em
+imports torchvision, stubbed there when it does not load with the CPU torch); it needs ``bioimage-cpp``,
+``python-elf`` and ``scikit-learn``. Without them those tests skip.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
+import reference_impl
 from sum_core.ais_postprocess import instances_from_distance_maps
 from sum_core.errors import InvalidInputError
 
@@ -41,14 +42,10 @@ def _reference():
     """(bioimage_cpp, torch-em's util/segmentation module), or skip."""
     bic = pytest.importorskip("bioimage_cpp")
     pytest.importorskip("elf.segmentation")
-    spec = importlib.util.find_spec("torch_em")
-    if spec is None or not spec.submodule_search_locations:
+    if importlib.util.find_spec("torch_em") is None:
         pytest.skip("torch-em is not installed (pip install --no-deps torch-em==0.10.9)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "util" / "segmentation.py"
-    module_spec = importlib.util.spec_from_file_location("torch_em_reference_segmentation", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return bic, module
+    reference_impl.torch_em()
+    return bic, importlib.import_module("torch_em.util.segmentation")
 
 
 def reference_instances(foreground, center, boundary, **params):

@@ -558,20 +558,23 @@ def _check_mode(mode: Any, options: Any) -> str:
         )
     if options is None:
         return mode
+    kinds = {"ais": AisOptions, "amg": AutoOptions}
     if not isinstance(options, (AisOptions, AutoOptions)):
+        if mode != "auto":
+            check_options(options, kinds[mode])  # raises: the mode's options type
         raise InvalidInputError(
-            "options must be a sum_core.auto_options.AutoOptions (mode 'amg') or a sum_core.ais.AisOptions "
-            f"(mode 'ais'), got {type(options).__name__}"
+            f"options must be a sum_core.auto_options.AutoOptions, got {type(options).__name__} "
+            "(or a sum_core.ais.AisOptions for the AIS mode)"
         )
     given = "ais" if isinstance(options, AisOptions) else "amg"
     if mode == given:
         return mode
     if mode == "auto":
         return given
-    kind = {"ais": "sum_core.ais.AisOptions", "amg": "sum_core.auto_options.AutoOptions"}
+    kind = kinds[mode]
     raise InvalidInputError(
         f"options: {type(options).__name__} are the options of mode {given!r}, but mode={mode!r}; "
-        f"pass {kind[mode]} (or None) with mode={mode!r}, or mode={given!r}"
+        f"pass {kind.__module__}.{kind.__name__} (or None) with mode={mode!r}, or mode={given!r}"
     )
 
 
