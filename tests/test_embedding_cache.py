@@ -176,32 +176,31 @@ def test_version_change_only_warns(tmp_path) -> None:
     assert cache.signature["version"] == sum_core.__version__
 
 
-def test_refuses_foreign_folders_even_with_overwrite(tmp_path) -> None:
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    (folder / "keep.txt").write_text("precious")
-    with pytest.raises(InvalidInputError, match="not an embedding cache; choose a new path"):
-        EmbeddingCache.open(folder, signature(), LAYOUT, overwrite=True)
-    assert [f.name for f in folder.iterdir()] == ["keep.txt"]
-    other_zarr = tmp_path / "image.zarr"
-    zarr.create_array(str(other_zarr), shape=(4, 4), dtype="uint8")
-    with pytest.raises(InvalidInputError, match="not an embedding cache"):
-        EmbeddingCache.open(other_zarr, signature(), LAYOUT, overwrite=True)
-    assert zarr.open_array(str(other_zarr), mode="r").shape == (4, 4)
+def test_a_file_is_refused(tmp_path) -> None:
     a_file = tmp_path / "file.zarr"
     a_file.write_text("x")
     with pytest.raises(InvalidInputError, match="is a file, not a folder"):
-        EmbeddingCache.open(a_file, signature(), LAYOUT)
+        EmbeddingCache.open(a_file, signature(), LAYOUT, overwrite=True)
+    assert a_file.read_text() == "x"
 
 
-def test_interrupted_creation_needs_overwrite(tmp_path) -> None:
+def test_interrupted_creation_needs_overwrite(tmp_path, monkeypatch) -> None:
     path = tmp_path / "cache.zarr"
-    EmbeddingCache.open(path, signature(), LAYOUT)
-    group = zarr.open_group(str(path), mode="r+")
-    group.attrs.update({"sum_hq_embedding_cache": None})  # as if killed before the attributes
-    with pytest.raises(InvalidInputError, match="incomplete"):
+    create_array = zarr.Group.create_array
+
+    def killed_at_checksum(self, name, **kwargs):
+        if name == "checksum":
+            raise KeyboardInterrupt("killed")
+        return create_array(self, name, **kwargs)
+
+    monkeypatch.setattr(zarr.Group, "create_array", killed_at_checksum)
+    with pytest.raises(KeyboardInterrupt):
+        EmbeddingCache.open(path, signature(), LAYOUT)
+    monkeypatch.undo()
+    with pytest.raises(InvalidInputError, match=r"incomplete \(it lacks signature, layout, checksum, complete:"):
         EmbeddingCache.open(path, signature(), LAYOUT)
     assert len(EmbeddingCache.open(path, signature(), LAYOUT, overwrite=True).missing()) == 4
+    assert len(EmbeddingCache.open(path, signature(), LAYOUT).missing()) == 4
 
 
 def test_write_and_index_validation() -> None:

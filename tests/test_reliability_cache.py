@@ -252,3 +252,93 @@ def test_a_cache_of_the_old_format_is_refused_with_a_rebuild_hint(tmp_path) -> N
         EmbeddingCache.open(path, cache.signature, LAYOUT)
     rebuilt = EmbeddingCache.open(path, cache.signature, LAYOUT, overwrite=True)
     assert len(rebuilt.missing()) == 6 and rebuilt.signature["data"].startswith("v2:")
+
+
+# A cache folder's contents are deleted (overwrite=True) only when its zarr.json carries our marker.
+NOTES = "notes.txt"
+
+
+def _user_folder(path, kind: str) -> None:
+    """A folder holding a user's notes.txt and, per ``kind``, something that is not provably a cache."""
+    if kind == "empty-attribute zarr group":
+        zarr.create_group(str(path), zarr_format=3)
+    elif kind == "zarr group with a cache's array names":  # what an interrupted creation used to leave
+        zarr.create_group(str(path), zarr_format=3).create_array("embedding", shape=(1, 1), dtype="float32")
+    elif kind == "marker that is not a format number":
+        zarr.create_group(str(path), zarr_format=3, attributes={"sum_hq_embedding_cache": None})
+    elif kind == "zarr array":
+        zarr.create_array(str(path), shape=(4, 4), dtype="uint8", attributes={"sum_hq_embedding_cache": 2})
+    else:
+        path.mkdir()
+        if kind != "plain folder":
+            content = {"corrupt zarr.json": b'{"zarr_format": 3, "node_', "binary zarr.json": b"\xff\xfe\x00",
+                       "zarr.json holding a list": b"[3]"}[kind]  # fmt: skip
+            (path / "zarr.json").write_bytes(content)
+    (path / NOTES).write_text("precious")
+
+
+def _contents(path) -> dict[str, bytes]:
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+FOREIGN = ["plain folder", "empty-attribute zarr group", "zarr group with a cache's array names",
+           "marker that is not a format number", "zarr array", "corrupt zarr.json", "binary zarr.json",
+           "zarr.json holding a list"]  # fmt: skip
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("kind", FOREIGN)
+def test_a_folder_that_is_not_provably_a_cache_is_refused_and_kept(tmp_path, kind, overwrite) -> None:
+    path = tmp_path / "folder"
+    _user_folder(path, kind)
+    before = _contents(path)
+    signature = make_signature(np.zeros((2, 40, 60), np.uint8), "vit_b_hq", "sha256:abc", TileGrid((40, 60), 20))
+    with pytest.raises(InvalidInputError, match=rf"'{path}' is a non-empty folder that is not a sum-hq embedding "
+                       r"cache \(.*\); choose another folder .*not even with overwrite=True") as info:  # fmt: skip
+        EmbeddingCache.open(path, signature, LAYOUT, overwrite=overwrite)
+    assert isinstance(info.value, SumError)
+    assert _contents(path) == before and (path / NOTES).read_text() == "precious"
+
+
+def test_tiled_embeddings_with_overwrite_keep_a_users_zarr_group(model, tmp_path) -> None:
+    """The reported loss: an empty zarr group holding a user's file, opened as a cache with overwrite."""
+    path = tmp_path / "analysis.zarr"
+    _user_folder(path, "empty-attribute zarr group")
+    with pytest.raises(InvalidInputError, match="no sum_hq_embedding_cache attribute"):
+        TiledEmbeddings(model, plane()[:128, :128], cache=path, tile_shape=128, overwrite=True)
+    assert (path / NOTES).read_text() == "precious"
+
+
+def test_overwriting_a_cache_deletes_only_the_cache(tmp_path) -> None:
+    path = tmp_path / "cache.zarr"
+    cache, values = small_cache(path)
+    (path / NOTES).write_text("precious")  # a user's file that ended up in the cache folder
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "data.bin").write_bytes(b"keep")
+    shutil.rmtree(path / "early")
+    (path / "early").symlink_to(outside, target_is_directory=True)  # a link is removed, not followed
+    rebuilt = EmbeddingCache.open(path, cache.signature, LAYOUT, overwrite=True)
+    assert len(rebuilt.missing()) == 6 and (path / NOTES).read_text() == "precious"
+    assert _contents(outside) == {"data.bin": b"keep"} and not (path / "early").is_symlink()
+    rebuilt.write(0, 1, *values[0, 1], (1024, 1024), (20, 21))
+    np.testing.assert_array_equal(EmbeddingCache.open(path, cache.signature, LAYOUT).read(0, 1).early[0].numpy(),
+                                  values[0, 1][1])  # fmt: skip
+
+
+def test_an_interrupted_overwrite_leaves_a_cache_that_can_be_overwritten(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "cache.zarr"
+    cache, _ = small_cache(path)
+    rmtree = shutil.rmtree
+
+    def killed_after_embedding(target, *args, **kwargs):
+        rmtree(target, *args, **kwargs)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(shutil, "rmtree", killed_after_embedding)
+    with pytest.raises(KeyboardInterrupt):
+        EmbeddingCache.open(path, cache.signature, LAYOUT, overwrite=True)
+    monkeypatch.undo()
+    with pytest.raises(InvalidInputError, match=r"incomplete \(it lacks signature, layout, embedding:.*overwrite=True"):
+        EmbeddingCache.open(path, cache.signature, LAYOUT)
+    assert len(EmbeddingCache.open(path, cache.signature, LAYOUT, overwrite=True).missing()) == 6

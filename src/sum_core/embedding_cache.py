@@ -39,10 +39,10 @@ Tiles are verified when read, not when the cache is opened, so reopening stays c
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 import math
 import os
+import shutil
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,6 +56,7 @@ import torch
 import zarr
 import zarr.storage
 
+from .checksums import checksum
 from .errors import DamagedTileError, InvalidInputError
 from .modeling import ImageEmbedding
 from .sources import read_block
@@ -136,18 +137,13 @@ def data_hash(data: Any, workers: int | None = None) -> str:
     header = json.dumps([shape, dtype.str]).encode()
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes <= _LEAF_BYTES:
-        h = hashlib.blake2b(header, digest_size=20)
-        if nbytes:
-            h.update(_as_bytes(read_block(data, () if len(shape) == 0 else (Ellipsis,), "all pixels"), dtype))
-        return f"{_HASH_PREFIX}{h.hexdigest()}"
+        whole = [_as_bytes(read_block(data, () if len(shape) == 0 else (Ellipsis,), "all pixels"), dtype)] if nbytes else []
+        return f"{_HASH_PREFIX}{checksum(header, *whole, size=20).hex()}"
     blocks = (
         _as_bytes(read_block(data, r, "the block " + _described(r)), dtype)
         for r in _read_regions(shape, _chunk_edges(data, shape), dtype.itemsize)
     )
-    root = hashlib.blake2b(header, digest_size=20)
-    for digest in _leaf_digests(blocks, workers):
-        root.update(digest)
-    return f"{_HASH_PREFIX}{root.hexdigest()}"
+    return f"{_HASH_PREFIX}{checksum(header, *_leaf_digests(blocks, workers), size=20).hex()}"
 
 
 def _described(index: tuple) -> str:
@@ -199,15 +195,16 @@ def _read_regions(shape: tuple[int, ...], edges: list[list[int]], itemsize: int)
 
 
 def _leaf_digests(blocks: Iterable[np.ndarray], workers: int) -> list[bytes]:
-    """BLAKE2b digests of the :data:`_LEAF_BYTES` pieces of the concatenated ``blocks``, in
-    order, hashed on ``workers`` threads with a bounded number of pieces in flight."""
+    """32-byte :func:`~sum_core.checksums.checksum` of each :data:`_LEAF_BYTES` piece of the
+    concatenated ``blocks``, in order, hashed on ``workers`` threads with a bounded number of
+    pieces in flight."""
     digests: list[bytes] = []
     in_flight: deque[Future[bytes]] = deque()
     carry = bytearray()
     with ThreadPoolExecutor(workers, thread_name_prefix="sum-hq-data-hash") as pool:
 
         def submit(piece: Any) -> None:
-            in_flight.append(pool.submit(_digest, piece))
+            in_flight.append(pool.submit(checksum, piece))
             while len(in_flight) > 2 * workers:
                 digests.append(in_flight.popleft().result())
 
@@ -227,10 +224,6 @@ def _leaf_digests(blocks: Iterable[np.ndarray], workers: int) -> list[bytes]:
             submit(bytes(carry))
         digests.extend(future.result() for future in in_flight)
     return digests
-
-
-def _digest(piece: Any) -> bytes:
-    return hashlib.blake2b(piece, digest_size=32).digest()
 
 
 def make_signature(data: Any, model_name: str, weights_hash: str, grid: TileGrid) -> dict[str, Any]:
@@ -349,14 +342,17 @@ class EmbeddingCache:
         layout : CacheLayout
             Array sizes and dtype.
         overwrite : bool
-            Discard an existing cache at ``path`` (only a zarr store is ever deleted).
+            Discard an existing cache at ``path``: its ``zarr.json`` and its arrays' folders are
+            deleted, anything else in the folder is left as it is.
 
         Raises
         ------
         InvalidInputError
             If ``path`` holds a cache made for other data, another model, another tiling or
             another layout (the message names each difference), a cache of an older format,
-            or something that is not an embedding cache.
+            or, with or without ``overwrite``, if it is a non-empty folder that is not provably
+            an embedding cache (no ``sum_hq_embedding_cache`` attribute in its group's
+            ``zarr.json``).
         """
         signature = _normalise_signature(signature)
         if not isinstance(layout, CacheLayout):
@@ -368,16 +364,19 @@ class EmbeddingCache:
             raise InvalidInputError(f"embedding cache path '{path}' is a file, not a folder")
         if not path.exists() or not any(path.iterdir()):
             return cls._create(str(path), signature, layout, path)
-        group = _open_own_group(path)
+        _check_own_store(path)
         if overwrite:
+            _delete_own_store(path)
             return cls._create(str(path), signature, layout, path)
-        return cls._reopen(path, group, signature, layout)
+        return cls._reopen(path, zarr.open_group(str(path), mode="r+"), signature, layout)
 
     @classmethod
     def _create(
         cls, store: Any, signature: dict[str, Any], layout: CacheLayout, path: Path | None
     ) -> EmbeddingCache:
-        group = zarr.open_group(store, mode="w", zarr_format=3)
+        # The marker comes first, so even a half-created store is provably ours; create_group
+        # never clears the folder (open_group(mode="w") would delete everything in it).
+        group = zarr.create_group(store, zarr_format=3, attributes={_MARKER: _FORMAT})
         lead = (layout.n_slices, layout.n_tiles)
         arrays = {
             "embedding": (layout.embedding_shape, layout.dtype, 0),
@@ -398,7 +397,7 @@ class EmbeddingCache:
                 compressors=None,
             )
         # The signature goes last: a store without it is an interrupted creation.
-        group.attrs.update({_MARKER: _FORMAT, "signature": signature, "layout": asdict(layout)})
+        group.attrs.update({"signature": signature, "layout": asdict(layout)})
         return cls(group, signature, layout, path)
 
     @classmethod
@@ -415,8 +414,14 @@ class EmbeddingCache:
             )
         if found != _FORMAT:
             raise InvalidInputError(
-                f"embedding cache '{path}' is incomplete (its creation was interrupted) or of "
-                f"a newer format version; use a new path or pass overwrite=True"
+                f"embedding cache '{path}' was written by a newer version of sum-hq (cache format "
+                f"{found}); update sum-hq, use a new path or pass overwrite=True"
+            )
+        absent = [k for k in ("signature", "layout") if k not in attrs] + [n for n in _ARRAY_NAMES if n not in group]
+        if absent:
+            raise InvalidInputError(
+                f"embedding cache '{path}' is incomplete (it lacks {', '.join(absent)}: its creation or "
+                "deletion was interrupted); pass overwrite=True (--overwrite) or use a new path"
             )
         stored = attrs["signature"]
         differences = [
@@ -560,23 +565,50 @@ class EmbeddingCache:
         )
 
 
-def _open_own_group(path: Path) -> zarr.Group:
-    """The zarr group at ``path`` if it is an embedding cache (possibly half-created).
+def _check_own_store(path: Path) -> None:
+    """Refuse a non-empty folder unless its ``zarr.json`` proves it an embedding cache.
 
-    Anything else raises, even with ``overwrite=True``: only our own stores are deleted.
+    The proof is our marker (an integer format number, written before anything else of a
+    cache) among the attributes of a zarr v3 group. A folder without it is refused with or
+    without ``overwrite``: it is never reopened, written to or deleted.
     """
+    meta_file = path / "zarr.json"
     try:
-        group = zarr.open_group(str(path), mode="r+")
-        members = set(group.keys())
-        marked = _MARKER in group.attrs
-    except Exception:  # noqa: BLE001 - whatever zarr raises, this is not our store
-        group, members, marked = None, set(), False
-    if group is None or not (marked or members <= set(_ARRAY_NAMES)):
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        reason = None
+    except FileNotFoundError:
+        meta, reason = None, "it has no zarr.json"
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON
+        meta, reason = None, f"its zarr.json cannot be read ({type(err).__name__})"
+    if reason is None:
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        marker = attrs.get(_MARKER) if isinstance(attrs, dict) else None
+        if not isinstance(meta, dict) or meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
+            reason = "its zarr.json does not describe a zarr v3 group"
+        elif isinstance(marker, bool) or not isinstance(marker, int):
+            reason = f"its zarr.json has no {_MARKER} attribute"
+    if reason is not None:
         raise InvalidInputError(
-            f"embedding cache path '{path}' is a non-empty folder that is not an embedding "
-            "cache; choose a new path (it is never overwritten)"
+            f"embedding cache path '{path}' is a non-empty folder that is not a sum-hq embedding "
+            f"cache ({reason}); choose another folder (an empty or new one): this one is never "
+            "written to or deleted, not even with overwrite=True"
         )
-    return group
+
+
+def _delete_own_store(path: Path) -> None:
+    """Delete what an embedding cache consists of (checked by :func:`_check_own_store`): its
+    arrays' folders and its ``zarr.json``, the group's last. Anything else in the folder stays;
+    a link is removed, never what it points to. The signature goes first, so a deletion cut
+    short leaves a store that reopens as incomplete."""
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs.put({_MARKER: group.attrs[_MARKER]})
+    for name in _ARRAY_NAMES:
+        member = path / name
+        if member.is_dir() and not member.is_symlink():
+            shutil.rmtree(member)
+        else:
+            member.unlink(missing_ok=True)
+    (path / "zarr.json").unlink()
 
 
 def _normalise_signature(signature: dict[str, Any]) -> dict[str, Any]:
@@ -617,13 +649,11 @@ def _as_array(
 def _tile_checksum(
     s: int, t: int, embedding: np.ndarray, early: np.ndarray, input_size: Sequence[int], original_size: Sequence[int]
 ) -> np.ndarray:
-    """BLAKE2b of a tile's position, sizes and stored bytes, as ``_CHECKSUM_BYTES`` uint8."""
-    h = hashlib.blake2b(digest_size=_CHECKSUM_BYTES)
-    h.update(np.array([s, t, *input_size, *original_size], dtype="<i8").tobytes())
+    """Checksum of a tile's position, sizes and stored bytes, as ``_CHECKSUM_BYTES`` uint8."""
+    parts = [np.array([s, t, *input_size, *original_size], dtype="<i8")]
     for part in (embedding, early):
-        h.update(json.dumps([part.shape, part.dtype.str]).encode())
-        h.update(np.ascontiguousarray(part))
-    return np.frombuffer(h.digest(), dtype=np.uint8)
+        parts += [json.dumps([part.shape, part.dtype.str]).encode(), part]
+    return np.frombuffer(checksum(*parts, size=_CHECKSUM_BYTES), dtype=np.uint8)
 
 
 def _size_pair(value: Sequence[int], name: str) -> tuple[int, int]:
