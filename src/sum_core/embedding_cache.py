@@ -7,8 +7,8 @@ On-disk format 2 (a zarr v3 group)
 - ``input_size``: ``(n_slices, n_tiles, 2)`` int32, the tile's ``(h, w)`` after resizing to
   the model input (before padding).
 - ``original_size``: ``(n_slices, n_tiles, 2)`` int32, the tile's ``(h, w)`` in the image.
-- ``checksum``: ``(n_slices, n_tiles, 32)`` uint8, BLAKE2b of the tile's position, sizes and
-  the exact bytes of its embedding and early features as written.
+- ``checksum``: ``(n_slices, n_tiles, 32)`` uint8, BLAKE2b (:func:`sum_core.checksums.checksum`)
+  of the tile's position, sizes and the exact bytes of its embedding and early features as written.
 - ``complete``: ``(n_slices, n_tiles)`` bool, set only after everything else of that tile was
   written, so an interrupted run resumes at the first tile that is not complete.
 
@@ -17,12 +17,22 @@ processes may fill different tiles). Embeddings are stored uncompressed (float d
 compresses and reads stay fast), float32 by default or float16 to halve the size; values that
 are not finite (NaN, or beyond float16's range) are refused when written.
 
-The group attributes hold the **signature** (:func:`make_signature`): data hash, model name
-and weight hash, tiling and package version, plus the layout. Reopening with a different data
-hash, model, tiling or layout is an error; a different package version only warns. A cache of
-format 1 (written before the data hash was exact and tiles had checksums) is refused with a
-message to rebuild it (``overwrite=True``): it may have been made from other data, and damage
-in it would go unnoticed. Nothing is deleted without ``overwrite``.
+The group attributes hold the marker ``sum_hq_embedding_cache`` (the format number, written
+when the group is created, before anything else) and, written last, the **signature**
+(:func:`make_signature`): data hash, model name and weight hash, tiling and package version,
+plus the layout. Reopening with a different data hash, model, tiling or layout is an error; a
+different package version only warns; a store without signature (creation interrupted) is
+refused as incomplete. A cache of format 1 (written before the data hash was exact and tiles
+had checksums) is refused with a message to rebuild it (``overwrite=True``): it may have been
+made from other data, and damage in it would go unnoticed.
+
+The cache folder
+----------------
+A path may be a new or empty folder, or a cache. A non-empty folder whose ``zarr.json`` does
+not carry the marker (any other folder, zarr group or array, or an unreadable ``zarr.json``)
+is refused, with or without ``overwrite``, and never written to or deleted. Nothing is deleted
+without ``overwrite``; with it, only the cache's own ``zarr.json`` and array folders are, so
+other files in a cache folder stay.
 
 Damaged tiles
 -------------

@@ -91,8 +91,9 @@ class TiledEmbeddings:
         Storage dtype of the persistent cache.
     overwrite : bool
         Discard an existing cache at ``cache`` and start a new one, even one that matches (without
-        it, a cache made for other data, another model, tiling or preprocessing is refused; only a
-        zarr embedding cache is ever deleted).
+        it, a cache made for other data, another model, tiling or preprocessing is refused). Only
+        a folder whose ``zarr.json`` marks it as an embedding cache is ever deleted, and only the
+        cache's own files in it; any other non-empty folder is refused.
     precision : {"fp32", "bf16", "fp16"}
         Encoder precision (:func:`sum_core.acceleration.autocast`; ``fp16`` needs CUDA).
         Part of the cache's preprocessing: a cache is filled at one precision only.
