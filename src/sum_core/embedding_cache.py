@@ -147,7 +147,8 @@ def data_hash(data: Any, workers: int | None = None) -> str:
     header = json.dumps([shape, dtype.str]).encode()
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes <= _LEAF_BYTES:
-        whole = [_as_bytes(read_block(data, () if len(shape) == 0 else (Ellipsis,), "all pixels"), dtype)] if nbytes else []
+        index = () if len(shape) == 0 else (Ellipsis,)
+        whole = [_as_bytes(read_block(data, index, "all pixels"), dtype)] if nbytes else []  # no read of empty data
         return f"{_HASH_PREFIX}{checksum(header, *whole, size=20).hex()}"
     blocks = (
         _as_bytes(read_block(data, r, "the block " + _described(r)), dtype)
