@@ -608,7 +608,7 @@ def _check_own_store(path: Path) -> None:
 
 def _delete_own_store(path: Path) -> None:
     """Delete what an embedding cache consists of (checked by :func:`_check_own_store`): its
-    arrays' folders and its ``zarr.json``, the group's last. Anything else in the folder stays;
+    arrays' folders, then its ``zarr.json``. Anything else in the folder stays;
     a link is removed, never what it points to. The signature goes first, so a deletion cut
     short leaves a store that reopens as incomplete."""
     group = zarr.open_group(str(path), mode="r+")
