@@ -41,7 +41,8 @@ MAX_RADIUS = 30
 
 def draw_disc(image: np.ndarray, row: int, col: int, radius: int, value: int) -> None:
     yy, xx = np.ogrid[-radius : radius + 1, -radius : radius + 1]
-    image[row - radius : row + radius + 1, col - radius : col + radius + 1][yy * yy + xx * xx <= radius * radius] = value
+    window = image[row - radius : row + radius + 1, col - radius : col + radius + 1]
+    window[yy * yy + xx * xx <= radius * radius] = value
 
 
 def objects(image: np.ndarray) -> np.ndarray:

@@ -82,18 +82,26 @@ class AisOptions:
     sum_core.errors.InvalidInputError: foreground_threshold must lie in [0.0, 1.0], got 2
     """
 
-    center_distance_threshold: float = field(default=0.5, metadata={"help": "seeds where the centre distance is below this"})
+    center_distance_threshold: float = field(
+        default=0.5, metadata={"help": "seeds where the centre distance is below this"}
+    )
     boundary_distance_threshold: float = field(
         default=0.5, metadata={"help": "seeds where the boundary distance is below this"}
     )
-    foreground_threshold: float = field(default=0.5, metadata={"help": "foreground where the probability is above this"})
-    foreground_smoothing: float = field(default=1.0, metadata={"help": "Gaussian sigma of the foreground map (0: none)"})
+    foreground_threshold: float = field(
+        default=0.5, metadata={"help": "foreground where the probability is above this"}
+    )
+    foreground_smoothing: float = field(
+        default=1.0, metadata={"help": "Gaussian sigma of the foreground map (0: none)"}
+    )
     distance_smoothing: float = field(default=1.6, metadata={"help": "Gaussian sigma of the distance maps (0: none)"})
     min_size: int = field(default=0, metadata={"help": "remove objects with fewer pixels (0: keep all)"})
 
     def __post_init__(self) -> None:
         values = {
-            "center_distance_threshold": check_range(self.center_distance_threshold, "center_distance_threshold", 0.0, 1.0),
+            "center_distance_threshold": check_range(
+                self.center_distance_threshold, "center_distance_threshold", 0.0, 1.0
+            ),
             "boundary_distance_threshold": check_range(
                 self.boundary_distance_threshold, "boundary_distance_threshold", 0.0, 1.0
             ),
