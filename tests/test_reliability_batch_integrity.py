@@ -703,3 +703,17 @@ def test_no_task_writes_the_target_after_an_error_was_raised(tmp_path, resolved,
     returned.set()
     assert slow_ended.wait(60), "the slow tile never ended"
     assert late == [] and not (target / ".sum-hq-batch.lock").exists()
+
+
+def test_a_target_interrupted_while_starting_is_ours_and_overwrite_starts_it_again(tmp_path, resolved):
+    """A job killed between creating its arrays and writing its attributes leaves a group without
+    ``sum_hq_batch``: its nodes prove it ours, so ``overwrite`` may clear it (and nothing else may)."""
+    image = stack(1)[0]
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **KW)
+    group = zarr.open_group(str(target))
+    group.attrs.clear()
+    with pytest.raises(DamagedTargetError, match=r"damaged sum-hq batch target: its group metadata .* is without the "
+                                                 r"job's attributes .*overwrite=True \(--overwrite\) to start again"):
+        segment_zarr(image, target, **KW)
+    assert_identical(segment_zarr(image, target, overwrite=True, **KW), segment_zarr(image, tmp_path / "r.zarr", **KW))

@@ -297,6 +297,8 @@ def check_target(target: Any, overwrite: bool = False) -> None:
         damaged target of ours).
     """
     store = _store(target, overwrite)
+    if _folder(store) is not None and _folder(store).is_dir():
+        return  # checked by _store (it reads the metadata itself: zarr may not be able to)
     try:
         group = zarr.open_group(store, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
@@ -304,12 +306,9 @@ def check_target(target: Any, overwrite: bool = False) -> None:
     except zarr.errors.ContainsArrayError:
         raise _array_refused(target) from None
     except Exception as err:  # noqa: BLE001 - any unreadable group metadata
-        if overwrite and _folder(store) is not None:
-            return  # a folder proved ours by _store: cleared by open_target
         raise DamagedTargetError(
             f"target: {target} cannot be opened as a zarr v3 group (its zarr.json is damaged: {_short(err)}); "
             "choose a new target"
-            + (", or pass overwrite=True (--overwrite) to replace it" if _folder(store) is not None else "")
         ) from None
     if group.attrs.get(ATTR) is None and not _empty(group):
         raise _foreign(target)
@@ -358,7 +357,12 @@ def open_target(
     store = _store(target, overwrite)
     try:
         group = zarr.open_group(store, mode="a", zarr_format=3)
-    except Exception:  # noqa: BLE001 - damaged group metadata of a folder check_target proved ours (overwrite)
+    except Exception as err:  # noqa: BLE001 - group metadata zarr cannot read, of a folder check_target proved ours
+        if not overwrite:
+            raise DamagedTargetError(
+                f"target: {target} is a damaged sum-hq batch target: its group metadata cannot be read "
+                f"({_short(err)}); rerun with overwrite=True (--overwrite) to start again"
+            ) from None
         group = None
     existing = None if group is None else group.attrs.get(ATTR)
     if existing is not None and existing.get("signature") == signature and not (restart and overwrite):
@@ -448,14 +452,19 @@ def _check_folder(path: Path, overwrite: bool) -> None:
     if not entries:
         return
     metadata = _metadata(path)
-    if metadata is not None:
-        if metadata.get("node_type") == "array":
-            raise _array_refused(path)
-        ours = isinstance(metadata.get("attributes"), dict) and ATTR in metadata["attributes"]
-        if not ours and (entries != {"zarr.json"} or metadata.get("attributes")):
+    if metadata is not None and metadata.get("node_type") == "array":
+        raise _array_refused(path)
+    if metadata is not None and metadata.get("node_type") == "group":
+        attributes = metadata.get("attributes") or {}
+        if ATTR in attributes or (entries == {"zarr.json"} and not attributes):
+            return  # ours (its signature is compared by open_target), or an empty group
+        if attributes or not _provably_ours(path, entries - {"zarr.json"}):
             raise _foreign(path)
-        return
-    state = "missing" if not (path / "zarr.json").exists() else "unreadable"
+        state = "without the job's attributes (its job was interrupted while starting)"
+    elif not (path / "zarr.json").exists():
+        state = "missing"
+    else:
+        state = "unreadable"
     if not _provably_ours(path, entries - {"zarr.json"}):
         raise InvalidInputError(
             f"target: {path} is a non-empty folder that is not a zarr v3 group (its zarr.json is {state}) and "
