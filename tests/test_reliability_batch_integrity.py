@@ -717,3 +717,23 @@ def test_a_target_interrupted_while_starting_is_ours_and_overwrite_starts_it_aga
                                                  r"job's attributes .*overwrite=True \(--overwrite\) to start again"):
         segment_zarr(image, target, **KW)
     assert_identical(segment_zarr(image, target, overwrite=True, **KW), segment_zarr(image, tmp_path / "r.zarr", **KW))
+
+
+def test_a_format_2_target_keeps_its_rule_for_chunks_never_written(tmp_path, resolved, monkeypatch):
+    """Format 3 records the checksum of zeros for the chunks of slices without prompts; a complete
+    format 2 target has 0 there (never written, must read as zeros) and still verifies."""
+    use_fake_decoder(monkeypatch)
+    image, rows = prompt_stack()
+    kwargs = dict(mode="prompts", prompts=write_table(tmp_path / "p.csv", rows[:1]), **KW)
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **kwargs)
+    group = zarr.open_group(str(target))
+    assert group.attrs[ATTR]["format"] == 3 and np.count_nonzero(group["checksums/labels"][...]) == N_SLICES * N_TILES
+    for name in ("labels", "uncertainty"):
+        group[f"checksums/{name}"][1:] = 0  # slices 1 and 2 hold no prompt: as format 2 left them
+    group.attrs[ATTR] = {**group.attrs[ATTR], "format": 2}
+    assert verify_target(target) == N_SLICES * N_TILES
+    segment_zarr(image, target, **kwargs)  # returned as it is
+    group["labels"][2, 0:10, 0:10] = 7
+    with pytest.raises(DamagedTargetError, match=r"labels chunk \(2, 0, 0\) does not match its checksum"):
+        verify_target(target)

@@ -171,7 +171,7 @@ def segment_zarr(
         Bad mode, options, ``overwrite`` / ``progress`` / ``repair`` (not bool), ``scheduler``
         (not a dask scheduler name, callable or client), axis, tiling, prompts (also outside the
         volume or not UTF-8) or target (a file, a folder that cannot be created, a read-only or
-        foreign target, one overlapping the source, or one another job is writing); all checked
+        foreign target or zarr array, one overlapping the source, or one another job is writing); all checked
         before the model is loaded. A target of another job (compared once the model is known).
     DamagedTargetError
         A damaged target, without ``repair`` (an ``InvalidInputError``).
