@@ -7,7 +7,7 @@ Layout
 - ``uncertainty``: float16, same shape and chunks, in [0, 1].
 - ``checksums/labels``, ``checksums/uncertainty`` (format 2 and later): uint64, one value per
   output chunk (shape = the arrays' chunk grid, each value its own chunk), the
-  :func:`chunk_checksum` (64-bit BLAKE2b) of the chunk's decoded values, recorded when the chunk
+  :func:`chunk_checksum` (64-bit BLAKE2b, :func:`sum_core.checksums.checksum`) of the chunk's decoded values, recorded when the chunk
   is written (automatic mode) or when its slice is finished (prompts mode), before the unit's
   ``done`` flag; 0 = not recorded yet. When the job completes, the chunks no task writes (slices
   without prompts, empty by design) get the checksum of zeros, so in a complete format 3 target
@@ -35,7 +35,6 @@ or none, never half of one.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
@@ -51,6 +50,7 @@ import numpy as np
 import zarr
 import zarr.storage
 
+from ..checksums import checksum
 from ..errors import DamagedTargetError, InvalidInputError, SumError
 from .lock import LOCK_NAME, location
 
@@ -258,18 +258,14 @@ class _DamagedRecord(Exception):
 
 
 def chunk_checksum(data: np.ndarray) -> int:
-    """64-bit BLAKE2b of an output chunk's values (never 0, which means "not recorded")."""
-    return int.from_bytes(_blake2b(data), "little") | 1
+    """64-bit :func:`~sum_core.checksums.checksum` (BLAKE2b) of an output chunk's values (never 0,
+    which means "not recorded")."""
+    return int.from_bytes(checksum(data, size=8), "little") | 1
 
 
 def _digest(data: np.ndarray) -> str:
     """Hex digest of an intermediate record's bytes (its ``blake2b`` attribute)."""
-    return _blake2b(data).hex()
-
-
-def _blake2b(data: np.ndarray) -> bytes:
-    """The batch target's one hash: 8-byte BLAKE2b of an array's values in C order."""
-    return hashlib.blake2b(np.ascontiguousarray(data).tobytes(), digest_size=8).digest()
+    return checksum(data, size=8).hex()
 
 
 def _short(err: BaseException) -> str:
