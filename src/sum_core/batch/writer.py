@@ -7,8 +7,9 @@ Layout
 - ``uncertainty``: float16, same shape and chunks, in [0, 1].
 - ``checksums/labels``, ``checksums/uncertainty`` (format 2 and later): uint64, one value per
   output chunk (shape = the arrays' chunk grid, each value its own chunk), the
-  :func:`chunk_checksum` (64-bit BLAKE2b, :func:`sum_core.checksums.checksum`) of the chunk's decoded values, recorded when the chunk
-  is written (automatic mode) or when its slice is finished (prompts mode), before the unit's
+  :func:`chunk_checksum` (64-bit BLAKE2b, :func:`sum_core.checksums.checksum`) of the chunk's
+  decoded values, recorded when the chunk is written (automatic mode) or when its slice is
+  finished (prompts mode), before the unit's
   ``done`` flag; 0 = not recorded yet. When the job completes, the chunks no task writes (slices
   without prompts, empty by design) get the checksum of zeros, so in a complete format 3 target
   every chunk has its checksum and a 0 is damage (a checksum deleted with its chunk); format 2
