@@ -32,6 +32,7 @@ from sum_core.tiling import tile_grid
 
 from small_models import small_vit_config
 from tiled_fakes import EncoderCounter
+from test_ais_postprocess import MICRO_SAM_DEFAULTS
 
 SHAPE = (2048, 2048)
 #: Largest disc radius: a disc (61 px across) is under the 64 px default halo, so every tile whose inner
@@ -260,14 +261,7 @@ def test_ais_options_refuse_bad_values(field, value):
 
 
 def test_ais_options_defaults_are_micro_sams():
-    assert AisOptions() == AisOptions(
-        center_distance_threshold=0.5,
-        boundary_distance_threshold=0.5,
-        foreground_threshold=0.5,
-        foreground_smoothing=1.0,
-        distance_smoothing=1.6,
-        min_size=0,
-    )
+    assert AisOptions() == AisOptions(**MICRO_SAM_DEFAULTS)
 
 
 def test_ais_mode_without_decoder_is_refused(plain_model):
