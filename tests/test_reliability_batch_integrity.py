@@ -284,6 +284,23 @@ def test_missing_array_metadata_is_named_and_recreated_by_repair(tmp_path, resol
     assert verify_target(target) == N_SLICES * N_TILES
 
 
+@pytest.mark.parametrize("stage", ["tile", "plan", "chunk"])
+def test_unreadable_flag_metadata_is_named_and_repair_redoes_that_stage(tmp_path, resolved, monkeypatch, stage):
+    """``done/<stage>/zarr.json`` of an unfinished job overwritten with garbage: a DamagedTargetError naming it
+    (was a raw JSONDecodeError, with or without repair); repair drops the lost flags and the job ends identical."""
+    image = stack()
+    reference = segment_zarr(image, tmp_path / "ref.zarr", **KW)
+    target = tmp_path / "out.zarr"
+    interrupted(image, target, monkeypatch, fail_at=6)
+    (target / "done" / stage / "zarr.json").write_bytes(b"\x00garbage")
+    for check in (verify_target, lambda t: segment_zarr(image, t, **KW)):
+        with pytest.raises(DamagedTargetError, match=rf"is damaged: done/{stage}/zarr\.json is unreadable\. Rerun "
+                                                     r"with repair"):
+            check(target)
+    assert_identical(segment_zarr(image, target, repair=True, **KW), reference)
+    assert verify_target(target) == N_SLICES * N_TILES
+
+
 def test_missing_group_metadata_is_refused_before_the_model_loads(tmp_path, resolved):
     image = stack(1)[0]
     target = tmp_path / "out.zarr"

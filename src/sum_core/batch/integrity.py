@@ -38,6 +38,7 @@ from ..errors import InvalidInputError
 from .writer import ATTR, OUTPUTS, Target, chunk_checksum
 
 Damage = list[tuple[int, str]]  # (slice index, what is damaged)
+_STAGES = ("tile", "plan", "chunk", "slice")  # the done/<stage> flags of both modes (see job.py)
 
 
 def find_damage(target: Target, repair: bool = False) -> Damage:
@@ -64,6 +65,11 @@ def find_damage(target: Target, repair: bool = False) -> Damage:
         damage += [(s, f"slice {s} cannot be verified (array metadata was lost)") for s in range(n_slices)]
     complete = bool(target.info.get("complete"))
     if not complete:
+        unreadable = _stages(target)[1]
+        if unreadable and not repair:
+            raise target.damaged([f"done/{stage}/zarr.json is unreadable" for stage in unreadable])
+        for stage in unreadable:  # the flags are lost: the stage's units are redone (same bytes)
+            sync(target.group.store.delete_dir(f"{target.group.path}/done/{stage}".lstrip("/")))
         damage += _flag_damage(target)
     if target.checksummed:
         damage += _chunk_damage(target, complete)
@@ -202,12 +208,23 @@ def _cells(array: zarr.Array) -> tuple[np.ndarray, np.ndarray]:
         return values, bad
 
 
+def _stages(target: Target) -> tuple[dict[str, zarr.Array], list[str]]:
+    """The ``done/<stage>`` flag arrays of a target, and the stages whose metadata cannot be read."""
+    arrays, unreadable = {}, []
+    for stage in _STAGES:
+        try:
+            arrays[stage] = target.group[f"done/{stage}"]
+        except KeyError:
+            continue
+        except Exception:  # noqa: BLE001 - any unreadable metadata
+            unreadable.append(stage)
+    return arrays, unreadable
+
+
 def _flag_damage(target: Target) -> Damage:
     """Unreadable ``done`` flags, or flags other than 0 / 1."""
-    if "done" not in target.group:
-        return []
     damage = []
-    for stage, array in target.group["done"].arrays():
+    for stage, array in _stages(target)[0].items():
         values, bad = _cells(array)
         for index in zip(*np.nonzero(bad | (values > 1))):
             index = tuple(int(i) for i in index)
@@ -252,9 +269,9 @@ def _finished_chunks(target: Target, complete: bool) -> np.ndarray:
     """Which output chunks (over the chunk grid) belong to finished units: all of a complete
     target, else those of set ``done/chunk`` (automatic) or ``done/slice`` (prompts) flags."""
     finished = np.full(target.layout[2], complete, dtype=bool)
-    if complete or "done" not in target.group:
+    if complete:
         return finished
-    stages = dict(target.group["done"].arrays())
+    stages = _stages(target)[0]
     for stage in ("chunk", "slice"):
         if stage not in stages:
             continue
@@ -269,9 +286,8 @@ def _finished_chunks(target: Target, complete: bool) -> np.ndarray:
 def _clear_slice(target: Target, slice_index: int) -> None:
     """Unset a slice's flags and drop its intermediate records, then forget its checksums and zero its
     output chunks (:meth:`Target.clear_slice`), in this order (see the module docstring)."""
-    if "done" in target.group:
-        for _, array in target.group["done"].arrays():
-            array[slice_index] = 0
+    for array in _stages(target)[0].values():
+        array[slice_index] = 0
     if f"work/s{slice_index}" in target.group:
         del target.group[f"work/s{slice_index}"]
     target.clear_slice(slice_index)
