@@ -301,6 +301,41 @@ def test_unreadable_flag_metadata_is_named_and_repair_redoes_that_stage(tmp_path
     assert verify_target(target) == N_SLICES * N_TILES
 
 
+def test_overwrite_deletes_only_what_a_job_wrote(tmp_path, resolved):
+    """A user's file and array kept inside one of our targets survive ``overwrite=True`` (another job,
+    and a damaged target restarted): only the group metadata and the job's own nodes are replaced."""
+    image = stack()
+    target = tmp_path / "out.zarr"
+    segment_zarr(image, target, **KW)
+    (target / "my_notes.txt").write_text("keep me")
+    zarr.open_group(str(target)).create_array("my_corrected_labels", shape=(4,), dtype="uint8")[:] = [1, 2, 3, 4]
+    other = {**KW, "halo": 8}  # another job
+    group = segment_zarr(image, target, overwrite=True, **other)
+    assert_identical(group, segment_zarr(image, tmp_path / "ref.zarr", **other))
+    assert (target / "my_notes.txt").read_text() == "keep me"
+    np.testing.assert_array_equal(zarr.open_array(str(target / "my_corrected_labels"))[...], [1, 2, 3, 4])
+    chunk_file(target, "labels", (0, 0, 0)).unlink()  # damaged: overwrite starts the same job again
+    segment_zarr(image, target, overwrite=True, **other)
+    assert (target / "my_notes.txt").read_text() == "keep me"
+
+
+def test_a_store_holding_other_data_is_refused_and_kept(tmp_path, resolved):
+    """A target given as a zarr store object (not a folder) is checked like a folder: a store holding
+    anything but our group is refused, with or without overwrite, and nothing in it is deleted."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    image = stack(1)[0]
+    for overwrite in (False, True):
+        store = zarr.storage.MemoryStore()
+        sync(store.set("notes.txt", default_buffer_prototype().buffer.from_bytes(b"keep me")))
+        with pytest.raises(InvalidInputError, match="holds data that was not written by a sum-hq batch job"):
+            segment_zarr(image, store, overwrite=overwrite, **KW)
+        assert sync(store.get("notes.txt", default_buffer_prototype())).to_bytes() == b"keep me"
+    store = zarr.storage.MemoryStore()
+    assert_identical(segment_zarr(image, store, **KW), segment_zarr(image, tmp_path / "ref.zarr", **KW))
+
+
 def test_missing_group_metadata_is_refused_before_the_model_loads(tmp_path, resolved):
     image = stack(1)[0]
     target = tmp_path / "out.zarr"

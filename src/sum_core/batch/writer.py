@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import zarr
 import zarr.storage
+from zarr.core.sync import sync
 
 from ..checksums import checksum
 from ..errors import DamagedTargetError, InvalidInputError, SumError
@@ -299,6 +300,8 @@ def check_target(target: Any, overwrite: bool = False) -> None:
     try:
         group = zarr.open_group(store, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        if _store_entries(store):  # a store holding other things than a zarr group
+            raise _foreign(target) from None
         return  # a new target
     except zarr.errors.ContainsArrayError:
         raise _array_refused(target) from None
@@ -307,7 +310,7 @@ def check_target(target: Any, overwrite: bool = False) -> None:
             f"target: {target} cannot be opened as a zarr v3 group (its zarr.json is damaged: {_short(err)}); "
             "choose a new target"
         ) from None
-    if group.attrs.get(ATTR) is None and not _empty(group):
+    if group.attrs.get(ATTR) is None and (not _empty(group) or _store_entries(store) - {"zarr.json"}):
         raise _foreign(target)
 
 
@@ -520,17 +523,31 @@ def no_space_left(target: Any) -> Iterator[None]:
 
 
 def _cleared(store: Any) -> zarr.Group:
-    """An empty new group in ``store``; a folder target keeps its lock file (held by this job)."""
-    if not isinstance(store, zarr.storage.LocalStore):
-        return zarr.open_group(store, mode="w", zarr_format=3)
-    for entry in Path(store.root).iterdir():
-        if entry.name == LOCK_NAME:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    """A new group in ``store`` after deleting only what a job writes there: the group's ``zarr.json``
+    first (an interrupted clear leaves no signature behind), then the job's nodes (:data:`_NODES`).
+    Anything else (the lock file held by this job, a user's files) is left as it is."""
+    if isinstance(store, zarr.storage.LocalStore):
+        root = Path(store.root)
+        for name in ("zarr.json", *_NODES):
+            entry = root / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.is_symlink() or entry.exists():
+                entry.unlink()
+    else:
+        sync(store.delete("zarr.json"))
+        for name in _NODES:
+            sync(store.delete_dir(name))
     return zarr.open_group(store, mode="a", zarr_format=3)
+
+
+def _store_entries(store: Any) -> set[str]:
+    """The top-level names in ``store`` (files and node folders), the lock file left out."""
+
+    async def keys() -> list[str]:
+        return [key async for key in store.list()]
+
+    return {key.split("/", 1)[0] for key in sync(keys())} - {LOCK_NAME}
 
 
 def check_apart(source: Any, target: Any) -> None:
