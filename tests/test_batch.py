@@ -480,7 +480,7 @@ def test_cancel_stops_a_job_between_decoder_batches_and_it_resumes(tmp_path, mon
     group = segment_zarr(image, tmp_path / "out.zarr", cancel=threading.Event(), **kwargs)
     assert len(batches) == 3 + 3 * 2  # the other 3 tiles, the cancelled one again; the first stays done
     assert same_partition(group["labels"][...], ndimage.label(image > 0)[0])
-    with pytest.raises(InvalidInputError, match="cancel: only local dask schedulers"):
+    with pytest.raises(InvalidInputError, match="cancel: only the threads and synchronous dask schedulers"):
         segment_zarr(image, tmp_path / "x.zarr", cancel=cancel, scheduler="distributed")
 
 

@@ -707,6 +707,14 @@ def test_overwrite_starts_a_damaged_target_of_the_same_job_again_as_advised(tmp_
     assert generator_calls() == calls
 
 
+def test_cancel_is_refused_for_process_schedulers(tmp_path, resolved):
+    import threading as _threading
+
+    with pytest.raises(InvalidInputError, match="cancel: only the threads and synchronous dask schedulers"):
+        segment_zarr(stack(), tmp_path / "out.zarr", **{**KW, "scheduler": "processes"}, cancel=_threading.Event())
+    assert resolved == []
+
+
 def test_no_task_writes_the_target_after_an_error_was_raised(tmp_path, resolved, monkeypatch):
     """With the threads scheduler dask returned at a task's first error while the other tile
     tasks kept writing records, flags and chunks: a rerun with overwrite or repair could clear

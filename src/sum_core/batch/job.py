@@ -190,8 +190,11 @@ def segment_zarr(
     repair = check_bool(repair, "repair")
     if (mode == "prompts") != (prompts is not None):
         raise InvalidInputError("prompts: give a prompt table exactly when mode='prompts'")
-    if cancel is not None and not _is_local(scheduler):
-        raise InvalidInputError("cancel: only local dask schedulers can be cancelled (not dask.distributed)")
+    if cancel is not None and (not _is_local(scheduler) or scheduler in _PROCESS_SCHEDULERS):
+        raise InvalidInputError(
+            "cancel: only the threads and synchronous dask schedulers can be cancelled (not processes or "
+            "dask.distributed: their tasks cannot see this process's event)"
+        )
     _check_scheduler(scheduler)
     volume = open_volume(source, key=key, axis=axis)
     check_apart(source, target)  # before anything is loaded, created or deleted
@@ -337,6 +340,8 @@ def _run(graph: dict[str, Any], scheduler: Any, stop: Any, hold: LockHold) -> No
     tasks are dropped and the running ones are waited for (dask returns at the first exception,
     its other tasks still writing), so none writes after this function has raised. A second
     exception while waiting (Ctrl+C again) leaves at once and keeps the target's lock (``hold``).
+    Other schedulers (processes, a callable, dask.distributed) get no such wait: after a failed
+    job, let their workers go idle before rerunning with ``overwrite`` or ``repair``.
     """
     graph = {**graph, _FINISHED: (_finished, *graph)}
     if not _threaded(scheduler):
@@ -354,6 +359,9 @@ def _run(graph: dict[str, Any], scheduler: Any, stop: Any, hold: LockHold) -> No
             raise
         raise
     pool.shutdown(wait=True)
+
+
+_PROCESS_SCHEDULERS = ("processes", "multiprocessing")
 
 
 def _threaded(scheduler: Any) -> bool:
