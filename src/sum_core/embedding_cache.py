@@ -52,7 +52,6 @@ import bisect
 import json
 import math
 import os
-import shutil
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -68,6 +67,7 @@ import zarr.storage
 
 from .checksums import checksum
 from .errors import DamagedTileError, InvalidInputError
+from .imageio import remove_entries
 from .modeling import ImageEmbedding
 from .sources import read_block
 from .tiling import TileGrid
@@ -613,13 +613,7 @@ def _delete_own_store(path: Path) -> None:
     short leaves a store that reopens as incomplete."""
     group = zarr.open_group(str(path), mode="r+")
     group.attrs.put({_MARKER: group.attrs[_MARKER]})
-    for name in _ARRAY_NAMES:
-        member = path / name
-        if member.is_dir() and not member.is_symlink():
-            shutil.rmtree(member)
-        else:
-            member.unlink(missing_ok=True)
-    (path / "zarr.json").unlink()
+    remove_entries(path, (*_ARRAY_NAMES, "zarr.json"))
 
 
 def _normalise_signature(signature: dict[str, Any]) -> dict[str, Any]:

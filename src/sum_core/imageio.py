@@ -16,7 +16,8 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "is_zarr_path",
     "open_zarr",
     "read_image",
+    "remove_entries",
     "write_image",
     "write_images",
 ]
@@ -334,6 +336,31 @@ def write_image(path: str | os.PathLike, array) -> None:
         As :func:`check_image_target`.
     """
     write_images([(path, array)])
+
+
+def remove_entries(folder: Path, names: Iterable[str]) -> None:
+    """Delete the named entries of ``folder``, in the given order, and nothing else.
+
+    The one deletion of what sum-hq wrote into a folder (batch targets, embedding caches): a
+    folder entry is removed whole, a file or a symbolic link is unlinked (never what a link
+    points to), a name that is not there is skipped.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> (folder / "labels").mkdir(); (folder / "notes.txt").write_text("mine")
+    4
+    >>> remove_entries(folder, ["labels", "zarr.json"])
+    >>> sorted(p.name for p in folder.iterdir())
+    ['notes.txt']
+    """
+    for name in names:
+        entry = folder / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.is_symlink() or entry.exists():
+            entry.unlink()
 
 
 def write_images(items: Sequence[tuple[str | os.PathLike, Any]]) -> None:

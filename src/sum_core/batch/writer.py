@@ -39,7 +39,6 @@ import errno
 import io
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from zarr.core.sync import sync
 
 from ..checksums import checksum
 from ..errors import DamagedTargetError, InvalidInputError, SumError
+from ..imageio import remove_entries
 from .lock import LOCK_NAME, location
 
 ATTR = "sum_hq_batch"
@@ -527,13 +527,7 @@ def _cleared(store: Any) -> zarr.Group:
     first (an interrupted clear leaves no signature behind), then the job's nodes (:data:`_NODES`).
     Anything else (the lock file held by this job, a user's files) is left as it is."""
     if isinstance(store, zarr.storage.LocalStore):
-        root = Path(store.root)
-        for name in ("zarr.json", *_NODES):
-            entry = root / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            elif entry.is_symlink() or entry.exists():
-                entry.unlink()
+        remove_entries(Path(store.root), ("zarr.json", *_NODES))
     else:
         sync(store.delete("zarr.json"))
         for name in _NODES:
