@@ -4,12 +4,21 @@
 tile, with dask, writing ``labels`` and ``uncertainty`` arrays into a zarr v3 group; an
 interrupted job resumes where it stopped, and a damaged target is found and repaired
 (:func:`verify_target` checks one against its recorded checksums). :func:`read_prompts_table`
-reads the CSV prompt tables of the prompts mode.
+reads the CSV prompt tables of the prompts mode; :func:`object_table` reads the per-object table
+(area and AIS uncertainty of every object) that AIS jobs write with the labels.
 """
 
 from .integrity import verify_target
 from .job import segment_zarr
+from .objects import object_table
 from .prompts_table import ObjectPrompt, read_prompts_table
 from ..errors import DamagedTargetError
 
-__all__ = ["DamagedTargetError", "ObjectPrompt", "read_prompts_table", "segment_zarr", "verify_target"]
+__all__ = [
+    "DamagedTargetError",
+    "ObjectPrompt",
+    "object_table",
+    "read_prompts_table",
+    "segment_zarr",
+    "verify_target",
+]
