@@ -75,17 +75,16 @@ def exact_upscale(model, embedding, low_res):
     return low_res.repeat_interleave(BLOCK, -2).repeat_interleave(BLOCK, -1)[..., :h, :w]
 
 
-def install_exact_fake(monkeypatch, *encoder_users) -> list[tuple[int, int]]:
-    """Patch the fake into ``sum_core.automatic`` (and the modules in ``encoder_users`` that
-    encode windows themselves); returns the list of encoded window shapes."""
+def install_exact_fake(monkeypatch) -> list[tuple[int, int]]:
+    """Patch the fake into ``sum_core.automatic`` (every AMG window is encoded there, batch jobs'
+    too: ``automatic.window_masks``); returns the list of encoded window shapes."""
     encoded: list[tuple[int, int]] = []
 
     def encode(model, image, precision="fp32"):
         encoded.append(image.shape[:2])
         return exact_encode(model, image, precision)
 
-    for module in (automatic, *encoder_users):
-        monkeypatch.setattr(module, "encode_image", encode)
+    monkeypatch.setattr(automatic, "encode_image", encode)
     monkeypatch.setattr(automatic, "decode_points", exact_decode)
     monkeypatch.setattr(automatic, "upscale", exact_upscale)
     return encoded

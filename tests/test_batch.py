@@ -428,7 +428,7 @@ def test_an_automatic_job_hashes_the_weights_once_and_the_source_once(tmp_path, 
     from test_automatic import install_exact_fake
 
     model = tiny_model()
-    install_exact_fake(monkeypatch, batch_auto)
+    install_exact_fake(monkeypatch)
     stack = np.stack([block_blobs((40, 45), seed=s) for s in range(3)])
     hashes = HashCounter(monkeypatch)
     group = segment_zarr(stack, tmp_path / "out.zarr", model=model, tile_shape=160, halo=48, progress=False,
@@ -458,7 +458,7 @@ def test_cancel_stops_a_job_between_decoder_batches_and_it_resumes(tmp_path, mon
     from test_automatic import exact_decode, install_exact_fake
 
     use_model(monkeypatch, tiny)
-    install_exact_fake(monkeypatch, batch_auto)
+    install_exact_fake(monkeypatch)
     cancel = threading.Event()
     batches = []
 

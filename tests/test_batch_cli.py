@@ -102,7 +102,7 @@ def test_cli_auto_with_explicit_tiles_on_a_camera_frame(tmp_path, monkeypatch, s
     encoded as one image each, and every object lands exactly on its pixels."""
     torch_model = build_from_config(small_vit_config())  # input size 1024
     use_model(monkeypatch, torch_model)
-    encoded = install_exact_fake(monkeypatch, batch_auto)
+    encoded = install_exact_fake(monkeypatch)
     tile = int(flags[1])
     halo = int(flags[3]) if len(flags) > 2 else None
     grid = tile_grid(shape, 1024, tile, halo)

@@ -35,13 +35,22 @@ from .ais_postprocess import instances_from_distance_maps
 from .ais_uncertainty import ais_pixel_uncertainty
 from .encoding import encode_image
 from .errors import InvalidInputError, check_cancel
-from .image import Normalization, to_uint8_rgb
+from .image import Normalization
 from .modeling import SamModel, decode_ais_maps
 from .sources import Planes
-from .tiling import TileGrid
+from .tile_window import read_window
+from .tiling import Tile, TileGrid
 from .validation import check_int, check_range
 
-__all__ = ["AIS_MAP_BYTES_PER_PIXEL", "AisOptions", "ais_maps", "ais_segment", "window_maps"]
+__all__ = [
+    "AIS_MAP_BYTES_PER_PIXEL",
+    "AisOptions",
+    "ais_maps",
+    "ais_segment",
+    "maps_uncertainty",
+    "tile_maps",
+    "window_maps",
+]
 
 #: Bytes per pixel of the full-size decoder maps :func:`ais_segment` holds (three float32 maps).
 AIS_MAP_BYTES_PER_PIXEL = 12
@@ -176,11 +185,25 @@ def ais_maps(
     maps = np.empty((3, height, width), dtype=np.float32)
     for tile in tqdm(grid, desc="AIS: decoding tiles", disable=not progress):
         check_cancel(cancel)
-        window = to_uint8_rgb(planes.read(0, tile.outer), normalization)
-        decoded = window_maps(model, window, precision)
-        maps[(slice(None),) + tile.inner.slices] = decoded[(slice(None),) + tile.inner_in_outer.slices]
-    # The sigmoid maps are resized bilinearly; float rounding may leave them an ulp outside [0, 1].
-    return np.clip(maps, 0.0, 1.0, out=maps)
+        maps[(slice(None),) + tile.inner.slices] = tile_maps(model, planes, 0, tile, normalization, precision)
+    return maps
+
+
+def tile_maps(
+    model: SamModel, planes: Planes, slice_index: int, tile: Tile, normalization: Normalization | None,
+    precision: str = "fp32",
+) -> np.ndarray:
+    """The AIS maps of one tile's inner block, decoded on its outer window (:func:`window_maps`).
+
+    Returns
+    -------
+    np.ndarray
+        ``3×h×w`` float32 in [0, 1] for ``tile.inner`` (clipped: the sigmoid maps are resized
+        bilinearly, and float rounding may leave them an ulp outside [0, 1]).
+    """
+    decoded = window_maps(model, read_window(planes, slice_index, tile.outer, normalization), precision)
+    inner = np.ascontiguousarray(decoded[(slice(None),) + tile.inner_in_outer.slices], dtype=np.float32)
+    return np.clip(inner, 0.0, 1.0, out=inner)
 
 
 def ais_segment(
@@ -219,7 +242,10 @@ def ais_segment(
     rows = max(1, _UNCERTAINTY_PIXELS // grid.shape[1])
     for r in range(0, grid.shape[0], rows):
         band = slice(r, r + rows)
-        uncertainty[band] = ais_pixel_uncertainty(
-            maps[0, band], maps[2, band], boundary_distance_threshold=options.boundary_distance_threshold
-        )
+        uncertainty[band] = maps_uncertainty(maps[:, band], options)
     return labels, uncertainty
+
+
+def maps_uncertainty(maps: np.ndarray, options: AisOptions) -> np.ndarray:
+    """Per-pixel uncertainty (float32) of a block of the three maps (``3×h×w``), with the options' threshold."""
+    return ais_pixel_uncertainty(maps[0], maps[2], boundary_distance_threshold=options.boundary_distance_threshold)

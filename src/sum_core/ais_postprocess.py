@@ -29,6 +29,7 @@ are identical to torch-em's ``watershed_from_center_and_boundary_distances``.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage
@@ -38,7 +39,14 @@ from skimage.segmentation import relabel_sequential, watershed
 from .errors import InvalidInputError
 from .validation import check_int, check_range
 
-__all__ = ["check_decoder_map", "instances_from_distance_maps"]
+__all__ = [
+    "SeedMaps",
+    "check_decoder_map",
+    "flood",
+    "instances_from_distance_maps",
+    "seed_maps",
+    "smoothing_radius",
+]
 
 
 def check_decoder_map(value: object, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
@@ -79,11 +87,79 @@ def check_decoder_map(value: object, name: str, shape: tuple[int, ...] | None = 
     return array
 
 
+def smoothing_radius(sigma: float) -> int:
+    """Pixels on each side that the Gaussian of ``sigma`` reads: ``ceil(3 sigma)`` (at least 1), 0 for none."""
+    return 0 if sigma == 0 else max(1, math.ceil(3.0 * sigma))
+
+
 def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
     if sigma == 0:
         return image
-    radius = max(1, math.ceil(3.0 * sigma))
-    return ndimage.gaussian_filter(image, sigma, mode="mirror", radius=radius, output=np.float32)
+    return ndimage.gaussian_filter(image, sigma, mode="mirror", radius=smoothing_radius(sigma), output=np.float32)
+
+
+class SeedMaps(NamedTuple):
+    """The watershed's inputs (steps 1-3 of the module docstring), from :func:`seed_maps`.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        bool ``(H, W)``: the smoothed foreground above its threshold.
+    heights : numpy.ndarray
+        float32 ``(H, W)``: the smoothed boundary distance (the flood's heights).
+    seeds : numpy.ndarray
+        bool ``(H, W)``: both smoothed distances below their thresholds, inside ``mask``.
+    """
+
+    mask: np.ndarray
+    heights: np.ndarray
+    seeds: np.ndarray
+
+
+def seed_maps(
+    foreground: np.ndarray,
+    center_distances: np.ndarray,
+    boundary_distances: np.ndarray,
+    *,
+    center_distance_threshold: float,
+    boundary_distance_threshold: float,
+    foreground_threshold: float,
+    foreground_smoothing: float,
+    distance_smoothing: float,
+) -> SeedMaps:
+    """Smooth the three float32 maps and threshold them (steps 1-3; arguments as
+    :func:`instances_from_distance_maps`, already validated). Each output pixel depends only on the
+    maps within :func:`smoothing_radius` px of it (the image border mirrored)."""
+    mask = _smooth(foreground, foreground_smoothing) > foreground_threshold
+    center = _smooth(center_distances, distance_smoothing)
+    heights = _smooth(boundary_distances, distance_smoothing)
+    seeds = (center < center_distance_threshold) & (heights < boundary_distance_threshold) & mask
+    return SeedMaps(mask, heights, seeds)
+
+
+def flood(heights: np.ndarray, seeds: np.ndarray, mask: np.ndarray, min_size: int = 0) -> np.ndarray:
+    """Steps 4-5: each 8-connected seed floods ``mask`` over ``heights`` (4-connected, lowest first),
+    then objects under ``min_size`` pixels are removed.
+
+    The flood never leaves the 8-connected component of ``mask`` holding its seed, and its result
+    there depends only on the heights, seeds and mask inside that component (the flood's queue orders
+    by height, then first in, first out, and seeds enter it in raster order).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` uint32, objects ``1..N`` in raster order of their seeds' first pixels.
+    """
+    markers = connected_components(seeds, connectivity=2).astype(np.uint32)
+    labels = watershed(heights, markers, mask=mask, connectivity=1).astype(np.uint32)
+    if min_size > 0:
+        sizes = np.bincount(labels.ravel())
+        small = sizes < min_size
+        small[0] = False
+        if small.any():
+            labels[small[labels]] = 0
+            labels = relabel_sequential(labels)[0].astype(np.uint32)
+    return labels
 
 
 def instances_from_distance_maps(
@@ -157,17 +233,8 @@ def instances_from_distance_maps(
     distance_sigma = check_range(distance_smoothing, "distance_smoothing", 0.0, math.inf)
     min_size = check_int(min_size, "min_size", 0)
 
-    mask = _smooth(fg, fg_sigma) > fg_t
-    center = _smooth(center, distance_sigma)
-    boundary = _smooth(boundary, distance_sigma)
-    seeds = (center < center_t) & (boundary < boundary_t) & mask
-    markers = connected_components(seeds, connectivity=2).astype(np.uint32)
-    labels = watershed(boundary, markers, mask=mask, connectivity=1).astype(np.uint32)
-    if min_size > 0:
-        sizes = np.bincount(labels.ravel())
-        small = sizes < min_size
-        small[0] = False
-        if small.any():
-            labels[small[labels]] = 0
-            labels = relabel_sequential(labels)[0].astype(np.uint32)
-    return labels
+    inputs = seed_maps(
+        fg, center, boundary, center_distance_threshold=center_t, boundary_distance_threshold=boundary_t,
+        foreground_threshold=fg_t, foreground_smoothing=fg_sigma, distance_smoothing=distance_sigma,
+    )
+    return flood(inputs.heights, inputs.seeds, inputs.mask, min_size)

@@ -23,6 +23,7 @@ import threading
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,6 @@ from .decoding import run_decoder, upscale
 from .device import resolve_device
 from .encoding import encode_image
 from .errors import InvalidInputError, check_cancel
-from .image import to_uint8_rgb
 from .loading import resolve_model
 from .mask_ops import (
     box_touches_edge,
@@ -53,6 +53,7 @@ from .modeling import DecodedMasks, ImageEmbedding, SamModel, ais_decoder_of
 from .nms import nms
 from .prompts import batch_to_model_frame, validate_prompts
 from .sources import fixed_normalization, image_planes
+from .tile_window import read_window
 from .tiling import Region, Tile, TileGrid, tile_grid
 from .validation import check_bool, check_options
 from .zoo import DEFAULT_MODEL
@@ -66,10 +67,13 @@ __all__ = [
     "Instance",
     "MaskRecord",
     "auto_segment",
+    "check_mode",
     "check_output_memory",
     "decode_points",
     "generate_masks",
+    "model_for_mode",
     "owned_instances",
+    "window_masks",
 ]
 
 # Masks upscaled to the window size at once (memory: _UPSCALE_CHUNK x H x W float32).
@@ -512,7 +516,7 @@ def auto_segment(
     >>> labels.dtype, bool(0 <= uncertainty.min() <= uncertainty.max() <= 1)
     (dtype('uint32'), True)
     """
-    requested = _check_mode(mode, options)
+    requested = check_mode(mode, options)
     progress = check_bool(progress, "progress")
     planes = image_planes(image)
     shape = planes.plane_shape
@@ -522,7 +526,9 @@ def auto_segment(
     if tile_shape is not None or halo is not None:
         tile_grid(shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before the model loads
     check_cancel(cancel)
-    sam_model, mode = _model_for_mode(model, requested, target)
+    sam_model, mode = model_for_mode(
+        model, requested, lambda ais_decoder: resolve_model(model, target, ais_decoder=ais_decoder)
+    )
     if mode == "ais" and requested == "auto":
         check_output_memory(shape, ais=True)
     options = check_options(options, AisOptions if mode == "ais" else AutoOptions)
@@ -537,9 +543,8 @@ def auto_segment(
     instances: list[Instance] = []
     for tile in tqdm(grid, desc="segmenting tiles", disable=not (progress and tiled)):
         check_cancel(cancel)
-        window = to_uint8_rgb(planes.read(0, tile.outer), normalization)
-        embedding = encode_image(sam_model, window, precision)
-        records = generate_masks(sam_model, embedding, options, progress=progress and not tiled, cancel=cancel)
+        window = read_window(planes, 0, tile.outer, normalization)
+        records = window_masks(sam_model, window, options, precision, progress=progress and not tiled, cancel=cancel)
         instances += owned_instances(records, tile, grid)
     if tiled and instances:
         boxes = torch.tensor([inst.box for inst in instances], dtype=torch.int64)
@@ -549,8 +554,33 @@ def auto_segment(
     return _paint(instances, shape)
 
 
-def _check_mode(mode: Any, options: Any) -> str:
-    """``mode`` checked against :data:`AUTO_MODES` and the options' type; "auto" with options is their mode."""
+def window_masks(
+    model: SamModel,
+    window: np.ndarray,
+    options: AutoOptions,
+    precision: str = "fp32",
+    *,
+    progress: bool = False,
+    cancel: threading.Event | None = None,
+) -> list[MaskRecord]:
+    """AMG's one per-window step: encode an ``(h, w, 3)`` uint8 window as one image, then
+    :func:`generate_masks` (used by :func:`auto_segment` and the batch jobs)."""
+    return generate_masks(model, encode_image(model, window, precision), options, progress=progress, cancel=cancel)
+
+
+def check_mode(mode: Any, options: Any) -> str:
+    """The automatic mode asked for, checked before the model loads: THE mode rule's first half.
+
+    ``mode`` must be one of :data:`AUTO_MODES`; options of the other mode are refused; ``"auto"``
+    with options is the mode of their type (:class:`AisOptions`: ``"ais"``, :class:`AutoOptions`:
+    ``"amg"``). ``"auto"`` without options stays ``"auto"``, decided by :func:`model_for_mode`.
+    Used by :func:`auto_segment` and :func:`sum_core.batch.segment_zarr`.
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown mode, options that are not options, or options of the other mode.
+    """
     if not isinstance(mode, str) or mode not in AUTO_MODES:
         raise InvalidInputError(
             f"mode must be one of {AUTO_MODES} ('ais': the AIS decoder, 'amg': the point grid, "
@@ -578,11 +608,33 @@ def _check_mode(mode: Any, options: Any) -> str:
     )
 
 
-def _model_for_mode(model: str | PathLike | SamModel, mode: str, device: torch.device) -> tuple[SamModel, str]:
-    """The model resolved for ``mode``, and the mode ("auto" decided: AIS iff it carries a decoder)."""
+def model_for_mode(
+    model: str | PathLike | SamModel, mode: str, load: Callable[[bool], SamModel]
+) -> tuple[SamModel, str]:
+    """The model loaded for a mode from :func:`check_mode`, and the mode decided: THE mode rule's second half.
+
+    ``"auto"`` becomes ``"ais"`` when the model carries an AIS decoder (a registry name whose entry
+    names a decoder file is loaded with it), else ``"amg"``.
+
+    Parameters
+    ----------
+    model : str, path or SamModel
+        As given by the caller.
+    mode : {"auto", "ais", "amg"}
+        From :func:`check_mode`.
+    load : callable
+        ``load(ais_decoder: bool) -> SamModel``: the caller's way to resolve ``model``
+        (:func:`sum_core.loading.resolve_model`; it raises for ``ais_decoder=True`` and a model
+        without a decoder).
+
+    Returns
+    -------
+    (SamModel, str)
+        The model and ``"ais"`` or ``"amg"``.
+    """
     if mode == "auto" and _registry_decoder(model):
         mode = "ais"  # fetch the registry model's decoder with it
-    resolved = resolve_model(model, device, ais_decoder=mode == "ais")
+    resolved = load(mode == "ais")
     if mode == "auto":
         mode = "ais" if ais_decoder_of(resolved) is not None else "amg"
     return resolved, mode

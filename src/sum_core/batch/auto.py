@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from ..auto_options import AutoOptions
-from ..automatic import Instance, MaskRecord, generate_masks, owned_instances
-from ..encoding import encode_image
-from ..image import Normalization, to_uint8_rgb
+from ..automatic import Instance, MaskRecord, owned_instances, window_masks
+from ..image import Normalization
+from ..tile_window import read_window
 from ..tiling import Region, TileGrid
 from .memory import release_freed_memory
 from .model_spec import ModelSpec
@@ -41,10 +41,9 @@ def window_records(
     options: AutoOptions,
     cancel: threading.Event | None = None,
 ) -> list[MaskRecord]:
-    """Segment one ``(H, W, 3)`` uint8 window: encoded as one image, then the mask generator."""
-    sam_model = model.load(device)
-    embedding = encode_image(sam_model, window, model.precision)
-    return generate_masks(sam_model, embedding, options, cancel=cancel)
+    """Segment one ``(H, W, 3)`` uint8 window: encoded as one image, then the mask generator
+    (:func:`sum_core.automatic.window_masks` with the job's model)."""
+    return window_masks(model.load(device), window, options, model.precision, cancel=cancel)
 
 
 def run_tile(
@@ -70,11 +69,10 @@ def _segment_tile(target: Target, volume: Volume, grid: TileGrid, slice_index: i
                   options: AutoOptions, cancel: threading.Event | None) -> None:
     """Segment one tile window and store its owned instances (all its maps freed on return)."""
     tile = grid[tile_index]
-    window = volume.read(slice_index, tile.outer)
-    flat = window.reshape(-1, window.shape[-1]) if window.ndim == 3 else window.reshape(-1, 1)
+    window = read_window(volume.planes, slice_index, tile.outer, normalization)
     records = []
-    if not (flat == flat[0]).all():  # a constant window holds no object
-        records = window_records(to_uint8_rgb(window, normalization), model, device, options, cancel)
+    if not (window == window[0, 0]).all():  # a window the encoder sees constant holds no object
+        records = window_records(window, model, device, options, cancel)
     target.put(f"s{slice_index}/t{tile_index}", _pack(owned_instances(records, tile, grid)))
 
 
@@ -138,17 +136,14 @@ def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, 
     chunk = grid[tile_index].inner
     plan = target.get(f"s{slice_index}/plan")
     sources = [t for t in grid.tiles_touching(_grow(chunk, grid.halo)) if t.outer.intersects(chunk)]
-    tiles = {t.index: _Unpacked(target.get(f"s{slice_index}/t{t.index}")) for t in sources}
+    tiles = {t.index: Unpacked(target.get(f"s{slice_index}/t{t.index}")) for t in sources}
     labels = np.zeros(chunk.shape, dtype=np.uint32)
     uncertainty = np.zeros(chunk.shape, dtype=np.float16)
     for t, i, label in zip(plan["tile"], plan["local"], plan["label"]):
         if int(t) not in tiles:
             continue
         part = tiles[int(t)]
-        box = Region(*(int(v) for v in part.box[i][:2]), *(int(v) + 1 for v in part.box[i][2:]))
-        window, inside = _overlap(box, chunk)
-        if window is not None:
-            labels[window.slices][part.mask(i)[inside.slices]] = label
+        paint(labels, chunk, part, i, label)
         unc_box = Region(*(int(v) for v in part.unc_region[i]))
         window, inside = _overlap(unc_box, chunk)
         if window is not None:
@@ -158,17 +153,28 @@ def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, 
     target.mark_done("chunk", (slice_index, tile_index))
 
 
-class _Unpacked:
-    """Random access to the instances stored by :func:`run_tile`."""
+def paint(labels: np.ndarray, chunk: Region, part: Unpacked, i: int, label: int) -> None:
+    """Paint object ``i`` of a stored record with ``label`` into the ``labels`` of ``chunk`` (where they overlap);
+    the one painter of both automatic modes."""
+    box = Region(*(int(v) for v in part.box[i][:2]), *(int(v) + 1 for v in part.box[i][2:]))
+    window, inside = _overlap(box, chunk)
+    if window is not None:
+        labels[window.slices][part.mask(i)[inside.slices]] = label
+
+
+class Unpacked:
+    """Random access to the objects of a stored record: inclusive global ``box`` and the mask cropped to
+    it of each (:func:`run_tile`; AIS's object records), and the cropped uncertainty of AMG's."""
 
     def __init__(self, npz: Any) -> None:
         self.box = npz["box"]
-        self.unc_region = npz["unc_region"]
-        self._mask, self._unc = npz["mask"], npz["unc"]
+        self._mask = npz["mask"]
         sizes = (self.box[:, 2] - self.box[:, 0] + 1) * (self.box[:, 3] - self.box[:, 1] + 1)
-        unc_sizes = (self.unc_region[:, 2] - self.unc_region[:, 0]) * (self.unc_region[:, 3] - self.unc_region[:, 1])
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
-        self._unc_starts = np.concatenate([[0], np.cumsum(unc_sizes)])
+        if "unc_region" in npz:
+            self.unc_region, self._unc = npz["unc_region"], npz["unc"]
+            r = self.unc_region
+            self._unc_starts = np.concatenate([[0], np.cumsum((r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1]))])
 
     def mask(self, i: int) -> np.ndarray:
         r0, c0, r1, c1 = self.box[i]
