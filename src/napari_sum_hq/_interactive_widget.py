@@ -11,12 +11,36 @@ would otherwise win when they are the active layer):
 ``T``                   toggle the kind of the next point
                         (positive green / negative red)
 ``Shift+C``             clear prompts, current objects and uncertainty
+                        on every slice (*Clear slice*: this slice only)
 ``Ctrl+Z``              undo the last commit (with the *committed
                         objects* layer active, napari's own undo of that
                         layer, which holds the commits too)
 ``Shift+S``             propagate the current object from the current
                         slice through the stack (3D / time)
 ======================  ==============================================
+
+**Commits never destroy earlier work** by default: the *commit mode* is micro-sam's choice
+(:mod:`napari_sum_hq._commit`): *protect objects* (default; committed objects keep every pixel,
+and a new object covering most of a committed one is not committed again), *protect pixels*,
+or *overwrite*. Committed objects get napari's random colour per id; the current, uncommitted
+objects are all yellow. After a commit or a clear the next point is positive again.
+
+**Prompts and results belong to their image.** Every image gets its own layers
+(``<image> point prompts``, ``<image> box prompts``, ``<image> current object``, ``<image>
+uncertainty``, ``<image> committed objects``; see :mod:`napari_sum_hq._layers`). Choosing
+another image hides the previous image's layers and shows the chosen one's, moved above it when
+they lay below; nothing of one image is reused for another, and coming back to an image finds
+its prompts, uncommitted objects and commits as they were (:mod:`napari_sum_hq._annotations`).
+Rectangles, ellipses and polygons in the box layer are box prompts (their bounding box); lines
+and paths are refused with a message.
+
+**Lifetime.** Closing the dock widget (its x) releases it: its key bindings (viewer and prompt
+layers) and event connections are removed, a running job is cancelled, timers stop and the
+predictors (embeddings) are dropped, so slice changes no longer encode anything. The model
+stays in :func:`sum_core.loading.resolve_model`'s small cache (two models), so opening the
+widget again from the Plugins menu does not load it twice; the new widget starts from the last
+model, device, task, uncertainty method, cache folder, commit mode, image and every image's
+annotation state, kept in memory per viewer (:func:`napari_sum_hq._annotations.viewer_memory`).
 
 Every plane (a 2D image or one slice of a stack) gets its own
 :class:`sum_core.Predictor`, for every size (see :mod:`napari_sum_hq._session`):
@@ -34,16 +58,17 @@ that changed.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels, Layer
+from napari.layers import Image, Layer
+from napari.utils.key_bindings import coerce_keybinding
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -64,6 +89,8 @@ from sum_core.errors import Cancelled, InvalidInputError, SumError
 from sum_core.options import TASKS, UNCERTAINTY_METHODS
 from sum_core.tiling import Region
 
+from ._annotations import ImageAnnotations, viewer_memory
+from ._commit import COMMIT_MODES, DEFAULT_COMMIT_MODE, DEFAULT_MATCH_THRESHOLD, SlicePixels, plan_commit
 from ._jobs import CancelToken, JobCancelled, ProgressRelay
 from ._layers import (
     BOXES_NAME,
@@ -74,16 +101,14 @@ from ._layers import (
     POSITIVE,
     UNCERTAINTY_NAME,
     AnnotationLayers,
-    MaxLabel,
-    Windows,
+    clear_slice,
     clear_windows,
-    edited_windows,
     last_edit,
     write_objects,
     write_uncertainty,
 )
-from ._propagation import PropagationResult, propagation_job
-from ._prompts import boxes_on_slice, points_on_slice
+from ._propagation import PropagationResult, describe_stops, propagation_job
+from ._prompts import box_shapes, boxes_on_slice, on_slice, points_on_slice
 from ._session import (
     PREPARE_STEPS,
     STACK_MEMORY_TILES,
@@ -111,15 +136,25 @@ SLICE_DEBOUNCE_MS = 300
 PROGRESS_POLL_MS = 200
 #: Committed objects whose low-resolution logits are remembered for refinement.
 REMEMBERED_OBJECTS = 32
-#: Undo steps a napari Labels layer keeps (its commits are recognised among as many).
-NAPARI_HISTORY = 100
 _LIVE_ACTIONS = {"added", "removed", "changed"}
 
 
-def _unbind_keys(viewer, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        if key in viewer.keymap:
-            viewer.bind_key(key, None)
+def _unbind_own(owner, bindings: dict[str, Callable]) -> None:
+    """Remove the key bindings of ``owner`` (viewer or layer) that are still the given functions."""
+    for key, function in bindings.items():
+        if owner.keymap.get(coerce_keybinding(key)) is function:
+            owner.bind_key(key, None)
+
+
+def _protection_notes(plan, mode: str) -> str:
+    """What a commit mode kept from being written, for the status line ('' when nothing)."""
+    notes = []
+    if plan.matched:
+        pairs = ", ".join(f"{new} = committed {old}" for new, old in sorted(plan.matched.items()))
+        notes.append(f"current object(s) matching committed ones not committed again ({pairs})")
+    if plan.protected:
+        notes.append(f"{plan.protected} px on committed objects left to them")
+    return f" ({mode}: {'; '.join(notes)})" if notes else ""
 
 
 @dataclass
@@ -145,19 +180,19 @@ class InteractiveSegmentationWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
+        self.memory = viewer_memory(viewer)
         self.predictors = PlanePredictors()
-        self.layers: AnnotationLayers | None = None
+        self.state: ImageAnnotations | None = None
         self._generation = 0
         self._job: _Job | None = None
         self._workers: set = set()
         self._preparing: tuple | None = None
         self._segment_when_ready = False
-        self._current_windows = Windows()
-        self._uncertainty_windows = Windows()
         self._last_result: SegmentResult | None = None
-        self._remembered: OrderedDict[int, RememberedLogits] = OrderedDict()
-        self._max_label: MaxLabel | None = None
-        self._commit_atoms: deque = deque(maxlen=NAPARI_HISTORY)
+        self._docked = False
+        self._released = False
+        self._viewer_keys: dict[str, Callable] = {}
+        self._layer_keys: list[tuple[Layer, dict[str, Callable]]] = []
         self._slice_timer = QTimer(self)
         self._slice_timer.setSingleShot(True)
         self._slice_timer.setInterval(SLICE_DEBOUNCE_MS)
@@ -166,11 +201,24 @@ class InteractiveSegmentationWidget(QWidget):
         self._progress_timer.setInterval(PROGRESS_POLL_MS)
         self._progress_timer.timeout.connect(self._show_job_status)
         self._build_ui()
+        self._restore_choices()
         self._refresh_images()
         viewer.layers.events.inserted.connect(self._refresh_images)
         viewer.layers.events.removed.connect(self._refresh_images)
         viewer.dims.events.current_step.connect(self._on_step_changed)
         self._bind_keys(viewer)
+        for state in self.memory.images.values():  # prompt layers of a previous widget: keys, live mode
+            for layer in state.layers.prompt_layers():
+                self._on_prompt_layer(layer)
+            state.layers.on_prompt_layer = self._on_prompt_layer
+        chosen = self.memory.chosen_image()
+        if chosen is not None and self.image_combo.findData(chosen) > 0:
+            self.image_combo.setCurrentIndex(self.image_combo.findData(chosen))
+
+    @property
+    def layers(self) -> AnnotationLayers | None:
+        """The layers of the chosen image (None when no image is chosen)."""
+        return None if self.state is None else self.state.layers
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -238,18 +286,48 @@ class InteractiveSegmentationWidget(QWidget):
         self.commit_button.clicked.connect(self.commit)
         self.undo_button = QPushButton("Undo commit [Ctrl+Z]")
         self.undo_button.clicked.connect(self.undo_commit)
-        self.clear_button = QPushButton("Clear [Shift+C]")
+        self.clear_button = QPushButton("Clear all [Shift+C]")
+        self.clear_button.setToolTip("Remove the prompts, current objects and uncertainty of every slice.")
         self.clear_button.clicked.connect(self.clear)
+        self.clear_slice_button = QPushButton("Clear slice")
+        self.clear_slice_button.setToolTip(
+            "Remove the prompts, current objects and uncertainty of the displayed slice only."
+        )
+        self.clear_slice_button.clicked.connect(self.clear_slice)
         commit_row = QHBoxLayout()
-        for button in (self.commit_button, self.undo_button, self.clear_button):
+        for button in (self.commit_button, self.undo_button):
             commit_row.addWidget(button)
+        clear_row = QHBoxLayout()
+        for button in (self.clear_slice_button, self.clear_button):
+            clear_row.addWidget(button)
+        self.commit_mode_combo = QComboBox()
+        for mode, tip in COMMIT_MODES.items():
+            self.commit_mode_combo.addItem(mode)
+            self.commit_mode_combo.setItemData(self.commit_mode_combo.count() - 1, tip, Qt.ToolTipRole)
+        self.commit_mode_combo.setCurrentText(DEFAULT_COMMIT_MODE)
+        self.commit_mode_combo.setToolTip(
+            "What a commit does where the new objects overlap committed ones: "
+            + "; ".join(f"{mode}: {tip}" for mode, tip in COMMIT_MODES.items())
+            + "."
+        )
+        self.match_spin = QDoubleSpinBox()
+        self.match_spin.setRange(0.05, 1.0)
+        self.match_spin.setSingleStep(0.05)
+        self.match_spin.setValue(DEFAULT_MATCH_THRESHOLD)
+        self.match_spin.setToolTip(
+            "protect objects: a new object covering at least this fraction of a committed object is "
+            "that object again and is not committed."
+        )
 
         prompts = QGroupBox("Prompts")
         prompt_layout = QFormLayout(prompts)
         prompt_layout.addRow(self.point_kind_label, self.toggle_button)
         prompt_layout.addRow("refine label", self.refine_spin)
         prompt_layout.addRow(self.segment_button, self.live_check)
+        prompt_layout.addRow("commit mode", self.commit_mode_combo)
+        prompt_layout.addRow("match threshold", self.match_spin)
         prompt_layout.addRow(commit_row)
+        prompt_layout.addRow(clear_row)
 
         self.propagate_button = QPushButton("Propagate through the stack [Shift+S]")
         self.propagate_button.clicked.connect(self.propagate)
@@ -281,10 +359,9 @@ class InteractiveSegmentationWidget(QWidget):
         self._show_point_kind()
 
     def _bind_keys(self, viewer) -> None:
-        actions = self._key_actions()
-        for key, action in actions.items():
-            viewer.bind_key(key, lambda _viewer, action=action: action(), overwrite=True)
-        self.destroyed.connect(partial(_unbind_keys, viewer, tuple(actions)))
+        for key, action in self._key_actions().items():
+            self._viewer_keys[key] = lambda _viewer, action=action: action()
+            viewer.bind_key(key, self._viewer_keys[key], overwrite=True)
 
     def _key_actions(self) -> dict:
         return {
@@ -297,23 +374,79 @@ class InteractiveSegmentationWidget(QWidget):
         }
 
     def _on_prompt_layer(self, layer: Layer) -> None:
-        for key, action in self._key_actions().items():
-            layer.bind_key(key, lambda _layer, action=action: action(), overwrite=True)
+        bindings = {key: (lambda _layer, action=action: action()) for key, action in self._key_actions().items()}
+        for key, function in bindings.items():
+            layer.bind_key(key, function, overwrite=True)
+        self._layer_keys.append((layer, bindings))
         layer.events.data.connect(self._on_prompts_changed)
         if "label" in getattr(layer, "features", {}):
             layer.feature_defaults = {"label": self._point_kind}
 
-    def _on_result_layer(self, layer: Labels, created: bool) -> None:
-        if layer.name == CURRENT_NAME:
-            # what the user paints on the current object is committed with it
-            layer.events.paint.connect(partial(self._on_current_painted, layer))
-        elif layer.name == COMMITTED_NAME:
-            self._max_label = MaxLabel(layer, known_empty=created)
+    # ------------------------------------------------------------ lifetime
+    def event(self, event: QEvent) -> bool:
+        """Release the widget when napari takes it out of its dock (the dock's x, ``remove_dock_widget``)."""
+        if event.type() == QEvent.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.release()
+        return super().event(event)
 
-    def _on_current_painted(self, layer: Labels, event) -> None:
-        if self.layers is not None and self.layers.existing(CURRENT_NAME) is layer:
-            for key, region in edited_windows(event.value, layer.ndim):
-                self._current_windows.add(key, region)
+    @property
+    def is_released(self) -> bool:
+        """Whether :meth:`release` ran (the widget does nothing any more)."""
+        return self._released
+
+    def release(self) -> None:
+        """Stop everything this widget does in the viewer (see the module docstring, *Lifetime*).
+
+        Called when its dock is closed; idempotent. The choices and every image's annotation state
+        stay in the viewer's memory for the next widget.
+        """
+        if self._released:
+            return
+        self._released = True
+        self._remember_choices()
+        self.cancel(quiet=True)
+        for worker in list(self._workers):
+            worker.quit()
+        self._slice_timer.stop()
+        self._progress_timer.stop()
+        viewer = self.viewer
+        viewer.layers.events.inserted.disconnect(self._refresh_images)
+        viewer.layers.events.removed.disconnect(self._refresh_images)
+        viewer.dims.events.current_step.disconnect(self._on_step_changed)
+        _unbind_own(viewer, self._viewer_keys)
+        for layer, bindings in self._layer_keys:
+            _unbind_own(layer, bindings)
+            layer.events.data.disconnect(self._on_prompts_changed)
+        self._layer_keys.clear()
+        for state in self.memory.images.values():
+            if state.layers.on_prompt_layer == self._on_prompt_layer:
+                state.layers.on_prompt_layer = None
+        self.predictors.clear()
+        self._last_result = None
+        self.state = None
+
+    def _remember_choices(self) -> None:
+        memory, choice = self.memory, self.model_choice()
+        memory.model_source, memory.device = choice.source, choice.device
+        memory.task = self.task_combo.currentData()
+        memory.uncertainty = self.uncertainty_combo.currentText()
+        memory.cache_folder = self.cache_edit.text()
+        memory.commit_mode = self.commit_mode_combo.currentText()
+        image = self.image_layer
+        memory.image = None if image is None else weakref.ref(image)
+
+    def _restore_choices(self) -> None:
+        memory = self.memory
+        if memory.model_source is not None:
+            self.model_picker.set_source(memory.model_source)
+            self.device_combo.setCurrentText(memory.device)
+            self.task_combo.setCurrentIndex(self.task_combo.findData(memory.task))
+            self.uncertainty_combo.setCurrentText(memory.uncertainty)
+            self.cache_edit.setText(memory.cache_folder)
+            self.commit_mode_combo.setCurrentText(memory.commit_mode)
 
     # --------------------------------------------------------- choices
     @property
@@ -352,7 +485,8 @@ class InteractiveSegmentationWidget(QWidget):
             self.compute_embedding()
 
     def _refresh_images(self, *_args) -> None:
-        own = {id(layer) for layer in self.layers.owned()} if self.layers else set()
+        self.memory.forget_removed(self.viewer)
+        own = {id(layer) for state in self.memory.images.values() for layer in state.layers.owned()}
         images = [
             layer for layer in self.viewer.layers if isinstance(layer, Image) and id(layer) not in own
         ]
@@ -368,22 +502,21 @@ class InteractiveSegmentationWidget(QWidget):
             self._on_image_chosen()
 
     def _on_image_chosen(self, *_args) -> None:
+        """Switch to the chosen image's own annotation state (the previous image's layers are hidden)."""
         self.cancel()
         self.predictors.clear_slices()
-        self._current_windows.clear()
-        self._uncertainty_windows.clear()
-        self._remembered.clear()
-        self._commit_atoms.clear()
         self._last_result = None
-        self._max_label = None
         image = self.image_layer
+        if self.state is not None and self.state.image is not image and self.state.image in self.viewer.layers:
+            self.state.hide()
         if image is None:
-            self.layers = None
+            self.state = None
             self.status_label.setText("Choose an image layer to compute its embedding.")
             return
-        self.layers = AnnotationLayers(
-            self.viewer, image, on_prompt_layer=self._on_prompt_layer, on_result_layer=self._on_result_layer
-        )
+        self.state = self.memory.annotations(self.viewer, image)
+        self.state.layers.on_prompt_layer = self._on_prompt_layer
+        self.state.show()
+        self._set_point_kind(POSITIVE)
         self._ensure_layers()
         self.compute_embedding()
 
@@ -501,9 +634,13 @@ class InteractiveSegmentationWidget(QWidget):
     # ----------------------------------------------------------- prompts
     def toggle_point_kind(self) -> None:
         """Switch the kind of the next point between positive and negative."""
-        self._point_kind = NEGATIVE if self._point_kind == POSITIVE else POSITIVE
-        if self.layers is not None:
-            self.layers.points().feature_defaults = {"label": self._point_kind}
+        self._set_point_kind(NEGATIVE if self._point_kind == POSITIVE else POSITIVE)
+
+    def _set_point_kind(self, kind: int) -> None:
+        self._point_kind = kind
+        points = None if self.layers is None else self.layers.existing(POINTS_NAME)
+        if points is not None:
+            points.feature_defaults = {"label": kind}
         self._show_point_kind()
 
     def _show_point_kind(self) -> None:
@@ -515,16 +652,11 @@ class InteractiveSegmentationWidget(QWidget):
             self.segment(live=True)
 
     def _prompts(self, key: SliceKey) -> PlanePrompts:
-        image = self.image_layer
         points = self.layers.points()
-        coords = np.array([image.world_to_data(points.data_to_world(p)) for p in points.data])
-        pts, labels = points_on_slice(coords, points.features["label"].to_numpy(), key)
+        labels = points.features["label"].to_numpy()
+        pts, labels = points_on_slice(self._data_coords(points, points.data), labels, key)
         shapes = self.layers.boxes()
-        rects = [
-            np.array([image.world_to_data(shapes.data_to_world(v)) for v in vertices])
-            for vertices, kind in zip(shapes.data, shapes.shape_type, strict=True)
-            if kind == "rectangle"
-        ]
+        rects = [self._data_coords(shapes, vertices) for vertices in box_shapes(shapes.data, shapes.shape_type)]
         return PlanePrompts(pts, labels, boxes_on_slice(rects, key))
 
     # ----------------------------------------------------------- actions
@@ -533,7 +665,9 @@ class InteractiveSegmentationWidget(QWidget):
         try:
             self._segment(live)
         except SumError as exc:
-            if not live:
+            if live:
+                self.status_label.setText(str(exc))
+            else:
                 show_error(str(exc))
 
     def _segment(self, live: bool) -> None:
@@ -558,7 +692,7 @@ class InteractiveSegmentationWidget(QWidget):
         if refine_id:
             committed = self.layers.committed().data
             plane = committed[key] if key else committed
-            refinement = Refinement(refine_id, plane, self._remembered.get(refine_id))
+            refinement = Refinement(refine_id, plane, self.state.remembered.get(refine_id))
         cancel = threading.Event()
         start = tiles_encoded(predictor)
         self._start_job(
@@ -573,10 +707,10 @@ class InteractiveSegmentationWidget(QWidget):
 
     def _clear_results(self) -> None:
         """Zero the windows of the current objects and of their uncertainty, and refresh."""
-        layers = self.layers
+        layers, state = self.layers, self.state
         current, uncertainty = layers.existing(CURRENT_NAME), layers.existing(UNCERTAINTY_NAME)
-        clear_windows(current, self._current_windows)
-        clear_windows(uncertainty, self._uncertainty_windows)
+        clear_windows(current, state.current_windows)
+        clear_windows(uncertainty, state.uncertainty_windows)
         for layer in (current, uncertainty):
             if layer is not None:
                 layer.refresh()
@@ -585,12 +719,13 @@ class InteractiveSegmentationWidget(QWidget):
     def _show_result(self, result: SegmentResult) -> None:
         """Write a segmentation's windows into the result layers (GUI thread)."""
         self._ensure_layers_exist()
+        state = self.state
         current, uncertainty = self.layers.current(), self.layers.uncertainty()
-        clear_windows(current, self._current_windows)
-        clear_windows(uncertainty, self._uncertainty_windows)
-        write_objects(current, result.objects, self._current_windows)
+        clear_windows(current, state.current_windows)
+        clear_windows(uncertainty, state.uncertainty_windows)
+        write_objects(current, result.objects, state.current_windows)
         if result.uncertainty is not None:
-            write_uncertainty(uncertainty, result.uncertainty, self._uncertainty_windows)
+            write_uncertainty(uncertainty, result.uncertainty, state.uncertainty_windows)
         current.refresh()
         uncertainty.refresh()
         self._last_result = result
@@ -601,65 +736,84 @@ class InteractiveSegmentationWidget(QWidget):
         )
 
     def commit(self) -> None:
-        """Add the current objects to the committed objects (one history step of napari's
-        undo) and clear the prompts."""
+        """Add the current objects to the committed objects as one step of napari's undo history,
+        as the *commit mode* allows (:func:`napari_sum_hq._commit.plan_commit`), and clear the prompts.
+
+        When the mode leaves nothing to write (every object matches a committed one, or lies on
+        committed pixels), nothing changes and the current objects stay."""
+        state = self.state
         current = self.layers.existing(CURRENT_NAME) if self.layers else None
-        if current is None or not self._current_windows:
+        pieces = [] if current is None else self._current_pixels(current)
+        if not pieces:
             show_error("Nothing to commit: segment an object first (S).")
             return
         committed = self.layers.committed()
-        refine_id = self.refine_spin.value()
-        base = 0 if refine_id else self._max_label.value()
+        refine_id, mode = self.refine_spin.value(), self.commit_mode_combo.currentText()
+        plan = plan_commit(pieces, committed.data, mode, self.match_spin.value(), refine_id)
+        kept = sorted({int(i) for piece in plan.pixels for i in np.unique(piece.ids)})
+        base = 0 if refine_id else state.max_label.value()
+        new_ids = {index: refine_id or base + n for n, index in enumerate(kept, start=1)}
+        notes = _protection_notes(plan, mode)
+        if not kept:
+            self.status_label.setText(f"Nothing committed{notes}. The current object(s) stay.")
+            return
+        lut = np.zeros(max(kept) + 1, dtype=np.int64)
+        lut[kept] = [new_ids[i] for i in kept]
         where: list[tuple[np.ndarray, ...]] = []
         values: list[np.ndarray] = []
-        new_pixels: dict[SliceKey, tuple[np.ndarray, np.ndarray]] = {}
-        for key, region in self._current_windows.items():
-            ids = np.asarray(current.data[key + region.slices])
-            rows, cols = np.nonzero(ids)
-            if rows.size == 0:
-                continue
-            rows, cols = rows + region.row0, cols + region.col0
-            new_pixels[key] = (rows, cols)
-            where.append((*(np.full(rows.size, i) for i in key), rows, cols))
-            ids = ids[rows - region.row0, cols - region.col0].astype(np.int64)
-            values.append(np.full(rows.size, refine_id) if refine_id else ids + base)
-            if refine_id:  # the refined object replaces the old one on the slices it covers
-                old = np.asarray(committed.data[key]) == refine_id
-                old[rows, cols] = False
+        for piece in plan.pixels:
+            where.append((*(np.full(piece.rows.size, i) for i in piece.slice_key), piece.rows, piece.cols))
+            values.append(lut[piece.ids])
+        if refine_id:  # the refined object replaces the old one on the slices it covers
+            for piece in pieces:
+                old = np.asarray(committed.data[piece.slice_key]) == refine_id
+                for written in plan.pixels:
+                    if written.slice_key == piece.slice_key:
+                        old[written.rows, written.cols] = False
                 old_rows, old_cols = np.nonzero(old)
-                where.append((*(np.full(old_rows.size, i) for i in key), old_rows, old_cols))
-                values.append(np.zeros(old_rows.size))
-        if not new_pixels:
-            show_error("Nothing to commit: segment an object first (S).")
-            return
+                where.append((*(np.full(old_rows.size, i) for i in piece.slice_key), old_rows, old_cols))
+                values.append(np.zeros(old_rows.size, dtype=np.int64))
         index = tuple(np.concatenate(axis) for axis in zip(*where, strict=True))
-        new_values = np.concatenate(values).astype(committed.data.dtype)
         before = last_edit(committed)
-        committed.data_setitem(index, new_values)
+        committed.data_setitem(index, np.concatenate(values).astype(committed.data.dtype))
         edit = last_edit(committed)
         if edit is not before:
-            self._commit_atoms.extend(edit)
-        self._remember_logits(refine_id, base, new_pixels)
-        ids = np.unique(new_values[new_values != 0])
+            state.commit_atoms.extend(edit)
+        self._remember_logits(new_ids, plan.pixels)
         self._clear_prompts()
-        self.status_label.setText(f"Committed object id(s) {ids.tolist()}.")
+        self.status_label.setText(f"Committed object id(s) {sorted(set(new_ids.values()))}{notes}.")
 
-    def _remember_logits(self, refine_id: int, base: int, new_pixels: dict) -> None:
+    def _current_pixels(self, current) -> list[SlicePixels]:
+        """The pixels of the current objects, per slice window written or painted."""
+        pieces = []
+        for key, region in self.state.current_windows.items():
+            ids = np.asarray(current.data[key + region.slices])
+            rows, cols = np.nonzero(ids)
+            if rows.size:
+                values = ids[rows, cols].astype(np.int64)
+                pieces.append(SlicePixels(key, rows + region.row0, cols + region.col0, values))
+        return pieces
+
+    def _remember_logits(self, new_ids: dict[int, int], written: list[SlicePixels]) -> None:
         """Keep SAM's low-resolution logits of a single committed object (for refinement)."""
         result = self._last_result
-        if result is None or result.low_res_logits is None or len(result.objects) != 1 or len(new_pixels) != 1:
+        if result is None or result.low_res_logits is None or len(result.objects) != 1 or len(written) != 1:
             return
         index = result.objects[0].index
-        label_id = refine_id or base + index
-        ((key, (rows, cols)),) = new_pixels.items()
+        if index not in new_ids:
+            return
+        label_id = new_ids[index]
+        (piece,) = written
+        rows, cols = piece.rows, piece.cols
         region = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
         mask = np.zeros(region.shape, dtype=bool)
         mask[rows - region.row0, cols - region.col0] = True
         logits = result.low_res_logits[index - 1]
-        self._remembered[label_id] = RememberedLogits(key, region, mask, logits)
-        self._remembered.move_to_end(label_id)
-        while len(self._remembered) > REMEMBERED_OBJECTS:
-            self._remembered.popitem(last=False)
+        remembered = self.state.remembered
+        remembered[label_id] = RememberedLogits(piece.slice_key, region, mask, logits)
+        remembered.move_to_end(label_id)
+        while len(remembered) > REMEMBERED_OBJECTS:
+            remembered.popitem(last=False)
 
     def undo_commit(self) -> None:
         """Undo the last commit through napari's undo history of the committed objects."""
@@ -668,7 +822,7 @@ class InteractiveSegmentationWidget(QWidget):
         if edit is None:
             show_info("No commit to undo.")
             return
-        if not all(any(atom is mine for mine in self._commit_atoms) for atom in edit):
+        if not all(any(atom is mine for mine in self.state.commit_atoms) for atom in edit):
             show_info(
                 "The last change of 'committed objects' is not a commit (painting?): "
                 "select that layer and press Ctrl+Z to undo it."
@@ -692,6 +846,41 @@ class InteractiveSegmentationWidget(QWidget):
             boxes.data = []
         self._clear_results()
         self.refine_spin.setValue(0)
+        self._set_point_kind(POSITIVE)
+
+    def clear_slice(self) -> None:
+        """Remove the prompts, current objects and uncertainty of the displayed slice only
+        (the other slices of a propagated object stay; commits stay)."""
+        try:
+            key = self.current_slice()
+        except SumError as exc:
+            show_error(str(exc))
+            return
+        layers, state = self.layers, self.state
+        points, boxes = layers.existing(POINTS_NAME), layers.existing(BOXES_NAME)
+        if points is not None and len(points.data):
+            points.selected_data = set(np.flatnonzero(on_slice(self._data_coords(points, points.data), key)))
+            points.remove_selected()
+        if boxes is not None and boxes.nshapes:
+            boxes.selected_data = {
+                i for i, vertices in enumerate(boxes.data) if on_slice(self._data_coords(boxes, vertices), key).all()
+            }
+            boxes.remove_selected()
+        current, uncertainty = layers.existing(CURRENT_NAME), layers.existing(UNCERTAINTY_NAME)
+        clear_slice(current, state.current_windows, key)
+        clear_slice(uncertainty, state.uncertainty_windows, key)
+        for layer in (current, uncertainty):
+            if layer is not None:
+                layer.refresh()
+        self._last_result = None
+        where = f"slice {key[0] if len(key) == 1 else key}" if key else "the image"
+        self.status_label.setText(f"Prompts and current objects of {where} cleared.")
+
+    def _data_coords(self, layer: Layer, coords: np.ndarray) -> np.ndarray:
+        """A prompt layer's coordinates in the image's data coordinates."""
+        image = self.image_layer
+        coords = [image.world_to_data(layer.data_to_world(c)) for c in coords]
+        return np.array(coords, dtype=float).reshape(len(coords), self.layers.ndim)
 
     # ------------------------------------------------------ background jobs
     def _start_job(
@@ -838,17 +1027,18 @@ class InteractiveSegmentationWidget(QWidget):
     def _write_propagation(self, key: SliceKey, result: PropagationResult) -> None:
         """Replace the current object by the propagated one (its windows only); the
         uncertainty of the start slice stays (propagation computes none)."""
+        state = self.state
         current = self.layers.current()
-        clear_windows(current, self._current_windows)
-        write_objects(current, result.objects, self._current_windows)
+        clear_windows(current, state.current_windows)
+        write_objects(current, result.objects, state.current_windows)
         current.refresh()
         self._last_result = None
         filled = [piece.slice_key[0] for piece in result.objects]
+        stops = describe_stops(result, self.iou_spin.value(), self.score_spin.value())
         if not filled:
-            self.status_label.setText(f"Propagated from slice {key[0]}: no slice holds the object.")
+            self.status_label.setText(f"Propagated from slice {key[0]}: {stops}.")
             return
         self.status_label.setText(
             f"Propagated from slice {key[0]}: the object is on {len(filled)} slice(s) "
-            f"({min(filled)}..{max(filled)}); it stops where a mask is empty, its predicted IoU "
-            "or its IoU with the previous slice is below the thresholds. C commits all slices."
+            f"({min(filled)}..{max(filled)}). Ends: {stops}. C commits all slices."
         )

@@ -1,11 +1,19 @@
 """The napari layers the interactive widget works with, aligned with one image, and the
 window-sized writes it makes to them.
 
-Every layer is created with the image's ``scale`` and ``translate`` (over the spatial axes,
+**Per-image layers.** Every image gets its own five layers, named ``<image> point prompts``,
+``<image> box prompts``, ``<image> current object``, ``<image> uncertainty`` and ``<image>
+committed objects`` (the automatic widget's ``<image> auto labels`` follow the same rule), so
+the prompts and results of one image are never reused for another and no ``[1]`` copies pile
+up. Every layer is created with the image's ``scale`` and ``translate`` (over the spatial axes,
 the RGB channel axis excluded), so the data coordinates of the prompt layers are the image's
 pixel coordinates and the result layers overlay the image exactly. A layer that already
 exists under the expected name, type and shape is adopted (e.g. an existing segmentation
-renamed ``committed objects`` can be refined), one the user deleted is recreated.
+renamed ``<image> committed objects`` can be refined), one the user deleted is recreated.
+
+**Colours.** Committed objects keep napari's random cyclic colours (a distinct colour per id);
+the current, uncommitted objects are all drawn in :data:`CURRENT_COLOR`, so what is not yet
+committed is told apart at a glance.
 
 The result layers are numpy arrays of the image's full (stack) shape created with
 ``np.zeros``: the operating system maps their pages lazily, so only the pages a result is
@@ -17,11 +25,13 @@ written to take memory. Results are written, cleared and committed by window onl
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Layer, Points, Shapes
+from napari.utils.colormaps import DirectLabelColormap
 from sum_core.tiling import Region
 
 from ._session import ObjectPiece, SliceKey, UncertaintyPiece
@@ -35,6 +45,9 @@ COMMITTED_NAME = "committed objects"
 #: Point-prompt kinds (value of the ``label`` feature) and their colours.
 POSITIVE, NEGATIVE = 1, 0
 POINT_COLORS = {POSITIVE: "green", NEGATIVE: "red"}
+
+#: Colour of every current (uncommitted) object.
+CURRENT_COLOR = "yellow"
 
 
 def spatial_shape(image: Image) -> tuple[int, ...]:
@@ -54,12 +67,12 @@ class AnnotationLayers:
     Parameters
     ----------
     viewer : napari.Viewer
-        The viewer holding the image.
+        The viewer holding the image (held weakly).
     image : napari.layers.Image
         The image being segmented.
     on_prompt_layer : callable, optional
         Called with each prompt layer (points, boxes) when it is created or
-        adopted, e.g. to bind keys on it.
+        adopted, e.g. to bind keys on it. An attribute: a new widget sets its own.
     on_result_layer : callable, optional
         Called with each result Labels layer (current, committed) when it is created or
         adopted, e.g. to follow its edits.
@@ -72,12 +85,21 @@ class AnnotationLayers:
         on_prompt_layer: Callable[[Layer], None] | None = None,
         on_result_layer: Callable[[Labels, bool], None] | None = None,
     ) -> None:
-        self.viewer = viewer
+        self._viewer = weakref.ref(viewer)
         self.image = image
         self.shape = spatial_shape(image)
-        self._on_prompt_layer = on_prompt_layer
+        self.on_prompt_layer = on_prompt_layer
         self._on_result_layer = on_result_layer
         self._layers: dict[str, Layer] = {}
+
+    @property
+    def viewer(self):
+        """The viewer (None once it is gone)."""
+        return self._viewer()
+
+    def name(self, kind: str) -> str:
+        """The layer name of ``kind`` (e.g. :data:`POINTS_NAME`) for this image."""
+        return f"{self.image.name} {kind}"
 
     @property
     def ndim(self) -> int:
@@ -89,9 +111,21 @@ class AnnotationLayers:
         return list(self._layers.values())
 
     def existing(self, name: str) -> Layer | None:
-        """Return the layer ``name`` if it is (still) in the viewer, else ``None``."""
+        """Return the layer of kind ``name`` if it is (still) in the viewer, else ``None``."""
         layer = self._layers.get(name)
-        return layer if layer is not None and layer in self.viewer.layers else None
+        viewer = self.viewer
+        return layer if layer is not None and viewer is not None and layer in viewer.layers else None
+
+    def prompt_layers(self) -> list[Layer]:
+        """The point and box layers still in the viewer."""
+        return [layer for name in (POINTS_NAME, BOXES_NAME) if (layer := self.existing(name)) is not None]
+
+    def raise_above_image(self) -> None:
+        """Move this image's layers that lie below it to the top of the layer list (same order)."""
+        layers = self.viewer.layers
+        below = [layer for layer in self.owned() if layer in layers and layers.index(layer) < layers.index(self.image)]
+        for layer in below:
+            layers.move(layers.index(layer), len(layers))
 
     def points(self) -> Points:
         """Point prompts: feature ``label`` 1 positive (green) / 0 negative (red)."""
@@ -102,8 +136,10 @@ class AnnotationLayers:
         return self._get(BOXES_NAME, Shapes, self._new_boxes)
 
     def current(self) -> Labels:
-        """The objects segmented from the current prompts (ids 1..K, one per box)."""
-        return self._get(CURRENT_NAME, Labels, lambda: self._new_labels(CURRENT_NAME, np.uint16))
+        """The objects segmented from the current prompts (ids 1..K, one per box), all in
+        :data:`CURRENT_COLOR`."""
+        colormap = DirectLabelColormap(color_dict={None: CURRENT_COLOR, 0: "transparent"})
+        return self._get(CURRENT_NAME, Labels, lambda: self._new_labels(CURRENT_NAME, np.uint16, colormap=colormap))
 
     def uncertainty(self) -> Image:
         """Per-pixel uncertainty of the current objects, in [0, 1]."""
@@ -119,13 +155,14 @@ class AnnotationLayers:
             adopted = self._adopt(name, kind)
             layer = adopted or create()
             self._layers[name] = layer
-            if kind in (Points, Shapes) and self._on_prompt_layer is not None:
-                self._on_prompt_layer(layer)
+            if kind in (Points, Shapes) and self.on_prompt_layer is not None:
+                self.on_prompt_layer(layer)
             if kind is Labels and self._on_result_layer is not None:
                 self._on_result_layer(layer, adopted is None)
         return layer
 
     def _adopt(self, name: str, kind: type) -> Layer | None:
+        name = self.name(name)
         if name not in self.viewer.layers:
             return None
         layer = self.viewer.layers[name]
@@ -147,7 +184,7 @@ class AnnotationLayers:
             return self.viewer.add_points(
                 np.empty((0, self.ndim)),
                 ndim=self.ndim,
-                name=POINTS_NAME,
+                name=self.name(POINTS_NAME),
                 features=pd.DataFrame({"label": pd.Series([], dtype=int)}),
                 feature_defaults={"label": POSITIVE},
                 face_color="label",
@@ -161,7 +198,7 @@ class AnnotationLayers:
         return self.viewer.add_shapes(
             None,
             ndim=self.ndim,
-            name=BOXES_NAME,
+            name=self.name(BOXES_NAME),
             shape_type="rectangle",
             edge_color="yellow",
             face_color="transparent",
@@ -169,13 +206,15 @@ class AnnotationLayers:
             **_alignment(self.image),
         )
 
-    def _new_labels(self, name: str, dtype: type) -> Labels:
-        return self.viewer.add_labels(np.zeros(self.shape, dtype=dtype), name=name, **_alignment(self.image))
+    def _new_labels(self, name: str, dtype: type, **kwargs) -> Labels:
+        return self.viewer.add_labels(
+            np.zeros(self.shape, dtype=dtype), name=self.name(name), **kwargs, **_alignment(self.image)
+        )
 
     def _new_uncertainty(self) -> Image:
         return self.viewer.add_image(
             np.zeros(self.shape, dtype=np.float32),
-            name=UNCERTAINTY_NAME,
+            name=self.name(UNCERTAINTY_NAME),
             colormap="magma",
             contrast_limits=(0.0, 1.0),
             blending="additive",
@@ -205,6 +244,10 @@ class Windows:
     def items(self) -> list[tuple[SliceKey, Region]]:
         """``(slice key, region)`` pairs."""
         return list(self._boxes.items())
+
+    def pop(self, slice_key: SliceKey) -> Region | None:
+        """Forget the window of one slice and return it (None if it had none)."""
+        return self._boxes.pop(slice_key, None)
 
     def clear(self) -> None:
         """Forget every window."""
@@ -261,6 +304,13 @@ def clear_windows(layer: Layer | None, windows: Windows) -> None:
         for key, region in windows.items():
             layer.data[key + region.slices] = 0
     windows.clear()
+
+
+def clear_slice(layer: Layer | None, windows: Windows, slice_key: SliceKey) -> None:
+    """Zero the window of one slice of ``layer`` and forget it; no refresh."""
+    region = windows.pop(slice_key)
+    if layer is not None and region is not None:
+        layer.data[slice_key + region.slices] = 0
 
 
 class MaxLabel:

@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sum_core.errors import InvalidInputError
+
+#: napari shape types that become box prompts (their axis-aligned bounding box).
+BOX_SHAPES = ("rectangle", "ellipse", "polygon")
 
 
 def on_slice(coords: np.ndarray, slice_index: tuple[int, ...]) -> np.ndarray:
@@ -64,18 +68,36 @@ def points_on_slice(
     return coords[keep, -2:], labels[keep]
 
 
+def box_shapes(shapes: Sequence[np.ndarray], shape_types: Sequence[str]) -> list[np.ndarray]:
+    """The shapes that are box prompts: rectangles, ellipses and polygons (see :data:`BOX_SHAPES`).
+
+    Raises
+    ------
+    InvalidInputError
+        For a line or a path (they enclose no region), naming it; never ignored silently.
+    """
+    refused = sorted({kind for kind in shape_types if kind not in BOX_SHAPES})
+    if refused:
+        raise InvalidInputError(
+            f"box prompts: a {' / '.join(refused)} is not a prompt; draw rectangles, ellipses or polygons "
+            "(each is used as its bounding box) and delete the other shapes."
+        )
+    return list(shapes)
+
+
 def boxes_on_slice(
     rectangles: Sequence[np.ndarray], slice_index: tuple[int, ...]
 ) -> np.ndarray:
-    """Turn rectangles drawn on one slice into (row0, col0, row1, col1) boxes.
+    """Turn shapes drawn on one slice into (row0, col0, row1, col1) boxes.
 
-    The axis-aligned bounds of each rectangle are used, so rotated
-    rectangles give their bounding box.
+    The axis-aligned bounds of each shape's vertices are used, so rotated
+    rectangles, ellipses and polygons give their bounding box.
 
     Parameters
     ----------
     rectangles : sequence of np.ndarray
-        Vertices ``(4, D)`` of each rectangle in image data coordinates.
+        Vertices ``(V, D)`` of each shape in image data coordinates (an ellipse's
+        four vertices are the corners of its bounding box).
     slice_index : tuple of int
         Current slice along the leading axes.
 

@@ -25,6 +25,28 @@ class PropagationResult:
 
     model: Any
     objects: tuple[ObjectPiece, ...]
+    n_slices: int = 0
+
+
+def describe_stops(result: PropagationResult, iou_threshold: float, score_threshold: float) -> str:
+    """Where and why a propagation ended, in each direction, for the status line.
+
+    :func:`sum_core.propagate` returns only the mask stack, so an end before the first or last
+    slice names the slice and the rules that can end it there, not which one did.
+    """
+    filled = [piece.slice_key[0] for piece in result.objects]
+    if not filled:
+        return "no slice holds the object"
+    ends = []
+    for label, last, edge, step in (("down", min(filled), 0, -1), ("up", max(filled), result.n_slices - 1, 1)):
+        if last == edge:
+            ends.append(f"{label}: reached slice {edge}, the end of the stack")
+        else:
+            ends.append(
+                f"{label}: stopped at slice {last + step} (a constant slice, an empty mask, predicted IoU below "
+                f"{score_threshold:.2f} or IoU with slice {last} below {iou_threshold:.2f})"
+            )
+    return "; ".join(ends)
 
 
 def propagation_job(
@@ -68,4 +90,4 @@ def propagation_job(
         cancel=token.event,  # also stops inside a slice, between its tiles
     )
     pieces = (object_piece((z,), plane, 1) for z, plane in enumerate(out))
-    return PropagationResult(model, tuple(piece for piece in pieces if piece is not None))
+    return PropagationResult(model, tuple(piece for piece in pieces if piece is not None), len(out))
