@@ -215,7 +215,7 @@ def test_axis_errors(tmp_path, fake):
         segment_zarr(tmp_path / "src.zarr", tmp_path / "o.zarr", key="raw")
     with pytest.raises(InvalidInputError, match="slicing along 't' leaves 3 axes"):
         segment_zarr(tmp_path / "src.zarr", tmp_path / "o.zarr", key="raw", axis="t")
-    with pytest.raises(InvalidInputError, match=r"options \(mode=.auto.\) must be a sum_core.auto_options.AutoOptions, got dict"):
+    with pytest.raises(InvalidInputError, match=r"options must be a sum_core.auto_options.AutoOptions, got dict"):
         segment_zarr(np.zeros((8, 8)), tmp_path / "o.zarr", options={"points_per_side": 4})
     with pytest.raises(InvalidInputError, match=r"options \(mode=.prompts.\) must be a sum_core.prediction.PredictOptions"):
         segment_zarr(np.zeros((8, 8)), tmp_path / "o.zarr", mode="prompts", prompts="p.csv", options=AutoOptions())

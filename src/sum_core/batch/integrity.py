@@ -13,8 +13,11 @@ What is checked (layout: :mod:`sum_core.batch.writer`):
   target, the chunks of set ``done`` flags of an unfinished one), so a chunk deleted together
   with its checksum is found; in a complete format 2 target such a chunk must read as zeros.
 
-Intermediate records (``work/``) are checked by :meth:`Target.get` against their digest, and up
-front by :func:`sum_core.batch.auto.record_damage` when an automatic job resumes.
+Intermediate records (``work/``; the AIS maps blocks against their checksums) are checked by
+:meth:`Target.get` against their digest, and up front by :func:`record_damage` when an automatic
+job resumes and by :func:`verify_target`. The per-object table of AIS jobs (``objects/``) is
+checked slice by slice against its recorded row checksums
+(:func:`sum_core.batch.objects.table_damage`).
 
 A repair (``repair=True``, ``--repair``) redoes only the damaged slices: the target is marked
 incomplete, then the slices' flags and intermediate records are removed, then their checksums,
@@ -35,10 +38,12 @@ import zarr
 from zarr.core.sync import sync
 
 from ..errors import InvalidInputError
+from . import ais_stages, auto
+from .objects import table_damage
 from .writer import ATTR, OUTPUTS, Target, chunk_checksum
 
 Damage = list[tuple[int, str]]  # (slice index, what is damaged)
-_STAGES = ("tile", "plan", "chunk", "slice")  # the done/<stage> flags of both modes (see job.py)
+_STAGES = ("tile", "objects", "plan", "chunk", "slice")  # the done/<stage> flags of all modes (see job.py)
 
 
 def find_damage(target: Target, repair: bool = False) -> Damage:
@@ -73,7 +78,19 @@ def find_damage(target: Target, repair: bool = False) -> Damage:
         damage += _flag_damage(target)
     if target.checksummed:
         damage += _chunk_damage(target, complete)
-    return damage
+    return damage + table_damage(target)
+
+
+def record_damage(target: Target) -> Damage:
+    """Missing or damaged intermediate records that the pending work of an unfinished automatic job needs
+    (:func:`sum_core.batch.auto.record_damage`, :func:`sum_core.batch.ais_stages.record_damage` by the
+    job's mode); none for a complete target or a prompts job."""
+    if target.info.get("complete"):
+        return []
+    mode = target.info["signature"].get("mode")
+    if mode == "ais":
+        return ais_stages.record_damage(target)
+    return auto.record_damage(target) if mode in ("auto", "amg") else []
 
 
 def settle(target: Target, damage: Damage, repair: bool) -> None:
@@ -148,7 +165,7 @@ def verify_target(target: Any) -> int:
             f"target: {target} was written before batch targets recorded checksums (format {info.get('format', 1)}); "
             "it cannot be verified. Rerun its job with overwrite=True (--overwrite) to rewrite it with checksums"
         )
-    damage = find_damage(out)
+    damage = find_damage(out) + record_damage(out)
     if damage:
         raise out.damaged([problem for _, problem in damage])
     recorded, _ = _cells(out.group["checksums/labels"])

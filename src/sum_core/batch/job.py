@@ -19,7 +19,9 @@ from dask.system import CPU_COUNT
 from tqdm.auto import tqdm
 
 from ..acceleration import check_compile, check_precision
+from ..ais import AisOptions
 from ..auto_options import AutoOptions
+from ..automatic import check_mode, model_for_mode
 from ..device import resolve_device
 from ..embedding_cache import data_hash
 from ..encoding import weights_hash
@@ -30,8 +32,8 @@ from ..sources import fixed_normalization
 from ..tiling import tile_grid
 from ..validation import check_bool, check_options
 from ..zoo import DEFAULT_MODEL, registry
-from . import auto, prompted
-from .integrity import find_damage, settle
+from . import ais_stages, auto, prompted
+from .integrity import find_damage, record_damage, settle
 from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
@@ -44,6 +46,7 @@ _SIGNED_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_thresh", "bo
 # Options that do not change the result (never part of the signature).
 _UNSIGNED_OPTIONS = ("points_per_batch",)
 _ID_SPACE = 2**32
+_MODES = ("auto", "ais", "amg", "prompts")
 _FINISHED = "batch-finished"  # not "sum-hq-...": progress counts only the units of work
 
 
@@ -180,9 +183,15 @@ def segment_zarr(
     Cancelled
         ``cancel`` was set.
     """
-    if mode not in ("auto", "prompts"):
-        raise InvalidInputError(f"mode must be 'auto' or 'prompts', got {mode!r}")
-    options = check_options(options, AutoOptions if mode == "auto" else PredictOptions, f"options (mode={mode!r})")
+    if not isinstance(mode, str) or mode not in _MODES:
+        raise InvalidInputError(
+            f"mode must be one of {_MODES} ('auto': AIS when the model has an AIS decoder, else AMG; 'prompts': one "
+            f"object per prompt of a table), got {mode!r}"
+        )
+    if mode == "prompts":
+        options = check_options(options, PredictOptions, "options (mode='prompts')")
+    else:
+        mode = check_mode(mode, options)  # the mode rule of auto_segment; "auto" may wait for the model
     target_device = resolve_device(device)
     check_precision(precision, target_device)
     check_compile(compile)
@@ -206,18 +215,26 @@ def segment_zarr(
         check_prompts(object_prompts, volume.n_slices, volume.plane_shape)
     check_target(target, overwrite)  # what no job may write, before a folder or lock is made
     with target_lock(target) as hold, no_space_left(target):  # one job writes a target at a time
-        spec = ModelSpec(model, precision, compile)
-        loaded = spec.load(target_device)  # loaded once per process, kept
+        if mode == "prompts":
+            spec = ModelSpec(model, precision, compile)
+            loaded = spec.load(target_device)  # loaded once per process, kept
+        else:  # loaded with its AIS decoder for AIS
+            loaded, mode = model_for_mode(
+                model, mode, lambda ais: ModelSpec(model, precision, compile, ais).load(target_device)
+            )
+            spec = ModelSpec(model, precision, compile, mode == "ais")
+            options = check_options(options, AisOptions if mode == "ais" else AutoOptions, f"options (mode={mode!r})")
         grid = tile_grid(volume.plane_shape, loaded.config.image_size, tile_shape, halo)
         signature = _signature(volume, mode, options, table_hash, grid, model, loaded, precision)
         stride = _ID_SPACE // volume.n_slices
-        info = {"id_stride": stride if mode == "auto" else None, "axes": list(volume.out_names)}
+        info = {"id_stride": stride if mode != "prompts" else None, "axes": list(volume.out_names)}
         layout = (signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape), volume.out_names)
-        out = open_target(target, *layout, overwrite=overwrite)
+        # AMG targets of versions before the AIS mode signed the mode "auto"; they resume as AMG.
+        aliases = ({**signature, "mode": "auto"},) if mode == "amg" else ()
+        out = open_target(target, *layout, overwrite=overwrite, aliases=aliases)
         try:
             settle(out, find_damage(out, repair), repair)
-            if mode == "auto" and not out.info.get("complete"):
-                settle(out, auto.record_damage(out), repair)
+            settle(out, record_damage(out), repair)
         except DamagedTargetError as damaged:
             if not overwrite:
                 raise
@@ -227,12 +244,16 @@ def segment_zarr(
             return out.group
         normalization = fixed_normalization(volume.planes)
         stop = _Stop(cancel) if _threaded(scheduler) else cancel
-        if mode == "auto":
+        if mode == "amg":
             graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, stop)
+        elif mode == "ais":
+            graph = _ais_tasks(out, volume, grid, normalization, spec, device, options, stride, stop)
         else:
             graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, stop)
         with _Progress(len(graph), progress and _is_local(scheduler)), _CancelBeforeTasks(cancel):
             _run(graph, scheduler, stop, hold)
+        if mode == "ais":
+            ais_stages.write_objects_table(out, volume.n_slices)
         out.finish()
     return out.group
 
@@ -276,12 +297,14 @@ def _check_scheduler(scheduler: Any) -> None:
 def _signed_options(options: AutoOptions | PredictOptions) -> dict[str, Any]:
     """The options recorded in the job signature: those that change the result.
 
-    Automatic jobs always record :data:`_SIGNED_OPTIONS`, other options only when not at their
-    default; prompts jobs record the options that are not at their default (``{}`` by default).
+    AMG jobs always record :data:`_SIGNED_OPTIONS`, other options only when not at their
+    default; AIS jobs record every option; prompts jobs record the options that are not at their default (``{}`` by default).
     """
     values = {k: v for k, v in dataclasses.asdict(options).items() if k not in _UNSIGNED_OPTIONS}
     defaults = dataclasses.asdict(type(options)())
     always = _SIGNED_OPTIONS if isinstance(options, AutoOptions) else ()
+    if isinstance(options, AisOptions):  # new with the AIS mode: every option is recorded
+        always = tuple(values)
     return {k: v for k, v in values.items() if k in always or v != defaults[k]}
 
 
@@ -314,6 +337,39 @@ def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride,
         for t in range(n_tiles):
             if not chunks_done[s, t]:
                 graph[f"sum-hq-chunk-{s}-{t}"] = (auto.run_chunk, out, volume, grid, s, t, *plan)
+    return graph
+
+
+def _ais_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel) -> dict[str, Any]:
+    """The task graph of an AIS job: per plane, tile tasks, object tasks (after all the plane's tiles: a
+    unit may reach anywhere), one plan task and chunk tasks (see :mod:`sum_core.batch.ais_stages`)."""
+    n_slices, n_tiles = volume.n_slices, len(grid)
+    for stage, shape in (("tile", (n_slices, n_tiles)), ("objects", (n_slices, n_tiles)), ("plan", (n_slices,)),
+                         ("chunk", (n_slices, n_tiles))):
+        out.create_flags(stage, shape)
+    tiles_done, objects_done = out.flags("tile"), out.flags("objects")
+    plans_done, chunks_done = out.flags("plan"), out.flags("chunk")
+    graph: dict[str, Any] = {}
+    for s in range(n_slices):
+        if chunks_done[s].all():
+            continue
+        ais_stages.create_maps(out, s, grid)
+        tiles = []
+        for t in np.nonzero(~tiles_done[s])[0].tolist():
+            tiles.append(f"sum-hq-tile-{s}-{t}")
+            graph[tiles[-1]] = (ais_stages.run_tile, out, volume, grid, s, t, normalization, spec, device, cancel)
+        ready = f"maps-ready-{s}"  # not "sum-hq-...": progress counts only the units of work
+        graph[ready] = (_finished, *tiles)
+        plan = []
+        if not plans_done[s]:
+            objects = []
+            for t in np.nonzero(~objects_done[s])[0].tolist():
+                objects.append(f"sum-hq-objects-{s}-{t}")
+                graph[objects[-1]] = (ais_stages.run_objects, out, grid, s, t, options, cancel, ready)
+            plan = [f"sum-hq-plan-{s}"]
+            graph[plan[0]] = (ais_stages.run_plan, out, grid, s, s * stride, stride, *objects)
+        for t in np.nonzero(~chunks_done[s])[0].tolist():
+            graph[f"sum-hq-chunk-{s}-{t}"] = (ais_stages.run_chunk, out, volume, grid, s, t, options, ready, *plan)
     return graph
 
 

@@ -32,16 +32,21 @@ class ModelSpec:
         Encoder precision (see :mod:`sum_core.acceleration`).
     compile : bool
         Compile the model with ``torch.compile`` (once per process).
+    ais_decoder : bool
+        Load the model with its AIS decoder (AIS jobs; see :func:`sum_core.loading.resolve_model`).
     """
 
     model: str | os.PathLike | SamModel
     precision: str = "fp32"
     compile: bool = False
+    ais_decoder: bool = False
 
     def load(self, device: Any) -> SamModel:
         """The model on ``device`` in eval mode, compiled when asked (thread-safe)."""
         target = resolve_device(device)
-        model = resolve_model(self.model, target)
+        model = resolve_model(self.model, target, ais_decoder=True) if self.ais_decoder else resolve_model(
+            self.model, target
+        )
         with _PREPARE_LOCK:
             model = model.to(target).eval()
             if self.compile:

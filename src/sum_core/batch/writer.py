@@ -19,7 +19,9 @@ Layout
 - ``done/<stage>``: uint8 flags, one per unit of work and stage, each flag its own chunk. A flag
   is set only after the data of its unit was written, so a unit is either complete or redone.
 - ``work/<name>``: intermediate per-tile results (1D uint8 arrays holding ``.npz`` bytes, with
-  their BLAKE2b digest in the array attribute ``blake2b``), removed when the job completes.
+  their BLAKE2b digest in the array attribute ``blake2b``; AIS jobs also ``work/s<slice>/maps``,
+  the raw decoder maps, with a checksum per tile block), removed when the job completes.
+- ``objects/`` (AIS jobs): the per-object table, see :mod:`sum_core.batch.objects`.
 - attributes ``sum_hq_batch``: ``{"format", "signature", "complete", ...}`` (see
   :func:`sum_core.batch.segment_zarr`). Format 1 targets (written before checksums existed) are
   resumed and returned as before, unverified.
@@ -61,7 +63,7 @@ FORMAT = 3  # 3: a checksum for every chunk of a complete target (2: for written
 OUTPUTS = (("labels", "uint32"), ("uncertainty", "float16"))
 # The nodes of a target folder (node type, data type): what proves a folder without readable group metadata ours.
 _NODES = {"labels": ("array", "uint32"), "uncertainty": ("array", "float16"), "checksums": ("group", None),
-          "done": ("group", None), "work": ("group", None)}
+          "done": ("group", None), "work": ("group", None), "objects": ("group", None)}
 
 
 class Target:
@@ -323,6 +325,7 @@ def open_target(
     dimension_names: tuple[str, ...],
     overwrite: bool = False,
     restart: bool = False,
+    aliases: tuple[dict[str, Any], ...] = (),
 ) -> Target:
     """Open (resume) or create the target group of a job.
 
@@ -340,6 +343,9 @@ def open_target(
         Replace a target of ours written by another job (or whose group metadata is damaged).
     restart : bool
         Replace a target of this job too (with ``overwrite``: a damaged target started again).
+    aliases : tuple of dict
+        Other signatures of the same job (as older versions wrote them): such a target is resumed
+        with the signature it holds.
 
     Returns
     -------
@@ -353,6 +359,7 @@ def open_target(
         What :func:`check_target` refuses, and a target of another job (without ``overwrite``).
     """
     signature = json.loads(json.dumps(signature))
+    accepted = [signature, *json.loads(json.dumps(list(aliases)))]
     check_target(target, overwrite)
     store = _store(target, overwrite)
     try:
@@ -365,7 +372,7 @@ def open_target(
             ) from None
         group = None
     existing = None if group is None else group.attrs.get(ATTR)
-    if existing is not None and existing.get("signature") == signature and not (restart and overwrite):
+    if existing is not None and existing.get("signature") in accepted and not (restart and overwrite):
         return Target(group, target)
     if existing is not None and not overwrite:
         if _sampled_source_hash(existing.get("signature", {})):
