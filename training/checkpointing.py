@@ -3,7 +3,9 @@
 Files in the run folder::
 
     epoch_N.pth         decoder-only: the mask decoder's state dict, keys without
-                        the ``mask_decoder.`` prefix (as HQ-SAM's epoch_N.pth)
+                        the ``mask_decoder.`` prefix (as HQ-SAM's epoch_N.pth); in
+                        the ``ais`` scheme the AIS decoder's, keys without the
+                        ``ais_decoder.`` prefix (as micro-sam's ``*_decoder.pt``)
     sum_epoch_N.pth     merged SUM model: the full state dict (image encoder,
                         prompt encoder, decoder under ``mask_decoder.``)
     final.pth           merged model after the last epoch
@@ -26,9 +28,18 @@ import torch
 from torch import nn
 
 from sum_core import zoo
-from sum_core.checkpoint import infer_config, load_state_dict_file, meta_model
-from sum_core.errors import CheckpointError
-from sum_core.modeling import SamModel, build_from_config
+from sum_core.checkpoint import infer_config, load_checkpoint, load_state_dict_file, meta_model
+from sum_core.errors import CheckpointError, InvalidInputError
+from sum_core.loading import load_model
+from sum_core.modeling import (
+    AIS_PREFIX,
+    AISDecoder,
+    AISDecoderConfig,
+    SamModel,
+    ais_decoder_of,
+    attach_ais_decoder,
+    build_from_config,
+)
 from sum_core.modeling.common import LayerNorm2d
 
 from .schemes import HQ_MODULES
@@ -94,6 +105,8 @@ def load_base_model(checkpoint: str | os.PathLike, seed: int = 0) -> SamModel:
     """
     path = zoo.locate(checkpoint)
     state = load_state_dict_file(path)
+    has_ais = any(key.startswith(AIS_PREFIX) for key in state)
+    state = {key: value for key, value in state.items() if not key.startswith(AIS_PREFIX)}
     base = infer_config(state)
     config = base.replace(hq=True, sum_tokens=True)
     meta_model(config, str(path))  # an oversized architecture is refused before anything is allocated
@@ -109,7 +122,74 @@ def load_base_model(checkpoint: str | os.PathLike, seed: int = 0) -> SamModel:
             f"{path}: base weights do not match the SUM model: missing {missing}, "
             f"unexpected {list(result.unexpected_keys)}; pass a full SAM / HQ-SAM / SUM checkpoint"
         )
+    if has_ais:  # the core's checked loading of the decoder (only files that hold one load twice)
+        attach_ais_decoder(model, ais_decoder_of(load_checkpoint(path, device="cpu")))
     return model
+
+
+def load_ais_base(checkpoint: str | os.PathLike, features: int = 64, seed: int = 0) -> SamModel:
+    """Load the base model of the ``ais`` scheme: the SAM model as it is, with an AIS decoder.
+
+    The model keeps its architecture and weights (a plain SAM stays plain SAM, so its
+    interactive segmentation is unchanged). Its AIS decoder is, in this order: the one in
+    the file (torch_em's training layout with ``decoder_state``, or this package's
+    ``ais_decoder.`` keys), the registry entry's decoder file (``vit_b_lm`` ->
+    ``vit_b_lm_decoder``, fetched and hash-checked), else a new one (:func:`new_ais_decoder`).
+
+    Parameters
+    ----------
+    checkpoint : str or PathLike
+        A full SAM / HQ-SAM / SUM checkpoint file or a registry name.
+    features : int
+        ``initial_features`` of a new decoder (micro-sam's: 64); unused when the base has one.
+    seed : int
+        Seed of a new decoder's initialisation.
+
+    Returns
+    -------
+    SamModel
+        On the CPU, carrying its AIS decoder (:func:`sum_core.modeling.ais_decoder_of`).
+
+    Raises
+    ------
+    CheckpointError, InvalidInputError, DownloadError
+        As :func:`sum_core.load_model`.
+    """
+    model = load_model(checkpoint, device="cpu", ais_decoder=_registry_decoder(checkpoint))
+    if ais_decoder_of(model) is None:
+        config = AISDecoderConfig(embed_dim=model.config.prompt_embed_dim, initial_features=features)
+        attach_ais_decoder(model, new_ais_decoder(config, seed))
+    return model
+
+
+def _registry_decoder(checkpoint: str | os.PathLike) -> bool:
+    """Whether ``checkpoint`` is a registry name whose entry names an AIS decoder file."""
+    try:
+        entry = zoo.registry().get(str(checkpoint))
+    except InvalidInputError:  # a malformed SUM_HQ_MODELS file: load_model reports it if it matters
+        return False
+    return entry is not None and entry.decoder is not None
+
+
+def new_ais_decoder(config: AISDecoderConfig, seed: int) -> AISDecoder:
+    """A new AIS decoder, initialised as micro-sam's ``get_unetr`` builds one without a decoder state.
+
+    torch-em's ``UNETR`` applies no initialisation of its own, so every layer has PyTorch's
+    default: ``Conv2d`` / ``ConvTranspose2d`` weights Kaiming-uniform (a = sqrt(5)), biases
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)); ``BatchNorm2d`` weight 1, bias 0, running mean 0 and
+    variance 1 (``InstanceNorm2d`` has no parameters). The draws come from torch's RNG
+    seeded with ``seed`` (the caller's RNG state is left as it was), so they depend on
+    ``seed`` only.
+
+    Parameters
+    ----------
+    config : AISDecoderConfig
+        Sizes (micro-sam's new decoders use interpolation, ``conv_transpose=False``).
+    seed : int
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AISDecoder(config)
 
 
 def init_hq_modules(model: SamModel, seed: int) -> None:
@@ -156,10 +236,20 @@ def merged_state_dict(model: SamModel) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
 
 
-def save_epoch(model: SamModel, run_dir: str | os.PathLike, epoch: int) -> tuple[Path, Path]:
-    """Write ``epoch_N.pth`` (decoder-only) and ``sum_epoch_N.pth`` (merged); N = ``epoch``."""
+def ais_decoder_state_dict(model: SamModel) -> dict[str, torch.Tensor]:
+    """The AIS decoder's weights, keys without prefix (micro-sam's ``*_decoder.pt`` layout), on the CPU."""
+    decoder = ais_decoder_of(model)
+    return {key: value.detach().cpu().clone() for key, value in decoder.state_dict().items()}
+
+
+def save_epoch(
+    model: SamModel, run_dir: str | os.PathLike, epoch: int, ais: bool = False
+) -> tuple[Path, Path]:
+    """Write ``epoch_N.pth`` (decoder-only: the AIS decoder if ``ais``, else the mask decoder)
+    and ``sum_epoch_N.pth`` (merged); N = ``epoch``."""
     run_dir = Path(run_dir)
-    decoder = atomic_save(decoder_state_dict(model), run_dir / f"epoch_{epoch}.pth")
+    weights = ais_decoder_state_dict(model) if ais else decoder_state_dict(model)
+    decoder = atomic_save(weights, run_dir / f"epoch_{epoch}.pth")
     merged = atomic_save(merged_state_dict(model), run_dir / f"sum_epoch_{epoch}.pth")
     return decoder, merged
 

@@ -22,9 +22,10 @@ from sum_core.errors import InvalidInputError
 from sum_core.options import PRECISIONS
 from sum_core.validation import check_int
 
+from .ais_targets import AIS_MIN_SIZE
 from .losses import UA_DICE_THRESHOLD
 
-SCHEMES = ("hq", "decoder", "full")
+SCHEMES = ("hq", "decoder", "full", "ais")
 PROMPT_KINDS = ("box", "points", "mask")
 
 #: Per-scheme defaults (HQ-SAM lightweight recipe vs SUM full/decoder fine-tuning).  Box jitter:
@@ -38,6 +39,11 @@ SCHEME_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "full": {
         "optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.1, "epochs": 1, "lr_step": 0, "box_jitter": True,
+    },
+    # micro-sam's train_instance_segmentation: AdamW (torch's default weight decay 0.01), lr 1e-5,
+    # 100 epochs (its ReduceLROnPlateau schedule is not reproduced: constant lr).
+    "ais": {
+        "optimizer": "adamw", "lr": 1e-5, "weight_decay": 0.01, "epochs": 100, "lr_step": 0, "box_jitter": False,
     },
 }
 
@@ -60,12 +66,21 @@ class FinetuneConfig:
         Pseudo-label folder (``training.pseudolabel`` / ``training.refine``).
     pseudo_images : str or None
         Folder with the pseudo-labelled images (default: from the manifest).
-    scheme : {"hq", "decoder", "full"}
-        Which parameters train (see :mod:`training.schemes`).
+    scheme : {"hq", "decoder", "full", "ais"}
+        Which parameters train (see :mod:`training.schemes`); ``ais`` trains the AIS
+        decoder on distance targets instead of prompted masks.
+    train_encoder : bool
+        ``ais`` scheme: train the image encoder too (with ``layer_decay``).
+    ais_min_size : int
+        ``ais`` scheme: objects smaller than this (pixels of the 1024 training frame)
+        are background in the targets (micro-sam's ``min_size``, 25).
+    ais_features : int
+        ``ais`` scheme: width (``initial_features``) of a new AIS decoder, when the base
+        model has none (micro-sam's: 64).
     optimizer, lr, weight_decay, betas, eps : optimiser settings
         ``None`` means the scheme default.
     layer_decay : float
-        Layer-wise lr decay of the image encoder (``full`` only).
+        Layer-wise lr decay of the image encoder (``full``, and ``ais`` with ``train_encoder``).
     epochs : int or None
         Number of epochs (scheme default if None).
     lr_step, lr_gamma : StepLR settings (``lr_step`` 0 disables the schedule).
@@ -110,7 +125,8 @@ class FinetuneConfig:
     augment : bool
         HQ-SAM flip + large-scale jitter on human data.
     val_fraction : float
-        Held-out fraction of each human folder (not trained on).
+        Held-out fraction of each human folder (not trained on; the ``ais`` scheme logs its
+        loss on it before training and after every epoch, ``kind`` ``val`` in metrics.csv).
     workers : int
         DataLoader worker processes.
     device : str or None
@@ -134,6 +150,9 @@ class FinetuneConfig:
     pseudo: str | None = None
     pseudo_images: str | None = None
     scheme: str = "hq"
+    train_encoder: bool = False
+    ais_min_size: int = AIS_MIN_SIZE
+    ais_features: int = 64
     optimizer: str | None = None
     lr: float | None = None
     weight_decay: float | None = None
@@ -191,6 +210,19 @@ class FinetuneConfig:
             raise InvalidInputError("checkpoint is required (a base model path or registry name)")
         if not self.data and not self.pseudo:
             raise InvalidInputError("data: give at least one dataset folder (or pseudo)")
+        if self.scheme == "ais" and not self.data:
+            raise InvalidInputError("scheme='ais' trains on instance masks: give dataset folders in data")
+        if self.scheme == "ais" and self.pseudo:
+            raise InvalidInputError(
+                "scheme='ais' trains on the instance masks of data folders; pseudo-labels (pseudo) are "
+                "overlapping per-object masks, not instance label images: leave pseudo out"
+            )
+        if self.train_encoder and self.scheme != "ais":
+            raise InvalidInputError(
+                f"train_encoder is an option of scheme='ais' (scheme={self.scheme!r}: 'full' trains the encoder)"
+            )
+        check_int(self.ais_min_size, "ais_min_size", 0)
+        check_int(self.ais_features, "ais_features", 1)
         unknown = sorted(set(self.entity_data) - set(self.data))
         if unknown:
             raise InvalidInputError(f"entity_data lists folders not in data: {unknown}")

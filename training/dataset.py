@@ -26,6 +26,7 @@ from sum_core.errors import InvalidInputError
 from sum_core.image import Normalization, prepare_image
 from sum_core.imageio import read_image
 
+from .ais_targets import ais_targets
 from .augment import OUTPUT_SIZE, augment, resize_and_pad
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
@@ -229,7 +230,10 @@ class InstanceDataset(Dataset):
       (``N <= max_instances``; instances are sampled without replacement when
       there are more),
     * ``"instance_ids"``: ``(N,)`` int64 label values of those instances,
-    * ``"path"``: the image path as a string.
+    * ``"path"``: the image path as a string,
+    * ``"ais_targets"`` (only with ``ais_min_size``): ``3 x S x S`` float32, the AIS
+      decoder's targets of *all* instances of the frame's label image
+      (:func:`training.ais_targets.ais_targets`).
 
     With ``train=True`` the HQ-SAM augmentation (:func:`training.augment.augment`)
     is applied; if a crop loses every instance it is redrawn up to 10 times,
@@ -249,6 +253,7 @@ class InstanceDataset(Dataset):
         max_instances: int | None = None,
         normalization: Normalization | None = None,
         seed: int = 0,
+        ais_min_size: int | None = None,
     ) -> None:
         if max_instances is not None and max_instances < 1:
             raise InvalidInputError(f"max_instances must be >= 1 or None, got {max_instances}")
@@ -258,6 +263,7 @@ class InstanceDataset(Dataset):
         self.max_instances = max_instances
         self.normalization = normalization
         self.seed = seed
+        self.ais_min_size = ais_min_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -292,23 +298,30 @@ class InstanceDataset(Dataset):
         if self.max_instances is not None and ids.size > self.max_instances:
             ids = np.sort(rng.choice(ids, self.max_instances, replace=False))
         masks = labels[None] == ids[:, None, None]
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "masks": torch.from_numpy(masks),
             "instance_ids": torch.from_numpy(ids.astype(np.int64)),
             "path": str(sample.image),
         }
+        if self.ais_min_size is not None:
+            item["ais_targets"] = torch.from_numpy(ais_targets(labels, self.ais_min_size))
+        return item
 
 
 def collate_instances(batch: list[dict]) -> dict:
     """Batch items of :class:`InstanceDataset`: stack images, keep masks as lists.
 
     Returns a dict with ``"image"`` (``B x 3 x S x S`` uint8), ``"masks"`` and
-    ``"instance_ids"`` (lists of length B, since N varies) and ``"path"``.
+    ``"instance_ids"`` (lists of length B, since N varies), ``"path"`` and, when the
+    items have them, ``"ais_targets"`` (``B x 3 x S x S`` float32).
     """
-    return {
+    out = {
         "image": torch.stack([item["image"] for item in batch]),
         "masks": [item["masks"] for item in batch],
         "instance_ids": [item["instance_ids"] for item in batch],
         "path": [item["path"] for item in batch],
     }
+    if "ais_targets" in batch[0]:
+        out["ais_targets"] = torch.stack([item["ais_targets"] for item in batch])
+    return out

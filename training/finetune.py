@@ -19,6 +19,13 @@ Full fine-tuning on 4 GPUs with bf16 autocast::
 
     torchrun --nproc_per_node=4 -m training.finetune --config run.yaml --scheme full --precision bf16
 
+Train micro-sam's AIS decoder (automatic instance segmentation) on the instance masks,
+starting from micro-sam's light-microscopy model and its decoder; add
+``--train-encoder`` to train the image encoder too::
+
+    python -m training.finetune --checkpoint vit_b_lm --scheme ais \\
+        --data DATASET --val-fraction 0.1 --output runs/ais_lm
+
 Continue an interrupted run (Ctrl+C saves a resumable state)::
 
     python -m training.finetune --output runs/sum_hq --resume
@@ -69,6 +76,12 @@ _HELP = {
     "min_uncertainty_area": "pseudo masks smaller than this (px, 1024 frame) ignore their uncertainty map",
     "precision": "autocast precision: bf16 (CUDA or CPU) or fp16 (CUDA only, with a GradScaler)",
     "max_steps": "stop resumably after this many steps (0 = no limit)",
+    "scheme": "what trains: hq (HQ modules + SUM tables), decoder (prompt encoder + mask decoder), "
+    "full (everything), ais (the AIS decoder on instance masks, as micro-sam)",
+    "train_encoder": "ais scheme: train the image encoder too (layer-wise lr decay)",
+    "ais_min_size": "ais scheme: objects smaller than this (px, 1024 frame) are background in the targets",
+    "ais_features": "ais scheme: initial_features of a new AIS decoder (base without one)",
+    "val_fraction": "held-out fraction of each --data folder (ais scheme: its loss is logged as kind 'val')",
 }
 
 

@@ -22,6 +22,8 @@ FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
 #: Both released SUM code paths default to 0.5; the paper's text gives 0.6.
 UA_DICE_THRESHOLD = 0.5
+#: torch-em's ``DiceLoss`` epsilon (its denominator's lower bound).
+DISTANCE_DICE_EPS = 1e-7
 HQ_NUM_POINTS = 112 * 112
 HQ_OVERSAMPLE_RATIO = 3.0
 HQ_IMPORTANCE_SAMPLE_RATIO = 0.75
@@ -95,14 +97,21 @@ def focal_loss(
 
 
 def _soft_dice(
-    prob: torch.Tensor, targets: torch.Tensor, smooth: float
+    prob: torch.Tensor, targets: torch.Tensor, smooth: float, squared: bool = False, eps: float = 0.0
 ) -> torch.Tensor:
-    """``1 - (2 sum(p q) + s) / (sum(p) + sum(q) + s)`` over dims 1.. of each sample."""
+    """The package's one Dice loss, over dims 1.. of each sample.
+
+    ``1 - (2 sum(p q) + s) / max(sum(p^k) + sum(q^k) + s, eps)`` with ``k = 2`` if
+    ``squared`` else 1: SAM's smoothed Dice (``k = 1``, ``s = 1``, ``eps = 0``) and
+    torch-em's ``DiceLoss`` (``k = 2``, ``s = 0``, ``eps = 1e-7``).
+    """
     prob = prob.flatten(1)
     targets = targets.flatten(1).to(prob.dtype)
     numerator = 2 * (prob * targets).sum(1) + smooth
+    if squared:
+        prob, targets = prob * prob, targets * targets
     denominator = prob.sum(1) + targets.sum(1) + smooth
-    return 1 - numerator / denominator
+    return 1 - numerator / denominator.clamp(min=eps)
 
 
 def dice_loss(
@@ -372,3 +381,50 @@ def point_sampled_mask_loss(
     bce = bce.mean(1).sum() / num_masks
     dice = _soft_dice(torch.sigmoid(point_logits), point_targets, 1.0).sum() / num_masks
     return {"loss": bce + dice, "bce": bce, "dice": dice}
+
+
+def distance_dice_loss(maps: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The AIS decoder's loss: torch-em's ``DiceBasedDistanceLoss(mask_distances_in_bg=True)``.
+
+    micro-sam trains its AIS decoder with it. Per channel ``k`` of :data:`AIS_CHANNELS
+    <sum_core.modeling.AIS_CHANNELS>`, a Dice loss over the whole batch (all images and
+    pixels summed together, as torch-em's channel-wise Dice)::
+
+        D(p, q) = 1 - 2 sum(p q) / max(sum(p^2) + sum(q^2), 1e-7)
+
+    ``loss = D(p0, q0) + D(p1 q0, q1 q0) + D(p2 q0, q2 q0)``: the foreground and the two
+    distances, the distances only inside the target foreground ``q0``.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``B×3×H×W`` decoder outputs (after the sigmoid, in 0..1).
+    targets : torch.Tensor
+        ``B×3×H×W`` targets (:func:`training.ais_targets.ais_targets`).
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        Scalars ``"loss"`` (the sum) and its three terms ``"foreground"``, ``"center"``,
+        ``"boundary"``.
+
+    Raises
+    ------
+    InvalidInputError
+        If the shapes differ or are not ``B×3×H×W``.
+    """
+    _check_same_shape("targets", targets, maps)
+    if maps.ndim != 4 or maps.shape[1] != 3:
+        raise InvalidInputError(f"maps must be shaped B x 3 x H x W, got {tuple(maps.shape)}")
+    targets = targets.to(maps.dtype)
+    foreground = targets[:, 0]
+
+    def dice(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _soft_dice(prob.reshape(1, -1), target.reshape(1, -1), 0.0, True, DISTANCE_DICE_EPS)[0]
+
+    parts = {
+        "foreground": dice(maps[:, 0], foreground),
+        "center": dice(maps[:, 1] * foreground, targets[:, 1] * foreground),
+        "boundary": dice(maps[:, 2] * foreground, targets[:, 2] * foreground),
+    }
+    return {"loss": parts["foreground"] + parts["center"] + parts["boundary"], **parts}

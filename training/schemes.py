@@ -14,8 +14,13 @@ Schemes
     Prompt encoder + mask decoder; AdamW, lr 1e-5.
 ``full``
     Everything, the image encoder with layer-wise lr decay (0.8 in SUM).
+``ais``
+    micro-sam's instance-segmentation training: the AIS decoder (``ais_decoder``) on
+    foreground / centre / boundary distance targets, optionally the image encoder too
+    (``train_encoder``, with the layer-wise lr decay); AdamW, lr 1e-5 as micro-sam.  The
+    prompt encoder and mask decoder stay as they are.
 
-In every scheme the task-0 tables ``task_prompt_tokens.0`` and
+An AIS decoder carried by the model trains only in the ``ais`` scheme.  In every scheme the task-0 tables ``task_prompt_tokens.0`` and
 ``task_prompt_embeddings.0`` stay frozen at zero (the reference's
 ``zero_token_no_grad``): task 0 then behaves exactly like the base model.
 """
@@ -29,7 +34,7 @@ import torch
 from torch import nn
 
 from sum_core.errors import InvalidInputError
-from sum_core.modeling import SamModel
+from sum_core.modeling import AIS_PREFIX, SamModel, ais_decoder_of
 
 from .config import FinetuneConfig
 
@@ -40,37 +45,53 @@ _NO_DECAY_PARTS = ("token", "pos_embed", "rel_pos", "task_prompt", "hf_type")
 ZERO_TABLES = ("mask_decoder.task_prompt_tokens.0.weight", "mask_decoder.task_prompt_embeddings.0.weight")
 
 
-def _trains(name: str, scheme: str) -> bool:
+def _trains(name: str, scheme: str, train_encoder: bool) -> bool:
     if name in ZERO_TABLES:
         return False
     module, _, rest = name.partition(".")
+    if scheme == "ais":
+        return module == AIS_PREFIX[:-1] or (train_encoder and module == "image_encoder")
+    if module == AIS_PREFIX[:-1]:
+        return False
     if scheme == "full":
         return True
     if scheme == "decoder":
         return module in ("prompt_encoder", "mask_decoder")
     if scheme == "hq":
         return module == "mask_decoder" and rest.split(".", 1)[0] in HQ_MODULES + HQ_SCHEME_TABLES
-    raise InvalidInputError(f"scheme={scheme!r} is not known; choose 'hq', 'decoder' or 'full'")
+    raise InvalidInputError(f"scheme={scheme!r} is not known; choose 'hq', 'decoder', 'full' or 'ais'")
 
 
-def set_trainable(model: SamModel, scheme: str) -> list[str]:
+def set_trainable(model: SamModel, scheme: str, train_encoder: bool = False) -> list[str]:
     """Set ``requires_grad`` per the scheme; return the names of the trainable parameters.
 
     In the ``hq`` scheme the dense ``task_prompt_embeddings`` are also set to zero (with a
     warning when the base model had trained values there), since that scheme does not use them.
 
+    Parameters
+    ----------
+    model : SamModel
+    scheme : {"hq", "decoder", "full", "ais"}
+    train_encoder : bool
+        ``ais`` scheme: train the image encoder with the AIS decoder.
+
     Raises
     ------
     InvalidInputError
-        For an unknown scheme, or the ``hq`` scheme on a model without HQ layers.
+        For an unknown scheme, the ``hq`` scheme on a model without HQ layers, or the
+        ``ais`` scheme on a model without an AIS decoder.
     """
     if scheme == "hq" and not model.config.hq:
         raise InvalidInputError("scheme='hq' needs an HQ-SAM / SUM model (config.hq=True)")
+    if scheme == "ais" and ais_decoder_of(model) is None:
+        raise InvalidInputError(
+            "scheme='ais' needs a model with an AIS decoder (training.checkpointing.load_ais_base attaches one)"
+        )
     if scheme == "hq":
         _zero_dense_task_embeddings(model)
     names = []
     for name, param in model.named_parameters():
-        param.requires_grad_(_trains(name, scheme))
+        param.requires_grad_(_trains(name, scheme, train_encoder))
         if param.requires_grad:
             names.append(name)
     return names
@@ -136,7 +157,8 @@ def parameter_groups(model: SamModel, config: FinetuneConfig) -> list[dict]:
 
 
 def build_optimizer(model: SamModel, config: FinetuneConfig) -> torch.optim.Optimizer:
-    """Adam (``hq``) or AdamW over the trainable parameters, with layer-wise lr decay."""
+    """Adam (``hq``) or AdamW (``decoder``, ``full``, ``ais``) over the trainable parameters, with
+    layer-wise lr decay of the image encoder."""
     groups = parameter_groups(model, config)
     if not groups:
         raise InvalidInputError(f"scheme={config.scheme!r} leaves no trainable parameter in this model")

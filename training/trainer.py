@@ -38,9 +38,10 @@ from sum_core.prompts import batch_to_model_frame, validate_prompts
 
 from . import checkpointing as ckpt
 from . import losses, pseudo_store
+from .ais_step import AisStep
 from .augment import OUTPUT_SIZE
 from .config import FinetuneConfig
-from .dataset import InstanceDataset, collate_instances, image_files, scan_dataset
+from .dataset import DatasetSplit, InstanceDataset, collate_instances, image_files, scan_dataset
 from .prompt_sampling import (
     box_from_mask,
     jitter_box,
@@ -51,7 +52,9 @@ from .prompt_sampling import (
 from .schemes import build_optimizer, build_scheduler, set_trainable
 
 TASK_PSEUDO, TASK_SALIENT, TASK_ENTITY = 0, 1, 2
-METRIC_FIELDS = ("time", "epoch", "step", "kind", "loss", "focal", "dice", "iou", "bce", "lr")
+METRIC_FIELDS = (
+    "time", "epoch", "step", "kind", "loss", "focal", "dice", "iou", "bce", "lr", "foreground", "center", "boundary"
+)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -466,21 +469,37 @@ class Trainer:
             return device
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def _human_dataset(self) -> Dataset | None:
+    def _scan_data(self) -> list[tuple[str, DatasetSplit]]:
+        """Read and check every labelled folder (before the model loads): ``(folder, split)`` pairs."""
         config = self.config
-        parts = []
-        for folder in config.data:
-            split = scan_dataset(folder, val_fraction=config.val_fraction, seed=config.seed)
+        return [(folder, scan_dataset(folder, val_fraction=config.val_fraction, seed=config.seed))
+                for folder in config.data]
+
+    def _human_datasets(
+        self, splits: list[tuple[str, DatasetSplit]], frame: int
+    ) -> tuple[Dataset | None, Dataset | None]:
+        """The training set and, in the ``ais`` scheme, the validation set (None if empty),
+        serving ``frame x frame`` images (the model's input size)."""
+        config = self.config
+        ais_min_size = config.ais_min_size if config.scheme == "ais" else None
+        parts, val = [], []
+        for folder, split in splits:
             dataset = InstanceDataset(
-                split.train, train=config.augment, max_instances=config.max_instances, seed=config.seed
+                split.train, train=config.augment, output_size=frame, max_instances=config.max_instances,
+                seed=config.seed, ais_min_size=ais_min_size,
             )
             task = TASK_ENTITY if folder in config.entity_data else TASK_SALIENT
             parts.append(TaskDataset(dataset, task))
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else _EpochConcat(parts)
+            val += split.val
+        human = None if not parts else parts[0] if len(parts) == 1 else _EpochConcat(parts)
+        if ais_min_size is None or not val:
+            return human, None
+        validation = InstanceDataset(
+            val, train=False, output_size=frame, max_instances=1, seed=config.seed, ais_min_size=ais_min_size
+        )
+        return human, validation
 
-    def _pseudo_dataset(self) -> PseudoDataset | None:
+    def _pseudo_dataset(self, frame: int) -> PseudoDataset | None:
         config = self.config
         if not config.pseudo:
             return None
@@ -489,6 +508,7 @@ class Trainer:
             config.pseudo_images,
             config.max_pseudo_masks,
             config.min_pseudo_area,
+            output_size=frame,
             seed=config.seed,
             min_uncertainty_area=config.min_uncertainty_area,
         )
@@ -501,22 +521,31 @@ class Trainer:
     def run(self) -> str:
         """Train; return ``"finished"``, ``"stopped"`` (max_steps) or ``"interrupted"`` (SIGINT)."""
         config = self.config
-        model = ckpt.load_base_model(config.checkpoint, seed=config.seed)
-        set_trainable(model, config.scheme)
+        splits = self._scan_data()  # every image and mask checked before the model loads
+        if config.scheme == "ais":
+            model = ckpt.load_ais_base(config.checkpoint, config.ais_features, seed=config.seed)
+        else:
+            model = ckpt.load_base_model(config.checkpoint, seed=config.seed)
+        frame = model.config.image_size
+        (human, self.val), pseudo = self._human_datasets(splits, frame), self._pseudo_dataset(frame)
+        set_trainable(model, config.scheme, config.train_encoder)
         model.to(self.device).train()
         self.model = model
         optimizer = build_optimizer(model, config)
         scheduler = build_scheduler(optimizer, config)
         scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
-        step_module: nn.Module = TrainStep(model, config, PromptSampler(config, generator))
+        if config.scheme == "ais":
+            self.step = AisStep(model, config)
+        else:
+            self.step = TrainStep(model, config, PromptSampler(config, generator))
+        step_module: nn.Module = self.step
         if self.distributed:
             step_module = nn.parallel.DistributedDataParallel(
                 step_module,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=config.find_unused_parameters,
             )
-        human, pseudo = self._human_dataset(), self._pseudo_dataset()
         self.parts = {
             "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler, "generator": generator
         }
@@ -538,6 +567,8 @@ class Trainer:
     def _loop(self, step_module, human, pseudo) -> str:
         config = self.config
         optimizer, scheduler = self.parts["optimizer"], self.parts["scheduler"]
+        if self.position["global_step"] == 0:
+            self._validate(self.position["epoch"])
         epochs_iter = range(self.position["epoch"], config.epochs)
         for epoch in epochs_iter:
             if human is not None:
@@ -578,12 +609,43 @@ class Trainer:
                 scheduler.step()
             self.position.update(epoch=epoch + 1, batch=0)
             self._boundary = self._snapshot_rngs()
+            self._validate(epoch)
             if self.is_main:
-                ckpt.save_epoch(self.model, self.run_dir, epoch)
+                ckpt.save_epoch(self.model, self.run_dir, epoch, ais=config.scheme == "ais")
             self._save_state(self._boundary)
         if self.is_main:
             ckpt.save_final(self.model, self.run_dir)
         return "finished"
+
+    def validation_loss(self) -> dict[str, float] | None:
+        """Mean loss over the validation batches (``ais`` scheme with a validation split), else None.
+
+        As torch-em's validation: the model in eval mode (BatchNorm running statistics),
+        no gradients, the un-augmented frames (:func:`training.augment.resize_and_pad`) in
+        batches of ``batch_size``, the mean of the batch losses. Uses no RNG, so resumed
+        runs stay bit for bit.
+        """
+        if self.val is None:
+            return None
+        batches = [list(range(i, min(i + self.config.batch_size, len(self.val))))
+                   for i in range(0, len(self.val), self.config.batch_size)]
+        totals: dict[str, float] = {}
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                for indexes in batches:
+                    parts = self.step(collate_instances([self.val[i] for i in indexes]), False)
+                    for key, value in parts.items():
+                        totals[key] = totals.get(key, 0.0) + float(value) / len(batches)
+        finally:
+            self.model.train()
+        return totals
+
+    def _validate(self, epoch: int) -> None:
+        """Log :meth:`validation_loss` (``kind`` ``val``) at the current step, if there is one."""
+        values = self.validation_loss()
+        if values is not None:
+            self._log(epoch, [("val", values)], self.parts["optimizer"], always=True)
 
     def on_step_end(self, position: dict[str, int]) -> None:
         """Hook called after every step (no-op; tests and tools may override it)."""
@@ -617,8 +679,8 @@ class Trainer:
 
     # -- logging and state --
 
-    def _log(self, epoch: int, records, optimizer) -> None:
-        if not self.is_main or self.position["global_step"] % self.config.log_every:
+    def _log(self, epoch: int, records, optimizer, always: bool = False) -> None:
+        if not self.is_main or (self.position["global_step"] % self.config.log_every and not always):
             return
         path = self.run_dir / "metrics.csv"
         new = not path.exists()

@@ -264,12 +264,64 @@ def ais_decoder_of(model: SamModel) -> AISDecoder | None:
     return getattr(model, AIS_PREFIX[:-1], None)
 
 
+def _require_decoder(model: SamModel) -> AISDecoder:
+    decoder = ais_decoder_of(model)
+    if decoder is None:
+        raise InvalidInputError(
+            f"the {model.config.model_type} model has no AIS decoder; load one that has it with "
+            "sum_core.load_model(name, ais_decoder=True) (e.g. 'vit_b_lm'), or use the point-grid "
+            "automatic mode (AMG)"
+        )
+    return decoder
+
+
+def ais_map_tensor(
+    model: SamModel,
+    embedding: torch.Tensor,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> torch.Tensor:
+    """The differentiable core of :func:`decode_ais_maps`: decoder, then micro-sam's resize.
+
+    Inference (:func:`decode_ais_maps`) and training (``training``'s ``ais`` scheme) both
+    run it; gradients follow the caller's mode.
+
+    Parameters
+    ----------
+    model : SamModel
+        A model with an AIS decoder (see :func:`ais_decoder_of`).
+    embedding : torch.Tensor
+        ``B×C×E×E`` image embeddings of images that share ``input_size`` and
+        ``original_size`` (cast to the decoder's device and dtype).
+    input_size : (int, int)
+        The resized images' size inside the encoder frame.
+    original_size : (int, int)
+        The size the maps are returned at.
+
+    Returns
+    -------
+    torch.Tensor
+        ``B×3×H×W`` float32 maps (:data:`AIS_CHANNELS`), ``H×W = original_size``:
+        the decoder's output resized to the encoder input, cropped to ``input_size`` and
+        bilinearly resized (:meth:`SamModel.postprocess_masks`).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``model`` has no AIS decoder.
+    """
+    decoder = _require_decoder(model)
+    weight = decoder.out_conv.weight
+    maps = decoder(embedding.to(device=weight.device, dtype=weight.dtype))
+    return model.postprocess_masks(maps.float(), input_size, original_size)
+
+
 def decode_ais_maps(model: SamModel, image: ImageEmbedding) -> np.ndarray:
     """The one post-encoder step of AIS: an image embedding in, the three maps out.
 
     The decoder's maps are brought to the image exactly as micro-sam's decoder does
-    (:meth:`SamModel.postprocess_masks`: resized to the encoder input, cropped to the
-    resized image, bilinearly resized to ``image.original_size``).
+    (:func:`ais_map_tensor`: resized to the encoder input, cropped to the resized image,
+    bilinearly resized to ``image.original_size``), without gradients.
 
     Parameters
     ----------
@@ -289,15 +341,6 @@ def decode_ais_maps(model: SamModel, image: ImageEmbedding) -> np.ndarray:
     InvalidInputError
         If ``model`` has no AIS decoder.
     """
-    decoder = ais_decoder_of(model)
-    if decoder is None:
-        raise InvalidInputError(
-            f"the {model.config.model_type} model has no AIS decoder; load one that has it with "
-            "sum_core.load_model(name, ais_decoder=True) (e.g. 'vit_b_lm'), or use the point-grid "
-            "automatic mode (AMG)"
-        )
-    weight = decoder.out_conv.weight
     with torch.no_grad():
-        maps = decoder(image.embedding.to(device=weight.device, dtype=weight.dtype))
-        maps = model.postprocess_masks(maps.float(), image.input_size, image.original_size)
+        maps = ais_map_tensor(model, image.embedding, image.input_size, image.original_size)
     return maps[0].cpu().numpy()
