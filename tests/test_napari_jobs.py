@@ -24,6 +24,11 @@ def wait_job(widget, qtbot) -> None:
     qtbot.waitUntil(lambda: not widget.is_running and widget.running_workers == 0, timeout=JOB_TIMEOUT_MS)
 
 
+def amg(widget) -> dict:
+    """The AMG option spin boxes of an automatic or batch widget, by option name."""
+    return widget.auto_mode.groups["amg"].spins
+
+
 def errors(caught) -> list[str]:
     return [str(n.message) for n in caught if str(n.severity) == "error"]
 
@@ -154,8 +159,8 @@ def test_automatic_widget_writes_labels_and_uncertainty(make_napari_viewer, qtbo
     widget = AutomaticSegmentationWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.model.set_source(str(tiny_checkpoint))
-    widget.amg.points_spin.setValue(4)
-    for spin in (widget.amg.iou_spin, widget.amg.stability_spin):
+    amg(widget)["points_per_side"].setValue(4)
+    for spin in (amg(widget)["pred_iou_thresh"], amg(widget)["stability_thresh"]):
         spin.setValue(0.0)  # a random-weight model: keep every candidate
 
     click(qtbot, widget.run_button)
@@ -180,9 +185,9 @@ def test_automatic_widget_on_one_slice_and_cancel(make_napari_viewer, qtbot, tin
     viewer.dims.set_current_step(0, 1)
     widget = AutomaticSegmentationWidget(viewer)
     widget.model.set_source(str(tiny_checkpoint))
-    widget.amg.points_spin.setValue(4)
-    widget.amg.iou_spin.setValue(0.0)
-    widget.amg.stability_spin.setValue(0.0)
+    amg(widget)["points_per_side"].setValue(4)
+    amg(widget)["pred_iou_thresh"].setValue(0.0)
+    amg(widget)["stability_thresh"].setValue(0.0)
     click(qtbot, widget.run_button)
     wait_job(widget, qtbot)
     labels = viewer.layers["stack auto labels"].data
@@ -219,7 +224,7 @@ def test_automatic_widget_cancel_stops_the_running_tile_between_decoder_batches(
     viewer.add_image(disk_image(), name="img")
     widget = AutomaticSegmentationWidget(viewer)
     widget.model.set_source(str(tiny_checkpoint))
-    widget.amg.points_spin.setValue(16)  # 256 clicks: 4 decoder batches of 64 in the one tile
+    amg(widget)["points_per_side"].setValue(16)  # 256 clicks: 4 decoder batches of 64 in the one tile
     click(qtbot, widget.run_button)
     qtbot.waitUntil(started.is_set, timeout=JOB_TIMEOUT_MS)
     click(qtbot, widget.cancel_button)
@@ -260,11 +265,11 @@ def test_batch_widget_cancel_then_resume_and_open(make_napari_viewer, qtbot, tin
     target = tmp_path / "result.zarr"
     widget.target_edit.setText(str(target))
     widget.axis_edit.setText("z")
-    widget.amg.points_spin.setValue(4)
-    widget.amg.iou_spin.setValue(0.0)
-    widget.amg.stability_spin.setValue(0.0)
-    widget.amg.tile_spin.setValue(32)
-    widget.amg.halo_spin.setValue(8)  # 2 slices x 4 tiles
+    amg(widget)["points_per_side"].setValue(4)
+    amg(widget)["pred_iou_thresh"].setValue(0.0)
+    amg(widget)["stability_thresh"].setValue(0.0)
+    widget.tiling.tile_spin.setValue(32)
+    widget.tiling.halo_spin.setValue(8)  # 2 slices x 4 tiles
     # cancel as soon as the first task reports
     widget.progress_bar.valueChanged.connect(lambda v: v >= 1 and widget.is_running and widget.cancel())
 

@@ -10,26 +10,35 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout
 from sum_core.errors import SumError
 
-from ._batch_jobs import auto_job, split_options
+from ._batch_jobs import AutoResult, auto_job
 from ._job_widget import JobWidget
 from ._layers import spatial_shape
-from ._widget_parts import AmgOptions, ModelPicker
+from ._widget_parts import ModelPicker, ModeOptions, TilingOptions
 
 if TYPE_CHECKING:
     import napari
+    import pandas as pd
 
 SCOPE_SLICE = "current slice"
 SCOPE_IMAGE = "whole image / stack"
+#: The columns of the labels layer's ``features`` (AIS): napari's ``index`` is the label id.
+FEATURE_COLUMNS = ("index", "slice", "area", "mean_uncertainty", "boundary_uncertainty")
 
 
 class AutomaticSegmentationWidget(JobWidget):
     """Segment every object of an image (or of the displayed slice of a stack).
 
+    Two modes: AIS (the model's AIS decoder and one watershed; offered and preselected when the
+    model carries a decoder) and AMG (SAM's point grid, any model), each with its options.
     Writes a Labels layer ``"<image> auto labels"`` (uint32 ids, 0 background) and an Image
     layer ``"<image> auto uncertainty"`` (float32 in [0, 1], magma), aligned with the image.
-    Running on another slice of the same stack fills that slice of the same layers. The work
-    runs in a worker thread, tile by tile, with progress; Cancel stops it between two decoder
-    batches of the running tile.
+    AIS also writes each object's scores as the Labels layer's ``features`` (columns
+    :data:`FEATURE_COLUMNS`, one row per object; shown in napari's status bar over an object).
+    Running on another slice of the same stack fills that slice of the same layers (and
+    replaces that slice's rows only); a slice's ids are unique in the stack (the id range of
+    the slice, as a whole-stack run numbers them). The work runs in a worker thread, tile by
+    tile, with progress; Cancel stops it before the next tile (AMG: between two decoder
+    batches of the running tile).
 
     Parameters
     ----------
@@ -45,7 +54,8 @@ class AutomaticSegmentationWidget(JobWidget):
         self.scope_combo.addItems([SCOPE_SLICE, SCOPE_IMAGE])
         self.scope_combo.setToolTip("For stacks: only the displayed slice, or every slice.")
         self.model = ModelPicker()
-        self.amg = AmgOptions()
+        self.auto_mode = ModeOptions()
+        self.tiling = TilingOptions()
         self.run_button.clicked.connect(self.run)
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -53,7 +63,8 @@ class AutomaticSegmentationWidget(JobWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.model)
-        layout.addWidget(self.amg)
+        layout.addWidget(self.auto_mode)
+        layout.addWidget(self.tiling)
         layout.addLayout(self.job_row)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
@@ -61,6 +72,7 @@ class AutomaticSegmentationWidget(JobWidget):
         self._refresh_images()
         viewer.layers.events.inserted.connect(self._refresh_images)
         viewer.layers.events.removed.connect(self._refresh_images)
+        self.auto_mode.follow(self.model)
 
     @property
     def image_layer(self) -> Image | None:
@@ -96,19 +108,25 @@ class AutomaticSegmentationWidget(JobWidget):
             show_error(f"whole image: stacks with one slice axis only; this image has {len(key)} leading axes.")
             return
         try:
-            options, tiling = split_options(self.amg.options())
+            options = self.auto_mode.options()
         except SumError as exc:
             show_error(str(exc))
             return
-        pixels = np.asarray(data if whole or not key else data[key])
+        pixels = data if whole or not key else data[key]  # read in the worker (dask stays lazy)
         stack_axis = 0 if whole and key else None
         where = key if (key and not whole) else ()
+        lead = shape[: len(where)]
+        slice_index = int(np.ravel_multi_index(where, lead)) if where else None
         self.start_job(
-            auto_job, (pixels, stack_axis, self.model.choice()), {"options": options, **tiling},
-            lambda result: self._write(image, shape, where, *result),
+            auto_job, (pixels, stack_axis, self.model.choice()),
+            {"mode": self.auto_mode.mode(), "options": options, **self.tiling.tiling(),
+             "slice_index": slice_index or 0, "n_slices": int(np.prod(lead))},
+            lambda result: self._write(image, shape, where, slice_index, result),
         )  # fmt: skip
 
-    def _write(self, image: Image, shape: tuple[int, ...], key: tuple[int, ...], labels, uncertainty) -> None:
+    def _write(
+        self, image: Image, shape: tuple[int, ...], key: tuple[int, ...], slice_index: int | None, result: AutoResult
+    ) -> None:
         names = (f"{image.name} auto labels", f"{image.name} auto uncertainty")
         ndim = len(shape)
         align = {"scale": tuple(image.scale[-ndim:]), "translate": tuple(image.translate[-ndim:])}
@@ -127,9 +145,20 @@ class AutomaticSegmentationWidget(JobWidget):
                         blending="additive", opacity=0.7, visible=False, **align,
                     )  # fmt: skip
             layers.append(layer)
-        for layer, values in zip(layers, (labels, uncertainty), strict=True):
+        for layer, values in zip(layers, (result.labels, result.uncertainty), strict=True):
             layer.data[key] = values
             layer.refresh()
-        n = len(np.unique(labels)) - (1 if (labels == 0).any() else 0)
+        layers[0].features = _merged_features(layers[0].features, slice_index, result.features)
         where = f" on slice {key}" if key else ""
-        self.status_label.setText(f"Found {n} object(s){where}.")
+        self.status_label.setText(f"Found {result.n_objects} object(s) ({result.mode.upper()}){where}.")
+
+
+def _merged_features(old: pd.DataFrame, slice_index: int | None, new: pd.DataFrame | None) -> pd.DataFrame:
+    """The features table with the rows of ``slice_index`` (all rows: None) replaced by ``new``."""
+    import pandas as pd
+
+    kept = old[old["slice"] != slice_index] if slice_index is not None and "slice" in old else old.iloc[:0]
+    parts = [part for part in (kept, new) if part is not None and len(part)]
+    if not parts:
+        return pd.DataFrame({name: [] for name in FEATURE_COLUMNS})
+    return pd.concat(parts, ignore_index=True).sort_values("index", ignore_index=True)

@@ -2,34 +2,66 @@
 
 Both run :func:`sum_core.batch.segment_zarr` with dask's synchronous scheduler, under a
 :class:`~napari_sum_hq._jobs.TaskProgress` callback (one progress step per finished task: a
-tile, a plane's NMS plan, an output chunk, or a slice in prompts mode) and with the job's
-cancel event: a cancel stops the running tile between two decoder batches (an object between
-two tiles in prompts mode) and the job before its next task, leaving a job that resumes when
-it is run again.
+tile, a plane's NMS plan or watershed, an output chunk, or a slice in prompts mode) and with
+the job's cancel event: a cancel stops the running tile (between two decoder batches in AMG
+mode, an object between two tiles in prompts mode) and the job before its next task, leaving a
+job that resumes when it is run again.
+
+Which automatic mode a model allows (AIS needs an AIS decoder) is decided by ``sum_core``'s one
+mode rule (:func:`sum_core.automatic.model_for_mode`): :func:`registry_decoder` answers for a
+registry name from its entry, without downloading anything (GUI thread); :func:`decoder_mode`
+loads a checkpoint file in a worker to look for a decoder.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sum_core.auto_options import AutoOptions
 
 from ._jobs import CancelToken, ProgressRelay, TaskProgress
 from ._session import ModelChoice
 
+#: The id space of a stack's labels: slice ``s`` of ``n`` holds ids ``s * (ID_SPACE // n) + 1 ...``
+#: (the rule of :func:`sum_core.batch.segment_zarr`, so a slice run and a whole-stack run agree).
+ID_SPACE = 2**32
 
-def split_options(values: dict[str, Any]) -> tuple[AutoOptions, dict[str, Any]]:
-    """The automatic options and the tiling (``tile_shape``, ``halo``) of a widget's form values.
+
+def registry_decoder(source: str) -> bool | None:
+    """Whether the registry model ``source`` has an AIS decoder; ``None`` when it is not a registry name.
+
+    Reads the registry entry only (nothing is downloaded or loaded): cheap enough for the GUI thread.
 
     Raises
     ------
     InvalidInputError
-        An option out of range or unknown.
+        A malformed ``SUM_HQ_MODELS`` file.
     """
-    values = dict(values)
-    tiling = {"tile_shape": values.pop("tile_shape", None), "halo": values.pop("halo", None)}
-    return AutoOptions.from_dict(values), tiling
+    from sum_core import zoo
+
+    entry = zoo.registry().get(source)
+    return None if entry is None else entry.decoder is not None
+
+
+def decoder_mode(choice: ModelChoice) -> str:
+    """``"ais"`` when the chosen model carries an AIS decoder, else ``"amg"`` (loads a file: worker only).
+
+    The model is resolved once (:func:`sum_core.loading.resolve_model`), so the job that follows
+    reuses it.
+
+    Raises
+    ------
+    SumError
+        The model cannot be located or loaded.
+    """
+    from sum_core.automatic import model_for_mode
+    from sum_core.loading import resolve_model
+
+    def load(ais_decoder: bool) -> Any:
+        return resolve_model(choice.source, choice.torch_device, ais_decoder=ais_decoder)
+
+    return model_for_mode(choice.source, "auto", load)[1]
 
 
 def batch_job(
@@ -55,35 +87,109 @@ def batch_job(
     return target
 
 
-def auto_job(
-    image: np.ndarray,
-    stack_axis: int | None,
-    choice: ModelChoice,
-    token: CancelToken,
-    relay: ProgressRelay,
-    options: AutoOptions,
-    tile_shape: int | None = None,
-    halo: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Automatic segmentation of an in-memory image or stack, tile by tile.
+def batch_job_with_features(
+    source: Any, target: Any, choice: ModelChoice, token: CancelToken, relay: ProgressRelay, **kwargs: Any
+) -> tuple[Any, Any]:
+    """:func:`batch_job`, then the target's object table as layer features (AIS jobs; else None)."""
+    batch_job(source, target, choice, token, relay, **kwargs)
+    return target, layer_features(target) if kwargs.get("mode") == "ais" else None
 
-    The same computation as :func:`sum_core.automatic.auto_segment` (equal up to the label
-    numbering), run as a ``segment_zarr`` job into an in-memory zarr store so it can report
-    progress per tile.
+
+def layer_features(target: Any, id_offset: int = 0, slice_offset: int = 0) -> Any:
+    """The per-object table of a finished AIS target as napari Labels ``features``.
+
+    Parameters
+    ----------
+    target : path, zarr store or zarr.Group
+        A completed AIS target (:func:`sum_core.batch.object_table`).
+    id_offset, slice_offset : int
+        Added to the label ids and slice indices (a plane segmented alone, see :func:`auto_job`).
 
     Returns
     -------
+    pandas.DataFrame
+        One row per object, sorted by label: ``index`` (the label id, napari's key), ``slice``,
+        ``area``, ``mean_uncertainty``, ``boundary_uncertainty``.
+    """
+    import pandas as pd
+    from sum_core.batch import object_table
+
+    table = object_table(target)
+    return pd.DataFrame({
+        "index": table["label"] + np.uint32(id_offset),
+        "slice": table["slice"] + slice_offset,
+        **{name: table[name] for name in ("area", "mean_uncertainty", "boundary_uncertainty")},
+    })  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AutoResult:
+    """What :func:`auto_job` hands back to the GUI thread.
+
+    Attributes
+    ----------
     labels : np.ndarray
         uint32, the image's shape without channels; ids unique over the stack.
     uncertainty : np.ndarray
         float32 in [0, 1], same shape.
+    features : pandas.DataFrame or None
+        AIS: one row per object, columns ``index`` (the label id), ``slice``, ``area``,
+        ``mean_uncertainty``, ``boundary_uncertainty`` (napari's Labels ``features`` layout);
+        None for AMG, whose objects have no AIS scores.
+    mode : str
+        ``"ais"`` or ``"amg"``.
+    n_objects : int
+        Objects in ``labels``.
+    """
+
+    labels: np.ndarray
+    uncertainty: np.ndarray
+    features: Any
+    mode: str
+    n_objects: int
+
+
+def auto_job(
+    image: Any,
+    stack_axis: int | None,
+    choice: ModelChoice,
+    token: CancelToken,
+    relay: ProgressRelay,
+    mode: str,
+    options: Any,
+    tile_shape: int | None = None,
+    halo: int | None = None,
+    slice_index: int = 0,
+    n_slices: int = 1,
+) -> AutoResult:
+    """Automatic segmentation of an image or stack (numpy or dask) into memory, tile by tile.
+
+    The same computation as :func:`sum_core.automatic.auto_segment` with ``mode`` (``"ais"`` or
+    ``"amg"``), run as a ``segment_zarr`` job into an in-memory zarr store so it can report
+    progress per tile.
+
+    ``image`` may be slice ``slice_index`` of a stack of ``n_slices`` (``stack_axis`` None): its
+    ids are then moved into that slice's id range, ``[s * stride + 1, (s + 1) * stride)`` with
+    ``stride = 2**32 // n_slices`` as for a whole-stack job, so the ids of slices segmented one by
+    one never collide, and its rows get ``slice = slice_index``.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad options, or ``mode="ais"`` with a model that has no AIS decoder.
     """
     import zarr
 
     store = zarr.storage.MemoryStore()
     batch_job(
         image, store, choice, token, relay,
-        mode="auto", axis=stack_axis, options=options, tile_shape=tile_shape, halo=halo,
+        mode=mode, axis=stack_axis, options=options, tile_shape=tile_shape, halo=halo,
     )  # fmt: skip
     group = zarr.open_group(store, mode="r")
-    return np.asarray(group["labels"]), np.asarray(group["uncertainty"], dtype=np.float32)
+    labels = np.asarray(group["labels"])
+    offset = np.uint32(slice_index * (ID_SPACE // n_slices))
+    if offset:
+        labels[labels > 0] += offset
+    features = layer_features(group, offset, slice_index) if mode == "ais" else None
+    n_objects = len(features) if features is not None else int(np.count_nonzero(np.unique(labels)))
+    return AutoResult(labels, np.asarray(group["uncertainty"], dtype=np.float32), features, mode, n_objects)

@@ -18,24 +18,29 @@ from qtpy.QtWidgets import (
 )
 from sum_core.errors import SumError
 
-from ._batch_jobs import batch_job, split_options
+from ._batch_jobs import batch_job_with_features
 from ._job_widget import JobWidget
-from ._widget_parts import AmgOptions, ModelPicker
+from ._widget_parts import ModelPicker, ModeOptions, TilingOptions
 
 if TYPE_CHECKING:
     import napari
+    import pandas as pd
 
-MODES = ("auto", "prompts")
+#: The job kinds: automatic (the mode of :class:`~napari_sum_hq._widget_parts.ModeOptions`) or prompts.
+AUTOMATIC, PROMPTS = "automatic", "prompts"
 
 
 class BatchSegmentationWidget(JobWidget):
     """Segment a zarr / TIFF image or stack on disk into a zarr v3 group, in the background.
 
-    Runs :func:`sum_core.batch.segment_zarr` (mode ``auto``, or ``prompts`` with a CSV prompt
-    table) with progress and Cancel. A cancelled job keeps everything finished so far:
+    Runs :func:`sum_core.batch.segment_zarr` (automatic: mode ``ais``, offered and preselected
+    when the model carries an AIS decoder, or ``amg``; or ``prompts`` with a CSV prompt table)
+    with progress and Cancel. A cancelled job keeps everything finished so far:
     running it again with the same settings resumes. When the job is complete, the target's
     ``labels`` and ``uncertainty`` arrays are opened lazily (``dask.array.from_zarr``) as
-    layers ``"<target> labels"`` and ``"<target> uncertainty"``.
+    layers ``"<target> labels"`` and ``"<target> uncertainty"``; an AIS job's per-object table
+    (:func:`sum_core.batch.object_table`, read in the worker) becomes the labels layer's
+    ``features``.
 
     Parameters
     ----------
@@ -51,14 +56,16 @@ class BatchSegmentationWidget(JobWidget):
         self.target_edit = QLineEdit()
         self.target_edit.setPlaceholderText("result.zarr (folder)")
         self.mode_combo = QComboBox()
-        self.mode_combo.addItems(MODES)
+        self.mode_combo.addItems([AUTOMATIC, PROMPTS])
         self.prompts_edit = QLineEdit()
         self.prompts_edit.setPlaceholderText("prompts.csv (prompts mode)")
         self.axis_edit = QLineEdit()
         self.axis_edit.setPlaceholderText("slice axis: name (z, t) or index; empty = auto")
         self.overwrite_check = QCheckBox("overwrite a target of another job")
         self.model = ModelPicker()
-        self.amg = AmgOptions("Options (tiling for both modes, the rest for auto)")
+        self.auto_mode = ModeOptions()
+        self.tiling = TilingOptions("Tiling (both kinds)")
+        self.mode_combo.currentTextChanged.connect(lambda kind: self.auto_mode.setVisible(kind == AUTOMATIC))
         self.run_button.clicked.connect(self.run)
         form = QFormLayout()
         form.addRow("source", _with_browse(self.source_edit, self._browse_source))
@@ -70,11 +77,13 @@ class BatchSegmentationWidget(JobWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.model)
-        layout.addWidget(self.amg)
+        layout.addWidget(self.auto_mode)
+        layout.addWidget(self.tiling)
         layout.addLayout(self.job_row)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
+        self.auto_mode.follow(self.model)
 
     def _browse_source(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Source image", "", "Images (*.tif *.tiff *.zarr);;All files (*)")
@@ -100,16 +109,15 @@ class BatchSegmentationWidget(JobWidget):
         InvalidInputError
             An automatic option out of range.
         """
-        mode = self.mode_combo.currentText()
+        automatic = self.mode_combo.currentText() == AUTOMATIC
         axis_text = self.axis_edit.text().strip()
-        options, tiling = split_options(self.amg.options())
         return {
-            "mode": mode,
-            "prompts": (self.prompts_edit.text().strip() or None) if mode == "prompts" else None,
+            "mode": self.auto_mode.mode() if automatic else PROMPTS,
+            "prompts": None if automatic else (self.prompts_edit.text().strip() or None),
             "axis": (int(axis_text) if axis_text.lstrip("-").isdigit() else axis_text) or None,
             "overwrite": self.overwrite_check.isChecked(),
-            "options": options if mode == "auto" else None,
-            **tiling,
+            "options": self.auto_mode.options() if automatic else None,
+            **self.tiling.tiling(),
         }
 
     def run(self) -> None:
@@ -123,10 +131,16 @@ class BatchSegmentationWidget(JobWidget):
         except SumError as exc:
             show_error(str(exc))
             return
-        self.start_job(batch_job, (source, target, self.model.choice()), arguments, self.open_result)
+        self.start_job(
+            batch_job_with_features, (source, target, self.model.choice()), arguments,
+            lambda result: self.open_result(*result),
+        )  # fmt: skip
 
-    def open_result(self, target: str) -> None:
-        """Open a finished target's arrays lazily as a Labels and an Image layer."""
+    def open_result(self, target: str, features: pd.DataFrame | None = None) -> None:
+        """Open a finished target's arrays lazily as a Labels and an Image layer.
+
+        ``features`` (AIS targets: the per-object table) become the Labels layer's ``features``.
+        """
         import dask.array as da
 
         stem = Path(target).name
@@ -135,7 +149,7 @@ class BatchSegmentationWidget(JobWidget):
         for name in (f"{stem} labels", f"{stem} uncertainty"):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-        self.viewer.add_labels(labels, name=f"{stem} labels")
+        self.viewer.add_labels(labels, name=f"{stem} labels", features=features)
         self.viewer.add_image(
             uncertainty, name=f"{stem} uncertainty", colormap="magma", contrast_limits=(0.0, 1.0),
             blending="additive", opacity=0.7, visible=False,

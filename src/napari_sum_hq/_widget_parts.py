@@ -1,15 +1,26 @@
-"""Form pieces shared by the widgets: model choice (all three) and AMG options (automatic, batch)."""
+"""Form pieces shared by the widgets: model choice (all three), automatic mode and options, tiling."""
 
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QSpinBox, QWidget
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 from sum_core.errors import SumError
 
+from ._batch_jobs import decoder_mode, registry_decoder
 from ._session import DEVICES, ModelChoice
 
 LOCAL_FILE_ITEM = "local file..."
@@ -77,48 +88,212 @@ class ModelPicker(QWidget):
             self.model_combo.setCurrentIndex(self._index)
 
 
-class AmgOptions(QGroupBox):
-    """The main automatic-mask-generation options (see :func:`sum_core.automatic.auto_segment`)."""
+#: The AMG options the widgets show: field of ``AutoOptions`` -> (label, lowest, highest value).
+AMG_FIELDS: dict[str, tuple[str, float, float]] = {
+    "points_per_side": ("points per side", 1, 256),
+    "pred_iou_thresh": ("pred IoU thresh", 0.0, 1.0),
+    "stability_thresh": ("stability thresh", 0.0, 1.0),
+    "box_nms_thresh": ("box NMS thresh", 0.0, 1.0),
+    "min_area": ("min area", 0, 10**6),
+}
+#: The AIS options the widgets show (all of ``AisOptions``), as :data:`AMG_FIELDS`.
+AIS_FIELDS: dict[str, tuple[str, float, float]] = {
+    "center_distance_threshold": ("centre distance thresh", 0.0, 1.0),
+    "boundary_distance_threshold": ("boundary distance thresh", 0.0, 0.999),
+    "foreground_threshold": ("foreground thresh", 0.0, 1.0),
+    "foreground_smoothing": ("foreground smoothing", 0.0, 100.0),
+    "distance_smoothing": ("distance smoothing", 0.0, 100.0),
+    "min_size": ("min size", 0, 10**6),
+}
+#: The automatic modes the widgets offer: ``auto_segment`` / ``segment_zarr`` mode -> label.
+MODE_LABELS = {"ais": "AIS (decoder)", "amg": "AMG (point grid)"}
 
-    def __init__(self, title: str = "Automatic segmentation options") -> None:
-        from sum_core.auto_options import AutoOptions  # no torch import
 
+class OptionsGroup(QGroupBox):
+    """Spin boxes for fields of an options dataclass (``AutoOptions``, ``AisOptions``).
+
+    Each spin box starts at the field's default and has its ``metadata["help"]`` as tooltip;
+    :meth:`options` builds the dataclass, which validates the values.
+
+    Parameters
+    ----------
+    title : str
+        Group title.
+    options_type : type
+        A frozen dataclass whose fields all have defaults.
+    fields : dict
+        Field name -> (label, lowest, highest value) of the fields shown (the others keep their
+        defaults); an int default gives an integer spin box.
+    """
+
+    def __init__(self, title: str, options_type: type, fields: dict[str, tuple[str, float, float]]) -> None:
         super().__init__(title)
-        defaults, fields = AutoOptions(), {f.name: f for f in dataclasses.fields(AutoOptions)}
+        self.options_type = options_type
+        defaults = options_type()
+        helps = {f.name: f.metadata["help"] for f in dataclasses.fields(options_type)}
+        self.spins: dict[str, QSpinBox | QDoubleSpinBox] = {}
+        form = QFormLayout(self)
+        for name, (label, low, high) in fields.items():
+            value, tip = getattr(defaults, name), helps[name][:1].upper() + helps[name][1:] + "."
+            if isinstance(value, int):
+                spin = _int_spin(int(low), int(high), value, tip)
+            else:
+                spin = _float_spin(value, tip, low, high)
+            self.spins[name] = spin
+            form.addRow(label, spin)
 
-        def tip(name: str) -> str:
-            return fields[name].metadata["help"].capitalize() + "."
+    def options(self) -> Any:
+        """The options of the current values.
 
-        self.points_spin = _int_spin(1, 256, defaults.points_per_side, tip("points_per_side"))
-        self.iou_spin = _float_spin(defaults.pred_iou_thresh, tip("pred_iou_thresh"))
-        self.stability_spin = _float_spin(defaults.stability_thresh, tip("stability_thresh"))
-        self.nms_spin = _float_spin(defaults.box_nms_thresh, tip("box_nms_thresh"))
-        self.min_area_spin = _int_spin(0, 10**6, defaults.min_area, tip("min_area"))
+        Raises
+        ------
+        InvalidInputError
+            A value the dataclass refuses.
+        """
+        return self.options_type(**{name: spin.value() for name, spin in self.spins.items()})
+
+
+class TilingOptions(QGroupBox):
+    """Tile side and halo of :func:`sum_core.tiling.tile_grid` (0: the default tiling)."""
+
+    def __init__(self, title: str = "Tiling") -> None:
+        super().__init__(title)
         self.tile_spin = _int_spin(0, 10**5, 0, "Inner tile side in pixels (0: default tiling).")
         self.tile_spin.setSpecialValueText("default")
         self.halo_spin = _int_spin(0, 10**4, 0, "Context around each tile (0: model input / 16); with a tile only.")
         self.halo_spin.setSpecialValueText("default")
         form = QFormLayout(self)
-        form.addRow("points per side", self.points_spin)
-        form.addRow("pred IoU thresh", self.iou_spin)
-        form.addRow("stability thresh", self.stability_spin)
-        form.addRow("box NMS thresh", self.nms_spin)
-        form.addRow("min area", self.min_area_spin)
         form.addRow("tile", self.tile_spin)
         form.addRow("halo", self.halo_spin)
 
-    def options(self) -> dict[str, Any]:
-        """Keyword arguments of ``auto_segment`` / ``segment_zarr`` (tiling included)."""
+    def tiling(self) -> dict[str, int | None]:
+        """``tile_shape`` and ``halo`` keyword arguments (``None``: the default)."""
         tile = self.tile_spin.value() or None
-        return {
-            "points_per_side": self.points_spin.value(),
-            "pred_iou_thresh": self.iou_spin.value(),
-            "stability_thresh": self.stability_spin.value(),
-            "box_nms_thresh": self.nms_spin.value(),
-            "min_area": self.min_area_spin.value(),
-            "tile_shape": tile,
-            "halo": (self.halo_spin.value() or None) if tile else None,
+        return {"tile_shape": tile, "halo": (self.halo_spin.value() or None) if tile else None}
+
+
+class ModeOptions(QWidget):
+    """The automatic mode (AIS or AMG) and the options group of the chosen mode.
+
+    AIS can be chosen only when the model carries an AIS decoder: :meth:`set_decoder` enables
+    and preselects it, or disables it with a tooltip saying why.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from sum_core.ais import AisOptions
+        from sum_core.auto_options import AutoOptions
+
+        self.mode_combo = QComboBox()
+        for mode, label in MODE_LABELS.items():
+            self.mode_combo.addItem(label, mode)
+        self.groups = {
+            "ais": OptionsGroup("AIS options (decoder + watershed)", AisOptions, AIS_FIELDS),
+            "amg": OptionsGroup("AMG options (per tile)", AutoOptions, AMG_FIELDS),
         }
+        self.mode_combo.currentIndexChanged.connect(self._show_group)
+        form = QFormLayout()
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("mode", self.mode_combo)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(form)
+        for group in self.groups.values():
+            layout.addWidget(group)
+        self._picker: ModelPicker | None = None
+        self._workers: set = set()
+        self.set_decoder(False, "")
+        self._show_group()
+
+    def follow(self, picker: ModelPicker) -> None:
+        """Check each model chosen in ``picker`` for an AIS decoder (now, and on every change)."""
+        self._picker = picker
+        picker.changed.connect(self.check_model)
+        self.check_model()
+
+    def check_model(self) -> None:
+        """Enable and preselect AIS iff the chosen model carries an AIS decoder.
+
+        A registry model is decided from its entry (nothing is downloaded); a checkpoint file is
+        loaded in a worker thread (:func:`~napari_sum_hq._batch_jobs.decoder_mode`; the job then
+        reuses the loaded model), AIS staying disabled until it answers.
+        """
+        from napari.qt.threading import create_worker
+
+        choice = self._picker.choice()
+        self._checking = choice
+        try:
+            has_decoder = registry_decoder(choice.source)
+        except SumError as exc:
+            self.set_decoder(False, f"AIS unavailable: {exc}")
+            return
+        if has_decoder is not None:
+            self.set_decoder(has_decoder, _decoder_tip(choice.source, has_decoder))
+            return
+        self.set_decoder(False, f"Checking whether {choice.source} carries an AIS decoder...")
+        worker = create_worker(decoder_mode, choice, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(partial(self._on_checked, choice))
+        worker.errored.connect(partial(self._on_check_failed, choice))
+        worker.finished.connect(partial(self._workers.discard, worker))
+        self._workers.add(worker)
+        worker.start()
+
+    @property
+    def checking(self) -> bool:
+        """Whether a checkpoint file is being checked for a decoder."""
+        return bool(self._workers)
+
+    def _on_checked(self, choice: ModelChoice, mode: str) -> None:
+        if choice == self._checking:
+            self.set_decoder(mode == "ais", _decoder_tip(choice.source, mode == "ais"))
+
+    def _on_check_failed(self, choice: ModelChoice, exc: BaseException) -> None:
+        if choice == self._checking:
+            message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
+            self.set_decoder(False, f"AIS unavailable: the model cannot be loaded: {message}")
+            show_error(message)
+
+    def mode(self) -> str:
+        """The chosen mode, ``"ais"`` or ``"amg"``."""
+        return self.mode_combo.currentData()
+
+    def options(self) -> Any:
+        """The chosen mode's options (``AisOptions`` or ``AutoOptions``).
+
+        Raises
+        ------
+        InvalidInputError
+            A value the options refuse.
+        """
+        return self.groups[self.mode()].options()
+
+    def ais_enabled(self) -> bool:
+        """Whether AIS can be chosen."""
+        return self.mode_combo.model().item(self.mode_combo.findData("ais")).isEnabled()
+
+    def set_decoder(self, has_decoder: bool, why: str) -> None:
+        """Enable and choose AIS (``has_decoder``), or disable it and choose AMG.
+
+        ``why`` becomes the AIS item's tooltip (why it is disabled, or where the decoder is from).
+        """
+        index = self.mode_combo.findData("ais")
+        self.mode_combo.model().item(index).setEnabled(has_decoder)
+        self.mode_combo.setItemData(index, why, Qt.ToolTipRole)
+        self.mode_combo.setToolTip(why)
+        self.mode_combo.setCurrentIndex(index if has_decoder else self.mode_combo.findData("amg"))
+
+    def _show_group(self, *_args) -> None:
+        for mode, group in self.groups.items():
+            group.setVisible(mode == self.mode())
+
+
+def _decoder_tip(source: str, has_decoder: bool) -> str:
+    if has_decoder:
+        return f"{source} carries an AIS decoder: AIS segments every object in one decoder pass per tile."
+    return (
+        f"AIS needs an AIS decoder, and {source} has none: choose a model with one (the AIS column of "
+        "`sum-hq models list`, e.g. vit_b_lm) or a checkpoint that holds one; AMG works with every model."
+    )
 
 
 def _int_spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
@@ -129,9 +304,9 @@ def _int_spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
     return spin
 
 
-def _float_spin(value: float, tip: str) -> QDoubleSpinBox:
+def _float_spin(value: float, tip: str, low: float = 0.0, high: float = 1.0) -> QDoubleSpinBox:
     spin = QDoubleSpinBox()
-    spin.setRange(0.0, 1.0)
+    spin.setRange(low, high)
     spin.setSingleStep(0.01)
     spin.setDecimals(3)
     spin.setValue(value)
