@@ -516,7 +516,7 @@ def auto_segment(
     >>> labels.dtype, bool(0 <= uncertainty.min() <= uncertainty.max() <= 1)
     (dtype('uint32'), True)
     """
-    requested = check_mode(mode, options)
+    requested = check_mode(mode, options, model)
     progress = check_bool(progress, "progress")
     planes = image_planes(image)
     shape = planes.plane_shape
@@ -568,7 +568,7 @@ def window_masks(
     return generate_masks(model, encode_image(model, window, precision), options, progress=progress, cancel=cancel)
 
 
-def check_mode(mode: Any, options: Any) -> str:
+def check_mode(mode: Any, options: Any, model: Any = None) -> str:
     """The automatic mode asked for, checked before the model loads: THE mode rule's first half.
 
     ``mode`` must be one of :data:`AUTO_MODES`; options of the other mode are refused; ``"auto"``
@@ -579,8 +579,38 @@ def check_mode(mode: Any, options: Any) -> str:
     Raises
     ------
     InvalidInputError
-        An unknown mode, options that are not options, or options of the other mode.
+        An unknown mode, options that are not options, or options of the other mode; AIS asked of
+        a ``model`` known to have no AIS decoder (a ``SamModel`` without one, a registry name whose
+        entry names none), before anything is loaded or downloaded.
     """
+    checked = _checked_mode(mode, options)
+    if checked == "ais" and _known_without_decoder(model):
+        raise InvalidInputError(
+            f"model: {_model_label(model)} has no AIS decoder, so mode 'ais' cannot run; choose a model with "
+            "one (`sum-hq models list` shows them, e.g. vit_b_lm) or mode 'amg' (the point grid)"
+        )
+    return checked
+
+
+def _known_without_decoder(model: Any) -> bool:
+    """Whether ``model`` is a ``SamModel`` without an AIS decoder or a registry name whose entry names none."""
+    if isinstance(model, SamModel):
+        return ais_decoder_of(model) is None
+    if not isinstance(model, str):
+        return False
+    try:
+        entry = zoo.registry().get(model)
+    except InvalidInputError:  # a malformed models file: resolve_model says what is wrong
+        return False
+    return entry is not None and entry.decoder is None
+
+
+def _model_label(model: Any) -> str:
+    return f"the {model.config.model_type} model" if isinstance(model, SamModel) else repr(model)
+
+
+def _checked_mode(mode: Any, options: Any) -> str:
+    """``mode`` checked against :data:`AUTO_MODES` and the options' type (see :func:`check_mode`)."""
     if not isinstance(mode, str) or mode not in AUTO_MODES:
         raise InvalidInputError(
             f"mode must be one of {AUTO_MODES} ('ais': the AIS decoder, 'amg': the point grid, "

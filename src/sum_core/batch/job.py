@@ -191,7 +191,7 @@ def segment_zarr(
     if mode == "prompts":
         options = check_options(options, PredictOptions, "options (mode='prompts')")
     else:
-        mode = check_mode(mode, options)  # the mode rule of auto_segment; "auto" may wait for the model
+        mode = check_mode(mode, options, model)  # the mode rule of auto_segment; "auto" may wait for the model
     target_device = resolve_device(device)
     check_precision(precision, target_device)
     check_compile(compile)

@@ -7,11 +7,14 @@ import dataclasses
 from typing import Any
 
 __all__ = [
+    "add_ais_option_arguments",
     "add_auto_option_arguments",
     "add_speed_arguments",
+    "ais_options_from_args",
     "auto_options_from_args",
     "non_negative",
     "numbers",
+    "option_flags",
     "parse_tile",
 ]
 
@@ -90,3 +93,32 @@ def auto_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from ..auto_options import AutoOptions
 
     return {name: getattr(args, name) for name in AutoOptions.names() if getattr(args, name) is not None}
+
+
+def add_ais_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per :class:`~sum_core.ais.AisOptions` field (help from the field's metadata).
+
+    The argparse defaults are None, so that only the options given reach the job
+    (:func:`ais_options_from_args`); the help shows the dataclass's defaults.
+    """
+    from ..ais import AisOptions
+
+    group = parser.add_argument_group("AIS options (--mode ais)")
+    for field in dataclasses.fields(AisOptions):
+        group.add_argument(
+            "--" + field.name.replace("_", "-"), type=type(field.default), default=None,
+            help=f"{field.metadata['help']} (default {field.default})",
+        )
+
+
+def ais_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~sum_core.ais.AisOptions` fields given on the command line."""
+    from ..ais import AisOptions
+
+    names = (field.name for field in dataclasses.fields(AisOptions))
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def option_flags(given: dict[str, Any]) -> str:
+    """The command-line spelling of options given (``--points-per-side, --no-multimask``)."""
+    return ", ".join(("--no-" if value is False else "--") + name.replace("_", "-") for name, value in given.items())

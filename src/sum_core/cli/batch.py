@@ -6,12 +6,17 @@ import argparse
 from pathlib import Path
 
 from .arguments import (
+    add_ais_option_arguments,
     add_auto_option_arguments,
     add_speed_arguments,
+    ais_options_from_args,
     auto_options_from_args,
     non_negative,
+    option_flags,
     parse_tile,
 )
+
+_MODES = ("auto", "ais", "amg")
 
 
 def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,9 +27,10 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
         "batch",
         help="segment a large image, 3D stack or time series into a zarr group (resumable)",
         description="Segment an image (zarr, OME-Zarr, TIFF) slice by slice and tile by tile into a zarr v3 "
-        "group with 'labels' (uint32, unique ids) and 'uncertainty' (float16). Automatic mode by default; "
-        "--prompts segments one object per prompt of a CSV table. Rerun the same command to resume an "
-        "interrupted job.",
+        "group with 'labels' (uint32, unique ids) and 'uncertainty' (float16). Automatic segmentation by "
+        "default (--mode: AIS with the model's AIS decoder, which also writes a per-object table 'objects/', or "
+        "AMG, SAM's point grid); --prompts segments one object per prompt of a CSV table. Rerun the same "
+        "command to resume an interrupted job.",
     )
     parser.add_argument("source", type=Path, help="input image or stack (zarr, OME-Zarr, TIFF)")
     parser.add_argument("target", type=Path, help="output zarr v3 group (created; resumed if from the same job)")
@@ -35,7 +41,11 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile", type=parse_tile, metavar="R,C", help="inner tile size (default: automatic)")
     parser.add_argument("--halo", type=non_negative, metavar="N", help="context around each tile (with --tile)")
     parser.add_argument("--axis", help="slice axis name (e.g. z, t) or index; needed for 4D+ sources")
+    parser.add_argument("--mode", choices=_MODES, default=None,
+                        help="automatic mode: ais (the model's AIS decoder), amg (SAM's point grid) or auto (default: "
+                        "the mode of the options given, else ais when the model has an AIS decoder)")
     add_auto_option_arguments(parser)
+    add_ais_option_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a target written by another job")
     parser.add_argument("--repair", action="store_true",
                         help="redo only the damaged slices of a target of this job (damage is reported on resume)")
@@ -51,26 +61,38 @@ def run_batch(args: argparse.Namespace) -> int:
     """Execute ``sum-hq batch``."""
     from ..batch import segment_zarr, verify_target
 
+    from ..ais import AisOptions
     from ..auto_options import AutoOptions
     from ..errors import InvalidInputError
 
-    given = auto_options_from_args(args)
+    amg, ais = auto_options_from_args(args), ais_options_from_args(args)
     if args.verify:
-        _check_verify_alone(args, given)
+        _check_verify_alone(args, {**amg, **ais})
         chunks = verify_target(args.target)
         print(f"verified {args.target}: {chunks} chunk(s) of labels and uncertainty intact")
         return 0
-    if args.prompts is not None and given:
-        flags = ", ".join(
-            ("--no-" if value is False else "--") + name.replace("_", "-") for name, value in given.items()
-        )
+    if args.prompts is not None and (amg or ais or args.mode is not None):
+        flags = option_flags({**amg, **ais}) or f"--mode {args.mode}"
         raise InvalidInputError(f"{flags}: automatic mode options do not apply with --prompts")
-    options = None if args.prompts is not None else AutoOptions.from_dict(given)
+    mode = args.mode or "auto"
+    if amg and ais:
+        raise InvalidInputError(
+            f"{option_flags(amg)} (AMG) and {option_flags(ais)} (AIS): options of both automatic modes; give those "
+            "of one (--mode amg or --mode ais)"
+        )
+    for flags, kind, other in ((amg, "AMG", "ais"), (ais, "AIS", "amg")):
+        if flags and mode == other:
+            raise InvalidInputError(f"{option_flags(flags)}: {kind} options do not apply with --mode {other}")
+    options = None
+    if args.prompts is None and (amg or mode == "amg"):
+        options = AutoOptions.from_dict(amg)
+    elif args.prompts is None and (ais or mode == "ais"):
+        options = AisOptions(**ais)
     axis = int(args.axis) if args.axis is not None and args.axis.lstrip("-").isdigit() else args.axis
     group = segment_zarr(
         args.source,
         args.target,
-        mode="auto" if args.prompts is None else "prompts",
+        mode=mode if args.prompts is None else "prompts",
         prompts=args.prompts,
         model=args.model,
         tile_shape=args.tile,
@@ -85,7 +107,11 @@ def run_batch(args: argparse.Namespace) -> int:
         compile=args.compile,
         options=options,
     )
-    print(f"wrote {args.target} (labels {group['labels'].shape}, uncertainty)")
+    print(f"wrote {args.target}: labels {args.target / 'labels'} (uint32, shape {group['labels'].shape}), "
+          f"uncertainty {args.target / 'uncertainty'} (float16)")
+    if "objects" in group:
+        print(f"per-object table: {args.target / 'objects'} ({group['objects/label'].shape[0]} objects; columns "
+              "label, slice, area, mean_uncertainty, boundary_uncertainty; sum_core.batch.object_table reads it)")
     return 0
 
 
@@ -101,7 +127,8 @@ def _check_verify_alone(args: argparse.Namespace, given: dict) -> None:
 
     flags = [flag for flag, on in (("--repair", args.repair), ("--overwrite", args.overwrite),
                                    ("--prompts", args.prompts is not None)) if on]
-    flags += [("--no-" if value is False else "--") + name.replace("_", "-") for name, value in given.items()]
+    flags += [f"--mode {args.mode}"] if args.mode is not None else []
+    flags += [option_flags(given)] if given else []
     if flags:
         raise InvalidInputError(
             f"--verify: only checks TARGET and cannot be combined with {', '.join(flags)}; run --verify alone, "
