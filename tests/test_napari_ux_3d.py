@@ -51,7 +51,8 @@ def test_propagation_keeps_uncertainty_names_its_ends_and_clears_by_slice(
     np.testing.assert_array_equal(uncertainty.data[2], start_map)  # not erased by the propagation
     status = widget.status_label.text()
     assert "down: reached slice 0, the end of the stack" in status
-    assert "up: stopped at slice 5" in status and "IoU with slice 4 below 0.50" in status
+    assert "up: stopped at slice 5 (a direction stops where a mask is empty or a slice constant, its " in status
+    assert "predicted IoU is below 0.50 or its IoU with the previous slice is below 0.50)" in status
     save_screenshot(viewer, qtbot, "interactive_3d.png")
 
     viewer.dims.set_current_step(0, 3)

@@ -29,24 +29,31 @@ class PropagationResult:
 
 
 def describe_stops(result: PropagationResult, iou_threshold: float, score_threshold: float) -> str:
-    """Where and why a propagation ended, in each direction, for the status line.
+    """Where a propagation ended in each direction, and by which rules, for the status line.
 
     :func:`sum_core.propagate` returns only the mask stack, so an end before the first or last
-    slice names the slice and the rules that can end it there, not which one did.
+    slice is reported with the rules that can end it there (a threshold of 0 cannot), not which
+    one did.
     """
     filled = [piece.slice_key[0] for piece in result.objects]
     if not filled:
         return "no slice holds the object"
-    ends = []
+    ends, early = [], False
     for label, last, edge, step in (("down", min(filled), 0, -1), ("up", max(filled), result.n_slices - 1, 1)):
         if last == edge:
             ends.append(f"{label}: reached slice {edge}, the end of the stack")
         else:
-            ends.append(
-                f"{label}: stopped at slice {last + step} (a constant slice, an empty mask, predicted IoU below "
-                f"{score_threshold:.2f} or IoU with slice {last} below {iou_threshold:.2f})"
-            )
-    return "; ".join(ends)
+            ends.append(f"{label}: stopped at slice {last + step}")
+            early = True
+    if not early:
+        return "; ".join(ends)
+    rules = ["a mask is empty or a slice constant"]
+    if score_threshold > 0:
+        rules.append(f"its predicted IoU is below {score_threshold:.2f}")
+    if iou_threshold > 0:
+        rules.append(f"its IoU with the previous slice is below {iou_threshold:.2f}")
+    said = rules[0] if len(rules) == 1 else ", ".join(rules[:-1]) + " or " + rules[-1]
+    return "; ".join(ends) + f" (a direction stops where {said})"
 
 
 def propagation_job(
