@@ -21,6 +21,8 @@ def save_screenshot(viewer, qtbot, name: str) -> Path | None:
 
     viewer.window._qt_window.resize(1400, 900)
     qtbot.wait(200)
+    viewer.reset_view()
+    qtbot.wait(100)
     path = Path(folder) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     imwrite(path, np.asarray(viewer.screenshot(canvas_only=False, flash=False)))

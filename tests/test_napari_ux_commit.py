@@ -71,6 +71,7 @@ def test_committing_an_overlapping_object_keeps_the_first_and_undo_restores(two_
     layers.points().add([SECOND_CLICK])
     segment(viewer, qtbot, widget, key=True)
     current_color = layers.current().get_color(1)
+    save_screenshot(viewer, qtbot, "interactive_2d.png")  # committed object 1, current object 2 (yellow)
     press(viewer, qtbot, Qt.Key_C)
 
     after = int(np.count_nonzero(committed.data == 1))
@@ -82,7 +83,6 @@ def test_committing_an_overlapping_object_keeps_the_first_and_undo_restores(two_
     assert f"{overlap} px on committed objects left to them" in widget.status_label.text()
     colors = [tuple(committed.get_color(i)) for i in (1, 2)]
     assert colors[0] != colors[1] and tuple(current_color) not in colors  # current object: its own colour
-    save_screenshot(viewer, qtbot, "interactive_2d.png")
 
     press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # napari's undo history holds the commit
     np.testing.assert_array_equal(committed.data, FIRST.astype(committed.data.dtype))
