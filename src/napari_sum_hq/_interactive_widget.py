@@ -359,9 +359,17 @@ class InteractiveSegmentationWidget(QWidget):
         self._show_point_kind()
 
     def _bind_keys(self, viewer) -> None:
-        for key, action in self._key_actions().items():
-            self._viewer_keys[key] = lambda _viewer, action=action: action()
-            viewer.bind_key(key, self._viewer_keys[key], overwrite=True)
+        self._viewer_keys = self._key_bindings()
+        for key, function in self._viewer_keys.items():
+            viewer.bind_key(key, function, overwrite=True)
+
+    def _key_bindings(self) -> dict[str, Callable]:
+        """Key -> napari key-binding function calling this widget's action through a weak reference
+        (a binding left on a layer never keeps a closed widget, or its viewer, alive)."""
+        return {
+            key: lambda _owner, method=weakref.WeakMethod(action): (m := method()) is not None and m()
+            for key, action in self._key_actions().items()
+        }
 
     def _key_actions(self) -> dict:
         return {
@@ -374,7 +382,7 @@ class InteractiveSegmentationWidget(QWidget):
         }
 
     def _on_prompt_layer(self, layer: Layer) -> None:
-        bindings = {key: (lambda _layer, action=action: action()) for key, action in self._key_actions().items()}
+        bindings = self._key_bindings()
         for key, function in bindings.items():
             layer.bind_key(key, function, overwrite=True)
         self._layer_keys.append((layer, bindings))
