@@ -719,9 +719,15 @@ class Trainer:
             name: param.detach().cpu().clone()
             for name, param in self.model.named_parameters() if param.requires_grad
         }
+        params = dict(self.model.named_parameters())
+        buffers = {  # e.g. the AIS decoder's BatchNorm statistics, which training updates
+            name: value.detach().cpu().clone()
+            for name, value in self.model.state_dict().items() if name not in params
+        }
         state = {
             "position": dict(self.position),
             "trainable": trainable,
+            "buffers": buffers,
             "optimizer": parts["optimizer"].state_dict(),
             "scheduler": None if parts["scheduler"] is None else parts["scheduler"].state_dict(),
             "scaler": parts["scaler"].state_dict(),
@@ -749,6 +755,10 @@ class Trainer:
         with torch.no_grad():
             for name, value in state["trainable"].items():
                 params[name].copy_(value)
+        buffers = self.model.state_dict()
+        for name, value in state.get("buffers", {}).items():
+            if name in buffers:
+                buffers[name].copy_(value)
         self.parts["optimizer"].load_state_dict(state["optimizer"])
         if self.parts["scheduler"] is not None and state["scheduler"] is not None:
             self.parts["scheduler"].load_state_dict(state["scheduler"])
