@@ -76,12 +76,23 @@ def segment_zarr(
     The target group gets ``labels`` (uint32) and ``uncertainty`` (float16, in [0, 1]) with the
     source's shape (without a channel axis), chunked one slice by one tile. Each plane is cut
     by the package's one size rule, :func:`sum_core.tiling.tile_grid`, with the model's input
-    size. Work is scheduled with dask: per plane, one task per tile (segmentation of the tile's
-    window, encoded as one image), one cross-tile NMS task and one task per output chunk
-    (painting); in prompts mode one task per slice. Memory is bounded by the tile and chunk
-    size, never a whole plane.
+    size. Work is scheduled with dask. AMG: per plane, one task per tile (segmentation of the
+    tile's window, encoded as one image), one cross-tile NMS task and one task per output chunk
+    (painting). AIS: per plane, one task per tile (the decoder maps of its inner block), one
+    object task per output chunk, one numbering task and one task per output chunk (painting,
+    uncertainty); the result equals :func:`sum_core.automatic.auto_segment` with ``mode="ais"``
+    on each plane (see :mod:`sum_core.batch.ais_stages`) and a per-object table is written
+    (:func:`sum_core.batch.object_table`). Prompts mode: one task per slice. Memory is bounded
+    by the tile and chunk size, never a whole plane (AIS: except an object whose foreground
+    region spans more than a tile, whose maps are read whole).
 
-    **Label ids** are unique over the whole volume. Automatic mode: plane ``s`` of ``n`` uses
+    **Modes**: ``"ais"`` (the model's AIS decoder, options :class:`~sum_core.ais.AisOptions`),
+    ``"amg"`` (SAM's point grid, :class:`~sum_core.auto_options.AutoOptions`), ``"auto"`` (the
+    rule of :func:`~sum_core.automatic.auto_segment`: the mode of the options given, else AIS
+    when the model carries an AIS decoder, else AMG; the signature records the mode decided) and
+    ``"prompts"`` (one object per prompt of a table).
+
+    **Label ids** are unique over the whole volume. Automatic modes: plane ``s`` of ``n`` uses
     ids in ``[s * stride + 1, (s + 1) * stride)`` with ``stride = 2**32 // n`` (recorded in the
     target's ``sum_hq_batch`` attributes as ``id_stride``), so planes are numbered
     independently and a slice's objects are ``labels // stride == s``. Prompts mode: the
@@ -121,8 +132,8 @@ def segment_zarr(
         Image or stack (see :func:`sum_core.sources.open_image`).
     target : str, path or zarr store
         The zarr v3 group to write (created if missing).
-    mode : {"auto", "prompts"}
-        Automatic segmentation of everything, or one object per prompt of a table.
+    mode : {"auto", "ais", "amg", "prompts"}
+        Automatic segmentation of everything (see **Modes**), or one object per prompt of a table.
     prompts : str or path, optional
         CSV prompt table (prompts mode), see :mod:`sum_core.batch.prompts_table`.
     model : str, path or SamModel
@@ -146,10 +157,11 @@ def segment_zarr(
     progress : bool
         Progress bar with ETA (local dask schedulers; none with a ``dask.distributed`` client,
         whose tasks local callbacks do not see).
-    options : AutoOptions or PredictOptions, optional
-        Automatic mode: :class:`~sum_core.auto_options.AutoOptions` (default ``AutoOptions()``);
-        prompts mode: :class:`~sum_core.prediction.PredictOptions` (default
-        ``PredictOptions()``). Part of the job signature.
+    options : AisOptions, AutoOptions or PredictOptions, optional
+        AIS: :class:`~sum_core.ais.AisOptions`; AMG: :class:`~sum_core.auto_options.AutoOptions`
+        (with ``mode="auto"`` their type chooses the mode); prompts mode:
+        :class:`~sum_core.prediction.PredictOptions`; default: the mode's defaults. Part of the
+        job signature.
     precision : {"fp32", "bf16", "fp16"}
         Encoder precision (see :mod:`sum_core.acceleration`); part of the job signature
         (a job is resumed at the precision it started with).
@@ -171,7 +183,8 @@ def segment_zarr(
     Raises
     ------
     InvalidInputError
-        Bad mode, options, ``overwrite`` / ``progress`` / ``repair`` (not bool), ``scheduler``
+        Bad mode, options (or options of the other automatic mode; AIS of a model known to have
+        no AIS decoder), ``overwrite`` / ``progress`` / ``repair`` (not bool), ``scheduler``
         (not a dask scheduler name, callable or client), axis, tiling, prompts (also outside the
         volume or not UTF-8) or target (a file, a folder that cannot be created, a read-only or
         foreign target or zarr array, one overlapping the source, or one another job is writing); all checked
