@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import napari_sum_hq
-from napari_sum_hq._prompts import boxes_on_slice, on_slice, points_on_slice
+from napari_sum_hq._commit import SlicePixels, plan_commit
+from napari_sum_hq._prompts import box_shapes, boxes_on_slice, on_slice, points_on_slice
 from napari_sum_hq._sample_data import blobs_stack_sample, cell_sample
 from napari_sum_hq._session import ModelChoice, PlanePredictors, Prepared, bounding_box, cache_store, object_piece
 
@@ -136,3 +137,67 @@ def test_cache_store_is_named_by_layer_plane_and_weights(tmp_path):
     weights = weights_hash(model).split(":")[-1][:12]
     assert cache_store(tmp_path, "my image [1]", (), model) == tmp_path / f"my_image_1-{weights}" / "plane.zarr"
     assert cache_store(tmp_path, "..", (4,), model) == tmp_path / f"image-{weights}" / "slice-4.zarr"
+
+
+def _pixels(key, mask, new_id) -> SlicePixels:
+    rows, cols = np.nonzero(mask)
+    return SlicePixels(key, rows, cols, np.full(rows.size, new_id))
+
+
+def _square(shape, r0, r1, c0, c1) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def test_plan_commit_modes_protect_match_and_refine():
+    shape = (40, 40)
+    committed = np.zeros(shape, np.uint32)
+    committed[_square(shape, 0, 10, 0, 10)] = 1
+    committed[_square(shape, 20, 30, 20, 30)] = 2
+    new1 = _square(shape, 5, 15, 5, 15)  # covers 25 of object 1's 100 px
+    new2 = _square(shape, 19, 31, 19, 31)  # covers all of object 2
+    pieces = [SlicePixels((), *np.nonzero(new1 | new2), np.where(new2, 2, 1)[new1 | new2])]
+
+    def written(plan):
+        out = np.zeros(shape, np.int64)
+        for piece in plan.pixels:
+            out[piece.rows, piece.cols] = piece.ids
+        return out
+
+    plan = plan_commit(pieces, committed)  # protect objects (default)
+    assert plan.matched == {2: 2} and plan.protected == 25
+    np.testing.assert_array_equal(written(plan), np.where(new1 & (committed == 0), 1, 0))
+    plan = plan_commit(pieces, committed, "protect pixels")
+    assert plan.matched == {} and plan.protected == 125
+    np.testing.assert_array_equal(written(plan), np.where(committed == 0, np.where(new2, 2, np.where(new1, 1, 0)), 0))
+    plan = plan_commit(pieces, committed, "overwrite")
+    np.testing.assert_array_equal(written(plan), np.where(new2, 2, np.where(new1, 1, 0)))
+    plan = plan_commit(pieces, committed, "protect objects", threshold=0.2)  # 25 % of object 1: a match too
+    assert plan.matched == {1: 1, 2: 2} and plan.pixels == []
+    plan = plan_commit([_pixels((), new1, 1)], committed, refine_id=1)  # object 1's own pixels are free
+    assert plan.matched == {} and plan.protected == 0
+    np.testing.assert_array_equal(written(plan), new1.astype(np.int64))
+    with pytest.raises(ValueError, match="commit mode"):
+        plan_commit(pieces, committed, "merge")
+
+
+def test_plan_commit_matches_over_the_slices_the_new_object_touches():
+    stack = np.zeros((3, 20, 20), np.uint32)
+    stack[0][_square((20, 20), 0, 10, 0, 10)] = 3
+    stack[1][_square((20, 20), 0, 10, 0, 10)] = 3
+    on_0 = _pixels((0,), _square((20, 20), 0, 10, 0, 10), 1)
+    assert plan_commit([on_0], stack).matched == {1: 3}  # all of object 3 on slice 0
+    on_0_and_2 = [on_0, _pixels((2,), _square((20, 20), 0, 5, 0, 5), 1)]
+    assert plan_commit(on_0_and_2, stack).matched == {1: 3}
+    half = _pixels((0,), _square((20, 20), 0, 5, 0, 10), 1)
+    assert plan_commit([half], stack).matched == {} and plan_commit([half], stack).protected == 50
+
+
+def test_box_shapes_refuse_lines_and_paths():
+    from sum_core.errors import InvalidInputError
+
+    square = np.array([[0, 0], [0, 5], [5, 5], [5, 0]], float)
+    assert len(box_shapes([square, square, square], ["rectangle", "ellipse", "polygon"])) == 3
+    with pytest.raises(InvalidInputError, match="a line / path is not a prompt"):
+        box_shapes([square, square, square], ["rectangle", "path", "line"])

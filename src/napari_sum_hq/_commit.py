@@ -64,7 +64,7 @@ class CommitPlan:
     matched : dict
         Current id -> the committed id it matched (``protect objects``): not committed.
     protected : int
-        Pixels of the current objects left to the committed objects they lie on.
+        Pixels of the (unmatched) current objects left to the committed objects they lie on.
     """
 
     pixels: list[SlicePixels]
@@ -109,8 +109,9 @@ def plan_commit(
     kept, protected = [], 0
     for piece, old in zip(pieces, under, strict=True):
         free = (old == 0) | (old == refine_id) if refine_id else old == 0
-        keep = free & ~np.isin(piece.ids, list(matched))
-        protected += int(np.count_nonzero(~free))
+        unmatched = ~np.isin(piece.ids, list(matched))
+        keep = free & unmatched
+        protected += int(np.count_nonzero(~free & unmatched))
         if keep.any():
             kept.append(piece.select(keep))
     return CommitPlan(kept, matched, protected)
