@@ -126,6 +126,9 @@ def test_model_without_decoder_disables_ais_and_runs_amg(make_napari_viewer, qtb
     viewer.add_image(disk_image(), name="img")
     widget = open_auto_widget(viewer, "vit_b_lm")  # a registry entry with a decoder: nothing downloaded
     assert widget.auto_mode.ais_enabled() and widget.auto_mode.mode() == "ais"
+    widget.auto_mode.mode_combo.setCurrentIndex(widget.auto_mode.mode_combo.findData("amg"))
+    widget.model.device_combo.setCurrentText("cpu")  # another device: the user's mode stays
+    assert widget.auto_mode.mode() == "amg" and widget.auto_mode.groups["amg"].isVisibleTo(widget)
     widget.model.set_source("sam_hq_vit_b")
     assert not widget.auto_mode.ais_enabled() and widget.auto_mode.mode() == "amg"
     widget.model.set_source(str(tiny_checkpoint))

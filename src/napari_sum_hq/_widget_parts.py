@@ -201,6 +201,8 @@ class ModeOptions(QWidget):
         for group in self.groups.values():
             layout.addWidget(group)
         self._picker: ModelPicker | None = None
+        self._checking: ModelChoice | None = None
+        self._checked_source: str | None = None  # the source decided last (a device change keeps the choice)
         self._workers: set = set()
         self.set_decoder(False, "")
         self._show_group()
@@ -216,19 +218,22 @@ class ModeOptions(QWidget):
 
         A registry model is decided from its entry (nothing is downloaded); a checkpoint file is
         loaded in a worker thread (:func:`~napari_sum_hq._batch_jobs.decoder_mode`; the job then
-        reuses the loaded model), AIS staying disabled until it answers.
+        reuses the loaded model), AIS staying disabled until it answers. Choosing another device
+        for a model already decided keeps the mode chosen.
         """
         from napari.qt.threading import create_worker
 
         choice = self._picker.choice()
-        self._checking = choice
+        if choice.source == self._checked_source:
+            return
+        self._checking, self._checked_source = choice, None
         try:
             has_decoder = registry_decoder(choice.source)
         except SumError as exc:
             self.set_decoder(False, f"AIS unavailable: {exc}")
             return
         if has_decoder is not None:
-            self.set_decoder(has_decoder, _decoder_tip(choice.source, has_decoder))
+            self._decided(choice, has_decoder)
             return
         self.set_decoder(False, f"Checking whether {choice.source} carries an AIS decoder...")
         worker = create_worker(decoder_mode, choice, _start_thread=False, _ignore_errors=True)
@@ -245,7 +250,11 @@ class ModeOptions(QWidget):
 
     def _on_checked(self, choice: ModelChoice, mode: str) -> None:
         if choice == self._checking:
-            self.set_decoder(mode == "ais", _decoder_tip(choice.source, mode == "ais"))
+            self._decided(choice, mode == "ais")
+
+    def _decided(self, choice: ModelChoice, has_decoder: bool) -> None:
+        self._checked_source = choice.source
+        self.set_decoder(has_decoder, _decoder_tip(choice.source, has_decoder))
 
     def _on_check_failed(self, choice: ModelChoice, exc: BaseException) -> None:
         if choice == self._checking:
