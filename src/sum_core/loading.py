@@ -1,6 +1,7 @@
 """Model loading: :func:`load_model` (always loads) and :func:`resolve_model` (loads once).
 
-Both take a registry name or a checkpoint path, resolved by :func:`sum_core.zoo.locate`
+Both take a registry name, a checkpoint path or a BioImage.IO package (zip or folder), resolved by
+:func:`sum_core.zoo.locate`
 (the package's one precedence: registry names win over files of the same name). With
 ``ais_decoder=True`` the model comes with its AIS decoder (micro-sam's automatic instance
 segmentation; :func:`sum_core.modeling.ais_decoder_of`): a registry model's decoder file
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from . import zoo
+from .bioimageio_package import is_package, load_package
 from .checkpoint import load_checkpoint
 from .device import resolve_device
 from .errors import InvalidInputError
@@ -43,7 +45,11 @@ def _load(
     registered = isinstance(name_or_path, str) and path != Path(name_or_path).expanduser()
     fetch = ais_decoder and registered and base is None
     decoder_file = zoo.fetch_decoder(name_or_path) if fetch else None
-    if decoder_file is not None:
+    if not registered and is_package(path):
+        if base is not None:
+            raise InvalidInputError(f"base={base!r} was given but {path} is a BioImage.IO package (a full model)")
+        model = load_package(path, device=device)
+    elif decoder_file is not None:
         model = load_checkpoint(decoder_file, base=path, device=device)
     else:
         model = load_checkpoint(path, base=base, device=device)
@@ -54,6 +60,15 @@ def _load(
             "(*_decoder.pt) with base= its SAM model; or segment with the point-grid mode (AMG)"
         )
     return model
+
+
+def _locate(name_or_path: str | os.PathLike) -> Path:
+    """:func:`sum_core.zoo.locate`, and a BioImage.IO package folder (registry names still win)."""
+    path = Path(name_or_path).expanduser() if isinstance(name_or_path, (str, os.PathLike)) else None
+    if path is not None and path.is_dir() and is_package(path):
+        if not (isinstance(name_or_path, str) and name_or_path in zoo.list_models(decoders=True)):
+            return path
+    return zoo.locate(name_or_path)
 
 
 def load_model(
@@ -68,7 +83,9 @@ def load_model(
     ----------
     name_or_path : str or PathLike
         A registry name (see :func:`sum_core.zoo.list_models`; registry names
-        win over files of the same name) or the path of a checkpoint file.
+        win over files of the same name), the path of a checkpoint file, or a
+        BioImage.IO model package (``.zip`` or folder; its state-dict weights,
+        sha256-checked, see :func:`sum_core.bioimageio_package.load_package`).
     device : str, torch.device or None
         Target device; ``None`` picks CUDA, then MPS, then CPU.
     base : str, PathLike, SamModel or None
@@ -103,7 +120,7 @@ def load_model(
         :func:`sum_core.checkpoint.load_checkpoint`).
     """
     target = resolve_device(device)
-    return _load(name_or_path, zoo.locate(name_or_path), target, base, ais_decoder)
+    return _load(name_or_path, _locate(name_or_path), target, base, ais_decoder)
 
 
 def resolve_model(
@@ -149,7 +166,7 @@ def resolve_model(
         )
     target = resolve_device(device)
     with _RESOLVE_LOCK:
-        path = zoo.locate(model)
+        path = _locate(model)
         stat = path.stat()  # a file rewritten in place (a retrained checkpoint) is loaded again
         file_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, str(target))
         # A model loaded with its decoder (or from a file holding one) serves both kinds of call.

@@ -1,4 +1,4 @@
-"""``sum-hq`` command line: model zoo, segmentation and batch jobs.
+"""``sum-hq`` command line: model zoo, segmentation, batch jobs and model export.
 
 Sub-command modules are imported only when their command runs, so that
 ``sum-hq --help`` answers without importing torch.
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .batch import add_batch_parser
+from .export import add_export_parser
 from .models import add_models_parser
 from .segment import add_segment_parser
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(subparsers)
     add_segment_parser(subparsers)
     add_batch_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 

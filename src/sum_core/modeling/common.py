@@ -22,12 +22,13 @@ class LayerNorm2d(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.num_channels = num_channels  # a constant (an exported graph's layer_norm needs one)
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # One fused layer_norm over the channel axis (channels-last view) instead of five passes
         # over the tensor; same statistics (biased variance) as SAM's formula.
-        channels_last = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        channels_last = F.layer_norm(x.permute(0, 2, 3, 1), (self.num_channels,), self.weight, self.bias, self.eps)
         return channels_last.permute(0, 3, 1, 2)
 
 

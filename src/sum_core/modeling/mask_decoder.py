@@ -132,7 +132,7 @@ class MaskDecoder(nn.Module):
         sparse: torch.Tensor,
         dense: torch.Tensor,
         hq_features: torch.Tensor | None,
-        task: int | None,
+        task: int | torch.Tensor | None,
     ) -> None:
         batch = sparse.shape[0]
         if dense.shape[0] != batch:
@@ -156,20 +156,38 @@ class MaskDecoder(nn.Module):
                 raise InvalidInputError(
                     f"task={task!r} needs a SUM model (config.sum_tokens=True); use task=None"
                 )
+            if isinstance(task, torch.Tensor):
+                return  # an exported graph's task input: its values cannot be checked while tracing
             if not 0 <= task < self.num_task_tokens:
                 raise InvalidInputError(
                     f"task={task!r} is out of range; valid tasks are 0..{self.num_task_tokens - 1}"
                 )
 
-    def _output_tokens(self, task: int | None) -> torch.Tensor:
+    @staticmethod
+    def _task_row(tables: nn.ModuleList, task: int | torch.Tensor, count: int) -> torch.Tensor | None:
+        """``tables[task].weight``; None for a task without a table (``task >= len(tables)``).
+
+        ``task`` may be a 0-d int64 tensor (an exported graph's input, ``count`` tasks): the
+        tables, padded with zero rows for tasks without one, are indexed by it.
+        """
+        if not isinstance(task, torch.Tensor):
+            return tables[task].weight if task < len(tables) else None
+        stacked = torch.stack([table.weight for table in tables])
+        missing = count - len(tables)
+        if missing:
+            stacked = torch.cat([stacked, stacked.new_zeros(missing, *stacked.shape[1:])])
+        return stacked[task]
+
+    def _output_tokens(self, task: int | torch.Tensor | None) -> torch.Tensor:
         mask_tokens = self.mask_tokens.weight
+        count = self.num_task_tokens
         if task is not None:
-            mask_tokens = mask_tokens + self.task_prompt_tokens[task].weight
+            mask_tokens = mask_tokens + self._task_row(self.task_prompt_tokens, task, count)
         tokens = [self.iou_token.weight, mask_tokens]
         if self.hq:
             hf_token = self.hf_token.weight
             if task is not None:
-                hf_token = hf_token + self.hf_type_tokens[task].weight
+                hf_token = hf_token + self._task_row(self.hf_type_tokens, task, count)
             tokens.append(hf_token)
         return torch.cat(tokens, dim=0)
 
@@ -180,7 +198,7 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
         hq_features: torch.Tensor | None = None,
-        task: int | None = None,
+        task: int | torch.Tensor | None = None,
     ) -> DecoderOutput:
         """Decode ``B`` prompts.
 
@@ -197,8 +215,9 @@ class MaskDecoder(nn.Module):
         hq_features : torch.Tensor, optional
             ``1×32×L×L`` or ``B×32×L×L`` output of :meth:`hq_features`; required by HQ
             decoders.
-        task : int, optional
+        task : int or torch.Tensor, optional
             SUM task (0 SAM / unlabeled, 1 salient object, 2 entity); None adds no task offsets.
+            A 0-d int64 tensor selects the tables inside an exported graph (values unchecked).
 
         Returns
         -------
@@ -219,8 +238,11 @@ class MaskDecoder(nn.Module):
             [output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings], dim=1
         )
         src = image_embeddings + dense_prompt_embeddings
-        if task is not None and task < self.num_task_embeddings:
-            src = src + self.task_prompt_embeddings[task].weight.reshape(1, -1, 1, 1)
+        task_embedding = None
+        if task is not None:
+            task_embedding = self._task_row(self.task_prompt_embeddings, task, self.num_task_tokens)
+        if task_embedding is not None:
+            src = src + task_embedding.reshape(1, -1, 1, 1)
         b, c, h, w = src.shape
 
         hs, keys = self.transformer(src, image_pe, tokens)

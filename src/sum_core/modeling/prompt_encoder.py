@@ -78,7 +78,13 @@ class PromptEncoder(nn.Module):
         """Encode ``B×N×2`` (x, y) pixel coordinates of the S-frame (pixel centres)."""
         return self.pe_layer.encode((coords + 0.5) / self.input_size)
 
-    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+    def embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+        """Point tokens ``B×N(+1)×256`` of ``B×N×2`` (x, y) S-frame clicks and their ``B×N`` labels.
+
+        Labels select the tables without control flow (1 positive, 0 negative, 2 / 3 box
+        corners, -1 padding: ``not_a_point_embed`` and no positional term), as SAM's ONNX
+        decoder does; ``pad`` appends SAM's (0, 0) / -1 padding point.
+        """
         if pad:
             coords = torch.cat([coords, coords.new_zeros(coords.shape[0], 1, 2)], dim=1)
             labels = torch.cat([labels, labels.new_full((labels.shape[0], 1), -1)], dim=1)
@@ -134,13 +140,16 @@ class PromptEncoder(nn.Module):
         parts = [weight.new_empty(batch, 0, self.embed_dim)]
         if points is not None:
             coords, labels = points
-            parts.append(self._embed_points(coords.to(weight.dtype), labels, pad=boxes is None))
+            parts.append(self.embed_points(coords.to(weight.dtype), labels, pad=boxes is None))
         if boxes is not None:
             parts.append(self._embed_boxes(boxes.to(weight.dtype)))
         sparse = torch.cat(parts, dim=1)
+        return sparse, self.embed_masks(masks, batch)
+
+    def embed_masks(self, masks: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Dense embedding ``B×256×E×E`` of ``B×1×L×L`` mask logits, or the no-mask embedding
+        broadcast over ``batch`` prompts (no copy) when ``masks`` is None."""
         if masks is not None:
-            dense = self.mask_downscaling(masks)
-        else:
-            size = self.embedding_size
-            dense = weight.reshape(1, -1, 1, 1).expand(batch, -1, size, size)
-        return sparse, dense
+            return self.mask_downscaling(masks)
+        size = self.embedding_size
+        return self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, size, size)

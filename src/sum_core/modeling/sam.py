@@ -56,8 +56,8 @@ class SamModel(nn.Module):
     def postprocess_masks(
         self,
         low_res: torch.Tensor,
-        input_size: tuple[int, int],
-        original_size: tuple[int, int],
+        input_size: tuple[int, int] | torch.Tensor,
+        original_size: tuple[int, int] | torch.Tensor,
     ) -> torch.Tensor:
         """Upscale decoder logits to the original image (no threshold).
 
@@ -65,10 +65,11 @@ class SamModel(nn.Module):
         ----------
         low_res : torch.Tensor
             ``B×C×L×L`` logits.
-        input_size : tuple of int
+        input_size : tuple of int or torch.Tensor
             ``(h, w)`` of the resized image inside the padded ``S×S`` input.
-        original_size : tuple of int
-            ``(H, W)`` of the original image.
+        original_size : tuple of int or torch.Tensor
+            ``(H, W)`` of the original image. Sizes given as int64 tensors of 2 values
+            (inputs of an exported graph) are always resized to (no identity shortcut).
 
         Returns
         -------
@@ -78,9 +79,10 @@ class SamModel(nn.Module):
         size = self.config.image_size
         masks = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
-        if tuple(masks.shape[-2:]) == tuple(original_size):
+        if not isinstance(original_size, torch.Tensor) and tuple(masks.shape[-2:]) == tuple(original_size):
             return masks  # a same-size bilinear resize is the identity: skip the copy
-        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+        size = (original_size[0], original_size[1])
+        return F.interpolate(masks, size, mode="bilinear", align_corners=False)
 
     def with_hq_features(self, image: ImageEmbedding, keep_early: bool = True) -> ImageEmbedding:
         """``image`` with its HQ features fused (``mask_decoder.hq_features``), once.
@@ -131,8 +133,42 @@ class SamModel(nn.Module):
         """
         hq_features = self.with_hq_features(image).hq_features
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        return self.decode_embedded(image.embedding, hq_features, sparse, dense, task, multimask, hq_token_only)
+
+    def decode_embedded(
+        self,
+        embedding: torch.Tensor,
+        hq_features: torch.Tensor | None,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        task: int | torch.Tensor | None,
+        multimask: bool,
+        hq_token_only: bool,
+    ) -> DecodedMasks:
+        """The second half of :meth:`decode`: embedded prompts -> low-resolution masks.
+
+        :meth:`decode` embeds the prompts with the prompt encoder; an exported ONNX decoder
+        embeds them with SAM's ONNX interface (``sum_core.export``) and decodes here.
+
+        Parameters
+        ----------
+        embedding : torch.Tensor
+            ``1×256×E×E`` (or ``B×...``) image embedding.
+        hq_features : torch.Tensor or None
+            ``1×32×L×L`` fused HQ features (HQ / SUM models), else None.
+        sparse, dense : torch.Tensor
+            ``B×K×256`` and ``B×256×E×E`` prompt embeddings.
+        task : int, 0-d int64 torch.Tensor or None
+            SUM task (ignored by models without SUM task tables).
+        multimask, hq_token_only : bool
+            As :meth:`decode`.
+
+        Returns
+        -------
+        DecodedMasks
+        """
         out = self.mask_decoder(
-            image_embeddings=image.embedding,
+            image_embeddings=embedding,
             image_pe=self.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,

@@ -81,8 +81,10 @@ class Attention(nn.Module):
         b, h, w, c = x.shape
         heads = self.num_heads
         qkv = _linear(x, self.qkv, workspace, "qkv").view(b, h, w, 3, heads, c // heads)
+        tracing = torch.jit.is_tracing()  # ONNX export: no writes into views of buffers
         if self.window_size:
-            q, k, v = _split_windows(qkv, self.window_size, self.qkv.bias.view(3, heads, -1), workspace)
+            split_windows = _split_windows_traceable if tracing else _split_windows
+            q, k, v = split_windows(qkv, self.window_size, self.qkv.bias.view(3, heads, -1), workspace)
             side = self.window_size
         else:
             split = qkv.permute(3, 0, 4, 1, 2, 5)
@@ -96,7 +98,8 @@ class Attention(nn.Module):
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, _relative_table(hh, hh, self.rel_pos_h))
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, _relative_table(ww, ww, self.rel_pos_w))
         if side:
-            out = _merge_windows(_biased_attention(q, k, v, rel_h, rel_w, workspace=workspace), side, (h, w))
+            merge_windows = _merge_windows_traceable if tracing else _merge_windows
+            out = merge_windows(_biased_attention(q, k, v, rel_h, rel_w, workspace=workspace), side, (h, w))
         else:
             out = _biased_attention(q, k, v, rel_h, rel_w, token_major=True, workspace=workspace)
             out = out.view(b, h, w, c)
@@ -142,7 +145,9 @@ def _biased_attention(
     n = h * w
     item = q.element_size()
     element_bytes = heads * n * n * item
-    if element_bytes <= BIAS_CHUNK_BYTES:
+    if torch.jit.is_tracing():  # an exported graph: one call (no writes into an output buffer)
+        chunks = [(slice(None), slice(None))]
+    elif element_bytes <= BIAS_CHUNK_BYTES:
         per_call = max(1, min(b, BIAS_CHUNK_BYTES // element_bytes))
         calls = -(-b // per_call)
         chunks = [(slice(i * b // calls, (i + 1) * b // calls), slice(None)) for i in range(calls)]
@@ -150,8 +155,8 @@ def _biased_attention(
         rows = max(1, BIAS_CHUNK_BYTES // (b * heads * w * n * item))
         calls = -(-h // rows)
         chunks = [(slice(None), slice(i * h // calls, (i + 1) * h // calls)) for i in range(calls)]
-    # out= ops are neither differentiable nor traceable by inductor: a plain add there
-    plain = torch.compiler.is_compiling() or (
+    # out= ops are neither differentiable nor traceable by inductor or the ONNX exporter: a plain add there
+    plain = torch.compiler.is_compiling() or torch.jit.is_tracing() or (
         torch.is_grad_enabled() and (rel_h.requires_grad or rel_w.requires_grad)
     )
     if workspace is None and not plain:
@@ -232,6 +237,30 @@ def _split_windows(
     for piece, place in _window_pieces(qkv, grid, window):
         place.copy_(piece)
     return windows.view(three, b * nh * nw, heads, window * window, dim).unbind(0)
+
+
+def _split_windows_traceable(
+    qkv: torch.Tensor, window: int, pad_value: torch.Tensor, workspace: Workspace | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_split_windows` without in-place writes, for tracing (ONNX export): the same
+    q, k, v (padding = ``pad_value``), from a padded copy cut by reshapes."""
+    b, h, w, three, heads, dim = qkv.shape
+    nh, nw = (h + window - 1) // window, (w + window - 1) // window  # ONNX Div truncates
+    padded = pad_value.to(qkv.dtype).expand(b, nh * window, nw * window, three, heads, dim)
+    padded = torch.cat([qkv, padded[:, :h, w:]], dim=2) if nw * window > w else qkv
+    padded = torch.cat([padded, pad_value.to(qkv.dtype).expand(b, nh * window - h, nw * window, three, heads, dim)], dim=1)
+    grid = padded.reshape(b, nh, window, nw, window, three, heads, dim).permute(5, 0, 1, 3, 6, 2, 4, 7)
+    return grid.reshape(three, b * nh * nw, heads, window * window, dim).unbind(0)
+
+
+def _merge_windows_traceable(out: torch.Tensor, window: int, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`_merge_windows` without in-place writes, for tracing (ONNX export)."""
+    h, w = size
+    nh, nw = (h + window - 1) // window, (w + window - 1) // window  # ONNX Div truncates
+    _, heads, _, dim = out.shape
+    grid = out.reshape(-1, nh, nw, heads, window, window, dim).permute(0, 1, 4, 2, 5, 3, 6)
+    image = grid.reshape(-1, nh * window, nw * window, heads * dim)
+    return image[:, :h, :w]
 
 
 def _merge_windows(out: torch.Tensor, window: int, size: tuple[int, int]) -> torch.Tensor:

@@ -50,11 +50,11 @@ def workspace_for(x: torch.Tensor) -> Workspace | None:
 
     Reuse needs plain float eager inference on the CPU: no autograd (``out=`` ops are
     not differentiable), no autocast (``out=`` ops are not autocast), not inside
-    ``torch.compile`` tracing (the compiler plans memory itself), and CUDA's caching
+    ``torch.compile`` or ONNX tracing (they plan memory themselves), and CUDA's caching
     allocator already reuses memory.
     """
     if x.device.type != "cpu" or torch.is_grad_enabled():
         return None
-    if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
-        return None
+    if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return None  # tracing (ONNX export) records ops, not buffers
     return Workspace()

@@ -1,0 +1,138 @@
+"""Load SAM-family models from BioImage.IO model packages (a zip, or its unpacked folder).
+
+A package describes itself in ``rdf.yaml`` (or ``bioimageio.yaml``); its ``weights`` entry
+``pytorch_state_dict`` names the weights file inside the package and its ``sha256``. Our packages
+(:func:`sum_core.export.export_bioimageio`) and micro-sam's exported SAM packages both hold a SAM
+state dict there (micro-sam's in any layout :func:`sum_core.checkpoint.load_state_dict_file`
+reads). The file's sha256 is checked before it is unpickled; a package whose weights are not inside
+it (a URL) or carry no sha256 is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import torch
+import yaml
+
+from .checkpoint import load_checkpoint
+from .errors import CheckpointError
+from .modeling import SamModel
+
+__all__ = ["RDF_NAMES", "is_package", "load_package"]
+
+#: Names of a package's description file, at its top level.
+RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+
+
+def _rdf_member(path: Path) -> str | None:
+    """The description file's name in a package folder or zip, or None (not a package)."""
+    if path.is_dir():
+        return next((name for name in RDF_NAMES if (path / name).is_file()), None)
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return next((name for name in RDF_NAMES if name in names), None)
+
+
+def is_package(path: str | os.PathLike) -> bool:
+    """True for a BioImage.IO package: a folder or zip with ``rdf.yaml`` / ``bioimageio.yaml`` at its top."""
+    return _rdf_member(Path(path)) is not None
+
+
+def _weights_entry(description: object, source: str) -> tuple[str, str]:
+    """``(source, sha256)`` of the package's ``pytorch_state_dict`` weights."""
+    weights = description.get("weights") if isinstance(description, dict) else None
+    entry = weights.get("pytorch_state_dict") if isinstance(weights, dict) else None
+    if not isinstance(entry, dict):
+        formats = ", ".join(weights) if isinstance(weights, dict) else "none"
+        raise CheckpointError(
+            f"{source}: the BioImage.IO package has no pytorch_state_dict weights (it has: {formats}); "
+            "only SAM-family packages with state-dict weights can be loaded"
+        )
+    file, digest = entry.get("source"), entry.get("sha256")
+    if not isinstance(file, str) or "://" in file:
+        raise CheckpointError(f"{source}: the pytorch_state_dict weights {file!r} are not a file inside the package")
+    parts = PurePosixPath(file).parts
+    if not parts or PurePosixPath(file).is_absolute() or ".." in parts:
+        raise CheckpointError(f"{source}: the weights path {file!r} leads outside the package")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise CheckpointError(f"{source}: the pytorch_state_dict weights {file!r} declare no sha256; refusing unverified weights")
+    return file, digest.lower()
+
+
+def _copy_checked(reader, target: Path, digest: str, what: str) -> None:
+    """Copy ``reader`` to ``target`` while hashing it; a sha256 that differs from ``digest`` is an error."""
+    sha = hashlib.sha256()
+    with open(target, "wb") as out:
+        for block in iter(lambda: reader.read(1 << 22), b""):
+            sha.update(block)
+            out.write(block)
+    if sha.hexdigest() != digest:
+        raise CheckpointError(
+            f"{what}: sha256 {sha.hexdigest()} differs from the {digest} the package declares; the weights "
+            "are damaged or were altered: get the package again"
+        )
+
+
+def load_package(path: str | os.PathLike, device: str | torch.device | None = None) -> SamModel:
+    """Load the SAM-family model of a BioImage.IO package.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The package: a ``.zip`` or an unpacked folder.
+    device : str, torch.device or None
+        As :func:`sum_core.checkpoint.load_checkpoint`.
+
+    Returns
+    -------
+    SamModel
+        With its AIS decoder when the weights hold one.
+
+    Raises
+    ------
+    CheckpointError
+        Not a package, unreadable description, no state-dict weights inside the package, no or a
+        wrong sha256, or weights that :func:`~sum_core.checkpoint.load_checkpoint` refuses.
+    """
+    path = Path(path)
+    member = _rdf_member(path)
+    if member is None:
+        raise CheckpointError(f"{path} is not a BioImage.IO package (no {' or '.join(RDF_NAMES)} at its top)")
+    with tempfile.TemporaryDirectory(prefix="sum-hq-package-") as scratch:
+        try:
+            if path.is_dir():
+                description = yaml.safe_load((path / member).read_text(encoding="utf-8"))
+                file, digest = _weights_entry(description, str(path))
+                source = path / file
+                if not source.is_file():
+                    raise CheckpointError(f"{path}: the weights file {file} is missing from the package")
+                target = Path(scratch) / PurePosixPath(file).name
+                with open(source, "rb") as reader:
+                    _copy_checked(reader, target, digest, f"{path}/{file}")
+            else:
+                with zipfile.ZipFile(path) as archive:
+                    description = yaml.safe_load(archive.read(member).decode("utf-8"))
+                    file, digest = _weights_entry(description, str(path))
+                    if file not in archive.namelist():
+                        raise CheckpointError(f"{path}: the weights file {file} is missing from the package")
+                    target = Path(scratch) / PurePosixPath(file).name
+                    with archive.open(file) as reader:
+                        _copy_checked(reader, target, digest, f"{path}:{file}")
+        except (yaml.YAMLError, UnicodeDecodeError, zipfile.BadZipFile) as error:
+            raise CheckpointError(f"{path}: cannot read the package description ({error})") from None
+        except OSError as error:
+            raise CheckpointError(f"{path}: cannot read the package ({error.strerror or error})") from None
+        try:
+            return load_checkpoint(target, device=device)
+        except CheckpointError as error:
+            raise CheckpointError(f"{path} ({file}): {error}") from None

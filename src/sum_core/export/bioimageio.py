@@ -1,0 +1,285 @@
+"""``sum-hq export bioimageio``: a BioImage.IO model package (format 0.5) of a SAM-family model.
+
+The package (a zip) holds ``rdf.yaml``; ``weights.pt`` (the :class:`SamModel` state dict, the
+``pytorch_state_dict`` weights, architecture :class:`~sum_core.export.package_model.SumPackageModel`)
+and ``model.onnx`` (the same function as one ONNX graph, ``onnx`` weights); test inputs and outputs
+computed by the model; ``cover.png``; ``README.md``; citations of SAM, HQ-SAM and SUM; the weights'
+licence. Every file is listed with its sha256. It is validated with ``bioimageio.spec`` (offline:
+every file is inside the package) before it is moved to its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import zoo
+from ..errors import InvalidInputError, SumError
+from ..loading import load_model
+from ..modeling import SamModel, ais_decoder_of
+from ..modeling.ais_decoder import AIS_CHANNELS
+from .deps import require
+from .onnx import DEFAULT_OPSET
+from .package_model import SumPackageModel, package_kwargs
+from .target import check_target, staged
+
+__all__ = ["CITATIONS", "RDF_NAME", "export_bioimageio", "sha256_of"]
+
+RDF_NAME = "rdf.yaml"
+#: The methods every package cites.
+CITATIONS = [
+    {"text": "Kirillov et al. Segment Anything. ICCV 2023", "doi": "10.48550/arXiv.2304.02643"},
+    {"text": "Ke et al. Segment Anything in High Quality. NeurIPS 2023", "doi": "10.48550/arXiv.2306.01567"},
+    {
+        "text": "Kulkarni et al. SUM: Uncertainty-aware Fine-tuning of Segmentation Foundation Models. NeurIPS 2024",
+        "doi": "10.48550/arXiv.2411.09563",
+    },
+]
+_SIDE = 1024
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_licence(licence: str | None, model: object) -> str:
+    """The SPDX licence id: the given one, else the registry entry's when it is one."""
+    spec = require("bioimageio.spec")
+    from bioimageio.spec.model.v0_5 import LicenseId
+    from pydantic import TypeAdapter, ValidationError
+
+    if licence is None and isinstance(model, str) and model in zoo.list_models(decoders=True):
+        licence = zoo.get_entry(model).licence
+    if licence is None:
+        raise InvalidInputError("licence: give the SPDX licence of the weights (--licence, e.g. Apache-2.0)")
+    try:
+        return str(TypeAdapter(LicenseId).validate_python(licence))
+    except ValidationError:
+        raise InvalidInputError(
+            f"licence: {licence!r} is not an SPDX licence id (e.g. Apache-2.0, MIT, CC-BY-4.0); pass --licence "
+            f"(bioimageio.spec {spec.__version__})"
+        ) from None
+
+
+def _test_inputs() -> dict[str, np.ndarray]:
+    """A synthetic 1024×1024 RGB image (a bright disc on a noisy background) and a click on the disc."""
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:_SIDE, :_SIDE]
+    disc = (rows - 400) ** 2 + (cols - 600) ** 2 < 180**2
+    image = rng.normal(40, 10, (_SIDE, _SIDE)) + 150 * disc
+    image = np.clip(image, 0, 255).astype(np.float32)
+    return {
+        "image": np.repeat(image[None, None], 3, axis=1),
+        "point_coords": np.array([[[600.0, 400.0], [0.0, 0.0]]], np.float32),  # (x, y) + padding point
+        "point_labels": np.array([[1.0, -1.0]], np.float32),
+    }
+
+
+def _cover(image: np.ndarray, mask: np.ndarray, path: Path) -> None:
+    """A 2:1 cover: the test image, and the image with the predicted mask in red."""
+    from PIL import Image
+
+    grey = image[0, 0].astype(np.uint8)[::4, ::4]
+    overlay = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    inside = mask[0, 0][::4, ::4] > 0
+    overlay[inside] = 0.5 * overlay[inside] + 0.5 * np.array([255.0, 0.0, 0.0])
+    both = np.concatenate([np.repeat(grey[..., None], 3, axis=2), overlay.astype(np.uint8)], axis=1)
+    Image.fromarray(both).save(path)
+
+
+def _axes_image(channels: list[str], reference: bool) -> list[dict]:
+    space = [
+        {"type": "space", "id": axis, "size": {"tensor_id": "image", "axis_id": axis} if reference else _SIDE}
+        for axis in ("y", "x")
+    ]
+    return [{"type": "batch"}, {"type": "channel", "channel_names": channels}] + space
+
+
+def _tensor(name: str, axes: list[dict], description: str, files: dict[str, str], **extra) -> dict:
+    return {
+        "id": name,
+        "description": description,
+        "axes": axes,
+        "test_tensor": {"source": f"test_{name}.npy", "sha256": files[f"test_{name}.npy"]},
+        "data": {"type": "float32"} | extra,
+    }
+
+
+def _rdf(model: SamModel, name: str, description: str, authors: list[str], licence: str, task: int | None,
+         files: dict[str, str], outputs: list[str]) -> dict:  # fmt: skip
+    """The package description (BioImage.IO model format 0.5)."""
+    kind = "SUM" if model.config.sum_tokens else "HQ-SAM" if model.config.hq else "SAM"
+    point = {"type": "index", "id": "point", "size": {"min": 1, "step": 1}}
+    point_ref = {"type": "index", "id": "point", "size": {"tensor_id": "point_coords", "axis_id": "point"}}
+    inputs = [
+        _tensor("image", _axes_image(["R", "G", "B"], False), "RGB image resized to long side 1024 and "
+                "zero-padded to 1024x1024, values 0..255", files, range=[0, 255]),
+        _tensor("point_coords", [{"type": "batch"}, point, {"type": "channel", "channel_names": ["x", "y"]}],
+                "clicks (x, y) in the 1024 frame; append (0, 0) with label -1 when there is no box", files),
+        _tensor("point_labels", [{"type": "batch"}, point_ref], "1 positive, 0 negative, 2/3 box corners, "
+                "-1 padding", files),
+    ]  # fmt: skip
+    described = {
+        "masks": (["mask"], "mask logits (threshold at 0)"),
+        "scores": (["iou"], "predicted IoU"),
+        "uncertainty": (["uncertainty"], "per-pixel uncertainty in [0, 1] (0 certain)"),
+        "ais_maps": (list(AIS_CHANNELS), "AIS maps in 0..1: instances via sum_core.ais_postprocess."
+                     "instances_from_distance_maps"),
+    }  # fmt: skip
+    out = []
+    for key in outputs:
+        channels, text = described[key]
+        axes = [{"type": "batch"}, {"type": "channel", "channel_names": channels}]
+        out.append(_tensor(key, axes if key == "scores" else _axes_image(channels, True), text, files))
+    return {
+        "type": "model",
+        "format_version": "0.5.4",
+        "name": name,
+        "description": description or f"{kind} {model.config.model_type} model exported by napari-sum-hq",
+        "authors": [{"name": author} for author in authors],
+        "cite": CITATIONS,
+        "license": licence,
+        "documentation": "README.md",
+        "covers": ["cover.png"],
+        "tags": ["segment-anything", "interactive-segmentation", "uncertainty", "2d", "microscopy"],
+        "inputs": inputs,
+        "outputs": out,
+        "weights": {
+            "pytorch_state_dict": {
+                "source": "weights.pt",
+                "sha256": files["weights.pt"],
+                "architecture": {
+                    "callable": "SumPackageModel",
+                    "import_from": "sum_core.export.package_model",
+                    "kwargs": package_kwargs(model, task),
+                },
+                "pytorch_version": torch.__version__.split("+")[0],
+            },
+            "onnx": {
+                "source": "model.onnx",
+                "sha256": files["model.onnx"],
+                "opset_version": DEFAULT_OPSET,
+                "parent": "pytorch_state_dict",
+            },
+        },
+        "config": {"napari-sum-hq": {"model_type": model.config.model_type, "hq": model.config.hq,
+                                     "sum_tokens": model.config.sum_tokens, "task": task}},
+    }  # fmt: skip
+
+
+def _readme(model: SamModel, outputs: list[str]) -> str:
+    return (
+        f"# {model.config.model_type} segmentation model (napari-sum-hq)\n\n"
+        "Prompted segmentation with per-pixel uncertainty (SAM / HQ-SAM / SUM).\n\n"
+        "Inputs: `image` (1x3x1024x1024 RGB, 0..255, the image resized to long side 1024 and zero-padded), "
+        "`point_coords` (1xNx2, (x, y) in that frame), `point_labels` (1xN: 1 positive, 0 negative, 2/3 box "
+        "corners, -1 padding; add the (0, 0) / -1 padding point when there is no box).\n\n"
+        f"Outputs: {', '.join(f'`{o}`' for o in outputs)} at 1024x1024 (crop and resize back to the image).\n\n"
+        "Load it in Python with `sum_core.load_model('package.zip')` (sha256 of the weights checked), or run "
+        "`model.onnx` with onnxruntime.\n"
+    )
+
+
+def _validate(folder: Path) -> None:
+    """Validate the package description with bioimageio.spec (all sources local: no network)."""
+    spec = require("bioimageio.spec")
+    descr = spec.load_description(folder / RDF_NAME, perform_io_checks=True)
+    if not isinstance(descr, spec.ModelDescr):
+        raise SumError(f"the BioImage.IO description did not validate:\n{descr.validation_summary.format()}")
+
+
+def export_bioimageio(
+    model: SamModel | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    authors: list[str],
+    licence: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    task: int = 1,
+    overwrite: bool = False,
+) -> Path:
+    """Write a BioImage.IO model package (zip) of a model.
+
+    Parameters
+    ----------
+    model : SamModel, str or PathLike
+        A loaded model, a registry name or a checkpoint / package path (loaded on the CPU).
+    out : str or PathLike
+        The ``.zip`` to write (under a temporary name, renamed when complete and valid).
+    authors : list of str
+        At least one author name.
+    licence : str, optional
+        SPDX licence id of the weights; default: the registry entry's, when it is one.
+    name, description : str, optional
+        Default: the model's name / a generated line.
+    task : int
+        SUM task the package decodes with (SUM models only).
+    overwrite : bool
+        Replace an existing ``out``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad ``out``, no author, no valid licence, checked before the model is loaded.
+    SumError
+        bioimageio.spec or onnx missing, or the description did not validate.
+    """
+    if not isinstance(authors, (list, tuple)) or not authors or not all(isinstance(a, str) and a.strip() for a in authors):
+        raise InvalidInputError(f"authors: give at least one author name, got {authors!r}")
+    licence = _check_licence(licence, model)
+    require("onnx")
+    target = check_target(out, "out", folder=False, overwrite=overwrite, suffix=".zip")
+    label = name or (Path(model).stem if not isinstance(model, SamModel) else model.config.model_type)
+    if not isinstance(model, SamModel):
+        model = load_model(model, device="cpu")
+    from .onnx import export_graph
+
+    package = SumPackageModel(**json.loads(json.dumps(package_kwargs(model, task))))
+    package.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, strict=True)
+    package.input_names = ["image", "point_coords", "point_labels"]
+    package.output_names = ["masks", "scores", "uncertainty"] + (["ais_maps"] if ais_decoder_of(model) else [])
+    inputs = _test_inputs()
+    with torch.no_grad():
+        results = package(*(torch.from_numpy(inputs[k]) for k in package.input_names))
+    tensors = inputs | {k: v.numpy() for k, v in zip(package.output_names, results)}
+    with staged(target, folder=False) as temp_zip:
+        folder = temp_zip.with_name(temp_zip.name + ".d")
+        folder.mkdir()
+        try:
+            torch.save(package.state_dict(), folder / "weights.pt")
+            export_graph(package, package, "package", folder / "model.onnx", DEFAULT_OPSET)
+            for key, value in tensors.items():
+                np.save(folder / f"test_{key}.npy", value)
+            _cover(inputs["image"], tensors["masks"], folder / "cover.png")
+            (folder / "README.md").write_text(_readme(model, package.output_names))
+            files = {p.name: sha256_of(p) for p in folder.iterdir()}
+            rdf = _rdf(model, label, description, list(authors), licence, task, files, package.output_names)
+            import yaml
+
+            (folder / RDF_NAME).write_text(yaml.safe_dump(rdf, sort_keys=False))
+            _validate(folder)
+            with zipfile.ZipFile(temp_zip, "w", compression=zipfile.ZIP_STORED) as archive:
+                for path in sorted(folder.iterdir()):
+                    archive.write(path, path.name)
+        finally:
+            for path in folder.iterdir():
+                path.unlink()
+            folder.rmdir()
+    return target
