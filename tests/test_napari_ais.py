@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
 from napari_fixtures import EventLoopGaps, disk_image, drain_thread_pool, notifications, tiny_checkpoint  # noqa: F401
 from test_ais_auto import draw_disc, exact_window_maps, objects
 from test_napari_jobs import amg, click, errors, wait_job
@@ -135,7 +136,7 @@ def test_model_without_decoder_disables_ais_and_runs_amg(make_napari_viewer, qtb
     wait_checked(widget, qtbot)
     mode = widget.auto_mode
     assert not mode.ais_enabled() and mode.mode() == "amg"
-    assert "has none" in mode.mode_combo.itemData(mode.mode_combo.findData("ais"), 3)  # Qt.ToolTipRole
+    assert "has none" in mode.mode_combo.itemData(mode.mode_combo.findData("ais"), Qt.ToolTipRole)
     assert mode.groups["amg"].isVisibleTo(widget) and not mode.groups["ais"].isVisibleTo(widget)
     amg(widget)["points_per_side"].setValue(4)
     amg(widget)["pred_iou_thresh"].setValue(0.0)

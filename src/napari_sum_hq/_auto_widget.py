@@ -10,7 +10,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout
 from sum_core.errors import SumError
 
-from ._batch_jobs import AutoResult, auto_job
+from ._batch_jobs import FEATURE_COLUMNS, AutoResult, auto_job
 from ._job_widget import JobWidget
 from ._layers import spatial_shape
 from ._widget_parts import ModelPicker, ModeOptions, TilingOptions
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 SCOPE_SLICE = "current slice"
 SCOPE_IMAGE = "whole image / stack"
-#: The columns of the labels layer's ``features`` (AIS): napari's ``index`` is the label id.
-FEATURE_COLUMNS = ("index", "slice", "area", "mean_uncertainty", "boundary_uncertainty")
 
 
 class AutomaticSegmentationWidget(JobWidget):
@@ -33,7 +31,7 @@ class AutomaticSegmentationWidget(JobWidget):
     Writes a Labels layer ``"<image> auto labels"`` (uint32 ids, 0 background) and an Image
     layer ``"<image> auto uncertainty"`` (float32 in [0, 1], magma), aligned with the image.
     AIS also writes each object's scores as the Labels layer's ``features`` (columns
-    :data:`FEATURE_COLUMNS`, one row per object; shown in napari's status bar over an object).
+    :data:`~napari_sum_hq._batch_jobs.FEATURE_COLUMNS`, one row per object; shown in napari's status bar over an object).
     Running on another slice of the same stack fills that slice of the same layers (and
     replaces that slice's rows only); a slice's ids are unique in the stack (the id range of
     the slice, as a whole-stack run numbers them). The work runs in a worker thread, tile by

@@ -26,6 +26,8 @@ from ._session import ModelChoice
 #: The id space of a stack's labels: slice ``s`` of ``n`` holds ids ``s * (ID_SPACE // n) + 1 ...``
 #: (the rule of :func:`sum_core.batch.segment_zarr`, so a slice run and a whole-stack run agree).
 ID_SPACE = 2**32
+#: The columns of the Labels layer ``features`` of AIS results; napari's ``index`` is the label id.
+FEATURE_COLUMNS = ("index", "slice", "area", "mean_uncertainty", "boundary_uncertainty")
 
 
 def registry_decoder(source: str) -> bool | None:
@@ -108,8 +110,9 @@ def layer_features(target: Any, id_offset: int = 0, slice_offset: int = 0) -> An
     Returns
     -------
     pandas.DataFrame
-        One row per object, sorted by label: ``index`` (the label id, napari's key), ``slice``,
-        ``area``, ``mean_uncertainty``, ``boundary_uncertainty``.
+        One row per object, sorted by label, columns :data:`FEATURE_COLUMNS`: ``index`` (the
+        label id, napari's key), ``slice``, ``area``, ``mean_uncertainty``,
+        ``boundary_uncertainty``.
     """
     import pandas as pd
     from sum_core.batch import object_table
@@ -118,7 +121,7 @@ def layer_features(target: Any, id_offset: int = 0, slice_offset: int = 0) -> An
     return pd.DataFrame({
         "index": table["label"] + np.uint32(id_offset),
         "slice": table["slice"] + slice_offset,
-        **{name: table[name] for name in ("area", "mean_uncertainty", "boundary_uncertainty")},
+        **{name: table[name] for name in FEATURE_COLUMNS[2:]},
     })  # fmt: skip
 
 
