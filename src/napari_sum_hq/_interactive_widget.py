@@ -514,9 +514,10 @@ class InteractiveSegmentationWidget(QWidget):
         self.cancel()
         self.predictors.clear_slices()
         self._last_result = None
-        image = self.image_layer
-        if self.state is not None and self.state.image is not image and self.state.image in self.viewer.layers:
-            self.state.hide()
+        image, previous = self.image_layer, self.state
+        if image is not None and previous is not None and previous.image is not image:
+            if previous.image in self.viewer.layers:
+                previous.hide()
         if image is None:
             self.state = None
             self.status_label.setText("Choose an image layer to compute its embedding.")
