@@ -71,6 +71,16 @@ class CommitPlan:
     matched: dict[int, int]
     protected: int
 
+    def notes(self, mode: str) -> str:
+        """What ``mode`` kept from being written, for the status line ('' when nothing)."""
+        notes = []
+        if self.matched:
+            pairs = ", ".join(f"{new} = committed {old}" for new, old in sorted(self.matched.items()))
+            notes.append(f"current object(s) matching committed ones not committed again ({pairs})")
+        if self.protected:
+            notes.append(f"{self.protected} px on committed objects left to them")
+        return f" ({mode}: {'; '.join(notes)})" if notes else ""
+
 
 def plan_commit(
     pieces: Sequence[SlicePixels],

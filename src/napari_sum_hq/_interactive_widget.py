@@ -146,17 +146,6 @@ def _unbind_own(owner, bindings: dict[str, Callable]) -> None:
             owner.bind_key(key, None)
 
 
-def _protection_notes(plan, mode: str) -> str:
-    """What a commit mode kept from being written, for the status line ('' when nothing)."""
-    notes = []
-    if plan.matched:
-        pairs = ", ".join(f"{new} = committed {old}" for new, old in sorted(plan.matched.items()))
-        notes.append(f"current object(s) matching committed ones not committed again ({pairs})")
-    if plan.protected:
-        notes.append(f"{plan.protected} px on committed objects left to them")
-    return f" ({mode}: {'; '.join(notes)})" if notes else ""
-
-
 @dataclass
 class _Job:
     """The running job whose result will be used."""
@@ -762,7 +751,7 @@ class InteractiveSegmentationWidget(QWidget):
         kept = sorted({int(i) for piece in plan.pixels for i in np.unique(piece.ids)})
         base = 0 if refine_id else state.max_label.value()
         new_ids = {index: refine_id or base + n for n, index in enumerate(kept, start=1)}
-        notes = _protection_notes(plan, mode)
+        notes = plan.notes(mode)
         if not kept:
             self.status_label.setText(f"Nothing committed{notes}. The current object(s) stay.")
             return
