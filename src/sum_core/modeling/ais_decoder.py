@@ -13,7 +13,8 @@ upsampling of the two variants micro-sam publishes is told apart by the keys (se
 The decoder takes the ``B×256×E×E`` embedding and returns ``B×3×16E×16E`` maps at
 the encoder input size (1024 for every SAM model), after a sigmoid on every channel
 (:data:`AIS_CHANNELS`). :func:`decode_ais_maps` is the one post-encoder step:
-embedding in, the three maps at the original image (or tile window) size out.
+embedding in, the three maps at the original image (or tile window) size out; its
+differentiable core :func:`ais_map_tensor` is what training (``--scheme ais``) runs.
 
 A :class:`~sum_core.modeling.SamModel` carries its decoder as the sub-module
 ``ais_decoder`` (:func:`attach_ais_decoder`, read with :func:`ais_decoder_of`), so it
