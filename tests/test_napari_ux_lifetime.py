@@ -3,6 +3,8 @@ menu does not double the work and restores the last model and image (GUI, shown 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from napari.utils.key_bindings import coerce_keybinding
@@ -37,6 +39,8 @@ def test_closing_the_dock_releases_the_widget_and_reopening_restores_it(
 
     def counting(choice, model, plane, slice_key, *rest):
         prepared.append(slice_key)
+        if slice_key == (4,):
+            time.sleep(1.0)  # a slow preparation, running when the dock is closed
         return (yield from original(choice, model, plane, slice_key, *rest))
 
     monkeypatch.setattr(iw, "prepare_steps", counting)
@@ -49,18 +53,22 @@ def test_closing_the_dock_releases_the_widget_and_reopening_restores_it(
     widget.task_combo.setCurrentIndex(widget.task_combo.findData(0))
     widget.commit_mode_combo.setCurrentText("protect pixels")
     points = widget.layers.points()
-    assert len(prepared) == 1
+    first = prepared[0]
+    viewer.dims.set_current_step(0, 4)  # scrolling prepares the new slice in a worker
+    qtbot.waitUntil(lambda: prepared[-1] == (4,) and widget.is_busy, timeout=10_000)
 
-    click(qtbot, dock.findChild(QPushButton, "QTitleBarCloseButton"))  # the dock's x
+    click(qtbot, dock.findChild(QPushButton, "QTitleBarCloseButton"))  # the dock's x, during that job
     qtbot.wait(50)
 
-    assert widget.is_released and widget.predictors.model is None and widget.predictors.predictor((0,)) is None
+    assert widget.is_released and not widget.is_busy  # the job is cancelled
+    qtbot.waitUntil(lambda: widget.running_workers == 0, timeout=10_000)
+    assert widget.predictors.model is None and widget.predictors.predictor((4,)) is None  # its result dropped
     for owner in (viewer, points):
         assert all(owner.keymap.get(coerce_keybinding(key)) is None for key in KEYS)
     viewer.dims.set_current_step(0, 3)  # a new slice: nothing prepares it any more
     press(viewer, qtbot, "s")
     qtbot.wait(2 * iw.SLICE_DEBOUNCE_MS)
-    assert len(prepared) == 1 and not widget.is_busy and widget.running_workers == 0
+    assert prepared == [first, (4,)] and not widget.is_busy and widget.running_workers == 0
 
     dock2, reopened = open_from_plugins_menu(viewer)  # Plugins menu again: a new widget
     wait_for_encode(reopened, qtbot)
@@ -68,7 +76,7 @@ def test_closing_the_dock_releases_the_widget_and_reopening_restores_it(
     assert reopened.model_combo.currentText() == str(tiny_checkpoint)
     assert reopened.image_layer is viewer.layers["stack"] and reopened.task_combo.currentData() == 0
     assert reopened.commit_mode_combo.currentText() == "protect pixels"
-    assert prepared[1:] == [(3,)]  # one preparation, by the new widget, of the displayed slice
+    assert prepared[2:] == [(3,)]  # one preparation, by the new widget, of the displayed slice
     assert reopened.layers.points() is points  # the image's own layers and state, not copies
     points.add([[3, 32, 32]])
     press(viewer, qtbot, "s")  # the keys reach the new widget only
