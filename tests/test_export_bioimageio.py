@@ -156,6 +156,8 @@ def test_export_arguments_checked_before_loading(tmp_path):
         export_bioimageio(missing_model, tmp_path / "a.zip", authors=["A"], licence="my own licence")
     with pytest.raises(InvalidInputError, match="licence"):
         export_bioimageio(missing_model, tmp_path / "a.zip", authors=["A"])
+    with pytest.raises(InvalidInputError, match="not a BioImage.IO model name"):
+        export_bioimageio(missing_model, tmp_path / "a.zip", authors=["A"], licence="MIT", name="a/b")
     with pytest.raises(InvalidInputError, match=r"must end in \.zip"):
         export_bioimageio(missing_model, tmp_path / "a.tar", authors=["A"], licence="MIT")
     (tmp_path / "taken.zip").write_bytes(b"mine")

@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from .. import zoo
 from ..errors import InvalidInputError, SumError
@@ -25,7 +27,7 @@ from ..loading import load_model
 from ..modeling import SamModel, ais_decoder_of
 from ..modeling.ais_decoder import AIS_CHANNELS
 from .deps import require
-from .onnx import DEFAULT_OPSET
+from .onnx import DEFAULT_OPSET, export_graph
 from .package_model import SumPackageModel, package_kwargs
 from .target import check_target, staged
 
@@ -69,6 +71,28 @@ def _check_licence(licence: str | None, model: object) -> str:
         raise InvalidInputError(
             f"licence: {licence!r} is not an SPDX licence id (e.g. Apache-2.0, MIT, CC-BY-4.0); pass --licence "
             f"(bioimageio.spec {spec.__version__})"
+        ) from None
+
+
+def _check_name(name: str | None, model: object) -> str:
+    """The package name: the given one (BioImage.IO's rule: 5-128 of letters, digits, ``_+- ()``), else
+    ``napari-sum-hq <model>`` with other characters of the model's name replaced by ``_``."""
+    require("bioimageio.spec")
+    from typing import Annotated
+
+    from bioimageio.spec.model.v0_5 import ModelDescr
+    from pydantic import TypeAdapter, ValidationError
+
+    if name is None:
+        stem = model.config.model_type if isinstance(model, SamModel) else Path(model).stem
+        name = "napari-sum-hq " + re.sub(r"[^A-Za-z0-9_+\- ()]", "_", stem)[:100]
+    rule = ModelDescr.model_fields["name"]
+    try:
+        return TypeAdapter(Annotated[str, *rule.metadata]).validate_python(name)
+    except ValidationError:
+        raise InvalidInputError(
+            f"name: {name!r} is not a BioImage.IO model name (5 to 128 letters, digits, spaces, '_', '+', '-', "
+            "'(' or ')')"
         ) from None
 
 
@@ -187,7 +211,12 @@ def _readme(model: SamModel, outputs: list[str]) -> str:
         "corners, -1 padding; add the (0, 0) / -1 padding point when there is no box).\n\n"
         f"Outputs: {', '.join(f'`{o}`' for o in outputs)} at 1024x1024 (crop and resize back to the image).\n\n"
         "Load it in Python with `sum_core.load_model('package.zip')` (sha256 of the weights checked), or run "
-        "`model.onnx` with onnxruntime.\n"
+        "`model.onnx` with onnxruntime.\n\n"
+        "# Validation\n\n"
+        "The test outputs were computed by the exported model itself (napari-sum-hq) on a synthetic image "
+        "(a bright disc, one click on it); `model.onnx` reproduces them within 1e-4 of each output's scale. "
+        "The uncertainty output follows sum_core.uncertainty (SAM / HQ-token disagreement for HQ-SAM and "
+        "SUM, binary entropy for SAM). No accuracy on real data is claimed here.\n"
     )
 
 
@@ -222,8 +251,11 @@ def export_bioimageio(
         At least one author name.
     licence : str, optional
         SPDX licence id of the weights; default: the registry entry's, when it is one.
-    name, description : str, optional
-        Default: the model's name / a generated line.
+    name : str, optional
+        The package's name (BioImage.IO: 5 to 128 letters, digits, spaces, ``_+-()``); default
+        ``napari-sum-hq <model file or registry name>``.
+    description : str, optional
+        One line; default: a generated line.
     task : int
         SUM task the package decodes with (SUM models only).
     overwrite : bool
@@ -237,20 +269,18 @@ def export_bioimageio(
     Raises
     ------
     InvalidInputError
-        A bad ``out``, no author, no valid licence, checked before the model is loaded.
+        A bad ``out``, no author, no valid licence or name, checked before the model is loaded.
     SumError
         bioimageio.spec or onnx missing, or the description did not validate.
     """
     if not isinstance(authors, (list, tuple)) or not authors or not all(isinstance(a, str) and a.strip() for a in authors):
         raise InvalidInputError(f"authors: give at least one author name, got {authors!r}")
     licence = _check_licence(licence, model)
+    label = _check_name(name, model)
     require("onnx")
     target = check_target(out, "out", folder=False, overwrite=overwrite, suffix=".zip")
-    label = name or (Path(model).stem if not isinstance(model, SamModel) else model.config.model_type)
     if not isinstance(model, SamModel):
         model = load_model(model, device="cpu")
-    from .onnx import export_graph
-
     package = SumPackageModel(**json.loads(json.dumps(package_kwargs(model, task))))
     package.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()}, strict=True)
     package.input_names = ["image", "point_coords", "point_labels"]
@@ -271,8 +301,6 @@ def export_bioimageio(
             (folder / "README.md").write_text(_readme(model, package.output_names))
             files = {p.name: sha256_of(p) for p in folder.iterdir()}
             rdf = _rdf(model, label, description, list(authors), licence, task, files, package.output_names)
-            import yaml
-
             (folder / RDF_NAME).write_text(yaml.safe_dump(rdf, sort_keys=False))
             _validate(folder)
             with zipfile.ZipFile(temp_zip, "w", compression=zipfile.ZIP_STORED) as archive:

@@ -214,7 +214,7 @@ def _export(model: SamModel, target: Path, settings: DecoderSettings, opset: int
     if ais_decoder_of(model) is not None:
         graphs["ais"] = AisGraph(model)
     files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "ais": "ais_decoder.onnx"}
-    with staged(target, folder=True) as temp:
+    with staged(target, folder=True, ours=_FILES) as temp:
         described = {
             role: export_graph(model, graph, role, temp / files[role], opset) for role, graph in graphs.items()
         }

@@ -77,12 +77,13 @@ def check_target(
 
 
 @contextmanager
-def staged(target: Path, *, folder: bool) -> Iterator[Path]:
+def staged(target: Path, *, folder: bool, ours: Collection[str] = ()) -> Iterator[Path]:
     """Yield a temporary sibling of ``target`` to write; move it to ``target`` when the block ends.
 
     On an error the temporary file or folder is deleted and ``target`` is untouched. An existing
-    folder target (checked by :func:`check_target`) loses its files only once the new export is
-    complete; a file target is replaced atomically.
+    folder target (checked by :func:`check_target`) loses its files named in ``ours`` only once the
+    new export is complete (a file added since the check keeps the folder, and the error says so);
+    a file target is replaced atomically.
     """
     parent = target.absolute().parent
     prefix = f".{target.name}.partial-"
@@ -91,8 +92,13 @@ def staged(target: Path, *, folder: bool) -> Iterator[Path]:
         yield temp
         if folder:
             if target.exists():
-                remove_entries(target, [entry.name for entry in target.iterdir()])
-                target.rmdir()
+                remove_entries(target, ours)
+                try:
+                    target.rmdir()
+                except OSError:
+                    raise InvalidInputError(
+                        f"{target} received other files during the export; they are kept, the new export is not written"
+                    ) from None
             temp.rename(target)
         else:
             os.replace(temp, target)
