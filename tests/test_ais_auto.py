@@ -231,7 +231,7 @@ def test_auto_mode_fetches_a_registry_models_decoder(monkeypatch, ais_model, pla
         (dict(mode="ais", options=AutoOptions()), "AutoOptions are the options of mode 'amg', but mode='ais'"),
         (dict(mode="amg", options=AisOptions()), "AisOptions are the options of mode 'ais', but mode='amg'"),
         (dict(options={"min_size": 3}), "options must be a sum_core.auto_options.AutoOptions, got dict"),
-        (dict(mode="ais", options={"min_size": 3}), "options must be a sum_core.ais.AisOptions, got dict"),
+        (dict(mode="ais", options={"min_size": 3}), "options must be a sum_core.ais_options.AisOptions, got dict"),
     ],
     ids=["unknown", "none", "amg-options", "ais-options", "dict", "dict-ais"],
 )

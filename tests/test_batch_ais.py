@@ -24,7 +24,7 @@ from sum_core.batch import ais_stages, model_spec, object_table, segment_zarr, v
 from sum_core.batch import auto as batch_auto
 from sum_core.cli import main as cli_main
 from sum_core.errors import Cancelled, DamagedTargetError, InvalidInputError
-from sum_core.tiling import tile_grid
+from sum_core.tiling import Region
 from test_ais_auto import ais_model, draw_disc, exact_window_maps, plain_model, synthetic_image  # noqa: F401
 from test_batch import Counter, blobs, use_model
 
@@ -130,7 +130,7 @@ def test_a_unit_larger_than_the_margin_grows_the_window(tmp_path, exact, ais_mod
 
     def spy(block, window, *args):
         found = original(block, window, *args)
-        grown.append(isinstance(found, ais_stages.Region))
+        grown.append(isinstance(found, Region))
         return found
 
     monkeypatch.setattr(ais_stages, "_owned_units", spy)

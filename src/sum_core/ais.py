@@ -19,28 +19,28 @@ near a border are as good as the decoder's view of its surroundings: an object t
 than ``halo`` px beyond its tile's inner region is seen cut by that window, and its maps there may
 differ from the neighbour's (give a larger ``halo`` for large objects).
 
-The options of the watershed are data: :class:`AisOptions` (micro-sam's defaults).
+The options of the watershed are data: :class:`~sum_core.ais_options.AisOptions` (micro-sam's
+defaults; also importable from here).
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .ais_options import AisOptions
 from .ais_postprocess import instances_from_distance_maps
 from .ais_uncertainty import ais_pixel_uncertainty
 from .encoding import encode_image
-from .errors import InvalidInputError, check_cancel
+from .errors import check_cancel
 from .image import Normalization
 from .modeling import SamModel, decode_ais_maps
 from .sources import Planes
 from .tile_window import read_window
 from .tiling import Tile, TileGrid
-from .validation import check_int, check_range
 
 __all__ = [
     "AIS_MAP_BYTES_PER_PIXEL",
@@ -56,75 +56,6 @@ __all__ = [
 AIS_MAP_BYTES_PER_PIXEL = 12
 # Rows of the uncertainty map computed at a time (bounds its float64 temporaries on large images).
 _UNCERTAINTY_PIXELS = 1 << 22
-
-
-@dataclass(frozen=True)
-class AisOptions:
-    """The AIS post-processing options (micro-sam 1.8.14's defaults), validated once.
-
-    The fields are the keyword arguments of
-    :func:`sum_core.ais_postprocess.instances_from_distance_maps` (see there for each step).
-
-    Attributes
-    ----------
-    center_distance_threshold : float
-        Seeds where the smoothed centre distance is below this, in [0, 1].
-    boundary_distance_threshold : float
-        ... and the smoothed boundary distance is below this, in [0, 1) (also the threshold of
-        the uncertainty's boundary term, :func:`sum_core.ais_uncertainty.ais_pixel_uncertainty`).
-    foreground_threshold : float
-        Foreground where the smoothed foreground probability is above this, in [0, 1].
-    foreground_smoothing : float
-        Gaussian sigma (pixels) of the foreground map, >= 0 (0: none).
-    distance_smoothing : float
-        Gaussian sigma (pixels) of both distance maps, >= 0 (0: none).
-    min_size : int
-        Objects with fewer pixels are removed, >= 0 (0 keeps all).
-
-    Examples
-    --------
-    >>> AisOptions(min_size=25).min_size
-    25
-    >>> AisOptions(foreground_threshold=2)
-    Traceback (most recent call last):
-    ...
-    sum_core.errors.InvalidInputError: foreground_threshold must lie in [0.0, 1.0], got 2
-    """
-
-    center_distance_threshold: float = field(
-        default=0.5, metadata={"help": "seeds where the centre distance is below this"}
-    )
-    boundary_distance_threshold: float = field(
-        default=0.5, metadata={"help": "seeds where the boundary distance is below this"}
-    )
-    foreground_threshold: float = field(
-        default=0.5, metadata={"help": "foreground where the probability is above this"}
-    )
-    foreground_smoothing: float = field(
-        default=1.0, metadata={"help": "Gaussian sigma of the foreground map (0: none)"}
-    )
-    distance_smoothing: float = field(default=1.6, metadata={"help": "Gaussian sigma of the distance maps (0: none)"})
-    min_size: int = field(default=0, metadata={"help": "remove objects with fewer pixels (0: keep all)"})
-
-    def __post_init__(self) -> None:
-        values = {
-            "center_distance_threshold": check_range(
-                self.center_distance_threshold, "center_distance_threshold", 0.0, 1.0
-            ),
-            "boundary_distance_threshold": check_range(
-                self.boundary_distance_threshold, "boundary_distance_threshold", 0.0, 1.0
-            ),
-            "foreground_threshold": check_range(self.foreground_threshold, "foreground_threshold", 0.0, 1.0),
-            "foreground_smoothing": check_range(self.foreground_smoothing, "foreground_smoothing", 0.0, math.inf),
-            "distance_smoothing": check_range(self.distance_smoothing, "distance_smoothing", 0.0, math.inf),
-            "min_size": check_int(self.min_size, "min_size", 0),
-        }
-        if values["boundary_distance_threshold"] == 1.0:
-            raise InvalidInputError(
-                "boundary_distance_threshold must be below 1 (the uncertainty's boundary term ramps from it to 1)"
-            )
-        for name, value in values.items():  # plain Python types
-            object.__setattr__(self, name, value)
 
 
 def window_maps(model: SamModel, window: np.ndarray, precision: str = "fp32") -> np.ndarray:

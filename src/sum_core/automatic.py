@@ -396,7 +396,7 @@ def auto_segment(
 
     - ``"ais"``: automatic instance segmentation with the model's AIS decoder (micro-sam's),
       one decoder pass per tile and one seeded watershed over the whole image
-      (:func:`sum_core.ais.ais_segment`); options :class:`~sum_core.ais.AisOptions`.
+      (:func:`sum_core.ais.ais_segment`); options :class:`~sum_core.ais_options.AisOptions`.
     - ``"amg"``: SAM's automatic mask generator, a grid of clicks per tile
       (:func:`generate_masks`); options :class:`~sum_core.auto_options.AutoOptions`.
     - ``"auto"`` (default): the mode of the ``options`` given; without options, AIS when the
@@ -450,7 +450,7 @@ def auto_segment(
         :func:`sum_core.sources.open_image`). For a stack, pass one plane (``stack[z]``).
     options : AutoOptions or AisOptions, optional
         The options of the mode: :class:`~sum_core.auto_options.AutoOptions` (AMG, per window)
-        or :class:`~sum_core.ais.AisOptions` (AIS); default: the mode's defaults.
+        or :class:`~sum_core.ais_options.AisOptions` (AIS); default: the mode's defaults.
     mode : {"auto", "ais", "amg"}
         See above.
     tile_shape, halo : int or (int, int), optional
@@ -624,7 +624,7 @@ def _checked_mode(mode: Any, options: Any) -> str:
             check_options(options, kinds[mode])  # raises: the mode's options type
         raise InvalidInputError(
             f"options must be a sum_core.auto_options.AutoOptions, got {type(options).__name__} "
-            "(or a sum_core.ais.AisOptions for the AIS mode)"
+            "(or a sum_core.ais_options.AisOptions for the AIS mode)"
         )
     given = "ais" if isinstance(options, AisOptions) else "amg"
     if mode == given:

@@ -86,7 +86,7 @@ def segment_zarr(
     by the tile and chunk size, never a whole plane (AIS: except an object whose foreground
     region spans more than a tile, whose maps are read whole).
 
-    **Modes**: ``"ais"`` (the model's AIS decoder, options :class:`~sum_core.ais.AisOptions`),
+    **Modes**: ``"ais"`` (the model's AIS decoder, options :class:`~sum_core.ais_options.AisOptions`),
     ``"amg"`` (SAM's point grid, :class:`~sum_core.auto_options.AutoOptions`), ``"auto"`` (the
     rule of :func:`~sum_core.automatic.auto_segment`: the mode of the options given, else AIS
     when the model carries an AIS decoder, else AMG; the signature records the mode decided) and
@@ -158,7 +158,7 @@ def segment_zarr(
         Progress bar with ETA (local dask schedulers; none with a ``dask.distributed`` client,
         whose tasks local callbacks do not see).
     options : AisOptions, AutoOptions or PredictOptions, optional
-        AIS: :class:`~sum_core.ais.AisOptions`; AMG: :class:`~sum_core.auto_options.AutoOptions`
+        AIS: :class:`~sum_core.ais_options.AisOptions`; AMG: :class:`~sum_core.auto_options.AutoOptions`
         (with ``mode="auto"`` their type chooses the mode); prompts mode:
         :class:`~sum_core.prediction.PredictOptions`; default: the mode's defaults. Part of the
         job signature.

@@ -96,12 +96,12 @@ def auto_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_ais_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--option`` per :class:`~sum_core.ais.AisOptions` field (help from the field's metadata).
+    """One ``--option`` per :class:`~sum_core.ais_options.AisOptions` field (help from the field's metadata).
 
     The argparse defaults are None, so that only the options given reach the job
     (:func:`ais_options_from_args`); the help shows the dataclass's defaults.
     """
-    from ..ais import AisOptions
+    from ..ais_options import AisOptions
 
     group = parser.add_argument_group("AIS options (--mode ais)")
     for field in dataclasses.fields(AisOptions):
@@ -112,8 +112,8 @@ def add_ais_option_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ais_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The :class:`~sum_core.ais.AisOptions` fields given on the command line."""
-    from ..ais import AisOptions
+    """The :class:`~sum_core.ais_options.AisOptions` fields given on the command line."""
+    from ..ais_options import AisOptions
 
     names = (field.name for field in dataclasses.fields(AisOptions))
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}

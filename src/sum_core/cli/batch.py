@@ -61,7 +61,7 @@ def run_batch(args: argparse.Namespace) -> int:
     """Execute ``sum-hq batch``."""
     from ..batch import segment_zarr, verify_target
 
-    from ..ais import AisOptions
+    from ..ais_options import AisOptions
     from ..auto_options import AutoOptions
     from ..errors import InvalidInputError
 
