@@ -39,8 +39,8 @@ CITATIONS = [
     {"text": "Kirillov et al. Segment Anything. ICCV 2023", "doi": "10.48550/arXiv.2304.02643"},
     {"text": "Ke et al. Segment Anything in High Quality. NeurIPS 2023", "doi": "10.48550/arXiv.2306.01567"},
     {
-        "text": "Kulkarni et al. SUM: Uncertainty-aware Fine-tuning of Segmentation Foundation Models. NeurIPS 2024",
-        "doi": "10.48550/arXiv.2411.09563",
+        "text": "SUM: Uncertainty-aware Fine-tuning of Segmentation Foundation Models. NeurIPS 2024",
+        "url": "https://openreview.net/forum?id=qNXRXUC90b",
     },
 ]
 _SIDE = 1024
