@@ -14,7 +14,7 @@ import yaml
 from small_models import small_vit_config
 from sum_core import cli
 from sum_core.errors import CheckpointError, InvalidInputError
-from sum_core.loading import load_model
+from sum_core.loading import load_model, resolve_model
 from sum_core.modeling import ImageEmbedding, build_from_config
 
 ort = pytest.importorskip("onnxruntime")
@@ -85,6 +85,7 @@ def test_round_trip_export_load_same_model(package, tmp_path):
     with zipfile.ZipFile(path) as archive:
         archive.extractall(folder)
     from_folder = load_model(folder, device="cpu")
+    assert resolve_model(folder, device="cpu").config == model.config  # the cached loader takes folders too
     image = torch.from_numpy(np.load(folder / "test_image.npy"))
     coords, labels = (torch.from_numpy(np.load(folder / f"test_{k}.npy")) for k in ("point_coords", "point_labels"))
     with torch.no_grad():  # the library's decode step on the loaded model gives the package's test scores

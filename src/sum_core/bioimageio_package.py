@@ -65,7 +65,9 @@ def _weights_entry(description: object, source: str) -> tuple[str, str]:
     if not parts or PurePosixPath(file).is_absolute() or ".." in parts:
         raise CheckpointError(f"{source}: the weights path {file!r} leads outside the package")
     if not isinstance(digest, str) or len(digest) != 64:
-        raise CheckpointError(f"{source}: the pytorch_state_dict weights {file!r} declare no sha256; refusing unverified weights")
+        raise CheckpointError(
+            f"{source}: the pytorch_state_dict weights {file!r} declare no sha256; refusing unverified weights"
+        )
     return file, digest.lower()
 
 

@@ -273,7 +273,8 @@ def export_bioimageio(
     SumError
         bioimageio.spec or onnx missing, or the description did not validate.
     """
-    if not isinstance(authors, (list, tuple)) or not authors or not all(isinstance(a, str) and a.strip() for a in authors):
+    named = isinstance(authors, (list, tuple)) and all(isinstance(a, str) and a.strip() for a in authors)
+    if not named or not authors:
         raise InvalidInputError(f"authors: give at least one author name, got {authors!r}")
     licence = _check_licence(licence, model)
     label = _check_name(name, model)

@@ -114,7 +114,13 @@ _DYNAMIC = {
 
 
 def _dynamic_axes(names: list[str], role: str) -> dict[str, dict[int, str]]:
-    return {n: _DYNAMIC.get(f"{n}@{role}", _DYNAMIC.get(n)) for n in names if _DYNAMIC.get(f"{n}@{role}", _DYNAMIC.get(n))}
+    """The dynamic axes of a graph's inputs and outputs (a ``name@role`` entry wins over ``name``)."""
+    axes = {}
+    for name in names:
+        dynamic = _DYNAMIC.get(f"{name}@{role}", _DYNAMIC.get(name))
+        if dynamic:
+            axes[name] = dynamic
+    return axes
 
 
 def export_graph(model: SamModel, graph: torch.nn.Module, role: str, path: Path, opset: int) -> dict:
