@@ -35,17 +35,18 @@ import json
 import os
 import re
 import secrets
+import threading
 import warnings
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import urlparse
 
 import platformdirs
 import yaml
 
-from .errors import DownloadError, HashMismatchError, InvalidInputError
+from .errors import DownloadError, HashMismatchError, InvalidInputError, check_cancel
 
 CACHE_ENV = "SUM_HQ_CACHE"
 MODELS_FILE_ENV = "SUM_HQ_MODELS"
@@ -53,6 +54,8 @@ DEFAULT_MODEL = "sam_hq_vit_b"
 MODELS_FOLDER = "models"
 RECORD_FILENAME = "downloads.json"
 _RECORD_FORMAT = "napari-sum-hq download record"
+#: Bytes read between two progress reports (and cancel checks) of a download with a hook.
+HOOK_CHUNK_BYTES = 256 * 1024
 
 BUILTIN_FILE = Path(__file__).with_name("zoo_models.yaml")
 
@@ -451,18 +454,83 @@ def _manual_instructions(entry: ModelEntry, target: Path) -> str:
     )
 
 
-def fetch(name: str, progress: bool = True) -> Path:
+class _ProgressHook:
+    """A pooch progress bar that reports bytes to a callback and stops at a cancel request."""
+
+    def __init__(self, on_progress: Callable[[int, int], None] | None, cancel: threading.Event | None) -> None:
+        self.on_progress = on_progress
+        self.cancel = cancel
+        self.total = 0
+        self.done = 0
+
+    def update(self, n: int) -> None:
+        check_cancel(self.cancel)
+        self.done += n
+        if self.total:
+            self.done = min(self.done, self.total)
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+
+    def reset(self) -> None:
+        self.done = 0
+
+    def close(self) -> None:
+        pass
+
+
+def download_size(name: str, timeout: float = 10.0) -> int | None:
+    """The size in bytes of the file of registry entry ``name`` as its server announces it.
+
+    One HTTP ``HEAD`` request (redirects followed); nothing is downloaded.
+
+    Returns
+    -------
+    int or None
+        The ``Content-Length``, or ``None`` when the server does not say or cannot be reached.
+
+    Raises
+    ------
+    DownloadError
+        If ``name`` is not registered.
+    """
+    import requests
+
+    entry = get_entry(name)
+    try:
+        response = requests.head(entry.url, allow_redirects=True, timeout=timeout)
+        response.raise_for_status()
+        return int(response.headers["content-length"])
+    except (requests.exceptions.RequestException, KeyError, ValueError):
+        return None
+
+
+def fetch(
+    name: str,
+    progress: bool = True,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
     """Return the local path of model ``name``, downloading it if needed.
 
     The file (cached or freshly downloaded) always has its hash verified. Only
-    files this cache downloaded (listed in its record) are ever removed.
+    files this cache downloaded (listed in its record) are ever removed. A
+    download goes to a temporary file in the cache folder, moved to its name
+    only once complete and hash-checked: a failed or cancelled download leaves
+    no file behind.
 
     Parameters
     ----------
     name : str
         Registry name (see :func:`list_models`).
     progress : bool
-        Show a tqdm progress bar while downloading.
+        Show a tqdm progress bar while downloading (not with ``on_progress`` or ``cancel``).
+    on_progress : callable, optional
+        Called as ``on_progress(bytes_done, bytes_total)`` while downloading (every
+        :data:`HOOK_CHUNK_BYTES` bytes; ``bytes_total`` is 0 when the server does not say).
+    cancel : threading.Event, optional
+        When set, the download stops at its next chunk with :class:`~sum_core.errors.Cancelled`
+        and its partial file is removed.
 
     Returns
     -------
@@ -482,6 +550,8 @@ def fetch(name: str, progress: bool = True) -> Path:
     InvalidInputError
         If the ``SUM_HQ_MODELS`` file is malformed, or a foreign file is where
         the download record goes.
+    Cancelled
+        If ``cancel`` was set during the download.
     """
     import pooch  # imported here: pooch + requests cost ~0.4 s, and only downloads need them
     import requests
@@ -525,12 +595,18 @@ def fetch(name: str, progress: bool = True) -> Path:
             return legacy
         _read_record()  # a foreign file where the record goes is refused before downloading
     try:
+        hooked = on_progress is not None or cancel is not None
+        downloader = pooch.HTTPDownloader(
+            progressbar=_ProgressHook(on_progress, cancel) if hooked else progress,
+            chunk_size=HOOK_CHUNK_BYTES if hooked else 1024,
+        )
+        check_cancel(cancel)
         pooch.retrieve(
             entry.url,
             known_hash=entry.known_hash,
             fname=entry.filename,
             path=target.parent,
-            progressbar=progress,
+            downloader=downloader,
         )
     except ValueError as exc:
         if "hash" not in str(exc).lower():
