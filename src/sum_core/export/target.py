@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from ..imageio import _check_path, remove_entries
+from ..imageio import remove_entries
 
 __all__ = ["check_target", "staged"]
 
@@ -51,7 +51,15 @@ def check_target(
         Wrong extension, missing or read-only parent folder, an existing target without
         ``overwrite``, a target of the other kind, or a folder that is not an export of ours.
     """
-    target, info = _check_path(path, name)
+    if not isinstance(path, (str, os.PathLike)) or "\x00" in str(path):
+        raise InvalidInputError(f"{name}: expected a file path, got {path!r}")
+    target = Path(path)
+    try:
+        info = target.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except OSError as error:
+        raise InvalidInputError(f"{name}: cannot look at {target}: {error.strerror}") from None
     if suffix and target.suffix.lower() != suffix:
         raise InvalidInputError(f"{name}: {target} must end in {suffix}")
     parent = target.absolute().parent
