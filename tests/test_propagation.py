@@ -16,7 +16,7 @@ from sum_core.image import to_uint8_rgb
 from sum_core.modeling import build_from_config
 from sum_core.prediction import Prediction
 from sum_core.predictor import Predictor
-from sum_core.propagation import _SliceSegmenter, propagate
+from sum_core.propagation import DirectionStop, PropagationInfo, _mask_prompts, _SliceSegmenter, propagate
 from sum_core.sources import Planes, fixed_normalization
 from sum_core.tiled_predictor import TiledPredictor
 from tiled_fakes import fake_decoder, fake_window_decoder
@@ -222,3 +222,84 @@ def test_prompts_outside_the_slice_and_bad_thresholds(model):
         propagate(volume, 0, 3, {"points": [[500, 5]]}, "no_such_model", progress=False)
     with pytest.raises(InvalidInputError, match="leaves planes of shape"):
         propagate(np.zeros((2, N, H, W), np.float32), 0, 0, np.ones((H, W), bool), model, progress=False)
+
+
+def test_info_names_the_rule_and_value_that_ended_each_direction(model, monkeypatch):
+    tube = make_tube(0, N - 1)
+    tube[13, 10:60, 10:70] = True  # up: slice 13 grows around slice 12's disc, IoU = its area / 3000
+    monkeypatch.setattr(_SliceSegmenter, "segment", fake_segmenter(tube, scores={6: 0.2}))
+    volume = volume_of(tube)
+    out, info = propagate(volume, 0, 10, tube[10], model, progress=False, return_info=True)
+    np.testing.assert_array_equal(out, propagate(volume, 0, 10, tube[10], model, progress=False))
+    assert [s for s in range(N) if out[s].any()] == list(range(7, 13))
+    assert info.down == DirectionStop(6, "score", pytest.approx(0.2))
+    assert info.up == DirectionStop(13, "iou", pytest.approx(tube[12].sum() / 3000))
+    monkeypatch.setattr(_SliceSegmenter, "segment", fake_segmenter(make_tube()))
+    _, info = propagate(volume_of(make_tube()), 0, 9, make_tube()[9], model, progress=False, return_info=True)
+    assert info == PropagationInfo(DirectionStop(4, "empty_mask"), DirectionStop(15, "empty_mask"))
+    whole = make_tube(0, N - 1)
+    segment = fake_segmenter(whole)
+    monkeypatch.setattr(_SliceSegmenter, "segment", lambda self, s, *a: None if s == 3 else segment(self, s, *a))
+    _, info = propagate(volume_of(whole), 0, 2, whole[2], model, progress=False, return_info=True)
+    assert info == PropagationInfo(DirectionStop(None, "end"), DirectionStop(3, "constant_slice"))
+    _, info = propagate(volume_of(whole), 0, 9, whole[9], model, progress=False, return_info=True)
+    assert info.down == DirectionStop(3, "constant_slice")
+    assert info.up == DirectionStop(None, "end")
+
+
+def prompt_recorder(monkeypatch, truth: np.ndarray) -> list[tuple]:
+    """Record (slice, point given, box, mask_input given) of every segmented slice after the start."""
+    calls: list[tuple] = []
+    segment = fake_segmenter(truth)
+
+    def recording(self, s, points, labels, box, mask_input, options):
+        calls.append((s, points is not None, None if box is None else tuple(box), mask_input is not None))
+        # the fake decoder needs a click: the deepest point of the previous slice's mask
+        return segment(self, s, _mask_prompts(truth[s - 1 if s > 9 else s + 1])[0], [1], box, mask_input, options)
+
+    monkeypatch.setattr(_SliceSegmenter, "segment", recording)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("projection", "point", "box", "mask"),
+    [
+        ("points_and_mask_and_box", True, True, True),
+        ("mask", False, True, True),
+        ("points_and_mask", True, False, True),
+        ("box", False, True, False),
+        ("points", True, False, False),
+    ],
+)
+def test_projection_chooses_the_prompts_passed_on(model, monkeypatch, projection, point, box, mask):
+    tube = make_tube()
+    calls = prompt_recorder(monkeypatch, tube)
+    out = propagate(
+        volume_of(tube), 0, 9, {"points": [[30, 29]]}, model, progress=False, projection=projection
+    )
+    np.testing.assert_array_equal(out, tube)  # the fake decoder follows the click: same result
+    assert calls[0] == (9, True, None, False)  # the start slice: the user's prompts
+    assert {c[1:2] + (c[2] is not None, c[3]) for c in calls[1:]} == {(point, box, mask)}
+
+
+def test_box_extension_enlarges_the_projected_box_within_the_plane(model, monkeypatch):
+    tube = make_tube()
+    calls = prompt_recorder(monkeypatch, tube)
+    propagate(volume_of(tube), 0, 9, tube[9], model, progress=False, box_extension=0.25)
+    # slice 10 is prompted from slice 9's disc: rows 22..38, cols 21..37 (17 px): 4.25 px more per side
+    assert calls[0] == (10, True, (17.75, 16.75, 43.25, 42.25), False)
+    edge = np.zeros((N, H, W), bool)
+    edge[:, 0:10, 70:80] = True  # at the plane's corner: clipped to it
+    calls = prompt_recorder(monkeypatch, edge)
+    propagate(volume_of(edge), 0, 9, edge[9], model, progress=False, box_extension=1.0)
+    assert calls[0] == (10, True, (0.0, 60.0, 20.0, 80.0), False)
+
+
+def test_bad_projection_and_box_extension_before_the_model_loads():
+    volume = volume_of(make_tube())
+    with pytest.raises(InvalidInputError, match=r"projection must be one of .*'mask'.*got 'masks'"):
+        propagate(volume, 0, 9, make_tube()[9], "no_such_model", projection="masks", progress=False)
+    with pytest.raises(InvalidInputError, match=r"box_extension must lie in \[0.0, 1.0\], got 2"):
+        propagate(volume, 0, 9, make_tube()[9], "no_such_model", box_extension=2, progress=False)
+    with pytest.raises(InvalidInputError, match="return_info must be True or False"):
+        propagate(volume, 0, 9, make_tube()[9], "no_such_model", return_info=1, progress=False)

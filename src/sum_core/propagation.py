@@ -5,9 +5,11 @@ neighbouring slices in both directions, prompting each slice with the previous s
 result: its logits as ``mask_input`` (when the previous mask came from the model; SAM's
 low-resolution logits for slices encoded as one window, the full-size logits for tiled
 ones), its bounding box, and one positive click at the pixel deepest inside it (the
-centre of its largest inscribed disc). A direction stops when the object ends: the mask
-is empty, its predicted IoU is below ``score_threshold``, or its IoU with the previous
-slice's mask is below ``iou_threshold``.
+centre of its largest inscribed disc); ``projection`` picks a subset of these prompts (micro-sam's
+propagation choices) and ``box_extension`` enlarges the box. A direction stops when the object
+ends: the slice is constant, the mask is empty, its predicted IoU is below ``score_threshold``,
+or its IoU with the previous slice's mask is below ``iou_threshold``; ``return_info=True`` also
+returns which of these rules ended each direction (:class:`PropagationInfo`).
 
 Slices are read one at a time from the (lazy) volume and converted to 8 bits with one
 intensity window for the whole volume (:func:`sum_core.sources.fixed_normalization`).
@@ -21,7 +23,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,7 +40,56 @@ from .prompts import validate_prompts
 from .sources import Planes, fixed_normalization, open_image
 from .validation import check_bool, check_index, check_range
 
-__all__ = ["propagate"]
+__all__ = ["PROJECTIONS", "DirectionStop", "PropagationInfo", "propagate"]
+
+#: How the previous slice's result prompts the next one: which of its mask logits
+#: (``mask_input``), bounding box and deepest point are passed.
+PROJECTIONS: dict[str, tuple[bool, bool, bool]] = {
+    "points_and_mask_and_box": (True, True, True),  # (point, mask logits, box): the default
+    "mask": (False, True, True),  # micro-sam's "mask": the logits and the box
+    "points_and_mask": (True, True, False),
+    "box": (False, False, True),
+    "points": (True, False, False),  # the one deepest point
+}
+
+StopRule = Literal["end", "constant_slice", "empty_mask", "score", "iou"]
+
+
+@dataclass(frozen=True)
+class DirectionStop:
+    """Why one direction of a propagation ended.
+
+    Attributes
+    ----------
+    stop_slice : int or None
+        The first slice not taken (None when the walk reached the end of the stack).
+    rule : str
+        ``"end"`` (end of the stack), ``"constant_slice"``, ``"empty_mask"``, ``"score"``
+        (predicted IoU below ``score_threshold``) or ``"iou"`` (IoU with the previous slice
+        below ``iou_threshold``).
+    value : float or None
+        The failing value for ``"score"`` / ``"iou"``; None otherwise.
+    """
+
+    stop_slice: int | None
+    rule: StopRule
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class PropagationInfo:
+    """How a propagation ended in each direction.
+
+    Attributes
+    ----------
+    down : DirectionStop
+        Towards slice 0.
+    up : DirectionStop
+        Towards the last slice.
+    """
+
+    down: DirectionStop
+    up: DirectionStop
 
 
 class _SliceSegmenter:
@@ -65,10 +117,16 @@ class _SliceSegmenter:
         return self.predictor.predict(points=points, labels=labels, box=box, mask_input=mask_input, **options)
 
 
-def _mask_prompts(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(points (1, 2), labels (1,), box (4,)) derived from a non-empty mask."""
+def _mask_prompts(mask: np.ndarray, box_extension: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points (1, 2), labels (1,), box (4,)) derived from a non-empty mask.
+
+    The box is enlarged on each side by ``box_extension`` times its height / width, clipped to the plane.
+    """
     rows, cols = np.nonzero(mask)
     box = np.array([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1], dtype=np.float64)
+    if box_extension:
+        grow = box_extension * np.tile(box[2:] - box[:2], 2) * np.array([-1, -1, 1, 1])
+        box = np.clip(box + grow, 0, np.tile(mask.shape, 2))
     depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     r, c = np.unravel_index(np.argmax(depth), mask.shape)
     return np.array([[r + 0.5, c + 0.5]]), np.array([1]), box
@@ -94,7 +152,10 @@ def propagate(
     progress: bool = True,
     *,
     cancel: threading.Event | None = None,
-) -> np.ndarray:
+    projection: str = "points_and_mask_and_box",
+    box_extension: float = 0.0,
+    return_info: bool = False,
+) -> np.ndarray | tuple[np.ndarray, PropagationInfo]:
     """Segment an object in slice ``index`` and follow it through the stack.
 
     Parameters
@@ -129,17 +190,30 @@ def propagate(
     cancel : threading.Event, optional
         Checked before each slice and between the tiles of a tiled slice: raises
         :class:`sum_core.errors.Cancelled` when set.
+    projection : str
+        Which prompts the previous slice's result gives the next slice (a key of
+        :data:`PROJECTIONS`): ``"points_and_mask_and_box"`` (default: its logits as
+        ``mask_input``, its bounding box and its deepest point), ``"mask"`` (logits and box,
+        micro-sam's "mask"), ``"points_and_mask"``, ``"box"`` or ``"points"``. The logits are
+        passed only when the previous mask came from the model (not for a given start mask).
+    box_extension : float
+        Enlarge the projected box on each side by this fraction of its height / width, in
+        ``[0, 1]`` (micro-sam's ``box_extension``; 0 keeps the mask's box).
+    return_info : bool
+        Also return a :class:`PropagationInfo`: which rule ended each direction, at which slice.
 
     Returns
     -------
-    np.ndarray
-        bool, the volume's shape without its channel axis; True where the object is.
+    np.ndarray or (np.ndarray, PropagationInfo)
+        bool, the volume's shape without its channel axis; True where the object is. With
+        ``return_info``, the pair (masks, info).
 
     Raises
     ------
     InvalidInputError
         Bad axis or index, a mask of the wrong shape or empty, prompts outside the slice or
-        more than one box, bad thresholds; all found before the model is loaded.
+        more than one box, bad thresholds, an unknown projection, a box extension outside
+        ``[0, 1]``; all found before the model is loaded.
     """
     if axis is None:
         raise InvalidInputError("axis must be the slice axis of the volume (an int), got None")
@@ -149,6 +223,11 @@ def propagate(
     iou_threshold = check_range(iou_threshold, "iou_threshold", 0.0, 1.0)
     score_threshold = check_range(score_threshold, "score_threshold", 0.0, 1.0)
     progress = check_bool(progress, "progress")
+    return_info = check_bool(return_info, "return_info")
+    box_extension = check_range(box_extension, "box_extension", 0.0, 1.0)
+    if projection not in PROJECTIONS:
+        raise InvalidInputError(f"projection must be one of {sorted(PROJECTIONS)}, got {projection!r}")
+    use_point, use_mask, use_box = PROJECTIONS[projection]
     PredictOptions(multimask=multimask, task=task)  # refuse bad options before any work
     start_mask = None
     if isinstance(mask_or_prompts, Mapping):
@@ -191,29 +270,53 @@ def propagate(
         idx.insert(planes.stack_axis, s)
         out[tuple(idx)] = mask
 
+    def result(down: DirectionStop, up: DirectionStop) -> np.ndarray | tuple[np.ndarray, PropagationInfo]:
+        return (out, PropagationInfo(down, up)) if return_info else out
+
     start_prompt = None
     if start_mask is None:
         check_cancel(cancel)
         pred = segmenter.segment(index, start.points, start.labels, start.boxes, None, options)
         if pred is None or not pred.mask.any():
-            return out
+            stop = DirectionStop(index, "constant_slice" if pred is None else "empty_mask")
+            return result(stop, stop)
         start_mask, start_prompt = pred.mask, pred.mask_prompt()
     put(index, start_mask)
+    stops: dict[int, DirectionStop] = {}
     with tqdm(total=n - 1, desc="propagating", unit="slice", disable=not progress) as bar:
         for step in (1, -1):
             prev_mask, prev_prompt, s = start_mask, start_prompt, index + step
+            stops[step] = DirectionStop(None, "end")
             while 0 <= s < n:
                 check_cancel(cancel)
                 bar.update(1)
-                points, labels, box = _mask_prompts(prev_mask)
-                pred = segmenter.segment(s, points, labels, box, prev_prompt, options)
-                if (
-                    pred is None
-                    or not pred.mask.any()
-                    or pred.score < score_threshold
-                    or _iou(pred.mask, prev_mask) < iou_threshold
-                ):
+                points, labels, box = _mask_prompts(prev_mask, box_extension)
+                pred = segmenter.segment(
+                    s,
+                    points if use_point else None,
+                    labels if use_point else None,
+                    box if use_box else None,
+                    prev_prompt if use_mask else None,
+                    options,
+                )
+                stop = _stop_rule(pred, prev_mask, score_threshold, iou_threshold)
+                if stop is not None:
+                    stops[step] = DirectionStop(s, *stop)
                     break
                 put(s, pred.mask)
                 prev_mask, prev_prompt, s = pred.mask, pred.mask_prompt(), s + step
-    return out
+    return result(stops[-1], stops[1])
+
+
+def _stop_rule(
+    pred: Prediction | None, prev_mask: np.ndarray, score_threshold: float, iou_threshold: float
+) -> tuple[StopRule, float | None] | None:
+    """(rule, failing value) that ends a direction at this slice's prediction, or None to go on."""
+    if pred is None:
+        return "constant_slice", None
+    if not pred.mask.any():
+        return "empty_mask", None
+    if pred.score < score_threshold:
+        return "score", float(pred.score)
+    iou = _iou(pred.mask, prev_mask)
+    return ("iou", iou) if iou < iou_threshold else None
