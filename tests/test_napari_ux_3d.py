@@ -42,17 +42,21 @@ def test_propagation_keeps_uncertainty_names_its_ends_and_clears_by_slice(
     fix = np.nonzero(disk != (layers.current().data[2] > 0))
     layers.current().data_setitem((np.full(fix[0].size, 2), *fix), disk[fix].astype(np.uint16))
 
+    group = widget.propagation_group  # micro-sam's options reach sum_core.propagate
+    group.projection_combo.setCurrentText("mask")
+    group.box_extension_spin.setValue(0.1)
+    seen, real = [], propagation.propagate
+    monkeypatch.setattr(propagation, "propagate", lambda *a, **k: seen.append(k) or real(*a, **k))
     press(viewer, qtbot, Qt.Key_S, Qt.ShiftModifier)
     wait_for_encode(widget, qtbot)
+    assert (seen[0]["projection"], seen[0]["box_extension"], seen[0]["return_info"]) == ("mask", 0.1, True)
 
     current = layers.current().data
     np.testing.assert_array_equal(current[[0, 1, 3, 4]] > 0, stack[[0, 1, 3, 4]] > 100)
     assert not current[5].any()
     np.testing.assert_array_equal(uncertainty.data[2], start_map)  # not erased by the propagation
     status = widget.status_label.text()
-    assert "down: reached slice 0, the end of the stack" in status
-    assert "up: stopped at slice 5 (a direction stops where a mask is empty or a slice constant, its " in status
-    assert "predicted IoU is below 0.50 or its IoU with the previous slice is below 0.50)" in status
+    assert "Ends: down: reached the end of the stack; up: stopped at slice 5: the mask is empty." in status
     save_screenshot(viewer, qtbot, "interactive_3d.png")
 
     viewer.dims.set_current_step(0, 3)

@@ -492,13 +492,15 @@ def test_scrolling_during_propagation_keeps_it_running_and_blank_slices_raise_no
 
     import napari_sum_hq._interactive_widget as iw
     from napari_sum_hq._propagation import PropagationResult
+    from sum_core.propagation import DirectionStop, PropagationInfo
 
     release = threading.Event()
 
     def slow_job(choice, model, stack, index, mask, token, *rest):
         release.wait(20)
         token.check()
-        return PropagationResult(model, ())
+        stop = DirectionStop(index, "empty_mask")
+        return PropagationResult(model, (), PropagationInfo(stop, stop), {})
 
     monkeypatch.setattr(iw, "propagation_job", slow_job)
     viewer = make_napari_viewer()

@@ -108,6 +108,7 @@ from ._layers import (
     write_uncertainty,
 )
 from ._propagation import PropagationResult, describe_stops, propagation_job
+from ._propagation_group import PropagationGroup
 from ._prompts import box_shapes, boxes_on_slice, on_slice, points_on_slice
 from ._session import (
     PREPARE_STEPS,
@@ -318,23 +319,11 @@ class InteractiveSegmentationWidget(QWidget):
         prompt_layout.addRow(commit_row)
         prompt_layout.addRow(clear_row)
 
-        self.propagate_button = QPushButton("Propagate through the stack [Shift+S]")
-        self.propagate_button.clicked.connect(self.propagate)
-        self.iou_spin = QDoubleSpinBox()
-        self.score_spin = QDoubleSpinBox()
-        for spin, value, tip in (
-            (self.iou_spin, 0.5, "Stop when a slice's mask overlaps the previous slice's by less than this IoU."),
-            (self.score_spin, 0.5, "Stop when the predicted IoU of a slice's mask is below this."),
-        ):
-            spin.setRange(0.0, 1.0)
-            spin.setSingleStep(0.05)
-            spin.setValue(value)
-            spin.setToolTip(tip)
-        propagation = QGroupBox("3D / time propagation")
-        propagation_layout = QFormLayout(propagation)
-        propagation_layout.addRow("stop below IoU with previous slice", self.iou_spin)
-        propagation_layout.addRow("stop below predicted IoU", self.score_spin)
-        propagation_layout.addRow(self.propagate_button)
+        propagation = PropagationGroup()
+        propagation.button.clicked.connect(self.propagate)
+        self.propagation_group = propagation
+        self.propagate_button = propagation.button
+        self.iou_spin, self.score_spin = propagation.iou_spin, propagation.score_spin
 
         layout = QVBoxLayout(self)
         layout.addWidget(settings)
@@ -1015,8 +1004,7 @@ class InteractiveSegmentationWidget(QWidget):
             "Propagation",
             propagation_job,
             (choice, self.predictors.model_for(choice), image.data[0] if image.multiscale else image.data,
-             key[0], mask, token, relay, self.iou_spin.value(), self.score_spin.value(),
-             self.task_combo.currentData()),
+             key[0], mask, token, relay, self.task_combo.currentData(), self.propagation_group.options()),
             partial(self._write_propagation, key),
             stop=token.cancel,
             relay=relay,
@@ -1032,7 +1020,7 @@ class InteractiveSegmentationWidget(QWidget):
         current.refresh()
         self._last_result = None
         filled = [piece.slice_key[0] for piece in result.objects]
-        stops = describe_stops(result, self.iou_spin.value(), self.score_spin.value())
+        stops = describe_stops(result)
         if not filled:
             self.status_label.setText(f"Propagated from slice {key[0]}: {stops}.")
             return

@@ -21,39 +21,34 @@ class PropagationResult:
         The model used (resolved in the worker when the widget had none yet).
     objects : tuple of ObjectPiece
         The object on every slice where it was found, cut to its bounding box there.
+    info : PropagationInfo
+        Which rule ended each direction (:func:`sum_core.propagate`'s ``return_info``).
+    thresholds : dict
+        ``iou_threshold`` / ``score_threshold`` used, for the status line.
     """
 
     model: Any
     objects: tuple[ObjectPiece, ...]
-    n_slices: int = 0
+    info: Any
+    thresholds: dict[str, float]
 
 
-def describe_stops(result: PropagationResult, iou_threshold: float, score_threshold: float) -> str:
-    """Where a propagation ended in each direction, and by which rules, for the status line.
+def _describe(stop: Any, thresholds: dict[str, float]) -> str:
+    if stop.rule == "end":
+        return "reached the end of the stack"
+    if stop.rule == "score":
+        why = f"predicted IoU {stop.value:.2f} < {thresholds['score_threshold']:.2f}"
+    elif stop.rule == "iou":
+        why = f"IoU with the previous slice {stop.value:.2f} < {thresholds['iou_threshold']:.2f}"
+    else:
+        why = "the slice is constant" if stop.rule == "constant_slice" else "the mask is empty"
+    return f"stopped at slice {stop.stop_slice}: {why}"
 
-    :func:`sum_core.propagate` returns only the mask stack, so an end before the first or last
-    slice is reported with the rules that can end it there (a threshold of 0 cannot), not which
-    one did.
-    """
-    filled = [piece.slice_key[0] for piece in result.objects]
-    if not filled:
-        return "no slice holds the object"
-    ends, early = [], False
-    for label, last, edge, step in (("down", min(filled), 0, -1), ("up", max(filled), result.n_slices - 1, 1)):
-        if last == edge:
-            ends.append(f"{label}: reached slice {edge}, the end of the stack")
-        else:
-            ends.append(f"{label}: stopped at slice {last + step}")
-            early = True
-    if not early:
-        return "; ".join(ends)
-    rules = ["a mask is empty or a slice constant"]
-    if score_threshold > 0:
-        rules.append(f"its predicted IoU is below {score_threshold:.2f}")
-    if iou_threshold > 0:
-        rules.append(f"its IoU with the previous slice is below {iou_threshold:.2f}")
-    said = rules[0] if len(rules) == 1 else ", ".join(rules[:-1]) + " or " + rules[-1]
-    return "; ".join(ends) + f" (a direction stops where {said})"
+
+def describe_stops(result: PropagationResult) -> str:
+    """Where and by which rule a propagation ended in each direction, for the status line."""
+    info = result.info
+    return f"down: {_describe(info.down, result.thresholds)}; up: {_describe(info.up, result.thresholds)}"
 
 
 def propagation_job(
@@ -64,17 +59,16 @@ def propagation_job(
     mask: np.ndarray,
     token: CancelToken,
     relay: ProgressRelay,
-    iou_threshold: float,
-    score_threshold: float,
     task: int,
+    options: dict[str, Any],
 ) -> PropagationResult:
     """Follow the object ``mask`` of slice ``index`` through ``stack`` (slice axis first).
 
-    Runs :func:`sum_core.propagate` on a :class:`~napari_sum_hq._jobs.ReportingVolume`, so
-    every slice read is a progress step and a cancel stops the walk at the next slice
-    (raising :class:`~napari_sum_hq._jobs.JobCancelled`). The intensity window is computed
-    once from the stack itself, outside the progress count. The result is cut into one
-    window per slice here, so the GUI thread writes only those windows.
+    Runs :func:`sum_core.propagate` (with ``options``: thresholds, projection, box extension) on a
+    :class:`~napari_sum_hq._jobs.ReportingVolume`, so every slice read is a progress step and a
+    cancel stops the walk at the next slice (raising :class:`~napari_sum_hq._jobs.JobCancelled`).
+    The intensity window is computed once from the stack itself, outside the progress count. The
+    result is cut into one window per slice here, so the GUI thread writes only those windows.
     """
     if model is None:
         model = load_model(choice)
@@ -82,19 +76,20 @@ def propagation_job(
     from sum_core.sources import Planes, fixed_normalization
 
     normalization = fixed_normalization(Planes(stack, stack_axis=0))
-    out = propagate(
+    out, info = propagate(
         ReportingVolume(stack, token, relay),
         axis=0,
         index=index,
         mask_or_prompts=mask,
         model=model,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
         normalization=normalization,
         task=task,
         device=next(model.parameters()).device,
         progress=False,
         cancel=token.event,  # also stops inside a slice, between its tiles
+        return_info=True,
+        **options,
     )
     pieces = (object_piece((z,), plane, 1) for z, plane in enumerate(out))
-    return PropagationResult(model, tuple(piece for piece in pieces if piece is not None), len(out))
+    thresholds = {k: options[k] for k in ("iou_threshold", "score_threshold")}
+    return PropagationResult(model, tuple(piece for piece in pieces if piece is not None), info, thresholds)
