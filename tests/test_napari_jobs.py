@@ -299,17 +299,21 @@ def test_batch_widget_cancel_then_resume_and_open(make_napari_viewer, qtbot, tin
     assert len(tiles) == 8
 
 
-def test_batch_widget_errors_are_notifications(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, notifications):
+def test_batch_widget_errors_are_in_the_status_line(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path, notifications):
     from napari_sum_hq._batch_widget import BatchSegmentationWidget
+    from napari_sum_hq._job_widget import ERROR_STYLE
 
     viewer = make_napari_viewer()
     widget = BatchSegmentationWidget(viewer)
     click(qtbot, widget.run_button)
+    assert "Give a source image and a target" in widget.status_label.text()
+    assert widget.status_label.styleSheet() == ERROR_STYLE
     widget.model.set_source(str(tiny_checkpoint))
     widget.source_edit.setText(str(tmp_path / "missing.zarr"))
     widget.target_edit.setText(str(tmp_path / "out.zarr"))
     click(qtbot, widget.run_button)
     wait_job(widget, qtbot)
-    messages = errors(notifications)
-    assert any("give a source image and a target" in m for m in messages)
-    assert any("missing.zarr" in m and "does not exist" in m for m in messages)
+    text = widget.status_label.text()
+    assert text.startswith("Failed: ") and "missing.zarr" in text and "does not exist" in text
+    assert widget.status_label.styleSheet() == ERROR_STYLE
+    assert errors(notifications) == []  # sum_core errors: no pop-up

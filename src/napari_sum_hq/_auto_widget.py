@@ -6,14 +6,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout
-from sum_core.errors import SumError
+from sum_core.errors import InvalidInputError, SumError
 
 from ._batch_jobs import FEATURE_COLUMNS, AutoResult, auto_job
 from ._job_widget import JobWidget
 from ._layers import spatial_shape
-from ._widget_parts import ModelPicker, ModeOptions, TilingOptions
+from ._widget_parts import ModelPicker, ModeOptions, TilingOptions, sole_image
 
 if TYPE_CHECKING:
     import napari
@@ -21,6 +20,8 @@ if TYPE_CHECKING:
 
 SCOPE_SLICE = "current slice"
 SCOPE_IMAGE = "whole image / stack"
+#: Suffix of the result image layers (never offered as the image to segment).
+UNCERTAINTY_SUFFIX = " auto uncertainty"
 
 
 class AutomaticSegmentationWidget(JobWidget):
@@ -48,6 +49,11 @@ class AutomaticSegmentationWidget(JobWidget):
         super().__init__("Segment everything")
         self.viewer = viewer
         self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image layer to segment (pre-selected when the viewer has one image).")
+        self.run_button.setToolTip(
+            "Segment every object of the chosen image (or slice) in the background; the results are "
+            "the layers '<image> auto labels' and '<image> auto uncertainty'."
+        )
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([SCOPE_SLICE, SCOPE_IMAGE])
         self.scope_combo.setToolTip("For stacks: only the displayed slice, or every slice.")
@@ -58,14 +64,14 @@ class AutomaticSegmentationWidget(JobWidget):
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("scope", self.scope_combo)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(self.body)
         layout.addLayout(form)
         layout.addWidget(self.model)
         layout.addWidget(self.auto_mode)
         layout.addWidget(self.tiling)
         layout.addLayout(self.job_row)
         layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
+        layout.addLayout(self.status_row)
         layout.addStretch(1)
         self._refresh_images()
         viewer.layers.events.inserted.connect(self._refresh_images)
@@ -80,9 +86,11 @@ class AutomaticSegmentationWidget(JobWidget):
 
     def _refresh_images(self, *_args) -> None:
         current = self.image_combo.currentData()
+        if current not in self.viewer.layers:
+            current = sole_image(self.viewer, skip=(UNCERTAINTY_SUFFIX,))
         self.image_combo.clear()
         for layer in self.viewer.layers:
-            if isinstance(layer, Image) and not layer.name.endswith(" auto uncertainty"):
+            if isinstance(layer, Image) and not layer.name.endswith(UNCERTAINTY_SUFFIX):
                 self.image_combo.addItem(layer.name, layer)
         self.image_combo.setCurrentIndex(max(0, self.image_combo.findData(current)))
 
@@ -96,19 +104,24 @@ class AutomaticSegmentationWidget(JobWidget):
         """Start the automatic segmentation of the chosen image (or slice)."""
         image = self.image_layer
         if image is None:
-            show_error("No image chosen: add an image layer and pick it in the automatic segmentation widget.")
+            self.set_status("No image chosen: add an image layer and pick it above.", error=True)
+            return
+        missing = self.model.not_downloaded()
+        if missing:
+            self.set_status(missing, error=True)
             return
         shape = spatial_shape(image)
         data = image.data[0] if image.multiscale else image.data
         key = self._slice_key(image)
         whole = self.scope_combo.currentText() == SCOPE_IMAGE
-        if whole and len(key) > 1:
-            show_error(f"whole image: stacks with one slice axis only; this image has {len(key)} leading axes.")
-            return
         try:
+            if whole and len(key) > 1:
+                raise InvalidInputError(
+                    f"whole image: stacks with one slice axis only; this image has {len(key)} leading axes"
+                )
             options = self.auto_mode.options()
         except SumError as exc:
-            show_error(str(exc))
+            self.fail(exc, "Cannot start")
             return
         pixels = data if whole or not key else data[key]  # read in the worker (dask stays lazy)
         stack_axis = 0 if whole and key else None
@@ -148,7 +161,7 @@ class AutomaticSegmentationWidget(JobWidget):
             layer.refresh()
         layers[0].features = _merged_features(layers[0].features, slice_index, result.features)
         where = f" on slice {key}" if key else ""
-        self.status_label.setText(f"Found {result.n_objects} object(s) ({result.mode.upper()}){where}.")
+        self.set_status(f"Found {result.n_objects} object(s) ({result.mode.upper()}){where}.")
 
 
 def _merged_features(old: pd.DataFrame, slice_index: int | None, new: pd.DataFrame | None) -> pd.DataFrame:

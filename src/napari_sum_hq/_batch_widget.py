@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -16,7 +16,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QVBoxLayout,
 )
-from sum_core.errors import SumError
+from sum_core.errors import InvalidInputError, SumError
 
 from ._batch_jobs import batch_job_with_features
 from ._job_widget import JobWidget
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 #: The job kinds: automatic (the mode of :class:`~napari_sum_hq._widget_parts.ModeOptions`) or prompts.
 AUTOMATIC, PROMPTS = "automatic", "prompts"
+#: How ``sum_core.batch`` names its overwrite switch, and what the widget calls it.
+CLI_OVERWRITE = "overwrite=True (--overwrite)"
+OVERWRITE_LABEL = "overwrite a target of another job"
 
 
 class BatchSegmentationWidget(JobWidget):
@@ -53,41 +56,61 @@ class BatchSegmentationWidget(JobWidget):
         self.viewer = viewer
         self.source_edit = QLineEdit()
         self.source_edit.setPlaceholderText("image.zarr, image.ome.zarr or image.tif")
+        self.source_edit.setToolTip("The image on disk: a zarr / OME-Zarr folder or a TIFF file (2D, or a stack).")
         self.target_edit = QLineEdit()
         self.target_edit.setPlaceholderText("result.zarr (folder)")
+        self.target_edit.setToolTip(
+            "The zarr v3 group written (arrays 'labels' and 'uncertainty'); the same target and settings resume a job."
+        )
         self.mode_combo = QComboBox()
         self.mode_combo.addItems([AUTOMATIC, PROMPTS])
+        self.mode_combo.setToolTip(
+            "automatic: segment every object (AIS or AMG, below); prompts: the points / boxes of a CSV prompt table."
+        )
         self.prompts_edit = QLineEdit()
         self.prompts_edit.setPlaceholderText("prompts.csv (prompts mode)")
+        self.prompts_edit.setToolTip("CSV prompt table of the prompts kind (`sum-hq batch --help` gives its columns).")
         self.axis_edit = QLineEdit()
         self.axis_edit.setPlaceholderText("slice axis: name (z, t) or index; empty = auto")
-        self.overwrite_check = QCheckBox("overwrite a target of another job")
+        self.axis_edit.setToolTip("The axis along which a stack is cut into 2D slices: a name (z, t) or an index.")
+        self.overwrite_check = QCheckBox(OVERWRITE_LABEL)
+        self.overwrite_check.setToolTip(
+            "Replace a target written by a job with other settings (or damaged); unchecked, such a target is refused."
+        )
+        self.run_button.setToolTip("Start the job in the background, or resume it where it stopped.")
         self.model = ModelPicker()
         self.auto_mode = ModeOptions()
         self.tiling = TilingOptions("Tiling (both kinds)")
         self.mode_combo.currentTextChanged.connect(lambda kind: self.auto_mode.setVisible(kind == AUTOMATIC))
         self.run_button.clicked.connect(self.run)
         form = QFormLayout()
-        form.addRow("source", _with_browse(self.source_edit, self._browse_source))
-        form.addRow("target", _with_browse(self.target_edit, self._browse_target))
+        form.addRow("source", _with_browse(self.source_edit, ("file...", self._browse_source_file,
+                                                             "Choose a TIFF (or other image) file."),
+                                           ("zarr...", self._browse_source_zarr, "Choose a zarr / OME-Zarr folder.")))
+        form.addRow("target", _with_browse(self.target_edit, ("...", self._browse_target,
+                                                             "Choose the folder the target is created in.")))
         form.addRow("mode", self.mode_combo)
-        form.addRow("prompts", _with_browse(self.prompts_edit, self._browse_prompts))
+        form.addRow("prompts", _with_browse(self.prompts_edit, ("...", self._browse_prompts, "Choose the CSV prompt table.")))
         form.addRow("axis", self.axis_edit)
         form.addRow(self.overwrite_check)
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(self.body)
         layout.addLayout(form)
         layout.addWidget(self.model)
         layout.addWidget(self.auto_mode)
         layout.addWidget(self.tiling)
         layout.addLayout(self.job_row)
         layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
+        layout.addLayout(self.status_row)
         layout.addStretch(1)
         self.auto_mode.follow(self.model)
 
-    def _browse_source(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Source image", "", "Images (*.tif *.tiff *.zarr);;All files (*)")
-        path = path or QFileDialog.getExistingDirectory(self, "Source zarr folder")
+    def _browse_source_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Source image file", "", "TIFF (*.tif *.tiff);;All files (*)")
+        if path:
+            self.source_edit.setText(path)
+
+    def _browse_source_zarr(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Source zarr / OME-Zarr folder")
         if path:
             self.source_edit.setText(path)
 
@@ -124,12 +147,16 @@ class BatchSegmentationWidget(JobWidget):
         """Start (or resume) the job in a worker thread."""
         source, target = self.source_edit.text().strip(), self.target_edit.text().strip()
         if not source or not target:
-            show_error("Batch segmentation: give a source image and a target folder.")
+            self.set_status("Give a source image and a target folder.", error=True)
+            return
+        missing = self.model.not_downloaded()
+        if missing:
+            self.set_status(missing, error=True)
             return
         try:
             arguments = self.job_arguments()
         except SumError as exc:
-            show_error(str(exc))
+            self.fail(exc, "Cannot start")
             return
         self.start_job(
             batch_job_with_features, (source, target, self.model.choice()), arguments,
@@ -154,13 +181,22 @@ class BatchSegmentationWidget(JobWidget):
             uncertainty, name=f"{stem} uncertainty", colormap="magma", contrast_limits=(0.0, 1.0),
             blending="additive", opacity=0.7, visible=False,
         )  # fmt: skip
-        self.status_label.setText(f"Done: {target} (labels {labels.shape}, opened lazily).")
+        self.set_status(f"Done: {target} (labels {labels.shape}, opened lazily).")
+
+    def fail(self, exc: BaseException, prefix: str = "Failed") -> None:
+        """Report a failure (see :meth:`JobWidget.fail`); ``sum_core``'s overwrite flag is named as the checkbox."""
+        if isinstance(exc, SumError) and CLI_OVERWRITE in str(exc):
+            exc = InvalidInputError(str(exc).replace(CLI_OVERWRITE, f'check "{OVERWRITE_LABEL}"'))
+        super().fail(exc, prefix)
 
 
-def _with_browse(edit: QLineEdit, browse) -> QHBoxLayout:
+def _with_browse(edit: QLineEdit, *buttons: tuple[str, Callable[[], None], str]) -> QHBoxLayout:
+    """``edit`` followed by one button per ``(text, slot, tooltip)``."""
     row = QHBoxLayout()
     row.addWidget(edit)
-    button = QPushButton("...")
-    button.clicked.connect(browse)
-    row.addWidget(button)
+    for text, browse, tip in buttons:
+        button = QPushButton(text)
+        button.setToolTip(tip)
+        button.clicked.connect(browse)
+        row.addWidget(button)
     return row

@@ -1,10 +1,10 @@
-"""Form pieces shared by the widgets: model choice (all three), automatic mode and options, tiling."""
+"""Form pieces shared by the widgets: model choice (all three), automatic mode and options, tiling, image choice."""
 
 from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
@@ -21,13 +21,23 @@ from qtpy.QtWidgets import (
 from sum_core.errors import SumError
 
 from ._batch_jobs import decoder_mode, registry_decoder
+from ._download import DownloadPanel
 from ._session import DEVICES, ModelChoice
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image
 
 LOCAL_FILE_ITEM = "local file..."
 
 
 class ModelPicker(QWidget):
     """Registry model or checkpoint file, and the device to run on.
+
+    A registry model whose files are not in the cache is never downloaded behind the user's
+    back: :attr:`download` (a :class:`~napari_sum_hq._download.DownloadPanel`) says so, with
+    its size, a Download button, progress in bytes and Cancel; :meth:`not_downloaded` is the
+    check a widget makes before a job that would load the model.
 
     Signals
     -------
@@ -54,14 +64,35 @@ class ModelPicker(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(DEVICES)
         self.device_combo.currentIndexChanged.connect(self.changed)
+        self.model_combo.setToolTip(
+            "Registry model (downloaded once into the model cache, on request) or a checkpoint file "
+            f"('{LOCAL_FILE_ITEM}'); `sum-hq models list` describes the registry models."
+        )
+        self.device_combo.setToolTip("Where the model runs: auto picks a GPU (CUDA / Apple MPS) when there is one.")
+        self.download = DownloadPanel()
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("model", self.model_combo)
+        form.addRow(self.download)
         form.addRow("device", self.device_combo)
+        self.changed.connect(self._check_download)
+        self._check_download()
 
     def choice(self) -> ModelChoice:
         """The chosen model source and device."""
         return ModelChoice(self.model_combo.currentText(), self.device_combo.currentText())
+
+    def not_downloaded(self) -> str:
+        """Why the chosen model cannot run yet (its files are not downloaded), or ``""``.
+
+        Call it before starting a job that loads the model: a non-empty answer is the status line
+        to show (the download panel is showing too).
+        """
+        self._check_download()
+        return self.download.status()
+
+    def _check_download(self) -> None:
+        self.download.show_for(self.model_combo.currentText())
 
     def set_source(self, source: str) -> None:
         """Choose a registry name or a checkpoint path."""
@@ -294,6 +325,17 @@ class ModeOptions(QWidget):
     def _show_group(self, *_args) -> None:
         for mode, group in self.groups.items():
             group.setVisible(mode == self.mode())
+
+
+def sole_image(viewer: napari.viewer.Viewer, skip: tuple[str, ...] = ()) -> Image | None:
+    """The viewer's image layer when it has exactly one (names ending in one of ``skip`` not counted).
+
+    The widgets pre-select it, so a user with one image never has to pick it.
+    """
+    from napari.layers import Image
+
+    images = [layer for layer in viewer.layers if isinstance(layer, Image) and not layer.name.endswith(skip)]
+    return images[0] if len(images) == 1 else None
 
 
 def _decoder_tip(source: str, has_decoder: bool) -> str:
