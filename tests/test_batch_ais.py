@@ -36,7 +36,8 @@ def finite_exact_maps(calls: list | None = None):
     fake = exact_window_maps(calls)
 
     def window_maps(model, window, precision="fp32"):
-        return np.nan_to_num(fake(model, window, precision), nan=0.0)
+        with np.errstate(invalid="ignore"):
+            return np.nan_to_num(fake(model, window, precision), nan=0.0)
 
     return window_maps
 
