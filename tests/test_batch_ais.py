@@ -318,3 +318,13 @@ def test_cli_refuses_options_of_the_other_mode_before_loading(tmp_path, monkeypa
     assert cli([str(tmp_path / "in.tif"), str(tmp_path / "out.zarr"), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_real_small_model_equals_auto_segment(tmp_path, ais_model):
+    """A random small encoder and AIS decoder (no fake), 4 tiles: the batch job decodes the same windows."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 4096, (400, 500), dtype=np.uint16)
+    image[100:220, 150:300] += 3000
+    kwargs = dict(tile_shape=256, halo=32)
+    group = segment_zarr(image, tmp_path / "out.zarr", mode="ais", model=ais_model, **kwargs, **KW)
+    assert_equals_auto_segment(group, image, ais_model, **kwargs)
