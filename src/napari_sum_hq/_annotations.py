@@ -2,7 +2,8 @@
 
 **Per image** (:class:`ImageAnnotations`): the image's own layers (:class:`AnnotationLayers`),
 the windows written in its current-object and uncertainty layers, the low-resolution logits
-of its last committed objects (for refinement) and the undo-history atoms of its commits.
+of its last committed objects (for refinement), the undo-history atoms of its commits, the
+prompts of its commits and its annotation file (:mod:`napari_sum_hq._annotation_file`).
 Switching images switches the whole state: the other image's layers are hidden (and shown
 again when it is chosen again), its uncommitted prompts and objects stay with it.
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from napari.layers import Image, Labels
 
+from ._annotation_file import CommitPrompts
 from ._layers import COMMITTED_NAME, CURRENT_NAME, AnnotationLayers, MaxLabel, Windows, edited_windows
 from ._session import RememberedLogits
 
@@ -45,6 +47,8 @@ class ImageAnnotations:
         self.remembered: OrderedDict[int, RememberedLogits] = OrderedDict()
         self.commit_atoms: deque = deque(maxlen=NAPARI_HISTORY)
         self.max_label: MaxLabel | None = None
+        self.commit_prompts = CommitPrompts(self.layers.ndim)
+        self.annotation_path: str | None = None  # None: not chosen yet (the default beside the image)
         self._hidden: list = []
 
     @property

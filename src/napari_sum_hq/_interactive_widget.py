@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -89,8 +90,10 @@ from sum_core.errors import Cancelled, InvalidInputError, SumError
 from sum_core.options import TASKS, UNCERTAINTY_METHODS
 from sum_core.tiling import Region
 
+from ._annotation_file import default_path, is_ours, load_annotations, save_annotations
 from ._annotations import ImageAnnotations, viewer_memory
 from ._commit import COMMIT_MODES, DEFAULT_COMMIT_MODE, DEFAULT_MATCH_THRESHOLD, SlicePixels, plan_commit
+from ._job_widget import set_status
 from ._jobs import CancelToken, JobCancelled, ProgressRelay
 from ._layers import (
     BOXES_NAME,
@@ -309,6 +312,21 @@ class InteractiveSegmentationWidget(QWidget):
             "that object again and is not committed."
         )
 
+        self.annotation_edit = QLineEdit()
+        self.annotation_edit.setPlaceholderText("(not saved)")
+        self.annotation_edit.setToolTip(
+            "Zarr file the committed objects and their prompts are saved to after every commit and undo "
+            "(default: <image>.sum-annotations.zarr beside the image file; reloaded when the image is chosen "
+            "again). Empty: not saved. A path that is not such a file is never overwritten."
+        )
+        self.annotation_edit.editingFinished.connect(self._on_annotation_path_edited)
+        self.load_button = QPushButton("Load")
+        self.load_button.setToolTip("Replace the committed objects by those of the annotation file (Ctrl+Z undoes it).")
+        self.load_button.clicked.connect(self.load_annotations)
+        annotation_row = QHBoxLayout()
+        annotation_row.addWidget(self.annotation_edit)
+        annotation_row.addWidget(self.load_button)
+
         prompts = QGroupBox("Prompts")
         prompt_layout = QFormLayout(prompts)
         prompt_layout.addRow(self.point_kind_label, self.toggle_button)
@@ -318,6 +336,7 @@ class InteractiveSegmentationWidget(QWidget):
         prompt_layout.addRow("match threshold", self.match_spin)
         prompt_layout.addRow(commit_row)
         prompt_layout.addRow(clear_row)
+        prompt_layout.addRow("annotation file", annotation_row)
 
         propagation = PropagationGroup()
         propagation.button.clicked.connect(self.propagate)
@@ -498,7 +517,7 @@ class InteractiveSegmentationWidget(QWidget):
                 previous.hide()
         if image is None:
             self.state = None
-            self.status_label.setText("Choose an image layer to compute its embedding.")
+            self._status("Choose an image layer to compute its embedding.")
             return
         self.state = self.memory.annotations(self.viewer, image)
         self.state.layers.on_prompt_layer = self._on_prompt_layer
@@ -506,6 +525,13 @@ class InteractiveSegmentationWidget(QWidget):
         self._set_point_kind(POSITIVE)
         self._ensure_layers()
         self.compute_embedding()
+        state = self.state
+        if state.annotation_path is None:
+            default = default_path(image)
+            state.annotation_path = "" if default is None else str(default)
+        self.annotation_edit.setText(state.annotation_path)
+        if state.annotation_path and is_ours(Path(state.annotation_path)) and state.max_label.value() == 0:
+            self.load_annotations()  # the image opened again: its saved work comes back
 
     def _ensure_layers(self) -> None:
         """Create the prompt and result layers if missing, keep the point layer active."""
@@ -607,11 +633,11 @@ class InteractiveSegmentationWidget(QWidget):
         )  # fmt: skip
         self._preparing = (choice, key)
         where = f" of slice {key}" if key else ""
-        self.status_label.setText(f"Preparing the image{where} with {choice.source}...")
+        self._status(f"Preparing the image{where} with {choice.source}...")
 
     def _on_prepared(self, prepared: Prepared) -> None:
         self.predictors.store(prepared)
-        self.status_label.setText(
+        self._status(
             f"{describe(prepared.predictor)}: add points (T toggles their kind) or boxes, then press S."
         )
         if self._segment_when_ready:
@@ -653,7 +679,7 @@ class InteractiveSegmentationWidget(QWidget):
             self._segment(live)
         except SumError as exc:
             if live:
-                self.status_label.setText(str(exc))
+                self._status(str(exc))
             else:
                 show_error(str(exc))
 
@@ -673,7 +699,7 @@ class InteractiveSegmentationWidget(QWidget):
         predictor = self._ensure_predictor(key)
         if predictor is None:
             self._segment_when_ready = True
-            self.status_label.setText("Waiting for the image to be prepared; the object is segmented then.")
+            self._status("Waiting for the image to be prepared; the object is segmented then.")
             return
         refinement = None
         if refine_id:
@@ -718,7 +744,7 @@ class InteractiveSegmentationWidget(QWidget):
         self._last_result = result
         scores = ", ".join(f"{s:.3f}" for s in result.scores)
         tiles = f" ({result.tiles} tile(s) encoded)" if result.tiles else ""
-        self.status_label.setText(
+        self._status(
             f"Segmented {len(result.scores)} object(s); score {scores}{tiles}. C commits, Shift+C clears."
         )
 
@@ -742,7 +768,7 @@ class InteractiveSegmentationWidget(QWidget):
         new_ids = {index: refine_id or base + n for n, index in enumerate(kept, start=1)}
         notes = plan.notes(mode)
         if not kept:
-            self.status_label.setText(f"Nothing committed{notes}. The current object(s) stay.")
+            self._status(f"Nothing committed{notes}. The current object(s) stay.")
             return
         lut = np.zeros(max(kept) + 1, dtype=np.int64)
         lut[kept] = [new_ids[i] for i in kept]
@@ -767,8 +793,16 @@ class InteractiveSegmentationWidget(QWidget):
         if edit is not before:
             state.commit_atoms.extend(edit)
         self._remember_logits(new_ids, plan.pixels)
+        points, boxes = self.layers.existing(POINTS_NAME), self.layers.existing(BOXES_NAME)
+        state.commit_prompts.add(
+            sorted(set(new_ids.values())),
+            np.empty((0, self.layers.ndim)) if points is None else points.data,
+            np.empty(0) if points is None else points.features["label"].to_numpy(),
+            [] if boxes is None else boxes.data,
+        )
         self._clear_prompts()
-        self.status_label.setText(f"Committed object id(s) {sorted(set(new_ids.values()))}{notes}.")
+        self._status(f"Committed object id(s) {sorted(set(new_ids.values()))}{notes}.")
+        self._autosave()
 
     def _current_pixels(self, current) -> list[SlicePixels]:
         """The pixels of the current objects, per slice window written or painted."""
@@ -816,13 +850,51 @@ class InteractiveSegmentationWidget(QWidget):
             )
             return
         committed.undo()
-        self.status_label.setText("Last commit undone.")
+        self.state.commit_prompts.drop_last()
+        self._status("Last commit undone.")
+        self._autosave()
+
+    # ------------------------------------------------- annotation file
+    def _on_annotation_path_edited(self) -> None:
+        if self.state is not None:
+            self.state.annotation_path = self.annotation_edit.text().strip()
+
+    def _autosave(self) -> None:
+        """Save the committed objects and their prompts to the annotation file (when one is set)."""
+        path = self.state.annotation_path
+        if not path:
+            return
+        try:
+            save_annotations(path, self.layers.committed().data, self.state.commit_prompts, self.image_layer.name)
+        except SumError as exc:
+            self._status(f"Not saved: {exc}", error=True)
+            return
+        self._status(f"{self.status_label.text()} Saved to {path}.")
+
+    def load_annotations(self) -> None:
+        """Replace the committed objects (one undo step) and their prompts by the annotation file's."""
+        self._on_annotation_path_edited()
+        path = None if self.state is None else self.state.annotation_path
+        if not path:
+            self._status("Load: type the annotation file's path first.", error=True)
+            return
+        try:
+            labels, prompts = load_annotations(path, self.layers.shape)
+        except SumError as exc:
+            self._status(f"Load failed: {exc}", error=True)
+            return
+        committed = self.layers.committed()
+        where = np.nonzero(np.asarray(committed.data) != labels)
+        if where[0].size:
+            committed.data_setitem(where, labels[where])
+        self.state.commit_prompts = prompts
+        self._status(f"Loaded {len(np.unique(labels)) - 1 if labels.any() else 0} object(s) from {path}.")
 
     def clear(self) -> None:
         """Remove the prompts, the current objects and their uncertainty (commits stay)."""
         if self.layers is not None:
             self._clear_prompts()
-            self.status_label.setText("Prompts cleared.")
+            self._status("Prompts cleared.")
 
     def _clear_prompts(self) -> None:
         layers = self.layers
@@ -861,7 +933,7 @@ class InteractiveSegmentationWidget(QWidget):
                 layer.refresh()
         self._last_result = None
         where = f"slice {key[0] if len(key) == 1 else key}" if key else "the image"
-        self.status_label.setText(f"Prompts and current objects of {where} cleared.")
+        self._status(f"Prompts and current objects of {where} cleared.")
 
     def _data_coords(self, layer: Layer, coords: np.ndarray) -> np.ndarray:
         """A prompt layer's coordinates in the image's data coordinates."""
@@ -910,19 +982,19 @@ class InteractiveSegmentationWidget(QWidget):
             self.progress_bar.setValue(0)
         else:
             self.progress_bar.setRange(0, 0)  # busy until the job reports progress
-        self.status_label.setText(f"{name} running...")
+        self._status(f"{name} running...")
         if status is not None:
             self._progress_timer.start()
         worker.start()
 
     def _show_job_status(self) -> None:
         if self._job is not None and self._job.status is not None:
-            self.status_label.setText(self._job.status())
+            self._status(self._job.status())
 
     def _on_job_step(self, generation: int, step: str) -> None:
         if generation == self._generation:
             self.progress_bar.setValue(PREPARE_STEPS.index(step))
-            self.status_label.setText(f"{step}...")
+            self._status(f"{step}...")
 
     def _on_job_progress(self, generation: int, done: int, total: int) -> None:
         if generation == self._generation and self._job is not None:
@@ -944,13 +1016,18 @@ class InteractiveSegmentationWidget(QWidget):
             self._finish_job(f"{name} cancelled.")
             return
         message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
-        self._finish_job(f"{name} failed: {message}")
+        self._end_job(done=True)
+        self._status(f"{name} failed: {message}", error=True)
         if not (quiet and isinstance(exc, SumError)):
             show_error(message)
 
+    def _status(self, text: str, error: bool = False) -> None:
+        """The status line (red for an error; :func:`napari_sum_hq._job_widget.set_status`)."""
+        set_status(self.status_label, text, error=error)
+
     def _finish_job(self, status: str) -> None:
         self._end_job(done=True)
-        self.status_label.setText(status)
+        self._status(status)
 
     def _end_job(self, done: bool) -> None:
         """Forget the running job and reset the progress controls (full bar when ``done``)."""
@@ -974,7 +1051,7 @@ class InteractiveSegmentationWidget(QWidget):
         self._segment_when_ready = False
         self._end_job(done=False)
         if not quiet:
-            self.status_label.setText(f"{job.name} cancelled.")
+            self._status(f"{job.name} cancelled.")
 
     # ------------------------------------------------------- propagation
     def propagate(self) -> None:
@@ -1022,9 +1099,9 @@ class InteractiveSegmentationWidget(QWidget):
         filled = [piece.slice_key[0] for piece in result.objects]
         stops = describe_stops(result)
         if not filled:
-            self.status_label.setText(f"Propagated from slice {key[0]}: {stops}.")
+            self._status(f"Propagated from slice {key[0]}: {stops}.")
             return
-        self.status_label.setText(
+        self._status(
             f"Propagated from slice {key[0]}: the object is on {len(filled)} slice(s) "
             f"({min(filled)}..{max(filled)}). Ends: {stops}. C commits all slices."
         )
