@@ -28,9 +28,14 @@ if TYPE_CHECKING:
 
 #: The job kinds: automatic (the mode of :class:`~napari_sum_hq._widget_parts.ModeOptions`) or prompts.
 AUTOMATIC, PROMPTS = "automatic", "prompts"
-#: How ``sum_core.batch`` names its overwrite switch, and what the widget calls it.
-CLI_OVERWRITE = "overwrite=True (--overwrite)"
+#: The overwrite checkbox's text.
 OVERWRITE_LABEL = "overwrite a target of another job"
+#: How ``sum_core.batch``'s messages name its overwrite switch -> the widget's words for it.
+CLI_OVERWRITE = {
+    "pass overwrite=True (--overwrite)": f'check "{OVERWRITE_LABEL}"',
+    "rerun with overwrite=True (--overwrite)": f'check "{OVERWRITE_LABEL}" and run again',
+    "overwrite=True (--overwrite)": f'"{OVERWRITE_LABEL}"',
+}
 
 
 class BatchSegmentationWidget(JobWidget):
@@ -185,8 +190,11 @@ class BatchSegmentationWidget(JobWidget):
 
     def fail(self, exc: BaseException, prefix: str = "Failed") -> None:
         """Report a failure (see :meth:`JobWidget.fail`); ``sum_core``'s overwrite flag is named as the checkbox."""
-        if isinstance(exc, SumError) and CLI_OVERWRITE in str(exc):
-            exc = InvalidInputError(str(exc).replace(CLI_OVERWRITE, f'check "{OVERWRITE_LABEL}"'))
+        message = str(exc)
+        if isinstance(exc, SumError) and "(--overwrite)" in message:
+            for cli, words in CLI_OVERWRITE.items():
+                message = message.replace(cli, words)
+            exc = InvalidInputError(message)
         super().fail(exc, prefix)
 
 
