@@ -95,6 +95,7 @@ from ._annotations import ImageAnnotations, viewer_memory
 from ._commit import COMMIT_MODES, DEFAULT_COMMIT_MODE, DEFAULT_MATCH_THRESHOLD, SlicePixels, plan_commit
 from ._job_widget import set_status
 from ._jobs import CancelToken, JobCancelled, ProgressRelay
+from ._large_image import TileLimit
 from ._layers import (
     BOXES_NAME,
     COMMITTED_NAME,
@@ -234,6 +235,10 @@ class InteractiveSegmentationWidget(QWidget):
             "Folder of the zarr embedding caches of tiled planes (one store per plane, in "
             "<layer>-<weights hash>/); empty keeps tile embeddings in memory."
         )
+        self.cache_edit.editingFinished.connect(self._on_cache_folder_changed)
+        self._prepared_cache: str | None = None
+        self.tile_limit = TileLimit()
+        self.tile_limit.continue_button.clicked.connect(self._continue_with_all_tiles)
         cache_button = QPushButton("...")
         cache_button.clicked.connect(self._browse_cache_folder)
         cache_row = QHBoxLayout()
@@ -247,6 +252,7 @@ class InteractiveSegmentationWidget(QWidget):
         form.addRow("task", self.task_combo)
         form.addRow("uncertainty", self.uncertainty_combo)
         form.addRow("cache folder", cache_row)
+        form.addRow("max tiles", self.tile_limit)
 
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, len(PREPARE_STEPS))
@@ -482,6 +488,18 @@ class InteractiveSegmentationWidget(QWidget):
         path = QFileDialog.getExistingDirectory(self, "Embedding cache folder", self.cache_edit.text())
         if path:
             self.cache_edit.setText(path)
+            self._on_cache_folder_changed()
+
+    def _on_cache_folder_changed(self) -> None:
+        """A cache folder typed (or cleared) after the image was prepared: prepare it again with it."""
+        if self.state is not None and self._prepared_cache is not None:
+            if self.cache_edit.text().strip() != self._prepared_cache:
+                self.predictors.clear_slices()
+                self.compute_embedding()
+
+    def _continue_with_all_tiles(self) -> None:
+        self.tile_limit.allow_all()
+        self.segment()
 
     def _on_model_changed(self, *_args) -> None:
         self.cancel()
@@ -631,6 +649,7 @@ class InteractiveSegmentationWidget(QWidget):
             steps=True,
             quiet_errors=quiet,
         )  # fmt: skip
+        self._prepared_cache = self.cache_edit.text().strip()
         self._preparing = (choice, key)
         where = f" of slice {key}" if key else ""
         self._status(f"Preparing the image{where} with {choice.source}...")
@@ -674,7 +693,13 @@ class InteractiveSegmentationWidget(QWidget):
 
     # ----------------------------------------------------------- actions
     def segment(self, live: bool = False) -> None:
-        """Segment the current slice from its prompts in a worker (errors become notifications)."""
+        """Segment the current slice from its prompts in a worker (errors become notifications).
+
+        S while a segmentation runs is ignored with a message (live mode restarts it), so no tile
+        is encoded twice."""
+        if not live and self._job is not None and self._job.name == "Segmentation":
+            self._status("A segmentation is running: press S again when it ends (Cancel stops it).")
+            return
         try:
             self._segment(live)
         except SumError as exc:
@@ -712,7 +737,7 @@ class InteractiveSegmentationWidget(QWidget):
             "Segmentation",
             segment_plane,
             (predictor, key, prompts, refinement, self.task_combo.currentData(),
-             self.uncertainty_combo.currentText(), cancel),
+             self.uncertainty_combo.currentText(), cancel, self.tile_limit.spin.value()),
             self._show_result,
             stop=cancel.set,
             status=lambda: f"Segmenting: {tiles_encoded(predictor) - start} tile(s) encoded so far...",
@@ -744,6 +769,16 @@ class InteractiveSegmentationWidget(QWidget):
         self._last_result = result
         scores = ", ".join(f"{s:.3f}" for s in result.scores)
         tiles = f" ({result.tiles} tile(s) encoded)" if result.tiles else ""
+        if not result.complete:
+            self.tile_limit.show_cut(result.plane_tiles)
+            self._status(
+                f"Segmented {len(result.scores)} object(s){tiles}, but an object still reaches a tile border after "
+                f"{self.tile_limit.spin.value()} tiles (max tiles) and may be cut there: "
+                f"'Continue with all {result.plane_tiles} tiles' segments it whole.",
+                error=True,
+            )
+            return
+        self.tile_limit.continue_button.hide()
         self._status(
             f"Segmented {len(result.scores)} object(s); score {scores}{tiles}. C commits, Shift+C clears."
         )

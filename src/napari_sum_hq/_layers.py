@@ -44,6 +44,8 @@ COMMITTED_NAME = "committed objects"
 
 #: Point-prompt kinds (value of the ``label`` feature) and their colours.
 POSITIVE, NEGATIVE = 1, 0
+#: Diameter of a point prompt on the screen, in screen pixels, at every zoom.
+MARKER_SCREEN_PX = 12
 POINT_COLORS = {POSITIVE: "green", NEGATIVE: "red"}
 
 #: Colour of every current (uncommitted) object.
@@ -191,6 +193,8 @@ class AnnotationLayers:
                 face_color_cycle=POINT_COLORS,
                 border_color="white",
                 size=self._marker_size(),
+                # the same size on the screen at every zoom (napari 0.9 has no screen-pixel size option)
+                canvas_size_limits=(MARKER_SCREEN_PX, MARKER_SCREEN_PX),
                 **_alignment(self.image),
             )
 

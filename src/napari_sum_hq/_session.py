@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -324,6 +325,11 @@ class SegmentResult:
         refine a committed object), else None.
     tiles : int
         Tiles encoded by this segmentation.
+    complete : bool
+        False when a plane segmented window by window reached ``max_tiles`` while an object still
+        touched an inner tile border (it may be cut there).
+    plane_tiles : int
+        Tiles of such a plane (0 for other planes): a ``max_tiles`` that always completes.
     """
 
     slice_key: SliceKey
@@ -332,6 +338,8 @@ class SegmentResult:
     scores: np.ndarray
     low_res_logits: np.ndarray | None
     tiles: int
+    complete: bool = True
+    plane_tiles: int = 0
 
 
 def bounding_box(mask: np.ndarray) -> Region | None:
@@ -430,6 +438,7 @@ def segment_plane(
     task: int,
     uncertainty: str,
     cancel: threading.Event,
+    max_tiles: int = 16,
 ) -> SegmentResult:
     """Segment one plane from its prompts (worker thread) and cut the result to windows.
 
@@ -448,6 +457,9 @@ def segment_plane(
     cancel : threading.Event
         Set by the widget's Cancel: the work stops before the next tile
         (:class:`sum_core.errors.Cancelled`).
+    max_tiles : int
+        Planes segmented window by window: at most this many tiles per object
+        (:meth:`sum_core.TiledPredictor.predict`; the result says whether an object was cut).
 
     Raises
     ------
@@ -470,14 +482,20 @@ def segment_plane(
             )
         options = PredictOptions(task=task, uncertainty=uncertainty)
         boxes = list(prompts.boxes) if len(prompts.boxes) else [None]
-        windows = [
-            predictor.predict(points, labels, box, options=options, cancel=cancel) for box in boxes
-        ]
+        with warnings.catch_warnings():  # said by ``complete`` (the widget shows it)
+            warnings.filterwarnings("ignore", message="the object still reaches an inner tile border")
+            windows = [
+                predictor.predict(points, labels, box, options=options, cancel=cancel, max_tiles=max_tiles)
+                for box in boxes
+            ]
         pieces = [object_piece(slice_key, w.mask, index, w.offset) for index, w in enumerate(windows, start=1)]
         unc = _windows_uncertainty(slice_key, windows)
         scores = np.array([w.score for w in windows], dtype=np.float32)
         objects = tuple(piece for piece in pieces if piece is not None)
-        return SegmentResult(slice_key, objects, unc, scores, None, tiles_encoded(predictor) - before)
+        return SegmentResult(
+            slice_key, objects, unc, scores, None, tiles_encoded(predictor) - before,
+            all(w.complete for w in windows), len(predictor.embeddings.grid),
+        )  # fmt: skip
     mask_input = None if refinement is None else refinement_prompt(refinement, slice_key)
     box = None if not len(prompts.boxes) else prompts.boxes
     pred = predictor.predict(
