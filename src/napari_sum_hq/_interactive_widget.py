@@ -87,7 +87,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 from sum_core.errors import Cancelled, InvalidInputError, SumError
-from sum_core.options import TASKS, UNCERTAINTY_METHODS
+from sum_core.options import UNCERTAINTY_METHODS
 from sum_core.tiling import Region
 
 from ._annotation_file import default_path, is_ours, load_annotations, save_annotations
@@ -130,6 +130,7 @@ from ._session import (
     tiles_encoded,
 )
 from ._widget_parts import ModelPicker
+from ._words import TASK_WORDS, UNCERTAINTY_WORDS, lines
 
 if TYPE_CHECKING:
     import napari
@@ -222,13 +223,23 @@ class InteractiveSegmentationWidget(QWidget):
         self.model_picker.changed.connect(self._on_model_changed)
         self.model_combo = self.model_picker.model_combo
         self.device_combo = self.model_picker.device_combo
+        self.image_combo.setToolTip("The image layer to segment; its prompts and results get their own layers.")
         self.task_combo = QComboBox()
-        for index, name in TASKS.items():
-            self.task_combo.addItem(f"{name} ({index})", index)
+        for index, (name, tip) in TASK_WORDS.items():
+            self.task_combo.addItem(name, index)
+            self.task_combo.setItemData(self.task_combo.count() - 1, tip, Qt.ToolTipRole)
         self.task_combo.setCurrentIndex(self.task_combo.findData(1))
+        self.task_combo.setToolTip("What a click asks a SUM model for:\n" + lines(dict(TASK_WORDS.values())))
+        self.task_label = QLabel("task")
         self.uncertainty_combo = QComboBox()
-        self.uncertainty_combo.addItems(["auto", *UNCERTAINTY_METHODS])
-        self.uncertainty_combo.setToolTip("auto: disagreement for HQ-SAM / SUM models, entropy for plain SAM.")
+        for method in ("auto", *UNCERTAINTY_METHODS):
+            self.uncertainty_combo.addItem(method)
+            self.uncertainty_combo.setItemData(
+                self.uncertainty_combo.count() - 1, UNCERTAINTY_WORDS[method], Qt.ToolTipRole
+            )
+        self.uncertainty_combo.setToolTip(
+            "The per-pixel uncertainty map shown with each object:\n" + lines(UNCERTAINTY_WORDS)
+        )
         self.cache_edit = QLineEdit()
         self.cache_edit.setPlaceholderText("(in memory)")
         self.cache_edit.setToolTip(
@@ -240,6 +251,7 @@ class InteractiveSegmentationWidget(QWidget):
         self.tile_limit = TileLimit()
         self.tile_limit.continue_button.clicked.connect(self._continue_with_all_tiles)
         cache_button = QPushButton("...")
+        cache_button.setToolTip("Choose the embedding cache folder.")
         cache_button.clicked.connect(self._browse_cache_folder)
         cache_row = QHBoxLayout()
         cache_row.addWidget(self.cache_edit)
@@ -249,7 +261,8 @@ class InteractiveSegmentationWidget(QWidget):
         form = QFormLayout(settings)
         form.addRow("image", self.image_combo)
         form.addRow(self.model_picker)
-        form.addRow("task", self.task_combo)
+        form.addRow(self.task_label, self.task_combo)
+        self._show_task(False)  # until a SUM model is loaded
         form.addRow("uncertainty", self.uncertainty_combo)
         form.addRow("cache folder", cache_row)
         form.addRow("max tiles", self.tile_limit)
@@ -261,9 +274,14 @@ class InteractiveSegmentationWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.embed_button = QPushButton("Compute embedding")
         self.embed_button.clicked.connect(self.compute_embedding)
+        self.embed_button.setToolTip(
+            "Load the model and prepare the displayed plane again (planes of one window are encoded now)."
+        )
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setToolTip("Stop the running job at its next tile, slice or step; its result is dropped.")
+        self.progress_bar.setToolTip("Progress of the running job (steps, tiles or slices).")
         encode_row = QHBoxLayout()
         encode_row.addWidget(self.embed_button)
         encode_row.addWidget(self.cancel_button)
@@ -271,9 +289,14 @@ class InteractiveSegmentationWidget(QWidget):
         self.point_kind_label = QLabel()
         self.toggle_button = QPushButton("Toggle positive / negative [T]")
         self.toggle_button.clicked.connect(self.toggle_point_kind)
+        self.toggle_button.setToolTip(
+            "Switch the next point between positive (on the object) and negative (not on it)."
+        )
         self.segment_button = QPushButton("Segment [S]")
         self.segment_button.clicked.connect(self.segment)
+        self.segment_button.setToolTip("Segment the displayed slice from its points and boxes (one object per box).")
         self.live_check = QCheckBox("live (segment on every prompt change)")
+        self.live_check.setToolTip("Segment again after every point or box added, moved or removed.")
         self.refine_spin = QSpinBox()
         self.refine_spin.setRange(0, 2**31 - 1)
         self.refine_spin.setSpecialValueText("new object")
@@ -283,8 +306,12 @@ class InteractiveSegmentationWidget(QWidget):
         )
         self.commit_button = QPushButton("Commit [C]")
         self.commit_button.clicked.connect(self.commit)
+        self.commit_button.setToolTip(
+            "Add the current objects to the committed objects (new ids) and clear the prompts."
+        )
         self.undo_button = QPushButton("Undo commit [Ctrl+Z]")
         self.undo_button.clicked.connect(self.undo_commit)
+        self.undo_button.setToolTip("Undo the last commit (napari's undo history of the committed objects).")
         self.clear_button = QPushButton("Clear all [Shift+C]")
         self.clear_button.setToolTip("Remove the prompts, current objects and uncertainty of every slice.")
         self.clear_button.clicked.connect(self.clear)
@@ -327,7 +354,9 @@ class InteractiveSegmentationWidget(QWidget):
         )
         self.annotation_edit.editingFinished.connect(self._on_annotation_path_edited)
         self.load_button = QPushButton("Load")
-        self.load_button.setToolTip("Replace the committed objects by those of the annotation file (Ctrl+Z undoes it).")
+        self.load_button.setToolTip(
+            "Replace the committed objects by those of the annotation file (Ctrl+Z undoes it)."
+        )
         self.load_button.clicked.connect(self.load_annotations)
         annotation_row = QHBoxLayout()
         annotation_row.addWidget(self.annotation_edit)
@@ -654,8 +683,14 @@ class InteractiveSegmentationWidget(QWidget):
         where = f" of slice {key}" if key else ""
         self._status(f"Preparing the image{where} with {choice.source}...")
 
+    def _show_task(self, shown: bool) -> None:
+        """Show the task choice only for SUM models (the others have no task prompt)."""
+        self.task_label.setVisible(shown)
+        self.task_combo.setVisible(shown)
+
     def _on_prepared(self, prepared: Prepared) -> None:
         self.predictors.store(prepared)
+        self._show_task(bool(prepared.model.config.sum_tokens))
         self._status(
             f"{describe(prepared.predictor)}: add points (T toggles their kind) or boxes, then press S."
         )

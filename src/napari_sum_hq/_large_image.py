@@ -26,7 +26,9 @@ class TileLimit(QWidget):
             "many tiles; one still reaching a tile border then may be cut (the status line says so)."
         )
         self.continue_button = QPushButton()
-        self.continue_button.setToolTip("Segment again with every tile of the plane allowed (tiles encoded so far are reused).")
+        self.continue_button.setToolTip(
+            "Segment again with every tile of the plane allowed (tiles encoded so far are reused)."
+        )
         self.continue_button.hide()
         self.plane_tiles = 0
         layout = QHBoxLayout(self)
