@@ -1,4 +1,4 @@
-"""Issue 14 item 9 (interactive widget): a tooltip on every control, the task choice only for SUM
+"""Issue 14 item 9 (interactive widget): a tooltip on every control, a form that scrolls, the task choice only for SUM
 models and in plain words, every uncertainty method explained in one line (GUI, shown viewer)."""
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ def test_every_control_has_a_tooltip_and_the_words_are_plain(make_napari_viewer,
         if not isinstance(w.parent(), (QComboBox, QAbstractSpinBox))  # a combo's / spin box's own parts
     ]
     assert len(controls) > 20
+    viewer.window._qt_window.resize(1200, 500)
+    qtbot.wait(200)
+    assert widget.scroll_area.verticalScrollBar().maximum() > 0  # a short window scrolls the form
     missing = [f"{type(w).__name__} {getattr(w, 'text', lambda: '')()!r}" for w in controls if not w.toolTip()]
     assert missing == []
 

@@ -82,6 +82,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -379,7 +380,8 @@ class InteractiveSegmentationWidget(QWidget):
         self.propagate_button = propagation.button
         self.iou_spin, self.score_spin = propagation.iou_spin, propagation.score_spin
 
-        layout = QVBoxLayout(self)
+        body = QWidget()
+        layout = QVBoxLayout(body)
         layout.addWidget(settings)
         layout.addLayout(encode_row)
         layout.addWidget(self.progress_bar)
@@ -387,6 +389,12 @@ class InteractiveSegmentationWidget(QWidget):
         layout.addWidget(prompts)
         layout.addWidget(propagation)
         layout.addStretch(1)
+        self.scroll_area = QScrollArea()  # a short window scrolls the form
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setWidget(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll_area)
         self._point_kind = POSITIVE
         self._show_point_kind()
 
