@@ -34,6 +34,17 @@ its prompts, uncommitted objects and commits as they were (:mod:`napari_sum_hq._
 Rectangles, ellipses and polygons in the box layer are box prompts (their bounding box); lines
 and paths are refused with a message.
 
+**Saved work.** Every commit (and undo) saves the committed objects and their prompts to the
+*annotation file* (default ``<image>.sum-annotations.zarr`` beside the image's file; see
+:mod:`napari_sum_hq._annotation_file`), and choosing an image whose file exists loads it (also
+*Load*): nothing committed is lost when napari closes or crashes.
+
+**Large images.** A cache folder typed after the image was chosen prepares it again with that
+folder. Point markers keep a constant size on the screen. S while a segmentation runs is ignored
+with a message, so no tile is encoded twice. Planes segmented window by window follow an object
+across at most *max tiles* tiles; a cut there is said in red and *Continue with all N tiles*
+segments the object whole (:mod:`napari_sum_hq._large_image`).
+
 **Lifetime.** Closing the dock widget (its x) releases it: its key bindings (viewer and prompt
 layers) and event connections are removed, a running job is cancelled, timers stop and the
 predictors (embeddings) are dropped, so slice changes no longer encode anything. The model
