@@ -91,6 +91,12 @@ def cache_files(folder) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
+def failing_with(message: str):
+    from sum_core.errors import InvalidInputError
+
+    raise InvalidInputError(message)
+
+
 def open_auto(viewer):
     from napari_sum_hq._auto_widget import AutomaticSegmentationWidget
 
@@ -138,6 +144,7 @@ def test_not_downloaded_model_is_offered_downloaded_with_progress_and_cancelled(
     assert zoo.cached_path(name).read_bytes() == PAYLOAD
     assert values == sorted(values) and len(values) > 3  # bytes, increasing
     assert widget.model.not_downloaded() == ""
+    assert widget.status_label.text() == f"Model {name} downloaded." and widget.status_label.styleSheet() == ""
     assert errors(notifications) == []
 
 
@@ -178,7 +185,7 @@ def test_failures_turn_the_status_line_red_and_only_unexpected_ones_pop_up(
     from sum_core.errors import InvalidInputError
 
     from napari_sum_hq import _auto_widget, _batch_widget
-    from napari_sum_hq._job_widget import ERROR_STYLE
+    from napari_sum_hq._job_widget import ERROR_STYLE, STATUS_CHARS
 
     viewer = make_napari_viewer(show=True)
     viewer.add_image(disk_image(), name="cells")
@@ -193,7 +200,7 @@ def test_failures_turn_the_status_line_red_and_only_unexpected_ones_pop_up(
     click(qtbot, widget.run_button)
     wait_job(widget, qtbot)
     assert widget.status_label.text() == "Failed: image: 5 channels; give a grey or RGB image"
-    assert widget.status_label.styleSheet() == ERROR_STYLE
+    assert widget.status_label.styleSheet() == ERROR_STYLE and not widget.details_button.isVisibleTo(widget)
     assert errors(notifications) == []
     save_screenshot(viewer, qtbot, "error_status.png")
 
@@ -225,6 +232,14 @@ def test_failures_turn_the_status_line_red_and_only_unexpected_ones_pop_up(
     text = batch.status_label.text()
     assert text.endswith('choose a new target or check "overwrite a target of another job"')
     assert "--overwrite" not in text and batch.overwrite_check.text() == "overwrite a target of another job"
+
+    long_message = "source: " + "a very long path/" * 40 + " does not exist"
+    monkeypatch.setattr(_batch_widget, "batch_job_with_features", lambda *a, **k: failing_with(long_message))
+    click(qtbot, batch.run_button)
+    wait_job(batch, qtbot)
+    assert len(batch.status_label.text()) <= STATUS_CHARS and batch.status_label.text().endswith("\u2026")
+    assert batch.status_label.toolTip() == "Failed: " + long_message and batch.details_button.isVisibleTo(batch)
+    assert errors(notifications) == ["ZeroDivisionError: division by zero"]  # still only the one pop-up
 
 
 def test_tiled_job_progress_increases_with_an_eta_in_bar_and_activity_dock(make_napari_viewer, qtbot, tiny_checkpoint):

@@ -77,6 +77,7 @@ class AutomaticSegmentationWidget(JobWidget):
         viewer.layers.events.inserted.connect(self._refresh_images)
         viewer.layers.events.removed.connect(self._refresh_images)
         self.auto_mode.follow(self.model)
+        self.model.download.downloaded.connect(lambda name: self.set_status(f"Model {name} downloaded."))
 
     @property
     def image_layer(self) -> Image | None:

@@ -108,6 +108,7 @@ class BatchSegmentationWidget(JobWidget):
         layout.addLayout(self.status_row)
         layout.addStretch(1)
         self.auto_mode.follow(self.model)
+        self.model.download.downloaded.connect(lambda name: self.set_status(f"Model {name} downloaded."))
 
     def _browse_source_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Source image file", "", "TIFF (*.tif *.tiff);;All files (*)")

@@ -67,7 +67,7 @@ def show_failure(label: QLabel, exc: BaseException, prefix: str = "Failed") -> s
     """
     expected = isinstance(exc, SumError)
     message = str(exc) if expected else f"{type(exc).__name__}: {exc}"
-    set_status(label, f"{prefix}: {message}", error=True, detail=message)
+    set_status(label, f"{prefix}: {message}", error=True)
     if not expected:
         show_error(message)
     return message
