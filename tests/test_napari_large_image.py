@@ -99,8 +99,8 @@ def test_point_markers_keep_their_screen_size_at_every_zoom_of_a_6000_px_image(
     widget.layers.points().add([[3000, 3000]])
     sizes = []
     for zoom in (0.1, 0.4, 2.0):  # the whole image, closer, pixels visible
-        viewer.camera.center = (3000, 3000)
-        viewer.camera.zoom = zoom
+        viewer.scene.camera.center = (3000, 3000)
+        viewer.scene.camera.zoom = zoom
         qtbot.wait(100)
         sizes.append(green_diameter(viewer))
     assert min(sizes) >= MARKER_SCREEN_PX - 2 and max(sizes) - min(sizes) <= 2, sizes

@@ -403,6 +403,8 @@ class InteractiveSegmentationWidget(QWidget):
         self.scroll_area = QScrollArea()  # a short window scrolls the form
         self.scroll_area.setWidgetResizable(True)
         self.scroll_area.setWidget(body)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # only the height scrolls
+        self.scroll_area.setMinimumWidth(body.minimumSizeHint().width() + 20)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll_area)
