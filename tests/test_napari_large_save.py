@@ -43,8 +43,11 @@ def test_commits_are_saved_beside_the_image_and_reloaded_in_a_new_viewer(
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "cells")
     assert widget.annotation_edit.text() == str(saved)  # beside the image, by default
     commit_object(viewer, qtbot, widget, FIRST_CLICK)
-    assert saved.is_dir()  # autosaved on the first commit
+    widget.flush_saves()
+    assert saved.is_dir()  # autosaved on the first commit (in the saver thread)
+    qtbot.waitUntil(lambda: "Saved to" in widget.status_label.text())
     commit_object(viewer, qtbot, widget, SECOND_CLICK)
+    widget.flush_saves()
     committed = np.asarray(widget.layers.committed().data).copy()
     assert sorted(np.unique(committed)) == [0, 1, 2]
     group = zarr.open_group(saved, mode="r")
@@ -80,6 +83,8 @@ def test_a_folder_that_is_not_ours_is_never_written(make_napari_viewer, qtbot, t
     qtbot.keyClicks(widget.annotation_edit, str(foreign))
     qtbot.keyClick(widget.annotation_edit, Qt.Key_Return)
     commit_object(viewer, qtbot, widget, FIRST_CLICK)
+    widget.flush_saves()
+    qtbot.waitUntil(lambda: "Not saved" in widget.status_label.text())
     status = widget.status_label.text()
     assert "Not saved" in status and "not a napari-sum-hq annotation file" in status
     assert "color" in widget.status_label.styleSheet()  # red
