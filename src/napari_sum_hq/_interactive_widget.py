@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,7 +80,7 @@ import numpy as np
 from napari.layers import Image, Layer
 from napari.utils.key_bindings import coerce_keybinding
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -103,7 +102,8 @@ from sum_core.errors import Cancelled, InvalidInputError, SumError
 from sum_core.options import UNCERTAINTY_METHODS
 from sum_core.tiling import Region
 
-from ._annotation_file import CommitPrompts, default_path, is_ours, load_annotations, save_annotations
+from ._annotation_file import CommitPrompts, default_path, is_ours, load_annotations
+from ._annotation_saver import AnnotationSaver
 from ._annotations import ImageAnnotations, viewer_memory
 from ._commit import COMMIT_MODES, DEFAULT_COMMIT_MODE, DEFAULT_MATCH_THRESHOLD, SlicePixels, plan_commit
 from ._job_widget import set_status
@@ -185,9 +185,6 @@ class InteractiveSegmentationWidget(QWidget):
         The viewer to work in (injected by napari).
     """
 
-    #: (message, error) of a finished annotation-file save (emitted by the saver thread).
-    _save_done = Signal(str, bool)
-
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
@@ -211,8 +208,8 @@ class InteractiveSegmentationWidget(QWidget):
         self._progress_timer = QTimer(self)
         self._progress_timer.setInterval(PROGRESS_POLL_MS)
         self._progress_timer.timeout.connect(self._show_job_status)
-        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sum-hq-save")  # saves in order
-        self._save_done.connect(self._on_saved)
+        self._saver = AnnotationSaver()
+        self._saver.done.connect(self._on_saved)
         self._build_ui()
         self._restore_choices()
         self._refresh_images()
@@ -492,7 +489,7 @@ class InteractiveSegmentationWidget(QWidget):
             if state.layers.on_prompt_layer == self._on_prompt_layer:
                 state.layers.on_prompt_layer = None
         self.predictors.clear()
-        self._saver.shutdown(wait=True)  # the last commit's save is written
+        self._saver.shutdown()  # the last commit's save is written
         self._last_result = None
         self.state = None
 
@@ -966,24 +963,14 @@ class InteractiveSegmentationWidget(QWidget):
         prompts = state.commit_prompts
         snapshot = CommitPrompts(prompts.ndim, prompts.points, prompts.boxes, [list(c) for c in prompts.commits])
         labels = np.array(self.layers.committed().data)
-        self._saver.submit(self._save, state.annotation_path, labels, snapshot, self.image_layer.name)
-
-    def _save(self, path: str, labels: np.ndarray, prompts: CommitPrompts, image_name: str) -> None:
-        """Saver thread: write the file; the outcome goes to the status line."""
-        try:
-            save_annotations(path, labels, prompts, image_name)
-        except Exception as exc:  # noqa: BLE001 - every failure must reach the status line
-            message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
-            self._save_done.emit(f"Not saved: {message}", True)
-            return
-        self._save_done.emit(f"Saved to {path}.", False)
+        self._saver.submit(state.annotation_path, labels, snapshot, self.image_layer.name)
 
     def _on_saved(self, message: str, error: bool) -> None:
         self._status(message if error else f"{self.status_label.text()} {message}", error=error)
 
     def flush_saves(self) -> None:
         """Wait until every annotation-file save started so far is written."""
-        self._saver.submit(lambda: None).result()
+        self._saver.flush()
 
     def load_annotations(self) -> None:
         """Replace the committed objects (one undo step) and their prompts by the annotation file's."""
