@@ -272,7 +272,10 @@ def test_tiled_job_progress_increases_with_an_eta_in_bar_and_activity_dock(make_
     assert not [p for p in progress._all_instances if p.desc.startswith(widget.run_button.text())]  # closed
 
 
-def test_short_window_scrolls_and_every_control_has_a_tooltip(make_napari_viewer, qtbot, model_cache):
+def test_short_window_scrolls_and_every_control_has_a_tooltip(make_napari_viewer, qtbot, model_cache, monkeypatch):
+    from qtpy.QtWidgets import QPushButton
+
+    from napari_sum_hq import _batch_widget
     from napari_sum_hq._batch_widget import BatchSegmentationWidget
 
     viewer = make_napari_viewer(show=True)
@@ -288,3 +291,12 @@ def test_short_window_scrolls_and_every_control_has_a_tooltip(make_napari_viewer
         ]  # fmt: skip
         untipped = [c.text() if hasattr(c, "text") else type(c).__name__ for c in controls if not c.toolTip()]
         assert len(controls) > 10 and untipped == []
+
+    dialogs = []
+    monkeypatch.setattr(_batch_widget.QFileDialog, "getOpenFileName", lambda *a: dialogs.append("file") or ("", ""))
+    monkeypatch.setattr(
+        _batch_widget.QFileDialog, "getExistingDirectory", lambda *a: dialogs.append("folder") or "/data/img.ome.zarr"
+    )
+    zarr_button = next(b for b in batch.findChildren(QPushButton) if b.text() == "zarr...")
+    click(qtbot, zarr_button)  # a zarr folder: one folder dialog, not a file dialog first
+    assert dialogs == ["folder"] and batch.source_edit.text() == "/data/img.ome.zarr"

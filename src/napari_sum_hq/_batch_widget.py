@@ -89,13 +89,14 @@ class BatchSegmentationWidget(JobWidget):
         self.mode_combo.currentTextChanged.connect(lambda kind: self.auto_mode.setVisible(kind == AUTOMATIC))
         self.run_button.clicked.connect(self.run)
         form = QFormLayout()
-        form.addRow("source", _with_browse(self.source_edit, ("file...", self._browse_source_file,
-                                                             "Choose a TIFF (or other image) file."),
-                                           ("zarr...", self._browse_source_zarr, "Choose a zarr / OME-Zarr folder.")))
-        form.addRow("target", _with_browse(self.target_edit, ("...", self._browse_target,
-                                                             "Choose the folder the target is created in.")))
+        source_file = ("file...", self._browse_source_file, "Choose a TIFF (or other image) file.")
+        source_zarr = ("zarr...", self._browse_source_zarr, "Choose a zarr / OME-Zarr folder.")
+        target = ("...", self._browse_target, "Choose the folder the target is created in.")
+        prompts = ("...", self._browse_prompts, "Choose the CSV prompt table.")
+        form.addRow("source", _with_browse(self.source_edit, source_file, source_zarr))
+        form.addRow("target", _with_browse(self.target_edit, target))
         form.addRow("mode", self.mode_combo)
-        form.addRow("prompts", _with_browse(self.prompts_edit, ("...", self._browse_prompts, "Choose the CSV prompt table.")))
+        form.addRow("prompts", _with_browse(self.prompts_edit, prompts))
         form.addRow("axis", self.axis_edit)
         form.addRow(self.overwrite_check)
         layout = QVBoxLayout(self.body)
