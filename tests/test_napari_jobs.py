@@ -138,8 +138,11 @@ def test_real_small_model_propagation(make_napari_viewer, qtbot, tiny_checkpoint
     filled = np.flatnonzero(current.reshape(4, -1).any(axis=1))
     print(f"\nreal small model: object on slices {filled.tolist()}")
     np.testing.assert_array_equal(current[1], start)
-    # with both thresholds at 0 only an empty mask stops a direction (the documented stop reasons)
-    assert len(filled) > 1 or "stops where a mask is empty" in widget.status_label.text()
+    # the status line names the rule that ended each direction (thresholds at 0: an empty mask, a constant
+    # slice, or the random model's predicted IoU below 0)
+    status = widget.status_label.text()
+    assert "Ends: down: " in status and "; up: " in status
+    assert len(filled) > 1 or status.count("stopped at slice") == 2
     assert errors(notifications) == []
 
 
