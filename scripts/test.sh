@@ -33,6 +33,9 @@ fi
 # `import torch_em` really imports: python-elf (which imports bioimage-cpp and scikit-learn) and kornia.
 "$PY" -m pip install -q "scikit-learn==1.9.1" "bioimage-cpp==0.9.0"
 "$PY" -m pip install -q --no-deps "torch-em==0.10.9" "python-elf==0.9.2" "kornia==0.9.0" "kornia-rs==0.2.0"
+# Model export (the [export] extra, tests/test_export_*.py): ONNX, its CPU runtime and the BioImage.IO
+# spec validator; none of them declares torch.
+"$PY" -m pip install -q "onnx==1.23.0" "onnxruntime==1.31.0" "bioimageio.spec==0.5.14"
 
 echo "== Test suite"
 exec xvfb-run -a -s "-screen 0 1280x1024x24" "$PY" -m pytest -q "$@"

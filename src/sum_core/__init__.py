@@ -40,12 +40,12 @@ _LAZY: dict[str, str] = {
     "propagate": ".propagation",
     "auto_segment": ".automatic",
     "AutoOptions": ".auto_options",
-    "AisOptions": ".ais",
+    "AisOptions": ".ais_options",
     "open_image": ".sources",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .ais import AisOptions
+    from .ais_options import AisOptions
     from .api import segment
     from .auto_options import AutoOptions
     from .automatic import auto_segment
