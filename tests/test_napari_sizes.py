@@ -271,9 +271,11 @@ def test_cache_folder_hashes_data_and_weights_once_and_reuses_tiles(
 
     viewer = make_napari_viewer(show=True)
     viewer.add_image(camera_image(shape), name="cells")
-    widget = open_widget(viewer, qtbot, checkpoint)
+    widget = open_widget(viewer, qtbot, checkpoint)  # the sole image is pre-selected
+    assert widget.image_combo.currentText() == "cells"
+    wait_for_encode(widget, qtbot)
     widget.cache_edit.setText(str(tmp_path / "cache"))
-    widget.image_combo.setCurrentIndex(widget.image_combo.findText("cells"))
+    qtbot.keyClick(widget.cache_edit, Qt.Key_Return)  # typed: the image is prepared again with the folder
     wait_for_encode(widget, qtbot)
     assert data_hashes == [shape] and len(weight_hashes) == 1  # once each
 

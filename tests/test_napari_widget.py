@@ -14,6 +14,7 @@ from napari_fixtures import (  # noqa: F401
     tiny_checkpoint,
     wait_for_encode,
 )
+from napari_sum_hq._job_widget import ERROR_STYLE
 from qtpy.QtCore import Qt, QTimer
 
 pytestmark = pytest.mark.gui
@@ -218,7 +219,8 @@ def test_refine_committed_label_keeps_its_id(make_napari_viewer, qtbot, tiny_che
 
     widget.refine_spin.setValue(7)
     segment(viewer, qtbot, widget)
-    assert any("refine label 7" in m for m in errors(notifications))
+    assert "refine label 7" in widget.status_label.text()  # a sum_core error: the status line, red
+    assert widget.status_label.styleSheet() == ERROR_STYLE and errors(notifications) == []
 
 
 def test_3d_stack_segments_the_current_slice(make_napari_viewer, qtbot, tiny_checkpoint):
@@ -301,31 +303,31 @@ def test_live_mode_segments_on_every_point(make_napari_viewer, qtbot, tiny_check
     assert not widget.layers.current().data.any()
 
 
-def test_user_errors_are_notifications(make_napari_viewer, qtbot, tiny_checkpoint, notifications):
+def test_user_errors_are_said_in_the_status_line(make_napari_viewer, qtbot, tiny_checkpoint, notifications):
     viewer = make_napari_viewer()
     viewer.add_image(disk_image(), name="img")
+    viewer.add_image(disk_image(), name="other")  # two images: none is pre-selected
     widget = open_widget(viewer, qtbot, tiny_checkpoint)  # no image chosen yet
     click(qtbot, widget.segment_button)
+    assert "No image chosen" in widget.status_label.text()
     click(qtbot, widget.commit_button)
+    assert "Nothing to commit" in widget.status_label.text()
     widget.image_combo.setCurrentIndex(widget.image_combo.findText("img"))
     wait_for_encode(widget, qtbot)
     segment(viewer, qtbot, widget)
-    messages = errors(notifications)
-    assert any("No image chosen" in m for m in messages)
-    assert any("Nothing to commit" in m for m in messages)
-    assert any("No prompt on this slice" in m for m in messages)
+    assert "No prompt on this slice" in widget.status_label.text()
+    assert widget.status_label.styleSheet() == ERROR_STYLE and errors(notifications) == []  # no pop-up
 
 
-def test_bad_checkpoint_is_a_notification(make_napari_viewer, qtbot, tmp_path, notifications):
+def test_bad_checkpoint_is_said_in_the_status_line(make_napari_viewer, qtbot, tmp_path, notifications):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"this is not a checkpoint")
     viewer = make_napari_viewer()
     viewer.add_image(disk_image(), name="img")
     widget = open_widget(viewer, qtbot, bad, "img")
 
-    messages = errors(notifications)
-    assert len(messages) == 1 and "broken.pth" in messages[0]
-    assert widget.status_label.text().startswith("Embedding failed")
+    assert errors(notifications) == []  # a sum_core error: the status line only, red
+    assert widget.status_label.text().startswith("Embedding failed") and "broken.pth" in widget.status_label.toolTip() + widget.status_label.text()
     assert widget.predictors.predictor(()) is None and not widget.cancel_button.isEnabled()
 
 
@@ -459,7 +461,7 @@ def test_opening_the_widget_loads_no_model_and_no_torch(tmp_path):
     assert line == ["RESULT False True True"], result.stdout + result.stderr
 
 
-def test_offline_download_is_a_notification(make_napari_viewer, qtbot, tmp_path, monkeypatch, notifications):
+def test_choosing_an_image_never_downloads_a_registry_model(make_napari_viewer, qtbot, tmp_path, monkeypatch, notifications):
     models = tmp_path / "models.yaml"
     models.write_text(
         "- name: unreachable_model\n"
@@ -476,9 +478,9 @@ def test_offline_download_is_a_notification(make_napari_viewer, qtbot, tmp_path,
     widget.image_combo.setCurrentIndex(widget.image_combo.findText("img"))
     wait_for_encode(widget, qtbot)
 
-    messages = errors(notifications)
-    assert len(messages) == 1 and "unreachable_model" in messages[0]
-    assert widget.status_label.text().startswith("Embedding failed")
+    assert errors(notifications) == []  # not downloaded: said in red, nothing downloads by itself
+    assert "model unreachable_model" in widget.status_label.text() and "is not downloaded" in widget.status_label.text()
+    assert widget.status_label.styleSheet() == ERROR_STYLE
 
 
 @pytest.mark.gui

@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Layer
 from napari.utils.key_bindings import coerce_keybinding
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -106,7 +106,7 @@ from ._annotation_file import CommitPrompts, default_path, is_ours, load_annotat
 from ._annotation_saver import AnnotationSaver
 from ._annotations import ImageAnnotations, viewer_memory
 from ._commit import COMMIT_MODES, DEFAULT_COMMIT_MODE, DEFAULT_MATCH_THRESHOLD, SlicePixels, plan_commit
-from ._job_widget import set_status
+from ._job_widget import ProgressTracker, set_status, show_failure
 from ._jobs import CancelToken, JobCancelled, ProgressRelay
 from ._large_image import TileLimit
 from ._layers import (
@@ -142,7 +142,7 @@ from ._session import (
     segment_plane,
     tiles_encoded,
 )
-from ._widget_parts import ModelPicker
+from ._widget_parts import ModelPicker, sole_image
 from ._words import TASK_WORDS, UNCERTAINTY_WORDS, lines
 
 if TYPE_CHECKING:
@@ -173,7 +173,6 @@ class _Job:
     worker: Any
     stop: Callable[[], None] | None
     status: Callable[[], str] | None
-    quiet_errors: bool = False  # errors go to the status line only (background preparation)
 
 
 class InteractiveSegmentationWidget(QWidget):
@@ -193,6 +192,7 @@ class InteractiveSegmentationWidget(QWidget):
         self.state: ImageAnnotations | None = None
         self._generation = 0
         self._job: _Job | None = None
+        self._tracker: ProgressTracker | None = None
         self._workers: set = set()
         self._preparing: tuple | None = None
         self._segment_when_ready = False
@@ -236,6 +236,7 @@ class InteractiveSegmentationWidget(QWidget):
         self.image_combo.currentIndexChanged.connect(self._on_image_chosen)
         self.model_picker = ModelPicker()
         self.model_picker.changed.connect(self._on_model_changed)
+        self.model_picker.download.downloaded.connect(self._on_model_changed)
         self.model_combo = self.model_picker.model_combo
         self.device_combo = self.model_picker.device_combo
         self.image_combo.setToolTip("The image layer to segment; its prompts and results get their own layers.")
@@ -568,6 +569,9 @@ class InteractiveSegmentationWidget(QWidget):
             layer for layer in self.viewer.layers if isinstance(layer, Image) and id(layer) not in own
         ]
         current = self.image_combo.currentData()
+        chosen_before = current
+        if current is None:  # a user with one image never has to pick it
+            current = sole_image(self.viewer, skip=(f" {UNCERTAINTY_NAME}",))
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItem(NO_IMAGE_ITEM, None)
@@ -575,7 +579,7 @@ class InteractiveSegmentationWidget(QWidget):
             self.image_combo.addItem(layer.name, layer)
         self.image_combo.setCurrentIndex(max(0, self.image_combo.findData(current)))
         self.image_combo.blockSignals(False)
-        if current is not None and self.image_combo.currentData() is None:
+        if self.image_combo.currentData() is not chosen_before:
             self._on_image_chosen()
 
     def _on_image_chosen(self, *_args) -> None:
@@ -663,7 +667,7 @@ class InteractiveSegmentationWidget(QWidget):
         try:
             # prepared in the background: a plane that cannot be segmented (a blank slice)
             # only says so in the status line
-            self._ensure_predictor(self.current_slice(), quiet=True)
+            self._ensure_predictor(self.current_slice())
         except SumError:
             pass  # e.g. a 3D view: nothing to prepare until the user segments
 
@@ -674,23 +678,29 @@ class InteractiveSegmentationWidget(QWidget):
         try:
             key = self.current_slice()
         except SumError as exc:
-            show_error(str(exc))
+            show_failure(self.status_label, exc, "Cannot prepare the image")
             return
         self._start_prepare(key)
 
-    def _ensure_predictor(self, key: SliceKey, quiet: bool = False):
+    def _ensure_predictor(self, key: SliceKey):
         """Return the predictor of plane ``key``, or start preparing it and return ``None``
-        (``quiet``: a failure is shown in the status line only)."""
+        (a failure is shown in the status line)."""
         choice = self.model_choice()
         if self.predictors.model_for(choice) is not None:
             predictor = self.predictors.predictor(key)
             if predictor is not None:
                 return predictor
         if self._preparing != (choice, key):
-            self._start_prepare(key, quiet)
+            self._start_prepare(key)
         return None
 
-    def _start_prepare(self, key: SliceKey, quiet: bool = False) -> None:
+    def _start_prepare(self, key: SliceKey) -> None:
+        """Prepare plane ``key`` in a worker; a registry model that is not downloaded is not
+        downloaded here: the status line says so in red (the model picker offers Download)."""
+        missing = self.model_picker.not_downloaded()
+        if missing:
+            self._status(missing, error=True)
+            return
         choice = self.model_choice()
         image = self.image_layer
         memory_tiles = STACK_MEMORY_TILES if key else None
@@ -701,7 +711,6 @@ class InteractiveSegmentationWidget(QWidget):
              self.cache_edit.text().strip() or None, image.name, memory_tiles),
             self._on_prepared,
             steps=True,
-            quiet_errors=quiet,
         )  # fmt: skip
         self._prepared_cache = self.cache_edit.text().strip()
         self._preparing = (choice, key)
@@ -766,7 +775,7 @@ class InteractiveSegmentationWidget(QWidget):
             if live:
                 self._status(str(exc))
             else:
-                show_error(str(exc))
+                show_failure(self.status_label, exc, "Cannot segment")
 
     def _segment(self, live: bool) -> None:
         key = self.current_slice()
@@ -783,6 +792,8 @@ class InteractiveSegmentationWidget(QWidget):
             )
         predictor = self._ensure_predictor(key)
         if predictor is None:
+            if self._preparing is None:
+                return  # not prepared and cannot be (model not downloaded): the status line says why
             self._segment_when_ready = True
             self._status("Waiting for the image to be prepared; the object is segmented then.")
             return
@@ -853,7 +864,7 @@ class InteractiveSegmentationWidget(QWidget):
         current = self.layers.existing(CURRENT_NAME) if self.layers else None
         pieces = [] if current is None else self._current_pixels(current)
         if not pieces:
-            show_error("Nothing to commit: segment an object first (S).")
+            self._status("Nothing to commit: segment an object first (S).", error=True)
             return
         committed = self.layers.committed()
         refine_id, mode = self.refine_spin.value(), self.commit_mode_combo.currentText()
@@ -1014,7 +1025,7 @@ class InteractiveSegmentationWidget(QWidget):
         try:
             key = self.current_slice()
         except SumError as exc:
-            show_error(str(exc))
+            show_failure(self.status_label, exc, "Cannot clear the slice")
             return
         layers, state = self.layers, self.state
         points, boxes = layers.existing(POINTS_NAME), layers.existing(BOXES_NAME)
@@ -1054,7 +1065,6 @@ class InteractiveSegmentationWidget(QWidget):
         status: Callable[[], str] | None = None,
         relay: ProgressRelay | None = None,
         steps: bool = False,
-        quiet_errors: bool = False,
     ) -> None:
         """Run ``function(*args)`` in a worker; ``on_result`` gets its value on the GUI thread.
 
@@ -1076,7 +1086,8 @@ class InteractiveSegmentationWidget(QWidget):
         if relay is not None:
             relay.progressed.connect(partial(self._on_job_progress, generation))
         self._workers.add(worker)
-        self._job = _Job(name, worker, stop, status, quiet_errors)
+        self._job = _Job(name, worker, stop, status)
+        self._tracker = ProgressTracker(self.progress_bar, name)
         self.cancel_button.setEnabled(True)
         if steps:
             self.progress_bar.setRange(0, len(PREPARE_STEPS))
@@ -1094,13 +1105,13 @@ class InteractiveSegmentationWidget(QWidget):
 
     def _on_job_step(self, generation: int, step: str) -> None:
         if generation == self._generation:
-            self.progress_bar.setValue(PREPARE_STEPS.index(step))
             self._status(f"{step}...")
+            # last: napari's activity dock runs the event loop when it adds the entry (the job may end in it)
+            self._tracker.update(PREPARE_STEPS.index(step), len(PREPARE_STEPS))
 
     def _on_job_progress(self, generation: int, done: int, total: int) -> None:
         if generation == self._generation and self._job is not None:
-            self.progress_bar.setRange(0, max(total, 1))
-            self.progress_bar.setValue(done)
+            self._tracker.update(done, total)
 
     def _on_job_done(self, generation: int, on_result: Callable, value: Any) -> None:
         if generation != self._generation:
@@ -1111,16 +1122,13 @@ class InteractiveSegmentationWidget(QWidget):
     def _on_job_error(self, generation: int, exc: BaseException) -> None:
         if generation != self._generation:
             return
-        name, quiet = self._job.name, self._job.quiet_errors
+        name = self._job.name
         self._segment_when_ready = False
         if isinstance(exc, (Cancelled, JobCancelled)):
             self._finish_job(f"{name} cancelled.")
             return
-        message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
         self._end_job(done=True)
-        self._status(f"{name} failed: {message}", error=True)
-        if not (quiet and isinstance(exc, SumError)):
-            show_error(message)
+        show_failure(self.status_label, exc, f"{name} failed")
 
     def _status(self, text: str, error: bool = False) -> None:
         """The status line (red for an error; :func:`napari_sum_hq._job_widget.set_status`)."""
@@ -1134,6 +1142,9 @@ class InteractiveSegmentationWidget(QWidget):
         """Forget the running job and reset the progress controls (full bar when ``done``)."""
         self._job = None
         self._preparing = None
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
         self._progress_timer.stop()
         self.cancel_button.setEnabled(False)
         self.progress_bar.setRange(0, 1)
@@ -1160,7 +1171,7 @@ class InteractiveSegmentationWidget(QWidget):
         try:
             self._propagate()
         except SumError as exc:
-            show_error(str(exc))
+            show_failure(self.status_label, exc, "Cannot propagate")
 
     def _propagate(self) -> None:
         key = self.current_slice()

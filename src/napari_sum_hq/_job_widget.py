@@ -112,10 +112,12 @@ class ProgressTracker:
         self.bar.setFormat(f"%v/%m (%p%){eta}")
         if self._activity is None:
             self._activity = progress(total=total, desc=self.description)
-        self._activity.total = total
-        self._activity.n = min(done, total)
-        self._activity.set_description(f"{self.description}{eta}")
-        self._activity.refresh()
+        activity = self._activity  # napari may run the event loop here: a close() in it ends the entry
+        activity.total = total
+        activity.n = min(done, total)
+        activity.set_description(f"{self.description}{eta}")
+        if self._activity is activity:
+            activity.refresh()
 
     def close(self) -> None:
         """End the activity-dock entry and reset the bar's text."""
