@@ -36,7 +36,7 @@ def test_commits_are_saved_beside_the_image_and_reloaded_in_a_new_viewer(
     monkeypatch.setattr(predictor_module, "decode_window", overlapping_decoder([FIRST, SECOND]))
     image_file = tmp_path / "cells.tif"
     tifffile.imwrite(image_file, camera_image(SHAPE))
-    saved = tmp_path / "cells.sum-annotations.zarr"
+    saved = tmp_path / "cells.tif.sum-annotations.zarr"
 
     viewer = make_napari_viewer(show=True)
     viewer.open(str(image_file), plugin="napari")

@@ -1,12 +1,17 @@
 """Save and reload the committed objects of an image (and the prompts that made them).
 
-The file is a zarr v3 group next to the image, ``<image file stem>.sum-annotations.zarr``:
+The file is a zarr v3 group next to the image, ``<image file name>.sum-annotations.zarr`` (the whole
+name: ``cell.tif`` and ``cell.png`` get files of their own):
 
 * ``labels``: the committed objects, the image's spatial shape, uint32 ids (0 background);
 * ``prompts/points``: float64 ``(N, 2 + ndim)``: commit number, coordinates, label (1 positive, 0 negative);
 * ``prompts/boxes``: float64 ``(M, 1 + 2 ndim)``: commit number, lowest corner, highest corner;
-* group attributes: the ownership marker :data:`MARKER` (the format number), the image name and
+* group attributes: the ownership marker :data:`MARKER` (the format number), the image name,
+  ``image_identity`` (the image's source path, spatial shape and dtype, :class:`ImageIdentity`) and
   ``commits`` (the ids of every commit, in order).
+
+A save or a load for an image whose identity differs from the file's is refused
+(:class:`~sum_core.errors.InvalidInputError` naming both images; nothing is written).
 
 It is written whole under a temporary name in the same folder and renamed over the previous file
 (:func:`sum_core.export.target.staged`), so a crash while saving leaves the last complete save. An
@@ -67,49 +72,125 @@ class CommitPrompts:
             self.boxes = self.boxes[self.boxes[:, 0] != number]
 
 
+@dataclass(frozen=True)
+class ImageIdentity:
+    """What an annotation file was made for: the image's name, source file, spatial shape and dtype.
+
+    ``None`` fields are unknown (an image without a file, or a file written before identities were
+    stored) and never conflict.
+    """
+
+    name: str
+    source: str | None = None
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+
+    @classmethod
+    def of_layer(cls, layer, shape: tuple[int, ...]) -> ImageIdentity:
+        """The identity of a napari image layer of spatial ``shape``."""
+        source = getattr(getattr(layer, "source", None), "path", None)
+        return cls(
+            str(layer.name),
+            str(Path(source).absolute()) if source else None,
+            tuple(int(n) for n in shape),
+            np.dtype(layer.dtype).name,
+        )
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> ImageIdentity:
+        """The identity stored in a file's group attributes (unknown fields: ``None``)."""
+        stored = attrs.get("image_identity")
+        stored = stored if isinstance(stored, dict) else {}
+        shape = stored.get("shape")
+        return cls(
+            str(attrs.get("image", "")),
+            stored.get("source"),
+            None if shape is None else tuple(int(n) for n in shape),
+            stored.get("dtype"),
+        )
+
+    def to_attrs(self) -> dict:
+        """The group attributes that store this identity."""
+        shape = None if self.shape is None else list(self.shape)
+        return {"image": self.name, "image_identity": {"source": self.source, "shape": shape, "dtype": self.dtype}}
+
+    def differs(self, other: ImageIdentity) -> bool:
+        """Whether a field known to both identities differs."""
+        pairs = ((self.source, other.source), (self.shape, other.shape), (self.dtype, other.dtype))
+        return any(a is not None and b is not None and a != b for a, b in pairs)
+
+    def __str__(self) -> str:
+        where = self.source or f"'{self.name}'"
+        shape = "?" if self.shape is None else tuple(self.shape)
+        return f"{where} (shape {shape}, dtype {self.dtype or '?'})"
+
+
 def default_path(image) -> Path | None:
-    """``<stem>.sum-annotations.zarr`` beside the file the napari image layer was opened from (None: no file)."""
+    """``<file name>.sum-annotations.zarr`` beside the file the napari image layer was opened from (None: no file)."""
     source = getattr(getattr(image, "source", None), "path", None)
     if not source:
         return None
     path = Path(source)
-    stem = path.name[: -len(path.suffix)] if path.suffix else path.name
-    return path.with_name(stem + SUFFIX)
+    return path.with_name(path.name + SUFFIX)
+
+
+def _attributes(path: Path) -> dict | None:
+    """The group attributes of an annotation file of ours (None: not ours, or unreadable)."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return attrs if isinstance(attrs, dict) and attrs.get(MARKER) == FORMAT else None
 
 
 def is_ours(path: Path) -> bool:
     """Whether ``path`` is an annotation file of ours (its zarr.json carries :data:`MARKER`)."""
-    try:
-        meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    attrs = meta.get("attributes") if isinstance(meta, dict) else None
-    return isinstance(attrs, dict) and attrs.get(MARKER) == FORMAT
+    return _attributes(path) is not None
 
 
-def save_annotations(path: str | os.PathLike, labels: np.ndarray, prompts: CommitPrompts, image_name: str) -> Path:
+def _check_identity(target: Path, attrs: dict, image: ImageIdentity, action: str) -> None:
+    stored = ImageIdentity.from_attrs(attrs)
+    if stored.differs(image):
+        raise InvalidInputError(
+            f"annotation file: {target} belongs to the image {stored}, not to {image}; not {action}: "
+            "choose another annotation file"
+        )
+
+
+def save_annotations(
+    path: str | os.PathLike, labels: np.ndarray, prompts: CommitPrompts, image: ImageIdentity | str
+) -> Path:
     """Write the committed objects and their prompts to ``path``, atomically.
+
+    ``image`` is the annotated image (a bare name: only its shape, that of ``labels``, is known).
 
     Raises
     ------
     InvalidInputError
-        ``path`` exists and is not an annotation file of ours, or its folder is missing or read-only.
+        ``path`` exists and is not an annotation file of ours, or belongs to another image, or its
+        folder is missing or read-only.
     """
     import zarr
 
     from sum_core.export.target import check_target, staged
 
     target = Path(path)
-    if target.exists() and not is_ours(target):
-        raise InvalidInputError(
-            f"annotation file: {target} exists and is not a napari-sum-hq annotation file; it is kept: "
-            "choose another path"
-        )
-    check_target(target, "annotation file", folder=True, overwrite=True, ours=_OURS)
     labels = np.asarray(labels)
+    if not isinstance(image, ImageIdentity):
+        image = ImageIdentity(str(image), shape=labels.shape)
+    if target.exists():
+        attrs = _attributes(target)
+        if attrs is None:
+            raise InvalidInputError(
+                f"annotation file: {target} exists and is not a napari-sum-hq annotation file; it is kept: "
+                "choose another path"
+            )
+        _check_identity(target, attrs, image, "saved")
+    check_target(target, "annotation file", folder=True, overwrite=True, ours=_OURS)
     with staged(target, folder=True, ours=_OURS) as temp:
         group = zarr.open_group(temp, mode="w", zarr_format=3)
-        group.attrs.update({MARKER: FORMAT, "image": image_name, "commits": prompts.commits})
+        group.attrs.update({MARKER: FORMAT, **image.to_attrs(), "commits": prompts.commits})
         chunks = tuple(min(n, 1 if i < labels.ndim - 2 else 1024) for i, n in enumerate(labels.shape))
         group.create_array("labels", data=labels.astype(np.uint32), chunks=chunks)
         group.create_array("prompts/points", data=prompts.points.astype(np.float64))
@@ -117,30 +198,42 @@ def save_annotations(path: str | os.PathLike, labels: np.ndarray, prompts: Commi
     return target
 
 
-def load_annotations(path: str | os.PathLike, shape: tuple[int, ...]) -> tuple[np.ndarray, CommitPrompts]:
+def load_annotations(
+    path: str | os.PathLike, shape: tuple[int, ...], image: ImageIdentity | None = None
+) -> tuple[np.ndarray, CommitPrompts]:
     """Read ``(labels, prompts)`` from an annotation file made for an image of spatial ``shape``.
+
+    ``image``: the image to load into; a file stored for an image of another identity is refused.
 
     Raises
     ------
     InvalidInputError
-        Not an annotation file of ours, or labels of another shape.
+        Not an annotation file of ours, one of another image or of labels of another shape, or a
+        file that cannot be read (e.g. replaced by another process while reading).
     """
     import zarr
 
     target = Path(path)
-    if not is_ours(target):
+    attrs = _attributes(target)
+    if attrs is None:
         raise InvalidInputError(f"annotation file: {target} is not a napari-sum-hq annotation file")
-    group = zarr.open_group(target, mode="r")
-    labels = np.asarray(group["labels"][...])
-    if labels.shape != tuple(shape):
+    if image is not None:
+        _check_identity(target, attrs, image, "loaded")
+    try:
+        group = zarr.open_group(target, mode="r")
+        labels = np.asarray(group["labels"][...])
+        if labels.shape != tuple(shape):
+            raise InvalidInputError(
+                f"annotation file: {target} holds labels of shape {labels.shape}, the image is {tuple(shape)}"
+            )
+        ndim = len(shape)
+        points = np.asarray(group["prompts/points"][...]).reshape(-1, 2 + ndim)
+        boxes = np.asarray(group["prompts/boxes"][...]).reshape(-1, 1 + 2 * ndim)
+        commits = [[int(i) for i in ids] for ids in group.attrs.get("commits", [])]
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any read failure: the file is unusable as it is
         raise InvalidInputError(
-            f"annotation file: {target} holds labels of shape {labels.shape}, the image is {tuple(shape)}"
-        )
-    ndim = len(shape)
-    prompts = CommitPrompts(
-        ndim,
-        np.asarray(group["prompts/points"][...]).reshape(-1, 2 + ndim),
-        np.asarray(group["prompts/boxes"][...]).reshape(-1, 1 + 2 * ndim),
-        [list(ids) for ids in group.attrs.get("commits", [])],
-    )
-    return labels, prompts
+            f"annotation file: {target} could not be read ({type(exc).__name__}: {exc}); try loading it again"
+        ) from exc
+    return labels, CommitPrompts(ndim, points, boxes, commits)

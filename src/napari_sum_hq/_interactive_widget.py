@@ -35,7 +35,7 @@ Rectangles, ellipses and polygons in the box layer are box prompts (their boundi
 and paths are refused with a message.
 
 **Saved work.** Every commit (and undo) saves the committed objects and their prompts to the
-*annotation file* (default ``<image>.sum-annotations.zarr`` beside the image's file; see
+*annotation file* (default ``<image file name>.sum-annotations.zarr`` beside the image's file; see
 :mod:`napari_sum_hq._annotation_file`), and choosing an image whose file exists loads it (also
 *Load*): nothing committed is lost when napari closes or crashes.
 
@@ -102,7 +102,7 @@ from sum_core.errors import Cancelled, InvalidInputError, SumError
 from sum_core.options import UNCERTAINTY_METHODS
 from sum_core.tiling import Region
 
-from ._annotation_file import CommitPrompts, default_path, is_ours, load_annotations
+from ._annotation_file import CommitPrompts, ImageIdentity, default_path, is_ours, load_annotations
 from ._annotation_saver import AnnotationSaver
 from ._annotations import ImageAnnotations, viewer_memory
 from ._commit import COMMIT_MODES, DEFAULT_COMMIT_MODE, DEFAULT_MATCH_THRESHOLD, SlicePixels, plan_commit
@@ -365,7 +365,7 @@ class InteractiveSegmentationWidget(QWidget):
         self.annotation_edit.setPlaceholderText("(not saved)")
         self.annotation_edit.setToolTip(
             "Zarr file the committed objects and their prompts are saved to after every commit and undo "
-            "(default: <image>.sum-annotations.zarr beside the image file; reloaded when the image is chosen "
+            "(default: <image file name>.sum-annotations.zarr beside the image file; reloaded when the image is chosen "
             "again). Empty: not saved. A path that is not such a file is never overwritten."
         )
         self.annotation_edit.editingFinished.connect(self._on_annotation_path_edited)
@@ -974,7 +974,7 @@ class InteractiveSegmentationWidget(QWidget):
         prompts = state.commit_prompts
         snapshot = CommitPrompts(prompts.ndim, prompts.points, prompts.boxes, [list(c) for c in prompts.commits])
         labels = np.array(self.layers.committed().data)
-        self._saver.submit(state.annotation_path, labels, snapshot, self.image_layer.name)
+        self._saver.submit(state.annotation_path, labels, snapshot, self._image_identity())
 
     def _on_saved(self, message: str, error: bool) -> None:
         self._status(message if error else f"{self.status_label.text()} {message}", error=error)
@@ -983,6 +983,9 @@ class InteractiveSegmentationWidget(QWidget):
         """Wait until every annotation-file save started so far is written."""
         self._saver.flush()
 
+    def _image_identity(self) -> ImageIdentity:
+        return ImageIdentity.of_layer(self.image_layer, self.layers.shape)
+
     def load_annotations(self) -> None:
         """Replace the committed objects (one undo step) and their prompts by the annotation file's."""
         self._on_annotation_path_edited()
@@ -990,8 +993,9 @@ class InteractiveSegmentationWidget(QWidget):
         if not path:
             self._status("Load: type the annotation file's path first.", error=True)
             return
+        self._saver.flush()  # a save still being written is complete before the file is read
         try:
-            labels, prompts = load_annotations(path, self.layers.shape)
+            labels, prompts = load_annotations(path, self.layers.shape, self._image_identity())
         except SumError as exc:
             self._status(f"Load failed: {exc}", error=True)
             return
