@@ -54,9 +54,14 @@ def test_commits_are_saved_beside_the_image_and_reloaded_in_a_new_viewer(
     np.testing.assert_array_equal(group["labels"][...], committed)
     np.testing.assert_array_equal(group["prompts/points"][...], [[1, *FIRST_CLICK, 1], [2, *SECOND_CLICK, 1]])
     assert group.attrs["commits"] == [[1], [2]]
+    assert group.attrs["image_identity"] == {  # a save or load for another image is refused
+        "source": str(image_file.absolute()),
+        "shape": list(SHAPE),
+        "dtype": np.dtype(camera_image(SHAPE).dtype).name,
+    }
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
-    viewer.close()  # as if napari had crashed after the commit: nothing else was saved
-
+    # As if napari had crashed after the commit: the first viewer is never closed (no close handler
+    # runs, its saver is never shut down), so the new viewer has only what the autosave wrote.
     viewer = make_napari_viewer(show=True)
     viewer.open(str(image_file), plugin="napari")
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "cells")
