@@ -19,6 +19,8 @@ attribute records, per slice, its rows ``[start, stop)`` and the checksum of tho
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +28,7 @@ import zarr
 
 from ..checksums import checksum
 from ..errors import InvalidInputError
-from .writer import ATTR, Target
+from .writer import ATTR, Target, _folder
 
 __all__ = ["COLUMNS", "object_table"]
 
@@ -39,6 +41,7 @@ COLUMNS = (
     ("boundary_uncertainty", "float64"),
 )
 TABLE_ATTR = "sum_hq_objects"
+PARTIAL = "objects.partial"  # the new table while it is written (see write_table)
 
 
 def object_table(target: Any) -> dict[str, np.ndarray]:
@@ -93,7 +96,7 @@ def rows_checksum(columns: dict[str, np.ndarray]) -> str:
 def table_damage(target: Target) -> list[tuple[int, str]]:
     """``(slice, problem)`` for each slice whose rows of ``objects/`` are unreadable or altered."""
     if "objects" not in target.group:
-        return []
+        return _missing_table(target)
     try:
         planes = target.group["objects"].attrs[TABLE_ATTR]["slices"]
         columns = {name: np.asarray(target.group[f"objects/{name}"][...]) for name, _ in COLUMNS}
@@ -108,24 +111,60 @@ def table_damage(target: Target) -> list[tuple[int, str]]:
     return damage
 
 
+def _missing_table(target: Target) -> list[tuple[int, str]]:
+    """Without ``objects/``, the slices of an AIS target whose rows only the table held: those whose plan
+    is done and no longer stored (dropped when the job completed; the table was lost after that)."""
+    if target.info.get("signature", {}).get("mode") != "ais" or "done/plan" not in target.group:
+        return []  # not an AIS job, or one whose planning has not started
+    try:
+        planned = target.flags("plan")
+    except Exception:  # noqa: BLE001 - no readable plan flags: no slice's rows can be trusted
+        planned = np.ones(_n_slices(target), dtype=bool)
+    return [(int(s), f"objects table of slice {int(s)} is missing") for s in np.nonzero(planned)[0]
+            if f"work/s{int(s)}/plan" not in target.group]
+
+
 def _n_slices(target: Target) -> int:
     return 1 if target.slice_axis is None else target.labels.shape[target.slice_axis]
 
 
 def write_table(target: Target, parts: list[dict[str, np.ndarray]]) -> None:
-    """Write the table from one dict of columns per slice (rows sorted by label), checksums last."""
-    if "objects" in target.group:
-        del target.group["objects"]
-    group = target.group.create_group("objects")
-    for name, dtype in COLUMNS:
-        values = np.concatenate([np.asarray(p[name], dtype=dtype) for p in parts] or [np.zeros(0, dtype)])
-        group.create_array(name, shape=values.shape, dtype=dtype, chunks=(max(1, min(len(values), 1 << 20)),),
+    """Write the table from one dict of columns per slice (rows sorted by label), checksums last.
+
+    On a local store the new table is written as ``objects.partial`` and then swapped in by two
+    renames (the old folder to ``objects.old``, the new one to ``objects``), so an interruption
+    leaves the old table, the new one, or none; other stores delete the old table first. A missing
+    table is damage (:func:`table_damage`) that a repair redoes.
+    """
+    folder = _folder(target.group.store)
+    name = "objects" if folder is None else PARTIAL
+    for old in ("objects", PARTIAL) if folder is None else (PARTIAL,):
+        if old in target.group:
+            del target.group[old]
+    group = target.group.create_group(name)
+    for column, dtype in COLUMNS:
+        values = np.concatenate([np.asarray(p[column], dtype=dtype) for p in parts] or [np.zeros(0, dtype)])
+        group.create_array(column, shape=values.shape, dtype=dtype, chunks=(max(1, min(len(values), 1 << 20)),),
                            fill_value=0)[...] = values
     stops = np.cumsum([len(p["label"]) for p in parts]).tolist()
     starts = [0] + stops[:-1]
     group.attrs[TABLE_ATTR] = {
         "slices": [[int(a), int(b), rows_checksum(p)] for a, b, p in zip(starts, stops, parts)]
     }
+    if folder is not None:
+        _swap_in(folder / target.group.path)
+
+
+def _swap_in(folder: Path) -> None:
+    """Replace ``folder/objects`` by the complete ``folder/objects.partial``."""
+    old = folder / "objects.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if (folder / "objects").exists():
+        (folder / "objects").rename(old)
+    (folder / PARTIAL).rename(folder / "objects")
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def slice_rows(target: Target, slice_index: int) -> dict[str, np.ndarray]:
