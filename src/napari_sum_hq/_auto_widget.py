@@ -36,7 +36,8 @@ class AutomaticSegmentationWidget(JobWidget):
     Running on another slice of the same stack fills that slice of the same layers (and
     replaces that slice's rows only); a slice's ids are unique in the stack (the id range of
     the slice, as a whole-stack run numbers them). The work runs in a worker thread, tile by
-    tile, with progress; Cancel stops it before the next tile (AMG: between two decoder
+    tile, with progress and an ETA (AMG: also within a tile, after each decoder batch, so a
+    one-tile image moves too); Cancel stops it before the next tile (AMG: between two decoder
     batches of the running tile).
 
     Parameters

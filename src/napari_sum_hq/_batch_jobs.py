@@ -1,9 +1,10 @@
 """Worker functions of the automatic and batch widgets (no Qt widgets, no napari layers).
 
-Both run :func:`sum_core.batch.segment_zarr` with dask's synchronous scheduler, under a
-:class:`~napari_sum_hq._jobs.TaskProgress` callback (one progress step per finished task: a
-tile, a plane's NMS plan or watershed, an output chunk, or a slice in prompts mode) and with
-the job's cancel event: a cancel stops the running tile (between two decoder batches in AMG
+Both run :func:`sum_core.batch.segment_zarr` with dask's synchronous scheduler, relaying its
+``on_progress`` (finished tasks: a tile, a plane's NMS plan or watershed, an output chunk, or a
+slice in prompts mode; plus, in AMG mode, the decoder batches done in the running tile, so a
+one-tile image moves too) as :data:`PROGRESS_STEPS` steps of the job, and with the job's cancel
+event: a cancel stops the running tile (between two decoder batches in AMG
 mode, an object between two tiles in prompts mode) and the job before its next task, leaving a
 job that resumes when it is run again.
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ._jobs import CancelToken, ProgressRelay, TaskProgress
+from ._jobs import CancelToken, ProgressRelay
 from ._session import ModelChoice
 
 #: The id space of a stack's labels: slice ``s`` of ``n`` holds ids ``s * (ID_SPACE // n) + 1 ...``
@@ -28,6 +29,9 @@ from ._session import ModelChoice
 ID_SPACE = 2**32
 #: The columns of the Labels layer ``features`` of AIS results; napari's ``index`` is the label id.
 FEATURE_COLUMNS = ("index", "slice", "area", "mean_uncertainty", "boundary_uncertainty")
+#: A job's progress is relayed as ``(steps done, PROGRESS_STEPS)``: per mille of its tasks, so the
+#: fractions of running tiles show (the relay carries integers).
+PROGRESS_STEPS = 1000
 
 
 def registry_decoder(source: str) -> bool | None:
@@ -77,15 +81,17 @@ def batch_job(
     """Run (or resume) one ``segment_zarr`` job; return ``target``.
 
     ``kwargs`` go to :func:`sum_core.batch.segment_zarr` (mode, prompts, axis, overwrite,
-    tiling and ``options``).
+    tiling and ``options``). Progress goes to ``relay`` as ``(steps done, PROGRESS_STEPS)``.
     """
     from sum_core.batch import segment_zarr
 
-    with TaskProgress(relay):
-        segment_zarr(
-            source, target, model=choice.source, device=choice.torch_device,
-            scheduler="sync", progress=False, cancel=token.event, **kwargs,
-        )  # fmt: skip
+    def relay_progress(done: float, total: int) -> None:
+        relay.progressed.emit(int(PROGRESS_STEPS * done / total) if total else 0, PROGRESS_STEPS)
+
+    segment_zarr(
+        source, target, model=choice.source, device=choice.torch_device,
+        scheduler="sync", progress=False, cancel=token.event, on_progress=relay_progress, **kwargs,
+    )  # fmt: skip
     return target
 
 

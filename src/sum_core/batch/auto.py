@@ -17,13 +17,16 @@ equals ``auto_segment`` on the whole plane up to the label numbering.
 
 from __future__ import annotations
 
+import contextvars
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..auto_options import AutoOptions
-from ..automatic import Instance, MaskRecord, owned_instances, window_masks
+from ..automatic import Instance, MaskRecord, generate_masks, owned_instances
+from ..encoding import encode_image
 from ..image import Normalization
 from ..tile_window import read_window
 from ..tiling import Region, TileGrid
@@ -32,6 +35,10 @@ from .model_spec import ModelSpec
 from .tile_nms import neighbour_nms
 from .volume import Volume
 from .writer import Target
+
+#: The running tile task's ``on_batch`` (set by :func:`run_tile` around its segmentation, per scheduler
+#: thread), read by :func:`window_records`: its signature stays what the tile stage replaces in tests.
+_ON_BATCH: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar("on_batch", default=None)
 
 
 def window_records(
@@ -42,8 +49,11 @@ def window_records(
     cancel: threading.Event | None = None,
 ) -> list[MaskRecord]:
     """Segment one ``(H, W, 3)`` uint8 window: encoded as one image, then the mask generator
-    (:func:`sum_core.automatic.window_masks` with the job's model)."""
-    return window_masks(model.load(device), window, options, model.precision, cancel=cancel)
+    (what :func:`sum_core.automatic.window_masks` does, with the job's model), reporting each
+    decoder batch to the running tile's ``on_batch`` (see :func:`run_tile`)."""
+    loaded = model.load(device)
+    embedding = encode_image(loaded, window, model.precision)
+    return generate_masks(loaded, embedding, options, cancel=cancel, on_batch=_ON_BATCH.get())
 
 
 def run_tile(
@@ -57,9 +67,15 @@ def run_tile(
     device: Any,
     options: AutoOptions,
     cancel: threading.Event | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Stage 1: segment one tile window and store the masks it owns."""
-    _segment_tile(target, volume, grid, slice_index, tile_index, normalization, model, device, options, cancel)
+    """Stage 1: segment one tile window and store the masks it owns (``on_batch(done, total)``
+    after each decoder batch of the window: the job's progress within the tile)."""
+    reporting = _ON_BATCH.set(on_batch)
+    try:
+        _segment_tile(target, volume, grid, slice_index, tile_index, normalization, model, device, options, cancel)
+    finally:
+        _ON_BATCH.reset(reporting)
     release_freed_memory()  # the window-sized maps just freed, else the resident set creeps per tile
     target.mark_done("tile", (slice_index, tile_index))
 

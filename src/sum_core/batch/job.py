@@ -6,7 +6,9 @@ import dataclasses
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import dask
@@ -70,6 +72,7 @@ def segment_zarr(
     compile: bool = False,
     cancel: threading.Event | None = None,
     repair: bool = False,
+    on_progress: Callable[[float, int], None] | None = None,
 ) -> zarr.Group:
     """Segment a 2D image, 3D stack or time series slice by slice into a zarr v3 group.
 
@@ -174,6 +177,12 @@ def segment_zarr(
     repair : bool
         Redo the damaged slices of a target of this job instead of refusing it (see
         **Integrity**; warns naming the slices redone).
+    on_progress : callable, optional
+        Local schedulers only: ``on_progress(done, total)`` with ``total`` the tasks of this run
+        and ``done`` (a float, never decreasing) the finished tasks plus, in AMG mode with the
+        threads or synchronous scheduler, the fraction of each running tile's decoder batches
+        (so a one-tile image moves too); called once with ``0`` when the tasks start. The
+        ``progress`` bar shows the same count.
 
     Returns
     -------
@@ -184,7 +193,8 @@ def segment_zarr(
     ------
     InvalidInputError
         Bad mode, options (or options of the other automatic mode; AIS of a model known to have
-        no AIS decoder), ``overwrite`` / ``progress`` / ``repair`` (not bool), ``scheduler``
+        no AIS decoder), ``overwrite`` / ``progress`` / ``repair`` (not bool), ``on_progress`` (not
+        callable, or with dask.distributed), ``scheduler``
         (not a dask scheduler name, callable or client), axis, tiling, prompts (also outside the
         volume or not UTF-8) or target (a file, a folder that cannot be created, a read-only or
         foreign target or zarr array, one overlapping the source, or one another job is writing); all checked
@@ -212,10 +222,15 @@ def segment_zarr(
     repair = check_bool(repair, "repair")
     if (mode == "prompts") != (prompts is not None):
         raise InvalidInputError("prompts: give a prompt table exactly when mode='prompts'")
-    if cancel is not None and (not _is_local(scheduler) or scheduler in _PROCESS_SCHEDULERS):
+    if cancel is not None and not _in_this_process(scheduler):
         raise InvalidInputError(
             "cancel: only the threads and synchronous dask schedulers can be cancelled (not processes or "
             "dask.distributed: their tasks cannot see this process's event)"
+        )
+    if on_progress is not None and (not callable(on_progress) or not _is_local(scheduler)):
+        raise InvalidInputError(
+            "on_progress must be a callable (done, total) or None, and needs a local dask scheduler (dask.distributed "
+            f"tasks are not seen by this process), got {type(on_progress).__name__} with scheduler {scheduler!r}"
         )
     _check_scheduler(scheduler)
     volume = open_volume(source, key=key, axis=axis)
@@ -257,13 +272,15 @@ def segment_zarr(
             return out.group
         normalization = fixed_normalization(volume.planes)
         stop = _Stop(cancel) if _threaded(scheduler) else cancel
+        reporter = _Progress(progress and _is_local(scheduler), on_progress)
+        within = reporter.within if _in_this_process(scheduler) else None
         if mode == "amg":
-            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, stop)
+            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, stop, within)
         elif mode == "ais":
             graph = _ais_tasks(out, volume, grid, normalization, spec, device, options, stride, stop)
         else:
             graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, stop)
-        with _Progress(len(graph), progress and _is_local(scheduler)), _CancelBeforeTasks(cancel):
+        with reporter, _CancelBeforeTasks(cancel):
             _run(graph, scheduler, stop, hold)
         if mode == "ais":
             ais_stages.write_objects_table(out, volume.n_slices)
@@ -321,8 +338,10 @@ def _signed_options(options: AutoOptions | PredictOptions) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in always or v != defaults[k]}
 
 
-def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel) -> dict[str, Any]:
-    """The task graph of an automatic job: per plane, tile tasks, one plan task and chunk tasks.
+def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel, within) -> dict[str, Any]:
+    """The task graph of an AMG job: per plane, tile tasks, one plan task and chunk tasks.
+
+    ``within(key)`` (or None) gives a tile task's ``on_batch``: its progress within the tile.
 
     One plain dict for the whole job: per-task ``dask.delayed`` objects would each carry a
     graph of all their dependencies (every chunk task of a plane all the plane's tile tasks),
@@ -342,8 +361,9 @@ def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride,
             for t in range(n_tiles):
                 if not tiles_done[s, t]:
                     tiles.append(f"sum-hq-tile-{s}-{t}")
+                    on_batch = within(tiles[-1]) if within is not None else None
                     graph[tiles[-1]] = (
-                        auto.run_tile, out, volume, grid, s, t, normalization, spec, device, options, cancel
+                        auto.run_tile, out, volume, grid, s, t, normalization, spec, device, options, cancel, on_batch
                     )
             plan = [f"sum-hq-plan-{s}"]
             graph[plan[0]] = (auto.run_plan, out, grid, s, options.box_nms_thresh, s * stride, stride, *tiles)
@@ -433,6 +453,11 @@ def _run(graph: dict[str, Any], scheduler: Any, stop: Any, hold: LockHold) -> No
 _PROCESS_SCHEDULERS = ("processes", "multiprocessing")
 
 
+def _in_this_process(scheduler: Any) -> bool:
+    """Whether the tasks of ``scheduler`` run in this process (threads or synchronous), seeing its objects."""
+    return _is_local(scheduler) and scheduler not in _PROCESS_SCHEDULERS
+
+
 def _threaded(scheduler: Any) -> bool:
     """Whether ``scheduler`` is dask's threads scheduler (the default), whose pool :func:`_run` owns."""
     return scheduler is None or scheduler in ("threads", "threading")
@@ -492,15 +517,60 @@ class _CancelBeforeTasks(Callback):
 
 
 class _Progress(Callback):
-    """tqdm bar (with ETA) over the job's tasks, for local dask schedulers."""
+    """The job's progress over its ``sum-hq-`` tasks, for local dask schedulers: a tqdm bar (with
+    ETA, when ``bar``) and ``on_progress(done, total)``.
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    ``done`` is the finished tasks plus the fraction each running task reported through
+    :meth:`within` (AMG tiles: decoder batches); it never decreases (a task's fraction is at most
+    the 1 its end counts). Thread-safe: tasks report from the scheduler's threads.
+    """
+
+    def __init__(self, bar: bool, on_progress: Callable[[float, int], None] | None) -> None:
         super().__init__()
-        self._bar = tqdm(total=total, desc="sum-hq batch", unit="task", disable=not enabled)
+        self._bar_enabled, self._on_progress = bar, on_progress
+        self._lock = threading.Lock()
+        self._running: dict[str, float] = {}
+        self._finished = 0
+        self._total = 0
+        self._done = 0.0
+        self._bar: tqdm | None = None
+
+    def within(self, key: str) -> Callable[[int, int], None]:
+        """The ``on_batch(done, total)`` of task ``key``: its fraction ``done / total`` so far."""
+        return partial(self._within, key)
+
+    def _within(self, key: str, done: int, total: int) -> None:
+        with self._lock:
+            self._running[key] = min(done / total, 1.0) if total > 0 else 0.0
+            self._report()
+
+    def _start_state(self, dsk, state) -> None:
+        with self._lock:
+            self._total = sum(1 for key in dsk if _is_task(key))
+            self._bar = tqdm(total=self._total, desc="sum-hq batch", unit="task", disable=not self._bar_enabled)
+            self._report()
 
     def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        if isinstance(key, str) and key.startswith("sum-hq-"):
-            self._bar.update(1)
+        if _is_task(key):
+            with self._lock:
+                self._running.pop(key, None)
+                self._finished += 1
+                self._report()
 
     def _finish(self, dsk, state, errored) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
+
+    def _report(self) -> None:
+        """Show the count (under the lock); never lower than the last one shown."""
+        done = max(self._done, min(self._finished + sum(self._running.values()), self._total))
+        if self._bar is not None:
+            self._bar.update(done - self._done)
+        self._done = done
+        if self._on_progress is not None:
+            self._on_progress(done, self._total)
+
+
+def _is_task(key: Any) -> bool:
+    """Whether ``key`` is a unit of work of a job (what progress counts)."""
+    return isinstance(key, str) and key.startswith("sum-hq-")
