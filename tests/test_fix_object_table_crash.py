@@ -15,7 +15,7 @@ import zarr
 
 from sum_core.batch import ais_stages, object_table, segment_zarr
 from sum_core.batch import objects as objects_mod
-from sum_core.errors import DamagedTargetError
+from sum_core.errors import DamagedTargetError, InvalidInputError
 from test_ais_auto import ais_model  # noqa: F401
 from test_batch_ais import KW, exact, random_discs  # noqa: F401
 
@@ -61,6 +61,8 @@ def test_crash_after_the_old_table_is_gone_is_repaired(job, monkeypatch):
 def test_complete_target_without_table_is_repaired(job):
     stack, target, kwargs, expected, _ = job
     shutil.rmtree(target / "objects")
+    with pytest.raises(InvalidInputError, match="lost its object table; rerun its job with repair=True"):
+        object_table(target)
     with pytest.raises(DamagedTargetError, match="objects table of slice 1 is missing"):
         segment_zarr(stack, target, **kwargs)
     with pytest.warns(UserWarning, match=r"redoing slice\(s\) \[0, 1\]"):

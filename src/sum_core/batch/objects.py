@@ -74,6 +74,8 @@ def object_table(target: Any) -> dict[str, np.ndarray]:
         raise InvalidInputError(f"target: {target} is not complete; rerun its job to finish it first")
     if "objects" not in group:
         mode = info.get("signature", {}).get("mode")
+        if mode == "ais":
+            raise InvalidInputError(f"target: {target} lost its object table; rerun its job with repair=True (--repair)")
         raise InvalidInputError(
             f"target: {target} has no object table (job mode {mode!r}); only AIS jobs (mode='ais', "
             "`sum-hq batch --mode ais`) write one"

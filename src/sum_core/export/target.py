@@ -2,7 +2,8 @@
 
 An export is never left half-written under its final name: :func:`staged` yields a temporary
 sibling of the target (same folder, so the rename is atomic), and only a finished export is moved
-to the target. An existing target is replaced only with ``overwrite``; a folder target only
+to the target; an old folder export is moved to a backup beside it first and deleted last
+(:func:`recover` puts a backup back that a hard kill left). An existing target is replaced only with ``overwrite``; a folder target only
 when it is an earlier export of ours (it holds the manifest, and nothing but exported files).
 """
 
