@@ -139,3 +139,16 @@ def test_the_saver_coalesces_pending_saves_in_order(monkeypatch):
     threading.Timer(0.2, fake.release.set).start()
     saver.shutdown()  # closing waits for the last save
     assert fake.written[-1] == ("a", 7)
+
+
+def test_a_save_killed_between_its_renames_is_recovered_before_a_load(tmp_path):
+    target = tmp_path / "cell.tif.sum-annotations.zarr"
+    mine = labels_with(4, np.s_[30:, 40:])
+    save_annotations(target, mine, CommitPrompts(2, commits=[[4]]), identity(tmp_path, "cell.tif"))
+    backup = tmp_path / ".cell.tif.sum-annotations.zarr.replaced-kill0001"  # what staged() leaves at a kill
+    backup.mkdir()
+    target.rename(backup / target.name)
+    labels, prompts = load_annotations(target, SHAPE, identity(tmp_path, "cell.tif"))
+    np.testing.assert_array_equal(labels, mine)
+    assert prompts.commits == [[4]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]

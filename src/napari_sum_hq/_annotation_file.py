@@ -14,7 +14,8 @@ A save or a load for an image whose identity differs from the file's is refused
 (:class:`~sum_core.errors.InvalidInputError` naming both images; nothing is written).
 
 It is written whole under a temporary name in the same folder and renamed over the previous file
-(:func:`sum_core.export.target.staged`), so a crash while saving leaves the last complete save. An
+(:func:`sum_core.export.target.staged`), so a crash while saving leaves the last complete save
+(put back by :func:`sum_core.export.target.recover` before the next load or save). An
 existing path is replaced only when its group attributes carry :data:`MARKER`; anything else is
 never written to or deleted. Plain zarr rather than OME-Zarr labels: napari and any zarr reader
 open it (``zarr.open_group(path)["labels"]``).
@@ -173,9 +174,10 @@ def save_annotations(
     """
     import zarr
 
-    from sum_core.export.target import check_target, staged
+    from sum_core.export.target import check_target, recover, staged
 
     target = Path(path)
+    recover(target)  # a save killed between its renames: the previous file comes back first
     labels = np.asarray(labels)
     if not isinstance(image, ImageIdentity):
         image = ImageIdentity(str(image), shape=labels.shape)
@@ -213,7 +215,10 @@ def load_annotations(
     """
     import zarr
 
+    from sum_core.export.target import recover
+
     target = Path(path)
+    recover(target)  # a save killed between its renames: the previous file comes back
     attrs = _attributes(target)
     if attrs is None:
         raise InvalidInputError(f"annotation file: {target} is not a napari-sum-hq annotation file")
