@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import zarr
 from qtpy.QtCore import Qt
 from sum_core.errors import InvalidInputError
 
@@ -81,9 +82,8 @@ def test_a_load_into_another_image_is_refused(tmp_path):
 def test_a_bare_image_name_stores_the_shape_and_is_checked_by_it(tmp_path):
     target = tmp_path / "a.sum-annotations.zarr"
     save_annotations(target, labels_with(2, np.s_[:3, :3]), CommitPrompts(2), "a")
-    assert ImageIdentity.from_attrs(__import__("zarr").open_group(target, mode="r").attrs.asdict()) == (
-        ImageIdentity("a", None, SHAPE, None)
-    )
+    stored = zarr.open_group(target, mode="r").attrs.asdict()
+    assert ImageIdentity.from_attrs(stored) == ImageIdentity("a", None, SHAPE, None)
     load_annotations(target, SHAPE, identity(tmp_path, "a.tif"))  # unknown fields never conflict
     with pytest.raises(InvalidInputError, match="shape"):
         save_annotations(target, np.zeros((8, 8), np.uint32), CommitPrompts(2), "a")
