@@ -571,10 +571,12 @@ def window_masks(
     *,
     progress: bool = False,
     cancel: threading.Event | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[MaskRecord]:
     """AMG's one per-window step: encode an ``(h, w, 3)`` uint8 window as one image, then
     :func:`generate_masks` (used by :func:`auto_segment` and the batch jobs)."""
-    return generate_masks(model, encode_image(model, window, precision), options, progress=progress, cancel=cancel)
+    embedding = encode_image(model, window, precision)
+    return generate_masks(model, embedding, options, progress=progress, cancel=cancel, on_batch=on_batch)
 
 
 def check_mode(mode: Any, options: Any, model: Any = None) -> str:

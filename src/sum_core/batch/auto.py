@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..auto_options import AutoOptions
-from ..automatic import Instance, MaskRecord, generate_masks, owned_instances
-from ..encoding import encode_image
+from ..automatic import Instance, MaskRecord, owned_instances, window_masks
 from ..image import Normalization
 from ..tile_window import read_window
 from ..tiling import Region, TileGrid
@@ -49,11 +48,9 @@ def window_records(
     cancel: threading.Event | None = None,
 ) -> list[MaskRecord]:
     """Segment one ``(H, W, 3)`` uint8 window: encoded as one image, then the mask generator
-    (what :func:`sum_core.automatic.window_masks` does, with the job's model), reporting each
-    decoder batch to the running tile's ``on_batch`` (see :func:`run_tile`)."""
-    loaded = model.load(device)
-    embedding = encode_image(loaded, window, model.precision)
-    return generate_masks(loaded, embedding, options, cancel=cancel, on_batch=_ON_BATCH.get())
+    (:func:`sum_core.automatic.window_masks` with the job's model), reporting each decoder batch
+    to the running tile's ``on_batch`` (see :func:`run_tile`)."""
+    return window_masks(model.load(device), window, options, model.precision, cancel=cancel, on_batch=_ON_BATCH.get())
 
 
 def run_tile(
