@@ -28,7 +28,7 @@ import zarr
 
 from ..checksums import checksum
 from ..errors import InvalidInputError
-from .writer import ATTR, Target, _folder
+from .writer import ATTR, Target, local_folder
 
 __all__ = ["COLUMNS", "object_table"]
 
@@ -138,7 +138,7 @@ def write_table(target: Target, parts: list[dict[str, np.ndarray]]) -> None:
     leaves the old table, the new one, or none; other stores delete the old table first. A missing
     table is damage (:func:`table_damage`) that a repair redoes.
     """
-    folder = _folder(target.group.store)
+    folder = local_folder(target.group.store)
     name = "objects" if folder is None else PARTIAL
     for old in ("objects", PARTIAL) if folder is None else (PARTIAL,):
         if old in target.group:

@@ -297,7 +297,7 @@ def check_target(target: Any, overwrite: bool = False) -> None:
         damaged target of ours).
     """
     store = _store(target, overwrite)
-    if _folder(store) is not None and _folder(store).is_dir():
+    if local_folder(store) is not None and local_folder(store).is_dir():
         return  # checked by _store (it reads the metadata itself: zarr may not be able to)
     try:
         group = zarr.open_group(store, mode="r", zarr_format=3)
@@ -425,7 +425,7 @@ def _sampled_source_hash(signature: dict[str, Any]) -> bool:
     return isinstance(data, str) and data.startswith(("sample:", "full:"))
 
 
-def _folder(store: Any) -> Path | None:
+def local_folder(store: Any) -> Path | None:
     """The folder of a local store, else None."""
     return Path(store.root) if isinstance(store, zarr.storage.LocalStore) else None
 
@@ -447,7 +447,7 @@ def _store(target: Any, overwrite: bool = False) -> Any:
         raise InvalidInputError(f"target must be a folder path or a zarr store, got {type(target).__name__}")
     if target.read_only:
         raise InvalidInputError(f"target: the store {target} is read-only")
-    folder = _folder(target)
+    folder = local_folder(target)
     if folder is not None and folder.is_dir():
         _check_folder(folder, overwrite)
     return target
