@@ -180,3 +180,20 @@ def test_cli_export_onnx_and_errors(tmp_path, small_hq_checkpoint, capsys):
     assert cli.main(["export", "bioimageio", small_hq_checkpoint, str(tmp_path / "p.zip"), "--author", "A",
                      "--licence", "not-a-licence"]) == 2  # fmt: skip
     assert "SPDX" in capsys.readouterr().err
+
+
+def test_zip_member_larger_than_the_limit_is_refused_before_unpacking(package, tmp_path, monkeypatch):
+    """A zip bomb (a member declaring gigabytes) must not be unpacked into the temporary folder."""
+    import sum_core.bioimageio_package as pkg
+
+    _, path = package
+    size = zipfile.ZipFile(path).getinfo("weights.pt").file_size
+    monkeypatch.setattr(pkg, "MAX_MEMBER_BYTES", size - 1)  # the real limit is 8 GB: scale it to this file
+    written = []
+    monkeypatch.setattr(pkg, "_copy_checked", lambda *args: written.append(args))
+    with pytest.raises(CheckpointError, match="declares .* more than"):
+        load_model(path, device="cpu")
+    assert written == []
+    monkeypatch.setattr(pkg, "MAX_RDF_BYTES", 10)
+    with pytest.raises(CheckpointError, match="rdf.yaml declares"):
+        load_model(path, device="cpu")

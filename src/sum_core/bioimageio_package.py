@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import torch
 import yaml
 
-from .checkpoint import load_checkpoint
+from .checkpoint import MAX_PARAMETERS, load_checkpoint
 from .errors import CheckpointError
 from .modeling import SamModel
 
@@ -27,6 +27,11 @@ __all__ = ["RDF_NAMES", "is_package", "load_package"]
 
 #: Names of a package's description file, at its top level.
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
+#: Largest package member read: a weights file of MAX_PARAMETERS float64 values (a zip member that
+#: declares more is refused before anything is unpacked, so a zip bomb cannot fill the disk).
+MAX_MEMBER_BYTES = 8 * MAX_PARAMETERS
+#: Largest description file read.
+MAX_RDF_BYTES = 16 << 20
 
 
 def _rdf_member(path: Path) -> str | None:
@@ -41,6 +46,13 @@ def _rdf_member(path: Path) -> str | None:
     except (OSError, zipfile.BadZipFile):
         return None
     return next((name for name in RDF_NAMES if name in names), None)
+
+
+def _check_member_size(archive: zipfile.ZipFile, name: str, limit: int, path: Path) -> None:
+    """Refuse a zip member that declares more than ``limit`` bytes (zipfile never yields more)."""
+    size = archive.getinfo(name).file_size
+    if size > limit:
+        raise CheckpointError(f"{path}: {name} declares {size:,} bytes, more than the {limit:,} a package member may have")
 
 
 def is_package(path: str | os.PathLike) -> bool:
@@ -123,10 +135,12 @@ def load_package(path: str | os.PathLike, device: str | torch.device | None = No
                     _copy_checked(reader, target, digest, f"{path}/{file}")
             else:
                 with zipfile.ZipFile(path) as archive:
+                    _check_member_size(archive, member, MAX_RDF_BYTES, path)
                     description = yaml.safe_load(archive.read(member).decode("utf-8"))
                     file, digest = _weights_entry(description, str(path))
                     if file not in archive.namelist():
                         raise CheckpointError(f"{path}: the weights file {file} is missing from the package")
+                    _check_member_size(archive, file, MAX_MEMBER_BYTES, path)
                     target = Path(scratch) / PurePosixPath(file).name
                     with archive.open(file) as reader:
                         _copy_checked(reader, target, digest, f"{path}:{file}")
