@@ -564,8 +564,9 @@ class _Progress(Callback):
     def _report(self) -> None:
         """Show the count (under the lock); never lower than the last one shown."""
         done = max(self._done, min(self._finished + sum(self._running.values()), self._total))
-        if self._bar is not None:
-            self._bar.update(done - self._done)
+        if self._bar is not None:  # whole tasks shown as integers ("27/27"), fractions to 2 decimals
+            self._bar.n = int(done) if float(done).is_integer() else round(done, 2)
+            self._bar.update(0)  # displays at tqdm's rate, as update(n) would
         self._done = done
         if self._on_progress is not None:
             self._on_progress(done, self._total)
