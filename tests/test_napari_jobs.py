@@ -273,8 +273,11 @@ def test_batch_widget_cancel_then_resume_and_open(make_napari_viewer, qtbot, tin
     amg(widget)["stability_thresh"].setValue(0.0)
     widget.tiling.tile_spin.setValue(32)
     widget.tiling.halo_spin.setValue(8)  # 2 slices x 4 tiles
-    # cancel as soon as the first task reports
-    widget.progress_bar.valueChanged.connect(lambda v: v >= 1 and widget.is_running and widget.cancel())
+    # cancel as soon as the first task ends (1 of the 18 tasks: 2 x (4 tiles + 1 plan + 4 chunks); the bar
+    # also moves within a tile, per decoder batch)
+    widget.progress_bar.valueChanged.connect(
+        lambda v: v >= widget.progress_bar.maximum() / 18 and widget.is_running and widget.cancel()
+    )
 
     click(qtbot, widget.run_button)
     qtbot.waitUntil(lambda: widget.running_workers == 0, timeout=JOB_TIMEOUT_MS)
