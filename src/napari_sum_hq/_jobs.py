@@ -6,10 +6,8 @@ is the ``cancel=`` event of the ``sum_core`` calls that take one (``segment_zarr
 predictors), which raise :class:`sum_core.errors.Cancelled` at their next check point
 (between decoder batches and tiles, before the next task). Progress hooks:
 
-- :class:`TaskProgress`: a dask callback for ``segment_zarr`` jobs. It counts the job's
-  tasks (keys named ``sum-hq-...``) and reports each finished one. The widgets use dask's
-  synchronous scheduler, so nothing keeps running after a cancel and every finished unit is
-  already flagged done: rerunning the job resumes from there.
+- ``segment_zarr(on_progress=)`` (wired in :mod:`napari_sum_hq._batch_jobs`) reports finished
+  tasks plus the decoder batches of running tiles.
 - :class:`ReportingVolume`: wraps the stack given to ``propagate``; every plane read is one
   progress step, and a read after a cancel raises :class:`JobCancelled`.
 
@@ -23,12 +21,7 @@ import threading
 from typing import Any
 
 import numpy as np
-from dask.callbacks import Callback
 from qtpy.QtCore import QObject, Signal
-
-#: Prefix of the dask keys of ``sum_core.batch`` tasks (one per unit of resumable work).
-TASK_PREFIX = "sum-hq-"
-
 
 class JobCancelled(Exception):
     """Raised inside a worker when the user cancelled its job."""
@@ -64,36 +57,6 @@ class CancelToken:
         """Raise :class:`JobCancelled` if the job was cancelled."""
         if self._event.is_set():
             raise JobCancelled("cancelled")
-
-
-class TaskProgress(Callback):
-    """Dask callback: progress over the ``sum-hq-`` tasks of a job.
-
-    Parameters
-    ----------
-    relay : ProgressRelay
-        Receives ``(tasks done, tasks in this run)``.
-    """
-
-    def __init__(self, relay: ProgressRelay) -> None:
-        super().__init__()
-        self.relay = relay
-        self.total = 0
-        self.done = 0
-
-    def _start_state(self, dsk, state) -> None:
-        self.total = sum(1 for key in dsk if _is_job_task(key))
-        self.done = 0
-        self.relay.progressed.emit(0, self.total)
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        if _is_job_task(key):
-            self.done += 1
-            self.relay.progressed.emit(self.done, self.total)
-
-
-def _is_job_task(key: Any) -> bool:
-    return isinstance(key, str) and key.startswith(TASK_PREFIX)
 
 
 class ReportingVolume:
