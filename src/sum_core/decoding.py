@@ -22,7 +22,33 @@ from .modeling import DecodedMasks, ImageEmbedding, SamModel
 from .prediction import PredictOptions
 from .prompts import ModelPrompts, Prompts, to_model_frame
 
-__all__ = ["WindowMasks", "decode_prompts", "decode_window", "run_decoder", "upscale"]
+__all__ = [
+    "TOKEN_METHODS", "WindowMasks", "combine_tokens", "decode_prompts", "decode_window", "run_decoder",
+    "token_uncertainty", "upscale",
+]  # fmt: skip
+
+#: Uncertainty methods computed from the upscaled SAM / HQ token logits alone (:func:`token_uncertainty`).
+TOKEN_METHODS = ("disagreement", "entropy")
+
+
+def combine_tokens(full_sam: torch.Tensor | None, full_hq: torch.Tensor | None, hq_token_only: bool) -> torch.Tensor:
+    """The mask logits from the upscaled token logits: SAM alone (plain SAM), HQ alone
+    (``hq_token_only``), else their sum (HQ-SAM). Upscaling is linear, so up(SAM) + up(HQ) is up(SAM + HQ).
+    """
+    if full_hq is None:
+        return full_sam
+    return full_hq if hq_token_only else full_sam + full_hq
+
+
+def token_uncertainty(
+    method: str, full_sam: torch.Tensor | None, full_hq: torch.Tensor | None, hq_token_only: bool
+) -> torch.Tensor:
+    """Per-pixel uncertainty of one of :data:`TOKEN_METHODS` from the upscaled token logits:
+    ``"disagreement"`` of the SAM and HQ tokens, or the Bernoulli ``"entropy"`` of the token the
+    mask is made of alone (HQ with ``hq_token_only``, else SAM)."""
+    if method == "disagreement":
+        return unc.disagreement(full_sam, full_hq)
+    return unc.bernoulli_entropy(full_hq if full_hq is not None and hq_token_only else full_sam)
 
 
 class WindowMasks(NamedTuple):
@@ -114,16 +140,9 @@ def decode_window(
     need_sam = not hq or not options.hq_token_only or method == "disagreement"
     full_sam = upscale(model, image, sam_logits) if need_sam else None
     full_hq = upscale(model, image, hq_logits) if hq else None
-    if not hq:
-        full = full_sam
-    elif options.hq_token_only:
-        full = full_hq
-    else:
-        full = full_sam + full_hq
-    if method == "disagreement":
-        unc_map = unc.disagreement(full_sam, full_hq)
-    elif method == "entropy":
-        unc_map = unc.bernoulli_entropy(full_hq if hq and options.hq_token_only else full_sam)
+    full = combine_tokens(full_sam, full_hq, options.hq_token_only)
+    if method in TOKEN_METHODS:
+        unc_map = token_uncertainty(method, full_sam, full_hq, options.hq_token_only)
     else:
         unc_map = _ensemble(model, image, prompts, options)
     k = full.shape[0]

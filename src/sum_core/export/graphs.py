@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import uncertainty as unc
+from ..decoding import combine_tokens, token_uncertainty
 from ..errors import InvalidInputError
 from ..modeling import SamModel, ais_decoder_of
 from ..prediction import PredictOptions
@@ -128,19 +128,10 @@ def decode_graph(
     original = original_size.to(torch.int64)
     input_size = resized_size(original_size, model.config.image_size)
     # As decode_window: each token is upscaled once and serves the mask and the uncertainty.
-    hq = model.config.hq
     full_sam = model.postprocess_masks(decoded.sam_logits, input_size, original)
-    full_hq = model.postprocess_masks(decoded.hq_logits, input_size, original) if hq else None
-    if not hq:
-        masks = full_sam
-    elif settings.hq_token_only:
-        masks = full_hq
-    else:
-        masks = full_sam + full_hq
-    if method == "disagreement":
-        uncertainty = unc.disagreement(full_sam, full_hq)
-    else:
-        uncertainty = unc.bernoulli_entropy(full_hq if hq and settings.hq_token_only else full_sam)
+    full_hq = model.postprocess_masks(decoded.hq_logits, input_size, original) if model.config.hq else None
+    masks = combine_tokens(full_sam, full_hq, settings.hq_token_only)
+    uncertainty = token_uncertainty(method, full_sam, full_hq, settings.hq_token_only)
     return masks, decoded.iou, decoded.logits, uncertainty
 
 
