@@ -165,10 +165,9 @@ def load_ais_base(checkpoint: str | os.PathLike, features: int = 64, seed: int =
 def _registry_decoder(checkpoint: str | os.PathLike) -> bool:
     """Whether ``checkpoint`` is a registry name whose entry names an AIS decoder file."""
     try:
-        entry = zoo.registry().get(str(checkpoint))
+        return bool(zoo.has_decoder(str(checkpoint)))
     except InvalidInputError:  # a malformed SUM_HQ_MODELS file: load_model reports it if it matters
         return False
-    return entry is not None and entry.decoder is not None
 
 
 def new_ais_decoder(config: AISDecoderConfig, seed: int) -> AISDecoder:

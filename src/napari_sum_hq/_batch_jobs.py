@@ -46,8 +46,7 @@ def registry_decoder(source: str) -> bool | None:
     """
     from sum_core import zoo
 
-    entry = zoo.registry().get(source)
-    return None if entry is None else entry.decoder is not None
+    return zoo.has_decoder(source)
 
 
 def decoder_mode(choice: ModelChoice) -> str:

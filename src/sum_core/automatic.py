@@ -607,13 +607,7 @@ def _known_without_decoder(model: Any) -> bool:
     """Whether ``model`` is a ``SamModel`` without an AIS decoder or a registry name whose entry names none."""
     if isinstance(model, SamModel):
         return ais_decoder_of(model) is None
-    if not isinstance(model, str):
-        return False
-    try:
-        entry = zoo.registry().get(model)
-    except InvalidInputError:  # a malformed models file: resolve_model says what is wrong
-        return False
-    return entry is not None and entry.decoder is None
+    return _registry_decoder(model) is False
 
 
 def _model_label(model: Any) -> str:
@@ -681,15 +675,13 @@ def model_for_mode(
     return resolved, mode
 
 
-def _registry_decoder(model: Any) -> bool:
-    """Whether ``model`` is a registry name whose entry names an AIS decoder file."""
-    if not isinstance(model, str):
-        return False
+def _registry_decoder(model: Any) -> bool | None:
+    """:func:`sum_core.zoo.has_decoder` of ``model``, None also for a malformed models file
+    (resolve_model says what is wrong with it)."""
     try:
-        entry = zoo.registry().get(model)
-    except InvalidInputError:  # a malformed models file: resolve_model says what is wrong
-        return False
-    return entry is not None and entry.decoder is not None
+        return zoo.has_decoder(model)
+    except InvalidInputError:
+        return None
 
 
 def check_output_memory(shape: tuple[int, int], *, ais: bool = False) -> None:

@@ -339,6 +339,19 @@ def list_models(decoders: bool = False) -> list[str]:
     return [name for name in models if name not in decoder_names]
 
 
+def has_decoder(name: object) -> bool | None:
+    """Whether the registry model ``name`` names an AIS decoder file; None when ``name`` is not a
+    registry name. Reads the registry only: nothing is downloaded or loaded (cheap on a GUI thread).
+
+    Raises
+    ------
+    InvalidInputError
+        A malformed ``SUM_HQ_MODELS`` file.
+    """
+    entry = registry().get(name) if isinstance(name, str) else None
+    return None if entry is None else entry.decoder is not None
+
+
 def get_entry(name: str) -> ModelEntry:
     """Return the registry entry called ``name``.
 
