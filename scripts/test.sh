@@ -37,5 +37,8 @@ fi
 # spec validator; none of them declares torch.
 "$PY" -m pip install -q "onnx==1.23.0" "onnxruntime==1.31.0" "bioimageio.spec==0.5.14"
 
+echo "== Package: sdist + wheel build, twine check, the wheel installed in a fresh venv (scripts/check_package.sh)"
+bash scripts/check_package.sh
+
 echo "== Test suite"
 exec xvfb-run -a -s "-screen 0 1280x1024x24" "$PY" -m pytest -q "$@"
