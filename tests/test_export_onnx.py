@@ -225,10 +225,13 @@ def test_web_demo_feeding_all_onnx(exported, image):
     assert ((masks[:, 0] > 0) != (torch_out.logits.numpy() > 0)).mean() < 1e-4  # the same mask
 
 
-def test_ais_graph_equals_decode_ais_maps(tmp_path, image):
+@pytest.mark.parametrize(
+    "features", [8, pytest.param(64, marks=pytest.mark.slow)], ids=["narrow", "micro_sam_size"]
+)
+def test_ais_graph_equals_decode_ais_maps(tmp_path, image, features):
     model = random_model(False, False, seed=4)
     torch.manual_seed(5)
-    attach_ais_decoder(model, AISDecoder(AISDecoderConfig(initial_features=8)).eval())  # narrow: CPU time
+    attach_ais_decoder(model, AISDecoder(AISDecoderConfig(initial_features=features)).eval())
     export = export_onnx(model, tmp_path / "ais")
     assert export.ais_decoder is not None and export.ais_decoder.is_file()
     embedding = encode_image(model, image)
@@ -236,13 +239,11 @@ def test_ais_graph_equals_decode_ais_maps(tmp_path, image):
     (maps,) = session(export.ais_decoder).run(
         None, {"image_embeddings": embedding.embedding.numpy(), "orig_im_size": np.array(SHAPE, np.float32)}
     )
-    # Not 1e-4: the decoder's InstanceNorm layers amplify onnxruntime's float32 rounding (its own
-    # InstanceNormalization kernel was 1.1e-2 off; exported as the shifted two-pass formula,
-    # sum_core.export.symbolics, 1.05e-3 of the maps' scale remain, measured; torch float32 is at
-    # 8e-6 of float64). Held to 2e-3, and the foreground decision must agree.
-    err = np.abs(maps[0] - expected).max()
-    assert err <= 2e-3 * np.abs(expected).max(), err
-    assert ((maps[0][0] > 0.5) != (expected[0] > 0.5)).mean() < 1e-4
+    # 1e-4 holds because the InstanceNorm statistics are two short float32 sums in the graph
+    # (sum_core.export.symbolics); with onnxruntime's one float32 sum over a 1024x1024 level the
+    # maps were 1.05e-3 off. Measured now: 1.2e-5 (narrow) and 1.3e-5 (micro-sam's 64 features);
+    # torch's float32 itself is 1e-5 from float64 there.
+    assert_close(maps[0], expected, "ais_maps")
 
 
 def test_manifest_and_checker(exported):
