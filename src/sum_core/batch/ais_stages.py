@@ -23,13 +23,16 @@ memory bounded by a tile, in four stages:
    the raster position of its seed's first pixel (the ordering key) and its scores
    (:func:`sum_core.ais_uncertainty.ais_object_scores`: the window covers its boundary band).
 3. **plan** (one task per plane): the plane's objects ordered by their seed key get the ids
-   ``id_base + 1..N``, exactly ``auto_segment``'s numbering (raster order of the seeds).
-4. **chunk** (one task per output chunk): the planned objects overlapping the chunk are painted
-   (:func:`sum_core.batch.auto.paint`, the painter of both modes) and the chunk's uncertainty is
-   computed from its raw maps (:func:`sum_core.ais.maps_uncertainty`, pixel-local).
+   ``1..N``, exactly ``auto_segment``'s numbering (raster order of the seeds); N is recorded
+   (:func:`sum_core.batch.auto.plane_ids`).
+4. **chunk** (one task per output chunk, once the planes before it are planned): the planned
+   objects overlapping the chunk are painted with their ids moved after those of the planes before
+   (:func:`sum_core.batch.auto.paint`, the painter of both modes; :func:`sum_core.batch.auto.id_offset`)
+   and the chunk's uncertainty is computed from its raw maps (:func:`sum_core.ais.maps_uncertainty`,
+   pixel-local).
 
 When the job completes, the per-object table (:mod:`sum_core.batch.objects`) is written from the
-plans, then the work records (maps included) are dropped.
+plans (with the same offsets), then the work records (maps included) are dropped.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from ..ais_uncertainty import ais_object_scores
 from ..errors import check_cancel
 from ..image import Normalization
 from ..tiling import Region, TileGrid
-from .auto import Unpacked, paint
+from .auto import Unpacked, id_offset, paint, plane_ids
 from .memory import release_freed_memory
 from .model_spec import ModelSpec
 from .objects import slice_rows, write_table
@@ -179,24 +182,24 @@ def _objects(labels: np.ndarray, seeds: np.ndarray, block: np.ndarray, window: R
 _SUMMARY = ("key", "box", "area", "mean_uncertainty", "boundary_uncertainty")
 
 
-def run_plan(target: Target, grid: TileGrid, slice_index: int, id_base: int, id_stride: int, *_objects: Any) -> None:
-    """Stage 3: the plane's objects in raster order of their seeds get the ids ``id_base + 1..N``."""
+def run_plan(target: Target, grid: TileGrid, slice_index: int, *_objects: Any) -> None:
+    """Stage 3: the plane's objects in raster order of their seeds get the ids ``1..N`` (see
+    :func:`sum_core.batch.auto.plane_ids`)."""
     parts = [target.get(f"s{slice_index}/o{t}") for t in range(len(grid))]
     columns = {name: np.concatenate([p[name] for p in parts]) for name in _SUMMARY}
     tile = np.concatenate([np.full(len(p["key"]), t, dtype=np.int64) for t, p in enumerate(parts)])
     local = np.concatenate([np.arange(len(p["key"]), dtype=np.int64) for p in parts])
     order = np.argsort(columns["key"], kind="stable")
-    if len(order) >= id_stride:
-        raise RuntimeError(f"plane {slice_index} has {len(order)} objects, more than its id range {id_stride - 1}")
     plan = {name: values[order] for name, values in columns.items() if name != "key"}
-    plan.update(tile=tile[order], local=local[order], label=id_base + np.arange(1, len(order) + 1, dtype=np.int64))
+    plan.update(tile=tile[order], local=local[order], label=plane_ids(target, slice_index, len(order)))
     target.put(f"s{slice_index}/plan", plan)
     target.mark_done("plan", (slice_index,))
 
 
 def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, tile_index: int,
-              options: AisOptions, *_plan: Any) -> None:
-    """Stage 4: paint the planned objects overlapping one output chunk, and its uncertainty."""
+              options: AisOptions, offset: int, *_plan: Any) -> None:
+    """Stage 4: paint the planned objects overlapping one output chunk (the plan's ids plus ``offset``),
+    and its uncertainty."""
     chunk = grid[tile_index].inner
     plan = target.get(f"s{slice_index}/plan")
     box = plan["box"]
@@ -208,7 +211,7 @@ def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, 
         t = int(plan["tile"][j])
         if t not in records:
             records[t] = Unpacked(target.get(f"s{slice_index}/o{t}"))
-        paint(labels, chunk, records[t], int(plan["local"][j]), int(plan["label"][j]))
+        paint(labels, chunk, records[t], int(plan["local"][j]), offset + int(plan["label"][j]))
     maps = target.group[maps_name(slice_index)][(slice(None),) + chunk.slices]
     uncertainty = maps_uncertainty(maps, options).astype(np.float16)
     target.write_chunk(volume.out_index(slice_index, chunk), labels, uncertainty)
@@ -216,19 +219,21 @@ def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, 
 
 
 def write_objects_table(target: Target, n_slices: int) -> None:
-    """Write the per-object table from the planes' plans (a plane without one, done before a repair,
-    keeps its verified rows of the existing table)."""
+    """Write the per-object table from the planes' plans, their ids moved as painted (a plane without
+    one, done before a repair, keeps its verified rows of the existing table)."""
     parts = []
+    offset = 0
     for s in range(n_slices):
         if f"work/s{s}/plan" in target.group:
             plan = target.get(f"s{s}/plan")
             parts.append({
-                "label": plan["label"], "slice": np.full(len(plan["label"]), s, dtype=np.int64),
+                "label": offset + plan["label"], "slice": np.full(len(plan["label"]), s, dtype=np.int64),
                 "area": plan["area"], "mean_uncertainty": plan["mean_uncertainty"],
                 "boundary_uncertainty": plan["boundary_uncertainty"],
             })
         else:
             parts.append(slice_rows(target, s))
+        offset = id_offset(target, s, offset)
     write_table(target, parts)
 
 

@@ -7,9 +7,11 @@
 2. **plan** (one task per plane): NMS over the boxes of all tiles of the plane (as
    ``auto_segment`` does; computed per tile against its neighbours,
    :func:`~sum_core.batch.tile_nms.neighbour_nms`), then the painting order (larger masks first, so smaller ones stay on
-   top) and each mask's label id.
-3. **chunk** (one task per output chunk = tile inner region): paint the planned masks of the
-   tiles whose windows overlap the chunk, and write the chunk.
+   top) and each mask's id within the plane (1..N in painting order); N is recorded
+   (:meth:`~sum_core.batch.writer.Target.set_count`).
+3. **chunk** (one task per output chunk = tile inner region, once the planes before it are
+   planned): paint the planned masks of the tiles whose windows overlap the chunk with their ids
+   moved after those of the planes before (``offset``, see :func:`id_offset`), and write the chunk.
 
 Only windows, cropped masks and chunks are ever in memory, never a whole plane, and the result
 equals ``auto_segment`` on the whole plane up to the label numbering.
@@ -26,6 +28,7 @@ import numpy as np
 
 from ..auto_options import AutoOptions
 from ..automatic import Instance, MaskRecord, owned_instances, window_masks
+from ..errors import SumError
 from ..image import Normalization
 from ..tile_window import read_window
 from ..tiling import Region, TileGrid
@@ -34,6 +37,9 @@ from .model_spec import ModelSpec
 from .tile_nms import neighbour_nms
 from .volume import Volume
 from .writer import Target
+
+#: Label ids are uint32: at most ``ID_SPACE - 1`` objects in a volume.
+ID_SPACE = 2**32
 
 #: The running tile task's ``on_batch`` (set by :func:`run_tile` around its segmentation, per scheduler
 #: thread), read by :func:`window_records`: its signature stays what the tile stage replaces in tests.
@@ -100,9 +106,8 @@ def _pack(instances: list[Instance]) -> dict[str, np.ndarray]:
     }
 
 
-def run_plan(target: Target, grid: TileGrid, slice_index: int, box_nms_thresh: float, id_base: int,
-             id_stride: int, *_tiles_done: Any) -> None:
-    """Stage 2: cross-tile NMS, painting order and label ids of one plane."""
+def run_plan(target: Target, grid: TileGrid, slice_index: int, box_nms_thresh: float, *_tiles_done: Any) -> None:
+    """Stage 2: cross-tile NMS, painting order and label ids of one plane (see :func:`plane_ids`)."""
     parts = [_summary(target.get(f"s{slice_index}/t{t}")) for t in range(len(grid))]  # one tile at a time
     tile = np.concatenate([np.full(len(p["score"]), t, dtype=np.int64) for t, p in enumerate(parts)])
     local = np.concatenate([np.arange(len(p["score"]), dtype=np.int64) for p in parts])
@@ -113,17 +118,53 @@ def run_plan(target: Target, grid: TileGrid, slice_index: int, box_nms_thresh: f
         keep = neighbour_nms(boxes, scores, tile, grid, box_nms_thresh)
         tile, local, scores, areas = tile[keep], local[keep], scores[keep], areas[keep]
     order = sorted(range(len(scores)), key=lambda i: (-areas[i], scores[i], i))
-    if len(order) >= id_stride:
-        raise RuntimeError(f"plane {slice_index} has {len(order)} objects, more than its id range {id_stride - 1}")
     target.put(
         f"s{slice_index}/plan",
-        {
-            "tile": tile[order],
-            "local": local[order],
-            "label": id_base + np.arange(1, len(order) + 1, dtype=np.int64),
-        },
+        {"tile": tile[order], "local": local[order], "label": plane_ids(target, slice_index, len(order))},
     )
     target.mark_done("plan", (slice_index,))
+
+
+def plane_ids(target: Target, slice_index: int, n: int) -> np.ndarray:
+    """The ids of a plane's ``n`` planned objects, as its plan stores them (both automatic modes), after
+    recording ``n`` (:meth:`Target.set_count`): ``1..n``, moved after the earlier planes' ids when
+    painted (:func:`id_offset`); in a target of an older version (``id_stride``), the plane's own
+    range ``s * id_stride + 1..n``.
+
+    Raises
+    ------
+    RuntimeError
+        Older targets: more objects than the plane's id range.
+    """
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    stride = target.id_stride
+    if stride is not None:
+        if n >= stride:
+            raise RuntimeError(f"plane {slice_index} has {n} objects, more than its id range {stride - 1}")
+        return slice_index * stride + ids
+    target.set_count(slice_index, n)
+    return ids
+
+
+def id_offset(target: Target, slice_index: int, offset: int, *_planned: Any) -> int:
+    """The id offset of plane ``slice_index + 1``: ``offset`` (that of plane ``slice_index``) plus the
+    plane's object count (0 in a target of an older version, whose plans hold the final ids).
+
+    Raises
+    ------
+    DamagedTargetError
+        The plane's count is missing or unreadable (names ``repair=True``).
+    SumError
+        The volume's objects do not fit in uint32 ids.
+    """
+    if target.id_stride is not None:
+        return 0
+    n = target.count(slice_index)
+    if n < 0:
+        raise target.damaged([f"counts of slice {slice_index} is missing or unreadable"])
+    if offset + n >= ID_SPACE:
+        raise SumError(f"the volume has more than {ID_SPACE - 1} objects, more than uint32 labels can number")
+    return offset + n
 
 
 def record_damage(target: Target) -> list[tuple[int, str]]:
@@ -144,8 +185,9 @@ def _summary(npz: Any) -> dict[str, np.ndarray]:
     return {name: npz[name] for name in ("box", "score", "area")}
 
 
-def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, tile_index: int, *_plan: Any) -> None:
-    """Stage 3: paint and write one output chunk (the inner region of a tile)."""
+def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, tile_index: int, offset: int,
+              *_plan: Any) -> None:
+    """Stage 3: paint and write one output chunk (the inner region of a tile), the plan's ids plus ``offset``."""
     chunk = grid[tile_index].inner
     plan = target.get(f"s{slice_index}/plan")
     sources = [t for t in grid.tiles_touching(_grow(chunk, grid.halo)) if t.outer.intersects(chunk)]
@@ -156,7 +198,7 @@ def run_chunk(target: Target, volume: Volume, grid: TileGrid, slice_index: int, 
         if int(t) not in tiles:
             continue
         part = tiles[int(t)]
-        paint(labels, chunk, part, i, label)
+        paint(labels, chunk, part, i, offset + label)
         unc_box = Region(*(int(v) for v in part.unc_region[i]))
         window, inside = _overlap(unc_box, chunk)
         if window is not None:

@@ -7,6 +7,9 @@ What is checked (layout: :mod:`sum_core.batch.writer`):
   format 1 target, without checksums, then redoes every slice);
 - the ``done/<stage>`` flags of an unfinished job: an unreadable chunk or a value other than
   0 / 1 damages the flag's slice;
+- the object ``counts`` of the planned slices (automatic jobs with sequential ids): a missing or
+  unreadable count damages its slice (its plane is redone, finding the same count again; a plane
+  redone with another count is refused, see :meth:`~sum_core.batch.writer.Target.set_count`);
 - every output chunk with a recorded checksum: an unreadable chunk, or values whose checksum
   differs (a deleted chunk, zeros, NaN, another chunk's bytes), damages its slice. A chunk
   without a checksum (0) is damage when its unit is finished (format 3: every chunk of a complete
@@ -78,7 +81,7 @@ def find_damage(target: Target, repair: bool = False) -> Damage:
         damage += _flag_damage(target)
     if target.checksummed:
         damage += _chunk_damage(target, complete)
-    return damage + table_damage(target)
+    return damage + _count_damage(target, complete) + table_damage(target)
 
 
 def record_damage(target: Target) -> Damage:
@@ -282,6 +285,20 @@ def _chunk_damage(target: Target, complete: bool) -> Damage:
     return damage
 
 
+def _count_damage(target: Target, complete: bool) -> Damage:
+    """Planned slices (all of a complete target, else those with a set ``done/plan`` flag) whose object
+    count, which the ids of the later slices follow, is missing or unreadable (sequential ids only)."""
+    if target.id_stride is not None or target.info["signature"].get("mode") == "prompts":
+        return []
+    n_slices = 1 if target.slice_axis is None else target.labels.shape[target.slice_axis]
+    planned = np.ones(n_slices, dtype=bool)
+    if not complete:
+        plans = _stages(target)[0].get("plan")
+        planned = _cells(plans)[0] == 1 if plans is not None else ~planned
+    return [(int(s), f"counts of slice {int(s)} is missing or unreadable") for s in np.nonzero(planned)[0]
+            if target.count(int(s)) < 0]
+
+
 def _finished_chunks(target: Target, complete: bool) -> np.ndarray:
     """Which output chunks (over the chunk grid) belong to finished units: all of a complete
     target, else those of set ``done/chunk`` (automatic) or ``done/slice`` (prompts) flags."""
@@ -307,4 +324,5 @@ def _clear_slice(target: Target, slice_index: int) -> None:
         array[slice_index] = 0
     if f"work/s{slice_index}" in target.group:
         del target.group[f"work/s{slice_index}"]
+    target.forget_unreadable_count(slice_index)
     target.clear_slice(slice_index)

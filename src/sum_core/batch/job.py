@@ -40,14 +40,13 @@ from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
 from .lock import LockHold, target_lock
-from .writer import check_apart, check_target, no_space_left, open_target
+from .writer import SEQUENTIAL_IDS, check_apart, check_target, no_space_left, open_target
 
 # Options always recorded in an automatic job's signature (the others only when not at their
 # default, so targets written before they were options keep their signature).
 _SIGNED_OPTIONS = ("points_per_side", "pred_iou_thresh", "stability_thresh", "box_nms_thresh", "min_area")
 # Options that do not change the result (never part of the signature).
 _UNSIGNED_OPTIONS = ("points_per_batch",)
-_ID_SPACE = 2**32
 _MODES = ("auto", "ais", "amg", "prompts")
 _FINISHED = "batch-finished"  # not "sum-hq-...": progress counts only the units of work
 
@@ -95,11 +94,16 @@ def segment_zarr(
     when the model carries an AIS decoder, else AMG; the signature records the mode decided) and
     ``"prompts"`` (one object per prompt of a table).
 
-    **Label ids** are unique over the whole volume. Automatic modes: plane ``s`` of ``n`` uses
-    ids in ``[s * stride + 1, (s + 1) * stride)`` with ``stride = 2**32 // n`` (recorded in the
-    target's ``sum_hq_batch`` attributes as ``id_stride``), so planes are numbered
-    independently and a slice's objects are ``labels // stride == s``. Prompts mode: the
-    table's ``object_id``.
+    **Label ids** are unique over the whole volume. Automatic modes: sequential, ``1..N`` over
+    the volume without gaps: plane ``s`` holds ``offset_s + 1 .. offset_s + n_s``, where ``n_s``
+    is its number of objects (the target's ``counts`` array) and ``offset_s`` the sum of the
+    earlier planes' counts; within a plane, the order of :func:`~sum_core.automatic.auto_segment`
+    (AIS: its ids on the plane plus ``offset_s``; AMG: larger masks first). The same job gives the
+    same ids, also when resumed or repaired. Each plane is planned independently; its chunks are
+    painted once the planes before it are planned. Targets of versions before sequential ids
+    (``id_stride`` in the ``sum_hq_batch`` attributes: plane ``s`` numbered from
+    ``s * id_stride + 1``) resume and verify with their rule. Prompts mode: the table's
+    ``object_id``.
 
     **Resuming**: every unit of work sets its flag in ``done/`` after writing its data, so
     rerunning the same call after an interruption (error, Ctrl+C, cancel, killed process)
@@ -254,8 +258,7 @@ def segment_zarr(
             options = check_options(options, AisOptions if mode == "ais" else AutoOptions, f"options (mode={mode!r})")
         grid = tile_grid(volume.plane_shape, loaded.config.image_size, tile_shape, halo)
         signature = _signature(volume, mode, options, table_hash, grid, model, loaded, precision)
-        stride = _ID_SPACE // volume.n_slices
-        info = {"id_stride": stride if mode != "prompts" else None, "axes": list(volume.out_names)}
+        info = {"ids": SEQUENTIAL_IDS if mode != "prompts" else None, "axes": list(volume.out_names)}
         layout = (signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape), volume.out_names)
         # AMG targets of versions before the AIS mode signed the mode "auto"; they resume as AMG.
         aliases = ({**signature, "mode": "auto"},) if mode == "amg" else ()
@@ -275,9 +278,9 @@ def segment_zarr(
         reporter = _Progress(progress and _is_local(scheduler), on_progress)
         within = reporter.within if _in_this_process(scheduler) else None
         if mode == "amg":
-            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, stop, within)
+            graph = _auto_tasks(out, volume, grid, normalization, spec, device, options, stop, within)
         elif mode == "ais":
-            graph = _ais_tasks(out, volume, grid, normalization, spec, device, options, stride, stop)
+            graph = _ais_tasks(out, volume, grid, normalization, spec, device, options, stop)
         else:
             graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, stop)
         with reporter, _CancelBeforeTasks(cancel):
@@ -338,7 +341,7 @@ def _signed_options(options: AutoOptions | PredictOptions) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in always or v != defaults[k]}
 
 
-def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel, within) -> dict[str, Any]:
+def _auto_tasks(out, volume, grid, normalization, spec, device, options, cancel, within) -> dict[str, Any]:
     """The task graph of an AMG job: per plane, tile tasks, one plan task and chunk tasks.
 
     ``within(key)`` (or None) gives a tile task's ``on_batch``: its progress within the tile.
@@ -350,12 +353,15 @@ def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride,
     n_slices, n_tiles = volume.n_slices, len(grid)
     for stage, shape in (("tile", (n_slices, n_tiles)), ("plan", (n_slices,)), ("chunk", (n_slices, n_tiles))):
         out.create_flags(stage, shape)
+    if out.id_stride is None:
+        out.create_counts(n_slices)
     tiles_done, plans_done, chunks_done = out.flags("tile"), out.flags("plan"), out.flags("chunk")
     graph: dict[str, Any] = {}
+    plans: dict[int, list[str]] = {}
     for s in range(n_slices):
         if chunks_done[s].all():
             continue
-        plan = []
+        plan = plans[s] = []
         if not plans_done[s]:
             tiles = []
             for t in range(n_tiles):
@@ -365,15 +371,32 @@ def _auto_tasks(out, volume, grid, normalization, spec, device, options, stride,
                     graph[tiles[-1]] = (
                         auto.run_tile, out, volume, grid, s, t, normalization, spec, device, options, cancel, on_batch
                     )
-            plan = [f"sum-hq-plan-{s}"]
-            graph[plan[0]] = (auto.run_plan, out, grid, s, options.box_nms_thresh, s * stride, stride, *tiles)
+            plan.append(f"sum-hq-plan-{s}")
+            graph[plan[0]] = (auto.run_plan, out, grid, s, options.box_nms_thresh, *tiles)
         for t in range(n_tiles):
             if not chunks_done[s, t]:
-                graph[f"sum-hq-chunk-{s}-{t}"] = (auto.run_chunk, out, volume, grid, s, t, *plan)
+                graph[f"sum-hq-chunk-{s}-{t}"] = (auto.run_chunk, out, volume, grid, s, t, _offset_key(s), *plan)
+    return {**graph, **_offset_tasks(out, plans)}
+
+
+def _offset_key(slice_index: int) -> str:
+    """The task giving the id offset of a plane (not "sum-hq-...": progress counts only the units of work)."""
+    return f"ids-offset-{slice_index}"
+
+
+def _offset_tasks(out, plans: dict[int, list[str]]) -> dict[str, Any]:
+    """The chain of id offsets up to the last plane with pending chunks (``plans``: its plan task, if
+    any, per such plane): plane ``s``'s offset waits for the plans of the planes before it
+    (:func:`sum_core.batch.auto.id_offset`)."""
+    if not plans:
+        return {}
+    graph: dict[str, Any] = {_offset_key(0): 0}
+    for s in range(1, max(plans) + 1):
+        graph[_offset_key(s)] = (auto.id_offset, out, s - 1, _offset_key(s - 1), *plans.get(s - 1, ()))
     return graph
 
 
-def _ais_tasks(out, volume, grid, normalization, spec, device, options, stride, cancel) -> dict[str, Any]:
+def _ais_tasks(out, volume, grid, normalization, spec, device, options, cancel) -> dict[str, Any]:
     """The task graph of an AIS job: per plane, tile tasks, object tasks (after all the plane's tiles: a
     unit may reach anywhere), one plan task and chunk tasks (see :mod:`sum_core.batch.ais_stages`)."""
     n_slices, n_tiles = volume.n_slices, len(grid)
@@ -382,7 +405,10 @@ def _ais_tasks(out, volume, grid, normalization, spec, device, options, stride, 
         out.create_flags(stage, shape)
     tiles_done, objects_done = out.flags("tile"), out.flags("objects")
     plans_done, chunks_done = out.flags("plan"), out.flags("chunk")
+    if out.id_stride is None:
+        out.create_counts(n_slices)
     graph: dict[str, Any] = {}
+    plans: dict[int, list[str]] = {}
     for s in range(n_slices):
         if chunks_done[s].all():
             continue
@@ -393,17 +419,19 @@ def _ais_tasks(out, volume, grid, normalization, spec, device, options, stride, 
             graph[tiles[-1]] = (ais_stages.run_tile, out, volume, grid, s, t, normalization, spec, device, cancel)
         ready = f"maps-ready-{s}"  # not "sum-hq-...": progress counts only the units of work
         graph[ready] = (_finished, *tiles)
-        plan = []
+        plan = plans[s] = []
         if not plans_done[s]:
             objects = []
             for t in np.nonzero(~objects_done[s])[0].tolist():
                 objects.append(f"sum-hq-objects-{s}-{t}")
                 graph[objects[-1]] = (ais_stages.run_objects, out, grid, s, t, options, cancel, ready)
-            plan = [f"sum-hq-plan-{s}"]
-            graph[plan[0]] = (ais_stages.run_plan, out, grid, s, s * stride, stride, *objects)
+            plan.append(f"sum-hq-plan-{s}")
+            graph[plan[0]] = (ais_stages.run_plan, out, grid, s, *objects)
         for t in np.nonzero(~chunks_done[s])[0].tolist():
-            graph[f"sum-hq-chunk-{s}-{t}"] = (ais_stages.run_chunk, out, volume, grid, s, t, options, ready, *plan)
-    return graph
+            graph[f"sum-hq-chunk-{s}-{t}"] = (
+                ais_stages.run_chunk, out, volume, grid, s, t, options, _offset_key(s), ready, *plan
+            )
+    return {**graph, **_offset_tasks(out, plans)}
 
 
 def _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, cancel) -> dict[str, Any]:

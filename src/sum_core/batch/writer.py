@@ -22,9 +22,15 @@ Layout
   their BLAKE2b digest in the array attribute ``blake2b``; AIS jobs also ``work/s<slice>/maps``,
   the raw decoder maps, with a checksum per tile block), removed when the job completes.
 - ``objects/`` (AIS jobs): the per-object table, see :mod:`sum_core.batch.objects`.
-- attributes ``sum_hq_batch``: ``{"format", "signature", "complete", ...}`` (see
+- ``counts`` (automatic jobs with sequential ids): int64, one value per slice (each its own
+  chunk), the number of objects of the slice, set by its plan stage before its ``done`` flag
+  (-1 = not planned yet). Slice ``s``'s ids are ``offset + 1 .. offset + counts[s]`` with
+  ``offset = counts[:s].sum()`` (see :func:`sum_core.batch.segment_zarr`, **Label ids**).
+- attributes ``sum_hq_batch``: ``{"format", "signature", "complete", "axes", "ids", ...}`` (see
   :func:`sum_core.batch.segment_zarr`). Format 1 targets (written before checksums existed) are
-  resumed and returned as before, unverified.
+  resumed and returned as before, unverified. ``"ids": "sequential"`` marks the id rule of
+  automatic jobs (1..N over the volume, ``counts``); targets of older versions hold
+  ``"id_stride"`` instead (plane ``s`` numbered from ``s * id_stride + 1``) and resume with that rule.
 - ``.sum-hq-batch.lock`` (:data:`~sum_core.batch.lock.LOCK_NAME`): while a job runs on a folder
   target, the pid, host and process start time of the job (see
   :func:`~sum_core.batch.lock.target_lock`); one job writes a target at a time.
@@ -60,10 +66,13 @@ from .lock import LOCK_NAME, location
 
 ATTR = "sum_hq_batch"
 FORMAT = 3  # 3: a checksum for every chunk of a complete target (2: for written chunks only; 1: none)
+SEQUENTIAL_IDS = "sequential"  # the "ids" attribute of targets numbered 1..N over the volume (see counts)
+COUNTS = "counts"
 OUTPUTS = (("labels", "uint32"), ("uncertainty", "float16"))
 # The nodes of a target folder (node type, data type): what proves a folder without readable group metadata ours.
 _NODES = {"labels": ("array", "uint32"), "uncertainty": ("array", "float16"), "checksums": ("group", None),
-          "done": ("group", None), "work": ("group", None), "objects": ("group", None)}
+          "done": ("group", None), "work": ("group", None), "objects": ("group", None),
+          COUNTS: ("array", "int64")}
 
 
 class Target:
@@ -130,6 +139,54 @@ class Target:
         """The slice holding the output chunk at ``coords``."""
         axis = self.slice_axis
         return 0 if axis is None else int(coords[axis])
+
+    @cached_property
+    def id_stride(self) -> int | None:
+        """The id range per plane of a target numbered by older versions (plane ``s``'s ids from
+        ``s * id_stride + 1``), or None (sequential ids, see :meth:`count`)."""
+        stride = self.info.get("id_stride")
+        return None if self.info.get("ids") == SEQUENTIAL_IDS or stride is None else int(stride)
+
+    def create_counts(self, n_slices: int) -> None:
+        """Create the ``counts`` array (all -1: no plane planned yet) unless it exists."""
+        if COUNTS not in self.group:
+            self.group.create_array(COUNTS, shape=(n_slices,), dtype="int64", chunks=(1,), fill_value=-1)
+
+    def count(self, slice_index: int) -> int:
+        """The number of objects of a planned slice; -1 when not planned yet, missing or unreadable."""
+        try:
+            return int(self.group[COUNTS][slice_index])
+        except Exception:  # noqa: BLE001 - any unreadable value is unknown (damage where it is needed)
+            return -1
+
+    def set_count(self, slice_index: int, n: int) -> None:
+        """Record the number of objects of a slice (its plan stage, before the stage's flag).
+
+        Raises
+        ------
+        DamagedTargetError
+            The slice had another count before (a plane redone by a repair found another number of
+            objects: the later planes' ids, numbered after it, would be wrong).
+        """
+        before = self.count(slice_index)
+        if before >= 0 and before != n:
+            raise DamagedTargetError(
+                f"target: {self.where}: slice {slice_index} was redone with {n} objects where it had {before}; the ids "
+                "of the later slices were numbered after it. Rerun with overwrite=True (--overwrite) to start again"
+            )
+        self.group[COUNTS][slice_index] = n
+
+    def forget_unreadable_count(self, slice_index: int) -> None:
+        """Unset a slice's count when it cannot be read (before a repair redoes the slice)."""
+        try:
+            counts = self.group[COUNTS]
+        except KeyError:
+            return
+        except Exception:  # noqa: BLE001 - unreadable array metadata: dropped, the job creates it again
+            sync(self.group.store.delete_dir(f"{self.group.path}/{COUNTS}".lstrip("/")))
+            return
+        if self.count(slice_index) < 0:
+            counts[slice_index] = -1  # the fill value: an unreadable chunk is deleted
 
     def create_flags(self, stage: str, shape: tuple[int, ...]) -> None:
         """Create the ``done/<stage>`` flags (all unset) unless they exist."""
