@@ -1,4 +1,5 @@
-"""``sum-hq batch``: resumable segmentation of a large image or stack into a zarr v3 group."""
+"""``sum-hq batch``: resumable segmentation of a large image or stack into a zarr v3 group, or of
+many images (a folder, glob pattern or list file) into an output folder."""
 
 from __future__ import annotations
 
@@ -30,10 +31,15 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
         "group with 'labels' (uint32, unique ids) and 'uncertainty' (float16). Automatic segmentation by "
         "default (--mode: AIS with the model's AIS decoder, which also writes a per-object table 'objects/', or "
         "AMG, SAM's point grid); --prompts segments one object per prompt of a CSV table. Rerun the same "
-        "command to resume an interrupted job.",
+        "command to resume an interrupted job. Many images in one job: SOURCE a folder, a quoted glob pattern "
+        "('images/*.tif') or a list file (.txt, one path per line) and TARGET an output folder: one zarr group per "
+        "image (named from its file name), a summary table TARGET/summary.csv (file, output, status, objects, "
+        "slices, seconds, error); a file that fails is recorded and the others go on (exit code 1 naming it).",
     )
-    parser.add_argument("source", type=Path, help="input image or stack (zarr, OME-Zarr, TIFF)")
-    parser.add_argument("target", type=Path, help="output zarr v3 group (created; resumed if from the same job)")
+    parser.add_argument("source", type=Path,
+                        help="input image or stack (zarr, OME-Zarr, TIFF, PNG), or a folder / 'glob*' / list.txt of them")
+    parser.add_argument("target", type=Path,
+                        help="output zarr v3 group (created; resumed if from the same job), or a folder for many inputs")
     parser.add_argument("--key", help="array inside a zarr group (default: OME-Zarr level 0 / the only array)")
     parser.add_argument("--prompts", type=Path, metavar="TABLE.csv",
                         help="prompt table: object_id,slice,kind(point|box),row,col,row1,col1,label")
@@ -60,12 +66,17 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_batch(args: argparse.Namespace) -> int:
     """Execute ``sum-hq batch``."""
     from ..batch import segment_zarr, verify_target
+    from ..batch.many import is_many
 
     from ..ais_options import AisOptions
     from ..auto_options import AutoOptions
     from ..errors import InvalidInputError
 
     amg, ais = auto_options_from_args(args), ais_options_from_args(args)
+    many = is_many(args.source)
+    if many and (args.verify or args.prompts is not None):
+        flag = "--verify" if args.verify else "--prompts"
+        raise InvalidInputError(f"{flag}: works on one image; {args.source} names many (a folder, pattern or list file)")
     if args.verify:
         _check_verify_alone(args, {**amg, **ais})
         chunks = verify_target(args.target)
@@ -89,11 +100,8 @@ def run_batch(args: argparse.Namespace) -> int:
     elif args.prompts is None and (ais or mode == "ais"):
         options = AisOptions(**ais)
     axis = int(args.axis) if args.axis is not None and args.axis.lstrip("-").isdigit() else args.axis
-    group = segment_zarr(
-        args.source,
-        args.target,
+    kwargs = dict(
         mode=mode if args.prompts is None else "prompts",
-        prompts=args.prompts,
         model=args.model,
         tile_shape=args.tile,
         halo=args.halo,
@@ -107,12 +115,35 @@ def run_batch(args: argparse.Namespace) -> int:
         compile=args.compile,
         options=options,
     )
+    if many:
+        return _run_many(args, kwargs)
+    group = segment_zarr(args.source, args.target, prompts=args.prompts, **kwargs)
     print(f"wrote {args.target}: labels {args.target / 'labels'} (uint32, shape {group['labels'].shape}), "
           f"uncertainty {args.target / 'uncertainty'} (float16)")
     if "objects" in group:
         print(f"per-object table: {args.target / 'objects'} ({group['objects/label'].shape[0]} objects; columns "
               "label, slice, area, mean_uncertainty, boundary_uncertainty; sum_core.batch.object_table reads it)")
     return 0
+
+
+def _run_many(args: argparse.Namespace, kwargs: dict) -> int:
+    """``sum-hq batch FOLDER|GLOB|LIST OUT_DIR``: one job per image; exit code 1 when a file failed."""
+    import sys
+
+    from ..batch import segment_many
+    from ..batch.many import SUMMARY
+
+    results = segment_many(args.source, args.target, **kwargs)
+    failed = [r for r in results if r.status != "done"]
+    done = len(results) - len(failed)
+    print(f"wrote {args.target}: {done} of {len(results)} file(s) segmented, one zarr group each; "
+          f"summary {args.target / SUMMARY}")
+    for result in failed:
+        print(f"sum-hq batch: failed: {result.file}: {result.error}", file=sys.stderr)
+    if failed:
+        print(f"sum-hq batch: {len(failed)} file(s) failed (see above and {args.target / SUMMARY}); fix them and rerun "
+              "the same command: the finished files are not recomputed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _check_verify_alone(args: argparse.Namespace, given: dict) -> None:
