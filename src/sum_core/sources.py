@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import weakref
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -180,22 +181,42 @@ def read_block(image: Any, index: tuple, where: str) -> np.ndarray:
 class Planes:
     """The 2D planes of an image (one plane) or a stack (planes along ``stack_axis``).
 
+    Windows are read with the channel axis, wherever it is in the source, moved last, so a
+    ``(C, Y, X)`` OME-Zarr and a ``(Y, X, S)`` RGB TIFF both give ``(h, w, C)`` windows.
+
     Parameters
     ----------
     image : array-like
         ``(H, W)``, ``(H, W, C)`` with ``C`` in 1, 3, 4, or a stack of those with the stack
-        axis anywhere before the channel axis.
+        axis anywhere before the channel axis; with ``channel_axis``, the channel axis may be
+        anywhere and hold any number of channels (then choose them with ``channels``).
     stack_axis : int, optional
         Axis of the slices (Z or T); None for a single 2D image.
+    channel_axis : int, optional
+        Axis of the channels. Without it, the last axis of a 3D plane holds channels when it
+        has 1, 3 or 4 values (an ``(H, W, C)`` image), as for an array without axis names.
+    channels : int or sequence of 3 int, optional
+        Channels fed to the model: None for all of them (1, 3 or 4: grayscale, RGB, RGBA),
+        one index (that channel as a grayscale plane) or three (those as R, G, B).
+    axis_names : sequence of str, optional
+        Names of the source's axes, for messages.
 
     Raises
     ------
     InvalidInputError
         For a 3D array that is not RGB without ``stack_axis``, 4D+ arrays without
-        ``stack_axis``, or an axis that does not leave a 2D (or 2D + channel) plane.
+        ``stack_axis``, an axis that does not leave a 2D (or 2D + channel) plane, or channels
+        the channel axis does not have.
     """
 
-    def __init__(self, image: Any, stack_axis: int | None = None) -> None:
+    def __init__(
+        self,
+        image: Any,
+        stack_axis: int | None = None,
+        channel_axis: int | None = None,
+        channels: int | Sequence[int] | None = None,
+        axis_names: Sequence[str] | None = None,
+    ) -> None:
         if not _is_array_like(image):
             raise InvalidInputError(
                 f"image: expected an array with shape, dtype and slicing, got {type(image).__name__}"
@@ -204,20 +225,15 @@ class Planes:
         kind = np.dtype(image.dtype).kind
         if kind not in "biuf":
             raise InvalidInputError(f"image: dtype {image.dtype} is not a real numeric type")
-        if stack_axis is None:
-            plane_shape = shape
-        else:
-            if isinstance(stack_axis, bool) or not isinstance(stack_axis, (int, np.integer)):
-                raise InvalidInputError(f"stack_axis: must be an integer or None, got {stack_axis!r}")
-            stack_axis = int(stack_axis)
-            if not -len(shape) <= stack_axis < len(shape):
-                raise InvalidInputError(
-                    f"stack_axis: {stack_axis} is out of range for an image with {len(shape)} axes {shape}"
-                )
-            stack_axis %= len(shape)
-            plane_shape = shape[:stack_axis] + shape[stack_axis + 1 :]
-        has_channels = len(plane_shape) == 3 and plane_shape[-1] in (1, 3, 4)
-        if len(plane_shape) != 2 and not has_channels:
+        stack_axis = _axis_argument(stack_axis, "stack_axis", shape)
+        channel_axis = _axis_argument(channel_axis, "channel_axis", shape)
+        if stack_axis is not None and stack_axis == channel_axis:
+            raise InvalidInputError(f"stack_axis: {stack_axis} is the channel axis; slices cannot be channels")
+        other = [a for a in range(len(shape)) if a not in (stack_axis, channel_axis)]
+        if channel_axis is None and len(other) == 3 and shape[other[-1]] in (1, 3, 4):
+            channel_axis = other.pop()
+        if len(other) != 2:
+            plane_shape = tuple(shape[a] for a in range(len(shape)) if a != stack_axis)
             if stack_axis is None and len(shape) >= 3:
                 raise InvalidInputError(
                     f"image: shape {shape} is not a 2D (H, W) or (H, W, C) image; for a 3D or "
@@ -232,9 +248,13 @@ class Planes:
             raise InvalidInputError(f"image: is empty (shape {shape})")
         self.image = image
         self.stack_axis = stack_axis
+        self.channel_axis = channel_axis
+        self.channels = None if channel_axis is None else _check_channels(channels, channel_axis, shape, axis_names)
+        if channel_axis is None and channels is not None:
+            raise InvalidInputError(f"channel: the image (shape {shape}) has no channel axis to choose from")
         self.n_slices = 1 if stack_axis is None else shape[stack_axis]
-        self.plane_shape: tuple[int, int] = (plane_shape[0], plane_shape[1])
-        self.ndim_plane = len(plane_shape)
+        self.plane_shape: tuple[int, int] = (shape[other[0]], shape[other[1]])
+        self.ndim_plane = 2 if channel_axis is None or isinstance(self.channels, int) else 3
         self.dtype = np.dtype(image.dtype)
 
     def read(self, slice_index: int = 0, region: Region | None = None) -> np.ndarray:
@@ -251,14 +271,62 @@ class Planes:
         """
         if not 0 <= slice_index < self.n_slices:
             raise InvalidInputError(f"slice_index: must be in [0, {self.n_slices}), got {slice_index}")
-        rows, cols = (slice(None), slice(None)) if region is None else region.slices
-        index: list = [rows, cols] + [slice(None)] * (self.ndim_plane - 2)
-        if self.stack_axis is not None:
-            index.insert(self.stack_axis, slice_index)
+        plane_axes = iter((slice(None), slice(None)) if region is None else region.slices)
+        channel_index = self.channels if isinstance(self.channels, int) else slice(None)
+        index = tuple(
+            slice_index if a == self.stack_axis else channel_index if a == self.channel_axis else next(plane_axes)
+            for a in range(len(self.image.shape))
+        )
         h, w = self.plane_shape
         r0, c0, r1, c1 = (0, 0, h, w) if region is None else region
         where = f"rows {r0}:{r1}, cols {c0}:{c1}" + ("" if self.stack_axis is None else f" of slice {slice_index}")
-        return read_block(self.image, tuple(index), where)
+        window = read_block(self.image, index, where)
+        if self.ndim_plane == 2:
+            return window
+        position = self.channel_axis - (self.stack_axis is not None and self.stack_axis < self.channel_axis)
+        if position != 2:
+            window = np.ascontiguousarray(np.moveaxis(window, position, -1))
+        return window if self.channels is None else window[..., list(self.channels)]
+
+
+def _axis_argument(axis: Any, name: str, shape: tuple[int, ...]) -> int | None:
+    """``axis`` (an index, negative from the end, or None) as an index in ``[0, len(shape))``."""
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise InvalidInputError(f"{name}: must be an integer or None, got {axis!r}")
+    if not -len(shape) <= axis < len(shape):
+        raise InvalidInputError(f"{name}: {axis} is out of range for an image with {len(shape)} axes {shape}")
+    return int(axis) % len(shape)
+
+
+def _check_channels(
+    channels: Any, axis: int, shape: tuple[int, ...], names: Sequence[str] | None
+) -> int | tuple[int, ...] | None:
+    """``channels`` checked against the channel axis: None (1, 3 or 4 channels), one index or three."""
+    count = shape[axis]
+    described = f"{names[axis]!r} " if names is not None and len(names) == len(shape) else ""
+    described += f"(axis {axis}, {count} channel{'s' * (count != 1)})"
+    if channels is None:
+        if count not in (1, 3, 4):
+            raise InvalidInputError(
+                f"channel: the channel axis {described} is neither grayscale nor RGB(A); choose the "
+                "channel fed to the model with channel=N (--channel N) or three as R, G, B with "
+                "channel=(R, G, B) (--channel R,G,B)"
+            )
+        return None
+    single = isinstance(channels, (int, np.integer)) and not isinstance(channels, bool)
+    values = [channels] if single else list(channels) if isinstance(channels, (list, tuple)) else None
+    if (
+        values is None
+        or (not single and len(values) != 3)
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+    ):
+        raise InvalidInputError(f"channel: expected one channel index or three (R, G, B), got {channels!r}")
+    bad = [int(v) for v in values if not 0 <= v < count]
+    if bad:
+        raise InvalidInputError(f"channel: {bad} not in the channel axis {described}; choose from 0..{count - 1}")
+    return int(values[0]) if single else tuple(int(v) for v in values)
 
 
 def image_planes(image: Any) -> Planes:

@@ -9,12 +9,14 @@ from typing import Any
 __all__ = [
     "add_ais_option_arguments",
     "add_auto_option_arguments",
+    "add_channel_argument",
     "add_speed_arguments",
     "ais_options_from_args",
     "auto_options_from_args",
     "non_negative",
     "numbers",
     "option_flags",
+    "parse_channel",
     "parse_tile",
 ]
 
@@ -47,6 +49,22 @@ def non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
+
+
+def parse_channel(text: str) -> int | tuple[int, int, int]:
+    """argparse type of ``--channel``: ``N`` (one channel, as grayscale) or ``R,G,B`` (three), integers >= 0."""
+    values = numbers(text, 3 if "," in text else 1, "N or R,G,B (channel indices >= 0)", int)
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"channel indices must be >= 0, got {text!r}")
+    return values[0] if len(values) == 1 else values  # type: ignore[return-value]
+
+
+def add_channel_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--channel`` (the ``channel=`` of :func:`sum_core.batch.volume.open_volume`)."""
+    parser.add_argument("--channel", type=parse_channel, metavar="N|R,G,B",
+                        help="channels fed to the model when the image has a channel axis (S, C, channel, rgb "
+                        "in any position): N for that channel as grayscale, R,G,B for three channels as "
+                        "colour (default: all of them; needed when there are not 1, 3 or 4)")
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
