@@ -1,27 +1,80 @@
-"""``sum-hq export onnx | bioimageio``: publish a model as ONNX graphs or a BioImage.IO package."""
+"""``sum-hq export``: a segmentation result's objects for other tools, or a model for use outside Python.
+
+Two forms share the command (``sum-hq export --help`` shows both):
+
+- ``sum-hq export RESULT --to geojson|imagej-roi|coco|csv [-o OUT]``: the objects of a result
+  (:func:`sum_core.results.export_result`);
+- ``sum-hq export onnx MODEL OUT`` / ``sum-hq export bioimageio MODEL OUT.zip``: a model.
+
+The first word after ``export`` names a model export when it is ``onnx`` or ``bioimageio``, and the
+result to export otherwise (a result stored under one of those names is given as ``./onnx``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+
+RESULT_FORM = "result"  # the hidden sub-command of the result form
+
+
+class _AnyName:
+    """The sub-commands' names as argparse checks a first word against them (before the action runs):
+    any word passes; the action tells commands and results apart."""
+
+    def __init__(self, names: dict[str, argparse.ArgumentParser]) -> None:
+        self._names = names
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Any:
+        return iter(self._names)
+
+
+class _CommandOrResult(argparse._SubParsersAction):
+    """Sub-commands where any first word that names none is the RESULT of the result form."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyName(self._name_parser_map)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values and values[0] not in self._name_parser_map.keys():
+            values = [RESULT_FORM, *values]
+        super().__call__(parser, namespace, values, option_string)
 
 
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``export`` and its sub-commands to the ``sum-hq`` sub-commands."""
+    """Add ``export`` (the result form and the model sub-commands) to the ``sum-hq`` sub-commands."""
     parser = subparsers.add_parser(
         "export",
-        help="export a model as ONNX graphs or a BioImage.IO model package",
-        description="Export a model for use outside Python (needs `pip install napari-sum-hq[export]`). "
-        "The target is checked before the model is loaded, written under a temporary name and renamed "
-        "when complete; an existing target is replaced only with --overwrite (a folder only when it is an "
-        "earlier ONNX export of sum-hq).",
+        help="export a result's objects (GeoJSON, ImageJ ROI zip, COCO, CSV) or a model (ONNX, BioImage.IO)",
+        usage="%(prog)s RESULT --to {geojson,imagej-roi,coco,csv} [-o OUT] [options]\n"
+        "       %(prog)s onnx MODEL OUT [options]\n"
+        "       %(prog)s bioimageio MODEL OUT.zip --author NAME [options]",
+        description="Export the objects of a segmentation result for QuPath, Fiji, COCO tools or a table, "
+        "or a model for use outside Python. The first word after `export` names a model export when it is "
+        "`onnx` or `bioimageio`, and the result to export otherwise (give a result stored under one of "
+        "those names as ./onnx). Every export is checked before any work, written under a temporary name "
+        "and renamed when complete; an existing target is replaced only with --overwrite.",
+        epilog="RESULT form: RESULT is a `sum-hq batch` target, an OME-Zarr label image, or a TIFF / zarr "
+        "array of labels (an uncertainty map with --uncertainty). It is read window by window (bounded "
+        "memory). Options: sum-hq export RESULT --help. Model forms (need `pip install "
+        "napari-sum-hq[export]`): sum-hq export onnx --help, sum-hq export bioimageio --help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(func=lambda args: _print_help(parser))
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(title="model exports", metavar="{onnx,bioimageio}", action=_CommandOrResult)
+    _add_result_parser(commands)
 
     onnx = commands.add_parser(
         "onnx",
+        prog="sum-hq export onnx",
         help="encoder, prompt decoder (SAM's ONNX interface + uncertainty) and AIS decoder graphs",
         description="Write encoder.onnx, decoder.onnx (SAM's ONNX decoder interface, with early_features "
         "and task inputs for HQ-SAM / SUM and an uncertainty output), ais_decoder.onnx (models with an AIS "
@@ -40,6 +93,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
     bio = commands.add_parser(
         "bioimageio",
+        prog="sum-hq export bioimageio",
         help="a BioImage.IO model package (format 0.5) with state-dict and ONNX weights",
         description="Write a BioImage.IO model package (zip): pytorch_state_dict and onnx weights of the "
         "whole model (1024x1024 RGB image + clicks -> masks, scores, uncertainty, and the AIS maps when "
@@ -60,9 +114,62 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     return parser
 
 
+def _add_result_parser(commands: argparse._SubParsersAction) -> None:
+    """The result form (a sub-command without help: it is reached by a RESULT that names no command)."""
+    from ..results.choices import FORMATS, OBJECT_TYPES
+
+    result = commands.add_parser(
+        RESULT_FORM,
+        prog="sum-hq export",
+        usage="%(prog)s RESULT --to {geojson,imagej-roi,coco,csv} [-o OUT] [options]",
+        description="Export the objects of a segmentation result, one per object and slice: QuPath GeoJSON "
+        "(polygons with holes on pixel corners, measurements incl. uncertainty), an ImageJ ROI zip (Fiji's "
+        "ROI Manager; position = slice + 1, name = id), COCO JSON (RLE masks, one image per slice) or a CSV "
+        "object table (id, slice, bbox, centroid, area, score, mean and boundary uncertainty).",
+    )
+    result.add_argument("result", metavar="RESULT",
+                        help="a sum-hq batch target, an OME-Zarr label image, or a TIFF / zarr array of labels")
+    result.add_argument("--to", required=True, choices=list(FORMATS), help="the format")
+    result.add_argument("-o", "--out", type=Path, metavar="OUT",
+                        help="the file to write (default: beside RESULT, e.g. cells_objects.csv, cells.geojson, "
+                        "cells_rois.zip, cells_coco.json)")
+    result.add_argument("--uncertainty", metavar="MAP",
+                        help="a TIFF / zarr array of per-pixel uncertainty for a RESULT without its own")
+    result.add_argument("--slice-axis", type=int, metavar="AXIS",
+                        help="the axis holding the planes of a 3D RESULT (default: as recorded, else 0)")
+    result.add_argument("--object-type", default="detection", choices=OBJECT_TYPES,
+                        help="GeoJSON: QuPath's object type (default detection)")
+    result.add_argument("--classification", metavar="NAME",
+                        help="GeoJSON: QuPath classification of every object; COCO: the category name")
+    result.add_argument("--band-width", type=int, default=2, metavar="PX",
+                        help="half-width of the boundary band of the per-object uncertainty (default 2)")
+    result.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    result.add_argument("--no-progress", action="store_true", help="no progress bar")
+    result.set_defaults(func=run_result)
+
+
 def _print_help(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
     return 2
+
+
+def run_result(args: argparse.Namespace) -> int:
+    """``sum-hq export RESULT --to FORMAT``: print the file written."""
+    from ..results import default_output, export_result, open_result
+
+    result = open_result(args.result, args.uncertainty, slice_axis=args.slice_axis)
+    path = export_result(
+        result,
+        default_output(args.result, args.to) if args.out is None else args.out,
+        to=args.to,
+        overwrite=args.overwrite,
+        object_type=args.object_type,
+        classification=args.classification,
+        band_width=args.band_width,
+        progress=not args.no_progress,
+    )
+    print(path)
+    return 0
 
 
 def run_onnx(args: argparse.Namespace) -> int:

@@ -8,25 +8,49 @@ one); :func:`export_result` writes its objects, reading it window by window:
 >>> export_result("cells.zarr", "cells.geojson", to="geojson")  # doctest: +SKIP
 
 :func:`scan_objects` and :func:`object_windows` are the streaming object pass beneath (one row per object
-and slice: bounding box, centroid, area, score and uncertainties). Never imports napari or Qt.
+and slice: bounding box, centroid, area, score and uncertainties). Names are imported on first use, so
+``sum_core.results.choices`` (the CLI's choices) loads alone. Never imports napari or Qt.
 """
 
-from .export import FORMATS, default_output, export_result
-from .objects import ObjectTable, ObjectWindow, object_windows, scan_objects
-from .polygons import mask_polygons
-from .result import Result, open_result
-from .rle import coco_rle
+from __future__ import annotations
 
-__all__ = [
-    "FORMATS",
-    "ObjectTable",
-    "ObjectWindow",
-    "Result",
-    "coco_rle",
-    "default_output",
-    "export_result",
-    "mask_polygons",
-    "object_windows",
-    "open_result",
-    "scan_objects",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "FORMATS": ".choices",
+    "OBJECT_TYPES": ".choices",
+    "ObjectTable": ".objects",
+    "ObjectWindow": ".objects",
+    "Result": ".result",
+    "coco_rle": ".rle",
+    "default_output": ".export",
+    "export_result": ".export",
+    "mask_polygons": ".polygons",
+    "object_windows": ".objects",
+    "open_result": ".result",
+    "scan_objects": ".objects",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .choices import FORMATS, OBJECT_TYPES
+    from .export import default_output, export_result
+    from .objects import ObjectTable, ObjectWindow, object_windows, scan_objects
+    from .polygons import mask_polygons
+    from .result import Result, open_result
+    from .rle import coco_rle
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sum_core.results' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(_LAZY)

@@ -14,21 +14,14 @@ from tqdm.auto import tqdm
 from ..errors import InvalidInputError
 from ..export.target import check_target, staged
 from ..validation import check_bool, check_int
+from .choices import FORMATS, OBJECT_TYPES
 from .formats import write_coco, write_csv, write_geojson, write_imagej_rois
 from .objects import object_windows, scan_objects
 from .result import Result, open_result
 
 __all__ = ["FORMATS", "default_output", "export_result"]
 
-#: Export format -> the file name endings it accepts (the first is the default's).
-FORMATS = {
-    "geojson": (".geojson", ".json"),
-    "imagej-roi": (".zip",),
-    "coco": (".json",),
-    "csv": (".csv",),
-}
 _DEFAULT_NAMES = {"geojson": "{}.geojson", "imagej-roi": "{}_rois.zip", "coco": "{}_coco.json", "csv": "{}_objects.csv"}
-OBJECT_TYPES = ("detection", "annotation")
 
 
 def default_output(source: str | os.PathLike, to: str) -> Path:
