@@ -1,4 +1,4 @@
-"""``sum-hq`` command line: model zoo, segmentation, batch jobs and model export.
+"""``sum-hq`` command line: model zoo, segmentation, batch jobs, embedding caches and model export.
 
 Sub-command modules are imported only when their command runs, so that
 ``sum-hq --help`` answers without importing torch.
@@ -13,12 +13,14 @@ import sys
 from collections.abc import Sequence
 
 from .batch import add_batch_parser
+from .embed import add_embed_parser
 from .export import add_export_parser
 from .models import add_models_parser
 from .segment import add_segment_parser
 
 #: What Ctrl+C prints, by command (default "interrupted").
-_INTERRUPTED = {"batch": "interrupted; rerun the same command to resume"}
+_INTERRUPTED = {"batch": "interrupted; rerun the same command to resume",
+                "embed": "interrupted; rerun the same command to resume"}
 #: A value that starts with "-" and a digit or ".": a negative number or list such as -1,-1.
 _NEGATIVE_VALUE = re.compile(r"-\.?\d")
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(subparsers)
     add_segment_parser(subparsers)
     add_batch_parser(subparsers)
+    add_embed_parser(subparsers)
     add_export_parser(subparsers)
     return parser
 
