@@ -176,13 +176,14 @@ def verify_target(target: Any) -> int:
 
 
 def _reference_array(target: Target) -> dict[str, Any]:
-    """Shape, chunks and axis names of the output arrays, from whichever of them is readable."""
+    """Shape, chunks, axis names and attributes of the output arrays, from whichever of them is readable."""
     for name, _ in OUTPUTS:
         try:
             array = target.group[name]
         except Exception:  # noqa: BLE001 - try the other one
             continue
-        return {"shape": array.shape, "chunks": array.chunks, "dimension_names": array.metadata.dimension_names}
+        return {"shape": array.shape, "chunks": array.chunks, "dimension_names": array.metadata.dimension_names,
+                "attributes": array.attrs.asdict()}
     raise target.damaged(["the metadata of both labels and uncertainty (zarr.json) is missing or unreadable"])
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -40,7 +40,7 @@ from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
 from .lock import LockHold, target_lock
-from .writer import SEQUENTIAL_IDS, check_apart, check_target, no_space_left, open_target
+from .writer import SEQUENTIAL_IDS, axes_attributes, check_apart, check_target, no_space_left, open_target
 
 # Options always recorded in an automatic job's signature (the others only when not at their
 # default, so targets written before they were options keep their signature).
@@ -72,11 +72,14 @@ def segment_zarr(
     cancel: threading.Event | None = None,
     repair: bool = False,
     on_progress: Callable[[float, int], None] | None = None,
+    channel: int | Sequence[int] | None = None,
 ) -> zarr.Group:
     """Segment a 2D image, 3D stack or time series slice by slice into a zarr v3 group.
 
     The target group gets ``labels`` (uint32) and ``uncertainty`` (float16, in [0, 1]) with the
-    source's shape (without a channel axis), chunked one slice by one tile. Each plane is cut
+    source's shape (without a channel axis), chunked one slice by one tile, with the source's axis
+    names (``dimension_names``) and physical pixel size (attributes ``scale`` and ``units``, see
+    :func:`sum_core.batch.writer.axes_attributes`). Each plane is cut
     by the package's one size rule, :func:`sum_core.tiling.tile_grid`, with the model's input
     size. Work is scheduled with dask. AMG: per plane, one task per tile (segmentation of the
     tile's window, encoded as one image), one cross-tile NMS task and one task per output chunk
@@ -153,6 +156,10 @@ def segment_zarr(
         Slice axis by name (OME-Zarr / zarr dimension names) or index; needed for 4D+ sources.
     key : str, optional
         Array inside a zarr group.
+    channel : int or sequence of 3 int, optional
+        Channels of a source with a channel axis fed to the model (see
+        :func:`sum_core.batch.volume.open_volume`): None for all (1, 3 or 4 of them), one index
+        (as grayscale) or three (as R, G, B). Part of the job signature when given.
     overwrite : bool
         Replace a target of another job, or start a damaged target of this job again (instead
         of raising; ``repair`` redoes only its damaged slices). An intact target of this job is
@@ -237,7 +244,7 @@ def segment_zarr(
             f"tasks are not seen by this process), got {type(on_progress).__name__} with scheduler {scheduler!r}"
         )
     _check_scheduler(scheduler)
-    volume = open_volume(source, key=key, axis=axis)
+    volume = open_volume(source, key=key, axis=axis, channel=channel)
     check_apart(source, target)  # before anything is loaded, created or deleted
     if tile_shape is not None or halo is not None:
         tile_grid(volume.plane_shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before loading
@@ -257,12 +264,13 @@ def segment_zarr(
             spec = ModelSpec(model, precision, compile, mode == "ais")
             options = check_options(options, AisOptions if mode == "ais" else AutoOptions, f"options (mode={mode!r})")
         grid = tile_grid(volume.plane_shape, loaded.config.image_size, tile_shape, halo)
-        signature = _signature(volume, mode, options, table_hash, grid, model, loaded, precision)
+        signature = _signature(volume, mode, options, table_hash, grid, model, loaded, precision, channel)
         info = {"ids": SEQUENTIAL_IDS if mode != "prompts" else None, "axes": list(volume.out_names)}
         layout = (signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape), volume.out_names)
         # AMG targets of versions before the AIS mode signed the mode "auto"; they resume as AMG.
         aliases = ({**signature, "mode": "auto"},) if mode == "amg" else ()
-        out = open_target(target, *layout, overwrite=overwrite, aliases=aliases)
+        attributes = axes_attributes(volume.scale, volume.units)
+        out = open_target(target, *layout, overwrite=overwrite, aliases=aliases, attributes=attributes)
         try:
             settle(out, find_damage(out, repair), repair)
             settle(out, record_damage(out), repair)
@@ -270,7 +278,7 @@ def segment_zarr(
             if not overwrite:
                 raise
             warnings.warn(f"target: starting {target} again (overwrite=True), it was damaged: {damaged}", stacklevel=2)
-            out = open_target(target, *layout, overwrite=True, restart=True)
+            out = open_target(target, *layout, overwrite=True, restart=True, attributes=attributes)
         if out.info.get("complete"):
             return out.group
         normalization = fixed_normalization(volume.planes)
@@ -291,7 +299,7 @@ def segment_zarr(
     return out.group
 
 
-def _signature(volume, mode, options, table_hash, grid, model, loaded, precision) -> dict[str, Any]:
+def _signature(volume, mode, options, table_hash, grid, model, loaded, precision, channel) -> dict[str, Any]:
     """The job signature stored in (and compared with) the target's attributes."""
     signature = {
         "source": {"identity": volume.identity, "shape": list(volume.array.shape),
@@ -305,6 +313,8 @@ def _signature(volume, mode, options, table_hash, grid, model, loaded, precision
     }
     if precision != "fp32":  # fp32 jobs keep the signature they had before precisions existed
         signature["precision"] = precision
+    if channel is not None:  # jobs on all channels keep the signature they had before channel=
+        signature["channel"] = [int(c) for c in np.atleast_1d(channel)]
     return signature
 
 

@@ -3,7 +3,8 @@
 Layout
 ------
 - ``labels``: uint32, the source's shape without its channel axis, chunked one slice by one
-  tile (:meth:`Volume.out_chunks`), 0 = background.
+  tile (:meth:`Volume.out_chunks`), 0 = background; ``dimension_names`` the source's axis names,
+  attributes ``scale`` and ``units`` its physical pixel size (:func:`axes_attributes`).
 - ``uncertainty``: float16, same shape and chunks, in [0, 1].
 - ``checksums/labels``, ``checksums/uncertainty`` (format 2 and later): uint64, one value per
   output chunk (shape = the arrays' chunk grid, each value its own chunk), the
@@ -383,6 +384,7 @@ def open_target(
     overwrite: bool = False,
     restart: bool = False,
     aliases: tuple[dict[str, Any], ...] = (),
+    attributes: dict[str, Any] | None = None,
 ) -> Target:
     """Open (resume) or create the target group of a job.
 
@@ -403,6 +405,8 @@ def open_target(
     aliases : tuple of dict
         Other signatures of the same job (as older versions wrote them): such a target is resumed
         with the signature it holds.
+    attributes : dict, optional
+        Attributes of the ``labels`` / ``uncertainty`` arrays (see :func:`axes_attributes`).
 
     Returns
     -------
@@ -445,13 +449,21 @@ def open_target(
     group = _cleared(store)
     for name, dtype in OUTPUTS:
         array = group.create_array(
-            name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, dimension_names=dimension_names
+            name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, dimension_names=dimension_names,
+            attributes=attributes,
         )
         group.create_array(
             f"checksums/{name}", shape=array.cdata_shape, dtype="uint64", chunks=(1,) * len(shape), fill_value=0
         )
     group.attrs[ATTR] = {"format": FORMAT, "signature": signature, "complete": False, **info}
     return Target(group, target)
+
+
+def axes_attributes(scale: tuple[float, ...], units: tuple[str | None, ...]) -> dict[str, Any]:
+    """The attributes of the output arrays that carry the source's physical pixel size: ``scale``
+    (one float per output axis, 1.0 when unknown) and ``units`` (one NGFF unit name such as
+    ``"micrometer"`` per axis, null when unknown); the axis names are the arrays' ``dimension_names``."""
+    return {"scale": [float(v) for v in scale], "units": [None if u is None else str(u) for u in units]}
 
 
 def _empty(group: zarr.Group) -> bool:
