@@ -112,7 +112,8 @@ def open_result(
         - an OME-Zarr (NGFF 0.4 / 0.5) label image (a group with ``multiscales`` and ``image-label``
           metadata): level 0 (``multiscales[0].datasets[0].path``), its scale and axis units, and the
           ``properties`` of ``image-label`` as the table;
-        - an OME-Zarr image group holding exactly one label image under ``labels/``: that label image;
+        - an OME-Zarr image group holding exactly one label image under ``labels/``: that label image (a
+          multiscale group with neither ``image-label`` metadata nor ``labels/`` is taken as labels too);
         - a TIFF file or zarr array of labels;
         - an in-memory array (numpy, dask: a napari Labels layer's ``data``).
     uncertainty : path or array-like, optional
@@ -204,7 +205,7 @@ def _open_group(group: zarr.Group, name: str) -> dict[str, Any]:
             found["table"] = object_table(group)
         return found
     meta = attrs.get("ome", attrs)
-    if "multiscales" in meta:
+    if "multiscales" in meta and "image-label" in meta:
         return _open_ngff(group, meta, name)
     labels = None
     if "labels" in group and isinstance(group["labels"], zarr.Group):
@@ -213,6 +214,8 @@ def _open_group(group: zarr.Group, name: str) -> dict[str, Any]:
     if isinstance(labels, list) and len(labels) == 1:
         child = group["labels"][labels[0]]
         return _open_ngff(child, child.attrs.asdict().get("ome", child.attrs.asdict()), f"{name}/labels/{labels[0]}")
+    if "multiscales" in meta and labels is None:  # a multiscale image without image-label metadata
+        return _open_ngff(group, meta, name)
     raise InvalidInputError(
         f"source: {name} is neither a sum-hq batch target nor an OME-Zarr label image"
         + (f" (it holds the label images {labels}: open one of them, e.g. {name}/labels/{labels[0]})"
