@@ -239,7 +239,7 @@ BAD_ARGUMENTS = {
     # planes
     "slice-of-a-plane": (["--out", "{tmp}/m.tif", "--slice", "0"], ["one plane, not a stack"]),
     "slice-out-of-range": (["--out", "{tmp}/m.tif", "--stack", "--slice", "3"], ["--slice 3: the stack has 3 slices"]),
-    "axis-out-of-range": (["--out", "{tmp}/m.tif", "--stack", "--slice", "0", "--axis", "5"], ["stack_axis"]),
+    "axis-out-of-range": (["--out", "{tmp}/m.tif", "--stack", "--slice", "0", "--axis", "5"], ["axis: index 5 is out of range"]),
     "axis-without-slice": (["--out", "{tmp}/m.tif", "--stack", "--axis", "1"], ["give --slice N with it"]),
     "stack-without-slice": (["--out", "{tmp}/m.tif", "--stack"], ["choose one plane with --slice N"]),
     # options

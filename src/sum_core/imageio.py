@@ -1,4 +1,4 @@
-"""Read images (TIFF, PNG, JPEG, zarr / OME-Zarr) and write TIFF or PNG atomically.
+"""Read images (TIFF, PNG, JPEG, zarr / OME-Zarr) and write TIFF, OME-TIFF or PNG atomically.
 
 :func:`read_image` returns the stored array unchanged (any dtype and number
 of dimensions); use :func:`sum_core.image.prepare_image` to get a plane SAM
@@ -32,6 +32,7 @@ __all__ = [
     "TIFF_SUFFIXES",
     "check_image_target",
     "check_input_path",
+    "is_ome_tiff",
     "is_zarr_path",
     "open_zarr",
     "read_image",
@@ -44,6 +45,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 _PIL = (".png", ".jpg", ".jpeg", ".bmp")
 _READABLE = TIFF_SUFFIXES + _PIL + (".zarr",)
 _WRITABLE = TIFF_SUFFIXES + (".png",)
+_OME_AXES = {2: "YX", 3: "ZYX"}  # the axes of an OME-TIFF written by write_images, by number of dimensions
 
 # PIL modes that np.asarray does not turn into plain intensities.
 _PIL_CONVERT = {
@@ -249,6 +251,11 @@ def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     )
 
 
+def is_ome_tiff(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an OME-TIFF (``.ome.tif`` / ``.ome.tiff``, any case)."""
+    return Path(path).name.lower().endswith((".ome.tif", ".ome.tiff"))
+
+
 def _check_png(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
     gray = len(shape) == 2
     color = len(shape) == 3 and shape[-1] in (3, 4)
@@ -272,7 +279,8 @@ def check_image_target(
     Parameters
     ----------
     path : str or path-like
-        Target file; its extension (``.tif``, ``.tiff`` or ``.png``) picks the format.
+        Target file; its extension (``.tif``, ``.tiff``, ``.ome.tif``, ``.ome.tiff`` or
+        ``.png``) picks the format.
     shape : tuple of int
         Shape of the array that will be written.
     dtype : numpy dtype
@@ -290,8 +298,8 @@ def check_image_target(
     ------
     InvalidInputError
         Unknown extension, a missing or non-writable folder, a folder at ``path``, a NUL
-        character or a symbolic-link loop in ``path``, an empty or non-numeric array, or an
-        array PNG cannot hold.
+        character or a symbolic-link loop in ``path``, an empty or non-numeric array, an
+        array PNG cannot hold, or an OME-TIFF that is not (Y, X) or (Z, Y, X).
     """
     where, what = (name, name) if name else ("path", "array")
     p, _ = _check_path(path, where)
@@ -311,11 +319,15 @@ def check_image_target(
         raise InvalidInputError(f"{what}: expected a non-empty numeric array, got shape {shape} dtype {dtype}")
     if suffix == ".png":
         _check_png(tuple(shape), dtype, what)
+    if is_ome_tiff(p) and len(shape) not in _OME_AXES:
+        raise InvalidInputError(f"{what}: an OME-TIFF is written as (Y, X) or (Z, Y, X), got shape {tuple(shape)}")
     return p
 
 
-def write_image(path: str | os.PathLike, array) -> None:
-    """Write an array to a TIFF (zlib-compressed) or PNG file, atomically.
+def write_image(
+    path: str | os.PathLike, array, physical_size: Sequence[tuple[float, str | None]] | None = None
+) -> None:
+    """Write an array to a TIFF (zlib-compressed), OME-TIFF or PNG file, atomically.
 
     The data go to a temporary file in the same folder, which then replaces
     ``path`` (``os.replace``); on any failure the temporary file is removed and
@@ -324,18 +336,23 @@ def write_image(path: str | os.PathLike, array) -> None:
     Parameters
     ----------
     path : str or path-like
-        Target file; the extension (``.tif``, ``.tiff`` or ``.png``) picks the
-        format. Its folder must exist.
+        Target file; the extension (``.tif``, ``.tiff``, ``.ome.tif``, ``.ome.tiff`` or
+        ``.png``) picks the format. Its folder must exist.
     array : array_like
-        Any numeric array for TIFF; for PNG, bool or uint8 grayscale / RGB /
-        RGBA, or uint16 grayscale.
+        Any numeric array for TIFF (``(H, W, 3)`` and ``(H, W, 4)`` are stored as RGB(A),
+        anything else as grayscale pages); ``(Y, X)`` or ``(Z, Y, X)`` for OME-TIFF; for PNG,
+        bool or uint8 grayscale / RGB / RGBA, or uint16 grayscale.
+    physical_size : sequence of (float, str or None), optional
+        For an OME-TIFF: the pixel size along each axis of ``array`` and its OME-XML unit
+        symbol (e.g. ``(0.5, "µm")``), written as ``PhysicalSizeZ/Y/X`` and their units; an
+        axis without a unit gets no physical size. Other formats ignore it.
 
     Raises
     ------
     InvalidInputError
         As :func:`check_image_target`.
     """
-    write_images([(path, array)])
+    write_images([(path, array)], physical_size)
 
 
 def remove_entries(folder: Path, names: Iterable[str]) -> None:
@@ -363,7 +380,9 @@ def remove_entries(folder: Path, names: Iterable[str]) -> None:
             entry.unlink()
 
 
-def write_images(items: Sequence[tuple[str | os.PathLike, Any]]) -> None:
+def write_images(
+    items: Sequence[tuple[str | os.PathLike, Any]], physical_size: Sequence[tuple[float, str | None]] | None = None
+) -> None:
     """Write several images all or nothing: every array to a temporary file first, then replace.
 
     All targets are checked (:func:`check_image_target`), then each array is written to a
@@ -375,6 +394,8 @@ def write_images(items: Sequence[tuple[str | os.PathLike, Any]]) -> None:
     ----------
     items : sequence of (path, array)
         Targets and their arrays, as for :func:`write_image`.
+    physical_size : sequence of (float, str or None), optional
+        Pixel size and unit per axis of the OME-TIFF targets, as for :func:`write_image`.
 
     Raises
     ------
@@ -384,6 +405,8 @@ def write_images(items: Sequence[tuple[str | os.PathLike, Any]]) -> None:
     arrays = [(Path(path), np.asarray(array)) for path, array in items]
     for path, array in arrays:
         check_image_target(path, array.shape, array.dtype)
+        if physical_size is not None and is_ome_tiff(path) and len(physical_size) != array.ndim:
+            raise InvalidInputError(f"physical_size: {len(physical_size)} values for {path} of shape {array.shape}")
     written: list[tuple[Path, Path]] = []
     try:
         for path, array in arrays:
@@ -392,7 +415,7 @@ def write_images(items: Sequence[tuple[str | os.PathLike, Any]]) -> None:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             written.append((tmp, path))
             if path.suffix.lower() in TIFF_SUFFIXES:
-                tifffile.imwrite(tmp, array, compression="zlib")
+                _write_tiff(tmp, array, physical_size, is_ome_tiff(path))
             else:
                 Image.fromarray(array).save(tmp, format="PNG")
         for tmp, path in written:
@@ -401,3 +424,20 @@ def write_images(items: Sequence[tuple[str | os.PathLike, Any]]) -> None:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_tiff(
+    path: Path, array: np.ndarray, physical_size: Sequence[tuple[float, str | None]] | None, ome: bool
+) -> None:
+    """One zlib-compressed TIFF; ``photometric`` always given (RGB only for (H, W, 3|4) plain TIFFs)."""
+    if not ome:
+        rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
+        tifffile.imwrite(path, array, compression="zlib", photometric="rgb" if rgb else "minisblack")
+        return
+    axes = _OME_AXES[array.ndim]
+    metadata: dict[str, Any] = {"axes": axes}
+    for letter, (size, unit) in zip(axes, physical_size or ()):
+        if unit is not None:
+            metadata[f"PhysicalSize{letter}"] = float(size)
+            metadata[f"PhysicalSize{letter}Unit"] = unit
+    tifffile.imwrite(path, array, compression="zlib", photometric="minisblack", ome=True, metadata=metadata)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .arguments import add_speed_arguments, non_negative, numbers, parse_tile
+from .arguments import add_channel_argument, add_speed_arguments, non_negative, numbers, parse_tile
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -36,14 +36,17 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
         "downscaling); --no-tiling resizes the whole image into one window instead (SAM's behaviour: "
         "faster, coarser). Every argument is checked before the model is loaded; an output that is the "
         "input, the other output or (without --overwrite) an existing file is refused, and both "
-        "outputs are written all or nothing.",
+        "outputs are written all or nothing. An --out or --uncertainty-out ending in .ome.tif(f) is an OME-TIFF "
+        "carrying the input's physical pixel size (OME-Zarr, OME-TIFF or ImageJ TIFF input).",
     )
     parser.add_argument("image", type=Path, help="input image (TIFF, PNG, JPEG, zarr; 'sample' for a bundled one)")
     parser.add_argument("--key", help="array inside a zarr group (default: first array / level 0)")
     parser.add_argument("--slice", type=non_negative, metavar="N",
                         help="segment plane N of a 3D or time stack (along --axis)")
-    parser.add_argument("--axis", type=int, metavar="A",
-                        help="slice axis of the stack (default 0; with --slice)")
+    parser.add_argument("--axis", metavar="A",
+                        help="slice axis of the stack, a name (z, t; any case) or an index (default: the "
+                        "first axis besides the plane and channels; with --slice)")
+    add_channel_argument(parser)
     parser.add_argument("--point", type=_pair, action="append", default=[], metavar="ROW,COL",
                         help="positive click (repeatable)")
     parser.add_argument("--negative", type=_pair, action="append", default=[], metavar="ROW,COL",
@@ -71,41 +74,55 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="context around each tile in pixels (default: model input / 16)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     add_speed_arguments(parser)
-    parser.add_argument("--out", type=Path, required=True, help="label image output (.tif or .png)")
-    parser.add_argument("--uncertainty-out", type=Path, help="uncertainty map output (.tif)")
+    parser.add_argument("--out", type=Path, required=True, help="label image output (.tif, .ome.tif or .png)")
+    parser.add_argument("--uncertainty-out", type=Path, help="uncertainty map output (.tif or .ome.tif)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --out / --uncertainty-out if they exist (never the input)")
     parser.set_defaults(func=run_segment)
 
 
-def _planes(args: argparse.Namespace) -> Any:
-    """The input opened lazily as :class:`~sum_core.sources.Planes` (one plane, or the stack of --slice)."""
+def _volume(args: argparse.Namespace) -> Any:
+    """The input opened lazily as a :class:`~sum_core.batch.volume.Volume` (one plane, or the stack of --slice)."""
+    from ..batch.volume import open_volume
     from ..errors import InvalidInputError
     from ..sample_data import sample_image
-    from ..sources import Planes, open_image
 
     if args.axis is not None and args.slice is None:
         raise InvalidInputError("--axis chooses the slice axis of a stack: give --slice N with it")
-    source = sample_image() if str(args.image) == "sample" else open_image(args.image, key=args.key)
-    shape = tuple(source.shape)
-    one_plane = len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))
-    if args.slice is None:
-        if not one_plane:
-            raise InvalidInputError(
-                f"image: {args.image} has shape {shape}, a stack; choose one plane with --slice N "
-                "(and --axis A for the slice axis, default 0)"
-            )
-        return Planes(source)
-    if one_plane:
-        raise InvalidInputError(f"--slice: {args.image} has shape {shape}, one plane, not a stack")
-    axis = 0 if args.axis is None else args.axis
-    planes = Planes(source, stack_axis=axis)
-    if args.slice >= planes.n_slices:
+    source = sample_image() if str(args.image) == "sample" else args.image
+    volume = open_volume(source, key=args.key, axis=args.axis, channel=args.channel)
+    shape = tuple(volume.array.shape)
+    if args.slice is None and volume.slice_axis is not None:
         raise InvalidInputError(
-            f"--slice {args.slice}: the stack has {planes.n_slices} slices along axis {axis} "
-            f"(shape {shape}); choose 0..{planes.n_slices - 1}"
+            f"image: {args.image} has shape {shape}, a stack; choose one plane with --slice N "
+            "(and --axis A for the slice axis)"
         )
-    return planes
+    if args.slice is not None and volume.slice_axis is None:
+        raise InvalidInputError(f"--slice: {args.image} has shape {shape}, one plane, not a stack")
+    if args.slice is not None and args.slice >= volume.n_slices:
+        axis = volume.slice_axis
+        raise InvalidInputError(
+            f"--slice {args.slice}: the stack has {volume.n_slices} slices along axis {axis} "
+            f"({volume.names[axis]}; shape {shape}); choose 0..{volume.n_slices - 1}"
+        )
+    return volume
+
+
+def _image(volume: Any, slice_index: int | None) -> Any:
+    """What :func:`sum_core.segment` segments: the lazy source when it reads as the plane itself
+    (tiles are then read as they are needed), else the plane read into memory (a slice, channels
+    moved last or chosen)."""
+    planes = volume.planes
+    as_is = planes.channel_axis in (None, len(volume.array.shape) - 1) and planes.channels is None
+    return volume.array if slice_index is None and as_is else planes.read(slice_index or 0)
+
+
+def _physical_size(volume: Any) -> list[tuple[float, str | None]]:
+    """Pixel size and OME-XML unit of the plane's two axes (for an OME-TIFF output)."""
+    from ..source_axes import ome_unit
+
+    axes = [a for a in range(len(volume.out_shape)) if a != volume.out_slice_axis]
+    return [(volume.scale[a], ome_unit(volume.units[a])) for a in axes]
 
 
 def _check_outputs(args: argparse.Namespace, shape: tuple[int, int], label_dtype: Any) -> None:
@@ -160,14 +177,15 @@ def run_segment(args: argparse.Namespace) -> int:
         normalization = Normalization(limits=args.limits)
     elif args.percentiles is not None:
         normalization = Normalization(low=args.percentiles[0], high=args.percentiles[1])
-    planes = _planes(args)
+    volume = _volume(args)
+    planes = volume.planes
     clicks = args.point + args.negative
     points = np.asarray(clicks, dtype=float) if clicks else None
     labels = np.array([1] * len(args.point) + [0] * len(args.negative)) if clicks else None
     box = np.asarray(args.box, dtype=float) if args.box else None
     validate_prompts(points, labels, box, image_shape=planes.plane_shape, default_positive=True)
     _check_outputs(args, planes.plane_shape, _label_dtype(max(len(args.box), 1)))
-    image = planes.image if args.slice is None else planes.read(args.slice)
+    image = _image(volume, args.slice)
     tile_shape = planes.plane_shape if args.no_tiling else args.tile
     prediction = segment(image, points=points, labels=labels, box=box, model=args.model,
                          uncertainty=args.uncertainty, task=args.task, device=args.device,
@@ -177,7 +195,7 @@ def run_segment(args: argparse.Namespace) -> int:
     outputs = [(args.out, label_image)]
     if args.uncertainty_out is not None:
         outputs.append((args.uncertainty_out, prediction.uncertainties.max(axis=0)))
-    write_images(outputs)  # both to temporary files, then both into place
+    write_images(outputs, _physical_size(volume))  # both to temporary files, then both into place
     scores = ", ".join(f"{s:.3f}" for s in prediction.scores)
     print(f"wrote {args.out} ({label_image.shape[0]}x{label_image.shape[1]}, {len(prediction)} object(s), "
           f"{int((label_image > 0).sum())} foreground pixels, score {scores})"
