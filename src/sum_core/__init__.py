@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "AutoOptions": ".auto_options",
     "AisOptions": ".ais_options",
     "open_image": ".sources",
+    "suggest_click": ".suggest",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
