@@ -1,5 +1,7 @@
 """BioImage.IO packages (issue 17): export validates with bioimageio.spec, its ONNX weights reproduce its
-test tensors, and sum_core.load_model reads packages (ours and micro-sam's layout) with sha256 checks."""
+test tensors (prompts and a mask prompt), a model with an AIS decoder gives instance labels, bioimageio.core's
+test_model passes, and sum_core.load_model reads packages (ours and micro-sam's layouts, a decoder
+attachment) with sha256 checks."""
 
 from __future__ import annotations
 
@@ -15,12 +17,20 @@ from small_models import small_vit_config
 from sum_core import cli
 from sum_core.errors import CheckpointError, InvalidInputError
 from sum_core.loading import load_model, resolve_model
-from sum_core.modeling import ImageEmbedding, build_from_config
+from sum_core.ais_postprocess import instances_from_distance_maps
+from sum_core.decoding import decode_window
+from sum_core.modeling import (
+    AISDecoder, AISDecoderConfig, ImageEmbedding, ais_decoder_of, attach_ais_decoder, build_from_config,
+    decode_ais_maps,
+)  # fmt: skip
+from sum_core.prediction import PredictOptions
+from sum_core.prompts import validate_prompts
 
 ort = pytest.importorskip("onnxruntime")
 spec = pytest.importorskip("bioimageio.spec")
 from sum_core.export import export_bioimageio  # noqa: E402
 from sum_core.export.bioimageio import sha256_of  # noqa: E402
+from sum_core.export.package_model import PACKAGE_INPUTS  # noqa: E402
 
 
 def sum_model():
@@ -39,6 +49,25 @@ def package(tmp_path_factory):
     return model, path
 
 
+def ais_model():
+    """A small plain SAM with a narrow AIS decoder (random weights)."""
+    torch.manual_seed(13)
+    model = build_from_config(small_vit_config(hq=False))
+    return attach_ais_decoder(model, AISDecoder(AISDecoderConfig(initial_features=8)).eval())
+
+
+@pytest.fixture(scope="module")
+def ais_package(tmp_path_factory):
+    model = ais_model()
+    path = tmp_path_factory.mktemp("bioimageio_ais") / "ais.zip"
+    export_bioimageio(model, path, authors=["Ada Lovelace"], licence="MIT", name="small SAM with AIS")
+    return model, path
+
+
+def package_tensors(path) -> dict[str, np.ndarray]:
+    return {name[5:-4]: np.load(io.BytesIO(data)) for name, data in members(path).items() if name.startswith("test_")}
+
+
 def members(path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as archive:
         return {name: archive.read(name) for name in archive.namelist()}
@@ -55,7 +84,7 @@ def test_package_validates_with_bioimageio_spec(package):
     descr = spec.load_description(path, perform_io_checks=True)
     assert isinstance(descr, spec.ModelDescr), descr.validation_summary.format()
     assert descr.weights.pytorch_state_dict is not None and descr.weights.onnx is not None
-    assert [t.id for t in descr.inputs] == ["image", "point_coords", "point_labels"]
+    assert [t.id for t in descr.inputs] == ["image", "point_coords", "point_labels", "mask_input", "has_mask_input"]
     assert [t.id for t in descr.outputs] == ["masks", "scores", "uncertainty"]
     cited = " ".join(c.text for c in descr.cite)
     assert all(title in cited for title in ("Segment Anything.", "in High Quality", "Uncertainty-aware Fine-tuning"))
@@ -65,14 +94,33 @@ def test_package_validates_with_bioimageio_spec(package):
 def test_onnx_weights_reproduce_the_test_outputs(package):
     """The package's test outputs are our torch model's; its ONNX graph computes them again."""
     _, path = package
-    files = members(path)
-    tensors = {name[5:-4]: np.load(io.BytesIO(data)) for name, data in files.items() if name.startswith("test_")}
-    session = ort.InferenceSession(files["model.onnx"], providers=["CPUExecutionProvider"])
-    feeds = {name: tensors[name] for name in ("image", "point_coords", "point_labels")}
+    tensors = package_tensors(path)
+    session = ort.InferenceSession(members(path)["model.onnx"], providers=["CPUExecutionProvider"])
+    feeds = {name: tensors[name] for name in PACKAGE_INPUTS}
+    assert feeds["has_mask_input"].tolist() == [1.0]  # the test tensors use the mask prompt
     for name, actual in zip(["masks", "scores", "uncertainty"], session.run(None, feeds)):
         expected = tensors[name]
         assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max(), name
     assert (tensors["masks"] > 0).any()  # the click's object is segmented (a non-empty mask)
+    without_mask = session.run(None, feeds | {"has_mask_input": np.zeros(1, np.float32)})
+    # has_mask_input switches the mask prompt off: 10x the tolerance above
+    assert np.abs(without_mask[0] - tensors["masks"]).max() > 1e-3 * np.abs(tensors["masks"]).max()
+
+
+def test_mask_prompt_test_outputs_recomputed_by_the_library(package):
+    """The test outputs are the library's decode (decode_window) of the click and the mask prompt."""
+    model, path = package
+    tensors = package_tensors(path)
+    with torch.no_grad():
+        emb, early = model.image_encoder(model.preprocess(torch.from_numpy(tensors["image"])))
+    embedding = ImageEmbedding(emb, early, None, (1024, 1024), (1024, 1024))
+    (x, y), _ = tensors["point_coords"][0]
+    prompts = validate_prompts(points=[[y, x]], labels=[1], mask_input=tensors["mask_input"][0],
+                               image_shape=(1024, 1024))  # fmt: skip
+    out = decode_window(model, embedding, prompts, PredictOptions(task=1))
+    for name, ours in (("masks", out.logits), ("scores", out.scores), ("uncertainty", out.uncertainty)):
+        expected = tensors[name].reshape(ours.shape)
+        assert np.abs(ours.numpy() - expected).max() <= 1e-4 * np.abs(expected).max(), name
 
 
 def test_round_trip_export_load_same_model(package, tmp_path):
@@ -87,11 +135,13 @@ def test_round_trip_export_load_same_model(package, tmp_path):
     from_folder = load_model(folder, device="cpu")
     assert resolve_model(folder, device="cpu").config == model.config  # the cached loader takes folders too
     image = torch.from_numpy(np.load(folder / "test_image.npy"))
-    coords, labels = (torch.from_numpy(np.load(folder / f"test_{k}.npy")) for k in ("point_coords", "point_labels"))
+    coords, labels, mask = (
+        torch.from_numpy(np.load(folder / f"test_{k}.npy")) for k in ("point_coords", "point_labels", "mask_input")
+    )
     with torch.no_grad():  # the library's decode step on the loaded model gives the package's test scores
         emb, early = from_folder.image_encoder(from_folder.preprocess(image))
         embedding = ImageEmbedding(emb, early, None, (1024, 1024), (1024, 1024))
-        out = from_folder.decode(embedding, (coords[:, :1], labels[:, :1]), task=1)  # decode pads itself
+        out = from_folder.decode(embedding, (coords[:, :1], labels[:, :1]), masks=mask, task=1)  # pads itself
     expected = np.load(folder / "test_scores.npy")
     assert np.abs(out.iou.numpy() - expected).max() <= 1e-4 * np.abs(expected).max()
 
@@ -197,3 +247,83 @@ def test_zip_member_larger_than_the_limit_is_refused_before_unpacking(package, t
     monkeypatch.setattr(pkg, "MAX_RDF_BYTES", 10)
     with pytest.raises(CheckpointError, match="rdf.yaml declares"):
         load_model(path, device="cpu")
+
+
+def test_ais_package_gives_instance_labels(ais_package):
+    """With an AIS decoder: instance_labels (micro-sam's watershed of the AIS maps, not a graph) from the
+    pytorch_state_dict weights; model.onnx, which cannot label, is an attachment, not weights."""
+    model, path = ais_package
+    descr = spec.load_description(path, perform_io_checks=True)
+    assert isinstance(descr, spec.ModelDescr), descr.validation_summary.format()
+    assert [t.id for t in descr.outputs] == ["masks", "scores", "uncertainty", "ais_maps", "instance_labels"]
+    assert descr.weights.pytorch_state_dict is not None and descr.weights.onnx is None
+    assert [str(a.source.path) for a in descr.attachments] == ["model.onnx"]
+    assert descr.outputs[4].data.type == "int32"
+    tensors = package_tensors(path)
+    maps, labels = tensors["ais_maps"][0], tensors["instance_labels"][0, 0]
+    assert labels.dtype == np.int32
+    assert np.array_equal(labels, instances_from_distance_maps(maps[0], maps[1], maps[2]).astype(np.int32))
+    loaded = load_model(path, device="cpu")  # the round trip brings the AIS decoder too
+    assert ais_decoder_of(loaded) is not None
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with torch.no_grad():
+        emb, _ = loaded.image_encoder(loaded.preprocess(torch.from_numpy(tensors["image"])))
+    expected = decode_ais_maps(loaded, ImageEmbedding(emb, None, None, (1024, 1024), (1024, 1024)))
+    assert np.abs(maps - expected).max() <= 1e-4 * np.abs(expected).max()
+    session = ort.InferenceSession(members(path)["model.onnx"], providers=["CPUExecutionProvider"])
+    onnx_maps = session.run(["ais_maps"], {name: tensors[name] for name in PACKAGE_INPUTS})[0]
+    assert np.abs(onnx_maps - tensors["ais_maps"]).max() <= 1e-4 * np.abs(expected).max()
+
+
+def micro_sam_decoder_package(tmp_path, sam, decoder, **attachment) -> tuple:
+    """micro-sam's export before the decoder went into the weights too: plain SAM state dict as the weights,
+    the AIS decoder state (UNETR decoder keys) as the attachment ``vit_b_decoder.pt``."""
+    weights, decoder_file = tmp_path / "vit_b.pt", tmp_path / "vit_b_decoder.pt"
+    torch.save(sam.state_dict(), weights)
+    torch.save(decoder.state_dict(), decoder_file)
+    rdf = {
+        "type": "model",
+        "format_version": "0.5.3",
+        "name": "sam-test-vit-b",
+        "attachments": [{"source": "vit_b_decoder.pt", "sha256": sha256_of(decoder_file)} | attachment],
+        "weights": {
+            "pytorch_state_dict": {
+                "source": "vit_b.pt",
+                "sha256": sha256_of(weights),
+                "architecture": {"source": "predictor_adaptor.py", "callable": "PredictorAdaptor",
+                                 "kwargs": {"model_type": "vit_b"}},
+                "pytorch_version": "2.1",
+            }
+        },
+    }  # fmt: skip
+    return {"rdf.yaml": yaml.safe_dump(rdf).encode(), "vit_b.pt": weights.read_bytes(),
+            "vit_b_decoder.pt": decoder_file.read_bytes(), "predictor_adaptor.py": b"# micro-sam's adaptor\n"}  # fmt: skip
+
+
+def test_micro_sam_decoder_attachment_is_loaded_and_hash_checked(tmp_path):
+    torch.manual_seed(17)
+    sam = build_from_config(small_vit_config(hq=False))
+    decoder = AISDecoder(AISDecoderConfig(initial_features=8))
+    files = micro_sam_decoder_package(tmp_path, sam, decoder)
+    package = tmp_path / "micro_sam_ais.zip"
+    write_zip(package, files)
+    loaded = load_model(package, device="cpu", ais_decoder=True)
+    for key, value in sam.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    for key, value in decoder.state_dict().items():
+        assert torch.equal(ais_decoder_of(loaded).state_dict()[key], value), key
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    assert ais_decoder_of(load_model(folder, device="cpu")) is not None
+    damaged = bytearray(files["vit_b_decoder.pt"])
+    damaged[len(damaged) // 2] ^= 0xFF
+    write_zip(package, files | {"vit_b_decoder.pt": bytes(damaged)})
+    with pytest.raises(CheckpointError, match="vit_b_decoder.pt: sha256 .* differs"):
+        load_model(package, device="cpu")
+    unhashed = micro_sam_decoder_package(tmp_path, sam, decoder, sha256=None)
+    write_zip(package, unhashed)
+    with pytest.raises(CheckpointError, match="AIS decoder attachment 'vit_b_decoder.pt' declare no sha256"):
+        load_model(package, device="cpu")

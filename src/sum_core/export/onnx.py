@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InvalidInputError
+from .. import zoo
 from ..loading import load_model
 from ..modeling import SamModel, ais_decoder_of
 from .deps import require
@@ -42,7 +43,7 @@ from .symbolics import two_pass_instance_norm
 from .graphs import AisGraph, DecoderGraph, DecoderSettings, EncoderGraph
 from .target import check_target, staged
 
-__all__ = ["DEFAULT_OPSET", "MANIFEST", "OnnxExport", "export_onnx", "export_graph"]
+__all__ = ["DEFAULT_OPSET", "MANIFEST", "OnnxExport", "export_onnx", "export_graph", "load_for_export"]
 
 #: ONNX opset of the exported graphs (LayerNormalization needs 17).
 DEFAULT_OPSET = 17
@@ -82,7 +83,7 @@ def _example_inputs(model: SamModel, graph: torch.nn.Module, role: str) -> dict[
         "early_features": torch.zeros(early),
         "point_coords": torch.tensor([[[10.0, 20.0], [300.0, 400.0], [0.0, 0.0]]] * prompts),
         "point_labels": torch.tensor([[1.0, 0.0, -1.0]] * prompts),
-        "mask_input": torch.zeros(2, 1, low, low),
+        "mask_input": torch.zeros(prompts, 1, low, low),
         "has_mask_input": torch.zeros(1),
         "orig_im_size": torch.tensor([600.0, 800.0]),
         "task": torch.tensor([1], dtype=torch.int64),
@@ -104,6 +105,7 @@ _DYNAMIC = {
     "image@package": {},  # a package's whole-model graph: one 1024×1024 image, N clicks
     "point_coords@package": {1: "num_points"},
     "point_labels@package": {1: "num_points"},
+    "mask_input@package": {},
     "masks@package": {},
     "uncertainty@package": {},
     "scores@package": {},
@@ -163,6 +165,17 @@ def export_graph(model: SamModel, graph: torch.nn.Module, role: str, path: Path,
     return {"file": path.name, "inputs": dims(proto.graph.input), "outputs": dims(proto.graph.output)}
 
 
+def load_for_export(model: SamModel | str | os.PathLike) -> SamModel:
+    """The model to export: ``model`` itself, or loaded on the CPU with every decoder it has.
+
+    A registry name whose entry names an AIS decoder (``"vit_b_lm"``) is loaded with it (fetched
+    and hash-checked by :mod:`sum_core.zoo`); a checkpoint or package brings the decoder it holds.
+    """
+    if isinstance(model, SamModel):
+        return model
+    return load_model(model, device="cpu", ais_decoder=bool(zoo.has_decoder(model)))
+
+
 def export_onnx(
     model: SamModel | str | os.PathLike,
     out: str | os.PathLike,
@@ -178,7 +191,8 @@ def export_onnx(
     Parameters
     ----------
     model : SamModel, str or PathLike
-        A loaded model, a registry name or a checkpoint / BioImage.IO package path (loaded on the CPU).
+        A loaded model, a registry name (with its AIS decoder when the registry names one) or a
+        checkpoint / BioImage.IO package path (:func:`load_for_export`).
     out : str or PathLike
         The folder to create. Written under a temporary name and renamed when complete.
     multimask, hq_token_only, uncertainty
@@ -205,8 +219,7 @@ def export_onnx(
         raise InvalidInputError(f"opset: expected an integer >= {DEFAULT_OPSET}, got {opset!r}")
     settings = DecoderSettings(multimask, hq_token_only, uncertainty)
     target = check_target(out, "out", folder=True, overwrite=overwrite, ours=_FILES)
-    if not isinstance(model, SamModel):
-        model = load_model(model, device="cpu", ais_decoder=False)
+    model = load_for_export(model)
     settings.method(model)
     device, training = model.pixel_mean.device, model.training
     try:
