@@ -106,11 +106,11 @@ def test_ngff_label_image(tmp_path):
 
 
 def test_tiff_labels_and_uncertainty_on_the_command_line(tmp_path, capsys):
-    labels = np.zeros((128, 160), np.uint32)
+    labels = np.zeros((128, 160), np.uint16)  # ImageJ TIFFs hold 8 / 16-bit integers
     labels[10:40, 20:60] = 2
     labels[90:128, 100:160] = 5
     uncertainty = np.random.default_rng(0).random(labels.shape, dtype=np.float32)
-    tifffile.imwrite(tmp_path / "seg.tif", labels)
+    tifffile.imwrite(tmp_path / "seg.tif", labels, imagej=True, resolution=(2.0, 4.0), metadata={"unit": "um"})
     tifffile.imwrite(tmp_path / "unc.tif", uncertainty)
     out = tmp_path / "seg.geojson"
     assert cli_main(["export", str(tmp_path / "seg.tif"), "--uncertainty", str(tmp_path / "unc.tif"), "--to", "geojson",
@@ -125,6 +125,10 @@ def test_tiff_labels_and_uncertainty_on_the_command_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert cli_main(["export", str(tmp_path / "seg.tif"), "--to", "imagej-roi", "--no-progress"]) == 0
     assert (tmp_path / "seg_rois.zip").is_file()
+    assert cli_main(["export", str(tmp_path / "seg.tif"), "--to", "csv", "--no-progress"]) == 0
+    rows = pd.read_csv(tmp_path / "seg_objects.csv")  # ImageJ resolution: 4 px/um in y, 2 px/um in x
+    assert rows["area_micrometer^2"].tolist() == [1200 * 0.125, 2280 * 0.125]
+    assert rows["centroid_y_micrometer"].tolist() == [24.5 * 0.25, 108.5 * 0.25]
 
 
 def test_help_explains_both_forms(capsys):

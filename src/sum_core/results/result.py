@@ -20,6 +20,7 @@ from ..batch.objects import object_table
 from ..batch.writer import ATTR, Target
 from ..errors import InvalidInputError
 from ..imageio import TIFF_SUFFIXES, check_input_path, is_zarr_path
+from ..source_axes import physical_scale
 from ..sources import open_image
 from ..validation import check_index, check_range
 
@@ -108,13 +109,15 @@ def open_result(
     ----------
     source : path, zarr group or array-like
         - a batch target (a zarr group written by :func:`sum_core.batch.segment_zarr`, complete): its
-          ``labels``, ``uncertainty``, slice axis and, for AIS jobs, its object table;
+          ``labels``, ``uncertainty``, slice axis, pixel size (the arrays' ``scale`` / ``units``
+          attributes) and, for AIS jobs, its object table;
         - an OME-Zarr (NGFF 0.4 / 0.5) label image (a group with ``multiscales`` and ``image-label``
           metadata): level 0 (``multiscales[0].datasets[0].path``), its scale and axis units, and the
           ``properties`` of ``image-label`` as the table;
         - an OME-Zarr image group holding exactly one label image under ``labels/``: that label image (a
           multiscale group with neither ``image-label`` metadata nor ``labels/`` is taken as labels too);
-        - a TIFF file or zarr array of labels;
+        - a TIFF file (pixel size from OME-XML or ImageJ tags, :func:`sum_core.source_axes.physical_scale`)
+          or a zarr array of labels;
         - an in-memory array (numpy, dask: a napari Labels layer's ``data``).
     uncertainty : path or array-like, optional
         The per-pixel uncertainty (a TIFF, a zarr array or an array), when the source has none.
@@ -185,7 +188,8 @@ def _open_source(source: Any) -> dict[str, Any]:
             return _open_group(node, str(path))
         return {"labels": node, "name": path.name}
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return {"labels": open_image(path), "name": path.name}
+        labels = open_image(path)
+        return {"labels": labels, "name": path.name, **_physical(*physical_scale(path, None, labels))}
     raise InvalidInputError(
         f"source: {path} is not a result sum-hq can read (a batch target or OME-Zarr labels folder, a zarr "
         "array, or a TIFF file of labels)"
@@ -199,8 +203,9 @@ def _open_group(group: zarr.Group, name: str) -> dict[str, Any]:
         if not info.get("complete"):
             raise InvalidInputError(f"source: the batch job of {name} is not complete; rerun it to finish first")
         target = Target(group, name)
-        found = {"labels": target.labels, "uncertainty": target.uncertainty, "slice_axis": target.slice_axis,
-                 "name": Path(name).name}
+        labels = target.labels
+        found = {"labels": labels, "uncertainty": target.uncertainty, "slice_axis": target.slice_axis,
+                 "name": Path(name).name, **_physical(labels.attrs.get("scale"), labels.attrs.get("units"))}
         if "objects" in group:
             found["table"] = object_table(group)
         return found
@@ -224,7 +229,8 @@ def _open_group(group: zarr.Group, name: str) -> dict[str, Any]:
 
 
 def _open_ngff(group: zarr.Group, meta: dict[str, Any], name: str) -> dict[str, Any]:
-    """Level 0 of an OME-Zarr multiscale label image, its scale, units and ``image-label`` properties."""
+    """Level 0 of an OME-Zarr multiscale label image, its scale and units
+    (:func:`sum_core.source_axes.physical_scale`), slice axis and ``image-label`` properties."""
     try:
         multiscale = meta["multiscales"][0]
         dataset = multiscale["datasets"][0]
@@ -232,15 +238,9 @@ def _open_ngff(group: zarr.Group, meta: dict[str, Any], name: str) -> dict[str, 
         axes = [a if isinstance(a, dict) else {"name": a} for a in multiscale.get("axes", [])]
     except (KeyError, IndexError, TypeError) as err:
         raise InvalidInputError(f"source: the OME-Zarr multiscales metadata of {name} is unreadable ({err!r})") from None
-    scale = np.ones(labels.ndim)
-    for transforms in (dataset.get("coordinateTransformations", []), multiscale.get("coordinateTransformations", [])):
-        for transform in transforms or []:
-            if transform.get("type") == "scale" and len(transform.get("scale", [])) == labels.ndim:
-                scale = scale * np.asarray(transform["scale"], dtype=float)
-    found: dict[str, Any] = {"labels": labels, "name": name.rstrip("/").split("/")[-1] or name}
+    found: dict[str, Any] = {"labels": labels, "name": name.rstrip("/").split("/")[-1] or name,
+                             **_physical(*physical_scale(group, None, labels))}
     if len(axes) == labels.ndim:
-        found["units"] = tuple(a.get("unit") for a in axes)
-        found["scale"] = tuple(float(s) for s in scale)
         space = [i for i, a in enumerate(axes) if a.get("type") in (None, "space")]
         others = [i for i in range(labels.ndim) if i not in space[-2:]]
         if labels.ndim == 3 and others:
@@ -252,6 +252,13 @@ def _open_ngff(group: zarr.Group, meta: dict[str, Any], name: str) -> dict[str, 
             if any(_first(p, names) is not None for p in properties)
         }
     return found
+
+
+def _physical(scale: Any, units: Any) -> dict[str, Any]:
+    """``scale`` / ``units`` entries when the writer recorded a pixel size (not all 1.0 without units)."""
+    if scale is None or (all(v == 1.0 for v in scale) and not any(units or ())):
+        return {}
+    return {"scale": tuple(scale), "units": None if units is None else tuple(units)}
 
 
 def _first(values: dict[str, Any], names: tuple[str, ...]) -> Any:
