@@ -327,3 +327,18 @@ def test_micro_sam_decoder_attachment_is_loaded_and_hash_checked(tmp_path):
     write_zip(package, unhashed)
     with pytest.raises(CheckpointError, match="AIS decoder attachment 'vit_b_decoder.pt' declare no sha256"):
         load_model(package, device="cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("which", "formats"), [("sum", ["pytorch_state_dict", "onnx"]), ("ais", ["pytorch_state_dict"])]
+)
+def test_bioimageio_core_test_model(package, ais_package, which, formats):
+    """bioimageio.core's own check of a package: it loads each weights format (our architecture from
+    sum_core.export.package_model, or the ONNX file), reproduces the test outputs and runs the declared
+    input sizes. Installed with --no-deps (it pins bioimageio.spec 0.5.12 but runs with 0.5.14)."""
+    core = pytest.importorskip("bioimageio.core")
+    _, path = package if which == "sum" else ais_package
+    for weight_format in formats:
+        summary = core.test_model(str(path), weight_format=weight_format, devices=["cpu"])
+        assert summary.status == "passed", summary.format()
