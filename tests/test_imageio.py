@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -305,3 +306,57 @@ def test_check_image_target_refuses_before_any_data(tmp_path):
         imageio.check_image_target(tmp_path / "m.png", (5, 5), np.uint32, name="--out")
     assert imageio.check_image_target(str(tmp_path / "m.png"), (5, 5), np.uint16) == tmp_path / "m.png"
     assert files_in(tmp_path) == ["folder.tif"]
+
+
+# --- photometric and OME-TIFF output (issue 15) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "array, axes",
+    [
+        (RNG.random((3, 40, 50)).astype(np.float32), "QYX"),  # a 3-slice stack: pages, not RGB planes
+        (RNG.integers(0, 9, (4, 40, 50), dtype=np.int32), "QYX"),
+        (RNG.random((40, 50, 3)).astype(np.float32), "YXS"),  # (H, W, 3|4): RGB(A) as before
+        (RNG.integers(0, 256, (40, 50, 4), dtype=np.uint8), "YXS"),
+        (np.eye(6, dtype=bool), "YX"),
+    ],
+)
+def test_tiff_written_without_tifffile_warnings_and_stacks_stay_grayscale(tmp_path, array, axes):
+    path = tmp_path / "a.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tifffile's DeprecationWarning when photometric= is missing
+        write_image(path, array)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == axes
+        np.testing.assert_array_equal(tif.asarray(), array)
+
+
+def test_ome_tiff_output_carries_the_physical_pixel_size(tmp_path):
+    from sum_core.batch.volume import open_volume
+
+    labels = np.zeros((1040, 1392), np.uint16)
+    labels[900:1000, 1300:1390] = 7
+    uncertainty = RNG.random((1040, 1392)).astype(np.float32)
+    size = [(0.325, "µm"), (0.65, "µm")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        imageio.write_images([(tmp_path / "m.ome.tif", labels), (tmp_path / "u.OME.TIFF", uncertainty)], size)
+    for name, array in (("m.ome.tif", labels), ("u.OME.TIFF", uncertainty)):
+        with tifffile.TiffFile(tmp_path / name) as tif:
+            assert tif.is_ome and tif.series[0].axes == "YX"
+            np.testing.assert_array_equal(tif.asarray(), array)
+        volume = open_volume(tmp_path / name)
+        assert volume.scale == (0.325, 0.65) and volume.units == ("micrometer", "micrometer")
+    stack = RNG.integers(0, 3, (5, 30, 40), dtype=np.uint8)
+    write_image(tmp_path / "s.ome.tiff", stack, [(2.0, "µm"), (0.5, "nm"), (0.5, None)])
+    volume = open_volume(tmp_path / "s.ome.tiff")
+    assert volume.names == ("Z", "Y", "X") and volume.slice_axis == 0
+    assert volume.scale == (2.0, 0.5, 1.0) and volume.units == ("micrometer", "nanometer", None)
+    write_image(tmp_path / "plain.tif", stack[0], [(2.0, "µm"), (0.5, "µm")])  # ignored by plain TIFF
+    with tifffile.TiffFile(tmp_path / "plain.tif") as tif:
+        assert not tif.is_ome
+    with pytest.raises(InvalidInputError, match=r"OME-TIFF is written as \(Y, X\) or \(Z, Y, X\)"):
+        write_image(tmp_path / "x.ome.tif", np.zeros((2, 3, 4, 5), np.uint8))
+    with pytest.raises(InvalidInputError, match="physical_size: 2 values"):
+        write_image(tmp_path / "x.ome.tif", stack, size)
+    assert not (tmp_path / "x.ome.tif").exists()
