@@ -1,0 +1,86 @@
+"""The npe2 writers of segmentation results: File → Save Selected Layers on a Labels layer (and its
+uncertainty Image layer, selected with it), or ``viewer.layers.save(path, selected=True,
+plugin="napari-sum-hq")``.
+
+The layers become a :func:`sum_core.results.open_result` result (level 0 of a multiscale layer; the
+layer's pixel size and units unless napari's default of 1 pixel; its ``features`` as the object table,
+napari's ``index`` column being the id) and are written by :func:`sum_core.results.export_result`
+(streaming, object by object; replacing the file napari's Save dialog confirmed):
+
+- ``.geojson``: QuPath GeoJSON (:func:`write_geojson`);
+- ``.zip``: ImageJ ROI zip for Fiji's ROI Manager (:func:`write_imagej_roi`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["layers_result", "write_geojson", "write_imagej_roi"]
+
+
+def write_geojson(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -> list[str]:
+    """napari writer: a Labels layer (with an uncertainty Image layer) as QuPath GeoJSON."""
+    return _export(path, layer_data, "geojson")
+
+
+def write_imagej_roi(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -> list[str]:
+    """napari writer: a Labels layer (with an uncertainty Image layer) as an ImageJ ROI zip."""
+    return _export(path, layer_data, "imagej-roi")
+
+
+def _export(path: str, layer_data: list[tuple[Any, dict[str, Any], str]], to: str) -> list[str]:
+    from sum_core.results import export_result
+
+    return [str(export_result(layers_result(layer_data), path, to=to, overwrite=True))]
+
+
+def layers_result(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Any:
+    """The :class:`sum_core.results.Result` of one Labels layer and at most one Image layer (its uncertainty).
+
+    Raises
+    ------
+    InvalidInputError
+        Not exactly one Labels layer, more than one Image layer, or layers ``open_result`` refuses (an
+        uncertainty that is not a float map of the labels' shape, labels that are not 2D / 3D).
+    """
+    from sum_core.errors import InvalidInputError
+    from sum_core.results import open_result
+
+    labels = [layer for layer in layer_data if layer[2] == "labels"]
+    images = [layer for layer in layer_data if layer[2] == "image"]
+    if len(labels) != 1 or len(images) > 1 or len(labels) + len(images) != len(layer_data):
+        kinds = ", ".join(f"{meta.get('name')!r} ({kind})" for _, meta, kind in layer_data)
+        raise InvalidInputError(
+            f"layers: select one Labels layer, and its uncertainty Image layer if it has one, to save as a "
+            f"result; got {kinds}"
+        )
+    data, meta, _ = labels[0]
+    scale, units = _physical(meta)
+    return open_result(
+        _level0(data, meta),
+        _level0(*images[0][:2]) if images else None,
+        scale=scale,
+        units=units,
+        table=_table(meta.get("features")),
+    )
+
+
+def _level0(data: Any, meta: dict[str, Any]) -> Any:
+    return data[0] if meta.get("multiscale") else data
+
+
+def _physical(meta: dict[str, Any]) -> tuple[tuple[float, ...] | None, tuple[str | None, ...] | None]:
+    """The layer's scale and units (``"pixel"`` as None), or ``(None, None)`` for napari's default
+    (1 pixel per pixel)."""
+    scale = tuple(float(s) for s in meta.get("scale", ()))
+    units = tuple(None if str(u) == "pixel" else str(u) for u in meta.get("units") or (None,) * len(scale))
+    if all(s == 1.0 for s in scale) and all(u is None for u in units):
+        return None, None
+    return scale, units
+
+
+def _table(features: Any) -> dict[str, Any] | None:
+    """A Labels layer's ``features`` as an object table (``index`` -> ``label``), or None without ids."""
+    if features is None or "index" not in getattr(features, "columns", ()):
+        return None
+    return {("label" if name == "index" else str(name)): features[name].to_numpy() for name in features.columns}
