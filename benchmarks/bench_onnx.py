@@ -10,10 +10,15 @@ the real vit_b/l/h size (it is the same for every encoder size); weights are ran
 With ``--encoder vit_b`` the vit_b image encoder is exported too and compared with torch on one
 image (time and largest difference of the embedding, relative to its largest value).
 
+With ``--ais`` the AIS decoder (micro-sam's size, random weights) is exported and its maps compared
+with ``decode_ais_maps`` in float32 and with the same decoder in float64 (time, largest difference
+relative to the maps' largest value); ``--ais-repeats`` runs each (median).
+
 Times are medians of ``--repeats`` runs after one warm-up run.
 
     python benchmarks/bench_onnx.py                     # decoder per prompt
     python benchmarks/bench_onnx.py --encoder vit_b     # also the vit_b encoder (slow: minutes)
+    python benchmarks/bench_onnx.py --ais               # also the AIS decoder (about a minute)
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from small_models import small_vit_config  # noqa: E402
 from sum_core.decoding import decode_window  # noqa: E402
 from sum_core.encoding import encode_image, to_pixels  # noqa: E402
 from sum_core.export import export_onnx  # noqa: E402
-from sum_core.modeling import build_from_config, build_model  # noqa: E402
+from sum_core.modeling import (  # noqa: E402
+    AISDecoder, ImageEmbedding, attach_ais_decoder, build_from_config, build_model, decode_ais_maps,
+)  # fmt: skip
 from sum_core.prediction import PredictOptions  # noqa: E402
 from sum_core.prompts import validate_prompts  # noqa: E402
 
@@ -92,17 +99,43 @@ def bench_encoder(model_type: str, threads: int, folder: Path) -> dict:
     }
 
 
+def bench_ais(repeats: int, threads: int, folder: Path) -> dict:
+    torch.manual_seed(0)
+    model = attach_ais_decoder(build_from_config(small_vit_config(hq=False)), AISDecoder().eval())
+    embedding = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
+    image = ImageEmbedding(embedding, None, None, (1024, 1024), (1024, 1024))
+    export = export_onnx(model, folder / "ais_bench")
+    session = _session(export.ais_decoder, threads)
+    feeds = {"image_embeddings": embedding.numpy(), "orig_im_size": np.array([1024.0, 1024.0], np.float32)}
+    ours_s, ours = common.timed(lambda: decode_ais_maps(model, image), repeats)
+    onnx_s, (maps,) = common.timed(lambda: session.run(None, feeds), repeats)
+    with torch.no_grad():
+        exact = model.ais_decoder.double()(embedding.double())[0].numpy()
+    scale = float(np.abs(exact).max())
+    return {
+        "ours_s": ours_s,
+        "onnx_s": onnx_s,
+        "onnx_vs_ours_rel_err": float(np.abs(maps[0] - ours).max()) / scale,
+        "onnx_vs_float64_rel_err": float(np.abs(maps[0] - exact).max()) / scale,
+        "ours_vs_float64_rel_err": float(np.abs(ours - exact).max()) / scale,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="onnxruntime intra-op threads")
     parser.add_argument("--encoder", choices=["vit_b", "vit_l", "vit_h"], help="also export and compare this encoder")
+    parser.add_argument("--ais", action="store_true", help="also export and compare the AIS decoder")
+    parser.add_argument("--ais-repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         results = {"threads": args.threads, "decoder_per_prompt": bench_decoder(args.repeats, args.threads, Path(scratch))}
         if args.encoder:
             results["encoder"] = bench_encoder(args.encoder, args.threads, Path(scratch))
+        if args.ais:
+            results["ais_decoder"] = bench_ais(args.ais_repeats, args.threads, Path(scratch))
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -298,7 +298,8 @@ def micro_sam_decoder_package(tmp_path, sam, decoder, **attachment) -> tuple:
         },
     }  # fmt: skip
     return {"rdf.yaml": yaml.safe_dump(rdf).encode(), "vit_b.pt": weights.read_bytes(),
-            "vit_b_decoder.pt": decoder_file.read_bytes(), "predictor_adaptor.py": b"# micro-sam's adaptor\n"}  # fmt: skip
+            "vit_b_decoder.pt": decoder_file.read_bytes(),
+            "predictor_adaptor.py": b"# micro-sam's adaptor\n"}  # fmt: skip
 
 
 def test_micro_sam_decoder_attachment_is_loaded_and_hash_checked(tmp_path):

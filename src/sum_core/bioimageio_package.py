@@ -138,7 +138,8 @@ def load_package(path: str | os.PathLike, device: str | torch.device | None = No
     ------
     CheckpointError
         Not a package, unreadable description, no state-dict weights inside the package, weights
-        or a decoder attachment with no or a wrong sha256, or weights or a decoder that :func:`~sum_core.checkpoint.load_checkpoint` refuses.
+        or a decoder attachment with no or a wrong sha256, or weights or a decoder that
+        :func:`~sum_core.checkpoint.load_checkpoint` refuses.
     """
     path = Path(path)
     member = _rdf_member(path)

@@ -12,8 +12,9 @@ which no ONNX graph computes. As in micro-sam's packages, whose PyTorch architec
 post-processing in its forward, the ``pytorch_state_dict`` weights then compute every output, and
 ``model.onnx`` (everything but the labels) is an attachment, not a weights entry: BioImage.IO
 requires each weights format to produce every declared output. Without an AIS decoder,
-``model.onnx`` is the package's ``onnx`` weights. Every file is listed with its sha256. It is validated with ``bioimageio.spec`` (offline:
-every file is inside the package) before it is moved to its final name.
+``model.onnx`` is the package's ``onnx`` weights. Every file is listed with its sha256. It is
+validated with ``bioimageio.spec`` (offline: every file is inside the package) before it is moved
+to its final name.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def _rdf(model: SamModel, name: str, description: str, authors: list[str], licen
         "tags": ["segment-anything", "interactive-segmentation", "uncertainty", "2d", "microscopy"],
         "inputs": inputs,
         "outputs": out,
-        "weights": {
+        "weights": {  # model.onnx is weights only when it computes every output
             "pytorch_state_dict": {
                 "source": "weights.pt",
                 "sha256": files["weights.pt"],
@@ -217,7 +218,8 @@ def _rdf(model: SamModel, name: str, description: str, authors: list[str], licen
                 "pytorch_version": torch.__version__.split("+")[0],
             },
         }
-        | ({"onnx": onnx | {"opset_version": DEFAULT_OPSET, "parent": "pytorch_state_dict"}} if onnx_is_weights else {}),
+        | ({"onnx": onnx | {"opset_version": DEFAULT_OPSET, "parent": "pytorch_state_dict"}}
+           if onnx_is_weights else {}),
         "attachments": [] if onnx_is_weights else [onnx],
         "config": {"napari-sum-hq": {"model_type": model.config.model_type, "hq": model.config.hq,
                                      "sum_tokens": model.config.sum_tokens, "task": task}},
