@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from ..ais_uncertainty import ais_object_scores
 from ..errors import InvalidInputError
@@ -30,8 +31,8 @@ from .result import TABLE_COLUMNS, Result
 
 __all__ = ["ObjectTable", "ObjectWindow", "object_windows", "scan_objects"]
 
-BLOCK = 2048  # pixels per side of a read block (rounded up to whole chunks of the array)
-MARGIN = 256  # how far an object's window may reach past its block and still be read with it
+BLOCK = 1024  # pixels per side of a read block (rounded up to whole chunks of the array)
+MARGIN = 128  # how far an object's window may reach past its block and still be read with it
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ class ObjectWindow:
     offset: tuple[int, int]
 
 
-def _blocks(result: Result) -> tuple[int, int]:
-    """Read-block shape of a plane: :data:`BLOCK` rounded up to whole chunks when the array has them."""
+def _blocks(result: Result, size: int) -> tuple[int, int]:
+    """Read-block shape of a plane: ``size`` rounded up to whole chunks when the array has them."""
     chunks = getattr(result.labels, "chunks", None)
     plane = [a for a in range(result.labels.ndim) if a != result.slice_axis]
     sizes = []
@@ -86,7 +87,7 @@ def _blocks(result: Result) -> tuple[int, int]:
         chunk = chunks[a] if chunks is not None and len(chunks) == result.labels.ndim else None
         chunk = chunk[0] if isinstance(chunk, tuple) else chunk  # dask: per-block sizes
         step = int(chunk) if isinstance(chunk, (int, np.integer)) and chunk > 0 else 1
-        sizes.append(-(-BLOCK // step) * step)
+        sizes.append(-(-size // step) * step)
     return sizes[0], sizes[1]
 
 
@@ -102,17 +103,24 @@ def _read_labels(result: Result, s: int, rows: slice, cols: slice) -> np.ndarray
     return block
 
 
-def _reduce(keys: np.ndarray, *values: tuple[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Group rows by ``keys`` ((N, 2) slice, label); reduce each ``(kind, value)`` per group by its kind
-    (``"sum"``, ``"min"``, ``"max"``)."""
-    order = np.lexsort((keys[:, 1], keys[:, 0]))
-    keys = keys[order]
-    starts = np.flatnonzero(np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)])
-    out = []
-    for kind, value in values:
-        reduce = {"sum": np.add, "min": np.minimum, "max": np.maximum}[kind]
-        out.append(reduce.reduceat(value[order], starts, axis=0))
-    return keys[starts], out
+def _block_objects(block: np.ndarray, row0: int, col0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ids of a label block, and per id ``(area, row sum, col sum)`` and ``(row0, col0, row1, col1)``
+    in plane pixels (one compact relabelling of the block: memory of a few block-sized arrays)."""
+    inside = block != 0
+    ids, compact_ids = np.unique(block[inside], return_inverse=True)
+    compact = np.zeros(block.shape, np.int32)
+    compact[inside] = compact_ids + 1
+    del compact_ids, inside
+    flat = compact.ravel()
+    n = len(ids) + 1
+    height, width = block.shape
+    area = np.bincount(flat, minlength=n)[1:]
+    rows = np.bincount(flat, weights=np.repeat(np.arange(height, dtype=np.float64), width), minlength=n)[1:]
+    cols = np.bincount(flat, weights=np.tile(np.arange(width, dtype=np.float64), height), minlength=n)[1:]
+    boxes = np.asarray([(b[0].start, b[1].start, b[0].stop, b[1].stop) for b in ndimage.find_objects(compact)],
+                       dtype=np.int64).reshape(-1, 4)
+    sums = np.stack([area, rows + area * row0, cols + area * col0], axis=1)
+    return ids.astype(np.uint64), sums, boxes + [row0, col0, row0, col0]
 
 
 def scan_objects(result: Result, on_block: Callable[[int, int], None] | None = None) -> ObjectTable:
@@ -134,45 +142,40 @@ def scan_objects(result: Result, on_block: Callable[[int, int], None] | None = N
     InvalidInputError
         Negative ids, or a block that cannot be read (naming it).
     """
-    grid = TileGrid(result.plane_shape, _blocks(result))
-    total = grid.grid_shape[0] * grid.grid_shape[1] * result.n_slices
-    keys, sums, mins, maxs = [], [], [], []
+    grid = TileGrid(result.plane_shape, _blocks(result, BLOCK))
+    total = len(grid) * result.n_slices
+    keys, sums, boxes = [], [], []
     done = 0
     for s in range(result.n_slices):
         for tile in grid:
-            rows, cols = tile.inner.slices
-            block = _read_labels(result, s, rows, cols)
-            r, c = np.nonzero(block)
-            if len(r):
-                ids = block[r, c].astype(np.uint64)
-                r, c = r + tile.inner.row0, c + tile.inner.col0
-                found, (area, rsum, csum, low, high) = _reduce(
-                    np.stack([np.full(len(ids), s, np.uint64), ids], axis=1),
-                    ("sum", np.ones(len(r), np.int64)), ("sum", r.astype(np.float64)), ("sum", c.astype(np.float64)),
-                    ("min", np.stack([r, c], axis=1)), ("max", np.stack([r, c], axis=1) + 1),
-                )
-                keys.append(found)
-                sums.append(np.stack([area, rsum, csum], axis=1))
-                mins.append(low)
-                maxs.append(high)
+            block = _read_labels(result, s, *tile.inner.slices)
+            ids, block_sums, block_boxes = _block_objects(block, tile.inner.row0, tile.inner.col0)
+            keys.append(np.stack([np.full(len(ids), s, np.uint64), ids], axis=1))
+            sums.append(block_sums)
+            boxes.append(block_boxes)
             done += 1
             if on_block is not None:
                 on_block(done, total)
-    if not keys:
-        return _table(np.zeros((0, 2), np.uint64), np.zeros((0, 3)), np.zeros((0, 2), np.int64),
-                      np.zeros((0, 2), np.int64), result)
-    found, (total_sums, low, high) = _reduce(
-        np.concatenate(keys), ("sum", np.concatenate(sums)), ("min", np.concatenate(mins)), ("max", np.concatenate(maxs))
-    )
-    return _table(found, total_sums, low, high, result)
+    keys_all = np.concatenate(keys) if keys else np.zeros((0, 2), np.uint64)
+    sums_all = np.concatenate(sums) if sums else np.zeros((0, 3))
+    boxes_all = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64)
+    # Objects cut by block borders: one row per (slice, id).
+    order = np.lexsort((keys_all[:, 1], keys_all[:, 0]))
+    keys_all, sums_all, boxes_all = keys_all[order], sums_all[order], boxes_all[order]
+    starts = np.flatnonzero(np.r_[True, np.any(keys_all[1:] != keys_all[:-1], axis=1)]) if len(order) else order
+    if len(order):
+        sums_all = np.add.reduceat(sums_all, starts, axis=0)
+        boxes_all = np.concatenate([np.minimum.reduceat(boxes_all[:, :2], starts, axis=0),
+                                    np.maximum.reduceat(boxes_all[:, 2:], starts, axis=0)], axis=1)
+    return _table(keys_all[starts], sums_all, boxes_all, result)
 
 
-def _table(keys: np.ndarray, sums: np.ndarray, low: np.ndarray, high: np.ndarray, result: Result) -> ObjectTable:
+def _table(keys: np.ndarray, sums: np.ndarray, boxes: np.ndarray, result: Result) -> ObjectTable:
     area = sums[:, 0].astype(np.int64)
     table = ObjectTable(
         label=keys[:, 1].astype(np.uint64),
         slice=keys[:, 0].astype(np.int64),
-        bbox=np.concatenate([low, high], axis=1).astype(np.int64),
+        bbox=boxes.astype(np.int64),
         centroid=sums[:, 1:] / np.maximum(area, 1)[:, None],
         area=area,
         **{column: np.full(len(keys), np.nan) for column in TABLE_COLUMNS},
@@ -227,7 +230,7 @@ def object_windows(
     height, width = result.plane_shape
     grown = np.concatenate([np.maximum(table.bbox[:, :2] - band_width, 0),
                             np.minimum(table.bbox[:, 2:] + band_width, [height, width])], axis=1)
-    block = _blocks(result)
+    block = _blocks(result, BLOCK)
     home = (grown[:, 0] // block[0]) * (-(-width // block[1])) + grown[:, 1] // block[1]
     order = np.lexsort((table.label, home, table.slice))
     starts = np.flatnonzero(np.r_[True, (np.diff(table.slice[order]) != 0) | (np.diff(home[order]) != 0)])
