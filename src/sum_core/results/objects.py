@@ -1,12 +1,14 @@
 """The objects of a result, found in one streaming pass, then visited window by window.
 
-:func:`scan_objects` reads the labels block by block (bounded memory: one block of pixels and one row per
-object and block, never the whole volume) and returns an :class:`ObjectTable`: one row per object and slice
-(an id present in several planes of a stack has a row in each) with its bounding box, centroid and area,
-sorted by slice then id. :func:`object_windows` then visits the rows, giving each object's mask in its
-bounding box grown by a margin; objects are grouped by the block holding the top-left corner of their window,
-and each block (with a margin below and right) is read once for all the objects that fit in it, so a large
-result is read about twice in all, whatever the number of objects.
+:func:`scan_objects` reads the labels block by block (:data:`BLOCK` px, rounded up to whole chunks), relabels
+each block compactly and keeps one row per object and block, never the whole volume; it returns an
+:class:`ObjectTable`: one row per object and slice (an id present in several planes of a stack has a row in
+each) with its bounding box, centroid and area, sorted by slice then id. :func:`object_windows` then visits
+the rows, giving each object's mask in its bounding box grown by a margin; objects are grouped by the block
+holding the top-left corner of their window, and each block (with up to :data:`MARGIN` px more below and
+right) is read once for all the objects that fit in it; a larger object is read on its own. Memory is
+therefore bounded by a few block-sized arrays, the largest object's window and the table; a result is
+read about twice in all, whatever the number of objects.
 
 Per-object uncertainty is :func:`sum_core.ais_uncertainty.ais_object_scores` (the one definition: mean over
 the object, mean over its boundary band of ``band_width`` pixels, the image border being no outline),
