@@ -29,9 +29,9 @@ __all__ = ["TABLE_COLUMNS", "Result", "open_result"]
 #: Per-object values a result may record, and the names writers give them (NGFF ``image-label``
 #: ``properties`` keys, the batch ``objects/`` table's columns).
 TABLE_COLUMNS = {
-    "score": ("score", "predicted_iou", "predicted IoU", "iou"),
-    "mean_uncertainty": ("mean_uncertainty", "mean uncertainty"),
-    "boundary_uncertainty": ("boundary_uncertainty", "boundary uncertainty"),
+    "score": ("score", "predicted_iou", "predicted-iou", "predicted IoU", "iou"),
+    "mean_uncertainty": ("mean_uncertainty", "mean-uncertainty", "mean uncertainty"),
+    "boundary_uncertainty": ("boundary_uncertainty", "boundary-uncertainty", "boundary uncertainty"),
 }
 
 
@@ -108,9 +108,9 @@ def open_result(
     Parameters
     ----------
     source : path, zarr group or array-like
-        - a batch target (a zarr group written by :func:`sum_core.batch.segment_zarr`, complete): its
-          ``labels``, ``uncertainty``, slice axis, pixel size (the arrays' ``scale`` / ``units``
-          attributes) and, for AIS jobs, its object table;
+        - a batch target (a zarr group written by :func:`sum_core.batch.segment_zarr`, complete, in either
+          format): its labels, uncertainty, slice axis, pixel size (the arrays' ``scale`` / ``units``
+          attributes, else the OME-Zarr metadata) and, for AIS jobs, its object table;
         - an OME-Zarr (NGFF 0.4 / 0.5) label image (a group with ``multiscales`` and ``image-label``
           metadata): level 0 (``multiscales[0].datasets[0].path``), its scale and axis units, and the
           ``properties`` of ``image-label`` as the table;
@@ -205,7 +205,9 @@ def _open_group(group: zarr.Group, name: str) -> dict[str, Any]:
         target = Target(group, name)
         labels = target.labels
         found = {"labels": labels, "uncertainty": target.uncertainty, "slice_axis": target.slice_axis,
-                 "name": Path(name).name, **_physical(labels.attrs.get("scale"), labels.attrs.get("units"))}
+                 "name": Path(name).name,
+                 **(_physical(labels.attrs.get("scale"), labels.attrs.get("units"))
+                    or _physical(*physical_scale(group, None, labels)))}
         if "objects" in group:
             found["table"] = object_table(group)
         return found
@@ -217,8 +219,7 @@ def _open_group(group: zarr.Group, name: str) -> dict[str, Any]:
         listing = group["labels"].attrs.asdict()
         labels = listing.get("ome", listing).get("labels")
     if isinstance(labels, list) and len(labels) == 1:
-        child = group["labels"][labels[0]]
-        return _open_ngff(child, child.attrs.asdict().get("ome", child.attrs.asdict()), f"{name}/labels/{labels[0]}")
+        return _open_group(group["labels"][labels[0]], f"{name}/labels/{labels[0]}")
     if "multiscales" in meta and labels is None:  # a multiscale image without image-label metadata
         return _open_ngff(group, meta, name)
     raise InvalidInputError(
