@@ -3,17 +3,19 @@
 :func:`open_image` turns a path or an in-memory array into an array-like that is read only
 where it is indexed (numpy, dask, zarr v2/v3, TIFF through tifffile's ``aszarr`` store,
 OME-Zarr multiscale levels). :class:`Planes` reads windows of the 2D planes of an image or
-of a stack (one stack axis). :func:`fixed_normalization` computes ONE intensity window for a
-whole image or stack from a sample of it, so that every tile and every slice is converted
-to 8 bits with the same contrast; :func:`sum_core.image.to_uint8_rgb` applies it to one window.
+of a stack (one stack axis), with the channel axis (wherever it is) last and the channels
+chosen (:func:`sum_core.batch.volume.open_volume` finds both axes by name).
+:func:`fixed_normalization` computes ONE intensity window for a whole image or stack from a
+sample of it, so that every tile and every slice is converted to 8 bits with the same contrast;
+:func:`sum_core.image.to_uint8_rgb` applies it to one window.
 """
 
 from __future__ import annotations
 
 import os
 import weakref
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -187,9 +189,9 @@ class Planes:
     Parameters
     ----------
     image : array-like
-        ``(H, W)``, ``(H, W, C)`` with ``C`` in 1, 3, 4, or a stack of those with the stack
-        axis anywhere before the channel axis; with ``channel_axis``, the channel axis may be
-        anywhere and hold any number of channels (then choose them with ``channels``).
+        ``(H, W)``, ``(H, W, C)`` with ``C`` in 1, 3, 4, or a stack of those (stack axis
+        anywhere); with ``channel_axis``, the channel axis may be anywhere and hold any number
+        of channels (then choose them with ``channels``).
     stack_axis : int, optional
         Axis of the slices (Z or T); None for a single 2D image.
     channel_axis : int, optional
