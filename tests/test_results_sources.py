@@ -103,6 +103,10 @@ def test_ngff_label_image(tmp_path):
                                         to="geojson").read_text())["features"]
     assert features[0]["properties"]["measurements"]["Area micrometer^2"] == 25.0
     assert features[0]["properties"]["measurements"]["Score"] == 0.54
+    inside = sorted(p.name for p in (tmp_path / "img.ome.zarr" / "labels").iterdir())
+    assert cli_main(["export", str(tmp_path / "img.ome.zarr" / "labels" / "cells"), "--to", "coco", "--no-progress"]) == 0
+    assert (tmp_path / "img_cells_coco.json").is_file()  # the default output lies beside the store, not inside
+    assert sorted(p.name for p in (tmp_path / "img.ome.zarr" / "labels").iterdir()) == inside
 
 
 def test_tiff_labels_and_uncertainty_on_the_command_line(tmp_path, capsys):

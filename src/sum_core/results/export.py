@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InvalidInputError
 from ..export.target import check_target, staged
+from ..imageio import is_zarr_path
 from ..validation import check_bool, check_int
 from .choices import FORMATS, OBJECT_TYPES
 from .formats import write_coco, write_csv, write_geojson, write_imagej_rois
@@ -25,11 +26,24 @@ _DEFAULT_NAMES = {"geojson": "{}.geojson", "imagej-roi": "{}_rois.zip", "coco": 
 
 
 def default_output(source: str | os.PathLike, to: str) -> Path:
-    """The export's default path: beside ``source``, named after it (``cells.zarr`` -> ``cells_objects.csv``)."""
+    """The export's default path, named after ``source``: beside it (``cells.zarr`` -> ``cells_objects.csv``),
+    or beside the outermost zarr store holding it (``img.ome.zarr/labels/cells`` -> ``img_cells_objects.csv``),
+    never inside a zarr hierarchy."""
     _check_format(to)
-    path = Path(source)
-    stem = path.name[:-len(".ome.zarr")] if path.name.lower().endswith(".ome.zarr") else path.stem
-    return path.absolute().parent / _DEFAULT_NAMES[to].format(stem or "result")
+    path = Path(source).absolute()
+    outer = path
+    while outer.parent != outer and is_zarr_path(outer.parent):
+        outer = outer.parent
+    stems = [_stem(outer.name)] + ([_stem(path.name)] if outer != path else [])
+    return outer.parent / _DEFAULT_NAMES[to].format("_".join(s for s in stems if s) or "result")
+
+
+def _stem(name: str) -> str:
+    lower = name.lower()
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif"):
+        if lower.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
 
 
 def _check_format(to: Any) -> str:
