@@ -5,7 +5,8 @@ plugin="napari-sum-hq")``.
 The layers become a :func:`sum_core.results.open_result` result (level 0 of a multiscale layer; the
 layer's pixel size and units unless napari's default of 1 pixel; its ``features`` as the object table,
 napari's ``index`` column being the id) and are written by :func:`sum_core.results.export_result`
-(streaming, object by object; replacing the file napari's Save dialog confirmed):
+(streaming, object by object; replacing the file napari's Save dialog confirmed). Layers it refuses raise
+a :class:`sum_core.errors.SumError` naming the problem:
 
 - ``.geojson``: QuPath GeoJSON (:func:`write_geojson`);
 - ``.zip``: ImageJ ROI zip for Fiji's ROI Manager (:func:`write_imagej_roi`).
@@ -29,9 +30,15 @@ def write_imagej_roi(path: str, layer_data: list[tuple[Any, dict[str, Any], str]
 
 
 def _export(path: str, layer_data: list[tuple[Any, dict[str, Any], str]], to: str) -> list[str]:
+    """Export; a refusal is raised as a plain :class:`SumError`: napari (0.9) takes a ``ValueError`` from a
+    writer for "no writer" and would replace the message with "not a valid writer"."""
+    from sum_core.errors import InvalidInputError, SumError
     from sum_core.results import export_result
 
-    return [str(export_result(layers_result(layer_data), path, to=to, overwrite=True))]
+    try:
+        return [str(export_result(layers_result(layer_data), path, to=to, overwrite=True))]
+    except InvalidInputError as err:
+        raise SumError(str(err)) from err
 
 
 def layers_result(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Any:
