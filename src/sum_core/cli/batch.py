@@ -9,6 +9,7 @@ from pathlib import Path
 from .arguments import (
     add_ais_option_arguments,
     add_auto_option_arguments,
+    add_channel_argument,
     add_speed_arguments,
     ais_options_from_args,
     auto_options_from_args,
@@ -47,6 +48,7 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tile", type=parse_tile, metavar="R,C", help="inner tile size (default: automatic)")
     parser.add_argument("--halo", type=non_negative, metavar="N", help="context around each tile (with --tile)")
     parser.add_argument("--axis", help="slice axis name (e.g. z, t) or index; needed for 4D+ sources")
+    add_channel_argument(parser)
     parser.add_argument("--mode", choices=_MODES, default=None,
                         help="automatic mode: ais (the model's AIS decoder), amg (SAM's point grid) or auto (default: "
                         "the mode of the options given, else ais when the model has an AIS decoder)")
@@ -107,6 +109,7 @@ def run_batch(args: argparse.Namespace) -> int:
         halo=args.halo,
         axis=axis,
         key=args.key,
+        channel=args.channel,
         overwrite=args.overwrite,
         repair=args.repair,
         device=args.device,
