@@ -43,7 +43,7 @@ from zarr.core.sync import sync
 from ..errors import InvalidInputError
 from . import ais_stages, auto
 from .objects import table_damage
-from .writer import ATTR, OUTPUTS, Target, chunk_checksum
+from .writer import ATTR, Target, chunk_checksum
 
 Damage = list[tuple[int, str]]  # (slice index, what is damaged)
 _STAGES = ("tile", "objects", "plan", "chunk", "slice")  # the done/<stage> flags of all modes (see job.py)
@@ -61,8 +61,9 @@ def find_damage(target: Target, repair: bool = False) -> Damage:
         Missing or unreadable array metadata, without ``repair``.
     """
     reference = _reference_array(target)
-    names = [name for name, _ in OUTPUTS] + ([f"checksums/{n}" for n, _ in OUTPUTS] if target.checksummed else [])
-    broken = [(name, problem) for name in names if (problem := _metadata_problem(target.group, name, reference))]
+    outputs = target.outputs
+    names = [name for name, _ in outputs] + ([f"checksums/{n}" for n, _ in outputs] if target.checksummed else [])
+    broken = [(name, problem) for name in names if (problem := _metadata_problem(target, name, reference))]
     if broken and not repair:
         raise target.damaged([f"{name}/zarr.json {problem}" for name, problem in broken])
     for name, _ in broken:
@@ -171,13 +172,13 @@ def verify_target(target: Any) -> int:
     damage = find_damage(out) + record_damage(out)
     if damage:
         raise out.damaged([problem for _, problem in damage])
-    recorded, _ = _cells(out.group["checksums/labels"])
+    recorded, _ = _cells(out.group[f"checksums/{out.outputs[0][0]}"])
     return int(recorded.size if out.info.get("complete") else np.count_nonzero(recorded))
 
 
 def _reference_array(target: Target) -> dict[str, Any]:
     """Shape, chunks, axis names and attributes of the output arrays, from whichever of them is readable."""
-    for name, _ in OUTPUTS:
+    for name, _ in target.outputs:
         try:
             array = target.group[name]
         except Exception:  # noqa: BLE001 - try the other one
@@ -187,15 +188,15 @@ def _reference_array(target: Target) -> dict[str, Any]:
     raise target.damaged(["the metadata of both labels and uncertainty (zarr.json) is missing or unreadable"])
 
 
-def _metadata_problem(group: zarr.Group, name: str, reference: dict[str, Any]) -> str | None:
+def _metadata_problem(target: Target, name: str, reference: dict[str, Any]) -> str | None:
     """Why the metadata of array ``name`` is unusable, or None."""
     try:
-        array = group[name]
+        array = target.group[name]
     except KeyError:
         return "is missing"
     except Exception as err:  # noqa: BLE001 - any unreadable metadata
         return f"is unreadable ({type(err).__name__})"
-    expected = dict(OUTPUTS).get(name)
+    expected = dict(target.outputs).get(name)
     if expected is not None and (array.shape, array.chunks, str(array.dtype)) != (
         reference["shape"], reference["chunks"], expected
     ):
@@ -212,7 +213,7 @@ def _recreate(target: Target, name: str, reference: dict[str, Any]) -> None:
         cells = target.labels.cdata_shape
         target.group.create_array(name, shape=cells, dtype="uint64", chunks=(1,) * len(cells), fill_value=0)
         return
-    target.group.create_array(name, dtype=dict(OUTPUTS)[name], fill_value=0, **reference)
+    target.group.create_array(name, dtype=dict(target.outputs)[name], fill_value=0, **reference)
 
 
 def _cells(array: zarr.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +233,8 @@ def _cells(array: zarr.Array) -> tuple[np.ndarray, np.ndarray]:
 def _stages(target: Target) -> tuple[dict[str, zarr.Array], list[str]]:
     """The ``done/<stage>`` flag arrays of a target, and the stages whose metadata cannot be read."""
     arrays, unreadable = {}, []
-    for stage in _STAGES:
+    levels = tuple(f"level{level}" for level in range(1, int(target.info.get("levels", 1))))  # OME-Zarr pyramid
+    for stage in _STAGES + levels:
         try:
             arrays[stage] = target.group[f"done/{stage}"]
         except KeyError:
@@ -258,7 +260,7 @@ def _chunk_damage(target: Target, complete: bool) -> Damage:
     damage = []
     zeros: dict[tuple[tuple[int, ...], str], int] = {}
     finished = _finished_chunks(target, complete) if target.fully_checksummed else None
-    for name, dtype in OUTPUTS:
+    for name, dtype in target.outputs:
         array = target.group[name]
         recorded, bad = _cells(target.group[f"checksums/{name}"])
         for coords in np.ndindex(*recorded.shape):

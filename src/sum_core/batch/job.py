@@ -6,6 +6,7 @@ import dataclasses
 import os
 import threading
 import warnings
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -34,12 +35,12 @@ from ..sources import fixed_normalization
 from ..tiling import tile_grid
 from ..validation import check_bool, check_options
 from ..zoo import DEFAULT_MODEL, registry
-from . import ais_stages, auto, prompted
+from . import ais_stages, auto, ngff, prompted
 from .integrity import find_damage, record_damage, settle
 from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
-from .lock import LockHold, target_lock
+from .lock import LockHold, location, target_lock
 from .writer import SEQUENTIAL_IDS, axes_attributes, check_apart, check_target, no_space_left, open_target
 
 # Options always recorded in an automatic job's signature (the others only when not at their
@@ -73,6 +74,7 @@ def segment_zarr(
     repair: bool = False,
     on_progress: Callable[[float, int], None] | None = None,
     channel: int | Sequence[int] | None = None,
+    format: str = "zarr",
 ) -> zarr.Group:
     """Segment a 2D image, 3D stack or time series slice by slice into a zarr v3 group.
 
@@ -107,6 +109,15 @@ def segment_zarr(
     (``id_stride`` in the ``sum_hq_batch`` attributes: plane ``s`` numbered from
     ``s * id_stride + 1``) resume and verify with their rule. Prompts mode: the table's
     ``object_id``.
+
+    **Formats**: ``"zarr"`` (the default): the target group holds ``labels`` and ``uncertainty`` as
+    above. ``"ome-zarr"``: the target is an OME-Zarr (NGFF 0.5) label image: multiscale labels
+    (the parent image's number of levels), the uncertainty as its own multiscale image, colours,
+    per-object properties and the source image; for an OME-Zarr source, the target
+    ``<image>/labels/<name>`` writes it inside the image, touching nothing but that group and the
+    ``labels`` listing (see :mod:`sum_core.batch.ngff`). For another source, a local target path
+    becomes a new OME-Zarr image holding a copy of the image (the channels the model sees) and the
+    label image ``<target>/labels/sum-hq`` (the group returned).
 
     **Resuming**: every unit of work sets its flag in ``done/`` after writing its data, so
     rerunning the same call after an interruption (error, Ctrl+C, cancel, killed process)
@@ -156,6 +167,8 @@ def segment_zarr(
         Slice axis by name (OME-Zarr / zarr dimension names) or index; needed for 4D+ sources.
     key : str, optional
         Array inside a zarr group.
+    format : {"zarr", "ome-zarr"}
+        The layout of the target (see **Formats**); part of the job signature when ``"ome-zarr"``.
     channel : int or sequence of 3 int, optional
         Channels of a source with a channel axis fed to the model (see
         :func:`sum_core.batch.volume.open_volume`): None for all (1, 3 or 4 of them), one index
@@ -244,8 +257,16 @@ def segment_zarr(
             f"tasks are not seen by this process), got {type(on_progress).__name__} with scheduler {scheduler!r}"
         )
     _check_scheduler(scheduler)
+    format = ngff.check_format(format)
     volume = open_volume(source, key=key, axis=axis, channel=channel)
-    check_apart(source, target)  # before anything is loaded, created or deleted
+    inside = ngff.labels_inside(source, key, target) if format == "ome-zarr" else None
+    image = ngff.image_folder(source, key, target) if format == "ome-zarr" and inside is None else None
+    if format == "ome-zarr":
+        ngff.check_layout(volume)
+    check_apart(source, target, None if inside is None else location(target))  # before anything is written
+    if image is not None:  # a new OME-Zarr image holding a copy of the source and the label image
+        ngff.check_image_folder(image)
+        target, inside = image / "labels" / ngff.IMAGE_LABEL, (image, ngff.IMAGE_LABEL)
     if tile_shape is not None or halo is not None:
         tile_grid(volume.plane_shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before loading
     object_prompts, table_hash = [], None
@@ -266,7 +287,11 @@ def segment_zarr(
         grid = tile_grid(volume.plane_shape, loaded.config.image_size, tile_shape, halo)
         signature = _signature(volume, mode, options, table_hash, grid, model, loaded, precision, channel)
         info = {"ids": SEQUENTIAL_IDS if mode != "prompts" else None, "axes": list(volume.out_names)}
-        layout = (signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape), volume.out_names)
+        if format == "ome-zarr":
+            signature["format"] = format
+            info.update(ngff.info(ngff.level_planes(volume, source, key)))
+        names = volume.out_names if format == "zarr" else tuple(a["name"] for a in ngff.ngff_axes(volume))
+        layout = (signature, info, volume.out_shape, volume.out_chunks(grid.tile_shape), names)
         # AMG targets of versions before the AIS mode signed the mode "auto"; they resume as AMG.
         aliases = ({**signature, "mode": "auto"},) if mode == "amg" else ()
         attributes = axes_attributes(volume.scale, volume.units)
@@ -280,6 +305,8 @@ def segment_zarr(
             warnings.warn(f"target: starting {target} again (overwrite=True), it was damaged: {damaged}", stacklevel=2)
             out = open_target(target, *layout, overwrite=True, restart=True, attributes=attributes)
         if out.info.get("complete"):
+            if inside is not None:
+                ngff.list_label(*inside)  # a job killed before its listing was updated
             return out.group
         normalization = fixed_normalization(volume.planes)
         stop = _Stop(cancel) if _threaded(scheduler) else cancel
@@ -291,12 +318,38 @@ def segment_zarr(
             graph = _ais_tasks(out, volume, grid, normalization, spec, device, options, stop)
         else:
             graph = _prompt_tasks(out, volume, grid, object_prompts, normalization, spec, device, options, stop)
+        if format == "ome-zarr":
+            ngff.create_levels(out, volume, volume.out_chunks(grid.tile_shape))
+            graph.update(ngff.level_tasks(out, volume, _plane_tasks(graph)))
+        if image is not None:
+            image_group = ngff.create_image(out, image, volume, volume.out_chunks(grid.tile_shape))
+            graph.update(ngff.image_tasks(out, image_group, volume))
         with reporter, _CancelBeforeTasks(cancel):
             _run(graph, scheduler, stop, hold)
         if mode == "ais":
             ais_stages.write_objects_table(out, volume.n_slices)
-        out.finish()
+        attributes = None
+        if format == "ome-zarr":
+            name = inside[1] if inside is not None else Path(str(location(target) or "labels")).name
+            ids = ngff.object_ids(out, mode, [p.object_id for p in object_prompts])
+            label_image, uncertainty_image = ngff.metadata(out, volume, name, source, key, ids, image)
+            out.group["uncertainty"].attrs["ome"] = uncertainty_image
+            attributes = {"ome": label_image}
+        if image is not None:
+            ngff.finish_image(image_group, volume, [tuple(p) for p in out.info["planes"]])
+        out.finish(attributes)
+        if inside is not None:
+            ngff.list_label(*inside)
     return out.group
+
+
+def _plane_tasks(graph: dict[str, Any]) -> dict[int, list[str]]:
+    """The keys of the level-0 output tasks (chunks, prompts slices) of each plane in ``graph``."""
+    planes: dict[int, list[str]] = {}
+    for key in graph:
+        if key.startswith(("sum-hq-chunk-", "sum-hq-slice-")):
+            planes.setdefault(int(key.split("-")[3]), []).append(key)
+    return planes
 
 
 def _signature(volume, mode, options, table_hash, grid, model, loaded, precision, channel) -> dict[str, Any]:

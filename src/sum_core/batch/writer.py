@@ -70,6 +70,8 @@ FORMAT = 3  # 3: a checksum for every chunk of a complete target (2: for written
 SEQUENTIAL_IDS = "sequential"  # the "ids" attribute of targets numbered 1..N over the volume (see counts)
 COUNTS = "counts"
 OUTPUTS = (("labels", "uint32"), ("uncertainty", "float16"))
+#: Where the outputs lie in an OME-Zarr label image target (``"paths"`` attribute, see :mod:`sum_core.batch.ngff`).
+NGFF_PATHS = {"labels": "0", "uncertainty": "uncertainty/0"}
 # The nodes of a target folder (node type, data type): what proves a folder without readable group metadata ours.
 _NODES = {"labels": ("array", "uint32"), "uncertainty": ("array", "float16"), "checksums": ("group", None),
           "done": ("group", None), "work": ("group", None), "objects": ("group", None),
@@ -83,15 +85,22 @@ class Target:
         self.group = group
         self.where = group.store if where is None else where  # the target as the user gave it, for messages
 
+    @cached_property
+    def outputs(self) -> tuple[tuple[str, str], ...]:
+        """``(path, dtype)`` of the labels and uncertainty arrays in the group (:data:`OUTPUTS`, or in an
+        OME-Zarr target :data:`NGFF_PATHS`)."""
+        paths = self.group.attrs.get(ATTR, {}).get("paths") or {}
+        return tuple((paths.get(name, name), dtype) for name, dtype in OUTPUTS)
+
     @property
     def labels(self) -> zarr.Array:
         """The ``labels`` array."""
-        return self.group["labels"]
+        return self.group[self.outputs[0][0]]
 
     @property
     def uncertainty(self) -> zarr.Array:
         """The ``uncertainty`` array."""
-        return self.group["uncertainty"]
+        return self.group[self.outputs[1][0]]
 
     @property
     def info(self) -> dict[str, Any]:
@@ -211,14 +220,14 @@ class Target:
         if self.checksummed:
             chunks = self.layout[1]
             coords = tuple(i.start // k if isinstance(i, slice) else int(i) for i, k in zip(index, chunks))
-            for (name, _), data in zip(OUTPUTS, (labels, uncertainty)):
+            for (name, _), data in zip(self.outputs, (labels, uncertainty)):
                 self.group[f"checksums/{name}"][coords] = chunk_checksum(data)
 
     def seal_slice(self, slice_index: int) -> None:
         """Record the checksums of every output chunk of one slice, as written (prompts mode)."""
         if not self.checksummed:
             return
-        arrays = [(self.group[name], self.group[f"checksums/{name}"]) for name, _ in OUTPUTS]
+        arrays = [(self.group[name], self.group[f"checksums/{name}"]) for name, _ in self.outputs]
         for coords in self.slice_chunks(slice_index):
             region = self.chunk_selection(coords)
             for array, checksums in arrays:
@@ -233,11 +242,11 @@ class Target:
         """
         chunks = self.slice_chunks(slice_index)
         if self.checksummed:
-            for name, _ in OUTPUTS:
+            for name, _ in self.outputs:
                 checksums = self.group[f"checksums/{name}"]
                 for coords in chunks:
                     checksums[coords] = 0
-        for name, _ in OUTPUTS:
+        for name, _ in self.outputs:
             array = self.group[name]
             for coords in chunks:
                 array[self.chunk_selection(coords)] = 0  # a chunk equal to the fill value is deleted
@@ -298,12 +307,13 @@ class Target:
             "(--overwrite) to start again"
         )
 
-    def finish(self) -> None:
+    def finish(self, attributes: dict[str, Any] | None = None) -> None:
         """Record the checksum of zeros for the chunks no task wrote, drop the intermediate results and mark
-        the job complete (format 3: every chunk of a complete target has its checksum)."""
+        the job complete (format 3: every chunk of a complete target has its checksum), writing
+        ``attributes`` (an OME-Zarr target's ``ome``) into the group in the same write."""
         info = self.info
         if self.checksummed:
-            for name, dtype in OUTPUTS:
+            for name, dtype in self.outputs:
                 checksums = self.group[f"checksums/{name}"]
                 for coords in zip(*np.nonzero(checksums[...] == 0)):
                     coords = tuple(int(c) for c in coords)
@@ -312,7 +322,7 @@ class Target:
             info["format"] = FORMAT
         if "work" in self.group:
             del self.group["work"]
-        self.group.attrs[ATTR] = {**info, "complete": True}
+        self.group.attrs.update({**(attributes or {}), ATTR: {**info, "complete": True}})
 
 
 class _DamagedRecord(Exception):
@@ -446,8 +456,10 @@ def open_target(
         raise InvalidInputError(
             f"target: {target} {reason}; choose a new target or pass overwrite=True (--overwrite)"
         )
-    group = _cleared(store)
-    for name, dtype in OUTPUTS:
+    levels = max(int((existing or {}).get("levels", 0)), int(info.get("levels", 0)))  # OME-Zarr levels "0", "1"...
+    group = _cleared(store, tuple(str(level) for level in range(levels)))
+    paths = info.get("paths") or {}
+    for name, dtype in ((paths.get(name, name), dtype) for name, dtype in OUTPUTS):
         array = group.create_array(
             name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, dimension_names=dimension_names,
             attributes=attributes,
@@ -598,15 +610,17 @@ def no_space_left(target: Any) -> Iterator[None]:
         ) from err
 
 
-def _cleared(store: Any) -> zarr.Group:
+def _cleared(store: Any, levels: tuple[str, ...] = ()) -> zarr.Group:
     """A new group in ``store`` after deleting only what a job writes there: the group's ``zarr.json``
-    first (an interrupted clear leaves no signature behind), then the job's nodes (:data:`_NODES`).
-    Anything else (the lock file held by this job, a user's files) is left as it is."""
+    first (an interrupted clear leaves no signature behind), then the job's nodes (:data:`_NODES`, and
+    the pyramid ``levels`` of an OME-Zarr target). Anything else (the lock file held by this job, a
+    user's files) is left as it is."""
+    nodes = (*_NODES, *levels)
     if isinstance(store, zarr.storage.LocalStore):
-        remove_entries(Path(store.root), ("zarr.json", *_NODES))
+        remove_entries(Path(store.root), ("zarr.json", *nodes))
     else:
         sync(store.delete("zarr.json"))
-        for name in _NODES:
+        for name in nodes:
             sync(store.delete_dir(name))
     return zarr.open_group(store, mode="a", zarr_format=3)
 
@@ -620,8 +634,10 @@ def _store_entries(store: Any) -> set[str]:
     return {key.split("/", 1)[0] for key in sync(keys())} - {LOCK_NAME}
 
 
-def check_apart(source: Any, target: Any) -> None:
-    """Refuse a target that is, contains or lies inside the source (with or without overwrite).
+def check_apart(source: Any, target: Any, inside: Path | None = None) -> None:
+    """Refuse a target that is, contains or lies inside the source (with or without overwrite), except
+    exactly ``inside``: the one group inside the source a job may write (an OME-Zarr label image
+    ``<image>/labels/<name>``, see :func:`sum_core.batch.ngff.labels_inside`).
 
     Paths are compared by the identity (device, inode) of the resolved folders and files, so
     relative paths, ``..``, symlinks, trailing slashes and hard links name the same place. A
@@ -638,6 +654,8 @@ def check_apart(source: Any, target: Any) -> None:
         raise InvalidInputError(f"target: the store {target} is the source's store; choose another target")
     source_path, target_path = location(source), location(target)
     if source_path is None or target_path is None:
+        return
+    if inside is not None and os.path.realpath(target_path) == os.path.realpath(inside):
         return
     source_chain, target_chain = _identities(source_path), _identities(target_path)
     if not source_chain or source_chain[0][0] != 0:

@@ -1,0 +1,448 @@
+"""OME-Zarr (NGFF 0.5, zarr v3) output of a batch job: ``segment_zarr(..., format="ome-zarr")``.
+
+Layout
+------
+The target group is an NGFF **label image** (``image-label``), which also holds the job's own
+bookkeeping (``sum_hq_batch`` attributes, ``checksums/``, ``done/``, ``work/``, ``counts``,
+``objects/``; see :mod:`sum_core.batch.writer`), so it resumes and verifies as any batch target:
+
+- ``0``, ``1``, ... ``L-1``: the labels (uint32) pyramid, ``L`` levels: the number of levels of
+  the parent image when the source is an OME-Zarr image (the plane of each level as the
+  parent's, the slice axis kept), else halving the plane until its longer side is at most
+  :data:`SMALLEST_LEVEL` px. Level ``l`` is the nearest-neighbour sample of level ``l - 1``
+  (pixel ``i`` takes pixel ``i * n_{l-1} // n_l`` along each plane axis: ids are never mixed).
+  Level 0 is written and checksummed by the job's chunk stage; every higher level chunk is a
+  flagged unit of its own (``done/level<l>``, one flag per slice and chunk), computed from the
+  level below once that plane's chunks are done (derived data: checked by being redone with
+  its plane when the plane is repaired, not checksummed).
+- ``uncertainty/``: a separate multiscale **image** (a float map cannot be a label image):
+  ``uncertainty/0`` ... ``uncertainty/L-1`` (float16, in [0, 1], sampled like the labels).
+- attributes ``ome`` (``"version": "0.5"``), written when the job completes, together with its
+  completion: ``multiscales`` (axes with their types and units, one ``scale`` transformation per
+  level: the source's pixel size times the level's sampling), ``image-label``: ``colors`` (one
+  RGBA per id, fixed by the id), ``properties`` (one per object: ``label-value``; AIS jobs also
+  ``area`` in px, ``mean-uncertainty`` and ``boundary-uncertainty``, the object table's
+  :func:`sum_core.ais_uncertainty.ais_object_scores`) and ``source.image`` (the relative path to
+  the parent image when it is known). The ``uncertainty`` group gets its ``multiscales``.
+
+Axes are the source's without the channel axis, with the slice axis first (``z``, or ``t`` when
+so named); axes without NGFF names are called ``z``, ``y``, ``x``.
+
+Where
+-----
+For an OME-Zarr (0.5) source image, the target ``<image>/labels/<name>`` writes the label image
+**inside** the image: only that group and the ``labels`` listing (``<image>/labels/zarr.json``,
+``"ome": {"labels": [...]}``: the name added, existing entries and attributes kept, replaced in one
+rename) are ever written; the listing is updated when the job completes (or returns a completed
+target). For an OME-Zarr source, any other target is a label image on its own (``source.image``
+pointing to the source).
+
+For a source that is not an OME-Zarr image, a local target path ``T`` becomes a new OME-Zarr
+**image** (attribute ``sum_hq_image`` marks it as made by a job; another folder is refused):
+``T/0..L-1`` a copy of the pixels the model sees (the chosen channels first as a ``c`` axis, then
+the output axes; level 0 read from the source chunk by chunk, higher levels nearest-neighbour
+sampled; flags ``done/image<l>`` in the label image), ``T/labels`` listing ``sum-hq`` and the label
+image ``T/labels/sum-hq`` as above (``source.image`` = ``"../.."``). The image's ``ome`` attributes
+are written before the label image completes, the listing after.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import InvalidInputError
+from ..tiling import Region
+from .lock import location
+from .objects import COLUMNS
+from .volume import Volume
+from .writer import NGFF_PATHS, Target
+
+__all__ = ["FORMATS", "SMALLEST_LEVEL", "check_format"]
+
+FORMATS = ("zarr", "ome-zarr")
+#: Without a parent pyramid, levels halve the plane until its longer side is at most this.
+SMALLEST_LEVEL = 512
+_SPACE = ("z", "y", "x")
+
+
+def check_format(format: Any) -> str:
+    """The output format, validated.
+
+    Raises
+    ------
+    InvalidInputError
+        Not one of :data:`FORMATS`.
+    """
+    if not isinstance(format, str) or format not in FORMATS:
+        raise InvalidInputError(
+            f"format must be one of {FORMATS} ('zarr': the batch group of labels and uncertainty; 'ome-zarr': an "
+            f"NGFF 0.5 label image), got {format!r}"
+        )
+    return format
+
+
+def parent_image(source: Any, key: str | None) -> Path | None:
+    """The folder of an OME-Zarr 0.5 image source (its ``zarr.json`` holds ``ome.multiscales``), else None."""
+    folder = location(source)
+    if folder is None or key is not None:
+        return None
+    try:
+        metadata = json.loads((Path(folder) / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    ome = (metadata.get("attributes") or {}).get("ome") if isinstance(metadata, dict) else None
+    return Path(folder) if isinstance(ome, dict) and ome.get("multiscales") else None
+
+
+def labels_inside(source: Any, key: str | None, target: Any) -> tuple[Path, str] | None:
+    """``(image folder, name)`` when ``target`` is ``<OME-Zarr source image>/labels/<name>``, else None."""
+    image, path = parent_image(source, key), location(target)
+    if image is None or path is None:
+        return None
+    path = Path(os.path.abspath(path))
+    if path.parent.name != "labels" or not path.name or os.path.realpath(path.parent.parent) != os.path.realpath(image):
+        return None
+    return image, path.name
+
+
+def check_layout(volume: Volume) -> None:
+    """Refuse a volume whose output axes cannot be NGFF axes (the slice axis must come first).
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the axes.
+    """
+    if volume.out_slice_axis not in (None, 0):
+        raise InvalidInputError(
+            f"format='ome-zarr': the slice axis {volume.names[volume.slice_axis]!r} must be the first output axis "
+            f"(the outputs' axes are {list(volume.out_names)}); use format='zarr' for this source"
+        )
+
+
+def level_planes(volume: Volume, source: Any, key: str | None) -> list[tuple[int, int]]:
+    """The plane shape of each pyramid level (see the module docstring)."""
+    image = parent_image(source, key)
+    if image is not None:
+        group = zarr.open_group(str(image), mode="r", zarr_format=3)
+        datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
+        level0 = tuple(group[datasets[0]["path"]].shape)
+        plane_axes = [a for a in range(len(level0)) if a not in (volume.slice_axis, volume.channel_axis)]
+        planes = []
+        for dataset in datasets:
+            shape = group[dataset["path"]].shape
+            planes.append((int(shape[plane_axes[0]]), int(shape[plane_axes[1]])))
+        return planes
+    planes = [tuple(volume.plane_shape)]
+    while max(planes[-1]) > SMALLEST_LEVEL:
+        planes.append(tuple(max(1, (n + 1) // 2) for n in planes[-1]))
+    return planes
+
+
+def out_shape(volume: Volume, plane: tuple[int, int]) -> tuple[int, ...]:
+    """The output shape of a level whose plane is ``plane`` (the slice axis first)."""
+    return plane if volume.out_slice_axis is None else (volume.n_slices, *plane)
+
+
+def info(planes: list[tuple[int, int]]) -> dict[str, Any]:
+    """The ``sum_hq_batch`` attributes of an OME-Zarr target (paths of the outputs, levels, their planes)."""
+    return {"paths": dict(NGFF_PATHS), "levels": len(planes), "planes": [list(p) for p in planes]}
+
+
+def level_flags_name(level: int) -> str:
+    """The ``done/<stage>`` flags of a pyramid level."""
+    return f"level{level}"
+
+
+def create_levels(target: Target, volume: Volume, chunks: tuple[int, ...]) -> None:
+    """Create the pyramid arrays of levels 1.. and their flags (one per slice and chunk), unless they exist."""
+    planes = [tuple(p) for p in target.info["planes"]]
+    for level, plane in enumerate(planes[1:], start=1):
+        shape = out_shape(volume, plane)
+        for name, dtype in ((str(level), "uint32"), (f"uncertainty/{level}", "float16")):
+            if name not in target.group:
+                target.group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0,
+                                          dimension_names=target.labels.metadata.dimension_names)
+        grid = level_chunks(plane, chunks[-2:])
+        target.create_flags(level_flags_name(level), (volume.n_slices, grid[0] * grid[1]))
+
+
+def level_chunks(plane: tuple[int, int], tile: tuple[int, ...]) -> tuple[int, int]:
+    """The chunk grid ``(rows, cols)`` of a level's plane."""
+    return -(-plane[0] // tile[0]), -(-plane[1] // tile[1])
+
+
+def run_level(target: Target, volume: Volume, level: int, slice_index: int, chunk_index: int, *_below: Any) -> None:
+    """Write one chunk of pyramid level ``level`` (labels and uncertainty) by nearest-neighbour sampling
+    of level ``level - 1``; then set its flag."""
+    planes = [tuple(p) for p in target.info["planes"]]
+    plane, below = planes[level], planes[level - 1]
+    tile = target.labels.chunks[-2:]
+    cols = level_chunks(plane, tile)[1]
+    row, col = divmod(chunk_index, cols)
+    region = Region(row * tile[0], col * tile[1], min((row + 1) * tile[0], plane[0]),
+                    min((col + 1) * tile[1], plane[1]))
+    rows = np.arange(region.row0, region.row1) * below[0] // plane[0]
+    columns = np.arange(region.col0, region.col1) * below[1] // plane[1]
+    index = volume.out_index(slice_index, region)
+    for name in (str(level), f"uncertainty/{level}"):
+        source = target.group[_below_name(name, level)]
+        picked = (rows, columns) if volume.out_slice_axis is None else (slice_index, rows, columns)
+        target.group[name][index] = source.oindex[picked]
+    target.mark_done(level_flags_name(level), (slice_index, chunk_index))
+
+
+def _below_name(name: str, level: int) -> str:
+    return name[: -len(str(level))] + str(level - 1)
+
+
+def ngff_axes(volume: Volume) -> list[dict[str, Any]]:
+    """NGFF axes of the outputs: names, types and units (see the module docstring)."""
+    names = [n.lower() for n in volume.out_names]
+    valid = len(set(names)) == len(names) and names[-2:] == ["y", "x"] and all(n in ("t", *_SPACE) for n in names)
+    if not valid:
+        names = list(_SPACE[-len(names):])
+    axes = []
+    for name, unit in zip(names, volume.units):
+        axis = {"name": name, "type": "time" if name == "t" else "space"}
+        if unit is not None:
+            axis["unit"] = unit
+        axes.append(axis)
+    return axes
+
+
+def metadata(target: Target, volume: Volume, name: str, source: Any, key: str | None,
+             ids: np.ndarray, image: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``ome`` attributes of the label image (``ids``: the volume's object ids; the per-object table,
+    when the target has one, gives their properties; ``image``: the image group made for a non-OME
+    source) and of its ``uncertainty`` image."""
+    planes = [tuple(p) for p in target.info["planes"]]
+    axes = ngff_axes(volume)
+    shape0 = out_shape(volume, planes[0])
+
+    def multiscale(label: str) -> dict[str, Any]:
+        return _multiscale(label, axes, _level_scales(volume, planes))
+
+    table = _table(target, ids)
+    image_label: dict[str, Any] = {
+        "colors": [{"label-value": int(k), "rgba": _color(int(k))} for k in ids],
+        "properties": _properties(ids, table),
+    }
+    parent = parent_image(source, key) or image
+    if parent is not None:
+        image_label["source"] = {"image": os.path.relpath(parent, location(target.where) or ".")}
+    return {**multiscale(name), "image-label": image_label}, multiscale("uncertainty")
+
+
+def _level_scales(volume: Volume, planes: list[tuple[int, ...]]) -> list[list[float]]:
+    """The physical pixel size of each level along the output axes (the source's times the sampling)."""
+    shape0 = out_shape(volume, planes[0])
+    return [[float(s) * n0 / n for s, n0, n in zip(volume.scale, shape0, out_shape(volume, plane))]
+            for plane in planes]
+
+
+def _multiscale(name: str, axes: list[dict[str, Any]], scales: list[list[float]]) -> dict[str, Any]:
+    datasets = [{"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+                for level, scale in enumerate(scales)]
+    return {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
+
+
+def _table(target: Target, ids: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The per-object table (AIS jobs; :mod:`sum_core.batch.objects`), read whole, else None."""
+    if "objects" not in target.group:
+        return None
+    table = {column: target.group[f"objects/{column}"][...] for column, _ in COLUMNS}
+    if not np.array_equal(table["label"], ids):
+        raise target.damaged(["the objects table does not list the ids of the labels"])
+    return table
+
+
+def _properties(ids: np.ndarray, table: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
+    if table is None:
+        return [{"label-value": int(k)} for k in ids]
+    return [
+        {"label-value": int(k), "area": int(a), "mean-uncertainty": float(m), "boundary-uncertainty": float(b)}
+        for k, a, m, b in zip(ids, table["area"], table["mean_uncertainty"], table["boundary_uncertainty"])
+    ]
+
+
+def _color(label: int) -> list[int]:
+    """A fixed, well spread RGBA colour per id (Knuth's multiplicative hash of the id)."""
+    h = (label * 2654435761) & 0xFFFFFFFF
+    return [64 + (h & 0xBF), 64 + ((h >> 8) & 0xBF), 64 + ((h >> 16) & 0xBF), 255]
+
+
+def level_tasks(target: Target, volume: Volume, planes_pending: dict[int, list[str]]) -> dict[str, Any]:
+    """The dask tasks of the pending pyramid chunks (``planes_pending``: the keys of the level-0 tasks of
+    each plane with pending work): a chunk of level ``l`` of a plane waits for the plane's tasks of
+    level ``l - 1``."""
+    graph: dict[str, Any] = {}
+    for level in range(1, int(target.info["levels"])):
+        done = target.flags(level_flags_name(level))
+        below = planes_pending
+        planes_pending = {}
+        for s in range(volume.n_slices):
+            keys = [f"sum-hq-level{level}-{s}-{c}" for c in np.nonzero(~done[s])[0].tolist()]
+            for key in keys:
+                c = int(key.rsplit("-", 1)[1])
+                graph[key] = (run_level, target, volume, level, s, c, *below.get(s, ()))
+            if keys:
+                planes_pending[s] = keys
+    return graph
+
+
+def object_ids(target: Target, mode: str, prompt_ids: list[int]) -> np.ndarray:
+    """The object ids of a completed job: the table's (AIS), ``1..N`` (AMG), the prompts' (prompts mode)."""
+    if mode == "ais":
+        return np.asarray(target.group["objects/label"][...], dtype=np.int64)
+    if mode == "amg" and target.id_stride is None:
+        return np.arange(1, int(np.clip(target.group["counts"][...], 0, None).sum()) + 1)
+    return np.array(sorted(set(prompt_ids)), dtype=np.int64)
+
+
+def list_label(image: Path, name: str) -> None:
+    """Add ``name`` to the ``labels`` listing of the OME-Zarr image ``image`` (``labels/zarr.json``),
+    keeping its other entries and attributes, replaced in one rename; nothing else is written."""
+    path = image / "labels" / "zarr.json"
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        metadata = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InvalidInputError(f"target: the labels listing {path} cannot be read ({err}); it is left as it is") from None
+    ome = metadata.setdefault("attributes", {}).setdefault("ome", {})
+    ome.setdefault("version", "0.5")
+    listed = ome.setdefault("labels", [])
+    if name in listed:
+        return
+    listed.append(name)
+    handle, temporary = tempfile.mkstemp(prefix=".zarr.json.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            json.dump(metadata, file, indent=2)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+#: The name of the label image inside the OME-Zarr image made for a non-OME source.
+IMAGE_LABEL = "sum-hq"
+_IMAGE_ATTR = "sum_hq_image"
+
+
+def image_folder(source: Any, key: str | None, target: Any) -> Path | None:
+    """The OME-Zarr image group to make at ``target`` for a source that is not an OME-Zarr image (a local
+    target path), else None; the job's label image is then ``<target>/labels/sum-hq``."""
+    if parent_image(source, key) is not None or not isinstance(target, (str, os.PathLike)):
+        return None
+    return Path(target)
+
+
+def check_image_folder(folder: Path) -> None:
+    """Refuse an image folder that is not new, empty or an image group made by a job (another
+    program's data is never written into).
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the folder.
+    """
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise InvalidInputError(f"target: {folder} is a file; give a folder path for the OME-Zarr image")
+    entries = {p.name for p in folder.iterdir()}
+    if not entries:
+        return
+    try:
+        attributes = json.loads((folder / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        attributes = {}
+    if _IMAGE_ATTR not in attributes or not all(e in ("zarr.json", "labels") or e.isdigit() for e in entries):
+        raise InvalidInputError(
+            f"target: {folder} holds data that was not written by a sum-hq batch job; choose a new target "
+            "(another program's data is never replaced, also not with overwrite=True / --overwrite)"
+        )
+
+
+def create_image(target: Target, folder: Path, volume: Volume, chunks: tuple[int, ...]) -> zarr.Group:
+    """Create the image group's level arrays (``0``, ``1``...: the channels the model sees first, then the
+    output axes) and their flags (``done/image<l>`` in the label image), unless they exist as needed."""
+    group = zarr.open_group(str(folder), mode="a", zarr_format=3)
+    if _IMAGE_ATTR not in group.attrs:
+        group.attrs[_IMAGE_ATTR] = True
+    channels = _channels(volume)
+    for level, plane in enumerate(tuple(p) for p in target.info["planes"]):
+        shape = (*channels, *out_shape(volume, plane))
+        name = str(level)
+        if name not in group or group[name].shape != shape or group[name].dtype != volume.planes.dtype:
+            group.create_array(name, shape=shape, dtype=volume.planes.dtype, chunks=(*(1 for _ in channels), *chunks),
+                               fill_value=0, overwrite=True,
+                               dimension_names=(*("c" for _ in channels), *target.labels.metadata.dimension_names))
+        grid = level_chunks(plane, chunks[-2:])
+        target.create_flags(f"image{level}", (volume.n_slices, grid[0] * grid[1]))
+    return group
+
+
+def _channels(volume: Volume) -> tuple[int, ...]:
+    """``(C,)`` when the model sees C channels of each pixel, else ``()``."""
+    return tuple(volume.read(0, Region(0, 0, 1, 1)).shape[2:])
+
+
+def image_tasks(target: Target, image: zarr.Group, volume: Volume) -> dict[str, Any]:
+    """The dask tasks of the pending chunks of the image copy (level ``l`` of a plane after its level ``l - 1``)."""
+    graph: dict[str, Any] = {}
+    below: dict[int, list[str]] = {}
+    for level in range(int(target.info["levels"])):
+        done = target.flags(f"image{level}")
+        pending: dict[int, list[str]] = {}
+        for s in range(volume.n_slices):
+            for c in np.nonzero(~done[s])[0].tolist():
+                key = f"sum-hq-image{level}-{s}-{c}"
+                graph[key] = (run_image, target, image, volume, level, s, c, *below.get(s, ()))
+                pending.setdefault(s, []).append(key)
+        below = pending
+    return graph
+
+
+def run_image(target: Target, image: zarr.Group, volume: Volume, level: int, slice_index: int, chunk_index: int,
+              *_below: Any) -> None:
+    """Write one chunk of level ``level`` of the image copy: level 0 read from the source (the channels the
+    model sees), higher levels by nearest-neighbour sampling of the level below; then set its flag."""
+    planes = [tuple(p) for p in target.info["planes"]]
+    plane = planes[level]
+    tile = image["0"].chunks[-2:]
+    row, col = divmod(chunk_index, level_chunks(plane, tile)[1])
+    region = Region(row * tile[0], col * tile[1], min((row + 1) * tile[0], plane[0]),
+                    min((col + 1) * tile[1], plane[1]))
+    channels = _channels(volume)
+    index = (*(slice(None) for _ in channels), *volume.out_index(slice_index, region))
+    if level == 0:
+        data = volume.read(slice_index, region)
+        data = np.moveaxis(data, -1, 0) if channels else data
+    else:
+        below = planes[level - 1]
+        rows = np.arange(region.row0, region.row1) * below[0] // plane[0]
+        cols = np.arange(region.col0, region.col1) * below[1] // plane[1]
+        slices = () if volume.out_slice_axis is None else (slice_index,)
+        data = image[str(level - 1)].oindex[(*(slice(None) for _ in channels), *slices, rows, cols)]
+    image[str(level)][index] = data
+    target.mark_done(f"image{level}", (slice_index, chunk_index))
+
+
+def finish_image(image: zarr.Group, volume: Volume, planes: list[tuple[int, ...]]) -> None:
+    """Write the image group's ``ome`` attributes (axes: a channel axis first when the model sees channels)."""
+    axes = ngff_axes(volume)
+    scales = _level_scales(volume, planes)
+    if _channels(volume):
+        axes = [{"name": "c", "type": "channel"}, *axes]
+        scales = [[1.0, *scale] for scale in scales]
+    image.attrs.update({"ome": _multiscale("image", axes, scales)})
