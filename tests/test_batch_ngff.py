@@ -176,3 +176,24 @@ def test_a_plain_source_becomes_an_ome_zarr_image_with_its_labels(tmp_path, fake
     (tmp_path / "foreign" / "data.txt").write_text("a user's file")
     with pytest.raises(InvalidInputError, match="not written by a sum-hq batch job"):
         segment_zarr(stack, tmp_path / "foreign", **KW)
+
+
+def test_a_damaged_label_image_is_repaired_with_its_pyramid(tmp_path, fake):
+    stack = np.stack([blobs((200, 260), seed=s, n=6) for s in range(3)])
+    source = ome_image(tmp_path / "img.ome.zarr", stack)
+    reference = segment_zarr(source, tmp_path / "ref.zarr", **KW)
+    target = source / "labels" / "cells"
+    segment_zarr(source, target, **KW)
+    damaged = sorted(p for p in (target / "0" / "c" / "1").rglob("*") if p.is_file())[0]
+    other = next(p for p in sorted((target / "0" / "c" / "2").rglob("*")) if p.is_file()
+                 and p.read_bytes() != damaged.read_bytes())
+    damaged.write_bytes(other.read_bytes())  # valid bytes, other values
+    with pytest.raises(InvalidInputError, match=r"0 chunk \(1, \d, \d\) does not match its checksum"):
+        verify_target(target)
+    with pytest.warns(UserWarning, match=r"redoing slice\(s\) \[1\]"):
+        group = segment_zarr(source, target, repair=True, **KW)
+    for name in ("0", "1", "2", "uncertainty/0", "uncertainty/1"):
+        np.testing.assert_array_equal(group[name][...], reference[name][...])
+    for key in ("properties", "colors"):
+        assert group.attrs["ome"]["image-label"][key] == reference.attrs["ome"]["image-label"][key]
+    assert verify_target(target) == 3 * 12

@@ -35,7 +35,7 @@ from ..sources import fixed_normalization
 from ..tiling import tile_grid
 from ..validation import check_bool, check_options
 from ..zoo import DEFAULT_MODEL, registry
-from . import ais_stages, auto, ngff, prompted
+from . import ais_stages, auto, ngff, ngff_image, prompted
 from .integrity import find_damage, record_damage, settle
 from .model_spec import ModelSpec
 from .prompts_table import check_prompts, read_prompts_table
@@ -260,13 +260,13 @@ def segment_zarr(
     format = ngff.check_format(format)
     volume = open_volume(source, key=key, axis=axis, channel=channel)
     inside = ngff.labels_inside(source, key, target) if format == "ome-zarr" else None
-    image = ngff.image_folder(source, key, target) if format == "ome-zarr" and inside is None else None
+    image = ngff_image.image_folder(source, key, target) if format == "ome-zarr" and inside is None else None
     if format == "ome-zarr":
         ngff.check_layout(volume)
     check_apart(source, target, None if inside is None else location(target))  # before anything is written
     if image is not None:  # a new OME-Zarr image holding a copy of the source and the label image
-        ngff.check_image_folder(image)
-        target, inside = image / "labels" / ngff.IMAGE_LABEL, (image, ngff.IMAGE_LABEL)
+        ngff_image.check_image_folder(image)
+        target, inside = image / "labels" / ngff_image.IMAGE_LABEL, (image, ngff_image.IMAGE_LABEL)
     if tile_shape is not None or halo is not None:
         tile_grid(volume.plane_shape, tile_shape=tile_shape, halo=halo)  # a bad tiling fails before loading
     object_prompts, table_hash = [], None
@@ -322,8 +322,8 @@ def segment_zarr(
             ngff.create_levels(out, volume, volume.out_chunks(grid.tile_shape))
             graph.update(ngff.level_tasks(out, volume, _plane_tasks(graph)))
         if image is not None:
-            image_group = ngff.create_image(out, image, volume, volume.out_chunks(grid.tile_shape))
-            graph.update(ngff.image_tasks(out, image_group, volume))
+            image_group = ngff_image.create_image(out, image, volume, volume.out_chunks(grid.tile_shape))
+            graph.update(ngff_image.image_tasks(out, image_group, volume))
         with reporter, _CancelBeforeTasks(cancel):
             _run(graph, scheduler, stop, hold)
         if mode == "ais":
@@ -336,7 +336,7 @@ def segment_zarr(
             out.group["uncertainty"].attrs["ome"] = uncertainty_image
             attributes = {"ome": label_image}
         if image is not None:
-            ngff.finish_image(image_group, volume, [tuple(p) for p in out.info["planes"]])
+            ngff_image.finish_image(image_group, volume, [tuple(p) for p in out.info["planes"]])
         out.finish(attributes)
         if inside is not None:
             ngff.list_label(*inside)

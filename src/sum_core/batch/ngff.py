@@ -37,13 +37,8 @@ rename) are ever written; the listing is updated when the job completes (or retu
 target). For an OME-Zarr source, any other target is a label image on its own (``source.image``
 pointing to the source).
 
-For a source that is not an OME-Zarr image, a local target path ``T`` becomes a new OME-Zarr
-**image** (attribute ``sum_hq_image`` marks it as made by a job; another folder is refused):
-``T/0..L-1`` a copy of the pixels the model sees (the chosen channels first as a ``c`` axis, then
-the output axes; level 0 read from the source chunk by chunk, higher levels nearest-neighbour
-sampled; flags ``done/image<l>`` in the label image), ``T/labels`` listing ``sum-hq`` and the label
-image ``T/labels/sum-hq`` as above (``source.image`` = ``"../.."``). The image's ``ome`` attributes
-are written before the label image completes, the listing after.
+For a source that is not an OME-Zarr image, a local target path becomes a new OME-Zarr image
+holding a copy of the pixels and this label image as ``labels/sum-hq`` (:mod:`sum_core.batch.ngff_image`).
 """
 
 from __future__ import annotations
@@ -225,10 +220,9 @@ def metadata(target: Target, volume: Volume, name: str, source: Any, key: str | 
     source) and of its ``uncertainty`` image."""
     planes = [tuple(p) for p in target.info["planes"]]
     axes = ngff_axes(volume)
-    shape0 = out_shape(volume, planes[0])
 
     def multiscale(label: str) -> dict[str, Any]:
-        return _multiscale(label, axes, _level_scales(volume, planes))
+        return multiscale_metadata(label, axes, level_scales(volume, planes))
 
     table = _table(target, ids)
     image_label: dict[str, Any] = {
@@ -241,14 +235,14 @@ def metadata(target: Target, volume: Volume, name: str, source: Any, key: str | 
     return {**multiscale(name), "image-label": image_label}, multiscale("uncertainty")
 
 
-def _level_scales(volume: Volume, planes: list[tuple[int, ...]]) -> list[list[float]]:
+def level_scales(volume: Volume, planes: list[tuple[int, ...]]) -> list[list[float]]:
     """The physical pixel size of each level along the output axes (the source's times the sampling)."""
     shape0 = out_shape(volume, planes[0])
     return [[float(s) * n0 / n for s, n0, n in zip(volume.scale, shape0, out_shape(volume, plane))]
             for plane in planes]
 
 
-def _multiscale(name: str, axes: list[dict[str, Any]], scales: list[list[float]]) -> dict[str, Any]:
+def multiscale_metadata(name: str, axes: list[dict[str, Any]], scales: list[list[float]]) -> dict[str, Any]:
     datasets = [{"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
                 for level, scale in enumerate(scales)]
     return {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
@@ -332,117 +326,3 @@ def list_label(image: Path, name: str) -> None:
         Path(temporary).unlink(missing_ok=True)
         raise
 
-
-#: The name of the label image inside the OME-Zarr image made for a non-OME source.
-IMAGE_LABEL = "sum-hq"
-_IMAGE_ATTR = "sum_hq_image"
-
-
-def image_folder(source: Any, key: str | None, target: Any) -> Path | None:
-    """The OME-Zarr image group to make at ``target`` for a source that is not an OME-Zarr image (a local
-    target path), else None; the job's label image is then ``<target>/labels/sum-hq``."""
-    if parent_image(source, key) is not None or not isinstance(target, (str, os.PathLike)):
-        return None
-    return Path(target)
-
-
-def check_image_folder(folder: Path) -> None:
-    """Refuse an image folder that is not new, empty or an image group made by a job (another
-    program's data is never written into).
-
-    Raises
-    ------
-    InvalidInputError
-        Naming the folder.
-    """
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise InvalidInputError(f"target: {folder} is a file; give a folder path for the OME-Zarr image")
-    entries = {p.name for p in folder.iterdir()}
-    if not entries:
-        return
-    try:
-        attributes = json.loads((folder / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        attributes = {}
-    if _IMAGE_ATTR not in attributes or not all(e in ("zarr.json", "labels") or e.isdigit() for e in entries):
-        raise InvalidInputError(
-            f"target: {folder} holds data that was not written by a sum-hq batch job; choose a new target "
-            "(another program's data is never replaced, also not with overwrite=True / --overwrite)"
-        )
-
-
-def create_image(target: Target, folder: Path, volume: Volume, chunks: tuple[int, ...]) -> zarr.Group:
-    """Create the image group's level arrays (``0``, ``1``...: the channels the model sees first, then the
-    output axes) and their flags (``done/image<l>`` in the label image), unless they exist as needed."""
-    group = zarr.open_group(str(folder), mode="a", zarr_format=3)
-    if _IMAGE_ATTR not in group.attrs:
-        group.attrs[_IMAGE_ATTR] = True
-    channels = _channels(volume)
-    for level, plane in enumerate(tuple(p) for p in target.info["planes"]):
-        shape = (*channels, *out_shape(volume, plane))
-        name = str(level)
-        if name not in group or group[name].shape != shape or group[name].dtype != volume.planes.dtype:
-            group.create_array(name, shape=shape, dtype=volume.planes.dtype, chunks=(*(1 for _ in channels), *chunks),
-                               fill_value=0, overwrite=True,
-                               dimension_names=(*("c" for _ in channels), *target.labels.metadata.dimension_names))
-        grid = level_chunks(plane, chunks[-2:])
-        target.create_flags(f"image{level}", (volume.n_slices, grid[0] * grid[1]))
-    return group
-
-
-def _channels(volume: Volume) -> tuple[int, ...]:
-    """``(C,)`` when the model sees C channels of each pixel, else ``()``."""
-    return tuple(volume.read(0, Region(0, 0, 1, 1)).shape[2:])
-
-
-def image_tasks(target: Target, image: zarr.Group, volume: Volume) -> dict[str, Any]:
-    """The dask tasks of the pending chunks of the image copy (level ``l`` of a plane after its level ``l - 1``)."""
-    graph: dict[str, Any] = {}
-    below: dict[int, list[str]] = {}
-    for level in range(int(target.info["levels"])):
-        done = target.flags(f"image{level}")
-        pending: dict[int, list[str]] = {}
-        for s in range(volume.n_slices):
-            for c in np.nonzero(~done[s])[0].tolist():
-                key = f"sum-hq-image{level}-{s}-{c}"
-                graph[key] = (run_image, target, image, volume, level, s, c, *below.get(s, ()))
-                pending.setdefault(s, []).append(key)
-        below = pending
-    return graph
-
-
-def run_image(target: Target, image: zarr.Group, volume: Volume, level: int, slice_index: int, chunk_index: int,
-              *_below: Any) -> None:
-    """Write one chunk of level ``level`` of the image copy: level 0 read from the source (the channels the
-    model sees), higher levels by nearest-neighbour sampling of the level below; then set its flag."""
-    planes = [tuple(p) for p in target.info["planes"]]
-    plane = planes[level]
-    tile = image["0"].chunks[-2:]
-    row, col = divmod(chunk_index, level_chunks(plane, tile)[1])
-    region = Region(row * tile[0], col * tile[1], min((row + 1) * tile[0], plane[0]),
-                    min((col + 1) * tile[1], plane[1]))
-    channels = _channels(volume)
-    index = (*(slice(None) for _ in channels), *volume.out_index(slice_index, region))
-    if level == 0:
-        data = volume.read(slice_index, region)
-        data = np.moveaxis(data, -1, 0) if channels else data
-    else:
-        below = planes[level - 1]
-        rows = np.arange(region.row0, region.row1) * below[0] // plane[0]
-        cols = np.arange(region.col0, region.col1) * below[1] // plane[1]
-        slices = () if volume.out_slice_axis is None else (slice_index,)
-        data = image[str(level - 1)].oindex[(*(slice(None) for _ in channels), *slices, rows, cols)]
-    image[str(level)][index] = data
-    target.mark_done(f"image{level}", (slice_index, chunk_index))
-
-
-def finish_image(image: zarr.Group, volume: Volume, planes: list[tuple[int, ...]]) -> None:
-    """Write the image group's ``ome`` attributes (axes: a channel axis first when the model sees channels)."""
-    axes = ngff_axes(volume)
-    scales = _level_scales(volume, planes)
-    if _channels(volume):
-        axes = [{"name": "c", "type": "channel"}, *axes]
-        scales = [[1.0, *scale] for scale in scales]
-    image.attrs.update({"ome": _multiscale("image", axes, scales)})
