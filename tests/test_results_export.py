@@ -308,3 +308,20 @@ def test_open_result_refuses_bad_input(tmp_path):
     labels[1, 1] = -3
     with pytest.raises(InvalidInputError, match="negative ids in rows 0:4, cols 0:4"):
         export_result(labels, tmp_path / "unused.csv", to="csv")
+
+
+def test_roi_export_reads_no_uncertainty(tmp_path):
+    """ROIs carry no values: the uncertainty map is never read for them (it is for the other formats)."""
+    labels = np.zeros((32, 32), np.uint8)
+    labels[4:12, 4:12] = 1
+
+    class Unreadable:
+        shape, dtype, ndim = labels.shape, np.dtype(np.float32), 2
+
+        def __getitem__(self, index):
+            raise OSError("uncertainty read")
+
+    result = open_result(labels, Unreadable())
+    assert len(roifile.roiread(export_result(result, tmp_path / "r.zip", to="imagej-roi"))) == 1
+    with pytest.raises(InvalidInputError, match="uncertainty read"):
+        export_result(result, tmp_path / "r.csv", to="csv")

@@ -137,7 +137,7 @@ def export_result(
     with bar:
         table = scan_objects(result, on_block=step)
         visit = to != "csv" or (result.uncertainty is not None and bool(np.isnan(table.mean_uncertainty).any()))
-        windows = object_windows(result, table, band_width=band_width, on_object=step)
+        windows = object_windows(result, table, band_width=band_width, values=to != "imagej-roi", on_object=step)
         if visit:
             step(state["done"], state["total"] + len(table))
         with staged(target, folder=False) as temp:

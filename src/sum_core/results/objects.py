@@ -207,13 +207,15 @@ def object_windows(
     table: ObjectTable,
     *,
     band_width: int = 2,
+    values: bool = True,
     on_object: Callable[[], None] | None = None,
 ) -> Iterator[ObjectWindow]:
     """Visit every row of ``table``: its mask in its bounding box grown by ``band_width`` (clipped to the plane).
 
     Objects come by slice, then by the read block holding their window's top-left corner (row-major), then by
-    label. Where the result has an uncertainty map and a row's uncertainty is unknown, it is computed with
-    :func:`sum_core.ais_uncertainty.ais_object_scores` and written into ``table`` before the row is yielded.
+    label. With ``values``, where the result has an uncertainty map and a row's uncertainty is unknown, it is
+    computed with :func:`sum_core.ais_uncertainty.ais_object_scores` and written into ``table`` before the row
+    is yielded.
 
     Parameters
     ----------
@@ -222,6 +224,8 @@ def object_windows(
         From :func:`scan_objects` of the same result.
     band_width : int
         The boundary band's half-width (and the windows' margin), ``>= 1``.
+    values : bool
+        Compute the unknown uncertainties (an export that writes none passes False: no uncertainty is read).
     on_object : callable, optional
         Called after each object.
 
@@ -240,7 +244,7 @@ def object_windows(
         s = int(table.slice[group[0]])
         r0, c0 = (grown[group[0], :2] // block) * block
         fits = np.all(grown[group, 2:] <= [r0 + block[0] + MARGIN, c0 + block[1] + MARGIN], axis=1)
-        compute = result.uncertainty is not None and bool(np.isnan(table.mean_uncertainty[group]).any())
+        compute = values and result.uncertainty is not None and bool(np.isnan(table.mean_uncertainty[group]).any())
         region = None
         if fits.any():
             r1, c1 = grown[group[fits], 2:].max(axis=0)
@@ -248,13 +252,13 @@ def object_windows(
         for i, inside in zip(group, fits):
             box = grown[i]
             if inside:
-                labels, values = (part[box[0] - r0:box[2] - r0, box[1] - c0:box[3] - c0] if part is not None else None
-                                  for part in region)
+                labels, window_values = (part[box[0] - r0:box[2] - r0, box[1] - c0:box[3] - c0]
+                                         if part is not None else None for part in region)
             else:
-                labels, values = _window(result, s, tuple(int(v) for v in box), compute)
+                labels, window_values = _window(result, s, tuple(int(v) for v in box), compute)
             mask = labels == int(table.label[i])
-            if values is not None and np.isnan(table.mean_uncertainty[i]):
-                scores = ais_object_scores(mask.astype(np.uint8), values, band_width=band_width)
+            if window_values is not None and np.isnan(table.mean_uncertainty[i]):
+                scores = ais_object_scores(mask.astype(np.uint8), window_values, band_width=band_width)
                 table.mean_uncertainty[i] = scores.mean_uncertainty[0]
                 table.boundary_uncertainty[i] = scores.boundary_uncertainty[0]
             yield ObjectWindow(int(i), int(table.label[i]), s, mask, (int(box[0]), int(box[1])))
