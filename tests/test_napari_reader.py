@@ -186,6 +186,7 @@ def test_target_of_an_ome_zarr_source_carries_its_pixel_size(make_napari_viewer,
 def test_file_open_offers_the_reader_and_others_are_not_taken(make_napari_viewer, tmp_path, plane_target, ngff):
     """File → Open finds our reader for results (napari asks which one); other paths get no reader from it."""
     from napari.errors import MultipleReaderError
+    from npe2 import PluginManager
 
     viewer = make_napari_viewer(show=True)
     with pytest.raises(MultipleReaderError) as found:
@@ -204,6 +205,8 @@ def test_file_open_offers_the_reader_and_others_are_not_taken(make_napari_viewer
     tifffile.imwrite(tiff, np.zeros((8, 8), np.uint16))
     for path in (plain, image_only, tmp_path, tiff):
         assert _reader.get_reader(str(path)) is None, path
+    offered = {reader.plugin_name for reader in PluginManager.instance().iter_compatible_readers([str(tiff)])}
+    assert PLUGIN not in offered  # files are never offered to it
     assert _reader.get_reader([str(plane_target), str(plane_target)]) is None
     assert _reader.get_reader(str(plane_target)) is not None
     assert _reader.get_reader(str(ngff[0])) is not None
