@@ -143,3 +143,30 @@ def test_help_explains_both_forms(capsys):
     with pytest.raises(SystemExit):
         cli_main(["export", "cells.zarr", "--help"])
     assert "--classification" in capsys.readouterr().out
+
+
+def test_ngff_batch_target_inside_an_ome_zarr_image(tmp_path, monkeypatch, ais_model):
+    """segment_zarr(format="ome-zarr") writes labels/cells into the user's image: it opens as a batch target (its
+    uncertainty image, its table, the parent's micrometre pixel size), and the default output lies beside it."""
+    pytest.importorskip("ome_zarr_models")
+    pytest.importorskip("ome_zarr")
+    from sum_core import ais
+    from test_batch_ais import finite_exact_maps
+    from test_batch_ngff import ome_image
+
+    monkeypatch.setattr(ais, "window_maps", finite_exact_maps())
+    stack = np.stack([random_discs((160, 200), 10, seed=s) for s in range(2)])
+    source = ome_image(tmp_path / "img.ome.zarr", stack)
+    target = source / "labels" / "cells"
+    segment_zarr(source, target, mode="ais", model=ais_model, format="ome-zarr", tile_shape=128, halo=24, **KW)
+    result = open_result(target)
+    assert result.slice_axis == 0 and result.scale == (2.0, 0.5, 0.5) and result.units == ("micrometer",) * 3
+    np.testing.assert_array_equal(result.uncertainty[...], zarr.open_group(target, mode="r")["uncertainty/0"][...])
+    with pytest.raises(InvalidInputError, match=r"label images \['nuclei', 'cells'\]"):
+        open_result(source)
+    assert cli_main(["export", str(target), "--to", "csv", "--no-progress"]) == 0
+    rows = pd.read_csv(tmp_path / "img_cells_objects.csv")
+    table = object_table(target)
+    assert rows["label"].tolist() == table["label"].tolist() and rows["area"].tolist() == table["area"].tolist()
+    assert rows["boundary_uncertainty"].tolist() == table["boundary_uncertainty"].tolist()
+    assert rows["area_micrometer^2"].tolist() == (table["area"] * 0.25).tolist()
