@@ -36,6 +36,16 @@ fi
 # Model export (the [export] extra, tests/test_export_*.py): ONNX, its CPU runtime and the BioImage.IO
 # spec validator; none of them declares torch.
 "$PY" -m pip install -q "onnx==1.23.0" "onnxruntime==1.31.0" "bioimageio.spec==0.5.14"
+# bioimageio.core runs its test_model on our packages (tests/test_export_bioimageio.py); 0.11.0 pins
+# bioimageio.spec 0.5.12 but runs with 0.5.14, hence --no-deps (its other imports are installed above).
+"$PY" -m pip install -q --no-deps "bioimageio.core==0.11.0" "xarray==2026.9.0"
+# Result exports and NGFF outputs read back by other projects' readers (tests/test_results_*.py,
+# test_batch_ngff.py, test_axes_sources.py, test_napari_reader*.py): shapely, geojson, pycocotools; ome-zarr-py
+# (writer of test inputs, Reader of our outputs) and ome-zarr-models (NGFF 0.5 validator) go in with --no-deps,
+# so that pip keeps the pydantic bioimageio.spec uses and adds no S3 stack (their imports are installed above).
+"$PY" -m pip install -q "roifile==2026.2.10" "shapely==2.2.0" "geojson==3.3.0" "pycocotools==2.0.11"
+"$PY" -m pip install -q --no-deps "ome-zarr==0.18.0" "ome-zarr-models==1.7" "pydantic-zarr==0.9.2" \
+  "Deprecated==1.3.1" "rangehttpserver==1.4.0"
 
 echo "== Package: sdist + wheel build, twine check, the wheel installed in a fresh venv (scripts/check_package.sh)"
 bash scripts/check_package.sh
