@@ -126,9 +126,11 @@ def test_summary_counts_objects_that_never_reach_as_max_clicks():
     ]
     table = summarise(rows, (0.85, 0.9), max_clicks=10)
     assert table[0] == {"model": "m", "user": "centre", "objects": 2, "NoC@85": 6.0, "reached 85": 0.5,
-                        "NoC@90": 6.5, "reached 90": 0.5, "best IoU": pytest.approx(0.675)}
-    assert table[1]["NoC@85"] == 10.0 and table[1]["best IoU"] == 0.0
-    assert markdown_table(table, (0.85, 0.9)).splitlines()[2] == "| m | centre | 2 | 6.00 | 50 | 6.50 | 50 | 0.675 |"
+                        "NoC@90": 6.5, "reached 90": 0.5, "IoU 1st click": pytest.approx(0.35),
+                        "best IoU": pytest.approx(0.675)}
+    assert table[1]["NoC@85"] == 10.0 and table[1]["IoU 1st click"] == table[1]["best IoU"] == 0.0
+    line = markdown_table(table, (0.85, 0.9)).splitlines()[2]
+    assert line == "| m | centre | 2 | 6.00 | 50 | 6.50 | 50 | 0.350 | 0.675 |"
 
 
 def test_bad_arguments_are_clear_errors():

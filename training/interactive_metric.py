@@ -175,7 +175,8 @@ def summarise(
     rows: Iterable[dict], thresholds: Sequence[float] = THRESHOLDS, max_clicks: int = MAX_CLICKS
 ) -> list[dict]:
     """Per (model, user): objects, mean NoC at each threshold (``max_clicks`` for an object that never
-    reached it), the fraction that reached it, and the mean best IoU (0 for a user that never clicked).
+    reached it), the fraction that reached it, the mean IoU after the first click and the mean best IoU (0 for
+    a user that never clicked; best = first: later clicks never helped).
 
     ``rows`` hold ``model``, ``user`` and ``ious`` (one object's :func:`iou_per_click`).
     """
@@ -189,23 +190,24 @@ def summarise(
             counts = [clicks_to_reach(trace, threshold) for trace in traces]
             entry[f"NoC@{round(100 * threshold)}"] = float(np.mean([max_clicks if n is None else n for n in counts]))
             entry[f"reached {round(100 * threshold)}"] = sum(n is not None for n in counts) / len(counts)
+        entry["IoU 1st click"] = float(np.mean([trace[0] if trace else 0.0 for trace in traces]))
         entry["best IoU"] = float(np.mean([max(trace, default=0.0) for trace in traces]))
         table.append(entry)
     return table
 
 
 def markdown_table(table: list[dict], thresholds: Sequence[float] = THRESHOLDS) -> str:
-    """The summary as a Markdown table (NoC with two decimals, reached as a percentage, best IoU)."""
+    """The summary as a Markdown table (NoC with two decimals, reached as a percentage, IoUs with three)."""
     head = ["model", "user", "objects"]
     for threshold in thresholds:
         head += [f"NoC@{round(100 * threshold)}", f"reached {round(100 * threshold)} %"]
-    head.append("best IoU")
+    head += ["IoU 1st click", "best IoU"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in table:
         cells = [entry["model"], entry["user"], str(entry["objects"])]
         for threshold in thresholds:
             key = round(100 * threshold)
             cells += [f"{entry[f'NoC@{key}']:.2f}", f"{100 * entry[f'reached {key}']:.0f}"]
-        cells.append(f"{entry['best IoU']:.3f}")
+        cells += [f"{entry['IoU 1st click']:.3f}", f"{entry['best IoU']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
