@@ -31,12 +31,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from .ais_postprocess import check_decoder_map
 from .errors import InvalidInputError
-from .uncertainty import bernoulli_entropy
 from .validation import check_int, check_range
 
 __all__ = ["AisObjectScores", "ais_object_scores", "ais_pixel_uncertainty"]
@@ -97,6 +95,11 @@ def ais_pixel_uncertainty(
     if t == 1.0:
         raise InvalidInputError("boundary_distance_threshold: must be below 1 (no pixel lies beyond a threshold of 1)")
     ramp = np.clip((b - np.float32(t)) / np.float32(1.0 - t), 0.0, 1.0)
+    # torch only here: the per-object scores (results exports, the napari reader) stay torch-free.
+    import torch
+
+    from .uncertainty import bernoulli_entropy
+
     logits = torch.logit(torch.from_numpy(p.astype(np.float64))).clamp_(-_LOGIT_LIMIT, _LOGIT_LIMIT)
     entropy = bernoulli_entropy(logits).numpy()
     return np.maximum(entropy, p * ramp).astype(np.float32, copy=False)
