@@ -14,6 +14,7 @@ often the suggestion's own label was the ground truth's.
 
     python benchmarks/bench_suggested_click.py                  # the README numbers (a few minutes, 1 thread)
     python benchmarks/bench_suggested_click.py --quick          # smoke run: 2 images each way, one epoch
+    python benchmarks/bench_suggested_click.py --model sam_hq_vit_b --lr 1e-3 --device cuda   # a real base model
 """
 
 from __future__ import annotations
@@ -48,13 +49,14 @@ from training.interactive_metric import (  # noqa: E402
 )
 
 
-def fine_tune(base: Path, data: Path, run: Path, args: argparse.Namespace) -> Path:
+def fine_tune(base: str, data: Path, run: Path, args: argparse.Namespace) -> Path:
     """``python -m training.finetune`` (HQ-SAM's scheme: HQ modules and SUM tables) on ``data``; the final
     checkpoint."""
     finetune.main([
-        "--checkpoint", str(base), "--data", str(data), "--output", str(run), "--scheme", "hq",
+        "--checkpoint", base, "--data", str(data), "--output", str(run), "--scheme", "hq",
         "--lr", str(args.lr), "--epochs", "1" if args.quick else str(args.epochs), "--batch-size", "2",
         "--max-instances", "3", "--seed", str(args.seed), "--no-progress",
+        *(["--device", args.device] if args.device else []),
     ])
     return run / "final.pth"
 
@@ -62,6 +64,7 @@ def fine_tune(base: Path, data: Path, run: Path, args: argparse.Namespace) -> Pa
 def main(argv: list[str] | None = None) -> int:
     """Build the data, fine-tune, score both models with the three users; print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="base model instead of the walk-through's tiny one (path or registry name)")
     parser.add_argument("--train-images", type=int, default=16)
     parser.add_argument("--eval-images", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=8)
@@ -72,22 +75,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="uncertainty methods the suggestion is measured with (one suggested user each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument("--device", help="cpu, cuda, mps (default: the tiny model on the CPU, else the best available)")
     parser.add_argument("--workdir", type=Path, help="keep data and checkpoints here (default: a temp folder)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 images each way, one epoch")
     args = parser.parse_args(argv)
+    if args.device is None and not args.model:
+        args.device = "cpu"
     torch.set_num_threads(args.threads)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_suggested_click_"))
     train = make_dataset(work / "train", 2 if args.quick else args.train_images, seed=0)
     held_out = make_dataset(work / "eval", 2 if args.quick else args.eval_images, seed=2)
-    base = tiny_model(work / "base.pth")
+    base = args.model or str(tiny_model(work / "base.pth"))
     start = time.perf_counter()
     tuned = fine_tune(base, train, work / "run", args)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); fine-tuning {time.perf_counter() - start:.0f} s")
 
     rows = []
-    for name, path in (("untrained", base), ("fine-tuned", tuned)):
-        predictor = Predictor(load_model(str(path), device="cpu"), device="cpu")
+    for name, path in (("base" if args.model else "untrained", base), ("fine-tuned", tuned)):
+        predictor = Predictor(load_model(str(path), device=args.device), device=args.device)
         for n, method in enumerate(args.uncertainty):
             # the masks do not depend on the uncertainty method: the other users run once
             suggested = SuggestedUser(args.threshold)
