@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import runpy
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -155,3 +159,18 @@ def test_score_dataset_runs_a_real_model_click_by_click(small_hq_checkpoint, tmp
         ("a.tif", 3, "centre"), ("a.tif", 3, "random"), ("a.tif", 3, "suggested")
     ]
     assert all(len(r["ious"]) == 2 and all(0.0 <= v <= 1.0 for v in r["ious"]) for r in rows)
+
+
+def test_the_benchmark_runs_quick(tmp_path, monkeypatch, capsys):
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_suggested_click.py"
+    monkeypatch.setattr(sys, "argv", [str(bench), "--quick", "--workdir", str(tmp_path)])
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts examples/ on it
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(bench), run_name="__main__")
+    assert done.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = "| model | user | objects | NoC@85 | reached 85 % | NoC@90 | reached 90 % | IoU 1st click | best IoU |"
+    start = lines.index(head)
+    users = [line.split(" | ")[1] for line in lines[start + 2 : start + 10]]
+    assert users == ["suggested (disagreement)", "centre", "random", "suggested (entropy)"] * 2
+    assert (tmp_path / "run" / "final.pth").is_file()
