@@ -124,7 +124,8 @@ def _plane(value: Any, name: str) -> Any:
     shape = tuple(getattr(value, "shape", np.shape(value)))
     if len(shape) != 2 or 0 in shape:
         raise InvalidInputError(f"{name}: expected a non-empty 2D (H, W) array, got shape {shape}")
-    return value if hasattr(value, "shape") and hasattr(value, "__getitem__") else np.asarray(value)
+    lazy = all(hasattr(value, attribute) for attribute in ("shape", "dtype", "__getitem__"))
+    return value if lazy else np.asarray(value)
 
 
 def _region(window: Sequence[int], shape: tuple[int, int]) -> Region:
@@ -227,10 +228,10 @@ def suggest_click(
     mask, u_map = _plane(mask, "mask"), _plane(u_map, "uncertainty")
     if tuple(u_map.shape) != tuple(mask.shape):
         raise InvalidInputError(f"uncertainty: shape {tuple(u_map.shape)} differs from the mask's {tuple(mask.shape)}")
-    dtype = np.dtype(getattr(mask, "dtype", np.asarray(mask).dtype))
+    dtype = np.dtype(mask.dtype)
     if not (dtype == bool or np.issubdtype(dtype, np.integer)):
         raise InvalidInputError(f"mask: expected a bool or integer mask, got dtype {dtype}")
-    u_dtype = np.dtype(getattr(u_map, "dtype", np.asarray(u_map).dtype))
+    u_dtype = np.dtype(u_map.dtype)
     if u_dtype == bool or not (np.issubdtype(u_dtype, np.floating) or np.issubdtype(u_dtype, np.integer)):
         raise InvalidInputError(f"uncertainty: expected real values in [0, 1], got dtype {u_dtype}")
     h, w = (int(n) for n in mask.shape)
