@@ -21,7 +21,7 @@ pixel, because a click's effect spreads from it: a click deep inside a region co
 
 **Where it looks.** Only the object's neighbourhood is read: the mask's bounding box (or the ``window``
 given, e.g. where the object was drawn) grown by ``margin`` pixels on every side and clipped to the image.
-Uncertain pixels farther away belong to other objects' business, and a click per object never costs
+Uncertain pixels farther away are other objects' business, and a click per object never costs
 work on the whole image (only finding the mask's bounding box reads it, and a ``window`` avoids even
 that: lazy zarr / dask arrays are then read in the window alone). The window's edge counts as a border
 for the distance transform, as the image border does.
