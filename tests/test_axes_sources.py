@@ -122,6 +122,17 @@ def test_imagej_hyperstack_axes_any_case_and_calibration(tmp_path):
     assert open_volume(tmp_path / "zyx.tif", axis="z").slice_axis == 0  # --axis z for axes Z, Y, X
 
 
+def test_ngff_axis_of_type_channel_is_channels_whatever_its_name(tmp_path):
+    data = np.random.default_rng(6).integers(0, 255, (2, 40, 50), dtype=np.uint8)
+    group = zarr.open_group(tmp_path / "w.zarr", mode="w")
+    group.create_array("0", data=data)
+    axes = [{"name": "wavelength", "type": "channel"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [{"path": "0"}]}]
+    volume = open_volume(tmp_path / "w.zarr", channel=1)
+    assert volume.channel_axis == 0 and volume.out_names == ("y", "x") and volume.slice_axis is None
+    np.testing.assert_array_equal(volume.read(0, Region(0, 0, 40, 50)), data[1])
+
+
 def test_axis_names_differing_only_by_case_are_ambiguous():
     array = zarr.create_array(store={}, shape=(2, 8, 8), dtype="u1", dimension_names=["Z", "z", "x"])
     with pytest.raises(InvalidInputError, match="'z' is ambiguous"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import zarr
 
 from .imageio import TIFF_SUFFIXES
 
-__all__ = ["CHANNEL_NAMES", "axis_names", "is_channel_name", "ome_unit", "physical_scale"]
+__all__ = ["CHANNEL_NAMES", "axis_names", "channel_axes", "is_channel_name", "ome_unit", "physical_scale"]
 
 #: Axis names (compared case-insensitively) that hold channels or colour samples, never slices.
 CHANNEL_NAMES = frozenset({"c", "channel", "channels", "s", "sample", "samples", "rgb", "rgba"})
@@ -67,6 +68,26 @@ def axis_names(source: Any, key: str | None, array: Any) -> list[str] | None:
     """
     names = _named_axes(source, key, array)
     return names if names is not None and len(names) == len(array.shape) else None
+
+
+def channel_axes(source: Any, key: str | None, array: Any, names: Sequence[str]) -> list[int]:
+    """The axes of ``array`` that hold channels: named S, C, channel(s), rgb (any case), or of
+    NGFF ``type: "channel"`` whatever their name.
+
+    Parameters
+    ----------
+    source, key, array
+        As for :func:`axis_names`.
+    names : sequence of str
+        The names of ``array``'s axes (:func:`axis_names`, or the indices as strings).
+    """
+    found = _multiscale(source, key)
+    axes = (found[0].get("axes") or []) if found is not None else []
+    typed = len(axes) == len(names) and all(isinstance(a, dict) for a in axes)
+    return [
+        a for a, name in enumerate(names)
+        if is_channel_name(name) or (typed and str(axes[a].get("type", "")).lower() == "channel")
+    ]  # fmt: skip
 
 
 def _named_axes(source: Any, key: str | None, array: Any) -> list[str] | None:

@@ -7,8 +7,9 @@ and read through :class:`sum_core.sources.Planes`, so only the windows asked for
 Axes are named as the file names them (:func:`sum_core.source_axes.axis_names`: OME-Zarr
 ``axes``, zarr v3 ``dimension_names``, ``_ARRAY_DIMENSIONS`` / ``dims``, TIFF series axes such
 as ``YXS`` or ``TZCYX``), else by their index (``"0"``, ``"1"``...). An axis named S, C,
-channel(s) or rgb (any case) holds channels wherever it is (an unnamed last axis of 3 or 4
-values on a 3D+ source too); ``channel=`` chooses which feed the model. The **slice** axis
+channel(s) or rgb (any case), or of NGFF type ``channel``, holds channels wherever it is (an
+unnamed last axis of 3 or 4 values on a 3D+ source too); ``channel=`` chooses which feed the
+model. The **slice** axis
 (``axis=``, a name matched case-insensitively or an index; by default the first axis of a 3D
 grayscale source) is iterated over; the two remaining axes form the (row, col) plane. The
 outputs have the source's axes without the channel axis, with the physical pixel size of
@@ -27,7 +28,7 @@ import numpy as np
 import zarr
 
 from ..errors import InvalidInputError
-from ..source_axes import axis_names, is_channel_name, physical_scale
+from ..source_axes import axis_names, channel_axes, physical_scale
 from ..sources import Planes, open_image
 from ..tiling import Region
 
@@ -167,7 +168,7 @@ def open_volume(
     names = tuple(axis_names(source, key, array) or (str(i) for i in range(ndim)))
     described = ", ".join(f"{names[a]}={array.shape[a]}" for a in range(ndim))
     slice_axis = None if axis is None else _axis_index(axis, names)
-    named = [a for a in range(ndim) if is_channel_name(names[a])]
+    named = channel_axes(source, key, array, names)
     if len(named) > 1:
         raise InvalidInputError(
             f"source: has {len(named)} channel axes ({described}); select one of them first (e.g. with "
