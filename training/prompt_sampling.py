@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from sum_core.errors import InvalidInputError
+from sum_core.suggest import largest_region_click
 
 BOX_JITTER_STD_FRACTION = 0.1
 BOX_JITTER_MAX_OFFSET = 20.0
@@ -240,9 +240,6 @@ def noisy_mask_prompt(
     return ((m + noise * band) > 0.5).float() * foreground_value
 
 
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
 def center_click(prediction, target) -> tuple[np.ndarray, int] | None:
     """Deterministic evaluation click at the centre of the largest error region.
 
@@ -267,18 +264,7 @@ def center_click(prediction, target) -> tuple[np.ndarray, int] | None:
         raise InvalidInputError(
             f"prediction and target must have the same shape, got {pred.shape} and {gt.shape}"
         )
-    best: tuple[int, np.ndarray, int] | None = None
-    for error, label in ((gt & ~pred, 1), (pred & ~gt, 0)):
-        components, count = ndimage.label(error, structure=_EIGHT_CONNECTED)
-        if count == 0:
-            continue
-        sizes = np.bincount(components.ravel())[1:]
-        largest = int(np.argmax(sizes))
-        if best is None or sizes[largest] > best[0]:
-            best = (int(sizes[largest]), components == largest + 1, label)
-    if best is None:
+    click = largest_region_click(gt & ~pred, pred & ~gt)  # the one rule, shared with sum_core.suggest_click
+    if click is None:
         return None
-    _, component, label = best
-    distance = ndimage.distance_transform_edt(np.pad(component, 1))[1:-1, 1:-1]
-    point = np.array(np.unravel_index(int(np.argmax(distance)), distance.shape), dtype=np.int64)
-    return point, label
+    return np.array(click.point, dtype=np.int64), click.label
