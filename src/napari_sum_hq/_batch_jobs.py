@@ -8,6 +8,9 @@ event: a cancel stops the running tile (between two decoder batches in AMG
 mode, an object between two tiles in prompts mode) and the job before its next task, leaving a
 job that resumes when it is run again.
 
+:func:`many_job` runs :func:`sum_core.batch.segment_many` (a folder of images, one target each)
+the same way, its bar moving over all the files.
+
 Which automatic mode a model allows (AIS needs an AIS decoder) is decided by ``sum_core``'s one
 mode rule (:func:`sum_core.automatic.model_for_mode`): :func:`registry_decoder` answers for a
 registry name from its entry, without downloading anything (GUI thread); :func:`decoder_mode`
@@ -100,6 +103,39 @@ def batch_job_with_features(
     """:func:`batch_job`, then the target's object table as layer features (AIS jobs; else None)."""
     batch_job(source, target, choice, token, relay, **kwargs)
     return target, layer_features(target) if kwargs.get("mode") == "ais" else None
+
+
+def many_job(
+    sources: Any,
+    out_dir: Any,
+    choice: ModelChoice,
+    token: CancelToken,
+    relay: ProgressRelay,
+    on_file: Any = None,
+    on_files: Any = None,
+    **kwargs: Any,
+) -> tuple[Any, list]:
+    """Run (or resume) a ``segment_many`` job over a folder, glob pattern or list file; return
+    ``(out_dir, results)`` (one :class:`sum_core.batch.FileResult` per file).
+
+    Progress goes to ``relay`` as ``(steps done, PROGRESS_STEPS)`` over all the files (a file's
+    share moving with its tasks); ``on_files(files_done, n_files)`` when a file starts or ends and
+    ``on_file(result)`` when it ends (a Qt signal's ``emit``: called from the worker thread).
+    ``kwargs`` go to every :func:`sum_core.batch.segment_zarr` call.
+    """
+    from sum_core.batch import segment_many
+
+    def relay_progress(files_done: int, n_files: int, done: float, total: int) -> None:
+        within = done / total if total else 0.0
+        relay.progressed.emit(int(PROGRESS_STEPS * (files_done + within) / n_files), PROGRESS_STEPS)
+        if not total and on_files is not None:
+            on_files(files_done, n_files)
+
+    results = segment_many(
+        sources, out_dir, model=choice.source, device=choice.torch_device, scheduler="sync", progress=False,
+        cancel=token.event, on_progress=relay_progress, on_file=on_file, **kwargs,
+    )  # fmt: skip
+    return out_dir, results
 
 
 def layer_features(target: Any, id_offset: int = 0, slice_offset: int = 0) -> Any:
