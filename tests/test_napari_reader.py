@@ -157,9 +157,11 @@ def test_ngff_labels_open_with_scale_units_and_properties(make_napari_viewer, ng
                                                                for p in properties])
 
 
-def test_target_of_an_ome_zarr_source_carries_its_pixel_size(make_napari_viewer, tmp_path, monkeypatch):
-    """An AMG target (no object table) of an OME-Zarr (c, z, y, x) source with a pixel size: the layers get the
-    source's scale and units; its objects are scanned (small result)."""
+@pytest.mark.parametrize("form", ["zarr", "ome-zarr"])
+def test_target_of_an_ome_zarr_source_carries_its_pixel_size(make_napari_viewer, tmp_path, monkeypatch, form):
+    """An AMG job (no object table) on an OME-Zarr (c, z, y, x) source with a pixel size, written as our zarr
+    group or as an NGFF label image inside the source (``format="ome-zarr"``, opened as the image or as its
+    label image): the layers get the source's scale and units; the objects are scanned (a small result)."""
     from sum_core.batch import auto as batch_auto
     from test_batch import blobs, fake_records, use_model
     from test_batch_scale import ome_zarr_czyx
@@ -170,17 +172,21 @@ def test_target_of_an_ome_zarr_source_carries_its_pixel_size(make_napari_viewer,
     source = tmp_path / "img.ome.zarr"
     ome_zarr_czyx(source, np.stack([np.stack([blobs((96, 120), seed=10 * c + s, n=4) for s in range(2)])
                                     for c in range(2)]))
-    target = segment_zarr(source, tmp_path / "amg.zarr", channel=1, axis="z", tile_shape=(48, 64), halo=16,
-                          progress=False)
+    out = tmp_path / "amg.zarr" if form == "zarr" else source / "labels" / "cells"
+    target = segment_zarr(source, out, channel=1, axis="z", tile_shape=(48, 64), halo=16, progress=False,
+                          format=form)
+    plane = target["labels" if form == "zarr" else "0"][1]
     viewer = make_napari_viewer(show=True)
-    labels_layer, uncertainty_layer = viewer.open(str(tmp_path / "amg.zarr"), plugin=PLUGIN)
-    for layer in (labels_layer, uncertainty_layer):
-        np.testing.assert_array_equal(layer.scale, [2.0, 0.5, 0.25])
-        assert [str(u) for u in layer.units] == ["micrometer"] * 3
-    plane = target["labels"][1]
-    rows = labels_layer.features[labels_layer.features["slice"] == 1]
-    assert sorted(rows["index"]) == sorted(int(k) for k in np.unique(plane[plane > 0]))
-    assert not np.isnan(rows["mean_uncertainty"]).any()  # computed from the uncertainty map (no table recorded)
+    for where in [out] + ([source] if form == "ome-zarr" else []):
+        viewer.layers.clear()
+        labels_layer, uncertainty_layer = viewer.open(str(where), plugin=PLUGIN)
+        for layer in (labels_layer, uncertainty_layer):
+            np.testing.assert_array_equal(layer.scale, [2.0, 0.5, 0.25])
+            assert [str(u) for u in layer.units] == ["micrometer"] * 3
+        np.testing.assert_array_equal(np.asarray(labels_layer.data[1]), plane)
+        rows = labels_layer.features[labels_layer.features["slice"] == 1]
+        assert sorted(rows["index"]) == sorted(int(k) for k in np.unique(plane[plane > 0]))
+        assert not np.isnan(rows["mean_uncertainty"]).any()  # computed from the uncertainty map
 
 
 def test_file_open_offers_the_reader_and_others_are_not_taken(make_napari_viewer, tmp_path, plane_target, ngff):
