@@ -40,3 +40,23 @@ def test_channel_flag_one_source_and_a_folder(tmp_path, monkeypatch, capsys):
         assert same_partition(labels, ndimage.label(stack[1] > 1000)[0])
     assert main(["batch", str(folder), str(tmp_path / "dark"), "--channel", "0", *TILING]) == 0
     assert zarr.open_group(str(tmp_path / "dark" / "a.zarr"), mode="r")["labels"][...].max() == 0
+
+
+def test_format_ome_zarr_flag_one_source_and_a_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_auto, "window_records", Counter())
+    use_model(monkeypatch, tiny_model())
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = {name: blobs((64, 80), seed=seed) for seed, name in enumerate("ab")}
+    for name, image in images.items():
+        zarr.open_group(str(folder / f"{name}.zarr"), mode="w").create_array("img", data=image)
+    assert main(["batch", str(folder / "a.zarr"), str(tmp_path / "one.ome.zarr"), "--format", "ome-zarr", *TILING]) == 0
+    assert main(["batch", str(folder), str(tmp_path / "many"), "--format", "ome-zarr", *TILING]) == 0
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["a.ome.zarr", "b.ome.zarr", "summary.csv"]
+    for path, name in ((tmp_path / "one.ome.zarr", "a"), (tmp_path / "many" / "a.ome.zarr", "a"),
+                       (tmp_path / "many" / "b.ome.zarr", "b")):
+        group = zarr.open_group(str(path), mode="r")
+        assert "multiscales" in group.attrs["ome"]  # an NGFF image, with its label image
+        label_name = group["labels"].attrs["ome"]["labels"][0]
+        labels = group[f"labels/{label_name}/0"][...]
+        assert same_partition(labels, ndimage.label(images[name] > 1000)[0])

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..errors import Cancelled, InvalidInputError
 from ..imageio import TIFF_SUFFIXES, check_input_path, is_zarr_path
 from .job import segment_zarr
+from .writer import Target
 
 __all__ = ["FileResult", "IMAGE_SUFFIXES", "SUMMARY", "is_many", "list_sources", "output_names", "segment_many"]
 
@@ -299,7 +300,7 @@ def _segment_one(result, out, index, n_files, results, progress, on_progress, kw
         _record(result, "failed", start, _described(error))
     else:
         _record(result, "done", start, "")
-        labels = group["labels"]
+        labels = Target(group).labels  # "labels", or the level 0 of an OME-Zarr label image
         result.slices = int(np.prod(labels.shape[: labels.ndim - 2], dtype=np.int64))
         result.objects = int(group["counts"][...].sum()) if "counts" in group else None
     _write_summary(out, results)

@@ -49,6 +49,10 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--halo", type=non_negative, metavar="N", help="context around each tile (with --tile)")
     parser.add_argument("--axis", help="slice axis name (e.g. z, t) or index; needed for 4D+ sources")
     add_channel_argument(parser)
+    parser.add_argument("--format", choices=("zarr", "ome-zarr"), default="zarr",
+                        help="zarr: a zarr v3 group with 'labels' and 'uncertainty' (default); ome-zarr: NGFF 0.5 "
+                        "labels (inside an OME-Zarr source when TARGET is SOURCE/labels/NAME, else a new OME-Zarr "
+                        "image; many inputs: one NAME.ome.zarr each)")
     parser.add_argument("--mode", choices=_MODES, default=None,
                         help="automatic mode: ais (the model's AIS decoder), amg (SAM's point grid) or auto (default: "
                         "the mode of the options given, else ais when the model has an AIS decoder)")
@@ -69,6 +73,7 @@ def run_batch(args: argparse.Namespace) -> int:
     """Execute ``sum-hq batch``."""
     from ..batch import segment_zarr, verify_target
     from ..batch.many import is_many
+    from ..batch.writer import Target
 
     from ..ais_options import AisOptions
     from ..auto_options import AutoOptions
@@ -110,6 +115,7 @@ def run_batch(args: argparse.Namespace) -> int:
         axis=axis,
         key=args.key,
         channel=args.channel,
+        format=args.format,
         overwrite=args.overwrite,
         repair=args.repair,
         device=args.device,
@@ -121,12 +127,19 @@ def run_batch(args: argparse.Namespace) -> int:
     if many:
         return _run_many(args, kwargs)
     group = segment_zarr(args.source, args.target, prompts=args.prompts, **kwargs)
-    print(f"wrote {args.target}: labels {args.target / 'labels'} (uint32, shape {group['labels'].shape}), "
-          f"uncertainty {args.target / 'uncertainty'} (float16)")
+    labels, uncertainty = (_local(array.store_path) for array in (Target(group).labels, Target(group).uncertainty))
+    print(f"wrote {args.target}: labels {labels} (uint32, shape {Target(group).labels.shape}), "
+          f"uncertainty {uncertainty} (float16)")
     if "objects" in group:
-        print(f"per-object table: {args.target / 'objects'} ({group['objects/label'].shape[0]} objects; columns "
+        print(f"per-object table: {_local(group['objects'].store_path)} ({group['objects/label'].shape[0]} objects; columns "
               "label, slice, area, mean_uncertainty, boundary_uncertainty; sum_core.batch.object_table reads it)")
     return 0
+
+
+def _local(store_path: object) -> str:
+    """A zarr store path as a user types it (``file:///a/b`` -> ``/a/b``)."""
+    text = str(store_path)
+    return text.removeprefix("file://")
 
 
 def _run_many(args: argparse.Namespace, kwargs: dict) -> int:
