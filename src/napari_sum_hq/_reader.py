@@ -79,15 +79,9 @@ def _raise(err: Exception, path: Any) -> list:
 
 
 def _read(result: Any, path: Any) -> list[tuple[Any, dict[str, Any], str]]:
-    return result_layer_data(result, _stem(Path(os.fspath(path))))
+    from sum_core.results import result_stem
 
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.zarr", ".zarr"):
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name or "result"
+    return result_layer_data(result, result_stem(Path(os.fspath(path)).name) or "result")
 
 
 def result_layer_data(result: Any, stem: str) -> list[tuple[Any, dict[str, Any], str]]:

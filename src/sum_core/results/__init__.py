@@ -29,12 +29,13 @@ _LAZY = {
     "mask_polygons": ".polygons",
     "object_windows": ".objects",
     "open_result": ".result",
+    "result_stem": ".export",
     "scan_objects": ".objects",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from .choices import FORMATS, OBJECT_TYPES
-    from .export import default_output, export_result
+    from .export import default_output, export_result, result_stem
     from .objects import ObjectTable, ObjectWindow, object_windows, scan_objects
     from .polygons import mask_polygons
     from .result import Result, open_result

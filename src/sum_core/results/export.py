@@ -34,14 +34,19 @@ def default_output(source: str | os.PathLike, to: str) -> Path:
     outer = path
     while outer.parent != outer and is_zarr_path(outer.parent):
         outer = outer.parent
-    stems = [_stem(outer.name)] + ([_stem(path.name)] if outer != path else [])
+    stems = [result_stem(outer.name)] + ([result_stem(path.name)] if outer != path else [])
     return outer.parent / _DEFAULT_NAMES[to].format("_".join(s for s in stems if s) or "result")
 
 
-def _stem(name: str) -> str:
+def result_stem(name: str) -> str:
+    """A result's file or folder name without its image suffix (``"cells.ome.zarr"`` -> ``"cells"``).
+
+    >>> result_stem("cells.ome.zarr"), result_stem("seg.TIF"), result_stem(".zarr")
+    ('cells', 'seg', '.zarr')
+    """
     lower = name.lower()
     for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif"):
-        if lower.endswith(suffix):
+        if lower.endswith(suffix) and len(name) > len(suffix):
             return name[:-len(suffix)]
     return name
 
