@@ -264,10 +264,8 @@ def segment_many(
     out = _check_out_dir(out_dir, sources)
     earlier = {Path(row.file): row for row in _read_summary(out)}
     names = output_names(files, {path: row.output for path, row in earlier.items()}, _output_suffix(segment_zarr_kwargs))
-    results = [
-        FileResult(str(path), name, seconds=earlier[path].seconds if path in earlier else 0.0)
-        for path, name in zip(files, names)
-    ]
+    # rows of an earlier run kept until their file is reached (a done file stays done if this run stops first)
+    results = [earlier.get(path) or FileResult(str(path), name) for path, name in zip(files, names)]
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(files), desc="sum-hq batch files", unit="file", disable=not progress)
     try:
@@ -366,13 +364,18 @@ def _read_summary(out: Path) -> list[FileResult]:
                     f"{list(COLUMNS)}); choose another output folder or move that file"
                 )
             return [
-                FileResult(row["file"], row["output"], row["status"], seconds=float(row["seconds"] or 0.0))
+                FileResult(row["file"], row["output"], row["status"], _count(row["objects"]), _count(row["slices"]),
+                           float(row["seconds"] or 0.0), row["error"])
                 for row in reader
             ]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, csv.Error) as error:
         if isinstance(error, InvalidInputError):
             raise
         raise InvalidInputError(f"out_dir: cannot read the summary {path}: {error}") from None
+
+
+def _count(text: str) -> int | None:
+    return int(text) if text else None
 
 
 def _write_summary(out: Path, results: Sequence[FileResult]) -> None:
