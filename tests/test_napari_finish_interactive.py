@@ -32,7 +32,7 @@ def test_choosing_an_image_with_an_undownloaded_model_downloads_nothing_until_do
     from sum_core import zoo
     from sum_core.errors import InvalidInputError
 
-    from napari_sum_hq import _interactive_widget
+    from napari_sum_hq import _interactive_images
     from napari_sum_hq._job_widget import ERROR_STYLE
 
     prepared = []
@@ -42,7 +42,7 @@ def test_choosing_an_image_with_an_undownloaded_model_downloads_nothing_until_do
         raise InvalidInputError("image: recorded by the test")
         yield  # a generator, as the real one
 
-    monkeypatch.setattr(_interactive_widget, "prepare_steps", prepare_steps)
+    monkeypatch.setattr(_interactive_images, "prepare_steps", prepare_steps)
     viewer = make_napari_viewer(show=True)
     viewer.add_image(disk_image(), name="cells")
     widget = open_interactive(viewer)
@@ -70,7 +70,7 @@ def test_choosing_an_image_with_an_undownloaded_model_downloads_nothing_until_do
 def test_a_sum_error_turns_the_status_red_without_a_pop_up_and_progress_has_an_eta(
     make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications  # noqa: F811
 ):
-    from napari_sum_hq import _interactive_widget
+    from napari_sum_hq import _interactive_jobs
     from napari_sum_hq._job_widget import ERROR_STYLE, ProgressTracker
     from napari_sum_hq._session import PREPARE_STEPS
 
@@ -81,7 +81,7 @@ def test_a_sum_error_turns_the_status_red_without_a_pop_up_and_progress_has_an_e
             reports.append((self.description, done, total))
             super().update(done, total)
 
-    monkeypatch.setattr(_interactive_widget, "ProgressTracker", Recording)
+    monkeypatch.setattr(_interactive_jobs, "ProgressTracker", Recording)
     viewer = make_napari_viewer(show=True)
     viewer.add_image(disk_image(), name="cells")
     widget = open_interactive(viewer)

@@ -1,7 +1,7 @@
 """Issue 14 item 7: large images in the interactive widget (GUI, shown viewer, real keys and buttons).
 
 A cut at ``max tiles`` is said and can be continued; a cache folder typed after choosing the image
-is used; point markers keep their screen size at every zoom of a 6000 px image; a second S while
+is used; point markers and box outlines keep their screen size at every zoom of a 6000 px image; a second S while
 a segmentation runs encodes no tile twice.
 """
 
@@ -104,6 +104,42 @@ def test_point_markers_keep_their_screen_size_at_every_zoom_of_a_6000_px_image(
         qtbot.wait(100)
         sizes.append(green_diameter(viewer))
     assert min(sizes) >= MARKER_SCREEN_PX - 2 and max(sizes) - min(sizes) <= 2, sizes
+    wait_for_encode(widget, qtbot)
+
+
+def yellow_runs(viewer) -> list[int]:
+    """Widths in screen pixels of the yellow box outlines crossed by the canvas' middle row."""
+    shot = np.asarray(viewer.screenshot(canvas_only=True, flash=False))
+    row = shot[shot.shape[0] // 2, :, :3].astype(int)
+    yellow = np.r_[False, (row[:, 0] > 100) & (row[:, 1] > 100) & (row[:, 2] < 80), False]
+    edges = np.flatnonzero(np.diff(yellow.astype(int)))
+    return (edges[1::2] - edges[::2]).tolist()
+
+
+def test_box_outlines_keep_their_screen_width_at_every_zoom_of_a_6000_px_image(
+    make_napari_viewer, qtbot, tiny_checkpoint
+):
+    """Issue 14 item 7 (box prompts, as the point markers): a box's outline is as wide on the screen
+    zoomed out as zoomed in, also for a box drawn after zooming (napari draws edges in data units)."""
+    from napari_sum_hq._layers import BOX_EDGE_SCREEN_PX
+
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((6000, 6000), np.uint8), name="huge", contrast_limits=(0, 255))
+    widget = open_widget(viewer, qtbot, tiny_checkpoint, "huge", wait=False)
+    boxes = widget.layers.boxes()
+    boxes.add_rectangles(np.array([[2950, 2950], [3050, 3050]]))
+    widths = {}
+    for zoom in (0.1, 0.4, 2.0):  # the whole image, closer, pixels visible
+        viewer.scene.camera.center = (3000, 3000)
+        viewer.scene.camera.zoom = zoom
+        qtbot.wait(100)
+        widths[zoom] = yellow_runs(viewer)
+    boxes.add_rectangles(np.array([[2980, 2980], [3020, 3020]]))  # drawn at zoom 2
+    qtbot.wait(100)
+    widths["second box"] = yellow_runs(viewer)
+    assert [len(runs) for runs in widths.values()] == [2, 2, 2, 4], widths
+    every = [width for runs in widths.values() for width in runs]
+    assert min(every) >= BOX_EDGE_SCREEN_PX - 1 and max(every) <= BOX_EDGE_SCREEN_PX + 1, widths
     wait_for_encode(widget, qtbot)
 
 

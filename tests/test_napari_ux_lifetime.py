@@ -32,10 +32,10 @@ def open_from_plugins_menu(viewer):
 def test_closing_the_dock_releases_the_widget_and_reopening_restores_it(
     make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch, notifications
 ):
-    import napari_sum_hq._interactive_widget as iw
+    import napari_sum_hq._interactive_images as images
 
     prepared = []  # (widget, slice) of every preparation started
-    original = iw.prepare_steps
+    original = images.prepare_steps
 
     def counting(choice, model, plane, slice_key, *rest):
         prepared.append(slice_key)
@@ -43,7 +43,7 @@ def test_closing_the_dock_releases_the_widget_and_reopening_restores_it(
             time.sleep(1.0)  # a slow preparation, running when the dock is closed
         return (yield from original(choice, model, plane, slice_key, *rest))
 
-    monkeypatch.setattr(iw, "prepare_steps", counting)
+    monkeypatch.setattr(images, "prepare_steps", counting)
     viewer = make_napari_viewer(show=True)
     viewer.add_image(disk_image(shape=(6, 64, 64), center=(32, 32), radius=12), name="stack")
     dock, widget = open_from_plugins_menu(viewer)
@@ -67,7 +67,7 @@ def test_closing_the_dock_releases_the_widget_and_reopening_restores_it(
         assert all(owner.keymap.get(coerce_keybinding(key)) is None for key in KEYS)
     viewer.dims.set_current_step(0, 3)  # a new slice: nothing prepares it any more
     press(viewer, qtbot, "s")
-    qtbot.wait(2 * iw.SLICE_DEBOUNCE_MS)
+    qtbot.wait(2 * images.SLICE_DEBOUNCE_MS)
     assert prepared == [first, (4,)] and not widget.is_busy and widget.running_workers == 0
 
     dock2, reopened = open_from_plugins_menu(viewer)  # Plugins menu again: a new widget

@@ -492,7 +492,7 @@ def test_scrolling_during_propagation_keeps_it_running_and_blank_slices_raise_no
     the status line, no error pop-up."""
     import threading
 
-    import napari_sum_hq._interactive_widget as iw
+    import napari_sum_hq._interactive_propagation as propagation_part
     from napari_sum_hq._propagation import PropagationResult
     from sum_core.propagation import DirectionStop, PropagationInfo
 
@@ -504,7 +504,7 @@ def test_scrolling_during_propagation_keeps_it_running_and_blank_slices_raise_no
         stop = DirectionStop(index, "empty_mask")
         return PropagationResult(model, (), PropagationInfo(stop, stop), {})
 
-    monkeypatch.setattr(iw, "propagation_job", slow_job)
+    monkeypatch.setattr(propagation_part, "propagation_job", slow_job)
     viewer = make_napari_viewer()
     stack = np.stack([disk_image((64, 64), (32, 32), 10 + z) for z in range(6)])
     stack[5] = 0  # a blank slice

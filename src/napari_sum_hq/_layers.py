@@ -47,6 +47,8 @@ POSITIVE, NEGATIVE = 1, 0
 #: Diameter of a point prompt on the screen, in screen pixels, at every zoom.
 MARKER_SCREEN_PX = 12
 POINT_COLORS = {POSITIVE: "green", NEGATIVE: "red"}
+#: Width of a box prompt's outline on the screen, in screen pixels, at every zoom.
+BOX_EDGE_SCREEN_PX = 2
 
 #: Colour of every current (uncommitted) object.
 CURRENT_COLOR = "yellow"
@@ -93,6 +95,7 @@ class AnnotationLayers:
         self.on_prompt_layer = on_prompt_layer
         self._on_result_layer = on_result_layer
         self._layers: dict[str, Layer] = {}
+        self._box_edges: ScreenEdgeWidth | None = None
 
     @property
     def viewer(self):
@@ -157,6 +160,8 @@ class AnnotationLayers:
             adopted = self._adopt(name, kind)
             layer = adopted or create()
             self._layers[name] = layer
+            if kind is Shapes:
+                self._box_edges = ScreenEdgeWidth(self.viewer, layer, BOX_EDGE_SCREEN_PX)
             if kind in (Points, Shapes) and self.on_prompt_layer is not None:
                 self.on_prompt_layer(layer)
             if kind is Labels and self._on_result_layer is not None:
@@ -206,9 +211,8 @@ class AnnotationLayers:
             shape_type="rectangle",
             edge_color="yellow",
             face_color="transparent",
-            edge_width=self._marker_size() / 4,
             **_alignment(self.image),
-        )
+        )  # edge width: ScreenEdgeWidth (set by _get)
 
     def _new_labels(self, name: str, dtype: type, **kwargs) -> Labels:
         return self.viewer.add_labels(
@@ -225,6 +229,49 @@ class AnnotationLayers:
             opacity=0.7,
             **_alignment(self.image),
         )
+
+
+class ScreenEdgeWidth:
+    """Keeps the outlines of a Shapes layer ``screen_px`` wide on the screen at every zoom.
+
+    napari (0.5 - 0.9) draws a shape's edge in data units, so it scales with the zoom (a box
+    outline of 25 px on a 6000 px image is 2.5 screen px zoomed out and 50 px zoomed in), and,
+    unlike Points (``canvas_size_limits``), Shapes have no screen-size option. This sets the
+    width of every shape, and of the next one drawn, to ``screen_px / (zoom * scale)`` whenever
+    the camera zooms. The camera holds this object's method weakly: the owner keeps it alive.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    layer : napari.layers.Shapes
+        Held weakly.
+    screen_px : float
+        The outline's width on the screen.
+    """
+
+    def __init__(self, viewer, layer: Shapes, screen_px: float) -> None:
+        scene = getattr(viewer, "scene", None)  # napari 0.9 moved the camera there (viewer.camera: deprecated)
+        self._camera = viewer.camera if scene is None else scene.camera
+        self._layer = weakref.ref(layer)
+        self.screen_px = screen_px
+        self._camera.events.zoom.connect(self.update)
+        self.update()
+
+    def width(self) -> float:
+        """The edge width in the layer's data units that is ``screen_px`` on the screen now."""
+        layer = self._layer()
+        pixel = abs(float(layer.scale[-1])) if layer is not None else 1.0
+        return self.screen_px / (self._camera.zoom * pixel)
+
+    def update(self, _event=None) -> None:
+        """Set every shape's edge width and the next shape's to :meth:`width`."""
+        layer = self._layer()
+        if layer is None:
+            return
+        width = self.width()
+        layer.current_edge_width = width
+        if layer.nshapes:
+            layer.edge_width = width
 
 
 # --------------------------------------------------------------------------- windows
