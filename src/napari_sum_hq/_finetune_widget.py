@@ -1,0 +1,372 @@
+"""Fine-tune from annotations: train on the committed objects of the open images, watch the loss,
+cancel and resume, load the result into the interactive widget.
+
+Run writes the chosen (labels, image) pairs (:mod:`._finetune_export`) as a dataset folder in
+the run folder and trains on it with ``python -m training.finetune`` in a child process
+(:mod:`._finetune_run`); the loss curve and the progress bar follow the run's ``metrics.csv``.
+Cancel sends the child SIGINT: the training saves a resumable state and exits, and Run on the
+same folder resumes it (with the data exported at the start). When the run has finished,
+"Load into interactive widget" makes its ``final.pth`` the interactive widget's model (docking
+one if there is none).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from sum_core.errors import InvalidInputError, SumError
+
+from ._finetune_export import annotation_pairs, pair_name, write_bundle
+from ._finetune_plot import LossPlot
+from ._finetune_run import (
+    BUNDLE,
+    EXIT_INTERRUPTED,
+    FINAL_FILE,
+    FINISHED,
+    RESUMABLE,
+    SCHEMES,
+    ChildProcess,
+    RunSettings,
+    export_command,
+    finetune_command,
+    last_error,
+    read_losses,
+    run_state,
+    total_steps,
+)
+from ._job_widget import ProgressTracker, StatusDetails, set_status, show_failure
+from ._layers import COMMITTED_NAME
+from ._widget_parts import ModelPicker
+
+if TYPE_CHECKING:
+    import napari
+
+#: How often the widget looks at the child process and the run's metrics (ms).
+POLL_MS = 250
+SCHEME_TIPS = {
+    "hq": "HQ modules and SUM task tables only (light; HQ-SAM's recipe)",
+    "decoder": "prompt encoder + mask decoder",
+    "full": "everything, the image encoder included (needs a GPU)",
+    "ais": "the automatic-segmentation (AIS) decoder, on the instance masks",
+}
+
+
+class FinetuneWidget(QWidget):
+    """Fine-tune a model on the objects annotated in the viewer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer whose Labels layers are the annotations (injected by napari).
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.child: ChildProcess | None = None
+        self._stage = ""
+        self._settings: RunSettings | None = None
+        self._tracker: ProgressTracker | None = None
+        self._cancelling = False
+        self.checkpoint: Path | None = None
+        self._build()
+        self.refresh_annotations()
+        self.use_interactive_model()
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.refresh_annotations)
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.stop)
+
+    # -- form --
+
+    def _build(self) -> None:
+        self.pairs_list = QListWidget()
+        self.pairs_list.setToolTip(
+            "Labels layers and the image each annotates (same shape). Checked ones are exported: a 2D image\n"
+            "with objects gives one training image, a 3D stack one per slice with objects."
+        )
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh_annotations)
+        data = QGroupBox("Annotations")
+        data_layout = QVBoxLayout(data)
+        data_layout.addWidget(self.pairs_list)
+        data_layout.addWidget(refresh)
+
+        self.model_picker = ModelPicker()
+        same = QPushButton("Same as the interactive widget")
+        same.setToolTip("Start from the model chosen in the interactive segmentation widget.")
+        same.clicked.connect(self.use_interactive_model)
+        self.scheme_combo = QComboBox()
+        for scheme in SCHEMES:
+            self.scheme_combo.addItem(scheme)
+            self.scheme_combo.setItemData(self.scheme_combo.count() - 1, SCHEME_TIPS[scheme], Qt.ToolTipRole)
+        self.scheme_combo.setToolTip("What trains:\n" + "\n".join(f"{k}: {v}" for k, v in SCHEME_TIPS.items()))
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 10_000)
+        self.epochs_spin.setValue(10)
+        self.epochs_spin.setToolTip("Passes over the annotated images.")
+        self.output_edit = QLineEdit()
+        self.output_edit.setPlaceholderText("run folder (new, or a cancelled run to resume)")
+        self.output_edit.setToolTip(
+            "The run folder: the exported annotations (annotations/), the training's metrics, resumable\n"
+            "state and checkpoints (final.pth). Run on a cancelled run's folder resumes it."
+        )
+        browse = QPushButton("...")
+        browse.clicked.connect(self._browse_output)
+        output_row = QHBoxLayout()
+        output_row.addWidget(self.output_edit)
+        output_row.addWidget(browse)
+        self.extra_edit = QLineEdit()
+        self.extra_edit.setPlaceholderText("e.g. --lr 1e-4 --no-augment")
+        self.extra_edit.setToolTip("More options of `python -m training.finetune` (see its --help).")
+        settings = QGroupBox("Training")
+        form = QFormLayout(settings)
+        form.addRow(self.model_picker)
+        form.addRow(same)
+        form.addRow("scheme", self.scheme_combo)
+        form.addRow("epochs", self.epochs_spin)
+        form.addRow("output", output_row)
+        form.addRow("more options", self.extra_edit)
+
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Export the checked annotations and train (or resume the run in the output folder).")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current step, saving a state that Run resumes.")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        job_row = QHBoxLayout()
+        job_row.addWidget(self.run_button)
+        job_row.addWidget(self.cancel_button)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setToolTip("Training steps done / all steps, and the time left.")
+        self.loss_plot = LossPlot()
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        self.details_button = StatusDetails(self.status_label)
+        status_row = QHBoxLayout()
+        status_row.addWidget(self.status_label, 1)
+        status_row.addWidget(self.details_button)
+        self.load_button = QPushButton("Load into interactive widget")
+        self.load_button.setToolTip("Make the finished run's final.pth the interactive widget's model.")
+        self.load_button.setEnabled(False)
+        self.load_button.clicked.connect(self.load_into_interactive)
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setReadOnly(True)
+        self.checkpoint_edit.setPlaceholderText("checkpoint of the finished run")
+        self.checkpoint_edit.setToolTip("The trained model (loads with sum_core.load_model and in every widget).")
+
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        for part in (data, settings):
+            layout.addWidget(part)
+        layout.addLayout(job_row)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.loss_plot)
+        layout.addLayout(status_row)
+        layout.addWidget(self.checkpoint_edit)
+        layout.addWidget(self.load_button)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
+    def _browse_output(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Run folder", self.output_edit.text())
+        if path:
+            self.output_edit.setText(path)
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        """Write the status line."""
+        set_status(self.status_label, text, error)
+        self.details_button.refresh()
+
+    def refresh_annotations(self, *_args) -> None:
+        """List the viewer's (labels, image) pairs; keep the check marks of pairs listed before,
+        check new ``committed objects`` layers."""
+        checked = {self.pairs_list.item(i).text(): self.pairs_list.item(i).checkState()
+                   for i in range(self.pairs_list.count())}
+        self.pairs_list.clear()
+        self._pairs = annotation_pairs(self.viewer)
+        for pair in self._pairs:
+            item = QListWidgetItem(pair_name(pair))
+            default = Qt.Checked if pair[1].name.endswith(f" {COMMITTED_NAME}") else Qt.Unchecked
+            item.setCheckState(checked.get(item.text(), default))
+            self.pairs_list.addItem(item)
+
+    def chosen_pairs(self) -> list:
+        """The checked (image, labels) pairs."""
+        return [pair for i, pair in enumerate(self._pairs) if self.pairs_list.item(i).checkState() == Qt.Checked]
+
+    def interactive_widget(self):
+        """The docked interactive segmentation widget, or None."""
+        from ._interactive_widget import InteractiveSegmentationWidget
+
+        window = getattr(self.viewer, "window", None)
+        docks = getattr(window, "dock_widgets", {}) if window is not None else {}
+        return next((w for w in docks.values() if isinstance(w, InteractiveSegmentationWidget)), None)
+
+    def use_interactive_model(self) -> None:
+        """Take the interactive widget's model and device as the base model (if one is docked)."""
+        widget = self.interactive_widget()
+        if widget is None:
+            return
+        choice = widget.model_choice()
+        self.model_picker.set_source(choice.source)
+        self.model_picker.device_combo.setCurrentText(choice.device)
+
+    def settings(self) -> RunSettings:
+        """The form's settings (checked: an output folder, a model that is downloaded)."""
+        output = self.output_edit.text().strip()
+        if not output:
+            raise InvalidInputError("output: choose a run folder")
+        missing = self.model_picker.not_downloaded()
+        if missing:
+            raise InvalidInputError(missing)
+        choice = self.model_picker.choice()
+        try:
+            extra = tuple(shlex.split(self.extra_edit.text()))
+        except ValueError as exc:
+            raise InvalidInputError(f"more options: {exc}") from exc
+        return RunSettings(
+            checkpoint=choice.source, output=Path(output).expanduser(), scheme=self.scheme_combo.currentText(),
+            epochs=self.epochs_spin.value(), device=choice.torch_device, extra=extra,
+        )
+
+    # -- the run --
+
+    @property
+    def is_running(self) -> bool:
+        """Whether an export or a training child process is running."""
+        return self.child is not None
+
+    def run(self) -> None:
+        """Start (or resume) the run of the form's output folder."""
+        if self.is_running:
+            return
+        try:
+            settings = self.settings()
+            state = run_state(settings.output)
+            if state == FINISHED:
+                self._finished(settings.output)
+                self.set_status(f"{settings.output} holds a finished run; choose a new output folder to train again.")
+                return
+            self._settings = settings
+            self.loss_plot.set_points(read_losses(settings.output))
+            if state == RESUMABLE:
+                self._start("training", finetune_command(settings, resume=True), "Resuming the run…")
+                return
+            count = write_bundle(self.chosen_pairs(), settings.output / BUNDLE)
+        except SumError as exc:
+            show_failure(self.status_label, exc, "Cannot run")
+            self.details_button.refresh()
+            return
+        self._start("export", export_command(settings.output), f"Exporting the objects of {count} image(s)…")
+
+    def _start(self, stage: str, command: list[str], message: str) -> None:
+        self._stage = stage
+        self._cancelling = False
+        self.child = ChildProcess(command)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.load_button.setEnabled(False)
+        self.set_status(message)
+        if self._tracker is None:
+            self._tracker = ProgressTracker(self.progress_bar, "Fine-tuning")
+        self._timer.start()
+
+    def cancel(self) -> None:
+        """Stop the run after its current step; its state is saved and Run resumes it."""
+        if self.child is not None:
+            self._cancelling = True
+            self.child.interrupt()
+            self.set_status("Cancelling: saving a resumable state…")
+
+    def stop(self) -> None:
+        """Cancel and wait for the child (napari is closing)."""
+        if self.child is not None:
+            self.child.interrupt()
+            self._timer.stop()
+
+    def _poll(self) -> None:
+        output = self._settings.output
+        points = read_losses(output)
+        self.loss_plot.set_points(points)
+        total = total_steps(output)
+        if total and self._tracker is not None:
+            self._tracker.update(points[-1][0] if points else 0, total)
+        child = self.child
+        code = child.poll()
+        if code is None:
+            return
+        text = child.output()
+        child.close()
+        self.child = None
+        if self._stage == "export" and code == 0:
+            (output / BUNDLE).unlink(missing_ok=True)
+            resume = run_state(output) == RESUMABLE
+            self._start("training", finetune_command(self._settings, resume), "Training…")
+            return
+        self._timer.stop()
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if code == 0 and self._stage == "training":
+            self._finished(output)
+            last = f", loss {points[-1][1]:.4g}" if points else ""
+            self.set_status(f"Finished{last}: {output / FINAL_FILE}")
+        elif code == EXIT_INTERRUPTED or self._cancelling:
+            saved = run_state(output) == RESUMABLE
+            self.set_status("Cancelled: the state is saved; Run resumes the run." if saved else "Cancelled.")
+        else:
+            stage = "Export" if self._stage == "export" else "Training"
+            set_status(self.status_label, f"{stage} failed: {last_error(text)}", error=True, detail=text[-4000:])
+            self.details_button.refresh()
+
+    def _finished(self, output: Path) -> None:
+        self.checkpoint = output / FINAL_FILE
+        self.checkpoint_edit.setText(str(self.checkpoint))
+        self.load_button.setEnabled(True)
+
+    def load_into_interactive(self) -> None:
+        """Make the finished run's checkpoint the interactive widget's model (docking one if needed)."""
+        if self.checkpoint is None:
+            return
+        widget = self.interactive_widget()
+        if widget is None:
+            from ._interactive_widget import InteractiveSegmentationWidget
+
+            widget = InteractiveSegmentationWidget(self.viewer)
+            self.viewer.window.add_dock_widget(widget, name="Interactive segmentation")
+        widget.set_model_source(str(self.checkpoint))
+        self.set_status(f"The interactive widget now uses {self.checkpoint}.")
