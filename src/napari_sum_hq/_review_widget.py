@@ -1,0 +1,418 @@
+"""Review queue: the objects of a Labels layer, least certain first; jump to each, accept, delete or re-segment.
+
+**Rows.** "Load objects" takes the chosen Labels layer (and its uncertainty Image layer when there is one):
+its ``features`` are the rows when they already hold one row per object with its bounding box; otherwise the
+objects are found in a worker (:func:`napari_sum_hq._review_table.scan_rows`: block by block, so a lazily
+opened large result is never read whole) and the rows become the layer's ``features``. The reviewed state is
+their ``reviewed`` column, so it stays with the layer.
+
+**Queue.** Sorted by any numeric column (highest or lowest first), optionally only the objects above a
+threshold; at most :data:`SHOWN_ROWS` rows are listed. Choosing a row (click, arrow keys) centres the canvas
+on the object and zooms to it (:data:`FILL` of the canvas), moving to its slice in a stack.
+
+**Actions** (buttons, or keys while the table has the focus): **A** accept (mark reviewed, go to the next
+object not reviewed), **Delete** / **Backspace** delete (its pixels set to 0 through ``Labels.data_setitem``:
+Ctrl+Z on the layer restores it, and the row comes back), **R** re-segment: the object's bounding box becomes a
+box prompt in the interactive widget's ``<image> box prompts`` layer (selected; press S there). A lazily
+opened (dask / zarr) layer is read-only here: deleting says so and changes nothing.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from napari.layers import Image, Labels
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from ._job_widget import JobWidget
+from ._layers import AnnotationLayers
+from ._review_table import (
+    BBOX,
+    REVIEWED,
+    object_index,
+    object_present,
+    queue,
+    rows_from_features,
+    scan_rows,
+    score_columns,
+)
+from ._widget_parts import sole_image
+
+__all__ = ["FILL", "SHOWN_ROWS", "ReviewQueueWidget"]
+
+#: The most rows the table lists (the first of the queue); the counts cover the whole queue.
+SHOWN_ROWS = 500
+#: Fraction of the canvas an object (its bounding box, at least :data:`MIN_VIEW` px) fills after a jump.
+FILL = 0.5
+#: Smallest side, in pixels, of the view around an object (a one-pixel object is not zoomed in endlessly).
+MIN_VIEW = 32
+#: Name endings of a result's Labels layer -> those of its uncertainty Image layer.
+_UNCERTAINTY_NAMES = ((" committed objects", " uncertainty"), (" labels", " uncertainty"))
+#: Name endings of a result's Labels layer after its image's name.
+_IMAGE_SUFFIXES = (" committed objects", " current object", " auto labels", " labels")
+_NO_UNCERTAINTY = "(none)"
+
+
+def _level0(layer: Any) -> Any:
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def _camera(viewer: Any) -> Any:
+    scene = getattr(viewer, "scene", None)  # napari 0.9 moved the camera there
+    return viewer.camera if scene is None else scene.camera
+
+
+class ReviewQueueWidget(JobWidget):
+    """Dock widget of the review queue (see the module docstring).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    """
+
+    def __init__(self, viewer: Any) -> None:
+        super().__init__("Load objects")
+        self.viewer = viewer
+        self.run_button.setToolTip("List the objects of the chosen Labels layer (found in the background when "
+                                   "its features do not say where they are).")
+        self.labels_combo = QComboBox()
+        self.labels_combo.setToolTip("The Labels layer to review.")
+        self.labels_combo.currentTextChanged.connect(self._pick_uncertainty)
+        self.uncertainty_combo = QComboBox()
+        self.uncertainty_combo.setToolTip("Its per-pixel uncertainty (an Image layer of the same shape): the "
+                                          "objects' uncertainties are computed from it when unknown.")
+        self.column_combo = QComboBox()
+        self.column_combo.setToolTip("The column the queue is sorted by.")
+        self.order_combo = QComboBox()
+        self.order_combo.addItems(["highest first", "lowest first"])
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(-1e12, 1e12)
+        self.threshold.setDecimals(4)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setSpecialValueText("none")
+        self.threshold.setValue(self.threshold.minimum())
+        self.threshold.setToolTip("List only the objects whose value is above this ('none': all of them).")
+        for signal in (self.column_combo.currentTextChanged, self.order_combo.currentIndexChanged,
+                       self.threshold.valueChanged):
+            signal.connect(self.refresh_table)
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["id", "slice", "value", "area", "reviewed"])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.currentCellChanged.connect(self._on_current_cell)
+        self.accept_button = QPushButton("Accept (A)")
+        self.accept_button.setToolTip("Mark the object reviewed and go to the next one.")
+        self.delete_button = QPushButton("Delete (Del)")
+        self.delete_button.setToolTip("Set the object's pixels to 0 (Ctrl+Z on the layer restores it).")
+        self.resegment_button = QPushButton("Re-segment (R)")
+        self.resegment_button.setToolTip("Put the object's bounding box as a box prompt of the interactive "
+                                         "widget ('<image> box prompts'), then press S there.")
+        self.accept_button.clicked.connect(self.accept_current)
+        self.delete_button.clicked.connect(self.delete_current)
+        self.resegment_button.clicked.connect(self.resegment_current)
+        self._keys = {Qt.Key_A: self.accept_current, Qt.Key_Delete: self.delete_current,
+                      Qt.Key_Backspace: self.delete_current, Qt.Key_R: self.resegment_current}
+        self.table.installEventFilter(self)
+        self.counts_label = QLabel("No objects loaded.")
+
+        form = QFormLayout()
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Uncertainty", self.uncertainty_combo)
+        form.addRow("Sort by", self.column_combo)
+        form.addRow("Order", self.order_combo)
+        form.addRow("Only above", self.threshold)
+        actions = QHBoxLayout()
+        for button in (self.accept_button, self.delete_button, self.resegment_button):
+            actions.addWidget(button)
+        layout = QVBoxLayout(self.body)
+        layout.addLayout(form)
+        layout.addLayout(self.job_row)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(actions)
+        layout.addWidget(self.counts_label)
+        layout.addLayout(self.status_row)
+
+        self.layer: Labels | None = None
+        self.rows: pd.DataFrame | None = None
+        self.shown = np.zeros(0, dtype=np.int64)
+        self.deleted: set[int] = set()
+        self.run_button.clicked.connect(self.load)
+        viewer.layers.events.inserted.connect(self._refresh_layers)
+        viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt's name
+        """The table's keys: A accept, Delete / Backspace delete, R re-segment (no modifier)."""
+        if watched is self.table and event.type() == QEvent.KeyPress and event.modifiers() == Qt.NoModifier:
+            slot = self._keys.get(event.key())
+            if slot is not None:
+                slot()
+                return True
+        return super().eventFilter(watched, event)
+
+    # ------------------------------------------------------------------ layers
+
+    def _refresh_layers(self, _event: Any = None) -> None:
+        chosen = self.labels_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Labels)]
+        self.labels_combo.blockSignals(True)
+        self.labels_combo.clear()
+        self.labels_combo.addItems(names)
+        self.labels_combo.blockSignals(False)
+        if chosen in names:
+            self.labels_combo.setCurrentText(chosen)
+        self._pick_uncertainty()
+        if self.layer is not None and self.layer not in self.viewer.layers:
+            self._forget_layer()
+
+    def _pick_uncertainty(self, _name: str = "") -> None:
+        """List the Image layers of the labels' shape; pre-select the one named after the labels."""
+        labels = self._chosen_labels()
+        self.uncertainty_combo.clear()
+        self.uncertainty_combo.addItem(_NO_UNCERTAINTY)
+        if labels is None:
+            return
+        shape = tuple(_level0(labels).shape)
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, Image) and not layer.rgb and tuple(_level0(layer).shape) == shape]
+        self.uncertainty_combo.addItems(names)
+        for end, uncertainty_end in _UNCERTAINTY_NAMES:
+            if labels.name.endswith(end) and (guess := labels.name[: -len(end)] + uncertainty_end) in names:
+                self.uncertainty_combo.setCurrentText(guess)
+                return
+
+    def _chosen_labels(self) -> Labels | None:
+        name = self.labels_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _forget_layer(self) -> None:
+        if self.layer is not None:
+            self.layer.events.set_data.disconnect(self._on_layer_data)
+        self.layer, self.rows, self.deleted = None, None, set()
+        self.refresh_table()
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        """List the objects of the chosen Labels layer (a worker finds them when its features cannot say)."""
+        layer = self._chosen_labels()
+        if layer is None:
+            self.set_status("Add or choose a Labels layer first.", error=True)
+            return
+        data = _level0(layer)
+        try:
+            rows = rows_from_features(layer.features, data.ndim)
+        except Exception as err:  # noqa: BLE001 - a SumError: said in the status line
+            self.fail(err)
+            return
+        if rows is not None:
+            self._set_rows(layer, rows)
+            self.set_status(f"{len(rows)} object(s) from the features of '{layer.name}'.")
+            return
+        name = self.uncertainty_combo.currentText()
+        uncertainty = _level0(self.viewer.layers[name]) if name in self.viewer.layers else None
+        features = layer.features.copy() if len(layer.features) else None
+        self.start_job(scan_rows, (data, uncertainty, features), {}, partial(self._on_scanned, layer))
+
+    def _on_scanned(self, layer: Labels, rows: pd.DataFrame) -> None:
+        if layer not in self.viewer.layers:
+            self.set_status(f"'{layer.name}' was removed before its objects were found.", error=True)
+            return
+        self._set_rows(layer, rows)
+        self.set_status(f"Found {len(rows)} object(s) in '{layer.name}'.")
+
+    def _set_rows(self, layer: Labels, rows: pd.DataFrame) -> None:
+        if self.layer is not None:
+            self.layer.events.set_data.disconnect(self._on_layer_data)
+        layer.features = rows
+        self.layer, self.rows, self.deleted = layer, layer.features, set()
+        layer.events.set_data.connect(self._on_layer_data)
+        columns = score_columns(self.rows)
+        self.column_combo.blockSignals(True)
+        self.column_combo.clear()
+        self.column_combo.addItems(columns)
+        self.column_combo.blockSignals(False)
+        self.refresh_table()
+
+    # ------------------------------------------------------------------ table
+
+    def refresh_table(self, *_args: Any) -> None:
+        """List the queue (sort column, order, threshold) and update the counts."""
+        self.table.blockSignals(True)
+        self.table.setRowCount(0)
+        column = self.column_combo.currentText()
+        if self.rows is None or not column:
+            self.shown = np.zeros(0, dtype=np.int64)
+            self.table.blockSignals(False)
+            self.counts_label.setText("No objects loaded.")
+            return
+        threshold = None if self.threshold.value() == self.threshold.minimum() else self.threshold.value()
+        self.shown = queue(self.rows, column, threshold=threshold, descending=self.order_combo.currentIndex() == 0,
+                           hidden=self.deleted)
+        self.table.setHorizontalHeaderItem(2, QTableWidgetItem(column))
+        self.table.setColumnHidden(1, _level0(self.layer).ndim == 2)
+        listed = self.shown[:SHOWN_ROWS]
+        self.table.setRowCount(len(listed))
+        for i, position in enumerate(listed):
+            self._fill_row(i, int(position), column)
+        self.table.blockSignals(False)
+        self._show_counts()
+
+    def _fill_row(self, i: int, position: int, column: str) -> None:
+        row = self.rows.iloc[position]
+        value = float(row[column])
+        cells = (str(int(row["index"])), str(int(row["slice"])), "" if np.isnan(value) else f"{value:.4g}",
+                 str(int(row["area"])) if "area" in row else "", "✓" if row[REVIEWED] else "")
+        for j, text in enumerate(cells):
+            item = QTableWidgetItem(text)
+            item.setData(Qt.UserRole, position)
+            self.table.setItem(i, j, item)
+
+    def _show_counts(self) -> None:
+        reviewed = int(self.rows[REVIEWED].to_numpy()[self.shown].sum()) if len(self.shown) else 0
+        listed = f" (first {SHOWN_ROWS} listed)" if len(self.shown) > SHOWN_ROWS else ""
+        deleted = f", {len(self.deleted)} deleted" if self.deleted else ""
+        self.counts_label.setText(
+            f"Reviewed {reviewed} of {len(self.shown)} in the queue, {len(self.shown) - reviewed} remaining"
+            f"{listed}; {len(self.rows)} object(s) in all{deleted}."
+        )
+
+    def current_position(self) -> int | None:
+        """The row position (in :attr:`rows`) of the chosen table row, or None."""
+        item = self.table.item(self.table.currentRow(), 0) if self.table.currentRow() >= 0 else None
+        return None if item is None else int(item.data(Qt.UserRole))
+
+    def _select(self, position: int | None) -> None:
+        """Choose the table row of ``position`` (clears the choice for None or an unlisted row)."""
+        listed = self.shown[:SHOWN_ROWS]
+        hits = np.flatnonzero(listed == position) if position is not None else []
+        if len(hits):
+            self.table.setCurrentCell(int(hits[0]), 0)
+        else:
+            self.table.setCurrentCell(-1, -1)
+
+    def _on_current_cell(self, row: int, *_args: Any) -> None:
+        position = self.current_position()
+        if row >= 0 and position is not None:
+            self.jump(position)
+
+    # ------------------------------------------------------------------ actions
+
+    def jump(self, position: int) -> None:
+        """Centre the canvas on the object of row ``position`` and zoom to it; move to its slice in a stack."""
+        row, layer = self.rows.iloc[position], self.layer
+        r0, c0, r1, c1 = (float(row[name]) for name in BBOX)
+        centre = [(r0 + r1 - 1) / 2, (c0 + c1 - 1) / 2]
+        data_ndim = _level0(layer).ndim
+        if data_ndim == 3:
+            centre.insert(0, float(row["slice"]))
+        world = np.asarray(layer.data_to_world(centre), dtype=float)
+        lead = self.viewer.dims.ndim - data_ndim
+        if data_ndim == 3:
+            self.viewer.dims.set_point(lead, world[0])
+        scale = np.abs(np.asarray(layer.scale[-2:], dtype=float))
+        extent = np.maximum([r1 - r0, c1 - c0], MIN_VIEW) * scale
+        camera = _camera(self.viewer)
+        camera.center = tuple(world[-2:])
+        camera.zoom = float(FILL * np.min(np.asarray(self.viewer.canvas.size, dtype=float) / extent))
+        layer.selected_label = int(row["index"])
+
+    def accept_current(self) -> None:
+        """Mark the chosen object reviewed (in the layer's features) and go to the next one not reviewed."""
+        position = self.current_position()
+        if position is None:
+            return
+        self.rows.loc[position, REVIEWED] = True
+        after = self._next_after(position, unreviewed=True)
+        self.refresh_table()
+        self._select(after)
+
+    def _next_after(self, position: int, unreviewed: bool = False) -> int | None:
+        """The next row of the queue after ``position`` (wrapping), optionally the next not reviewed."""
+        shown = [int(p) for p in self.shown]
+        i = shown.index(position) if position in shown else -1
+        ordered = shown[i + 1:] + shown[:max(i, 0)]
+        reviewed = self.rows[REVIEWED].to_numpy()
+        for candidate in ordered:
+            if not (unreviewed and reviewed[candidate]):
+                return candidate
+        return None
+
+    def delete_current(self) -> None:
+        """Set the chosen object's pixels to 0 (undoable: ``Labels.data_setitem``); lazily opened data is refused."""
+        position = self.current_position()
+        if position is None:
+            return
+        layer = self.layer
+        if layer.multiscale or not isinstance(layer.data, np.ndarray):
+            self.set_status(
+                f"'{layer.name}' is opened lazily from disk (read-only here): its objects cannot be deleted in "
+                "napari. Copy it into memory (or edit the result file) to delete objects.", error=True)
+            return
+        after = self._next_after(position)
+        layer.data_setitem(object_index(layer.data, self.rows.iloc[position]), 0)
+        self.deleted.add(position)
+        self.set_status(f"Deleted object {int(self.rows.iloc[position]['index'])} (Ctrl+Z on the layer undoes it).")
+        self.refresh_table()
+        self._select(after)
+
+    def _on_layer_data(self, _event: Any = None) -> None:
+        """After an edit of the layer (an undo), list again the deleted objects that are back."""
+        if not self.deleted or self.layer is None:
+            return
+        back = {p for p in self.deleted if object_present(_level0(self.layer), self.rows.iloc[p])}
+        if back:
+            self.deleted -= back
+            chosen = self.current_position()
+            self.refresh_table()
+            self._select(chosen)
+
+    def resegment_current(self) -> None:
+        """Put the chosen object's bounding box as a box prompt of the interactive widget (selected)."""
+        position = self.current_position()
+        if position is None:
+            return
+        image = self._image()
+        if image is None:
+            self.set_status(
+                f"Re-segment: no image for '{self.layer.name}'. Name it '<image> committed objects' (or keep a "
+                "single image layer) so the box prompt goes to that image.", error=True)
+            return
+        row, layer = self.rows.iloc[position], self.layer
+        r0, c0, r1, c1 = (int(row[name]) for name in BBOX)
+        lead = [float(row["slice"])] if _level0(layer).ndim == 3 else []
+        corners = np.asarray([[*lead, r, c] for r, c in ((r0, c0), (r0, c1 - 1), (r1 - 1, c1 - 1), (r1 - 1, c0))])
+        vertices = np.asarray([image.world_to_data(layer.data_to_world(corner)) for corner in corners])
+        boxes = AnnotationLayers(self.viewer, image).boxes()
+        boxes.add_rectangles(vertices[:, -boxes.ndim:])
+        boxes.selected_data = {boxes.nshapes - 1}
+        self.viewer.layers.selection.active = boxes
+        self.set_status(f"Object {int(row['index'])}: its box is a prompt in '{boxes.name}'; press S in the "
+                        "interactive widget to segment it again.")
+
+    def _image(self) -> Image | None:
+        """The image the labels belong to: named like them without their ending, else the sole image."""
+        name = self.layer.name
+        for suffix in _IMAGE_SUFFIXES:
+            if name.endswith(suffix) and (stem := name[: -len(suffix)]) in self.viewer.layers:
+                if isinstance(self.viewer.layers[stem], Image):
+                    return self.viewer.layers[stem]
+        return sole_image(self.viewer, skip=("uncertainty",))
