@@ -53,7 +53,8 @@ def screenshot(viewer, qtbot, name: str) -> None:
 
     folder = os.environ.get(SCREENSHOT_ENV)
     if folder:
-        qtbot.wait(200)
+        viewer.window._qt_window.resize(1500, 950)
+        qtbot.wait(300)
         imwrite(Path(folder) / name, np.asarray(viewer.screenshot(canvas_only=False, flash=False)))
 
 
@@ -197,6 +198,7 @@ def test_review_2048_far_object_lazy_result(make_napari_viewer, qtbot):
     np.testing.assert_allclose(layer.features["mean_uncertainty"], [0.25, 0.8], atol=1e-6)
     click_row(widget, qtbot, 0)
     np.testing.assert_allclose(camera(viewer).center[-2:], [(1950 + 2029) / 2, (1940 + 2029) / 2])
+    viewer.layers["big uncertainty"].visible = True
     screenshot(viewer, qtbot, "review_queue.png")
     qtbot.mouseClick(widget.delete_button, Qt.LeftButton)
     assert "cannot be deleted" in widget.status_label.text()

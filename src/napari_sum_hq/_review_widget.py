@@ -31,7 +31,8 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QHBoxLayout,
+    QGridLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QTableWidget,
@@ -56,7 +57,7 @@ from ._widget_parts import sole_image
 __all__ = ["FILL", "SHOWN_ROWS", "ReviewQueueWidget"]
 
 #: The most rows the table lists (the first of the queue); the counts cover the whole queue.
-SHOWN_ROWS = 500
+SHOWN_ROWS = 200
 #: Fraction of the canvas an object (its bounding box, at least :data:`MIN_VIEW` px) fills after a jump.
 FILL = 0.5
 #: Smallest side, in pixels, of the view around an object (a one-pixel object is not zoomed in endlessly).
@@ -116,6 +117,7 @@ class ReviewQueueWidget(JobWidget):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.currentCellChanged.connect(self._on_current_cell)
         self.accept_button = QPushButton("Accept (A)")
         self.accept_button.setToolTip("Mark the object reviewed and go to the next one.")
@@ -131,6 +133,7 @@ class ReviewQueueWidget(JobWidget):
                       Qt.Key_Backspace: self.delete_current, Qt.Key_R: self.resegment_current}
         self.table.installEventFilter(self)
         self.counts_label = QLabel("No objects loaded.")
+        self.counts_label.setWordWrap(True)
 
         form = QFormLayout()
         form.addRow("Labels", self.labels_combo)
@@ -138,9 +141,10 @@ class ReviewQueueWidget(JobWidget):
         form.addRow("Sort by", self.column_combo)
         form.addRow("Order", self.order_combo)
         form.addRow("Only above", self.threshold)
-        actions = QHBoxLayout()
-        for button in (self.accept_button, self.delete_button, self.resegment_button):
-            actions.addWidget(button)
+        actions = QGridLayout()
+        actions.addWidget(self.accept_button, 0, 0)
+        actions.addWidget(self.delete_button, 0, 1)
+        actions.addWidget(self.resegment_button, 1, 0, 1, 2)
         layout = QVBoxLayout(self.body)
         layout.addLayout(form)
         layout.addLayout(self.job_row)
