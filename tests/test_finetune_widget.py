@@ -1,17 +1,20 @@
 """GUI test of the fine-tune-from-annotations widget in a shown viewer: Run on a few committed objects
 (a 2D image and one slice of a stack) with a tiny random model, Cancel mid-run (a resumable state),
 Run again (resumes), the loss falls, the checkpoint loads with sum_core.load_model and into the
-interactive widget. Plus the run folder rules (Qt-free)."""
+interactive widget. Plus the run folder rules (Qt-free). Screenshot (``SUM_HQ_SCREENSHOTS=docs/images``):
+finetune_widget.png."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari_fixtures import drain_thread_pool, open_widget, tiny_checkpoint  # noqa: F401 - fixtures
+from napari_fixtures import drain_thread_pool, open_widget  # noqa: F401 - fixture
+from napari_ux_helpers import save_screenshot
 
 from napari_sum_hq import _finetune_run
 from napari_sum_hq._finetune_run import FINAL_FILE, STATE_FILE, read_losses, run_state
 from sum_core.errors import InvalidInputError
+from test_training_finetune import save_tiny_model
 
 TRAIN_TIMEOUT_MS = 80_000
 
@@ -47,7 +50,7 @@ def test_run_folder_rules(tmp_path):
 
 
 @pytest.mark.gui
-def test_run_cancel_resume_loss_falls_and_loads(make_napari_viewer, qtbot, tiny_checkpoint, tmp_path):  # noqa: F811
+def test_run_cancel_resume_loss_falls_and_loads(make_napari_viewer, qtbot, tmp_path):
     from napari_sum_hq._finetune_widget import FinetuneWidget
     from qtpy.QtCore import Qt
     from sum_core import load_model
@@ -61,16 +64,17 @@ def test_run_cancel_resume_loss_falls_and_loads(make_napari_viewer, qtbot, tiny_
     stack_labels[1] = labels[::-1]
     viewer.add_image(stack, name="stack")
     viewer.add_labels(stack_labels, name="stack committed objects")
-    interactive = open_widget(viewer, qtbot, tiny_checkpoint)
+    base = save_tiny_model(tmp_path / "tiny.pth")  # the one-block model of the training tests
+    interactive = open_widget(viewer, qtbot, base)
 
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    assert widget.model_picker.choice().source == str(tiny_checkpoint)  # the interactive widget's model
+    assert widget.model_picker.choice().source == str(base)  # the interactive widget's model
     assert [pair[1].name for pair in widget.chosen_pairs()] == ["cells committed objects", "stack committed objects"]
     run = tmp_path / "run"
     widget.output_edit.setText(str(run))
     widget.scheme_combo.setCurrentText("hq")
-    widget.epochs_spin.setValue(4)
+    widget.epochs_spin.setValue(3)
     widget.extra_edit.setText(
         "--device cpu --batch-size 1 --lr 0.01 --prompt-kinds box --no-box-jitter --no-augment "
         "--max-instances 1 --num-points 2"
@@ -84,16 +88,19 @@ def test_run_cancel_resume_loss_falls_and_loads(make_napari_viewer, qtbot, tiny_
     assert (run / STATE_FILE).is_file() and not (run / FINAL_FILE).exists()
     assert sorted(p.name for p in (run / "annotations" / "images").iterdir()) == ["cells.tif", "stack_z1.tif"]
     stopped_at = len(read_losses(run))
-    assert stopped_at < 8
+    assert stopped_at < 6
 
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TRAIN_TIMEOUT_MS)
     assert widget.status_label.text().startswith("Finished"), widget.status_label.toolTip()
     steps = read_losses(run)
-    assert [step for step, _ in steps] == list(range(1, 9))  # resumed: no step repeated or lost
+    assert [step for step, _ in steps] == list(range(1, 7))  # resumed: no step repeated or lost
     losses = [loss for _, loss in steps]
     assert np.mean(losses[-2:]) < np.mean(losses[:2])
     assert widget.loss_plot.points == steps
+    interactive.parent().hide()  # its dock (the screenshot shows this widget alone)
+    save_screenshot(viewer, qtbot, "finetune_widget.png")
+    interactive.parent().show()
 
     final = run / FINAL_FILE
     model = load_model(final, device="cpu")

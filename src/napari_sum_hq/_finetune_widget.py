@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 
 #: How often the widget looks at the child process and the run's metrics (ms).
 POLL_MS = 250
+#: Characters of the model choice shown (a checkpoint path is elided to them).
+MODEL_CHARS = 24
+#: Height of the annotations list (px; it scrolls beyond some five pairs).
+PAIRS_LIST_HEIGHT = 100
 SCHEME_TIPS = {
     "hq": "HQ modules and SUM task tables only (light; HQ-SAM's recipe)",
     "decoder": "prompt encoder + mask decoder",
@@ -106,6 +110,7 @@ class FinetuneWidget(QWidget):
 
     def _build(self) -> None:
         self.pairs_list = QListWidget()
+        self.pairs_list.setMaximumHeight(PAIRS_LIST_HEIGHT)
         self.pairs_list.setToolTip(
             "Labels layers and the image each annotates (same shape). Checked ones are exported: a 2D image\n"
             "with objects gives one training image, a 3D stack one per slice with objects."
@@ -118,6 +123,9 @@ class FinetuneWidget(QWidget):
         data_layout.addWidget(refresh)
 
         self.model_picker = ModelPicker()
+        combo = self.model_picker.model_combo  # a long checkpoint path must not widen the dock
+        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(MODEL_CHARS)
         same = QPushButton("Same as the interactive widget")
         same.setToolTip("Start from the model chosen in the interactive segmentation widget.")
         same.clicked.connect(self.use_interactive_model)
@@ -194,7 +202,9 @@ class FinetuneWidget(QWidget):
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         scroll.setWidget(body)
+        scroll.setMinimumWidth(body.minimumSizeHint().width() + 20)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
