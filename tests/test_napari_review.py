@@ -21,15 +21,14 @@ def plane_with_objects(shape, boxes) -> np.ndarray:
     return labels
 
 
-def open_review(viewer, qtbot, layer_name: str, wait: bool = True):
+def open_review(viewer, qtbot, layer_name: str):
     from napari_sum_hq._review_widget import ReviewQueueWidget
 
     widget = ReviewQueueWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.labels_combo.setCurrentText(layer_name)
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)
-    if wait:
-        qtbot.waitUntil(lambda: not widget.is_running and widget.running_workers == 0, timeout=JOB_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not widget.is_running and widget.running_workers == 0, timeout=JOB_TIMEOUT_MS)
     return widget
 
 
@@ -104,6 +103,13 @@ def test_review_sorts_jumps_accepts_and_thresholds(make_napari_viewer, qtbot):
     widget.order_combo.setCurrentIndex(1)
     assert listed_ids(widget) == [3, 1, 4, 2]
 
+    layer.data_setitem((np.array([240, 241]), np.array([300, 300])), 8)  # painted since: listed after a reload
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not widget.is_running and widget.running_workers == 0, timeout=JOB_TIMEOUT_MS)
+    reviewed = dict(zip(layer.features["index"], layer.features["reviewed"]))
+    assert reviewed == {1: False, 2: False, 3: True, 4: False, 8: False}
+    np.testing.assert_allclose(layer.features["mean_uncertainty"][:4], UNCERTAINTY)  # the features' own values
+
 
 def test_review_delete_undo_exact_and_resegment_box(make_napari_viewer, qtbot):
     """Delete (button and key) zeroes exactly the object's pixels through napari's undo history; Ctrl+Z's undo
@@ -143,21 +149,19 @@ def test_review_delete_undo_exact_and_resegment_box(make_napari_viewer, qtbot):
     assert boxes.selected_data == {0} and viewer.layers.selection.active is boxes
 
 
-def test_review_3d_stack_from_reader_features(make_napari_viewer, qtbot):
-    """A stack whose features hold the positions (the reader's layout): nothing scanned; a row moves the dims
-    to the object's slice; delete and undo on a slice are exact."""
+def test_review_3d_stack(make_napari_viewer, qtbot):
+    """A stack (an id on two slices has a row on each, its features' values kept by slice): a row moves the dims
+    to the object's slice and centres on it; delete and undo on one slice are exact."""
     viewer = make_napari_viewer(show=True)
     stack = np.zeros((6, 64, 80), np.uint16)
     stack[1, 5:15, 10:30] = 1
     stack[4, 40:60, 50:70] = 7
     stack[4, 2:6, 2:6] = 1  # the same id on another slice: its own row
     original = stack.copy()
-    features = pd.DataFrame({"index": [1, 1, 7], "slice": [1, 4, 4], "area": [200, 16, 400],
-                             "bbox_row0": [5, 2, 40], "bbox_col0": [10, 2, 50], "bbox_row1": [15, 6, 60],
-                             "bbox_col1": [30, 6, 70], "mean_uncertainty": [0.1, 0.3, 0.6]})
+    features = pd.DataFrame({"index": [1, 1, 7], "slice": [1, 4, 4], "mean_uncertainty": [0.1, 0.3, 0.6]})
     layer = viewer.add_labels(stack, name="blobs labels", features=features)
-    widget = open_review(viewer, qtbot, layer.name, wait=False)
-    assert not widget.is_running and widget.table.rowCount() == 3
+    widget = open_review(viewer, qtbot, layer.name)
+    assert listed_ids(widget) == [7, 1, 1]
     assert [widget.table.item(i, 1).text() for i in range(3)] == ["4", "4", "1"]
 
     viewer.dims.set_point(0, 0)
@@ -203,3 +207,8 @@ def test_review_2048_far_object_lazy_result(make_napari_viewer, qtbot):
     qtbot.mouseClick(widget.delete_button, Qt.LeftButton)
     assert "cannot be deleted" in widget.status_label.text()
     assert int(np.count_nonzero(np.asarray(layer.data[1950:2030, 1940:2030]) == 5)) == 80 * 90
+
+    qtbot.keyClick(widget.table, Qt.Key_A)
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)  # lazy labels, features with positions: nothing read
+    assert not widget.is_running and listed_ids(widget) == [5, 2]
+    assert layer.features["reviewed"].tolist() == [False, True]

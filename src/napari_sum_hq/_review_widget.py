@@ -1,9 +1,10 @@
 """Review queue: the objects of a Labels layer, least certain first; jump to each, accept, delete or re-segment.
 
 **Rows.** "Load objects" takes the chosen Labels layer (and its uncertainty Image layer when there is one):
-its ``features`` are the rows when they already hold one row per object with its bounding box; otherwise the
-objects are found in a worker (:func:`napari_sum_hq._review_table.scan_rows`: block by block, so a lazily
-opened large result is never read whole) and the rows become the layer's ``features``. The reviewed state is
+the objects are found in a worker (:func:`napari_sum_hq._review_table.scan_rows`: block by block, so a lazily
+opened large result is never read whole; the features' values and columns are kept) and the rows become the
+layer's ``features``; a lazily opened layer whose ``features`` already hold one row per object with its
+bounding box (the reader's, or an earlier load's) is not read at all. The reviewed state is
 their ``reviewed`` column, so it stays with the layer.
 
 **Queue.** Sorted by any numeric column (highest or lowest first), optionally only the objects above a
@@ -39,6 +40,8 @@ from qtpy.QtWidgets import (
     QTableWidgetItem,
     QVBoxLayout,
 )
+
+from sum_core.errors import SumError
 
 from ._job_widget import JobWidget
 from ._layers import AnnotationLayers
@@ -216,15 +219,20 @@ class ReviewQueueWidget(JobWidget):
     # ------------------------------------------------------------------ loading
 
     def load(self) -> None:
-        """List the objects of the chosen Labels layer (a worker finds them when its features cannot say)."""
+        """List the objects of the chosen Labels layer.
+
+        A worker finds them (keeping the features' values and columns) unless the layer is opened lazily and its
+        features already say where its objects are; in-memory labels are always scanned (cheap), so objects
+        painted or edited since the last load are listed as they are now.
+        """
         layer = self._chosen_labels()
         if layer is None:
             self.set_status("Add or choose a Labels layer first.", error=True)
             return
         data = _level0(layer)
         try:
-            rows = rows_from_features(layer.features, data.ndim)
-        except Exception as err:  # noqa: BLE001 - a SumError: said in the status line
+            rows = None if isinstance(data, np.ndarray) else rows_from_features(layer.features, data.ndim)
+        except SumError as err:
             self.fail(err)
             return
         if rows is not None:
