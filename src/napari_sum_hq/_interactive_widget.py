@@ -40,7 +40,7 @@ and paths are refused with a message.
 *Load*): nothing committed is lost when napari closes or crashes.
 
 **Large images.** A cache folder typed after the image was chosen prepares it again with that
-folder. Point markers keep a constant size on the screen. S while a segmentation runs is ignored
+folder. Point markers and box outlines keep a constant size on the screen. S while a segmentation runs is ignored
 with a message, so no tile is encoded twice. Planes segmented window by window follow an object
 across at most *max tiles* tiles; a cut there is said in red and *Continue with all N tiles*
 segments the object whole (:mod:`napari_sum_hq._large_image`).
