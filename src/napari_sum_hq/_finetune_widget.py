@@ -292,7 +292,8 @@ class FinetuneWidget(QWidget):
             self._settings = settings
             self.loss_plot.set_points(read_losses(settings.output))
             if state == RESUMABLE:
-                self._start("training", finetune_command(settings, resume=True), "Resuming the run…")
+                command = finetune_command(settings, resume=True)
+                self._start("training", command, "Resuming the run (with its saved settings)…")
                 return
             count = write_bundle(self.chosen_pairs(), settings.output / BUNDLE)
         except SumError as exc:
@@ -321,7 +322,7 @@ class FinetuneWidget(QWidget):
             self.set_status("Cancelling: saving a resumable state…")
 
     def stop(self) -> None:
-        """Cancel and wait for the child (napari is closing)."""
+        """Cancel when napari closes: the child (in its own session) saves its state and exits on its own."""
         if self.child is not None:
             self.child.interrupt()
             self._timer.stop()
