@@ -112,8 +112,9 @@ def test_review_sorts_jumps_accepts_and_thresholds(make_napari_viewer, qtbot):
 
 
 def test_review_delete_undo_exact_and_resegment_box(make_napari_viewer, qtbot):
-    """Delete (button and key) zeroes exactly the object's pixels through napari's undo history; Ctrl+Z's undo
-    restores the labels exactly and the row comes back. R puts the object's box into '<image> box prompts'."""
+    """Delete (button and key) zeroes exactly the object's pixels through napari's undo history; Ctrl+Z
+    (pressed on the canvas) restores the labels exactly and the row comes back. R puts the object's box into
+    '<image> box prompts'."""
     from napari_sum_hq._prompts import boxes_on_slice
 
     viewer = make_napari_viewer(show=True)
@@ -132,7 +133,8 @@ def test_review_delete_undo_exact_and_resegment_box(make_napari_viewer, qtbot):
     np.testing.assert_array_equal(layer.data, expected)
     assert 1 not in listed_ids(widget) and "1 deleted" in widget.counts_label.text()
 
-    layer.undo()  # what Ctrl+Z on the layer runs
+    viewer.layers.selection.active = layer
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key_Z, Qt.ControlModifier)  # Ctrl+Z on the canvas
     np.testing.assert_array_equal(layer.data, original)
     assert 1 in listed_ids(widget)
 
@@ -212,3 +214,19 @@ def test_review_2048_far_object_lazy_result(make_napari_viewer, qtbot):
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)  # lazy labels, features with positions: nothing read
     assert not widget.is_running and listed_ids(widget) == [5, 2]
     assert layer.features["reviewed"].tolist() == [False, True]
+
+
+def test_review_queue_order_unknown_values_and_hidden():
+    """Qt-free: ties keep id order, unknown values come last (and drop out with a threshold), hidden rows and
+    features without positions or with duplicate ids are not rows."""
+    from napari_sum_hq._review_table import queue, rows_from_features
+
+    rows = pd.DataFrame({"index": [1, 2, 3, 4, 5], "value": [0.5, np.nan, 0.9, 0.5, 0.1]})
+    assert queue(rows, "value").tolist() == [2, 0, 3, 4, 1]
+    assert queue(rows, "value", descending=False).tolist() == [4, 0, 3, 2, 1]
+    assert queue(rows, "value", threshold=0.4, hidden={2}).tolist() == [0, 3]
+    assert rows_from_features(rows, 2) is None  # no positions
+    boxes = {"bbox_row0": [0, 0], "bbox_col0": [0, 0], "bbox_row1": [1, 1], "bbox_col1": [1, 1]}
+    assert rows_from_features(pd.DataFrame({"index": [3, 3], **boxes}), 2) is None  # one id twice in a plane
+    stack = rows_from_features(pd.DataFrame({"index": [3, 3], "slice": [0, 2], **boxes}), 3)
+    assert stack["reviewed"].tolist() == [False, False]
