@@ -65,8 +65,10 @@ SHOWN_ROWS = 200
 FILL = 0.5
 #: Smallest side, in pixels, of the view around an object (a one-pixel object is not zoomed in endlessly).
 MIN_VIEW = 32
-#: Name endings of a result's Labels layer -> those of its uncertainty Image layer.
-_UNCERTAINTY_NAMES = ((" committed objects", " uncertainty"), (" labels", " uncertainty"))
+#: Name endings of a result's Labels layer -> those of its uncertainty Image layer (the reader's and batch
+#: widget's "<stem> labels" / "<stem> uncertainty", the automatic widget's "<image> auto labels" / "<image> auto
+#: uncertainty"; the interactive widget's "<image> uncertainty" is the current object's, not the committed ones').
+_UNCERTAINTY_NAMES = ((" labels", " uncertainty"),)
 #: Name endings of a result's Labels layer after its image's name.
 _IMAGE_SUFFIXES = (" committed objects", " current object", " auto labels", " labels")
 _NO_UNCERTAINTY = "(none)"
