@@ -74,27 +74,27 @@ def test_run_cancel_resume_loss_falls_and_loads(make_napari_viewer, qtbot, tmp_p
     run = tmp_path / "run"
     widget.output_edit.setText(str(run))
     widget.scheme_combo.setCurrentText("hq")
-    widget.epochs_spin.setValue(3)
+    widget.epochs_spin.setValue(4)
     widget.extra_edit.setText(
         "--device cpu --batch-size 1 --lr 0.01 --prompt-kinds box --no-box-jitter --no-augment "
         "--max-instances 1 --num-points 2"
     )
 
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: len(read_losses(run)) >= 2, timeout=TRAIN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(read_losses(run)) >= 1, timeout=TRAIN_TIMEOUT_MS)
     qtbot.mouseClick(widget.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TRAIN_TIMEOUT_MS)
     assert "Run resumes" in widget.status_label.text()
     assert (run / STATE_FILE).is_file() and not (run / FINAL_FILE).exists()
     assert sorted(p.name for p in (run / "annotations" / "images").iterdir()) == ["cells.tif", "stack_z1.tif"]
     stopped_at = len(read_losses(run))
-    assert stopped_at < 6
+    assert 1 <= stopped_at < 8
 
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TRAIN_TIMEOUT_MS)
     assert widget.status_label.text().startswith("Finished"), widget.status_label.toolTip()
     steps = read_losses(run)
-    assert [step for step, _ in steps] == list(range(1, 7))  # resumed: no step repeated or lost
+    assert [step for step, _ in steps] == list(range(1, 9))  # resumed: no step repeated or lost
     losses = [loss for _, loss in steps]
     assert np.mean(losses[-2:]) < np.mean(losses[:2])
     assert widget.loss_plot.points == steps
