@@ -9,7 +9,7 @@ import pytest
 import tifffile
 import zarr
 
-from sum_core.batch.volume import open_volume
+from sum_core.volume import open_volume
 from sum_core.errors import InvalidInputError
 from sum_core.sources import Planes
 from sum_core.tiling import Region

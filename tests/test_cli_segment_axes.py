@@ -9,7 +9,7 @@ import tifffile
 import zarr
 
 from sum_core import predictor as predictor_module
-from sum_core.batch.volume import open_volume
+from sum_core.volume import open_volume
 from sum_core.cli import main
 from tiled_fakes import use_fake_decoders
 

@@ -332,7 +332,7 @@ def test_tiff_written_without_tifffile_warnings_and_stacks_stay_grayscale(tmp_pa
 
 
 def test_ome_tiff_output_carries_the_physical_pixel_size(tmp_path):
-    from sum_core.batch.volume import open_volume
+    from sum_core.volume import open_volume
 
     labels = np.zeros((1040, 1392), np.uint16)
     labels[900:1000, 1300:1390] = 7

@@ -4,7 +4,7 @@
 where it is indexed (numpy, dask, zarr v2/v3, TIFF through tifffile's ``aszarr`` store,
 OME-Zarr multiscale levels). :class:`Planes` reads windows of the 2D planes of an image or
 of a stack (one stack axis), with the channel axis (wherever it is) last and the channels
-chosen (:func:`sum_core.batch.volume.open_volume` finds both axes by name).
+chosen (:func:`sum_core.volume.open_volume` finds both axes by name).
 :func:`fixed_normalization` computes ONE intensity window for a whole image or stack from a
 sample of it, so that every tile and every slice is converted to 8 bits with the same contrast;
 :func:`sum_core.image.to_uint8_rgb` applies it to one window.

@@ -60,7 +60,7 @@ def parse_channel(text: str) -> int | tuple[int, int, int]:
 
 
 def add_channel_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--channel`` (the ``channel=`` of :func:`sum_core.batch.volume.open_volume`)."""
+    """Add ``--channel`` (the ``channel=`` of :func:`sum_core.volume.open_volume`)."""
     parser.add_argument("--channel", type=parse_channel, metavar="N|R,G,B",
                         help="channels fed to the model when the image has a channel axis (S, C, channel, rgb "
                         "in any position): N for that channel as grayscale, R,G,B for three channels as "

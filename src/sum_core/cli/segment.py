@@ -82,8 +82,8 @@ def add_segment_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _volume(args: argparse.Namespace) -> Any:
-    """The input opened lazily as a :class:`~sum_core.batch.volume.Volume` (one plane, or the stack of --slice)."""
-    from ..batch.volume import open_volume
+    """The input opened lazily as a :class:`~sum_core.volume.Volume` (one plane, or the stack of --slice)."""
+    from ..volume import open_volume
     from ..errors import InvalidInputError
     from ..sample_data import sample_image
 
