@@ -27,8 +27,13 @@ def test_manifest_validates_and_imports():
         "napari-sum-hq.interactive_widget",
         "napari-sum-hq.automatic_widget",
         "napari-sum-hq.batch_widget",
+        "napari-sum-hq.review_widget",
+        "napari-sum-hq.finetune_widget",
         "napari-sum-hq.sample_cell",
         "napari-sum-hq.sample_blobs_stack",
+        "napari-sum-hq.get_reader",
+        "napari-sum-hq.write_geojson",
+        "napari-sum-hq.write_imagej_roi",
     }
     for command in manifest.contributions.commands:
         assert callable(_resolve(command.python_name))
@@ -42,6 +47,8 @@ def test_manifest_validates_and_imports():
         "napari-sum-hq.interactive_widget",
         "napari-sum-hq.automatic_widget",
         "napari-sum-hq.batch_widget",
+        "napari-sum-hq.review_widget",
+        "napari-sum-hq.finetune_widget",
     ]
 
 
@@ -73,6 +80,7 @@ def test_widget_module_does_not_import_torch():
         "import sys\n"
         "from napari_sum_hq import _interactive_widget, _layers, _prompts, _session, _sample_data\n"
         "from napari_sum_hq import _auto_widget, _batch_widget, _propagation, _jobs, _widget_parts\n"
+        "from napari_sum_hq import _reader, _writer, _review_widget, _finetune_widget\n"
         "print('torch' in sys.modules, 'sum_core.predictor' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

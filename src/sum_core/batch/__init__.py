@@ -10,20 +10,40 @@ reads the CSV prompt tables of the prompts mode; :func:`object_table` reads the 
 output folder, with a summary table (``summary.csv``).
 """
 
-from .integrity import verify_target
-from .job import segment_zarr
-from .many import FileResult, segment_many
-from .objects import object_table
-from .prompts_table import ObjectPrompt, read_prompts_table
-from ..errors import DamagedTargetError
+from __future__ import annotations
 
-__all__ = [
-    "DamagedTargetError",
-    "FileResult",
-    "ObjectPrompt",
-    "object_table",
-    "read_prompts_table",
-    "segment_many",
-    "segment_zarr",
-    "verify_target",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names load on first use: reading a target (results exports, the napari reader and widgets) must not
+# import torch, which only the segmentation itself needs.
+_LAZY = {
+    "DamagedTargetError": "..errors",
+    "FileResult": ".many",
+    "ObjectPrompt": ".prompts_table",
+    "object_table": ".objects",
+    "read_prompts_table": ".prompts_table",
+    "segment_many": ".many",
+    "segment_zarr": ".job",
+    "verify_target": ".integrity",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..errors import DamagedTargetError
+    from .integrity import verify_target
+    from .job import segment_zarr
+    from .many import FileResult, segment_many
+    from .objects import object_table
+    from .prompts_table import ObjectPrompt, read_prompts_table
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

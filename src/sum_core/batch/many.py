@@ -35,7 +35,6 @@ from tqdm.auto import tqdm
 
 from ..errors import Cancelled, InvalidInputError
 from ..imageio import TIFF_SUFFIXES, check_input_path, is_zarr_path
-from .job import segment_zarr
 from .writer import Target
 
 __all__ = ["FileResult", "IMAGE_SUFFIXES", "SUMMARY", "is_many", "list_sources", "output_names", "segment_many"]
@@ -289,6 +288,8 @@ def _segment_one(result, out, index, n_files, results, progress, on_progress, kw
         relay = lambda done, total: on_progress(index, n_files, done, total)  # noqa: E731
     start = time.perf_counter()
     try:
+        from .job import segment_zarr  # torch loads with the first job, not with the module
+
         group = segment_zarr(result.file, out / result.output, progress=progress, on_progress=relay, **kwargs)
     except (KeyboardInterrupt, Cancelled) as stop:
         _record(result, "interrupted", start, _described(stop) + "; rerun to resume")
