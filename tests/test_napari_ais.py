@@ -10,6 +10,7 @@ own grey values.
 from __future__ import annotations
 
 import numpy as np
+from skimage.segmentation import relabel_sequential
 import pytest
 from qtpy.QtCore import Qt
 from napari_sum_hq._job_widget import ERROR_STYLE
@@ -180,7 +181,6 @@ def test_stack_slices_keep_their_feature_rows(make_napari_viewer, qtbot, ais_che
     viewer.add_image(stack, name="stack")
     widget = open_auto_widget(viewer, ais_checkpoint)
     wait_checked(widget, qtbot)
-    stride = 2**32 // 3
 
     viewer.dims.set_current_step(0, 1)
     click(qtbot, widget.run_button)
@@ -188,7 +188,7 @@ def test_stack_slices_keep_their_feature_rows(make_napari_viewer, qtbot, ais_che
     layer = viewer.layers["stack auto labels"]
     first = layer.features.copy()
     expected1, _ = auto_segment(stack[1], mode="ais", model=str(ais_checkpoint), device="cpu", progress=False)
-    np.testing.assert_array_equal(layer.data[1], np.where(expected1 > 0, expected1 + np.uint32(stride), 0))
+    np.testing.assert_array_equal(layer.data[1], expected1)  # the first objects of the stack: ids 1..3
     assert len(first) == 3 and (first["slice"] == 1).all()
     assert widget.status_label.text() == "Found 3 object(s) (AIS) on slice (1,)."
 
@@ -199,6 +199,7 @@ def test_stack_slices_keep_their_feature_rows(make_napari_viewer, qtbot, ais_che
     assert sorted(features["slice"]) == [1, 1, 1, 2, 2]
     np.testing.assert_array_equal(features[features["slice"] == 1].to_numpy(), first.to_numpy())  # kept
     assert features["index"].is_unique and features["index"].is_monotonic_increasing
+    assert set(np.unique(layer.data)) == {0, 1, 2, 3, 4, 5}  # compact: slice 2 follows slice 1
     for s in (1, 2):  # every row is an object of its slice, with its area
         rows = features[features["slice"] == s]
         ids, areas = np.unique(layer.data[s], return_counts=True)
@@ -206,19 +207,24 @@ def test_stack_slices_keep_their_feature_rows(make_napari_viewer, qtbot, ais_che
         np.testing.assert_array_equal(rows["area"], areas[1:])
     assert not layer.data[[0]].any()
 
-    viewer.dims.set_current_step(0, 1)  # again: slice 1's rows are replaced, not added
+    viewer.dims.set_current_step(0, 1)  # again: slice 1's rows are replaced, not added; its new ids follow slice 2's
     click(qtbot, widget.run_button)
     wait_job(widget, qtbot)
     assert sorted(layer.features["slice"]) == [1, 1, 1, 2, 2]
-    np.testing.assert_array_equal(layer.features.to_numpy(), features.to_numpy())
+    np.testing.assert_array_equal(layer.data[1], np.where(expected1 > 0, expected1 + np.uint32(5), 0))
+    assert layer.features["index"].is_unique and sorted(layer.features["index"]) == [4, 5, 6, 7, 8]
+    columns = ["slice", "area", "mean_uncertainty", "boundary_uncertainty"]
+    np.testing.assert_array_equal(layer.features[columns].to_numpy(), features[columns].to_numpy()[[3, 4, 0, 1, 2]])
 
-    before = layer.data.copy()  # the whole stack numbers each slice's objects as its slice run did
+    before = layer.data.copy()  # the whole stack: the same objects, numbered 1..N in slice order
     widget.scope_combo.setCurrentText("whole image / stack")
     click(qtbot, widget.run_button)
     wait_job(widget, qtbot)
-    np.testing.assert_array_equal(layer.data[1:], before[1:])
+    assert set(np.unique(layer.data)) == set(range(7))
+    for s in (1, 2):
+        np.testing.assert_array_equal(relabel_sequential(layer.data[s])[0], relabel_sequential(before[s])[0])
     assert sorted(layer.features["slice"]) == [0, 1, 1, 1, 2, 2]
-    np.testing.assert_array_equal(layer.features[layer.features["slice"] > 0].to_numpy(), features.to_numpy())
+    np.testing.assert_array_equal(layer.features["index"], np.arange(1, 7))
     assert widget.status_label.text() == "Found 6 object(s) (AIS)."
 
 

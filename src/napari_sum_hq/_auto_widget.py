@@ -130,10 +130,13 @@ class AutomaticSegmentationWidget(JobWidget):
         where = key if (key and not whole) else ()
         lead = shape[: len(where)]
         slice_index = int(np.ravel_multi_index(where, lead)) if where else None
+        name = f"{image.name} auto labels"
+        labels = self.viewer.layers[name] if name in self.viewer.layers else None
+        existing = labels.data if isinstance(labels, Labels) and tuple(labels.data.shape) == shape else None
         self.start_job(
             auto_job, (pixels, stack_axis, self.model.choice()),
             {"mode": self.auto_mode.mode(), "options": options, **self.tiling.tiling(),
-             "slice_index": slice_index or 0, "n_slices": int(np.prod(lead))},
+             "slice_index": slice_index or 0, "existing": existing, "key": where},
             lambda result: self._write(image, shape, where, slice_index, result),
         )  # fmt: skip
 

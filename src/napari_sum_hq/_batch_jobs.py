@@ -27,9 +27,6 @@ import numpy as np
 from ._jobs import CancelToken, ProgressRelay
 from ._session import ModelChoice
 
-#: The id space of a stack's labels: slice ``s`` of ``n`` holds ids ``s * (ID_SPACE // n) + 1 ...``
-#: (the rule of :func:`sum_core.batch.segment_zarr`, so a slice run and a whole-stack run agree).
-ID_SPACE = 2**32
 #: The columns of the Labels layer ``features`` of AIS results; napari's ``index`` is the label id.
 FEATURE_COLUMNS = ("index", "slice", "area", "mean_uncertainty", "boundary_uncertainty")
 #: A job's progress is relayed as ``(steps done, PROGRESS_STEPS)``: per mille of its tasks, so the
@@ -193,6 +190,19 @@ class AutoResult:
     n_objects: int
 
 
+def next_free_id(labels: np.ndarray, key: tuple[int, ...]) -> int:
+    """One more than the largest id of ``labels`` outside the slice ``labels[key]`` (1 when empty).
+
+    Read slice by slice (no copy of the stack), in the job's worker.
+    """
+    lead = labels.shape[: len(key)]
+    largest = 0
+    for index in np.ndindex(*lead):
+        if index != tuple(key):
+            largest = max(largest, int(np.max(labels[index], initial=0)))
+    return largest + 1
+
+
 def auto_job(
     image: Any,
     stack_axis: int | None,
@@ -204,7 +214,8 @@ def auto_job(
     tile_shape: int | None = None,
     halo: int | None = None,
     slice_index: int = 0,
-    n_slices: int = 1,
+    existing: np.ndarray | None = None,
+    key: tuple[int, ...] = (),
 ) -> AutoResult:
     """Automatic segmentation of an image or stack (numpy or dask) into memory, tile by tile.
 
@@ -212,10 +223,11 @@ def auto_job(
     ``"amg"``), run as a ``segment_zarr`` job into an in-memory zarr store so it can report
     progress per tile.
 
-    ``image`` may be slice ``slice_index`` of a stack of ``n_slices`` (``stack_axis`` None): its
-    ids are then moved into that slice's id range, ``[s * stride + 1, (s + 1) * stride)`` with
-    ``stride = 2**32 // n_slices`` as for a whole-stack job, so the ids of slices segmented one by
-    one never collide, and its rows get ``slice = slice_index``.
+    ``image`` may be the slice ``key`` (flat index ``slice_index``) of a stack whose labels so far are
+    ``existing`` (``stack_axis`` None): its ids then follow the largest id of the other slices
+    (:func:`next_free_id`), so slices segmented one by one never collide and ids stay compact (a
+    whole-stack job numbers 1..N over the stack, as ``segment_zarr``), and its rows get
+    ``slice = slice_index``.
 
     Raises
     ------
@@ -231,7 +243,7 @@ def auto_job(
     )  # fmt: skip
     group = zarr.open_group(store, mode="r")
     labels = np.asarray(group["labels"])
-    offset = np.uint32(slice_index * (ID_SPACE // n_slices))
+    offset = np.uint32(next_free_id(existing, key) - 1) if existing is not None and key else np.uint32(0)
     if offset:
         labels[labels > 0] += offset
     features = layer_features(group, offset, slice_index) if mode == "ais" else None
