@@ -22,7 +22,9 @@ echo "== Python packages"
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
-"$PY" -m pip install -q -e ".[napari,testing]"
+# The GUI tests run with PyQt5 ([napari-pyqt5]); the [napari] extra users install brings PyQt6, checked
+# below on a subset of them, with PyQt6 kept in .qt6/ so that pytest-qt does not switch the whole suite.
+"$PY" -m pip install -q -e ".[napari-pyqt5,testing]"
 # Property-based tests (tests/test_reliability_fuzz.py); pure Python, it pulls no torch.
 "$PY" -m pip install -q "hypothesis>=6.100"
 # Reference implementations for the equivalence tests. They declare torchvision, which would replace
@@ -49,6 +51,12 @@ fi
 
 echo "== Package: sdist + wheel build, twine check, the wheel installed in a fresh venv (scripts/check_package.sh)"
 bash scripts/check_package.sh
+
+echo "== GUI tests with PyQt6 (the [napari] extra's binding): a representative subset"
+"$PY" -m pip install -q --no-deps --target .qt6 --upgrade "PyQt6==6.7.1" "PyQt6-Qt6==6.7.3" "PyQt6-sip==13.13.0"
+PYTHONPATH="$PWD/.qt6" QT_API=pyqt6 PYTEST_QT_API=pyqt6 xvfb-run -a -s "-screen 0 1280x1024x24" \
+  "$PY" -m pytest -q -p no:cacheprovider tests/test_napari_first_contact.py tests/test_napari_ux_lifetime.py \
+  tests/test_napari_ux_prompts.py tests/test_napari_finish_interactive.py
 
 echo "== Test suite"
 exec xvfb-run -a -s "-screen 0 1280x1024x24" "$PY" -m pytest -q "$@"
