@@ -12,7 +12,7 @@ from sum_core.errors import InvalidInputError, SumError
 from ._batch_jobs import FEATURE_COLUMNS, AutoResult, auto_job
 from ._job_widget import JobWidget
 from ._layers import spatial_shape
-from ._widget_parts import ModelPicker, ModeOptions, TilingOptions, sole_image
+from ._widget_parts import CHECKING_MODEL, ModelPicker, ModeOptions, TilingOptions, sole_image
 
 if TYPE_CHECKING:
     import napari
@@ -111,6 +111,9 @@ class AutomaticSegmentationWidget(JobWidget):
         missing = self.model.not_downloaded()
         if missing:
             self.set_status(missing, error=True)
+            return
+        if self.auto_mode.checking:  # the mode is not known yet (and a load runs in a worker)
+            self.set_status(CHECKING_MODEL, error=True)
             return
         shape = spatial_shape(image)
         data = image.data[0] if image.multiscale else image.data

@@ -27,7 +27,7 @@ from sum_core.errors import InvalidInputError, SumError
 
 from ._batch_jobs import batch_job_with_features, many_job
 from ._job_widget import JobWidget
-from ._widget_parts import ModelPicker, ModeOptions, TilingOptions
+from ._widget_parts import CHECKING_MODEL, ModelPicker, ModeOptions, TilingOptions
 
 if TYPE_CHECKING:
     import napari
@@ -198,6 +198,9 @@ class BatchSegmentationWidget(JobWidget):
         missing = self.model.not_downloaded()
         if missing:
             self.set_status(missing, error=True)
+            return
+        if self.auto_mode.checking:  # the mode is not known yet (and a load runs in a worker)
+            self.set_status(CHECKING_MODEL, error=True)
             return
         try:
             arguments = self.job_arguments()

@@ -338,6 +338,10 @@ def sole_image(viewer: napari.viewer.Viewer, skip: tuple[str, ...] = ()) -> Imag
     return images[0] if len(images) == 1 else None
 
 
+#: Status of a Run clicked while the chosen checkpoint is being checked for an AIS decoder.
+CHECKING_MODEL = "Still checking the model for an AIS decoder (a few seconds); run again when the mode is known."
+
+
 def _decoder_tip(source: str, has_decoder: bool) -> str:
     if has_decoder:
         return f"{source} carries an AIS decoder: AIS segments every object in one decoder pass per tile."
