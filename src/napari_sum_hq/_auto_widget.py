@@ -12,6 +12,7 @@ from sum_core.errors import InvalidInputError, SumError
 from ._batch_jobs import FEATURE_COLUMNS, AutoResult, auto_job
 from ._job_widget import JobWidget
 from ._layers import spatial_shape
+from ._uncertainty_style import UNCERTAINTY_STYLE
 from ._widget_parts import CHECKING_MODEL, ModelPicker, ModeOptions, TilingOptions, sole_image
 
 if TYPE_CHECKING:
@@ -159,10 +160,7 @@ class AutomaticSegmentationWidget(JobWidget):
                 if kind is Labels:
                     layer = self.viewer.add_labels(zeros, name=name, **align)
                 else:
-                    layer = self.viewer.add_image(
-                        zeros, name=name, colormap="magma", contrast_limits=(0.0, 1.0),
-                        blending="additive", opacity=0.7, visible=False, **align,
-                    )  # fmt: skip
+                    layer = self.viewer.add_image(zeros, name=name, **UNCERTAINTY_STYLE, visible=False, **align)
             layers.append(layer)
         for layer, values in zip(layers, (result.labels, result.uncertainty), strict=True):
             layer.data[key] = values

@@ -27,6 +27,7 @@ from sum_core.errors import InvalidInputError, SumError
 
 from ._batch_jobs import batch_job_with_features, many_job
 from ._job_widget import JobWidget
+from ._uncertainty_style import UNCERTAINTY_STYLE
 from ._widget_parts import CHECKING_MODEL, ModelPicker, ModeOptions, TilingOptions
 
 if TYPE_CHECKING:
@@ -273,10 +274,7 @@ class BatchSegmentationWidget(JobWidget):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         self.viewer.add_labels(labels, name=f"{stem} labels", features=features)
-        self.viewer.add_image(
-            uncertainty, name=f"{stem} uncertainty", colormap="magma", contrast_limits=(0.0, 1.0),
-            blending="additive", opacity=0.7, visible=False,
-        )  # fmt: skip
+        self.viewer.add_image(uncertainty, name=f"{stem} uncertainty", **UNCERTAINTY_STYLE, visible=False)
         self.set_status(f"Done: {target} (labels {labels.shape}, opened lazily).")
 
     def fail(self, exc: BaseException, prefix: str = "Failed") -> None:

@@ -35,6 +35,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from sum_core.tiling import Region
 
 from ._session import ObjectPiece, SliceKey, UncertaintyPiece
+from ._uncertainty_style import UNCERTAINTY_STYLE
 
 POINTS_NAME = "point prompts"
 BOXES_NAME = "box prompts"
@@ -223,10 +224,7 @@ class AnnotationLayers:
         return self.viewer.add_image(
             np.zeros(self.shape, dtype=np.float32),
             name=self.name(UNCERTAINTY_NAME),
-            colormap="magma",
-            contrast_limits=(0.0, 1.0),
-            blending="additive",
-            opacity=0.7,
+            **UNCERTAINTY_STYLE,
             **_alignment(self.image),
         )
 
