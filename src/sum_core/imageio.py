@@ -29,6 +29,7 @@ from PIL import Image
 from .errors import InvalidInputError
 
 __all__ = [
+    "READABLE_SUFFIXES",
     "TIFF_SUFFIXES",
     "check_image_target",
     "check_input_path",
@@ -43,7 +44,8 @@ __all__ = [
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _PIL = (".png", ".jpg", ".jpeg", ".bmp")
-_READABLE = TIFF_SUFFIXES + _PIL + (".zarr",)
+#: File name endings :func:`read_image` reads (zarr stores: also any folder with zarr metadata).
+READABLE_SUFFIXES = TIFF_SUFFIXES + _PIL + (".zarr",)
 _WRITABLE = TIFF_SUFFIXES + (".png",)
 _OME_AXES = {2: "YX", 3: "ZYX"}  # the axes of an OME-TIFF written by write_images, by number of dimensions
 
@@ -247,7 +249,7 @@ def read_image(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - any reader failure means an unreadable file
         raise InvalidInputError(f"path: could not read {p}: {type(exc).__name__}: {exc}") from exc
     raise InvalidInputError(
-        f"path: unknown image format {suffix or '(no extension)'!r} for {p}; supported: {', '.join(_READABLE)}"
+        f"path: unknown image format {suffix or '(no extension)'!r} for {p}; supported: {', '.join(READABLE_SUFFIXES)}"
     )
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import Cancelled, InvalidInputError
-from ..imageio import TIFF_SUFFIXES, check_input_path, is_zarr_path
+from ..imageio import READABLE_SUFFIXES, check_input_path, is_zarr_path
 from .writer import Target
 
 __all__ = ["FileResult", "IMAGE_SUFFIXES", "SUMMARY", "is_many", "list_sources", "output_names", "segment_many"]
@@ -42,7 +42,7 @@ __all__ = ["FileResult", "IMAGE_SUFFIXES", "SUMMARY", "is_many", "list_sources",
 #: The summary table written in the output folder.
 SUMMARY = "summary.csv"
 #: File name endings of the images a folder source is searched for (zarr stores: any folder with zarr metadata).
-IMAGE_SUFFIXES = TIFF_SUFFIXES + (".png", ".jpg", ".jpeg", ".bmp", ".zarr")
+IMAGE_SUFFIXES = READABLE_SUFFIXES
 #: File name endings of a list file: one source path per line.
 LIST_SUFFIXES = (".txt", ".lst")
 _GLOB_CHARS = frozenset("*?[")
