@@ -1,6 +1,6 @@
-"""GUI test: Run clicked while the chosen checkpoint is still being checked for an AIS decoder starts nothing
-and says why (the mode is not known yet; a job started then raced the check's model load and could hang napari).
-Run under Xvfb: ``xvfb-run -a python -m pytest``."""
+"""GUI test: Run clicked while the chosen checkpoint is still being checked for an AIS decoder waits for the
+check, saying so, and then starts (the mode is not known before; a job started at once raced the check's model
+load and once hung napari). Run under Xvfb: ``xvfb-run -a python -m pytest``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def test_run_waits_for_the_model_check(make_napari_viewer, qtbot, tiny_checkpoin
     assert widget.auto_mode.checking
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)
     assert widget.status_label.text() == parts.CHECKING_MODEL
-    assert not widget.is_running and widget.running_workers == 0
+    assert not widget.is_running  # nothing started during the check
     release.set()
-    qtbot.waitUntil(lambda: not widget.auto_mode.checking, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.auto_mode.checking and not widget.is_running and widget.running_workers == 0,
+                    timeout=60_000)
+    if kind == "auto":  # then the job ran, with the mode the check decided
+        assert "img auto labels" in viewer.layers
+        assert widget.status_label.text().startswith("Found ")
+    else:  # then the job started and met the missing source
+        assert "missing.tif" in widget.status_label.text()

@@ -13,7 +13,7 @@ from ._batch_jobs import FEATURE_COLUMNS, AutoResult, auto_job
 from ._job_widget import JobWidget
 from ._layers import spatial_shape
 from ._uncertainty_style import UNCERTAINTY_STYLE
-from ._widget_parts import CHECKING_MODEL, ModelPicker, ModeOptions, TilingOptions, sole_image
+from ._widget_parts import ModelPicker, ModeOptions, TilingOptions, WaitsForModelCheck, sole_image
 
 if TYPE_CHECKING:
     import napari
@@ -25,7 +25,7 @@ SCOPE_IMAGE = "whole image / stack"
 UNCERTAINTY_SUFFIX = " auto uncertainty"
 
 
-class AutomaticSegmentationWidget(JobWidget):
+class AutomaticSegmentationWidget(WaitsForModelCheck, JobWidget):
     """Segment every object of an image (or of the displayed slice of a stack).
 
     Two modes: AIS (the model's AIS decoder and one watershed; offered and preselected when the
@@ -113,8 +113,7 @@ class AutomaticSegmentationWidget(JobWidget):
         if missing:
             self.set_status(missing, error=True)
             return
-        if self.auto_mode.checking:  # the mode is not known yet (and a load runs in a worker)
-            self.set_status(CHECKING_MODEL, error=True)
+        if self.run_after_check():  # the mode is not known yet: started once the check has answered
             return
         shape = spatial_shape(image)
         data = image.data[0] if image.multiscale else image.data

@@ -28,7 +28,7 @@ from sum_core.errors import InvalidInputError, SumError
 from ._batch_jobs import batch_job_with_features, many_job
 from ._job_widget import JobWidget
 from ._uncertainty_style import UNCERTAINTY_STYLE
-from ._widget_parts import CHECKING_MODEL, ModelPicker, ModeOptions, TilingOptions
+from ._widget_parts import ModelPicker, ModeOptions, TilingOptions, WaitsForModelCheck
 
 if TYPE_CHECKING:
     import napari
@@ -54,7 +54,7 @@ class _FileSignals(QObject):
     file_done = Signal(object)
 
 
-class BatchSegmentationWidget(JobWidget):
+class BatchSegmentationWidget(WaitsForModelCheck, JobWidget):
     """Segment a zarr / TIFF image or stack on disk into a zarr v3 group, in the background.
 
     A **folder** of images as the source (button "folder...", or a glob pattern / list file typed
@@ -200,8 +200,7 @@ class BatchSegmentationWidget(JobWidget):
         if missing:
             self.set_status(missing, error=True)
             return
-        if self.auto_mode.checking:  # the mode is not known yet (and a load runs in a worker)
-            self.set_status(CHECKING_MODEL, error=True)
+        if self.run_after_check():  # the mode is not known yet: started once the check has answered
             return
         try:
             arguments = self.job_arguments()

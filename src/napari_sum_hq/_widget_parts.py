@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error
@@ -235,6 +236,7 @@ class ModeOptions(QWidget):
         self._checking: ModelChoice | None = None
         self._checked_source: str | None = None  # the source decided last (a device change keeps the choice)
         self._workers: set = set()
+        self._when_checked: Callable[[], None] | None = None
         self.set_decoder(False, "")
         self._show_group()
 
@@ -270,7 +272,7 @@ class ModeOptions(QWidget):
         worker = create_worker(decoder_mode, choice, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(partial(self._on_checked, choice))
         worker.errored.connect(partial(self._on_check_failed, choice))
-        worker.finished.connect(partial(self._workers.discard, worker))
+        worker.finished.connect(partial(self._check_ended, worker))
         self._workers.add(worker)
         worker.start()
 
@@ -278,6 +280,22 @@ class ModeOptions(QWidget):
     def checking(self) -> bool:
         """Whether a checkpoint file is being checked for a decoder."""
         return bool(self._workers)
+
+    def when_checked(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` (on the GUI thread) once the running check has ended; a later call replaces it,
+        None drops it."""
+        self._when_checked = callback
+
+    @property
+    def check_workers(self) -> int:
+        """Check worker threads still running."""
+        return len(self._workers)
+
+    def _check_ended(self, worker: Any) -> None:
+        self._workers.discard(worker)
+        if not self._workers and self._when_checked is not None:
+            callback, self._when_checked = self._when_checked, None
+            callback()
 
     def _on_checked(self, choice: ModelChoice, mode: str) -> None:
         if choice == self._checking:
@@ -338,8 +356,8 @@ def sole_image(viewer: napari.viewer.Viewer, skip: tuple[str, ...] = ()) -> Imag
     return images[0] if len(images) == 1 else None
 
 
-#: Status of a Run clicked while the chosen checkpoint is being checked for an AIS decoder.
-CHECKING_MODEL = "Still checking the model for an AIS decoder (a few seconds); run again when the mode is known."
+#: Status of a Run clicked while the chosen checkpoint is being checked for an AIS decoder (it then waits).
+CHECKING_MODEL = "Checking the model for an AIS decoder; the job starts when the mode is known..."
 
 
 def _decoder_tip(source: str, has_decoder: bool) -> str:
@@ -367,3 +385,33 @@ def _float_spin(value: float, tip: str, low: float = 0.0, high: float = 1.0) -> 
     spin.setValue(value)
     spin.setToolTip(tip)
     return spin
+
+
+class WaitsForModelCheck:
+    """Mixin of a :class:`~napari_sum_hq._job_widget.JobWidget` with a :class:`ModeOptions` ``auto_mode``: a run
+    asked for during the model's decoder check starts when the check ends (:meth:`run_after_check`), Cancel
+    drops it, and the check's worker counts among the widget's running workers."""
+
+    auto_mode: ModeOptions
+
+    def run_after_check(self) -> bool:
+        """True (and the run queued, the status saying so) while the model is being checked."""
+        if not self.auto_mode.checking:
+            return False
+        self.set_status(CHECKING_MODEL)
+        self.auto_mode.when_checked(self.run)
+        return True
+
+    @property
+    def running_workers(self) -> int:
+        """Worker threads still running: jobs (cancelled ones included) and the model check."""
+        return super().running_workers + self.auto_mode.check_workers
+
+    def cancel(self, quiet: bool = False) -> None:
+        """Drop a run waiting for the model check, and stop the running job."""
+        if self.auto_mode.checking:
+            self.auto_mode.when_checked(None)
+            if not quiet:
+                self.set_status("Cancelled.")
+        super().cancel(quiet)
+
