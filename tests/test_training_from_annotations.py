@@ -79,3 +79,21 @@ def test_cli_reads_the_plugin_bundle(tmp_path, capsys):
     assert from_annotations.main([str(bundle), str(tmp_path / "data")]) == 0
     assert json.loads(capsys.readouterr().out)["samples"] == ["gray", "rgb", "stack_z2"]
     np.testing.assert_array_equal(read_image(tmp_path / "data" / "images" / "rgb.tif"), rgb)
+
+
+def test_files_added_to_an_earlier_export_are_never_deleted(tmp_path):
+    import numpy as np
+    import pytest
+    from sum_core.errors import InvalidInputError
+    from training.from_annotations import annotated_planes, write_training_folder
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    labels = np.zeros((64, 64), np.uint32)
+    labels[5:20, 5:20] = 1
+    root = tmp_path / "ds"
+    write_training_folder(root, annotated_planes("a", image, labels))
+    (root / "images" / "mine.tif").write_bytes(b"user data")
+    with pytest.raises(InvalidInputError, match="did not write"):
+        write_training_folder(root, annotated_planes("b", image, labels))
+    assert (root / "images" / "mine.tif").read_bytes() == b"user data"
+    assert (root / "images" / "a.tif").exists()

@@ -119,6 +119,15 @@ def _check_target(root: Path) -> None:
             f"output: {root} is a folder with files that are not an annotation export "
             f"(no {MARKER} of {WRITTEN_BY}); choose a new or empty folder"
         )
+    if root.is_dir() and is_export(root):  # replaced whole: only when it holds nothing but what it lists
+        samples = json.loads((root / MARKER).read_text(encoding="utf-8")).get("samples", [])
+        listed = {MARKER, "images", "masks"} | {f"{d}/{s}.tif" for s in samples for d in ("images", "masks")}
+        extra = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.relative_to(root).as_posix() not in listed)
+        if extra:
+            raise InvalidInputError(
+                f"output: {root} is an earlier annotation export with files it did not write ({', '.join(extra[:3])}"
+                f"{', ...' if len(extra) > 3 else ''}); they would be lost: move them or choose another folder"
+            )
 
 
 def write_training_folder(

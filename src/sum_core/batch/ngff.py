@@ -321,6 +321,8 @@ def list_label(image: Path, name: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:
             json.dump(metadata, file, indent=2)
+        if path.exists():  # the user's permissions, not mkstemp's 0600
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
