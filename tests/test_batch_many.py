@@ -210,3 +210,17 @@ def test_model_file_loaded_once_for_all_files(tmp_path, small_hq_checkpoint, mon
     assert progress[0] == (0, 3, 0.0, 0) and progress[-1] == (3, 3, 0.0, 0)
     for index in range(3):  # each file's tasks counted up to their total while it runs
         assert any(f == index and d == t > 0 for f, n, d, t in progress)
+
+
+
+def test_a_later_run_never_takes_the_output_of_a_file_it_does_not_list(tmp_path, calls):
+    """Review finding: a/x.tif, then b/x.tif, then c/x.tif into one folder gave c the output of a (and with
+    overwrite=True would have cleared a's results)."""
+    names = []
+    for seed, folder in enumerate(("a", "b", "c")):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "x.tif", blobs((64, 80), seed=seed))
+        result, = segment_many([tmp_path / folder / "x.tif"], tmp_path / "out", progress=False, **TILING)
+        names.append(result.output)
+    assert names == ["x.zarr", "x-2.zarr", "x-3.zarr"]
+    assert len(summary(tmp_path / "out")) == 3  # every file's row is kept

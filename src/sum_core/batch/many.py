@@ -265,12 +265,14 @@ def segment_many(
     names = output_names(files, {path: row.output for path, row in earlier.items()}, _output_suffix(segment_zarr_kwargs))
     # rows of an earlier run kept until their file is reached (a done file stays done if this run stops first)
     results = [earlier.get(path) or FileResult(str(path), name) for path, name in zip(files, names)]
+    # rows of files not in this run stay in the summary, so their outputs stay theirs in later runs
+    summary = results + [row for path, row in earlier.items() if path not in set(files)]
     out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(files), desc="sum-hq batch files", unit="file", disable=not progress)
     try:
         for index, result in enumerate(results):
             bar.set_postfix_str(Path(result.file).name)
-            _segment_one(result, out, index, len(results), results, progress, on_progress, segment_zarr_kwargs)
+            _segment_one(result, out, index, len(results), summary, progress, on_progress, segment_zarr_kwargs)
             bar.update(1)
             if on_file is not None:
                 on_file(result)
