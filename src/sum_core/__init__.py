@@ -13,9 +13,9 @@ Never imports napari or Qt.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._lazy import lazy_attributes
 from .errors import Cancelled, CheckpointError, DownloadError, HashMismatchError, InvalidInputError, SumError
 
 __version__ = "0.1.0"
@@ -62,16 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .zoo import DEFAULT_MODEL, list_models, register_model
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sum_core' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [

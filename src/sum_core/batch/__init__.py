@@ -12,9 +12,9 @@ output folder, with a summary table (``summary.csv``).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_attributes
 # Names load on first use: reading a target (results exports, the napari reader and widgets) must not
 # import torch, which only the segmentation itself needs.
 _LAZY = {
@@ -39,11 +39,4 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name], __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -6,9 +6,9 @@ each is imported when an export needs it (:func:`sum_core.export.deps.require`).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_attributes
 # Names load on first use, so that the torch-free helpers (``export.target``, used by the result exports)
 # import without the model code.
 _LAZY = {
@@ -25,11 +25,4 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["DEFAULT_OPSET", "OnnxExport", "export_bioimageio", "export_onnx"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name], __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -14,9 +14,9 @@ and slice: bounding box, centroid, area, score and uncertainties). Names are imp
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_attributes
 _LAZY = {
     "FORMATS": ".choices",
     "OBJECT_TYPES": ".choices",
@@ -42,16 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .rle import coco_rle
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sum_core.results' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)
