@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sum_core.ais_postprocess import instances_from_distance_maps
-from sum_core.ais_uncertainty import AisObjectScores, ais_object_scores, ais_pixel_uncertainty
+from sum_core.ais_uncertainty import ais_pixel_uncertainty
+from sum_core.object_scores import ObjectScores, object_scores
 from sum_core.errors import InvalidInputError
 from test_ais_postprocess import touching_cells
 
@@ -73,8 +74,8 @@ def test_object_scores_by_hand():
     u[1, 1] = 1.0  # in object 3
     u[5, 7] = 1.0  # in object 5, in its corner at the image border: not in its band
     u[2, 4] = 0.8  # between the objects: in both bands
-    table = ais_object_scores(labels, u, band_width=1)
-    assert isinstance(table, AisObjectScores) and len(table) == 2
+    table = object_scores(labels, u, band_width=1)
+    assert isinstance(table, ObjectScores) and len(table) == 2
     assert table.label.dtype == np.uint32 and table.label.tolist() == [3, 5]
     assert table.area.tolist() == [6, 9]
     # object 3: (1.0 + 5 * 0.2) / 6; its band is rows 0-3 x columns 0-4 (20 pixels, no core left by the erosion):
@@ -91,14 +92,14 @@ def test_object_band_width_two():
     u = np.zeros((9, 9), np.float32)
     u[4, 4] = 1.0  # the centre: its 5x5 neighbourhood is all object, so the w=2 erosion keeps it: not in the band
     u[0, 0] = 0.5  # the image corner: chessboard distance 2 from the object, in the band
-    table = ais_object_scores(labels, u, band_width=2)
+    table = object_scores(labels, u, band_width=2)
     # band = 9x9 dilation (81, clipped to the image) minus the 1-pixel core (4, 4): 80 pixels
     assert table.boundary_uncertainty.tolist() == pytest.approx([0.5 / 80], abs=1e-12)
     assert table.mean_uncertainty.tolist() == pytest.approx([1.0 / 25], abs=1e-12)
 
 
 def test_empty_label_image_gives_an_empty_table():
-    table = ais_object_scores(np.zeros((5, 5), np.uint32), np.zeros((5, 5), np.float32))
+    table = object_scores(np.zeros((5, 5), np.uint32), np.zeros((5, 5), np.float32))
     assert len(table) == 0 and table.label.dtype == np.uint32 and table.boundary_uncertainty.shape == (0,)
 
 
@@ -114,13 +115,26 @@ def test_empty_label_image_gives_an_empty_table():
 )
 def test_object_scores_refuse_bad_arguments(labels, u, kwargs, name):
     with pytest.raises(InvalidInputError, match=name):
-        ais_object_scores(labels, u, **kwargs)
+        object_scores(labels, u, **kwargs)
 
 
 def test_touching_cells_are_least_certain_at_their_outlines():
     foreground, center, boundary = touching_cells()
     labels = instances_from_distance_maps(foreground, center, boundary)
-    table = ais_object_scores(labels, ais_pixel_uncertainty(foreground, boundary))
+    table = object_scores(labels, ais_pixel_uncertainty(foreground, boundary))
     assert table.label.tolist() == list(range(1, int(labels.max()) + 1))
     assert table.area.tolist() == np.bincount(labels.ravel())[1:].tolist()
     assert (table.boundary_uncertainty > table.mean_uncertainty).all()
+
+
+def test_object_scores_carry_the_segmenters_values_per_label():
+    labels = np.zeros((6, 6), np.uint16)
+    labels[0:2, 0:2], labels[3:6, 3:6] = 2, 5
+    table = object_scores(labels, np.zeros((6, 6), np.float32), predicted_iou={5: 0.75, 2: 0.5}, stability={2: 1.0})
+    assert table.label.tolist() == [2, 5]
+    assert table.predicted_iou.tolist() == [0.5, 0.75]
+    assert table.stability[0] == 1.0 and np.isnan(table.stability[1])
+    assert list(table.columns()) == ["label", "area", "predicted_iou", "stability", "mean_uncertainty",
+                                     "boundary_uncertainty"]
+    with pytest.raises(InvalidInputError, match="predicted_iou"):
+        object_scores(labels, np.zeros((6, 6), np.float32), predicted_iou=[0.5, 0.75])

@@ -17,7 +17,7 @@ import zarr
 
 from sum_core import ais
 from sum_core.ais import AisOptions
-from sum_core.ais_uncertainty import ais_object_scores
+from sum_core.object_scores import object_scores
 from sum_core.auto_options import AutoOptions
 from sum_core.automatic import auto_segment
 from sum_core.batch import ais_stages, model_spec, object_table, segment_zarr, verify_target
@@ -72,7 +72,7 @@ def assert_equals_auto_segment(group, image, model, options=None, tile_shape=Non
     np.testing.assert_array_equal(group["uncertainty"][index], uncertainty.astype(np.float16))
     table = object_table(group)
     rows = table["slice"] == slice_index
-    expected = ais_object_scores(labels, uncertainty)
+    expected = object_scores(labels, uncertainty)
     np.testing.assert_array_equal(table["label"][rows], expected.label + offset)
     np.testing.assert_array_equal(table["area"][rows], expected.area)
     np.testing.assert_array_equal(table["mean_uncertainty"][rows], expected.mean_uncertainty)

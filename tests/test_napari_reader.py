@@ -17,7 +17,7 @@ from skimage.measure import regionprops
 from napari_sum_hq import _reader
 from napari_sum_hq._uncertainty_style import UNCERTAINTY_STYLE
 from sum_core import ais
-from sum_core.ais_uncertainty import ais_object_scores
+from sum_core.object_scores import object_scores
 from sum_core.batch import object_table, segment_zarr
 from test_ais_auto import ais_model, synthetic_image  # noqa: F401 - fixture
 from test_batch_ais import finite_exact_maps
@@ -76,7 +76,7 @@ def expected_features(labels: np.ndarray, uncertainty: np.ndarray, slice_index: 
     ids = np.unique(labels[labels > 0])
     compact = np.searchsorted(ids, labels) + 1
     compact[labels == 0] = 0
-    scores = ais_object_scores(compact, uncertainty)
+    scores = object_scores(compact, uncertainty)
     return {int(ids[k - 1]): (slice_index, int(a), m, b) for k, a, m, b in
             zip(scores.label, scores.area, scores.mean_uncertainty, scores.boundary_uncertainty)}
 

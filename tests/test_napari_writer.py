@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import shapely.geometry
 
-from sum_core.ais_uncertainty import ais_object_scores
+from sum_core.object_scores import object_scores
 from sum_core.errors import SumError
 from test_ais_auto import ais_model  # noqa: F401 - fixture
 from test_napari_reader import PLUGIN, plane_target, stack_target  # noqa: F401 - fixtures
@@ -78,7 +78,7 @@ def test_painted_layer_with_scale_and_uncertainty(make_napari_viewer, tmp_path):
     viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
     measurements = {int(f["properties"]["name"]): f["properties"]["measurements"]
                     for f in json.loads(out.read_text())["features"]}
-    scores = ais_object_scores(np.searchsorted([0, 3, 7], labels), values)
+    scores = object_scores(np.searchsorted([0, 3, 7], labels), values)
     for k, label in enumerate((3, 7)):
         assert measurements[label]["Area px^2"] == scores.area[k]
         assert measurements[label]["Area micrometer^2"] == pytest.approx(scores.area[k] * 0.125, rel=1e-12)

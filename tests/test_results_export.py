@@ -3,7 +3,7 @@
 GeoJSON through ``json`` / ``geojson`` / ``shapely`` (validity) and ``skimage.draw.polygon`` (rasterised back:
 pixel-corner vertices shifted by -0.5 to skimage's pixel centres), the ImageJ ROI zip through ``roifile``, COCO
 through ``pycocotools`` (``COCO`` loads the file, ``mask.decode`` the RLE), the CSV through pandas. Ids and
-shapes must come back exactly; per-object values equal what :func:`ais_object_scores` gives on the whole
+shapes must come back exactly; per-object values equal what :func:`object_scores` gives on the whole
 plane (the exporter computes them on each object's window: the same pixels in the same order, so bit for bit).
 """
 
@@ -20,7 +20,7 @@ from skimage.draw import polygon as fill_polygon
 from skimage.measure import regionprops
 from skimage.segmentation import relabel_sequential
 
-from sum_core.ais_uncertainty import ais_object_scores
+from sum_core.object_scores import object_scores
 from sum_core.errors import InvalidInputError
 from sum_core.results import export_result, mask_polygons, open_result
 from sum_core.results import formats, objects
@@ -67,9 +67,9 @@ def uncertainty_of(labels: np.ndarray, seed: int = 1) -> np.ndarray:
 
 
 def reference(labels: np.ndarray, uncertainty: np.ndarray) -> dict[int, tuple]:
-    """id -> (area, mean, boundary uncertainty) from ais_object_scores on the whole plane (compact ids)."""
+    """id -> (area, mean, boundary uncertainty) from object_scores on the whole plane (compact ids)."""
     compact, forward, inverse = relabel_sequential(labels)
-    scores = ais_object_scores(compact, uncertainty)
+    scores = object_scores(compact, uncertainty)
     return {int(inverse[k]): (a, m, b) for k, a, m, b in
             zip(scores.label, scores.area, scores.mean_uncertainty, scores.boundary_uncertainty)}
 

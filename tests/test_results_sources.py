@@ -15,7 +15,7 @@ import pytest
 import tifffile
 import zarr
 
-from sum_core.ais_uncertainty import ais_object_scores
+from sum_core.object_scores import object_scores
 from sum_core.batch import object_table, segment_zarr
 from sum_core.cli import main as cli_main
 from sum_core.errors import InvalidInputError
@@ -42,7 +42,7 @@ def test_batch_target_table_values_are_exported(tmp_path, exact, ais_model):
     # The same definition on the stored float16 map agrees to its rounding.
     labels, uncertainty = zarr.open_group(target, mode="r")["labels"][...], zarr.open_group(target)["uncertainty"][...]
     for s in range(2):
-        scores = ais_object_scores(labels[s], uncertainty[s].astype(np.float32))
+        scores = object_scores(labels[s], uncertainty[s].astype(np.float32))
         mine = rows[rows["slice"] == s]
         np.testing.assert_allclose(mine["mean_uncertainty"], scores.mean_uncertainty, atol=1e-3)
     assert cli_main(["export", str(target), "--to", "csv", "--no-progress"]) == 2  # exists: refused
@@ -121,7 +121,7 @@ def test_tiff_labels_and_uncertainty_on_the_command_line(tmp_path, capsys):
                      "-o", str(out), "--classification", "Cell", "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     features = json.loads(out.read_text())["features"]
-    expected = ais_object_scores(labels, uncertainty)
+    expected = object_scores(labels, uncertainty)
     assert [f["properties"]["measurements"]["Mean uncertainty"] for f in features] == expected.mean_uncertainty.tolist()
     assert cli_main(["export", str(tmp_path / "seg.tif"), "--to", "csv", "-o", str(tmp_path / "x.txt")]) == 2
     assert "must end in .csv" in capsys.readouterr().err

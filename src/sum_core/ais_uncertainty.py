@@ -18,26 +18,19 @@ an object, 1 on its outline), both in [0, 1], and ``t`` the post-processing's
 The maximum keeps the map in [0, 1] and each term keeps its meaning (a sum would count a pixel that is
 both twice). The maps are used as the decoder gives them (before the post-processing's smoothing).
 
-**Per object** (:func:`ais_object_scores`): ``area`` in pixels, ``mean_uncertainty`` the mean of ``u`` over
-the object's pixels, and ``boundary_uncertainty`` the mean of ``u`` over its *boundary band*: the pixels
-within ``band_width`` pixels (chessboard distance) of its outline on either side, i.e. the object dilated by
-a ``(2 w + 1)``-square minus the object eroded by it. The image border is not an outline (an object cut by the
-frame has no band along it). The default ``band_width=2`` is the reach of the post-processing's distance
-smoothing (sigma 1.6 pixels): an outline is not placed more precisely than that.
+**Per object**: :func:`sum_core.object_scores.object_scores` (the one definition for every segmenter)
+of this map.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from scipy import ndimage
 
 from .ais_postprocess import check_decoder_map
 from .errors import InvalidInputError
-from .validation import check_int, check_range
+from .validation import check_range
 
-__all__ = ["AisObjectScores", "ais_object_scores", "ais_pixel_uncertainty"]
+__all__ = ["ais_pixel_uncertainty"]
 
 # p = 0 or 1 has an infinite logit; bernoulli_entropy needs a finite one. In float64, exp(-1000) is 0, so the
 # entropy at a logit of ±1000 is exactly 0, as H(0) = H(1) = 0.
@@ -103,93 +96,3 @@ def ais_pixel_uncertainty(
     logits = torch.logit(torch.from_numpy(p.astype(np.float64))).clamp_(-_LOGIT_LIMIT, _LOGIT_LIMIT)
     entropy = bernoulli_entropy(logits).numpy()
     return np.maximum(entropy, p * ramp).astype(np.float32, copy=False)
-
-
-@dataclass(frozen=True)
-class AisObjectScores:
-    """Per-object uncertainty of a label image, one row per object, sorted by label.
-
-    Attributes
-    ----------
-    label : numpy.ndarray
-        uint32 object ids.
-    area : numpy.ndarray
-        int64 pixel counts.
-    mean_uncertainty : numpy.ndarray
-        float64 mean per-pixel uncertainty over the object.
-    boundary_uncertainty : numpy.ndarray
-        float64 mean per-pixel uncertainty over the object's boundary band.
-    """
-
-    label: np.ndarray
-    area: np.ndarray
-    mean_uncertainty: np.ndarray
-    boundary_uncertainty: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-
-def ais_object_scores(labels: np.ndarray, uncertainty: np.ndarray, *, band_width: int = 2) -> AisObjectScores:
-    """Area, mean uncertainty and boundary-band uncertainty of every object of a label image.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        ``(H, W)`` non-negative integer labels, 0 background.
-    uncertainty : numpy.ndarray
-        ``(H, W)`` per-pixel uncertainty in [0, 1], e.g. from :func:`ais_pixel_uncertainty`.
-    band_width : int
-        Half-width ``w >= 1`` of the boundary band in pixels (see the module docstring).
-
-    Returns
-    -------
-    AisObjectScores
-        One row per label present, sorted by label (empty when there is none).
-
-    Raises
-    ------
-    InvalidInputError
-        ``labels`` not a 2D non-negative integer array, ``uncertainty`` of another shape, not finite or
-        outside [0, 1], or ``band_width < 1``.
-
-    Examples
-    --------
-    A 2x2 object in a 4x4 image whose uncertainty is 1 on the top row only; with ``band_width=1`` the band
-    is the whole image (12 pixels around the object, 4 in it), 4 of them on the top row:
-
-    >>> import numpy as np
-    >>> labels = np.zeros((4, 4), np.uint32); labels[1:3, 1:3] = 7
-    >>> u = np.zeros((4, 4), np.float32); u[0] = 1
-    >>> table = ais_object_scores(labels, u, band_width=1)
-    >>> table.label.tolist(), table.area.tolist(), table.mean_uncertainty.tolist(), table.boundary_uncertainty.tolist()
-    ([7], [4], [0.0], [0.25])
-    """
-    lab = np.asarray(labels)
-    if lab.ndim != 2 or lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
-        raise InvalidInputError(f"labels: expected a 2D integer label image, got {lab.dtype} of shape {lab.shape}")
-    if lab.size and lab.min() < 0:
-        raise InvalidInputError("labels: ids must be >= 0 (0 is background)")
-    u = _probabilities(uncertainty, "uncertainty", lab.shape).astype(np.float64)
-    w = check_int(band_width, "band_width", 1)
-    square = np.ones((2 * w + 1, 2 * w + 1), dtype=bool)
-
-    ids, areas, means, bands = [], [], [], []
-    for index, box in enumerate(ndimage.find_objects(lab), start=1):
-        if box is None:
-            continue
-        # The bounding box grown by w holds the whole band; only the image border clips it.
-        grown = tuple(slice(max(s.start - w, 0), min(s.stop + w, n)) for s, n in zip(box, lab.shape))
-        inside = lab[grown] == index
-        band = ndimage.binary_dilation(inside, square) & ~ndimage.binary_erosion(inside, square, border_value=1)
-        window = u[grown]
-        ids.append(index)
-        areas.append(int(inside.sum()))
-        means.append(float(window[inside].mean()))
-        bands.append(float(window[band].mean()))
-    return AisObjectScores(
-        label=np.asarray(ids, dtype=np.uint32),
-        area=np.asarray(areas, dtype=np.int64),
-        mean_uncertainty=np.asarray(means, dtype=np.float64),
-        boundary_uncertainty=np.asarray(bands, dtype=np.float64),
-    )

@@ -21,7 +21,7 @@ memory bounded by a tile, in four stages:
    redone (worst case: a unit spanning the plane reads the whole plane's maps). The owned
    units are flooded (``min_size`` applied), and each object is stored cropped to its box with
    the raster position of its seed's first pixel (the ordering key) and its scores
-   (:func:`sum_core.ais_uncertainty.ais_object_scores`: the window covers its boundary band).
+   (:func:`sum_core.object_scores.object_scores`: the window covers its boundary band).
 3. **plan** (one task per plane): the plane's objects ordered by their seed key get the ids
    ``1..N``, exactly ``auto_segment``'s numbering (raster order of the seeds); N is recorded
    (:func:`sum_core.batch.auto.plane_ids`).
@@ -46,7 +46,7 @@ from scipy import ndimage
 
 from ..ais import AisOptions, maps_uncertainty, tile_maps
 from ..ais_postprocess import flood, seed_maps, smoothing_radius
-from ..ais_uncertainty import ais_object_scores
+from ..object_scores import object_scores
 from ..errors import check_cancel
 from ..image import Normalization
 from ..tiling import Region, TileGrid
@@ -57,7 +57,7 @@ from .objects import slice_rows, write_table
 from .volume import Volume
 from .writer import Target, chunk_checksum
 
-#: Half-width of the boundary band of the per-object table (``ais_object_scores``' default).
+#: Half-width of the boundary band of the per-object table (``object_scores``' default).
 BAND_WIDTH = 2
 # Pixels read beyond what is trusted, so that a unit reaching a little past it needs no regrowth.
 _SLACK = 32
@@ -166,7 +166,7 @@ def _objects(labels: np.ndarray, seeds: np.ndarray, block: np.ndarray, window: R
     rows, cols = np.divmod(first, labels.shape[1])
     keys = (rows + window.row0).astype(np.int64) * shape[1] + (cols + window.col0)
     boxes = ndimage.find_objects(labels, max_label=n)
-    scores = ais_object_scores(labels, maps_uncertainty(block, options), band_width=BAND_WIDTH)
+    scores = object_scores(labels, maps_uncertainty(block, options), band_width=BAND_WIDTH)
     return {
         "key": keys.astype(np.int64),
         "box": np.array([(b[0].start + window.row0, b[1].start + window.col0, b[0].stop - 1 + window.row0,

@@ -22,7 +22,7 @@ bookkeeping (``sum_hq_batch`` attributes, ``checksums/``, ``done/``, ``work/``, 
   level: the source's pixel size times the level's sampling), ``image-label``: ``colors`` (one
   RGBA per id, fixed by the id), ``properties`` (one per object: ``label-value``; AIS jobs also
   ``area`` in px, ``mean-uncertainty`` and ``boundary-uncertainty``, the object table's
-  :func:`sum_core.ais_uncertainty.ais_object_scores`) and ``source.image`` (the relative path to
+  :func:`sum_core.object_scores.object_scores`) and ``source.image`` (the relative path to
   the parent image when it is known). The ``uncertainty`` group gets its ``multiscales``.
 
 Axes are the source's without the channel axis, with the slice axis first (``z``, or ``t`` when

@@ -10,7 +10,7 @@ Layout (plain zarr v3, readable without sum-hq): the group ``objects/`` of the t
 - ``boundary_uncertainty`` float64: the mean over its boundary band (±2 px of its outline; the
   image border is no outline).
 
-The uncertainties are :func:`sum_core.ais_uncertainty.ais_object_scores` of the float32
+The uncertainties are :func:`sum_core.object_scores.object_scores` of the float32
 per-pixel uncertainty (:func:`sum_core.ais_uncertainty.ais_pixel_uncertainty` of the decoder
 maps), i.e. before the ``uncertainty`` array's float16 rounding. The group's ``sum_hq_objects``
 attribute records, per slice, its rows ``[start, stop)`` and the checksum of those rows, which

@@ -74,7 +74,7 @@ def export_result(
     One pass over the label blocks finds every object (per slice: bounding box, centroid, area); then each
     object's window is read (grouped by block) to write its outline or mask and, where the result has an
     uncertainty map but no recorded values, compute its uncertainties
-    (:func:`sum_core.ais_uncertainty.ais_object_scores`). The file is written under a temporary name beside
+    (:func:`sum_core.object_scores.object_scores`). The file is written under a temporary name beside
     ``out`` and renamed when complete.
 
     Parameters

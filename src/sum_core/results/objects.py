@@ -10,7 +10,7 @@ right) is read once for all the objects that fit in it; a larger object is read 
 therefore bounded by a few block-sized arrays, the largest object's window and the table; a result is
 read about twice in all, whatever the number of objects.
 
-Per-object uncertainty is :func:`sum_core.ais_uncertainty.ais_object_scores` (the one definition: mean over
+Per-object uncertainty is :func:`sum_core.object_scores.object_scores` (the one definition: mean over
 the object, mean over its boundary band of ``band_width`` pixels, the image border being no outline),
 computed on the object's window grown by ``band_width``, which gives the values of the whole plane exactly.
 Values the result's writer recorded (its object table) are used as they are (the batch table's come from the
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from ..ais_uncertainty import ais_object_scores
+from ..object_scores import object_scores
 from ..errors import InvalidInputError
 from ..sources import read_block
 from ..tiling import TileGrid
@@ -214,7 +214,7 @@ def object_windows(
 
     Objects come by slice, then by the read block holding their window's top-left corner (row-major), then by
     label. With ``values``, where the result has an uncertainty map and a row's uncertainty is unknown, it is
-    computed with :func:`sum_core.ais_uncertainty.ais_object_scores` and written into ``table`` before the row
+    computed with :func:`sum_core.object_scores.object_scores` and written into ``table`` before the row
     is yielded.
 
     Parameters
@@ -258,7 +258,7 @@ def object_windows(
                 labels, window_values = _window(result, s, tuple(int(v) for v in box), compute)
             mask = labels == int(table.label[i])
             if window_values is not None and np.isnan(table.mean_uncertainty[i]):
-                scores = ais_object_scores(mask.astype(np.uint8), window_values, band_width=band_width)
+                scores = object_scores(mask.astype(np.uint8), window_values, band_width=band_width)
                 table.mean_uncertainty[i] = scores.mean_uncertainty[0]
                 table.boundary_uncertainty[i] = scores.boundary_uncertainty[0]
             yield ObjectWindow(int(i), int(table.label[i]), s, mask, (int(box[0]), int(box[1])))
