@@ -16,7 +16,8 @@ from sum_core.image import to_uint8_rgb
 from sum_core.modeling import build_from_config
 from sum_core.prediction import Prediction
 from sum_core.predictor import Predictor
-from sum_core.propagation import DirectionStop, PropagationInfo, _mask_prompts, _SliceSegmenter, propagate
+from sum_core.prompts import prompts_from_mask
+from sum_core.propagation import DirectionStop, PropagationInfo, _SliceSegmenter, propagate
 from sum_core.sources import Planes, fixed_normalization
 from sum_core.tiled_predictor import TiledPredictor
 from tiled_fakes import fake_decoder, fake_window_decoder
@@ -255,7 +256,7 @@ def prompt_recorder(monkeypatch, truth: np.ndarray) -> list[tuple]:
     def recording(self, s, points, labels, box, mask_input, options):
         calls.append((s, points is not None, None if box is None else tuple(box), mask_input is not None))
         # the fake decoder needs a click: the deepest point of the previous slice's mask
-        return segment(self, s, _mask_prompts(truth[s - 1 if s > 9 else s + 1])[0], [1], box, mask_input, options)
+        return segment(self, s, prompts_from_mask(truth[s - 1 if s > 9 else s + 1]).points, [1], box, mask_input, options)
 
     monkeypatch.setattr(_SliceSegmenter, "segment", recording)
     return calls

@@ -29,15 +29,18 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from .errors import InvalidInputError
 
 __all__ = [
     "MASK_PROMPT_LOGIT",
+    "MaskPrompts",
     "ModelPrompts",
     "Prompts",
     "batch_to_model_frame",
     "mask_logits",
+    "prompts_from_mask",
     "to_low_res_frame",
     "to_model_frame",
     "validate_prompts",
@@ -418,3 +421,64 @@ def to_low_res_frame(
         x, (low_res_size, low_res_size), mode="bilinear", align_corners=False, antialias=True
     )
     return x[0]
+
+
+class MaskPrompts(NamedTuple):
+    """The prompts :func:`prompts_from_mask` derives from a mask (arguments of ``Predictor.predict``)."""
+
+    points: np.ndarray  #: ``(1, 2)`` float64 ``(row, col)``: the centre of the deepest pixel.
+    labels: np.ndarray  #: ``(1,)`` int64, positive.
+    box: np.ndarray  #: ``(4,)`` float64 ``(row0, col0, row1, col1)``.
+
+
+def prompts_from_mask(mask: np.ndarray, box_extension: float = 0.0) -> MaskPrompts:
+    """A box and one positive point that prompt for the object of a mask: the one rule (propagation to the next
+    slice, re-segmenting a committed object).
+
+    The box is the mask's bounding box (half-open, so it covers every pixel), enlarged on each side by
+    ``box_extension`` times its height / width and clipped to the plane; the point is the centre of the mask's
+    pixel deepest inside it (the largest Euclidean distance to a pixel outside it or to the plane's border; the
+    first in raster order on ties). Only the mask's bounding box is searched.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        ``(H, W)`` bool (or non-zero foreground) with at least one pixel set.
+    box_extension : float
+        Fraction of the box's height / width added on each side, >= 0.
+
+    Returns
+    -------
+    MaskPrompts
+
+    Raises
+    ------
+    InvalidInputError
+        A mask that is not 2D or is empty; a negative ``box_extension``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.zeros((8, 10), bool); mask[2:5, 3:8] = True
+    >>> p = prompts_from_mask(mask)
+    >>> p.points.tolist(), p.labels.tolist(), p.box.tolist()
+    ([[3.5, 4.5]], [1], [2.0, 3.0, 5.0, 8.0])
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise InvalidInputError(f"mask: expected a 2D (H, W) mask, got shape {mask.shape}")
+    if not box_extension >= 0:
+        raise InvalidInputError(f"box_extension must be >= 0, got {box_extension!r}")
+    mask = mask != 0
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise InvalidInputError("mask: the mask is empty (no pixel to prompt for)")
+    r0, c0, r1, c1 = int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    box = np.array([r0, c0, r1, c1], dtype=np.float64)
+    if box_extension:
+        grow = box_extension * np.tile(box[2:] - box[:2], 2) * np.array([-1, -1, 1, 1])
+        box = np.clip(box + grow, 0, np.tile(mask.shape, 2))
+    # The plane's border counts as outside (padding); the box holds every pixel that can be deepest.
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1)[r0 : r1 + 2, c0 : c1 + 2])[1:-1, 1:-1]
+    r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return MaskPrompts(np.array([[r + r0 + 0.5, c + c0 + 0.5]]), np.array([1], dtype=np.int64), box)

@@ -9,7 +9,8 @@ centre of its largest inscribed disc); ``projection`` picks a subset of these pr
 propagation choices) and ``box_extension`` enlarges the box. A direction stops when the object
 ends: the slice is constant, the mask is empty, its predicted IoU is below ``score_threshold``,
 or its IoU with the previous slice's mask is below ``iou_threshold``; ``return_info=True`` also
-returns which of these rules ended each direction (:class:`PropagationInfo`).
+returns which of these rules ended each direction and, per segmented slice, the mask's predicted IoU,
+stability and uncertainty window (:class:`PropagationInfo`, :class:`SliceScores`).
 
 Slices are read one at a time from the (lazy) volume and converted to 8 bits with one
 intensity window for the whole volume (:func:`sum_core.sources.fixed_normalization`).
@@ -23,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -33,14 +34,17 @@ from tqdm.auto import tqdm
 
 from .errors import InvalidInputError, check_cancel
 from .image import Normalization, to_uint8_rgb
+from .mask_ops import stability_score
 from .modeling import SamModel
+from .object_scores import BAND_WIDTH, STABILITY_OFFSET
 from .prediction import Prediction, PredictOptions
 from .predictor import Predictor
-from .prompts import validate_prompts
+from .prompts import prompts_from_mask, validate_prompts
 from .sources import Planes, fixed_normalization, open_image
+from .tiling import Region
 from .validation import check_bool, check_index, check_range
 
-__all__ = ["PROJECTIONS", "DirectionStop", "PropagationInfo", "propagate"]
+__all__ = ["PROJECTIONS", "DirectionStop", "PropagationInfo", "SliceScores", "propagate"]
 
 #: How the previous slice's result prompts the next one: which of its mask logits
 #: (``mask_input``), bounding box and deepest point are passed.
@@ -76,9 +80,44 @@ class DirectionStop:
     value: float | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class SliceScores:
+    """The prediction behind the mask of one slice a propagation took (the inputs of
+    :func:`sum_core.object_scores.object_scores` for that slice's object).
+
+    Attributes
+    ----------
+    predicted_iou : float
+        The mask's predicted IoU (the decoder's ``score``).
+    stability : float
+        :func:`sum_core.mask_ops.stability_score` of its logits (offset :data:`~sum_core.object_scores.STABILITY_OFFSET`).
+    region : Region
+        The mask's bounding box grown by :data:`~sum_core.object_scores.BAND_WIDTH` pixels (clipped to the
+        plane): the window holding the object and its boundary band.
+    uncertainty : numpy.ndarray
+        float32 ``region.shape``: the per-pixel uncertainty there.
+    """
+
+    predicted_iou: float
+    stability: float
+    region: Region
+    uncertainty: np.ndarray
+
+    @classmethod
+    def of(cls, pred: Prediction) -> SliceScores:
+        """The scores of a single-object prediction whose mask is not empty."""
+        rows, cols = np.flatnonzero(pred.mask.any(axis=1)), np.flatnonzero(pred.mask.any(axis=0))
+        h, w = pred.mask.shape
+        region = Region(max(int(rows[0]) - BAND_WIDTH, 0), max(int(cols[0]) - BAND_WIDTH, 0),
+                        min(int(rows[-1]) + 1 + BAND_WIDTH, h), min(int(cols[-1]) + 1 + BAND_WIDTH, w))  # fmt: skip
+        stability = float(stability_score(torch.as_tensor(pred.logits[0]), 0.0, STABILITY_OFFSET))
+        uncertainty = np.ascontiguousarray(pred.uncertainty[region.slices], dtype=np.float32)
+        return cls(float(pred.score), stability, region, uncertainty)
+
+
 @dataclass(frozen=True)
 class PropagationInfo:
-    """How a propagation ended in each direction.
+    """How a propagation ended in each direction, and the scores of the slices it segmented.
 
     Attributes
     ----------
@@ -86,10 +125,13 @@ class PropagationInfo:
         Towards slice 0.
     up : DirectionStop
         Towards the last slice.
+    slices : dict of int to SliceScores
+        Every slice whose mask came from the model (a start slice given as a mask has none).
     """
 
     down: DirectionStop
     up: DirectionStop
+    slices: dict[int, SliceScores] = field(default_factory=dict, compare=False)
 
 
 class _SliceSegmenter:
@@ -115,21 +157,6 @@ class _SliceSegmenter:
             return None
         self.predictor.set_image(pixels)
         return self.predictor.predict(points=points, labels=labels, box=box, mask_input=mask_input, **options)
-
-
-def _mask_prompts(mask: np.ndarray, box_extension: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(points (1, 2), labels (1,), box (4,)) derived from a non-empty mask.
-
-    The box is enlarged on each side by ``box_extension`` times its height / width, clipped to the plane.
-    """
-    rows, cols = np.nonzero(mask)
-    box = np.array([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1], dtype=np.float64)
-    if box_extension:
-        grow = box_extension * np.tile(box[2:] - box[:2], 2) * np.array([-1, -1, 1, 1])
-        box = np.clip(box + grow, 0, np.tile(mask.shape, 2))
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    r, c = np.unravel_index(np.argmax(depth), mask.shape)
-    return np.array([[r + 0.5, c + 0.5]]), np.array([1]), box
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -200,7 +227,8 @@ def propagate(
         Enlarge the projected box on each side by this fraction of its height / width, in
         ``[0, 1]`` (micro-sam's ``box_extension``; 0 keeps the mask's box).
     return_info : bool
-        Also return a :class:`PropagationInfo`: which rule ended each direction, at which slice.
+        Also return a :class:`PropagationInfo`: which rule ended each direction, at which slice, and each
+        segmented slice's :class:`SliceScores` (predicted IoU, stability, uncertainty around the object).
 
     Returns
     -------
@@ -271,9 +299,9 @@ def propagate(
         out[tuple(idx)] = mask
 
     def result(down: DirectionStop, up: DirectionStop) -> np.ndarray | tuple[np.ndarray, PropagationInfo]:
-        return (out, PropagationInfo(down, up)) if return_info else out
+        return (out, PropagationInfo(down, up, scores)) if return_info else out
 
-    start_prompt = None
+    start_prompt, scores = None, {}
     if start_mask is None:
         check_cancel(cancel)
         pred = segmenter.segment(index, start.points, start.labels, start.boxes, None, options)
@@ -281,6 +309,8 @@ def propagate(
             stop = DirectionStop(index, "constant_slice" if pred is None else "empty_mask")
             return result(stop, stop)
         start_mask, start_prompt = pred.mask, pred.mask_prompt()
+        if return_info:
+            scores[index] = SliceScores.of(pred)
     put(index, start_mask)
     stops: dict[int, DirectionStop] = {}
     with tqdm(total=n - 1, desc="propagating", unit="slice", disable=not progress) as bar:
@@ -290,7 +320,7 @@ def propagate(
             while 0 <= s < n:
                 check_cancel(cancel)
                 bar.update(1)
-                points, labels, box = _mask_prompts(prev_mask, box_extension)
+                points, labels, box = prompts_from_mask(prev_mask, box_extension)
                 pred = segmenter.segment(
                     s,
                     points if use_point else None,
@@ -304,6 +334,8 @@ def propagate(
                     stops[step] = DirectionStop(s, *stop)
                     break
                 put(s, pred.mask)
+                if return_info:
+                    scores[s] = SliceScores.of(pred)
                 prev_mask, prev_prompt, s = pred.mask, pred.mask_prompt(), s + step
     return result(stops[-1], stops[1])
 
