@@ -19,6 +19,7 @@ writes the outputs of such images to zarr tile by tile.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, replace
 from os import PathLike
@@ -51,6 +52,7 @@ from .mask_ops import (
 )
 from .modeling import DecodedMasks, ImageEmbedding, SamModel, ais_decoder_of
 from .nms import nms
+from .object_scores import ObjectScores, object_scores
 from .prompts import batch_to_model_frame, validate_prompts
 from .sources import fixed_normalization, image_planes
 from .tile_window import read_window
@@ -64,6 +66,7 @@ __all__ = [
     "SAM_EDGE_ATOL",
     "AisOptions",
     "AutoOptions",
+    "AutoSegmentation",
     "Instance",
     "MaskRecord",
     "auto_segment",
@@ -376,6 +379,8 @@ class Instance:
         uncertainty contributes to.
     uncertainty : np.ndarray
         float32, the record's uncertainty map cropped to ``unc_region``.
+    stability : float
+        Stability score of the record (NaN when not known).
     """
 
     box: tuple[int, int, int, int]
@@ -384,6 +389,40 @@ class Instance:
     area: int
     unc_region: Region
     uncertainty: np.ndarray
+    stability: float = math.nan
+
+
+class AutoSegmentation(tuple):
+    """What :func:`auto_segment` returns: unpacks as ``labels, uncertainty`` (as before), plus ``objects``.
+
+    Attributes
+    ----------
+    labels : np.ndarray
+        uint32 ``(H, W)`` instance labels, 0 background.
+    uncertainty : np.ndarray
+        float32 ``(H, W)`` per-pixel uncertainty in [0, 1].
+    objects : ObjectScores
+        One row per object of ``labels`` (:func:`sum_core.object_scores.object_scores` of ``labels`` and
+        ``uncertainty``): AMG with each mask's predicted IoU and stability score, AIS with NaN for them.
+    """
+
+    objects: ObjectScores
+
+    def __new__(cls, labels: np.ndarray, uncertainty: np.ndarray, objects: ObjectScores) -> AutoSegmentation:
+        result = super().__new__(cls, (labels, uncertainty))
+        result.objects = objects
+        return result
+
+    def __getnewargs__(self) -> tuple[np.ndarray, np.ndarray, ObjectScores]:
+        return self[0], self[1], self.objects
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def uncertainty(self) -> np.ndarray:
+        return self[1]
 
 
 def auto_segment(
@@ -398,8 +437,8 @@ def auto_segment(
     precision: str = "fp32",
     progress: bool = True,
     cancel: threading.Event | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Segment every object of an image into an instance label image, with uncertainty.
+) -> AutoSegmentation:
+    """Segment every object of an image into an instance label image, with uncertainty and per-object scores.
 
     Two modes (``mode``):
 
@@ -479,15 +518,19 @@ def auto_segment(
 
     Returns
     -------
-    labels : np.ndarray
-        uint32 (H, W): instances 1..N, 0 for background. AMG: where masks overlap, the smaller
-        one (then the better-scoring one) wins. AIS: numbered in raster order of their seeds.
-        The same image and model give the same ids.
-    uncertainty : np.ndarray
-        float32 (H, W) in [0, 1]. AMG: per pixel, the maximum of the uncertainty maps
-        (:attr:`MaskRecord.uncertainty`) of the kept masks whose box, grown by 4 px, covers
-        the pixel; 0 where no mask does. AIS:
-        :func:`sum_core.ais_uncertainty.ais_pixel_uncertainty` of the decoder's maps.
+    AutoSegmentation
+        Unpacks as ``labels, uncertainty`` (a tuple, as in earlier versions), with ``.objects``:
+
+        - ``labels`` (np.ndarray): uint32 (H, W): instances 1..N, 0 for background. AMG: where
+          masks overlap, the smaller one (then the better-scoring one) wins. AIS: numbered in
+          raster order of their seeds. The same image and model give the same ids.
+        - ``uncertainty`` (np.ndarray): float32 (H, W) in [0, 1]. AMG: per pixel, the maximum
+          of the uncertainty maps (:attr:`MaskRecord.uncertainty`) of the kept masks whose box,
+          grown by 4 px, covers the pixel; 0 where no mask does. AIS:
+          :func:`sum_core.ais_uncertainty.ais_pixel_uncertainty` of the decoder's maps.
+        - ``objects`` (:class:`~sum_core.object_scores.ObjectScores`): one row per id of
+          ``labels`` (:func:`~sum_core.object_scores.object_scores` of the two maps); AMG gives
+          each object its mask's predicted IoU and stability score, AIS NaN for them.
 
     Raises
     ------
@@ -546,9 +589,10 @@ def auto_segment(
     grid = tile_grid(shape, sam_model.config.image_size, tile_shape, halo)
     tiled = len(grid) > 1
     if mode == "ais":
-        return ais_segment(
+        labels, uncertainty = ais_segment(
             sam_model, planes, normalization, grid, options, precision, progress=progress and tiled, cancel=cancel
         )
+        return AutoSegmentation(labels, uncertainty, object_scores(labels, uncertainty))
     instances: list[Instance] = []
     for tile in tqdm(grid, desc="segmenting tiles", disable=not (progress and tiled)):
         check_cancel(cancel)
@@ -560,7 +604,12 @@ def auto_segment(
         scores = torch.tensor([inst.score for inst in instances])
         keep = nms(boxes_to_xyxy(boxes), scores, options.box_nms_thresh)
         instances = [instances[i] for i in keep.tolist()]
-    return _paint(instances, shape)
+    labels, uncertainty, painted = _paint(instances, shape)
+    scores = object_scores(
+        labels, uncertainty, predicted_iou={k: inst.score for k, inst in painted.items()},
+        stability={k: inst.stability for k, inst in painted.items()},
+    )  # fmt: skip
+    return AutoSegmentation(labels, uncertainty, scores)
 
 
 def window_masks(
@@ -815,11 +864,15 @@ def _to_instance(rec: MaskRecord, outer: Region) -> Instance:
             unc_local.col1 + outer.col0,
         ),
         uncertainty=rec.uncertainty[unc_local.slices].copy(),
+        stability=rec.stability,
     )
 
 
-def _paint(instances: list[Instance], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Label image (largest first, then lowest score first, so small masks win) and uncertainty."""
+def _paint(
+    instances: list[Instance], shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, dict[int, Instance]]:
+    """Label image (largest first, then lowest score first, so small masks win), uncertainty, and the
+    instance of each final id."""
     labels = np.zeros(shape, dtype=np.uint32)
     uncertainty = np.zeros(shape, dtype=np.float32)
     order = sorted(range(len(instances)), key=lambda i: (-instances[i].area, instances[i].score, i))
@@ -841,4 +894,5 @@ def _paint(instances: list[Instance], shape: tuple[int, int]) -> tuple[np.ndarra
     lookup[present] = np.arange(1, int(present.sum()) + 1, dtype=np.uint32)
     for band in bands:
         labels[band] = lookup[labels[band]]
-    return labels, uncertainty
+    painted = {int(lookup[label]): instances[i] for label, i in enumerate(order, start=1) if present[label]}
+    return labels, uncertainty, painted
