@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,6 +99,38 @@ def target_lock(target: Any) -> Iterator[LockHold]:
             lock.unlink(missing_ok=True)
         if created and not any(folder.iterdir()):
             folder.rmdir()
+
+
+@contextmanager
+def folder_lock(folder: Path, timeout: float = 60.0) -> Iterator[None]:
+    """Hold the lock file :data:`LOCK_NAME` of an existing ``folder`` for a short read-modify-write of a
+    file in it (such as an OME-Zarr ``labels`` listing), waiting while another job or thread holds it.
+
+    The lock is taken as :func:`target_lock` takes a target's (exclusive creation, a stale lock of a
+    process that is gone taken over) and removed when the block ends.
+
+    Raises
+    ------
+    InvalidInputError
+        The lock was still held after ``timeout`` seconds (naming the file to delete if its holder is
+        gone), or it cannot be created.
+    """
+    lock = folder / LOCK_NAME
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _acquire(lock, folder)
+            break
+        except InvalidInputError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+        except OSError as err:
+            raise InvalidInputError(f"cannot create the lock file {lock} ({err})") from None
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _acquire(lock: Path, target: Any) -> None:

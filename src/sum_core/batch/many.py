@@ -25,6 +25,7 @@ import glob
 import io
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -224,7 +225,8 @@ def segment_many(
     sources : str, path or sequence of paths
         A folder, glob pattern, list file or list of paths (see :func:`list_sources`).
     out_dir : str or path
-        Output folder (created). Not one of the sources' folders.
+        Output folder (created). Not one of the sources' folders. Sources under it (a recursive
+        pattern or a folder list reaching the job's own outputs) are left out, with a warning.
     progress : bool
         A progress bar over the files (each file's own bar of tasks below it).
     on_progress : callable, optional
@@ -259,8 +261,8 @@ def segment_many(
             raise InvalidInputError(f"{name}: set by segment_many, not a segment_zarr argument to pass through")
     if segment_zarr_kwargs.get("prompts") is not None or segment_zarr_kwargs.get("mode") == "prompts":
         raise InvalidInputError("prompts: a prompt table belongs to one image; segment it with segment_zarr")
-    files = list_sources(sources)
     out = _check_out_dir(out_dir, sources)
+    files = _outside(list_sources(sources), out)
     earlier = {Path(row.file): row for row in _read_summary(out)}
     names = output_names(files, {path: row.output for path, row in earlier.items()}, _output_suffix(segment_zarr_kwargs))
     # rows of an earlier run kept until their file is reached (a done file stays done if this run stops first)
@@ -319,6 +321,29 @@ def _record(result: FileResult, status: str, start: float, error: str) -> None:
     result.status, result.error = status, error
     result.seconds = round(result.seconds + time.perf_counter() - start, 3)
     result.objects = result.slices = None
+
+
+def _outside(files: list[Path], out: Path) -> list[Path]:
+    """The sources that do not lie under the output folder ``out`` (a recursive pattern or an input folder
+    holding ``out`` would list the job's own outputs as sources); a warning names the ones left out.
+
+    Raises
+    ------
+    InvalidInputError
+        Every source lies under ``out``.
+    """
+    folder = out.resolve()
+    kept = [p for p in files if not p.is_relative_to(folder)]
+    left = len(files) - len(kept)
+    if left:
+        warnings.warn(
+            f"sources: {left} path(s) under the output folder {out} left out (the job's own outputs are never "
+            f"segmented as sources), e.g. {next(p for p in files if p.is_relative_to(folder))}",
+            stacklevel=3,
+        )
+    if not kept:
+        raise InvalidInputError(f"sources: every source lies under the output folder {out}; nothing to segment")
+    return kept
 
 
 def _output_suffix(kwargs: dict[str, Any]) -> str:

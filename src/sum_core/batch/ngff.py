@@ -52,10 +52,11 @@ from typing import Any
 import numpy as np
 import zarr
 
+from .. import ngff_labels
 from ..errors import InvalidInputError
+from ..ngff_labels import label_color, label_properties, multiscale_metadata, nearest_indices
 from ..tiling import Region
-from .lock import location
-from .objects import COLUMNS
+from .lock import folder_lock, location
 from .volume import Volume
 from .writer import NGFF_PATHS, Target
 
@@ -63,8 +64,7 @@ __all__ = ["FORMATS", "SMALLEST_LEVEL", "check_format"]
 
 FORMATS = ("zarr", "ome-zarr")
 #: Without a parent pyramid, levels halve the plane until its longer side is at most this.
-SMALLEST_LEVEL = 512
-_SPACE = ("z", "y", "x")
+SMALLEST_LEVEL = ngff_labels.SMALLEST_LEVEL
 
 
 def check_format(format: Any) -> str:
@@ -135,10 +135,7 @@ def level_planes(volume: Volume, source: Any, key: str | None) -> list[tuple[int
             shape = group[dataset["path"]].shape
             planes.append((int(shape[plane_axes[0]]), int(shape[plane_axes[1]])))
         return planes
-    planes = [tuple(volume.plane_shape)]
-    while max(planes[-1]) > SMALLEST_LEVEL:
-        planes.append(tuple(max(1, (n + 1) // 2) for n in planes[-1]))
-    return planes
+    return ngff_labels.halving_planes(tuple(volume.plane_shape), SMALLEST_LEVEL)
 
 
 def out_shape(volume: Volume, plane: tuple[int, int]) -> tuple[int, ...]:
@@ -184,8 +181,8 @@ def run_level(target: Target, volume: Volume, level: int, slice_index: int, chun
     row, col = divmod(chunk_index, cols)
     region = Region(row * tile[0], col * tile[1], min((row + 1) * tile[0], plane[0]),
                     min((col + 1) * tile[1], plane[1]))
-    rows = np.arange(region.row0, region.row1) * below[0] // plane[0]
-    columns = np.arange(region.col0, region.col1) * below[1] // plane[1]
+    rows = nearest_indices(region.row0, region.row1, below[0], plane[0])
+    columns = nearest_indices(region.col0, region.col1, below[1], plane[1])
     index = volume.out_index(slice_index, region)
     for name in (str(level), f"uncertainty/{level}"):
         source = target.group[_below_name(name, level)]
@@ -199,35 +196,27 @@ def _below_name(name: str, level: int) -> str:
 
 
 def ngff_axes(volume: Volume) -> list[dict[str, Any]]:
-    """NGFF axes of the outputs: names, types and units (see the module docstring)."""
-    names = [n.lower() for n in volume.out_names]
-    valid = len(set(names)) == len(names) and names[-2:] == ["y", "x"] and all(n in ("t", *_SPACE) for n in names)
-    if not valid:
-        names = list(_SPACE[-len(names):])
-    axes = []
-    for name, unit in zip(names, volume.units):
-        axis = {"name": name, "type": "time" if name == "t" else "space"}
-        if unit is not None:
-            axis["unit"] = unit
-        axes.append(axis)
-    return axes
+    """NGFF axes of the outputs: names, types and units (:func:`sum_core.ngff_labels.ngff_axes`)."""
+    return ngff_labels.ngff_axes(volume.out_names, volume.units)
 
 
 def metadata(target: Target, volume: Volume, name: str, source: Any, key: str | None,
              ids: np.ndarray, image: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``ome`` attributes of the label image (``ids``: the volume's object ids; the per-object table,
     when the target has one, gives their properties; ``image``: the image group made for a non-OME
-    source) and of its ``uncertainty`` image."""
+    source) and of its ``uncertainty`` image. Inside an OME-Zarr parent image, each level has the
+    coordinate transformations of the parent's level (:func:`parent_transforms`)."""
     planes = [tuple(p) for p in target.info["planes"]]
     axes = ngff_axes(volume)
+    transforms, common = parent_transforms(volume, source, key, len(axes)) or (None, None)
 
     def multiscale(label: str) -> dict[str, Any]:
-        return multiscale_metadata(label, axes, level_scales(volume, planes))
+        return multiscale_metadata(label, axes, volume_scales(volume, planes), transforms=transforms,
+                                   common=common)
 
-    table = _table(target, ids)
     image_label: dict[str, Any] = {
-        "colors": [{"label-value": int(k), "rgba": _color(int(k))} for k in ids],
-        "properties": _properties(ids, table),
+        "colors": [{"label-value": int(k), "rgba": label_color(int(k))} for k in ids],
+        "properties": label_properties(ids, _table(target, ids)),
     }
     parent = parent_image(source, key) or image
     if parent is not None:
@@ -235,42 +224,54 @@ def metadata(target: Target, volume: Volume, name: str, source: Any, key: str | 
     return {**multiscale(name), "image-label": image_label}, multiscale("uncertainty")
 
 
-def level_scales(volume: Volume, planes: list[tuple[int, ...]]) -> list[list[float]]:
+def parent_transforms(volume: Volume, source: Any, key: str | None,
+                      n_axes: int) -> tuple[list[list[dict[str, Any]]], list[dict[str, Any]] | None] | None:
+    """The coordinate transformations of each level of an OME-Zarr parent image, and of its whole
+    multiscale, without the channel axis (labels align with their image: the same scales and
+    translations); None without a parent, or when they do not fit the ``n_axes`` output axes."""
+    image = parent_image(source, key)
+    if image is None:
+        return None
+    multiscale = json.loads((image / "zarr.json").read_text(encoding="utf-8"))["attributes"]["ome"]["multiscales"][0]
+    drop = volume.channel_axis
+
+    def without_channel(transforms: Any) -> list[dict[str, Any]] | None:
+        kept = []
+        for transform in transforms or []:
+            transform = dict(transform)
+            for field in ("scale", "translation"):
+                if field in transform:
+                    values = list(transform[field])
+                    if drop is not None and len(values) == n_axes + 1:
+                        del values[drop]
+                    if len(values) != n_axes:
+                        return None
+                    transform[field] = [float(v) for v in values]
+            kept.append(transform)
+        return kept
+
+    levels = [without_channel(d.get("coordinateTransformations")) for d in multiscale["datasets"]]
+    common = without_channel(multiscale.get("coordinateTransformations"))
+    if any(t is None or not t for t in levels) or common is None:
+        return None
+    return levels, common or None
+
+
+def volume_scales(volume: Volume, planes: list[tuple[int, ...]]) -> list[list[float]]:
     """The physical pixel size of each level along the output axes (the source's times the sampling)."""
-    shape0 = out_shape(volume, planes[0])
-    return [[float(s) * n0 / n for s, n0, n in zip(volume.scale, shape0, out_shape(volume, plane))]
-            for plane in planes]
-
-
-def multiscale_metadata(name: str, axes: list[dict[str, Any]], scales: list[list[float]]) -> dict[str, Any]:
-    datasets = [{"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-                for level, scale in enumerate(scales)]
-    return {"version": "0.5", "multiscales": [{"name": name, "axes": axes, "datasets": datasets}]}
+    return ngff_labels.level_scales(volume.scale, [out_shape(volume, plane) for plane in planes])
 
 
 def _table(target: Target, ids: np.ndarray) -> dict[str, np.ndarray] | None:
-    """The per-object table (AIS jobs; :mod:`sum_core.batch.objects`), read whole, else None."""
+    """The per-object table (:mod:`sum_core.batch.objects`): each column it holds, read whole; None
+    without a table."""
     if "objects" not in target.group:
         return None
-    table = {column: target.group[f"objects/{column}"][...] for column, _ in COLUMNS}
-    if not np.array_equal(table["label"], ids):
+    group = target.group["objects"]
+    table = {name: np.asarray(array[...]) for name, array in group.arrays()}
+    if "label" not in table or not np.array_equal(table["label"], ids):
         raise target.damaged(["the objects table does not list the ids of the labels"])
     return table
-
-
-def _properties(ids: np.ndarray, table: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
-    if table is None:
-        return [{"label-value": int(k)} for k in ids]
-    return [
-        {"label-value": int(k), "area": int(a), "mean-uncertainty": float(m), "boundary-uncertainty": float(b)}
-        for k, a, m, b in zip(ids, table["area"], table["mean_uncertainty"], table["boundary_uncertainty"])
-    ]
-
-
-def _color(label: int) -> list[int]:
-    """A fixed, well spread RGBA colour per id (Knuth's multiplicative hash of the id)."""
-    h = (label * 2654435761) & 0xFFFFFFFF
-    return [64 + (h & 0xBF), 64 + ((h >> 8) & 0xBF), 64 + ((h >> 16) & 0xBF), 255]
 
 
 def level_tasks(target: Target, volume: Volume, planes_pending: dict[int, list[str]]) -> dict[str, Any]:
@@ -293,8 +294,9 @@ def level_tasks(target: Target, volume: Volume, planes_pending: dict[int, list[s
 
 
 def object_ids(target: Target, mode: str, prompt_ids: list[int]) -> np.ndarray:
-    """The object ids of a completed job: the table's (AIS), ``1..N`` (AMG), the prompts' (prompts mode)."""
-    if mode == "ais":
+    """The object ids of a completed job: its object table's when it has one (any mode; an AIS job
+    always does), else ``1..N`` (AMG), the prompts' (prompts mode)."""
+    if mode == "ais" or "objects/label" in target.group:
         return np.asarray(target.group["objects/label"][...], dtype=np.int64)
     if mode == "amg" and target.id_stride is None:
         return np.arange(1, int(np.clip(target.group["counts"][...], 0, None).sum()) + 1)
@@ -303,8 +305,14 @@ def object_ids(target: Target, mode: str, prompt_ids: list[int]) -> np.ndarray:
 
 def list_label(image: Path, name: str) -> None:
     """Add ``name`` to the ``labels`` listing of the OME-Zarr image ``image`` (``labels/zarr.json``),
-    keeping its other entries and attributes, replaced in one rename; nothing else is written."""
-    path = image / "labels" / "zarr.json"
+    keeping its other entries and attributes, replaced in one rename; nothing else is written. The
+    read-modify-write holds the lock of the ``labels`` folder (:func:`~sum_core.batch.lock.folder_lock`),
+    so two jobs adding names at once both end up listed."""
+    with folder_lock(image / "labels"):
+        _list_label(image / "labels" / "zarr.json", name)
+
+
+def _list_label(path: Path, name: str) -> None:
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

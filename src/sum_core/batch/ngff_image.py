@@ -21,10 +21,12 @@ import numpy as np
 import zarr
 
 from ..errors import InvalidInputError
+from ..ngff_labels import multiscale_metadata, nearest_indices
 from ..tiling import Region
-from .ngff import level_chunks, level_scales, multiscale_metadata, ngff_axes, out_shape, parent_image
+from .ngff import level_chunks, ngff_axes, out_shape, parent_image, volume_scales
+from .lock import LOCK_NAME
 from .volume import Volume
-from .writer import Target
+from .writer import Target, provably_ours
 
 __all__ = ["IMAGE_LABEL"]
 
@@ -57,20 +59,59 @@ def check_image_folder(folder: Path) -> None:
     entries = {p.name for p in folder.iterdir()}
     if not entries:
         return
-    try:
-        attributes = json.loads((folder / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        attributes = {}
-    if _IMAGE_ATTR not in attributes or not all(e in ("zarr.json", "labels") or e.isdigit() for e in entries):
+    layout = all(e in ("zarr.json", "labels") or e.isdigit() for e in entries)
+    attributes = _attributes(folder)
+    if attributes is None and layout and _made_by_a_job(folder):
+        return  # its zarr.json was lost or damaged (an interrupted job): create_image writes it again
+    if _IMAGE_ATTR not in (attributes or {}) or not layout:
         raise InvalidInputError(
             f"target: {folder} holds data that was not written by a sum-hq batch job; choose a new target "
             "(another program's data is never replaced, also not with overwrite=True / --overwrite)"
         )
 
 
+def _attributes(folder: Path) -> dict[str, Any] | None:
+    """The attributes in ``folder/zarr.json`` of a zarr v3 group, or None when it is missing or unreadable."""
+    try:
+        metadata = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(metadata, dict) or metadata.get("zarr_format") != 3 or metadata.get("node_type") != "group":
+        return None
+    return metadata.get("attributes") or {}
+
+
+def _made_by_a_job(folder: Path) -> bool:
+    """Whether an image folder without readable group metadata is provably a job's: its entries are level
+    arrays (``0``, ``1``...) and ``labels``, which holds (besides its listing and lock) only the job's label
+    image, a target of ours (:func:`sum_core.batch.writer.provably_ours`)."""
+    labels = folder / "labels"
+    if not labels.is_dir():
+        return False
+    inner = {p.name for p in labels.iterdir()} - {"zarr.json", LOCK_NAME}
+    if inner != {IMAGE_LABEL} or not provably_ours(labels / IMAGE_LABEL):
+        return False
+    return all(_is_array(folder / e) for e in _levels(folder))
+
+
+def _levels(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.isdigit()]
+
+
+def _is_array(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "zarr.json").read_text(encoding="utf-8")).get("node_type") == "array"
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
 def create_image(target: Target, folder: Path, volume: Volume, chunks: tuple[int, ...]) -> zarr.Group:
     """Create the image group's level arrays (``0``, ``1``...: the channels the model sees first, then the
-    output axes) and their flags (``done/image<l>`` in the label image), unless they exist as needed."""
+    output axes) and their flags (``done/image<l>`` in the label image), unless they exist as needed.
+    Group metadata that was lost or damaged (a folder :func:`check_image_folder` proved ours) is written
+    again."""
+    if _attributes(folder) is None:
+        (folder / "zarr.json").unlink(missing_ok=True)
     group = zarr.open_group(str(folder), mode="a", zarr_format=3)
     if _IMAGE_ATTR not in group.attrs:
         group.attrs[_IMAGE_ATTR] = True
@@ -125,8 +166,8 @@ def run_image(target: Target, image: zarr.Group, volume: Volume, level: int, sli
         data = np.moveaxis(data, -1, 0) if channels else data
     else:
         below = planes[level - 1]
-        rows = np.arange(region.row0, region.row1) * below[0] // plane[0]
-        cols = np.arange(region.col0, region.col1) * below[1] // plane[1]
+        rows = nearest_indices(region.row0, region.row1, below[0], plane[0])
+        cols = nearest_indices(region.col0, region.col1, below[1], plane[1])
         slices = () if volume.out_slice_axis is None else (slice_index,)
         data = image[str(level - 1)].oindex[(*(slice(None) for _ in channels), *slices, rows, cols)]
     image[str(level)][index] = data
@@ -136,7 +177,7 @@ def run_image(target: Target, image: zarr.Group, volume: Volume, level: int, sli
 def finish_image(image: zarr.Group, volume: Volume, planes: list[tuple[int, ...]]) -> None:
     """Write the image group's ``ome`` attributes (axes: a channel axis first when the model sees channels)."""
     axes = ngff_axes(volume)
-    scales = level_scales(volume, planes)
+    scales = volume_scales(volume, planes)
     if _channels(volume):
         axes = [{"name": "c", "type": "channel"}, *axes]
         scales = [[1.0, *scale] for scale in scales]

@@ -568,16 +568,51 @@ def _check_folder(path: Path, overwrite: bool) -> None:
         )
 
 
+def provably_ours(path: Path) -> bool:
+    """Whether the folder ``path`` holds nothing but the nodes of a batch target (its group metadata aside),
+    in either layout (see :func:`check_target`)."""
+    return _provably_ours(path, {p.name for p in path.iterdir()} - {LOCK_NAME, "zarr.json"})
+
+
 def _provably_ours(path: Path, entries: set[str]) -> bool:
-    """Whether every entry is one of a target's nodes, each a zarr node of its kind (see :func:`check_target`)."""
-    if not entries or not entries <= set(_NODES) or not entries & {"labels", "uncertainty"}:
+    """Whether every entry is one of a target's nodes, each a zarr node of its kind (see :func:`check_target`):
+    :data:`_NODES`, or in an OME-Zarr label image target (:mod:`sum_core.batch.ngff`) the label levels
+    ``0``, ``1``... (uint32 arrays) and ``uncertainty/`` (a group of float16 levels) in place of the
+    ``labels`` and ``uncertainty`` arrays."""
+    levels = {e for e in entries if e.isdigit()}
+    names = entries - levels
+    if not entries or not names <= set(_NODES):
         return False
-    for name in entries:
+    if levels:  # the OME-Zarr layout
+        if "0" not in levels or "labels" in names or not _levels_of(path, levels, "uint32"):
+            return False
+        uncertainty = path / "uncertainty"
+        inner = {p.name for p in uncertainty.iterdir()} - {"zarr.json"} if uncertainty.is_dir() else set()
+        group = _metadata(uncertainty)
+        if not inner or not _levels_of(uncertainty, inner, "float16"):
+            return False
+        if group is not None and group.get("node_type") != "group":
+            return False
+        names = names - {"uncertainty"}
+    elif not names & {"labels", "uncertainty"}:
+        return False
+    for name in names:
         node_type, dtype = _NODES[name]
         metadata = _metadata(path / name)
         if metadata is None or metadata.get("node_type") != node_type:
             return False
         if dtype is not None and metadata.get("data_type") != dtype:
+            return False
+    return True
+
+
+def _levels_of(path: Path, names: set[str], dtype: str) -> bool:
+    """Whether ``names`` are all pyramid levels (``0``, ``1``...) of ``path``, each an array of ``dtype``."""
+    for name in names:
+        metadata = _metadata(path / name)
+        if not name.isdigit() or metadata is None or metadata.get("node_type") != "array":
+            return False
+        if metadata.get("data_type") != dtype:
             return False
     return True
 
