@@ -75,8 +75,10 @@ class TiledEmbeddings:
     ----------
     model : SamModel
         The model whose image encoder is used (on the device it is on).
-    image : array-like or path
-        Anything :func:`sum_core.sources.open_image` accepts; read tile by tile.
+    image : array-like, path or Planes
+        Anything :func:`sum_core.sources.open_image` accepts, read tile by tile; or the
+        :class:`~sum_core.sources.Planes` of an opened source (e.g. a batch volume's, whose channel
+        axis and channel choice it carries), read through it (``stack_axis`` must then be None).
     tile_shape, halo : int or (int, int), optional
         Tiling of each plane, see :func:`sum_core.tiling.tile_grid`.
     cache : str, path-like or None
@@ -144,8 +146,13 @@ class TiledEmbeddings:
         check_int(memory_tiles, "memory_tiles", 1)
         self.model = model
         self.memory_tiles = memory_tiles
-        source = open_image(image)
-        self.planes = Planes(source, stack_axis)
+        if isinstance(image, Planes):
+            if stack_axis is not None:
+                raise InvalidInputError("stack_axis: give it to the Planes, not with them (it is their stack_axis)")
+            source, self.planes = image.image, image
+        else:
+            source = open_image(image)
+            self.planes = Planes(source, stack_axis)
         config = model.config
         self.grid: TileGrid = tile_grid(self.planes.plane_shape, config.image_size, tile_shape, halo)
         self.normalization = fixed_normalization(self.planes, normalization)
@@ -162,6 +169,7 @@ class TiledEmbeddings:
             "stack_axis": self.planes.stack_axis,
             "window": window,
             "precision": self.precision,
+            **_channel_choice(self.planes),
         }
         layout = CacheLayout(
             n_slices=self.planes.n_slices,
@@ -306,6 +314,20 @@ class TiledEmbeddings:
                 self.cache.write(*pair, image.embedding, early, image.input_size, image.original_size)
             self._remember(pair, image)
             self.tiles_encoded += 1
+
+
+def _channel_choice(planes: Planes) -> dict[str, Any]:
+    """The channel axis and channels of ``planes`` when not those ``Planes(source, stack_axis)`` infers
+    (part of a cache's preprocessing: a cache of one channel is never served for another); caches of
+    images read with the inferred channels keep the preprocessing they had before."""
+    if planes.channels is None:
+        try:
+            if Planes(planes.image, planes.stack_axis).channel_axis == planes.channel_axis:
+                return {}
+        except InvalidInputError:  # a source whose channel axis cannot be inferred
+            pass
+    channels = planes.channels if planes.channels is None or isinstance(planes.channels, int) else list(planes.channels)
+    return {"channel_axis": planes.channel_axis, "channels": channels}
 
 
 def embed(

@@ -134,10 +134,12 @@ class TiledPredictor:
 
         Parameters
         ----------
-        image : array-like or path
-            Anything :func:`sum_core.sources.open_image` accepts.
+        image : array-like, path or Planes
+            Anything :func:`sum_core.sources.open_image` accepts, or the
+            :class:`~sum_core.sources.Planes` of an opened source (its channel axis and channel
+            choice honoured: e.g. a batch volume's ``planes``).
         stack_axis : int, optional
-            Slice axis of a 3D / time stack.
+            Slice axis of a 3D / time stack (None with ``Planes``: they carry their own).
         normalization : Normalization, optional
             Intensity window, computed once for the whole image.
         overwrite : bool

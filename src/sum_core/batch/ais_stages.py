@@ -226,10 +226,11 @@ def write_objects_table(target: Target, n_slices: int) -> None:
     for s in range(n_slices):
         if f"work/s{s}/plan" in target.group:
             plan = target.get(f"s{s}/plan")
+            n = len(plan["label"])
             parts.append({
-                "label": offset + plan["label"], "slice": np.full(len(plan["label"]), s, dtype=np.int64),
-                "area": plan["area"], "mean_uncertainty": plan["mean_uncertainty"],
-                "boundary_uncertainty": plan["boundary_uncertainty"],
+                "label": offset + plan["label"], "slice": np.full(n, s, dtype=np.int64), "area": plan["area"],
+                "predicted_iou": np.full(n, np.nan), "stability": np.full(n, np.nan),  # AIS has neither
+                "mean_uncertainty": plan["mean_uncertainty"], "boundary_uncertainty": plan["boundary_uncertainty"],
             })
         else:
             parts.append(slice_rows(target, s))

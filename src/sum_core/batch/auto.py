@@ -15,6 +15,10 @@
 
 Only windows, cropped masks and chunks are ever in memory, never a whole plane, and the result
 equals ``auto_segment`` on the whole plane up to the label numbering.
+
+When the job completes, the per-object table (:mod:`sum_core.batch.objects`) is written: each planned
+object's predicted IoU and stability (stored with its tile's masks) under its final id, its area and
+uncertainties scored on the written output, one window per object (:func:`write_objects_table`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ..tile_window import read_window
 from ..tiling import Region, TileGrid
 from .memory import release_freed_memory
 from .model_spec import ModelSpec
+from .objects import window_rows, write_slices_table
 from .tile_nms import neighbour_nms
 from .volume import Volume
 from .writer import Target
@@ -99,6 +104,7 @@ def _pack(instances: list[Instance]) -> dict[str, np.ndarray]:
     return {
         "box": np.array([i.box for i in instances], dtype=np.int64).reshape(-1, 4),
         "score": np.array([i.score for i in instances], dtype=np.float64),
+        "stability": np.array([i.stability for i in instances], dtype=np.float64),
         "area": np.array([i.area for i in instances], dtype=np.int64),
         "unc_region": np.array([tuple(i.unc_region) for i in instances], dtype=np.int64).reshape(-1, 4),
         "mask": np.concatenate([i.mask.reshape(-1) for i in instances] or [np.zeros(0, bool)]),
@@ -178,6 +184,38 @@ def record_damage(target: Target) -> list[tuple[int, str]]:
         names = [f"s{s}/t{t}" for t in np.nonzero(tiles[s])[0]] + ([f"s{s}/plan"] if plans[s] else [])
         damage += [(int(s), problem) for name in names if (problem := target.record_problem(name))]
     return damage
+
+
+def write_objects_table(target: Target, volume: Volume) -> None:
+    """Write the per-object table: the rows of each plane planned by this run (:func:`plane_rows`, ids moved
+    as painted), the verified rows of the existing table for a plane done before a repair."""
+    offsets = [0]
+    for s in range(volume.n_slices - 1):
+        offsets.append(id_offset(target, s, offsets[-1]))
+
+    def fresh(s: int) -> dict[str, np.ndarray] | None:
+        return plane_rows(target, volume, s, offsets[s]) if f"work/s{s}/plan" in target.group else None
+
+    write_slices_table(target, volume.n_slices, fresh)
+
+
+def plane_rows(target: Target, volume: Volume, slice_index: int, offset: int) -> dict[str, np.ndarray]:
+    """The table rows of one planned plane whose chunks are written: its objects' ids (plan's plus
+    ``offset``), predicted IoU and stability (NaN in tile records of an earlier version), scored on the
+    output window by window (:func:`sum_core.batch.objects.window_rows`)."""
+    plan = target.get(f"s{slice_index}/plan")
+    tiles: dict[int, Any] = {}
+    objects = []
+    for t, i, label in zip(plan["tile"].tolist(), plan["local"].tolist(), plan["label"].tolist()):
+        if t not in tiles:
+            record = target.get(f"s{slice_index}/t{t}")
+            n = len(record["score"])
+            stability = record["stability"] if "stability" in record.files else np.full(n, np.nan)
+            tiles[t] = (record["box"], record["score"], stability)
+        box, score, stability = tiles[t]
+        r0, c0, r1, c1 = (int(v) for v in box[i])
+        objects.append((offset + label, Region(r0, c0, r1 + 1, c1 + 1), float(score[i]), float(stability[i])))
+    return window_rows(target, volume, slice_index, objects)
 
 
 def _summary(npz: Any) -> dict[str, np.ndarray]:

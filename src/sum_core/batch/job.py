@@ -38,6 +38,7 @@ from ..zoo import DEFAULT_MODEL, registry
 from . import ais_stages, auto, ngff, ngff_image, prompted
 from .integrity import find_damage, record_damage, settle
 from .model_spec import ModelSpec
+from .objects import TABLE_INFO
 from .prompts_table import check_prompts, read_prompts_table
 from .volume import open_volume
 from .lock import LockHold, location, target_lock
@@ -88,8 +89,9 @@ def segment_zarr(
     (painting). AIS: per plane, one task per tile (the decoder maps of its inner block), one
     object task per output chunk, one numbering task and one task per output chunk (painting,
     uncertainty); the result equals :func:`sum_core.automatic.auto_segment` with ``mode="ais"``
-    on each plane (see :mod:`sum_core.batch.ais_stages`) and a per-object table is written
-    (:func:`sum_core.batch.object_table`). Prompts mode: one task per slice. Memory is bounded
+    on each plane (see :mod:`sum_core.batch.ais_stages`). Prompts mode: one task per slice. Every
+    mode writes a per-object table (predicted IoU, stability, area, mean and boundary uncertainty of
+    each object: :func:`sum_core.batch.object_table`, :mod:`sum_core.batch.objects`). Memory is bounded
     by the tile and chunk size, never a whole plane (AIS: except an object whose foreground
     region spans more than a tile, whose maps are read whole).
 
@@ -286,7 +288,7 @@ def segment_zarr(
             options = check_options(options, AisOptions if mode == "ais" else AutoOptions, f"options (mode={mode!r})")
         grid = tile_grid(volume.plane_shape, loaded.config.image_size, tile_shape, halo)
         signature = _signature(volume, mode, options, table_hash, grid, model, loaded, precision, channel)
-        info = {"ids": SEQUENTIAL_IDS if mode != "prompts" else None, "axes": list(volume.out_names)}
+        info = {"ids": SEQUENTIAL_IDS if mode != "prompts" else None, "axes": list(volume.out_names), TABLE_INFO: True}
         if format == "ome-zarr":
             signature["format"] = format
             info.update(ngff.info(ngff.level_planes(volume, source, key)))
@@ -328,6 +330,10 @@ def segment_zarr(
             _run(graph, scheduler, stop, hold)
         if mode == "ais":
             ais_stages.write_objects_table(out, volume.n_slices)
+        elif mode == "amg":
+            auto.write_objects_table(out, volume)
+        else:
+            prompted.write_objects_table(out, volume.n_slices)
         attributes = None
         if format == "ome-zarr":
             name = inside[1] if inside is not None else Path(str(location(target) or "labels")).name
