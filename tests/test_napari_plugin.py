@@ -34,6 +34,7 @@ def test_manifest_validates_and_imports():
         "napari-sum-hq.get_reader",
         "napari-sum-hq.write_geojson",
         "napari-sum-hq.write_imagej_roi",
+        "napari-sum-hq.write_ome_zarr",
     }
     for command in manifest.contributions.commands:
         assert callable(_resolve(command.python_name))

@@ -9,14 +9,17 @@ napari's ``index`` column being the id) and are written by :func:`sum_core.resul
 a :class:`sum_core.errors.SumError` naming the problem:
 
 - ``.geojson``: QuPath GeoJSON (:func:`write_geojson`);
-- ``.zip``: ImageJ ROI zip for Fiji's ROI Manager (:func:`write_imagej_roi`).
+- ``.zip``: ImageJ ROI zip for Fiji's ROI Manager (:func:`write_imagej_roi`);
+- ``.ome.zarr``: an OME-Zarr (NGFF 0.5) label image folder, the uncertainty layer as its ``uncertainty``
+  multiscale image (:func:`write_ome_zarr`; an existing folder is replaced only when it is an earlier
+  export of sum-hq).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["layers_result", "write_geojson", "write_imagej_roi"]
+__all__ = ["layers_result", "write_geojson", "write_imagej_roi", "write_ome_zarr"]
 
 
 def write_geojson(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -> list[str]:
@@ -27,6 +30,11 @@ def write_geojson(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) 
 def write_imagej_roi(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -> list[str]:
     """napari writer: a Labels layer (with an uncertainty Image layer) as an ImageJ ROI zip."""
     return _export(path, layer_data, "imagej-roi")
+
+
+def write_ome_zarr(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -> list[str]:
+    """napari writer: a Labels layer (with an uncertainty Image layer) as an OME-Zarr label image."""
+    return _export(path, layer_data, "ome-zarr")
 
 
 def _export(path: str, layer_data: list[tuple[Any, dict[str, Any], str]], to: str) -> list[str]:

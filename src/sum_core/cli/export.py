@@ -2,8 +2,8 @@
 
 Two forms share the command (``sum-hq export --help`` shows both):
 
-- ``sum-hq export RESULT --to geojson|imagej-roi|coco|csv [-o OUT]``: the objects of a result
-  (:func:`sum_core.results.export_result`);
+- ``sum-hq export RESULT --to geojson|imagej-roi|coco|csv|ome-zarr [OUT | -o OUT]``: the objects of a
+  result, or the result as an OME-Zarr label image (:func:`sum_core.results.export_result`);
 - ``sum-hq export onnx MODEL OUT`` / ``sum-hq export bioimageio MODEL OUT.zip``: a model.
 
 The first word after ``export`` names a model export when it is ``onnx`` or ``bioimageio``, and the
@@ -45,16 +45,35 @@ class _CommandOrResult(argparse._SubParsersAction):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         if values and values[0] not in self._name_parser_map.keys():
-            values = [RESULT_FORM, *values]
+            values = [RESULT_FORM, *_positionals_first(self._name_parser_map[RESULT_FORM], values)]
         super().__call__(parser, namespace, values, option_string)
+
+
+def _positionals_first(parser: argparse.ArgumentParser, values: list[str]) -> list[str]:
+    """``values`` with the positional words (RESULT, OUT) moved before the options, so that OUT may follow
+    them (``RESULT --to ome-zarr OUT``: argparse takes positionals only up to the first option)."""
+    takes_value = {name for action in parser._actions if action.option_strings and action.nargs != 0
+                   for name in action.option_strings}
+    words, options, pending = [], [], False
+    for value in values:
+        if pending:
+            options.append(value)
+            pending = False
+        elif value.startswith("-") and value != "-":
+            options.append(value)
+            pending = value in takes_value
+        else:
+            words.append(value)
+    return [*words, *options]
 
 
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``export`` (the result form and the model sub-commands) to the ``sum-hq`` sub-commands."""
     parser = subparsers.add_parser(
         "export",
-        help="export a result's objects (GeoJSON, ImageJ ROI zip, COCO, CSV) or a model (ONNX, BioImage.IO)",
-        usage="%(prog)s RESULT --to {geojson,imagej-roi,coco,csv} [-o OUT] [options]\n"
+        help="export a result's objects (GeoJSON, ImageJ ROI zip, COCO, CSV), the result as OME-Zarr labels, or a "
+        "model (ONNX, BioImage.IO)",
+        usage="%(prog)s RESULT --to {geojson,imagej-roi,coco,csv,ome-zarr} [OUT | -o OUT] [options]\n"
         "       %(prog)s onnx MODEL OUT [options]\n"
         "       %(prog)s bioimageio MODEL OUT.zip --author NAME [options]",
         description="Export the objects of a segmentation result for QuPath, Fiji, COCO tools or a table, "
@@ -121,18 +140,21 @@ def _add_result_parser(commands: argparse._SubParsersAction) -> None:
     result = commands.add_parser(
         RESULT_FORM,
         prog="sum-hq export",
-        usage="%(prog)s RESULT --to {geojson,imagej-roi,coco,csv} [-o OUT] [options]",
+        usage="%(prog)s RESULT --to {geojson,imagej-roi,coco,csv,ome-zarr} [OUT | -o OUT] [options]",
         description="Export the objects of a segmentation result, one per object and slice: QuPath GeoJSON "
         "(polygons with holes on pixel corners, measurements incl. uncertainty), an ImageJ ROI zip (Fiji's "
         "ROI Manager; position = slice + 1, name = id), COCO JSON (RLE masks, one image per slice) or a CSV "
-        "object table (id, slice, bbox, centroid, area, score, mean and boundary uncertainty).",
+        "object table (id, slice, bbox, centroid, area, score, mean and boundary uncertainty); or the result "
+        "itself as an OME-Zarr (NGFF 0.5) label image folder (a pyramid of levels, the uncertainty as a "
+        "multiscale image inside, per-object properties).",
     )
     result.add_argument("result", metavar="RESULT",
                         help="a sum-hq batch target, an OME-Zarr label image, or a TIFF / zarr array of labels")
     result.add_argument("--to", required=True, choices=list(FORMATS), help="the format")
+    result.add_argument("out_path", nargs="?", type=Path, metavar="OUT", help="the file or folder to write (as -o)")
     result.add_argument("-o", "--out", type=Path, metavar="OUT",
-                        help="the file to write (default: beside RESULT, e.g. cells_objects.csv, cells.geojson, "
-                        "cells_rois.zip, cells_coco.json)")
+                        help="the file to write, or the .ome.zarr folder (default: beside RESULT, e.g. "
+                        "cells_objects.csv, cells.geojson, cells_rois.zip, cells_coco.json, cells_labels.ome.zarr)")
     result.add_argument("--uncertainty", metavar="MAP",
                         help="a TIFF / zarr array of per-pixel uncertainty for a RESULT without its own")
     result.add_argument("--slice-axis", type=int, metavar="AXIS",
@@ -154,13 +176,17 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 
 def run_result(args: argparse.Namespace) -> int:
-    """``sum-hq export RESULT --to FORMAT``: print the file written."""
+    """``sum-hq export RESULT --to FORMAT [OUT]``: print the file written."""
+    from ..errors import InvalidInputError
     from ..results import default_output, export_result, open_result
 
+    if args.out is not None and args.out_path is not None:
+        raise InvalidInputError(f"out: given twice ({args.out_path} and -o {args.out}); give one")
+    out = args.out if args.out is not None else args.out_path
     result = open_result(args.result, args.uncertainty, slice_axis=args.slice_axis)
     path = export_result(
         result,
-        default_output(args.result, args.to) if args.out is None else args.out,
+        default_output(args.result, args.to) if out is None else out,
         to=args.to,
         overwrite=args.overwrite,
         object_type=args.object_type,

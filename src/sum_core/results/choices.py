@@ -10,6 +10,7 @@ FORMATS = {
     "imagej-roi": (".zip",),
     "coco": (".json",),
     "csv": (".csv",),
+    "ome-zarr": (".zarr",),
 }
 #: QuPath's object types for GeoJSON features.
 OBJECT_TYPES = ("detection", "annotation")

@@ -1,4 +1,5 @@
-"""``export_result``: a segmentation result as GeoJSON, an ImageJ ROI zip, COCO JSON or a CSV object table."""
+"""``export_result``: a segmentation result as GeoJSON, an ImageJ ROI zip, COCO JSON, a CSV object table or an
+OME-Zarr (NGFF 0.5) label image."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from ..validation import check_bool, check_int
 from .choices import FORMATS, OBJECT_TYPES
 from .formats import write_coco, write_csv, write_geojson, write_imagej_rois
 from .objects import object_windows, scan_objects
+from .ome_zarr import check_ome_zarr_target, count_blocks, export_ome_zarr, id_properties
 from .result import Result, open_result
 
 __all__ = ["FORMATS", "default_output", "export_result"]
 
-_DEFAULT_NAMES = {"geojson": "{}.geojson", "imagej-roi": "{}_rois.zip", "coco": "{}_coco.json", "csv": "{}_objects.csv"}
+_DEFAULT_NAMES = {"geojson": "{}.geojson", "imagej-roi": "{}_rois.zip", "coco": "{}_coco.json", "csv": "{}_objects.csv",
+                  "ome-zarr": "{}_labels.ome.zarr"}
 
 
 def default_output(source: str | os.PathLike, to: str) -> Path:
@@ -71,6 +74,9 @@ def export_result(
 ) -> Path:
     """Export the objects of a segmentation result, reading it window by window (bounded memory).
 
+    ``to="ome-zarr"`` writes the result itself (labels, uncertainty, per-object properties) as an NGFF 0.5
+    label image folder (:mod:`sum_core.results.ome_zarr`), streamed block by block.
+
     One pass over the label blocks finds every object (per slice: bounding box, centroid, area); then each
     object's window is read (grouped by block) to write its outline or mask and, where the result has an
     uncertainty map but no recorded values, compute its uncertainties
@@ -83,11 +89,11 @@ def export_result(
         A :class:`~sum_core.results.Result`, or anything :func:`~sum_core.results.open_result` opens.
     out : str or PathLike
         The file to write, ending in ``.geojson`` / ``.json`` (geojson), ``.zip`` (imagej-roi), ``.json``
-        (coco) or ``.csv`` (csv).
-    to : {"geojson", "imagej-roi", "coco", "csv"}
-        The format (see :mod:`sum_core.results.formats`).
+        (coco) or ``.csv`` (csv); the folder to write, ending in ``.zarr`` (ome-zarr, e.g. ``cells.ome.zarr``).
+    to : {"geojson", "imagej-roi", "coco", "csv", "ome-zarr"}
+        The format (see :mod:`sum_core.results.formats`, :mod:`sum_core.results.ome_zarr`).
     overwrite : bool
-        Replace an existing ``out``.
+        Replace an existing ``out`` (an OME-Zarr folder only when it is an earlier export of ours).
     object_type : {"detection", "annotation"}
         GeoJSON: QuPath's object type.
     classification : str, optional
@@ -103,7 +109,7 @@ def export_result(
     Returns
     -------
     Path
-        The file written.
+        The file (or OME-Zarr folder) written.
 
     Raises
     ------
@@ -123,7 +129,11 @@ def export_result(
         raise InvalidInputError(f"on_progress must be a callable (done, total) or None, got {type(on_progress).__name__}")
     if not isinstance(out, (str, os.PathLike)) or Path(out).suffix.lower() not in FORMATS[to]:
         raise InvalidInputError(f"out: a {to} export must end in {' or '.join(FORMATS[to])}, got {out!r}")
-    target = check_target(out, "out", folder=False, overwrite=check_bool(overwrite, "overwrite"))
+    overwrite = check_bool(overwrite, "overwrite")
+    if to == "ome-zarr":
+        target = check_ome_zarr_target(out, overwrite)
+    else:
+        target = check_target(out, "out", folder=False, overwrite=overwrite)
     result = result if isinstance(result, Result) else open_result(result)
 
     bar = tqdm(desc=f"sum-hq export {to}", unit="step", disable=not progress)
@@ -141,10 +151,19 @@ def export_result(
 
     with bar:
         table = scan_objects(result, on_block=step)
-        visit = to != "csv" or (result.uncertainty is not None and bool(np.isnan(table.mean_uncertainty).any()))
+        visit = to not in ("csv", "ome-zarr") or (
+            result.uncertainty is not None and bool(np.isnan(table.mean_uncertainty).any()))
         windows = object_windows(result, table, band_width=band_width, values=to != "imagej-roi", on_object=step)
         if visit:
             step(state["done"], state["total"] + len(table))
+        if to == "ome-zarr":
+            for _ in windows if visit else ():  # fills in the uncertainties the table lacks
+                pass
+            step(state["done"], state["total"] + count_blocks(result))
+            recorded = result.table or {}
+            stability = dict(zip(np.asarray(recorded["label"]).tolist(), np.asarray(recorded["stability"]).tolist())) \
+                if "stability" in recorded else None
+            return export_ome_zarr(result, target, id_properties(table, stability), on_block=step)
         with staged(target, folder=False) as temp:
             if to == "imagej-roi":
                 with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED) as archive:
