@@ -9,11 +9,16 @@ the documented dataset layout (``docs/training-data.md``, read by
 
     ROOT/images/<stem>.tif     the 2D image (gray, or RGB(A) as its last axis)
     ROOT/masks/<stem>.tif      its instance labels (0 = background), uint32
+    ROOT/unlabeled/<stem>.tif  images to pseudo-label (only if the bundle asks for them)
     ROOT/annotations.json      marker and list of what was written (``"written_by"``)
 
 A 2D image with objects gives one pair (stem: its name); a 3D stack gives one pair per
 slice that has objects (stem ``<name>_z<index>``). Slices and images without objects are
-skipped. The folder is written next to ``ROOT`` under a temporary name and renamed into
+skipped. The bundle may also carry ``unlabeled_names`` and ``unlabeled_<j>`` (2D images
+without committed objects, written to ``unlabeled/`` for ``training.pseudolabel``) and
+``pseudo_annotated`` (true: every annotated plane is also written to ``unlabeled/``, so
+that the objects the user did not commit get pseudo-labels, see ``--exclude-masks`` of
+``training.pseudolabel``). The folder is written next to ``ROOT`` under a temporary name and renamed into
 place only when complete, so an interrupted export leaves no half folder; an existing
 ``ROOT`` is replaced only if it is an export of this module (it has the marker), never
 a folder of the user's.
@@ -42,6 +47,8 @@ from sum_core.imageio import write_images
 
 MARKER = "annotations.json"
 WRITTEN_BY = "training.from_annotations"
+#: The dataset folder's images to pseudo-label (``training.dataset.scan_dataset``'s ``unlabeled/``).
+UNLABELED = "unlabeled"
 
 
 def _safe_stem(name: str) -> str:
@@ -121,7 +128,9 @@ def _check_target(root: Path) -> None:
         )
     if root.is_dir() and is_export(root):  # replaced whole: only when it holds nothing but what it lists
         samples = json.loads((root / MARKER).read_text(encoding="utf-8")).get("samples", [])
-        listed = {MARKER, "images", "masks"} | {f"{d}/{s}.tif" for s in samples for d in ("images", "masks")}
+        unlabeled = json.loads((root / MARKER).read_text(encoding="utf-8")).get("unlabeled", [])
+        listed = {MARKER, "images", "masks", UNLABELED} | {f"{d}/{s}.tif" for s in samples for d in ("images", "masks")}
+        listed |= {f"{UNLABELED}/{s}.tif" for s in unlabeled}
         extra = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.relative_to(root).as_posix() not in listed)
         if extra:
             raise InvalidInputError(
@@ -131,7 +140,10 @@ def _check_target(root: Path) -> None:
 
 
 def write_training_folder(
-    root: str | os.PathLike, pairs: Iterable[tuple[str, np.ndarray, np.ndarray]]
+    root: str | os.PathLike,
+    pairs: Iterable[tuple[str, np.ndarray, np.ndarray]],
+    unlabeled: Iterable[tuple[str, np.ndarray]] = (),
+    annotated_unlabeled: bool = False,
 ) -> dict:
     """Write (stem, 2D image, 2D labels) pairs as a dataset folder, atomically.
 
@@ -142,17 +154,22 @@ def write_training_folder(
         whole); any other existing folder is refused before anything is written.
     pairs : iterable of (str, ndarray, ndarray)
         As yielded by :func:`annotated_planes`; stems must be unique.
+    unlabeled : iterable of (str, ndarray)
+        2D images without annotations, written to ``unlabeled/<stem>.tif`` (to pseudo-label).
+    annotated_unlabeled : bool
+        Also write every pair's image to ``unlabeled/`` (its unannotated rest gets pseudo-labels).
 
     Returns
     -------
     dict
-        The marker's content: ``written_by``, ``samples`` (the stems) and ``objects``
-        (instance count per stem).
+        The marker's content: ``written_by``, ``samples`` (the stems), ``objects``
+        (instance count per stem) and ``unlabeled`` (the stems in ``unlabeled/``).
 
     Raises
     ------
     InvalidInputError
-        ``root`` is not ours, no pair has an object, or two pairs share a stem.
+        ``root`` is not ours, no pair has an object, or two pairs (or two unlabeled
+        images) share a stem.
     """
     root = Path(root)
     _check_target(root)
@@ -167,9 +184,17 @@ def write_training_folder(
                 raise InvalidInputError(f"two annotated planes share the name {stem!r}; rename one image layer")
             objects[stem] = int(np.unique(labels[labels != 0]).size)
             write_images([(staging / "images" / f"{stem}.tif", image), (staging / "masks" / f"{stem}.tif", labels)])
+            if annotated_unlabeled:
+                _write_unlabeled(staging, stem, image)
         if not objects:
             raise InvalidInputError("no annotated objects: commit objects on the chosen images first")
-        manifest = {"written_by": WRITTEN_BY, "samples": list(objects), "objects": objects}
+        to_label = list(objects) if annotated_unlabeled else []
+        for stem, image in unlabeled:
+            if stem in objects or stem in to_label:
+                raise InvalidInputError(f"two images share the name {stem!r}; rename one image layer")
+            _write_unlabeled(staging, stem, image)
+            to_label.append(stem)
+        manifest = {"written_by": WRITTEN_BY, "samples": list(objects), "objects": objects, UNLABELED: to_label}
         (staging / MARKER).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         _check_target(root)  # unchanged since the first check?
         old = None
@@ -183,6 +208,29 @@ def write_training_folder(
         if staging.exists():
             shutil.rmtree(staging)
     return manifest
+
+
+def _write_unlabeled(staging: Path, stem: str, image: np.ndarray) -> None:
+    image = np.asarray(image)
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
+        raise InvalidInputError(f"{stem}: an image to pseudo-label must be 2D (gray or RGB), got shape {image.shape}")
+    (staging / UNLABELED).mkdir(exist_ok=True)
+    write_images([(staging / UNLABELED / f"{stem}.tif", image)])
+
+
+def write_bundle_folder(bundle: str | os.PathLike, root: str | os.PathLike) -> dict:
+    """Write a plugin ``.npz`` bundle as the dataset folder ``root`` (see the module docstring);
+    returns the marker's content (:func:`write_training_folder`)."""
+    path = Path(bundle)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"bundle: {path} cannot be read as an .npz file: {exc}") from exc
+    with data:
+        names = data["unlabeled_names"] if "unlabeled_names" in data.files else []
+        unlabeled = ((_safe_stem(str(name)), data[f"unlabeled_{j}"]) for j, name in enumerate(names))
+        also = bool(data["pseudo_annotated"]) if "pseudo_annotated" in data.files else False
+        return write_training_folder(root, bundle_planes(path), unlabeled, also)
 
 
 def bundle_planes(bundle: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -208,11 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.from_annotations",
         description="Write the annotated planes of a napari bundle (.npz) as a training dataset folder.",
     )
-    parser.add_argument("bundle", type=Path, help=".npz with names, image_<i>, labels_<i> (and rgb)")
+    parser.add_argument(
+        "bundle", type=Path,
+        help=".npz with names, image_<i>, labels_<i> (and rgb, unlabeled_names, unlabeled_<j>, pseudo_annotated)",
+    )
     parser.add_argument("output", type=Path, help="dataset folder to write (new, empty, or an earlier export)")
     args = parser.parse_args(argv)
     try:
-        manifest = write_training_folder(args.output, bundle_planes(args.bundle))
+        manifest = write_bundle_folder(args.bundle, args.output)
     except SumError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

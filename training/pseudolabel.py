@@ -26,11 +26,12 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 import sum_core
 from sum_core.auto_options import AutoOptions
-from sum_core.automatic import generate_masks
+from sum_core.automatic import MaskRecord, generate_masks
 from sum_core.cli.arguments import add_auto_option_arguments, auto_options_from_args
 from sum_core.device import resolve_device
 from sum_core.encoding import encode_image, weights_hash
@@ -43,6 +44,8 @@ from sum_core.modeling import SamModel
 from . import pseudo_store as store
 from .dataset import IMAGE_SUFFIXES, image_files
 
+#: Largest fraction of a pseudo-mask's pixels on labelled objects (``exclude``) for it to be kept.
+EXCLUDE_OVERLAP = 0.5
 #: Version of the pseudo-label folder layout (2: the weights identity is ``sum_core.encoding.weights_hash``).
 FORMAT_VERSION = 2
 
@@ -96,7 +99,7 @@ def _check_resume(out: Path, manifest: dict) -> dict:
         return manifest
     old = store.read_manifest(out)
     check_format(out, old)
-    for key in ("weights_hash", "filters"):
+    for key in ("weights_hash", "filters", "exclude"):
         if old.get(key) != manifest[key]:
             raise InvalidInputError(
                 f"out: {out} holds pseudo-labels made with another {key} ({old.get(key)} instead of "
@@ -119,6 +122,7 @@ def pseudolabel_folder(
     model_name: str = "",
     device=None,
     progress: bool = True,
+    exclude: Path | None = None,
 ) -> dict[str, int]:
     """Write pseudo-labels of every image in ``images`` to ``out``.
 
@@ -138,6 +142,11 @@ def pseudolabel_folder(
         Where to run the model.
     progress : bool
         Show a tqdm progress bar.
+    exclude : Path, optional
+        Folder of label images (a dataset's ``masks/``): an image whose stem has one there is
+        partly annotated, and its masks that lie mostly (more than :data:`EXCLUDE_OVERLAP` of
+        their pixels) on labelled objects are dropped: the human labels train those objects,
+        the pseudo-labels the rest of the image. Recorded in the manifest.
 
     Returns
     -------
@@ -168,17 +177,23 @@ def pseudolabel_folder(
         "package_version": sum_core.__version__,
         "image_dir": str(image_dir.resolve()),
         "images": {stem: path.name for stem, path in found.items()},
+        "exclude": None if exclude is None else str(Path(exclude).resolve()),
     }
+    if exclude is not None and not Path(exclude).is_dir():
+        raise InvalidInputError(f"exclude: folder {exclude} does not exist")
     manifest = _check_resume(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     store.write_manifest(out, manifest)
     store.remove_partial_folders(out)
     todo = {stem: path for stem, path in found.items() if not store.is_complete(out, stem)}
+    labelled = image_files(Path(exclude)) if exclude is not None else {}
     model = model.to(resolve_device(device)).eval()
     counts: dict[str, int] = {}
     for stem, path in tqdm(todo.items(), desc="pseudo-labels", unit="image", disable=not progress):
         embedding = encode_image(model, _read(path))
         records = generate_masks(model, embedding, options)
+        if stem in labelled:
+            records = unannotated_masks(records, read_image(labelled[stem]), labelled[stem])
         rows = [
             store.PseudoMask(
                 index=i,
@@ -195,6 +210,31 @@ def pseudolabel_folder(
     return counts
 
 
+def unannotated_masks(records: list[MaskRecord], labels: np.ndarray, source: Path | str = "labels") -> list[MaskRecord]:
+    """The masks of ``records`` that lie mostly off the labelled objects of ``labels``.
+
+    A mask is dropped when more than :data:`EXCLUDE_OVERLAP` of its pixels (``logits > 0``,
+    the pixels its pseudo-label trains) are non-zero in ``labels``.
+
+    Raises
+    ------
+    InvalidInputError
+        ``labels`` (read from ``source``) does not have the image's shape.
+    """
+    labels = labels[..., 0] if labels.ndim == 3 and labels.shape[-1] == 1 else labels
+    kept = []
+    for record in records:
+        if labels.shape != record.logits.shape:
+            raise InvalidInputError(
+                f"exclude: {source} has shape {labels.shape}, its image {record.logits.shape}"
+            )
+        pixels = record.logits > 0
+        on_objects = np.count_nonzero(pixels & (labels != 0))
+        if on_objects <= EXCLUDE_OVERLAP * np.count_nonzero(pixels):
+            kept.append(record)
+    return kept
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of ``python -m training.pseudolabel``: one flag per
     :class:`~sum_core.auto_options.AutoOptions` field, defaults :data:`PSEUDO_OPTIONS`."""
@@ -207,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", required=True, type=Path, help="image folder, or a dataset root (uses its unlabeled/)"
     )
     parser.add_argument("--out", required=True, type=Path, help="pseudo-label folder to write")
+    parser.add_argument(
+        "--exclude-masks", type=Path, default=None,
+        help="folder of label images of partly annotated images (same stems): masks lying mostly on "
+        "their labelled objects are dropped",
+    )
     add_auto_option_arguments(parser, defaults=PSEUDO_OPTIONS)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -221,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         list_images(resolve_image_dir(args.images))
         model = load_model(args.model, device=args.device)
         counts = pseudolabel_folder(
-            model, args.images, args.out, options, str(args.model), args.device, not args.no_progress
+            model, args.images, args.out, options, str(args.model), args.device, not args.no_progress,
+            args.exclude_masks,
         )
     except SumError as exc:
         sys.exit(f"training.pseudolabel: error: {exc}")

@@ -2,17 +2,26 @@
 
 A pair is (image layer, labels layer) of the same spatial shape. The interactive widget's
 ``<image> committed objects`` layer pairs with ``<image>``; any other Labels layer pairs with
-the one image of its shape, when there is exactly one. The chosen pairs are saved as one
-``.npz`` bundle (``names``, ``rgb``, ``image_<i>``, ``labels_<i>``) that
-``python -m training.from_annotations`` turns into a dataset folder: the plugin never
+the one image of its shape, when there is exactly one. The chosen pairs (and, to pseudo-label,
+the 2D images without objects) are saved as one ``.npz`` bundle (``names``, ``rgb``,
+``image_<i>``, ``labels_<i>``; ``unlabeled_names``, ``unlabeled_<j>``; ``pseudo_annotated``)
+that ``python -m training.from_annotations`` turns into a dataset folder: the plugin never
 imports ``training`` (an import contract), so the arrays cross as a file.
+
+Writing takes seconds for large images, so it runs in a worker thread: :func:`snapshot`
+(GUI thread) copies the layers' in-memory arrays, which is a memory copy of some
+milliseconds, and :func:`write_bundle` (worker) writes that copy, so edits made meanwhile
+do not reach the file. Lazy arrays (dask, zarr) are kept as they are and read by the worker.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -54,38 +63,152 @@ def pair_name(pair: Pair) -> str:
     return f"{labels.name} \N{RIGHTWARDS ARROW} {image.name}"
 
 
-def _full_resolution(layer: Image | Labels) -> np.ndarray:
-    return np.asarray(layer.data[0] if layer.multiscale else layer.data)
+def _full_resolution(layer: Image | Labels) -> Any:
+    return layer.data[0] if layer.multiscale else layer.data
 
 
-def write_bundle(pairs: list[Pair], path: Path) -> int:
-    """Save the arrays of ``pairs`` as the ``.npz`` bundle at ``path`` (atomically); returns the
-    number of pairs with at least one object.
+def _frozen(data: Any) -> Any:
+    """A copy of an in-memory array (so later edits do not reach it); a lazy array as it is."""
+    return np.array(data, copy=True) if isinstance(data, np.ndarray) else data
+
+
+#: Suffix of the uncertainty Image layers the plugin adds (never pseudo-labelled).
+UNCERTAINTY_SUFFIX = " uncertainty"
+
+
+@dataclass
+class Snapshot:
+    """What :func:`write_bundle` writes, taken on the GUI thread by :func:`snapshot`.
+
+    Attributes
+    ----------
+    pairs : list of (str, str, array, array, bool)
+        Image name, labels name, image, labels, whether the image is RGB.
+    unlabeled : list of (str, array)
+        2D images of the viewer in no chosen pair (to pseudo-label): name, image.
+    pseudo_unannotated : bool
+        Pseudo-label the images without objects: :attr:`unlabeled` and the 2D images of
+        chosen pairs whose labels are empty.
+    pseudo_annotated : bool
+        Pseudo-label the annotated images too (their objects not committed).
+    """
+
+    pairs: list[tuple[str, str, Any, Any, bool]] = field(default_factory=list)
+    unlabeled: list[tuple[str, Any]] = field(default_factory=list)
+    pseudo_unannotated: bool = False
+    pseudo_annotated: bool = False
+
+
+def _is_2d_image(image: Image) -> bool:
+    return len(spatial_shape(image)) == 2
+
+
+def snapshot(
+    pairs: list[Pair], viewer: napari.viewer.Viewer, pseudo_unannotated: bool = False, pseudo_annotated: bool = False
+) -> Snapshot:
+    """Copy what the bundle needs from ``pairs`` (GUI thread, a memory copy).
+
+    Parameters
+    ----------
+    pairs : list of Pair
+        The chosen (image, labels) pairs.
+    viewer : napari.viewer.Viewer
+        The viewer of the layers.
+    pseudo_unannotated : bool
+        Pseudo-label images without objects: the viewer's 2D Image layers in no chosen pair
+        (uncertainty layers aside) and the 2D images of chosen pairs whose labels turn out
+        empty (decided by :func:`write_bundle`).
+    pseudo_annotated : bool
+        Pseudo-label the annotated images too.
 
     Raises
     ------
     InvalidInputError
-        No pair is chosen, or none has an object.
+        No pair is chosen.
     """
     if not pairs:
         raise InvalidInputError("annotations: choose at least one labels layer")
-    arrays: dict[str, np.ndarray] = {}
-    names, rgb, annotated = [], [], 0
     image_names = [image.name for image, _ in pairs]
-    for index, (image, labels) in enumerate(pairs):
-        label_data = _full_resolution(labels)
-        annotated += bool(label_data.any())
-        arrays[f"image_{index}"] = _full_resolution(image)
-        arrays[f"labels_{index}"] = label_data
-        names.append(image.name if image_names.count(image.name) == 1 else labels.name)
-        rgb.append(bool(image.rgb))
-    if not annotated:
+    taken = Snapshot(pseudo_unannotated=pseudo_unannotated, pseudo_annotated=pseudo_annotated)
+    for image, labels in pairs:
+        name = image.name if image_names.count(image.name) == 1 else labels.name
+        taken.pairs.append(
+            (name, labels.name, _frozen(_full_resolution(image)), _frozen(_full_resolution(labels)), bool(image.rgb))
+        )
+    if pseudo_unannotated:
+        for layer in viewer.layers:
+            if (isinstance(layer, Image) and layer.name not in image_names and _is_2d_image(layer)
+                    and not layer.name.endswith(UNCERTAINTY_SUFFIX)):
+                taken.unlabeled.append((layer.name, _frozen(_full_resolution(layer))))
+    return taken
+
+
+def _write_npz(path: Path, arrays: dict[str, Any], progress: Callable[[int, int], None] | None) -> None:
+    """``numpy.savez`` one array at a time (uncompressed, as savez), reporting (bytes, all bytes)."""
+    total = sum(_nbytes(array) for array in arrays.values())
+    done = 0
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in arrays.items():
+            array = np.asarray(value)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, array, allow_pickle=False)
+            done += array.nbytes
+            if progress is not None:
+                progress(done, total)
+
+
+def _nbytes(array: Any) -> int:
+    return int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize
+
+
+def write_bundle(
+    taken: Snapshot, path: Path, progress: Callable[[int, int], None] | None = None
+) -> tuple[int, int]:
+    """Save a :class:`Snapshot` as the ``.npz`` bundle at ``path`` (atomically; worker thread).
+
+    Parameters
+    ----------
+    taken : Snapshot
+    path : Path
+    progress : callable, optional
+        Called with (bytes written, all bytes) after each array; it may raise to stop
+        (the partial file is removed).
+
+    Returns
+    -------
+    (int, int)
+        The number of pairs with at least one object, and of images to pseudo-label.
+
+    Raises
+    ------
+    InvalidInputError
+        No pair has an object.
+    """
+    arrays: dict[str, Any] = {}
+    names, rgb, unlabeled = [], [], []
+    for name, _, image, labels, is_rgb in taken.pairs:
+        labels = np.asarray(labels)
+        if labels.any():
+            index = len(names)
+            arrays[f"image_{index}"], arrays[f"labels_{index}"] = image, labels
+            names.append(name)
+            rgb.append(is_rgb)
+        elif taken.pseudo_unannotated and np.ndim(image) == 2 + is_rgb:
+            unlabeled.append((name, image))
+    if not names:
         raise InvalidInputError("annotations: the chosen labels layers have no objects; commit some objects first")
+    unlabeled += taken.unlabeled
+    for index, (_, image) in enumerate(unlabeled):
+        arrays[f"unlabeled_{index}"] = image
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
+    meta = {
+        "names": np.array(names), "rgb": np.array(rgb, bool), "unlabeled_names": np.array([n for n, _ in unlabeled], str),
+        "pseudo_annotated": np.array(taken.pseudo_annotated),
+    }
     try:
-        np.savez(tmp, names=np.array(names), rgb=np.array(rgb), **arrays)
+        _write_npz(tmp, meta | arrays, progress)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return annotated
+    return len(names), len(unlabeled) + (len(names) if taken.pseudo_annotated else 0)

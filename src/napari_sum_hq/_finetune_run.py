@@ -1,16 +1,21 @@
 """The fine-tuning widget's run folder and child processes (Qt-free).
 
 The plugin and ``training`` never import each other (an import contract), so the widget
-runs training as the command line does, in a child process of the same Python:
-``python -m training.from_annotations`` writes the annotations as a dataset folder, then
-``python -m training.finetune`` trains on it. A child process also makes Cancel clean:
+runs training as the command line does, in child processes of the same Python:
+``python -m training.from_annotations`` writes the annotations as a dataset folder; when images
+are to be pseudo-labelled (SUM), ``python -m training.pseudolabel`` labels them and
+``python -m training.refine`` trains the mask-refinement module on the annotations and writes
+the pseudo-labels' uncertainty maps; then ``python -m training.finetune`` trains on the
+annotations (and the pseudo-labels, with SUM's uncertainty-aware loss). A child process also makes Cancel clean:
 SIGINT is what ``training.finetune`` turns into "save a resumable state and exit 130",
 and nothing of the training (threads, memory, CUDA context) stays in napari afterwards.
 
 Run folder (the widget's output folder, ``--output`` of the training)::
 
-    annotations/          the dataset folder (training.from_annotations)
+    annotations/          the dataset folder (training.from_annotations; unlabeled/: images to pseudo-label)
     .annotations.npz      the bundle handed to it (removed once the folder is written)
+    pseudo/               the pseudo-labels and uncertainty maps (training.pseudolabel, training.refine)
+    refiner/              the mask-refinement module (refiner.pt, refiner.json)
     config.yaml, metrics.csv, training_state.pth, epoch_N.pth, sum_epoch_N.pth, final.pth
                           written by training.finetune (see training.checkpointing)
 """
@@ -21,6 +26,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +47,15 @@ METRICS_FILE = "metrics.csv"
 STATE_FILE = "training_state.pth"
 FINAL_FILE = "final.pth"
 MARKER_FILE = "annotations.json"
+PSEUDO = "pseudo"
+REFINER = "refiner"
+#: What marks ``pseudo/`` and ``refiner/`` as written by ``training.pseudolabel`` / ``training.refine``.
+PSEUDO_MANIFEST = "manifest.json"
+REFINER_FILES = frozenset({"refiner.pt", "refiner.json"})
+#: ``training.pseudolabel``'s file of a finished image folder.
+PSEUDO_DONE_FILE = "masks.csv"
+#: ``training.from_annotations``' folder of the images to pseudo-label.
+UNLABELED = "unlabeled"
 #: Exit status of an interrupted ``training.finetune`` (state saved).
 EXIT_INTERRUPTED = 130
 #: Largest number of images per optimiser step the widget asks for.
@@ -66,6 +81,13 @@ class RunSettings:
         ``cpu``, ``cuda``, ``mps``...; None lets the training pick.
     extra : tuple of str
         More ``training.finetune`` flags, as typed (e.g. ``--lr 1e-4``).
+    pseudo_unannotated : bool
+        Pseudo-label the images without committed objects (SUM) and train on them too.
+    pseudo_annotated : bool
+        Pseudo-label the annotated images too: the objects not committed are unknown, not
+        background (``training.pseudolabel --exclude-masks``: masks on committed objects dropped).
+    pseudo_extra, refine_extra : tuple of str
+        More ``training.pseudolabel`` / ``training.refine`` flags (e.g. ``--points-per-side 16``).
     """
 
     checkpoint: str
@@ -74,6 +96,15 @@ class RunSettings:
     epochs: int
     device: str | None = None
     extra: tuple[str, ...] = ()
+    pseudo_unannotated: bool = False
+    pseudo_annotated: bool = False
+    pseudo_extra: tuple[str, ...] = ()
+    refine_extra: tuple[str, ...] = ()
+
+    @property
+    def pseudo(self) -> bool:
+        """Whether the run pseudo-labels images."""
+        return self.pseudo_unannotated or self.pseudo_annotated
 
 
 def run_state(output: Path) -> str:
@@ -96,7 +127,7 @@ def run_state(output: Path) -> str:
         return FINISHED
     if STATE_FILE in names:
         return RESUMABLE
-    if names <= {ANNOTATIONS, CONFIG_FILE, BUNDLE}:
+    if names <= {ANNOTATIONS, CONFIG_FILE, BUNDLE, PSEUDO, REFINER}:
         return NEW
     raise InvalidInputError(
         f"output folder: {output} holds other files ({', '.join(sorted(names)[:5])}) and no resumable "
@@ -122,8 +153,71 @@ def sample_count(output: Path) -> int:
         return 0
 
 
+def clear_pseudo(output: Path) -> None:
+    """Remove the ``pseudo/`` and ``refiner/`` of an earlier start (a new run labels afresh: the
+    images or the committed objects may have changed).
+
+    Raises
+    ------
+    InvalidInputError
+        One of them holds something ``training.pseudolabel`` / ``training.refine`` did not write.
+    """
+    pseudo, refiner = output / PSEUDO, output / REFINER
+    if pseudo.exists() and not (pseudo / PSEUDO_MANIFEST).is_file():
+        raise InvalidInputError(f"output folder: {pseudo} is not a pseudo-label folder; move it or choose another folder")
+    if refiner.exists() and not {p.name for p in refiner.iterdir()} <= REFINER_FILES:
+        raise InvalidInputError(f"output folder: {refiner} holds files of another program; move it or choose another folder")
+    for folder in (pseudo, refiner):
+        if folder.exists():
+            shutil.rmtree(folder)
+
+
+def images_to_pseudo_label(output: Path) -> list[str]:
+    """Stems of the dataset folder's images to pseudo-label (its marker's ``unlabeled`` list)."""
+    try:
+        stems = json.loads((output / ANNOTATIONS / MARKER_FILE).read_text(encoding="utf-8")).get(UNLABELED, [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(stem) for stem in stems] if isinstance(stems, list) else []
+
+
+def pseudo_progress(output: Path) -> tuple[int, int]:
+    """(images pseudo-labelled, images to pseudo-label) of the run so far."""
+    stems = images_to_pseudo_label(output)
+    return sum((output / PSEUDO / stem / PSEUDO_DONE_FILE).is_file() for stem in stems), len(stems)
+
+
+def _device_args(settings: RunSettings) -> list[str]:
+    return ["--device", settings.device] if settings.device else []
+
+
+def pseudolabel_command(settings: RunSettings) -> list[str]:
+    """``training.pseudolabel`` on the run's ``annotations/unlabeled`` into ``pseudo/`` (SUM's filters
+    unless ``pseudo_extra`` says otherwise); with ``pseudo_annotated`` the committed objects'
+    masks are the ``--exclude-masks``."""
+    annotations = settings.output / ANNOTATIONS
+    args = [
+        "--model", settings.checkpoint, "--images", str(annotations / UNLABELED),
+        "--out", str(settings.output / PSEUDO), "--no-progress", *_device_args(settings),
+    ]
+    if settings.pseudo_annotated:
+        args += ["--exclude-masks", str(annotations / "masks")]
+    return python_command("training.pseudolabel", *args, *settings.pseudo_extra)
+
+
+def refine_command(settings: RunSettings) -> list[str]:
+    """``training.refine``: the refiner trained on the run's annotations, then the uncertainty maps."""
+    args = [
+        "--model", settings.checkpoint, "--data", str(settings.output / ANNOTATIONS),
+        "--pseudo", str(settings.output / PSEUDO), "--out", str(settings.output / REFINER),
+        "--no-progress", *_device_args(settings),
+    ]
+    return python_command("training.refine", *args, *settings.refine_extra)
+
+
 def finetune_command(settings: RunSettings, resume: bool) -> list[str]:
-    """The ``training.finetune`` command of ``settings`` (a resumed run keeps its saved settings)."""
+    """The ``training.finetune`` command of ``settings`` (a resumed run keeps its saved settings);
+    ``--pseudo`` when the run wrote pseudo-labels."""
     args = ["--output", str(settings.output), "--no-progress"]
     if resume:
         return python_command("training.finetune", *args, "--resume")
@@ -132,8 +226,9 @@ def finetune_command(settings: RunSettings, resume: bool) -> list[str]:
         "--checkpoint", settings.checkpoint, "--data", str(settings.output / ANNOTATIONS),
         "--scheme", settings.scheme, "--epochs", str(settings.epochs), "--batch-size", str(batch),
     ]
-    if settings.device:
-        args += ["--device", settings.device]
+    args += _device_args(settings)
+    if (settings.output / PSEUDO / PSEUDO_MANIFEST).is_file():
+        args += ["--pseudo", str(settings.output / PSEUDO)]
     return python_command("training.finetune", *args, *settings.extra)
 
 

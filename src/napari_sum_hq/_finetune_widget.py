@@ -1,8 +1,11 @@
 """Fine-tune from annotations: train on the committed objects of the open images, watch the loss,
 cancel and resume, load the result into the interactive widget.
 
-Run writes the chosen (labels, image) pairs (:mod:`._finetune_export`) as a dataset folder in
-the run folder and trains on it with ``python -m training.finetune`` in a child process
+Run copies the chosen (labels, image) pairs (:mod:`._finetune_export`; a memory copy on the GUI
+thread), writes them in a worker thread as a bundle, which a child process turns into a dataset
+folder in the run folder; with "Pseudo-label" checked, child processes then pseudo-label the
+images without committed objects (and, if asked, the rest of the annotated ones) and write their
+SUM uncertainty maps; then ``python -m training.finetune`` trains in a child process
 (:mod:`._finetune_run`); the loss curve and the progress bar follow the run's ``metrics.csv``.
 Cancel sends the child SIGINT: the training saves a resumable state and exits, and Run on the
 same folder resumes it (with the data exported at the start). When the run has finished,
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QApplication,
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -37,7 +41,7 @@ from qtpy.QtWidgets import (
 )
 from sum_core.errors import InvalidInputError, SumError
 
-from ._finetune_export import annotation_pairs, pair_name, write_bundle
+from ._finetune_export import Snapshot, annotation_pairs, pair_name, snapshot, write_bundle
 from ._finetune_plot import LossPlot
 from ._finetune_run import (
     BUNDLE,
@@ -48,14 +52,20 @@ from ._finetune_run import (
     SCHEMES,
     ChildProcess,
     RunSettings,
+    clear_pseudo,
     export_command,
     finetune_command,
+    images_to_pseudo_label,
     last_error,
+    pseudo_progress,
+    pseudolabel_command,
     read_losses,
+    refine_command,
     run_state,
     total_steps,
 )
 from ._job_widget import ProgressTracker, StatusDetails, set_status, show_failure
+from ._jobs import CancelToken, JobCancelled, ProgressRelay
 from ._layers import COMMITTED_NAME
 from ._widget_parts import ModelPicker
 
@@ -74,6 +84,23 @@ SCHEME_TIPS = {
     "full": "everything, the image encoder included (needs a GPU)",
     "ais": "the automatic-segmentation (AIS) decoder, on the instance masks",
 }
+#: What each stage of a run is called in the status line, napari's activity dock and an error.
+STAGE_NAMES = {
+    "bundle": "Copying the annotations", "export": "Export", "pseudolabel": "Pseudo-labelling",
+    "refine": "Uncertainty maps", "training": "Fine-tuning",
+}
+PSEUDO_UNANNOTATED_TIP = (
+    "Also learn from the open images that have no committed objects. The model first labels them\n"
+    "itself (SAM's automatic masks), then a small helper model, trained on your objects, marks where\n"
+    "those labels are doubtful; training trusts those places less (SUM's uncertainty-aware training).\n"
+    "2D Image layers in no checked pair count (uncertainty layers do not). Slower: minutes per image on a CPU."
+)
+PSEUDO_ANNOTATED_TIP = (
+    "Your committed objects are complete, but the rest of an annotated image is not background: it is\n"
+    "unknown. Checked, the annotated images are labelled by the model too; its masks that lie mostly on\n"
+    "your objects are dropped, the others train weighted by their uncertainty map (pixels the helper\n"
+    "model doubts count less), as SUM trains on its pseudo-labels. Unchecked, only your objects train."
+)
 
 
 class FinetuneWidget(QWidget):
@@ -89,6 +116,8 @@ class FinetuneWidget(QWidget):
         super().__init__()
         self.viewer = viewer
         self.child: ChildProcess | None = None
+        self._worker = None
+        self._token: CancelToken | None = None
         self._stage = ""
         self._settings: RunSettings | None = None
         self._tracker: ProgressTracker | None = None
@@ -161,6 +190,25 @@ class FinetuneWidget(QWidget):
         form.addRow("output", output_row)
         form.addRow("more options", self.extra_edit)
 
+        self.pseudo_check = QCheckBox("Pseudo-label unannotated images")
+        self.pseudo_check.setToolTip(PSEUDO_UNANNOTATED_TIP)
+        self.pseudo_annotated_check = QCheckBox("Rest of annotated images is unknown (uncertainty-weighted)")
+        self.pseudo_annotated_check.setToolTip(PSEUDO_ANNOTATED_TIP)
+        self.pseudo_extra_edit = QLineEdit()
+        self.pseudo_extra_edit.setPlaceholderText("e.g. --points-per-side 16")
+        self.pseudo_extra_edit.setToolTip(
+            "More options of `python -m training.pseudolabel` (see its --help; default: SUM's filters)."
+        )
+        self.refine_extra_edit = QLineEdit()
+        self.refine_extra_edit.setPlaceholderText("e.g. --epochs 5 --min-iou 0.5")
+        self.refine_extra_edit.setToolTip("More options of `python -m training.refine` (see its --help).")
+        pseudo = QGroupBox("Pseudo-labels (SUM)")
+        pseudo_form = QFormLayout(pseudo)
+        pseudo_form.addRow(self.pseudo_check)
+        pseudo_form.addRow(self.pseudo_annotated_check)
+        pseudo_form.addRow("pseudo-label options", self.pseudo_extra_edit)
+        pseudo_form.addRow("refiner options", self.refine_extra_edit)
+
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Export the checked annotations and train (or resume the run in the output folder).")
         self.run_button.clicked.connect(self.run)
@@ -191,7 +239,7 @@ class FinetuneWidget(QWidget):
 
         body = QWidget()
         layout = QVBoxLayout(body)
-        for part in (data, settings):
+        for part in (data, settings, pseudo):
             layout.addWidget(part)
         layout.addLayout(job_row)
         layout.addWidget(self.progress_bar)
@@ -262,21 +310,33 @@ class FinetuneWidget(QWidget):
         if missing:
             raise InvalidInputError(missing)
         choice = self.model_picker.choice()
-        try:
-            extra = tuple(shlex.split(self.extra_edit.text()))
-        except ValueError as exc:
-            raise InvalidInputError(f"more options: {exc}") from exc
+        extra = {}
+        for name, edit in (("more", self.extra_edit), ("pseudo-label", self.pseudo_extra_edit),
+                           ("refiner", self.refine_extra_edit)):
+            try:
+                extra[name] = tuple(shlex.split(edit.text()))
+            except ValueError as exc:
+                raise InvalidInputError(f"{name} options: {exc}") from exc
+        scheme = self.scheme_combo.currentText()
+        pseudo = self.pseudo_check.isChecked(), self.pseudo_annotated_check.isChecked()
+        if scheme == "ais" and any(pseudo):
+            raise InvalidInputError(
+                "pseudo-labels: the ais scheme trains on instance masks only; choose hq, decoder or full, "
+                "or uncheck the pseudo-label options"
+            )
         return RunSettings(
-            checkpoint=choice.source, output=Path(output).expanduser(), scheme=self.scheme_combo.currentText(),
-            epochs=self.epochs_spin.value(), device=choice.torch_device, extra=extra,
+            checkpoint=choice.source, output=Path(output).expanduser(), scheme=scheme,
+            epochs=self.epochs_spin.value(), device=choice.torch_device, extra=extra["more"],
+            pseudo_unannotated=pseudo[0], pseudo_annotated=pseudo[1],
+            pseudo_extra=extra["pseudo-label"], refine_extra=extra["refiner"],
         )
 
     # -- the run --
 
     @property
     def is_running(self) -> bool:
-        """Whether an export or a training child process is running."""
-        return self.child is not None
+        """Whether the bundle is being written or a child process (export, pseudo-labels, training) runs."""
+        return self.child is not None or self._worker is not None
 
     def run(self) -> None:
         """Start (or resume) the run of the form's output folder."""
@@ -295,45 +355,134 @@ class FinetuneWidget(QWidget):
                 command = finetune_command(settings, resume=True)
                 self._start("training", command, "Resuming the run (with its saved settings)…")
                 return
-            count = write_bundle(self.chosen_pairs(), settings.output / BUNDLE)
+            taken = snapshot(self.chosen_pairs(), self.viewer, settings.pseudo_unannotated, settings.pseudo_annotated)
         except SumError as exc:
             show_failure(self.status_label, exc, "Cannot run")
             self.details_button.refresh()
             return
-        self._start("export", export_command(settings.output), f"Exporting the objects of {count} image(s)…")
+        self._start_bundle(taken, settings.output)
 
-    def _start(self, stage: str, command: list[str], message: str) -> None:
+    def _start_bundle(self, taken: Snapshot, output: Path) -> None:
+        """Write the bundle in a worker thread (the GUI stays responsive; ``taken`` is a copy)."""
+        from napari.qt.threading import create_worker
+
+        token, relay = CancelToken(), ProgressRelay(self)
+        worker = create_worker(_write_job, taken, output, token, relay, _start_thread=False, _ignore_errors=True)
+        relay.progressed.connect(self._on_bundle_progress)
+        worker.returned.connect(self._on_bundle_written)
+        worker.errored.connect(self._on_bundle_failed)
+        self._worker, self._token = worker, token
+        self._begin("bundle", "Writing the annotations…")
+        worker.start()
+
+    def _begin(self, stage: str, message: str) -> None:
+        """Enter ``stage``: buttons, status, a progress entry of its own."""
         self._stage = stage
         self._cancelling = False
-        self.child = ChildProcess(command)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.load_button.setEnabled(False)
         self.set_status(message)
-        if self._tracker is None:
-            self._tracker = ProgressTracker(self.progress_bar, "Fine-tuning")
+        if self._tracker is not None:
+            self._tracker.close()
+        self._tracker = ProgressTracker(self.progress_bar, STAGE_NAMES[stage])
+        self.progress_bar.setRange(0, 0)  # busy until the stage reports progress
+
+    def _on_bundle_progress(self, done: int, total: int) -> None:
+        if self._stage == "bundle" and self._tracker is not None:
+            self._tracker.update(done, total)
+
+    def _on_bundle_written(self, counts: tuple[int, int]) -> None:
+        cancelled = self._token is not None and self._token.cancelled
+        self._worker = self._token = None
+        if cancelled:
+            self._ended("Cancelled.")
+            return
+        annotated, pseudo = counts
+        also = f" and {pseudo} to pseudo-label" if pseudo else ""
+        self._start("export", export_command(self._settings.output), f"Exporting the objects of {annotated} image(s){also}…")
+
+    def _on_bundle_failed(self, exc: BaseException) -> None:
+        self._worker = self._token = None
+        if isinstance(exc, JobCancelled):
+            self._ended("Cancelled.")
+            return
+        self._ended("")
+        show_failure(self.status_label, exc, "Cannot run")
+        self.details_button.refresh()
+
+    def _start(self, stage: str, command: list[str], message: str) -> None:
+        self._begin(stage, message)
+        self.child = ChildProcess(command)
         self._timer.start()
 
     def cancel(self) -> None:
-        """Stop the run after its current step; its state is saved and Run resumes it."""
+        """Stop the run after its current step; a training state is saved and Run resumes it."""
+        if self._token is not None:
+            self._token.cancel()
+            self.set_status("Cancelling…")
         if self.child is not None:
             self._cancelling = True
             self.child.interrupt()
-            self.set_status("Cancelling: saving a resumable state…")
+            message = "saving a resumable state" if self._stage == "training" else "stopping"
+            self.set_status(f"Cancelling: {message}…")
 
     def stop(self) -> None:
         """Cancel when napari closes: the child (in its own session) saves its state and exits on its own."""
+        if self._token is not None:
+            self._token.cancel()
         if self.child is not None:
             self.child.interrupt()
             self._timer.stop()
+
+    def _ended(self, message: str) -> None:
+        """Back to idle: buttons, progress, status."""
+        self._timer.stop()
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if message:
+            self.set_status(message)
+
+    def _show_progress(self, output: Path, points: list[tuple[int, float]]) -> None:
+        done, total = 0, 0
+        if self._stage == "training":
+            done, total = (points[-1][0] if points else 0), total_steps(output)
+        elif self._stage == "pseudolabel":
+            done, total = pseudo_progress(output)
+        if total and self._tracker is not None:
+            self._tracker.update(done, total)
+
+    def _next_stage(self, output: Path) -> bool:
+        """Start the stage after a successful export / pseudo-labelling / refinement; False after training."""
+        settings = self._settings
+        if self._stage == "export":
+            (output / BUNDLE).unlink(missing_ok=True)
+            count = len(images_to_pseudo_label(output))
+            if count:
+                self._start("pseudolabel", pseudolabel_command(settings), f"Pseudo-labelling {count} image(s)…")
+                return True
+        elif self._stage == "pseudolabel":
+            self._start(
+                "refine", refine_command(settings),
+                "Training the mask-refinement module on your objects and writing the uncertainty maps…",
+            )
+            return True
+        if self._stage in ("export", "refine"):
+            resume = run_state(output) == RESUMABLE
+            self._start("training", finetune_command(settings, resume), "Training…")
+            return True
+        return False
 
     def _poll(self) -> None:
         output = self._settings.output
         points = read_losses(output)
         self.loss_plot.set_points(points)
-        total = total_steps(output)
-        if total and self._tracker is not None:
-            self._tracker.update(points[-1][0] if points else 0, total)
+        self._show_progress(output, points)
         child = self.child
         code = child.poll()
         if code is None:
@@ -341,17 +490,9 @@ class FinetuneWidget(QWidget):
         text = child.output()
         child.close()
         self.child = None
-        if self._stage == "export" and code == 0:
-            (output / BUNDLE).unlink(missing_ok=True)
-            resume = run_state(output) == RESUMABLE
-            self._start("training", finetune_command(self._settings, resume), "Training…")
+        if code == 0 and not self._cancelling and self._next_stage(output):
             return
-        self._timer.stop()
-        if self._tracker is not None:
-            self._tracker.close()
-            self._tracker = None
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self._ended("")
         if code == 0 and self._stage == "training":
             self._finished(output)
             last = f", loss {points[-1][1]:.4g}" if points else ""
@@ -360,7 +501,7 @@ class FinetuneWidget(QWidget):
             saved = run_state(output) == RESUMABLE
             self.set_status("Cancelled: the state is saved; Run resumes the run." if saved else "Cancelled.")
         else:
-            stage = "Export" if self._stage == "export" else "Training"
+            stage = STAGE_NAMES[self._stage]
             set_status(self.status_label, f"{stage} failed: {last_error(text)}", error=True, detail=text[-4000:])
             self.details_button.refresh()
 
@@ -381,3 +522,16 @@ class FinetuneWidget(QWidget):
             self.viewer.window.add_dock_widget(widget, name="Interactive segmentation")
         widget.set_model_source(str(self.checkpoint))
         self.set_status(f"The interactive widget now uses {self.checkpoint}.")
+
+
+def _write_job(taken: Snapshot, output: Path, token: CancelToken, relay: ProgressRelay) -> tuple[int, int]:
+    """Worker thread: clear an earlier start's pseudo-labels, write the bundle (progress in bytes;
+    a cancel stops it between arrays, leaving no file)."""
+
+    def progress(done: int, total: int) -> None:
+        token.check()
+        relay.progressed.emit(-(-done // 1024), -(-total // 1024))  # KiB: a Qt int holds 2 TiB of them
+
+    token.check()
+    clear_pseudo(output)
+    return write_bundle(taken, output / BUNDLE, progress)
