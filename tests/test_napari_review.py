@@ -113,9 +113,10 @@ def test_review_sorts_jumps_accepts_and_thresholds(make_napari_viewer, qtbot):
 
 def test_review_delete_undo_exact_and_resegment_box(make_napari_viewer, qtbot):
     """Delete (button and key) zeroes exactly the object's pixels through napari's undo history; Ctrl+Z
-    (pressed on the canvas) restores the labels exactly and the row comes back. R puts the object's box into
-    '<image> box prompts'."""
-    from napari_sum_hq._prompts import boxes_on_slice
+    (pressed on the canvas) restores the labels exactly and the row comes back. R puts the object's mask prompt
+    (its box into '<image> box prompts', its deepest point into '<image> point prompts')."""
+    from napari_sum_hq._prompts import boxes_on_slice, points_on_slice
+    from sum_core.prompts import prompts_from_mask
 
     viewer = make_napari_viewer(show=True)
     labels = plane_with_objects((256, 320), BOXES)
@@ -147,7 +148,12 @@ def test_review_delete_undo_exact_and_resegment_box(make_napari_viewer, qtbot):
     click_row(widget, qtbot, listed_ids(widget).index(2))
     qtbot.keyClick(widget.table, Qt.Key_R)
     boxes = viewer.layers["cells box prompts"]
-    np.testing.assert_allclose(boxes_on_slice(boxes.data, ()), [[100, 150, 139, 199]])
+    expected = prompts_from_mask(original == 2)
+    np.testing.assert_array_equal(expected.box, [100, 150, 140, 200])  # the half-open box of object 2
+    np.testing.assert_allclose(boxes_on_slice(boxes.data, ()), [expected.box])
+    points = viewer.layers["cells point prompts"]
+    np.testing.assert_allclose(points_on_slice(points.data, points.features["label"], ())[0], expected.points)
+    assert points.features["label"].tolist() == [1]
     assert boxes.selected_data == {0} and viewer.layers.selection.active is boxes
 
 

@@ -2,7 +2,8 @@
 
 **Per image** (:class:`ImageAnnotations`): the image's own layers (:class:`AnnotationLayers`),
 the windows written in its current-object and uncertainty layers, the low-resolution logits
-of its last committed objects (for refinement), the undo-history atoms of its commits, the
+of its last committed objects (for refinement), the predicted IoU and stability of its current objects, the
+undo-history atoms of its commits (and the committed objects' features before each, for undo), the
 prompts of its commits and its annotation file (:mod:`napari_sum_hq._annotation_file`).
 Switching images switches the whole state: the other image's layers are hidden (and shown
 again when it is chosen again), its uncommitted prompts and objects stay with it.
@@ -24,8 +25,9 @@ from typing import Any
 from napari.layers import Image, Labels
 
 from ._annotation_file import CommitPrompts
+from ._interactive_segment import RememberedLogits
 from ._layers import COMMITTED_NAME, CURRENT_NAME, AnnotationLayers, MaxLabel, Windows, edited_windows
-from ._session import RememberedLogits
+from ._session import SliceKey
 
 #: Undo steps a napari Labels layer keeps (its commits are recognised among as many).
 NAPARI_HISTORY = 100
@@ -46,6 +48,10 @@ class ImageAnnotations:
         self.uncertainty_windows = Windows()
         self.remembered: OrderedDict[int, RememberedLogits] = OrderedDict()
         self.commit_atoms: deque = deque(maxlen=NAPARI_HISTORY)
+        #: (undo-history step of a commit, the committed layer's features before it), for undo
+        self.feature_snapshots: deque = deque(maxlen=NAPARI_HISTORY)
+        #: (predicted IoU, stability) of the current objects by (slice key, index)
+        self.current_scores: dict[tuple[SliceKey, int], tuple[float, float]] = {}
         self.max_label: MaxLabel | None = None
         self.commit_prompts = CommitPrompts(self.layers.ndim)
         self.annotation_path: str | None = None  # None: not chosen yet (the default beside the image)

@@ -1,8 +1,9 @@
 """The interactive widget's commits, their undo, and the annotation file they are saved to.
 
 A commit writes the current objects into the committed objects as the *commit mode* allows
-(:func:`napari_sum_hq._commit.plan_commit`), as one step of napari's undo history; every commit
-and undo saves a snapshot to the annotation file in the saver thread
+(:func:`napari_sum_hq._commit.plan_commit`), as one step of napari's undo history, and adds the
+committed objects' scores to that layer's ``features`` (:mod:`napari_sum_hq._interactive_scores`; an
+undo restores them as they were before the commit); every commit and undo saves a snapshot to the annotation file in the saver thread
 (:class:`napari_sum_hq._annotation_saver.AnnotationSaver`).
 """
 
@@ -15,8 +16,9 @@ from sum_core.tiling import Region
 
 from ._annotation_file import CommitPrompts, ImageIdentity, load_annotations
 from ._commit import SlicePixels, plan_commit
-from ._layers import BOXES_NAME, COMMITTED_NAME, CURRENT_NAME, POINTS_NAME, last_edit
-from ._session import RememberedLogits
+from ._interactive_scores import mark_features_current, merged_features, object_rows, restore, snapshot
+from ._interactive_segment import RememberedLogits
+from ._layers import BOXES_NAME, COMMITTED_NAME, CURRENT_NAME, POINTS_NAME, UNCERTAINTY_NAME, last_edit
 
 #: Committed objects whose low-resolution logits are remembered for refinement.
 REMEMBERED_OBJECTS = 32
@@ -65,11 +67,13 @@ class CommitPart:
                 where.append((*(np.full(old_rows.size, i) for i in piece.slice_key), old_rows, old_cols))
                 values.append(np.zeros(old_rows.size, dtype=np.int64))
         index = tuple(np.concatenate(axis) for axis in zip(*where, strict=True))
-        before = last_edit(committed)
+        before, saved = last_edit(committed), snapshot(committed)
         committed.data_setitem(index, np.concatenate(values).astype(committed.data.dtype))
         edit = last_edit(committed)
         if edit is not before:
             state.commit_atoms.extend(edit)
+            state.feature_snapshots.append((edit, saved))
+            self._score_commit(committed, new_ids, plan.pixels)
         self._remember_logits(new_ids, plan.pixels)
         points, boxes = self.layers.existing(POINTS_NAME), self.layers.existing(BOXES_NAME)
         state.commit_prompts.add(
@@ -81,6 +85,29 @@ class CommitPart:
         self._clear_prompts()
         self._status(f"Committed object id(s) {sorted(set(new_ids.values()))}{notes}.")
         self._autosave()
+
+    def _score_commit(self, committed, new_ids: dict[int, int], written: list[SlicePixels]) -> None:
+        """Add the rows of the objects just committed to the committed layer's features
+        (:mod:`napari_sum_hq._interactive_scores`), from the current objects' uncertainty and scores."""
+        boxes: dict[tuple, tuple[int, Region]] = {}  # (slice key, new id) -> (current index, bounding box)
+        for piece in written:
+            for index in np.unique(piece.ids).tolist():
+                chosen = piece.ids == index
+                rows, cols = piece.rows[chosen], piece.cols[chosen]
+                box = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+                key = (piece.slice_key, new_ids[index])
+                if key in boxes:  # several current objects refine one id
+                    known = boxes[key]
+                    box = Region(min(box.row0, known[1].row0), min(box.col0, known[1].col0),
+                                 max(box.row1, known[1].row1), max(box.col1, known[1].col1))  # fmt: skip
+                    index = known[0]
+                boxes[key] = (index, box)
+        uncertainty = self.layers.existing(UNCERTAINTY_NAME)
+        u = np.zeros(committed.data.shape, np.float32) if uncertainty is None else uncertainty.data
+        objects = [(key, label_id, index, box) for (key, label_id), (index, box) in boxes.items()]
+        rows = object_rows(committed.data, u, objects, self.state.current_scores)
+        committed.features = merged_features(committed.features, rows)
+        mark_features_current(committed)
 
     def _current_pixels(self, current) -> list[SlicePixels]:
         """The pixels of the current objects, per slice window written or painted."""
@@ -128,6 +155,9 @@ class CommitPart:
             )
             return
         committed.undo()
+        saved = [saved for step, saved in self.state.feature_snapshots if step is edit]
+        if saved:
+            restore(committed, saved[-1])
         self.state.commit_prompts.drop_last()
         self._status("Last commit undone.")
         self._autosave()

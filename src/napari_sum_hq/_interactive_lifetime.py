@@ -48,6 +48,7 @@ class LifetimePart:
             "Shift-C": self.clear,
             "Control-Z": self.undo_commit,
             "Shift-S": self.propagate,
+            "N": self.accept_suggestion,
         }
 
     def _on_prompt_layer(self, layer: Layer) -> None:

@@ -1,7 +1,7 @@
 """The interactive widget's prompts and segmentation: point kind, S (and live mode), clearing.
 
 The prompts of the displayed slice (points, and boxes: rectangles, ellipses and polygons as
-their bounding box) are segmented in a worker (:func:`napari_sum_hq._session.segment_plane`);
+their bounding box) are segmented in a worker (:func:`napari_sum_hq._interactive_segment.segment_plane`);
 the GUI thread writes only the windows of the result into the current-object and uncertainty
 layers, and clears only what was written.
 """
@@ -14,6 +14,7 @@ import numpy as np
 from napari.layers import Layer
 from sum_core.errors import InvalidInputError, SumError
 
+from ._interactive_segment import PlanePrompts, Refinement, SegmentResult, segment_plane
 from ._job_widget import show_failure
 from ._layers import (
     BOXES_NAME,
@@ -28,7 +29,7 @@ from ._layers import (
     write_uncertainty,
 )
 from ._prompts import box_shapes, boxes_on_slice, on_slice, points_on_slice
-from ._session import PlanePrompts, Refinement, SegmentResult, SliceKey, segment_plane, tiles_encoded
+from ._session import SliceKey, tiles_encoded
 
 _LIVE_ACTIONS = {"added", "removed", "changed"}
 
@@ -127,6 +128,8 @@ class PromptsPart:
             if layer is not None:
                 layer.refresh()
         self._last_result = None
+        state.current_scores.clear()
+        self._clear_suggestion()
 
     def _show_result(self, result: SegmentResult) -> None:
         """Write a segmentation's windows into the result layers (GUI thread)."""
@@ -141,6 +144,12 @@ class PromptsPart:
         current.refresh()
         uncertainty.refresh()
         self._last_result = result
+        state.current_scores.clear()
+        state.current_scores.update(
+            ((result.slice_key, index), (float(score), float(stability)))
+            for index, (score, stability) in enumerate(zip(result.scores, result.stability, strict=True), start=1)
+        )
+        self._show_suggestion(result)
         scores = ", ".join(f"{s:.3f}" for s in result.scores)
         tiles = f" ({result.tiles} tile(s) encoded)" if result.tiles else ""
         if not result.complete:
@@ -153,8 +162,9 @@ class PromptsPart:
             )
             return
         self.tile_limit.continue_button.hide()
+        suggested = " N takes the suggested click (star)." if result.suggestion is not None else ""
         self._status(
-            f"Segmented {len(result.scores)} object(s); score {scores}{tiles}. C commits, Shift+C clears."
+            f"Segmented {len(result.scores)} object(s); score {scores}{tiles}. C commits, Shift+C clears.{suggested}"
         )
 
     def _continue_with_all_tiles(self) -> None:
@@ -203,6 +213,9 @@ class PromptsPart:
             if layer is not None:
                 layer.refresh()
         self._last_result = None
+        for scored in [scored for scored in state.current_scores if scored[0] == key]:
+            del state.current_scores[scored]
+        self._clear_suggestion()
         where = f"slice {key[0] if len(key) == 1 else key}" if key else "the image"
         self._status(f"Prompts and current objects of {where} cleared.")
 

@@ -13,9 +13,9 @@ from sum_core.errors import InvalidInputError, SumError
 
 from ._job_widget import show_failure
 from ._jobs import CancelToken, ProgressRelay
-from ._layers import CURRENT_NAME, clear_windows, write_objects
+from ._layers import CURRENT_NAME, clear_slice, clear_windows, write_objects, write_uncertainty
 from ._propagation import PropagationResult, describe_stops, propagation_job
-from ._session import SliceKey
+from ._session import SliceKey, UncertaintyPiece
 
 
 class PropagationPart:
@@ -55,13 +55,24 @@ class PropagationPart:
         )  # fmt: skip
 
     def _write_propagation(self, key: SliceKey, result: PropagationResult) -> None:
-        """Replace the current object by the propagated one (its windows only); the
-        uncertainty of the start slice stays (propagation computes none)."""
+        """Replace the current object by the propagated one (its windows only), with the predicted IoU,
+        stability and uncertainty (around the object) of every slice the propagation segmented; the start
+        slice keeps those of its own segmentation."""
         state = self.state
-        current = self.layers.current()
+        current, uncertainty = self.layers.current(), self.layers.uncertainty()
         clear_windows(current, state.current_windows)
         write_objects(current, result.objects, state.current_windows)
+        for other in [k for k, _ in state.uncertainty_windows.items() if k != key]:
+            clear_slice(uncertainty, state.uncertainty_windows, other)
+        for scored in [scored for scored in state.current_scores if scored[0] != key]:
+            del state.current_scores[scored]
+        for z, scores in result.info.slices.items():
+            state.current_scores[(z,), 1] = (scores.predicted_iou, scores.stability)
+            write_uncertainty(uncertainty, UncertaintyPiece((z,), scores.region, scores.uncertainty),
+                              state.uncertainty_windows)  # fmt: skip
         current.refresh()
+        uncertainty.refresh()
+        self._clear_suggestion()
         self._last_result = None
         filled = [piece.slice_key[0] for piece in result.objects]
         stops = describe_stops(result)

@@ -17,7 +17,14 @@ would otherwise win when they are the active layer):
                         layer, which holds the commits too)
 ``Shift+S``             propagate the current object from the current
                         slice through the stack (3D / time)
+``N``                   take the suggested next click (the star: green
+                        positive, red negative) as a prompt and segment
+                        again (:mod:`~napari_sum_hq._interactive_suggest`)
 ======================  ==============================================
+
+**Scores.** Every committed object (each slice of it in a stack) gets a row in the committed
+layer's ``features``: predicted IoU, stability, mean and boundary-band uncertainty, area and
+bounding box (:mod:`napari_sum_hq._interactive_scores`); the review queue lists them as they are.
 
 **Commits never destroy earlier work** by default: the *commit mode* is micro-sam's choice
 (:mod:`napari_sum_hq._commit`): *protect objects* (default; committed objects keep every pixel,
@@ -68,7 +75,8 @@ that changed.
 **Code.** The class is assembled from parts with one purpose each: the controls
 (:mod:`~napari_sum_hq._interactive_form`), the image / model / slice choice and the preparation
 (:mod:`~napari_sum_hq._interactive_images`), prompts and segmentation
-(:mod:`~napari_sum_hq._interactive_prompts`), commits and the annotation file
+(:mod:`~napari_sum_hq._interactive_prompts`; the worker's part: :mod:`~napari_sum_hq._interactive_segment`),
+the suggested click (:mod:`~napari_sum_hq._interactive_suggest`), commits and their scores and the annotation file
 (:mod:`~napari_sum_hq._interactive_commit`), propagation
 (:mod:`~napari_sum_hq._interactive_propagation`), keys and lifetime
 (:mod:`~napari_sum_hq._interactive_lifetime`) and the background jobs
@@ -93,16 +101,18 @@ from ._interactive_jobs import PROGRESS_POLL_MS, JobsPart, RunningJob
 from ._interactive_lifetime import LifetimePart
 from ._interactive_prompts import PromptsPart
 from ._interactive_propagation import PropagationPart
+from ._interactive_segment import SegmentResult
+from ._interactive_suggest import SuggestPart
 from ._job_widget import ProgressTracker
 from ._layers import AnnotationLayers
-from ._session import PlanePredictors, SegmentResult
+from ._session import PlanePredictors
 
 if TYPE_CHECKING:
     import napari
 
 
 class InteractiveSegmentationWidget(
-    FormPart, ImagesPart, PromptsPart, CommitPart, PropagationPart, LifetimePart, JobsPart, QWidget
+    FormPart, ImagesPart, PromptsPart, SuggestPart, CommitPart, PropagationPart, LifetimePart, JobsPart, QWidget
 ):
     """Segment objects from point and box prompts, with a per-pixel uncertainty map.
 

@@ -1,9 +1,9 @@
 """The napari layers the interactive widget works with, aligned with one image, and the
 window-sized writes it makes to them.
 
-**Per-image layers.** Every image gets its own five layers, named ``<image> point prompts``,
-``<image> box prompts``, ``<image> current object``, ``<image> uncertainty`` and ``<image>
-committed objects`` (the automatic widget's ``<image> auto labels`` follow the same rule), so
+**Per-image layers.** Every image gets its own layers, named ``<image> point prompts``,
+``<image> box prompts``, ``<image> current object``, ``<image> uncertainty``, ``<image>
+committed objects`` and (once a click is suggested) ``<image> suggested click`` (the automatic widget's ``<image> auto labels`` follow the same rule), so
 the prompts and results of one image are never reused for another and no ``[1]`` copies pile
 up. Every layer is created with the image's ``scale`` and ``translate`` (over the spatial axes,
 the RGB channel axis excluded), so the data coordinates of the prompt layers are the image's
@@ -42,12 +42,15 @@ BOXES_NAME = "box prompts"
 CURRENT_NAME = "current object"
 UNCERTAINTY_NAME = "uncertainty"
 COMMITTED_NAME = "committed objects"
+SUGGESTION_NAME = "suggested click"
 
 #: Point-prompt kinds (value of the ``label`` feature) and their colours.
 POSITIVE, NEGATIVE = 1, 0
 #: Diameter of a point prompt on the screen, in screen pixels, at every zoom.
 MARKER_SCREEN_PX = 12
 POINT_COLORS = {POSITIVE: "green", NEGATIVE: "red"}
+#: The suggested click is a star (prompts are discs), larger than a prompt, in the colour of its kind.
+SUGGESTION_SYMBOL, SUGGESTION_SCREEN_PX = "star", 20
 #: Width of a box prompt's outline on the screen, in screen pixels, at every zoom.
 BOX_EDGE_SCREEN_PX = 2
 
@@ -135,7 +138,12 @@ class AnnotationLayers:
 
     def points(self) -> Points:
         """Point prompts: feature ``label`` 1 positive (green) / 0 negative (red)."""
-        return self._get(POINTS_NAME, Points, self._new_points)
+        return self._get(POINTS_NAME, Points, lambda: self._new_points(POINTS_NAME, MARKER_SCREEN_PX))
+
+    def suggestion(self) -> Points:
+        """The suggested next click (at most one point): a star, feature ``label`` coloured as the prompts'."""
+        return self._get(SUGGESTION_NAME, Points, lambda: self._new_points(SUGGESTION_NAME, SUGGESTION_SCREEN_PX,
+                                                                           symbol=SUGGESTION_SYMBOL))
 
     def boxes(self) -> Shapes:
         """Box prompts: every rectangle is one box."""
@@ -163,7 +171,7 @@ class AnnotationLayers:
             self._layers[name] = layer
             if kind is Shapes:
                 self._box_edges = ScreenEdgeWidth(self.viewer, layer, BOX_EDGE_SCREEN_PX)
-            if kind in (Points, Shapes) and self.on_prompt_layer is not None:
+            if name in (POINTS_NAME, BOXES_NAME) and self.on_prompt_layer is not None:
                 self.on_prompt_layer(layer)
             if kind is Labels and self._on_result_layer is not None:
                 self._on_result_layer(layer, adopted is None)
@@ -185,14 +193,14 @@ class AnnotationLayers:
     def _marker_size(self) -> float:
         return max(3.0, max(self.shape[-2:]) / 60)
 
-    def _new_points(self) -> Points:
+    def _new_points(self, kind: str, screen_px: int, **style) -> Points:
         with warnings.catch_warnings():
             # integer 0/1 labels are categorical on purpose (colour cycle)
             warnings.filterwarnings("ignore", message=".*looks like categorical.*")
             return self.viewer.add_points(
                 np.empty((0, self.ndim)),
                 ndim=self.ndim,
-                name=self.name(POINTS_NAME),
+                name=self.name(kind),
                 features=pd.DataFrame({"label": pd.Series([], dtype=int)}),
                 feature_defaults={"label": POSITIVE},
                 face_color="label",
@@ -200,7 +208,8 @@ class AnnotationLayers:
                 border_color="white",
                 size=self._marker_size(),
                 # the same size on the screen at every zoom (napari 0.9 has no screen-pixel size option)
-                canvas_size_limits=(MARKER_SCREEN_PX, MARKER_SCREEN_PX),
+                canvas_size_limits=(screen_px, screen_px),
+                **style,
                 **_alignment(self.image),
             )
 

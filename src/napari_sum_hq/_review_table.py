@@ -27,6 +27,7 @@ __all__ = [
     "REVIEWED",
     "object_index",
     "object_present",
+    "object_window",
     "queue",
     "rows_from_features",
     "scan_rows",
@@ -38,7 +39,7 @@ BBOX = ("bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")
 #: The column of the reviewed (accepted) state.
 REVIEWED = "reviewed"
 #: Score columns offered first, in this order (the first present is the default sort column).
-PREFERRED = ("mean_uncertainty", "boundary_uncertainty", "score", "area")
+PREFERRED = ("mean_uncertainty", "boundary_uncertainty", "score", "predicted_iou", "stability", "area")
 _NOT_SCORES = {"index", "slice", REVIEWED, *BBOX, "centroid_row", "centroid_col"}
 #: Progress of the uncertainty pass is reported every this many objects.
 _REPORT_EVERY = 64
@@ -218,7 +219,8 @@ def queue(rows: pd.DataFrame, column: str, *, threshold: float | None = None, de
     return np.concatenate([positions[known][order], positions[~known]]).astype(np.int64)
 
 
-def _window(row: pd.Series, ndim: int) -> tuple[Any, ...]:
+def object_window(row: pd.Series, ndim: int) -> tuple[Any, ...]:
+    """The numpy index of the bounding box of the object of ``row`` (its slice first in a stack)."""
     key = (int(row["slice"]),) if ndim == 3 else ()
     r0, c0, r1, c1 = (int(row[name]) for name in BBOX)
     return (*key, slice(r0, r1), slice(c0, c1))
@@ -226,7 +228,7 @@ def _window(row: pd.Series, ndim: int) -> tuple[Any, ...]:
 
 def object_present(data: Any, row: pd.Series) -> bool:
     """Whether the object of ``row`` has a pixel in its bounding box (reads that window only)."""
-    window = np.asarray(data[_window(row, len(data.shape))])
+    window = np.asarray(data[object_window(row, len(data.shape))])
     return bool(np.any(window == int(row["index"])))
 
 
@@ -235,7 +237,7 @@ def object_index(data: np.ndarray, row: pd.Series) -> tuple[np.ndarray, ...]:
 
     The index of napari's ``Labels.data_setitem``.
     """
-    where = _window(row, data.ndim)
+    where = object_window(row, data.ndim)
     found = np.nonzero(np.asarray(data[where]) == int(row["index"]))
     lead = tuple(np.full(found[0].size, where[0], dtype=np.intp) for _ in range(data.ndim - 2))
     return (*lead, found[0] + where[-2].start, found[1] + where[-1].start)

@@ -4,7 +4,9 @@
 the objects are found in a worker (:func:`napari_sum_hq._review_table.scan_rows`: block by block, so a lazily
 opened large result is never read whole; the features' values and columns are kept) and the rows become the
 layer's ``features``; a lazily opened layer whose ``features`` already hold one row per object with its
-bounding box (the reader's, or an earlier load's) is not read at all. The reviewed state is
+bounding box (the reader's, or an earlier load's) is not read at all, nor is the interactive widget's
+``<image> committed objects`` while its features are the ones its commits wrote (their scores: predicted IoU,
+stability, mean and boundary uncertainty). The reviewed state is
 their ``reviewed`` column, so it stays with the layer.
 
 **Queue.** Sorted by any numeric column (highest or lowest first), optionally only the objects above a
@@ -13,8 +15,10 @@ on the object and zooms to it (:data:`FILL` of the canvas), moving to its slice 
 
 **Actions** (buttons, or keys while the table has the focus): **A** accept (mark reviewed, go to the next
 object not reviewed), **Delete** / **Backspace** delete (its pixels set to 0 through ``Labels.data_setitem``:
-Ctrl+Z on the layer restores it, and the row comes back), **R** re-segment: the object's bounding box becomes a
-box prompt in the interactive widget's ``<image> box prompts`` layer (selected; press S there). A lazily
+Ctrl+Z on the layer restores it, and the row comes back), **R** re-segment: the object's mask becomes the prompt
+of the interactive widget (:func:`sum_core.prompts.prompts_from_mask`, the rule propagation uses too): its
+bounding box in ``<image> box prompts`` (selected) and its deepest point as a positive point in ``<image> point
+prompts``; press S there. A lazily
 opened (dask / zarr) layer is read-only here: deleting says so and changes nothing.
 """
 
@@ -42,12 +46,15 @@ from qtpy.QtWidgets import (
 )
 
 from sum_core.errors import SumError
+from sum_core.prompts import prompts_from_mask
 
 from ._job_widget import JobWidget
-from ._layers import AnnotationLayers
+from ._interactive_scores import features_current
+from ._layers import POSITIVE, AnnotationLayers
 from ._review_table import (
     BBOX,
     REVIEWED,
+    object_window,
     object_index,
     object_present,
     queue,
@@ -129,8 +136,9 @@ class ReviewQueueWidget(JobWidget):
         self.delete_button = QPushButton("Delete (Del)")
         self.delete_button.setToolTip("Set the object's pixels to 0 (Ctrl+Z on the layer restores it).")
         self.resegment_button = QPushButton("Re-segment (R)")
-        self.resegment_button.setToolTip("Put the object's bounding box as a box prompt of the interactive "
-                                         "widget ('<image> box prompts'), then press S there.")
+        self.resegment_button.setToolTip("Prompt the interactive widget with the object's mask: its bounding box "
+                                         "('<image> box prompts') and its deepest point (a positive point in "
+                                         "'<image> point prompts'); then press S there.")
         self.accept_button.clicked.connect(self.accept_current)
         self.delete_button.clicked.connect(self.delete_current)
         self.resegment_button.clicked.connect(self.resegment_current)
@@ -223,9 +231,10 @@ class ReviewQueueWidget(JobWidget):
     def load(self) -> None:
         """List the objects of the chosen Labels layer.
 
-        A worker finds them (keeping the features' values and columns) unless the layer is opened lazily and its
-        features already say where its objects are; in-memory labels are always scanned (cheap), so objects
-        painted or edited since the last load are listed as they are now.
+        A worker finds them (keeping the features' values and columns) unless the features already say where its
+        objects are and the layer is opened lazily, or its features are kept current by the interactive widget's
+        commits (:func:`napari_sum_hq._interactive_scores.features_current`); other in-memory labels are always
+        scanned (cheap), so objects painted or edited since the last load are listed as they are now.
         """
         layer = self._chosen_labels()
         if layer is None:
@@ -233,7 +242,8 @@ class ReviewQueueWidget(JobWidget):
             return
         data = _level0(layer)
         try:
-            rows = None if isinstance(data, np.ndarray) else rows_from_features(layer.features, data.ndim)
+            current = not isinstance(data, np.ndarray) or features_current(layer)
+            rows = rows_from_features(layer.features, data.ndim) if current else None
         except SumError as err:
             self.fail(err)
             return
@@ -400,7 +410,8 @@ class ReviewQueueWidget(JobWidget):
             self._select(chosen)
 
     def resegment_current(self) -> None:
-        """Put the chosen object's bounding box as a box prompt of the interactive widget (selected)."""
+        """Prompt the interactive widget with the chosen object's mask (:func:`sum_core.prompts.prompts_from_mask`):
+        its bounding box as a box prompt (selected) and its deepest point as a positive point prompt."""
         position = self.current_position()
         if position is None:
             return
@@ -408,19 +419,35 @@ class ReviewQueueWidget(JobWidget):
         if image is None:
             self.set_status(
                 f"Re-segment: no image for '{self.layer.name}'. Name it '<image> committed objects' (or keep a "
-                "single image layer) so the box prompt goes to that image.", error=True)
+                "single image layer) so the prompts go to that image.", error=True)
             return
         row, layer = self.rows.iloc[position], self.layer
-        r0, c0, r1, c1 = (int(row[name]) for name in BBOX)
-        lead = [float(row["slice"])] if _level0(layer).ndim == 3 else []
-        corners = np.asarray([[*lead, r, c] for r, c in ((r0, c0), (r0, c1 - 1), (r1 - 1, c1 - 1), (r1 - 1, c0))])
+        data = _level0(layer)
+        where = object_window(row, data.ndim)
+        mask = np.asarray(data[where]) == int(row["index"])
+        if not mask.any():
+            self.set_status(f"Object {int(row['index'])} has no pixel left (deleted?): nothing to re-segment.",
+                            error=True)
+            return
+        prompts = prompts_from_mask(mask)
+        offset = np.array([where[-2].start, where[-1].start], dtype=float)
+        lead = [float(row["slice"])] if data.ndim == 3 else []
+        r0, c0, r1, c1 = prompts.box + np.tile(offset, 2)
+        point = prompts.points[0] + offset
+        corners = np.asarray([[*lead, r, c] for r, c in ((r0, c0), (r0, c1), (r1, c1), (r1, c0))] + [[*lead, *point]])
         vertices = np.asarray([image.world_to_data(layer.data_to_world(corner)) for corner in corners])
-        boxes = AnnotationLayers(self.viewer, image).boxes()
-        boxes.add_rectangles(vertices[:, -boxes.ndim:])
+        layers = AnnotationLayers(self.viewer, image)
+        points, boxes = layers.points(), layers.boxes()
+        points.add(vertices[-1:, -points.ndim:])
+        features = points.features.copy()
+        features.loc[features.index[-1], "label"] = POSITIVE
+        points.features = features
+        points.refresh_colors()
+        boxes.add_rectangles(vertices[:-1, -boxes.ndim:])
         boxes.selected_data = {boxes.nshapes - 1}
         self.viewer.layers.selection.active = boxes
-        self.set_status(f"Object {int(row['index'])}: its box is a prompt in '{boxes.name}'; press S in the "
-                        "interactive widget to segment it again.")
+        self.set_status(f"Object {int(row['index'])}: its box and deepest point are prompts in '{boxes.name}' and "
+                        f"'{points.name}'; press S in the interactive widget to segment it again.")
 
     def _image(self) -> Image | None:
         """The image the labels belong to: named like them without their ending, else the sole image."""

@@ -31,8 +31,6 @@ happen inside the functions that run in worker threads.
 from __future__ import annotations
 
 import re
-import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -306,42 +304,6 @@ class UncertaintyPiece:
     values: np.ndarray
 
 
-@dataclass(frozen=True)
-class SegmentResult:
-    """What a finished segmentation hands back to the GUI thread.
-
-    Attributes
-    ----------
-    slice_key : tuple of int
-        The segmented slice.
-    objects : tuple of ObjectPiece
-        One piece per non-empty object, in box order.
-    uncertainty : UncertaintyPiece or None
-        None when the uncertainty is zero everywhere.
-    scores : np.ndarray
-        float32 ``(K,)`` predicted IoU of every object (empty ones included).
-    low_res_logits : np.ndarray or None
-        ``(K, 1, L, L)`` for a plane encoded as one window (SAM's own mask prompt, kept to
-        refine a committed object), else None.
-    tiles : int
-        Tiles encoded by this segmentation.
-    complete : bool
-        False when a plane segmented window by window reached ``max_tiles`` while an object still
-        touched an inner tile border (it may be cut there).
-    plane_tiles : int
-        Tiles of such a plane (0 for other planes): a ``max_tiles`` that always completes.
-    """
-
-    slice_key: SliceKey
-    objects: tuple[ObjectPiece, ...]
-    uncertainty: UncertaintyPiece | None
-    scores: np.ndarray
-    low_res_logits: np.ndarray | None
-    tiles: int
-    complete: bool = True
-    plane_tiles: int = 0
-
-
 def bounding_box(mask: np.ndarray) -> Region | None:
     """The smallest region holding every True pixel of a 2D mask, or None if it has none."""
     rows = np.flatnonzero(mask.any(axis=1))
@@ -363,162 +325,11 @@ def object_piece(
     return ObjectPiece(slice_key, region, np.ascontiguousarray(mask[box.slices]), index)
 
 
-def _uncertainty_piece(slice_key: SliceKey, values: np.ndarray, offset: tuple[int, int]) -> UncertaintyPiece | None:
+def uncertainty_piece(slice_key: SliceKey, values: np.ndarray, offset: tuple[int, int]) -> UncertaintyPiece | None:
+    """``values`` cut to the bounding box of their non-zero pixels (None when all are zero); ``offset`` is the
+    ``(row, col)`` of their top-left pixel in the plane."""
     box = bounding_box(values > 0)
     if box is None:
         return None
     region = Region(box.row0 + offset[0], box.col0 + offset[1], box.row1 + offset[0], box.col1 + offset[1])
     return UncertaintyPiece(slice_key, region, np.ascontiguousarray(values[box.slices], dtype=np.float32))
-
-
-@dataclass(frozen=True)
-class PlanePrompts:
-    """The prompts of one slice, in (row, col) pixels of the plane.
-
-    Attributes
-    ----------
-    points : np.ndarray
-        ``(N, 2)`` float.
-    labels : np.ndarray
-        ``(N,)`` int, 1 positive / 0 negative.
-    boxes : np.ndarray
-        ``(K, 4)`` float ``(row0, col0, row1, col1)``.
-    """
-
-    points: np.ndarray
-    labels: np.ndarray
-    boxes: np.ndarray
-
-
-@dataclass(frozen=True)
-class Refinement:
-    """The committed object being refined: its id, its slice of the committed layer, and
-    SAM's low-resolution logits remembered from when it was committed (if any)."""
-
-    label_id: int
-    committed_plane: np.ndarray
-    remembered: RememberedLogits | None
-
-
-@dataclass(frozen=True)
-class RememberedLogits:
-    """The low-resolution logits of a committed object and the pixels it had then."""
-
-    slice_key: SliceKey
-    region: Region
-    mask: np.ndarray
-    logits: np.ndarray
-
-
-def refinement_prompt(refinement: Refinement, slice_key: SliceKey) -> np.ndarray:
-    """The mask prompt for a refined object: its remembered low-resolution logits when its
-    pixels are unchanged since it was committed, else its full-size bool mask."""
-    mask = refinement.committed_plane == refinement.label_id
-    box = bounding_box(mask)
-    if box is None:
-        raise InvalidInputError(
-            f"refine label {refinement.label_id}: the committed objects have no pixel of that id on this slice."
-        )
-    remembered = refinement.remembered
-    if (
-        remembered is not None
-        and remembered.slice_key == slice_key
-        and remembered.region == box
-        and np.array_equal(remembered.mask, mask[box.slices])
-    ):
-        return remembered.logits
-    return mask
-
-
-def segment_plane(
-    predictor: Any,
-    slice_key: SliceKey,
-    prompts: PlanePrompts,
-    refinement: Refinement | None,
-    task: int,
-    uncertainty: str,
-    cancel: threading.Event,
-    max_tiles: int = 16,
-) -> SegmentResult:
-    """Segment one plane from its prompts (worker thread) and cut the result to windows.
-
-    Parameters
-    ----------
-    predictor : sum_core.Predictor or sum_core.TiledPredictor
-        From :func:`new_predictor`.
-    slice_key : tuple of int
-        The slice (for the pieces).
-    prompts : PlanePrompts
-        Clicks and boxes; several boxes give several objects.
-    refinement : Refinement or None
-        The committed object to refine (its mask is the mask prompt).
-    task, uncertainty
-        See :meth:`sum_core.Predictor.predict`.
-    cancel : threading.Event
-        Set by the widget's Cancel: the work stops before the next tile
-        (:class:`sum_core.errors.Cancelled`).
-    max_tiles : int
-        Planes segmented window by window: at most this many tiles per object
-        (:meth:`sum_core.TiledPredictor.predict`; the result says whether an object was cut).
-
-    Raises
-    ------
-    sum_core.errors.InvalidInputError
-        Bad prompts, or a refinement on a windowed plane.
-    sum_core.errors.Cancelled
-        Cancelled.
-    """
-    from sum_core.prediction import PredictOptions
-    from sum_core.tiled_predictor import TiledPredictor
-
-    before = tiles_encoded(predictor)
-    points = prompts.points if len(prompts.points) else None
-    labels = prompts.labels if len(prompts.points) else None
-    if isinstance(predictor, TiledPredictor):
-        if refinement is not None:
-            raise InvalidInputError(
-                f"refine label: this plane has more than {WINDOWED_PIXELS} pixels and is segmented window "
-                "by window, which takes no full-size mask prompt; set refine label to 'new object'."
-            )
-        options = PredictOptions(task=task, uncertainty=uncertainty)
-        boxes = list(prompts.boxes) if len(prompts.boxes) else [None]
-        with warnings.catch_warnings():  # said by ``complete`` (the widget shows it)
-            warnings.filterwarnings("ignore", message="the object still reaches an inner tile border")
-            windows = [
-                predictor.predict(points, labels, box, options=options, cancel=cancel, max_tiles=max_tiles)
-                for box in boxes
-            ]
-        pieces = [object_piece(slice_key, w.mask, index, w.offset) for index, w in enumerate(windows, start=1)]
-        unc = _windows_uncertainty(slice_key, windows)
-        scores = np.array([w.score for w in windows], dtype=np.float32)
-        objects = tuple(piece for piece in pieces if piece is not None)
-        return SegmentResult(
-            slice_key, objects, unc, scores, None, tiles_encoded(predictor) - before,
-            all(w.complete for w in windows), len(predictor.embeddings.grid),
-        )  # fmt: skip
-    mask_input = None if refinement is None else refinement_prompt(refinement, slice_key)
-    box = None if not len(prompts.boxes) else prompts.boxes
-    pred = predictor.predict(
-        points=points, labels=labels, box=box, mask_input=mask_input, task=task, uncertainty=uncertainty,
-        cancel=cancel,
-    )  # fmt: skip
-    unc = _uncertainty_piece(slice_key, pred.uncertainties.max(axis=0), (0, 0))
-    pieces = (object_piece(slice_key, mask, index) for index, mask in enumerate(pred.masks, start=1))
-    objects = tuple(piece for piece in pieces if piece is not None)
-    return SegmentResult(
-        slice_key, objects, unc, pred.scores, pred.low_res_logits, tiles_encoded(predictor) - before
-    )
-
-
-def _windows_uncertainty(slice_key: SliceKey, windows: list) -> UncertaintyPiece | None:
-    """The max of the windows' uncertainties over the union of their windows."""
-    union = Region(
-        min(w.window.row0 for w in windows), min(w.window.col0 for w in windows),
-        max(w.window.row1 for w in windows), max(w.window.col1 for w in windows),
-    )  # fmt: skip
-    values = np.zeros(union.shape, dtype=np.float32)
-    for w in windows:
-        r, c = w.window.row0 - union.row0, w.window.col0 - union.col0
-        part = values[r : r + w.mask.shape[0], c : c + w.mask.shape[1]]
-        np.maximum(part, w.uncertainty, out=part)
-    return _uncertainty_piece(slice_key, values, (union.row0, union.col0))

@@ -29,7 +29,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from .errors import InvalidInputError, check_cancel
