@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import shapely.geometry
+import zarr
 
 from sum_core.object_scores import object_scores
 from sum_core.errors import SumError
@@ -86,6 +87,48 @@ def test_painted_layer_with_scale_and_uncertainty(make_napari_viewer, tmp_path):
         assert measurements[label]["Boundary uncertainty"] == scores.boundary_uncertainty[k]
 
 
+def test_ome_zarr_of_an_opened_result_reads_back(make_napari_viewer, plane_target, tmp_path):  # noqa: F811
+    """An opened AIS result (2048 x 2048, an object far from the origin) saved as an OME-Zarr label image:
+    valid NGFF, the same ids and recorded per-object values, its uncertainty layer as ``uncertainty/``."""
+    from ome_zarr_models.v05.image_label import ImageLabel
+
+    viewer = make_napari_viewer(show=True)
+    labels, uncertainty = viewer.open(str(plane_target), plugin=PLUGIN)
+    viewer.layers.selection = {labels, uncertainty}
+    out = tmp_path / "cells.ome.zarr"
+    assert viewer.layers.save(str(out), selected=True, plugin=PLUGIN) == [str(out)]
+    ImageLabel.from_zarr(zarr.open_group(str(out), mode="r"))
+    back, back_uncertainty = viewer.open(str(out), plugin=PLUGIN)
+    np.testing.assert_array_equal(np.asarray(back.data), np.asarray(labels.data))
+    np.testing.assert_allclose(np.asarray(back_uncertainty.data), np.asarray(uncertainty.data), rtol=0,
+                               atol=2.0 ** -12)  # float16 rounding
+    expected, got = _features_by_id(labels), _features_by_id(back)
+    assert sorted(got) == sorted(expected) and max(expected) > 60
+    for k, row in expected.items():
+        assert got[k]["area"] == row["area"]
+        assert got[k]["mean_uncertainty"] == row["mean_uncertainty"]  # the recorded values, exactly
+        assert got[k]["boundary_uncertainty"] == row["boundary_uncertainty"]
+
+
+def test_ome_zarr_of_a_painted_stack(make_napari_viewer, tmp_path):
+    stack = np.zeros((3, 200, 300), np.uint32)
+    stack[0, 10:40, 20:60] = 4
+    stack[2, 150:190, 250:290] = 9
+    viewer = make_napari_viewer(show=True)
+    layer = viewer.add_labels(stack, name="painted", scale=(2.0, 0.5, 0.5))
+    viewer.layers.selection = {layer}
+    out = tmp_path / "painted.ome.zarr"
+    assert viewer.layers.save(str(out), selected=True, plugin=PLUGIN) == [str(out)]
+    group = zarr.open_group(str(out), mode="r")
+    assert "uncertainty" not in group
+    properties = {p["label-value"]: p for p in group.attrs["ome"]["image-label"]["properties"]}
+    assert properties == {4: {"label-value": 4, "area": 1200}, 9: {"label-value": 9, "area": 1600}}
+    assert group.attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [
+        2.0, 0.5, 0.5]
+    (back,) = viewer.open(str(out), plugin=PLUGIN)
+    np.testing.assert_array_equal(np.asarray(back.data), stack)
+
+
 def test_refused_layers_name_the_problem(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer(show=True)
     first = viewer.add_labels(np.ones((8, 8), np.uint8), name="a")
@@ -120,4 +163,5 @@ def test_manifest_validates_and_declares_reader_and_writers():
     (reader,) = manifest.contributions.readers
     assert reader.accepts_directories and "*.tif" not in reader.filename_patterns
     writers = {tuple(w.filename_extensions): w.layer_types for w in manifest.contributions.writers}
-    assert writers == {(".geojson",): ["labels", "image?"], (".zip",): ["labels", "image?"]}
+    assert writers == {(".geojson",): ["labels", "image?"], (".zip",): ["labels", "image?"],
+                       (".ome.zarr",): ["labels", "image?"]}
