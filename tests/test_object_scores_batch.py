@@ -145,3 +145,20 @@ def test_a_lost_amg_table_is_damage_and_repaired(tmp_path, fake):
                              **KW)
     for name, values in object_table(group).items():
         np.testing.assert_array_equal(values, expected[name], err_msg=name)
+
+
+def test_exports_carry_the_predicted_iou_as_score_and_the_stability(tmp_path, fake):
+    import json
+
+    import pandas as pd
+
+    from sum_core.results import export_result, open_result
+
+    group = segment_zarr(blobs((120, 200), seed=4), tmp_path / "out.zarr", mode="amg", **KW)
+    table = object_table(group)
+    rows = pd.read_csv(export_result(open_result(tmp_path / "out.zarr"), tmp_path / "o.csv", to="csv"))
+    assert rows["label"].tolist() == table["label"].tolist()
+    np.testing.assert_array_equal(rows["score"], table["predicted_iou"])  # repr round-trips float64
+    np.testing.assert_array_equal(rows["stability"], table["stability"])
+    features = json.loads(export_result(open_result(tmp_path / "out.zarr"), tmp_path / "o.geojson").read_text())
+    assert [f["properties"]["measurements"]["Stability"] for f in features["features"]] == table["stability"].tolist()

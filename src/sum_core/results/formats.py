@@ -11,8 +11,9 @@ an open file, one object at a time (only the CSV table, one short row per object
   ROI for an object with holes or several parts (rings as sub-paths, holes wound the other way).
 - **COCO** JSON: one image per slice (``id`` = slice + 1), one category, one annotation per object and slice
   with a compressed RLE ``segmentation`` (:mod:`sum_core.results.rle`), ``bbox`` ``[x, y, w, h]``, ``area``,
-  the object's ``label`` and its score / uncertainties when known.
-- **CSV**: the object table, one row per object and slice, sorted by slice then id; with a known pixel size,
+  the object's ``label`` and its score (predicted IoU), uncertainties and stability when known.
+- **CSV**: the object table, one row per object and slice, sorted by slice then id (``score`` is the
+  predicted IoU; ``stability`` SAM's stability score; empty where unknown); with a known pixel size,
   the centroid in physical units (pixel index times pixel size, as napari and OME-Zarr place pixel centres)
   and the physical area.
 """
@@ -55,7 +56,8 @@ def _measurements(result: Result, table: ObjectTable, row: int) -> dict[str, flo
     if (size := result.pixel_size) is not None:
         (dy, dx), (unit, _) = size
         measurements[f"Area {unit or 'unit'}^2"] = float(table.area[row] * dy * dx)
-    names = {"score": "Score", "mean_uncertainty": "Mean uncertainty", "boundary_uncertainty": "Boundary uncertainty"}
+    names = {"score": "Score", "mean_uncertainty": "Mean uncertainty", "boundary_uncertainty": "Boundary uncertainty",
+             "stability": "Stability"}
     measurements.update({names[column]: value for column, value in _values(table, row).items()})
     return measurements
 

@@ -54,6 +54,8 @@ class ObjectTable:
         int64 pixel counts.
     score, mean_uncertainty, boundary_uncertainty : numpy.ndarray
         float64, NaN where unknown (filled in by :func:`object_windows` where it can compute them).
+    stability : numpy.ndarray
+        float64 stability score as the writer recorded it, NaN where unknown.
     """
 
     label: np.ndarray
@@ -64,6 +66,7 @@ class ObjectTable:
     score: np.ndarray
     mean_uncertainty: np.ndarray
     boundary_uncertainty: np.ndarray
+    stability: np.ndarray
 
     def __len__(self) -> int:
         return len(self.label)

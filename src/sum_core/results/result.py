@@ -28,10 +28,13 @@ __all__ = ["TABLE_COLUMNS", "Result", "open_result"]
 
 #: Per-object values a result may record, and the names writers give them (NGFF ``image-label``
 #: ``properties`` keys, the batch ``objects/`` table's columns).
+#: ``score`` is the predicted IoU (:mod:`sum_core.object_scores`' ``predicted_iou``), ``stability`` SAM's
+#: stability score; the later columns of the exports follow this order (``stability`` last: added later).
 TABLE_COLUMNS = {
     "score": ("score", "predicted_iou", "predicted-iou", "predicted IoU", "iou"),
     "mean_uncertainty": ("mean_uncertainty", "mean-uncertainty", "mean uncertainty"),
     "boundary_uncertainty": ("boundary_uncertainty", "boundary-uncertainty", "boundary uncertainty"),
+    "stability": ("stability", "stability_score", "stability-score", "stability score"),
 }
 
 
