@@ -139,7 +139,8 @@ def test_help_explains_both_forms(capsys):
     with pytest.raises(SystemExit):
         cli_main(["export", "--help"])
     text = capsys.readouterr().out
-    assert "RESULT --to {geojson,imagej-roi,coco,csv}" in text and "onnx MODEL OUT" in text and "bioimageio" in text
+    assert "RESULT --to {geojson,imagej-roi,coco,csv,ome-zarr} [OUT | -o OUT]" in text and "onnx MODEL OUT" in text
+    assert "bioimageio" in text
     with pytest.raises(SystemExit):
         cli_main(["export", "cells.zarr", "--help"])
     assert "--classification" in capsys.readouterr().out
