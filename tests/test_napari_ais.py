@@ -110,7 +110,9 @@ def test_ais_model_preselects_ais_and_gives_auto_segments_labels_and_scores(
         assert int(expected.max()) == int(objects(image).max()) == len(CAMERA_DISCS)
     assert expected.max() >= 1
     features = labels.features
-    assert list(features.columns) == ["index", "slice", "area", "mean_uncertainty", "boundary_uncertainty"]
+    assert list(features.columns) == ["index", "slice", "area", "predicted_iou", "stability", "mean_uncertainty",
+                                      "boundary_uncertainty"]
+    assert features["predicted_iou"].isna().all() and features["stability"].isna().all()  # AIS has neither
     ids = np.unique(expected)
     ids = ids[ids > 0]  # the random decoder may leave no background
     np.testing.assert_array_equal(features["index"], ids)
@@ -150,7 +152,7 @@ def test_model_without_decoder_disables_ais_and_runs_amg(make_napari_viewer, qtb
     labels = viewer.layers["img auto labels"]
     n = len(np.unique(labels.data)) - 1
     assert n >= 1 and widget.status_label.text() == f"Found {n} object(s) (AMG)."
-    assert len(labels.features) == 0  # AMG objects have no AIS scores
+    assert len(labels.features) == n  # AMG objects have their scores too (tests/test_napari_auto_scores.py)
 
 
 def test_ais_asked_of_a_model_without_decoder_fails_with_sum_cores_message(

@@ -9,7 +9,7 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QComboBox, QFormLayout, QVBoxLayout
 from sum_core.errors import InvalidInputError, SumError
 
-from ._batch_jobs import FEATURE_COLUMNS, AutoResult, auto_job
+from ._batch_jobs import FEATURE_COLUMNS, AutoResult, auto_job, moved_ids, next_free_id
 from ._job_widget import JobWidget
 from ._layers import spatial_shape
 from ._uncertainty_style import UNCERTAINTY_STYLE
@@ -32,11 +32,13 @@ class AutomaticSegmentationWidget(WaitsForModelCheck, JobWidget):
     model carries a decoder) and AMG (SAM's point grid, any model), each with its options.
     Writes a Labels layer ``"<image> auto labels"`` (uint32 ids, 0 background) and an Image
     layer ``"<image> auto uncertainty"`` (float32 in [0, 1], magma), aligned with the image.
-    AIS also writes each object's scores as the Labels layer's ``features`` (columns
-    :data:`~napari_sum_hq._batch_jobs.FEATURE_COLUMNS`, one row per object; shown in napari's status bar over an object).
-    Running on another slice of the same stack fills that slice of the same layers (and
-    replaces that slice's rows only); a slice's ids are unique in the stack (the id range of
-    the slice, as a whole-stack run numbers them). The work runs in a worker thread, tile by
+    Each object's scores (AIS and AMG) become the Labels layer's ``features`` (columns
+    :data:`~napari_sum_hq._batch_jobs.FEATURE_COLUMNS`, one row per object: predicted IoU and
+    stability (AMG; NaN for AIS), area, mean and boundary uncertainty; shown in napari's status bar
+    over an object). Running on another slice of the same stack fills that slice of the same layers
+    (and replaces that slice's rows only); a slice's ids follow the largest id of the layer's other
+    slices when the result is written (so they stay unique even if the layer was edited meanwhile);
+    ids that would not fit uint32 are refused, the layer left as it was. The work runs in a worker thread, tile by
     tile, with progress and an ETA (AMG: also within a tile, after each decoder batch, so a
     one-tile image moves too); Cancel stops it before the next tile (AMG: between two decoder
     batches of the running tile).
@@ -133,13 +135,10 @@ class AutomaticSegmentationWidget(WaitsForModelCheck, JobWidget):
         where = key if (key and not whole) else ()
         lead = shape[: len(where)]
         slice_index = int(np.ravel_multi_index(where, lead)) if where else None
-        name = f"{image.name} auto labels"
-        labels = self.viewer.layers[name] if name in self.viewer.layers else None
-        existing = labels.data if isinstance(labels, Labels) and tuple(labels.data.shape) == shape else None
         self.start_job(
             auto_job, (pixels, stack_axis, self.model.choice()),
             {"mode": self.auto_mode.mode(), "options": options, **self.tiling.tiling(),
-             "slice_index": slice_index or 0, "existing": existing, "key": where},
+             "slice_index": slice_index or 0},
             lambda result: self._write(image, shape, where, slice_index, result),
         )  # fmt: skip
 
@@ -147,6 +146,13 @@ class AutomaticSegmentationWidget(WaitsForModelCheck, JobWidget):
         self, image: Image, shape: tuple[int, ...], key: tuple[int, ...], slice_index: int | None, result: AutoResult
     ) -> None:
         names = (f"{image.name} auto labels", f"{image.name} auto uncertainty")
+        current = self.viewer.layers[names[0]] if names[0] in self.viewer.layers else None
+        if key and isinstance(current, Labels) and tuple(current.data.shape) == shape:
+            try:  # the layer as it is now (GUI thread): its other slices' ids, edits made meanwhile included
+                result = moved_ids(result, next_free_id(current.data, key))
+            except SumError as exc:
+                self.fail(exc, "Cannot write the result")
+                return
         ndim = len(shape)
         align = {"scale": tuple(image.scale[-ndim:]), "translate": tuple(image.translate[-ndim:])}
         layers = []
@@ -169,7 +175,7 @@ class AutomaticSegmentationWidget(WaitsForModelCheck, JobWidget):
         self.set_status(f"Found {result.n_objects} object(s) ({result.mode.upper()}){where}.")
 
 
-def _merged_features(old: pd.DataFrame, slice_index: int | None, new: pd.DataFrame | None) -> pd.DataFrame:
+def _merged_features(old: pd.DataFrame, slice_index: int | None, new: pd.DataFrame) -> pd.DataFrame:
     """The features table with the rows of ``slice_index`` (all rows: None) replaced by ``new``."""
     import pandas as pd
 

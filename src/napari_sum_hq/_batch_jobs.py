@@ -27,8 +27,11 @@ import numpy as np
 from ._jobs import CancelToken, ProgressRelay
 from ._session import ModelChoice
 
-#: The columns of the Labels layer ``features`` of AIS results; napari's ``index`` is the label id.
-FEATURE_COLUMNS = ("index", "slice", "area", "mean_uncertainty", "boundary_uncertainty")
+#: The columns of the Labels layer ``features`` of automatic and batch results (the batch object table's
+#: columns, :data:`sum_core.batch.objects.COLUMNS`); napari's ``index`` is the label id.
+FEATURE_COLUMNS = ("index", "slice", "area", "predicted_iou", "stability", "mean_uncertainty", "boundary_uncertainty")
+#: Label ids are uint32: a result whose ids would reach this is refused, never wrapped.
+ID_LIMIT = 2**32
 #: A job's progress is relayed as ``(steps done, PROGRESS_STEPS)``: per mille of its tasks, so the
 #: fractions of running tiles show (the relay carries integers).
 PROGRESS_STEPS = 1000
@@ -97,9 +100,19 @@ def batch_job(
 def batch_job_with_features(
     source: Any, target: Any, choice: ModelChoice, token: CancelToken, relay: ProgressRelay, **kwargs: Any
 ) -> tuple[Any, Any]:
-    """:func:`batch_job`, then the target's object table as layer features (AIS jobs; else None)."""
+    """:func:`batch_job`, then the target's object table as layer features (None for a target of an earlier
+    version without one)."""
     batch_job(source, target, choice, token, relay, **kwargs)
-    return target, layer_features(target) if kwargs.get("mode") == "ais" else None
+    return target, target_features(target)
+
+
+def target_features(target: Any) -> Any:
+    """:func:`layer_features` of a finished target, None when it has no object table (AMG and prompts
+    targets written by earlier versions)."""
+    import zarr
+
+    group = target if isinstance(target, zarr.Group) else zarr.open_group(target, mode="r", zarr_format=3)
+    return layer_features(group) if "objects" in group else None
 
 
 def many_job(
@@ -136,20 +149,20 @@ def many_job(
 
 
 def layer_features(target: Any, id_offset: int = 0, slice_offset: int = 0) -> Any:
-    """The per-object table of a finished AIS target as napari Labels ``features``.
+    """The per-object table of a finished target (any mode) as napari Labels ``features``.
 
     Parameters
     ----------
     target : path, zarr store or zarr.Group
-        A completed AIS target (:func:`sum_core.batch.object_table`).
+        A completed target with a table (:func:`sum_core.batch.object_table`).
     id_offset, slice_offset : int
         Added to the label ids and slice indices (a plane segmented alone, see :func:`auto_job`).
 
     Returns
     -------
     pandas.DataFrame
-        One row per object, sorted by label, columns :data:`FEATURE_COLUMNS`: ``index`` (the
-        label id, napari's key), ``slice``, ``area``, ``mean_uncertainty``,
+        One row per object, columns :data:`FEATURE_COLUMNS`: ``index`` (the label id, napari's key),
+        ``slice``, ``area``, ``predicted_iou`` and ``stability`` (NaN for AIS), ``mean_uncertainty``,
         ``boundary_uncertainty``.
     """
     import pandas as pd
@@ -173,10 +186,9 @@ class AutoResult:
         uint32, the image's shape without channels; ids unique over the stack.
     uncertainty : np.ndarray
         float32 in [0, 1], same shape.
-    features : pandas.DataFrame or None
-        AIS: one row per object, columns ``index`` (the label id), ``slice``, ``area``,
-        ``mean_uncertainty``, ``boundary_uncertainty`` (napari's Labels ``features`` layout);
-        None for AMG, whose objects have no AIS scores.
+    features : pandas.DataFrame
+        One row per object, columns :data:`FEATURE_COLUMNS` (napari's Labels ``features`` layout;
+        ``index`` is the label id as in ``labels``).
     mode : str
         ``"ais"`` or ``"amg"``.
     n_objects : int
@@ -193,7 +205,8 @@ class AutoResult:
 def next_free_id(labels: np.ndarray, key: tuple[int, ...]) -> int:
     """One more than the largest id of ``labels`` outside the slice ``labels[key]`` (1 when empty).
 
-    Read slice by slice (no copy of the stack), in the job's worker.
+    Read slice by slice (no copy of the stack); called on the GUI thread when a result is written, so
+    the layer is read as it is then (never from a worker while the user may edit it).
     """
     lead = labels.shape[: len(key)]
     largest = 0
@@ -201,6 +214,33 @@ def next_free_id(labels: np.ndarray, key: tuple[int, ...]) -> int:
         if index != tuple(key):
             largest = max(largest, int(np.max(labels[index], initial=0)))
     return largest + 1
+
+
+def moved_ids(result: AutoResult, first_id: int) -> AutoResult:
+    """``result`` with its ids ``1..N`` moved to start at ``first_id`` (labels and the features' ``index``).
+
+    Raises
+    ------
+    InvalidInputError
+        The moved ids would not fit uint32 labels (reach :data:`ID_LIMIT`): refused rather than wrapped.
+    """
+    from sum_core.errors import InvalidInputError
+
+    offset = int(first_id) - 1
+    if offset == 0:
+        return result
+    largest = int(result.labels.max(initial=0))
+    if largest and offset + largest >= ID_LIMIT:
+        raise InvalidInputError(
+            f"labels: the new objects would get ids up to {offset + largest}, beyond the largest uint32 id "
+            f"{ID_LIMIT - 1} (the layer's other slices already use ids up to {offset}); relabel the layer "
+            "(e.g. make its ids consecutive) or write the result into a new layer"
+        )
+    labels = result.labels.copy()
+    labels[labels > 0] += np.uint32(offset)
+    features = result.features.copy()
+    features["index"] = (features["index"].astype(np.int64) + offset).astype(np.uint32)
+    return AutoResult(labels, result.uncertainty, features, result.mode, result.n_objects)
 
 
 def auto_job(
@@ -214,20 +254,15 @@ def auto_job(
     tile_shape: int | None = None,
     halo: int | None = None,
     slice_index: int = 0,
-    existing: np.ndarray | None = None,
-    key: tuple[int, ...] = (),
 ) -> AutoResult:
     """Automatic segmentation of an image or stack (numpy or dask) into memory, tile by tile.
 
     The same computation as :func:`sum_core.automatic.auto_segment` with ``mode`` (``"ais"`` or
     ``"amg"``), run as a ``segment_zarr`` job into an in-memory zarr store so it can report
-    progress per tile.
-
-    ``image`` may be the slice ``key`` (flat index ``slice_index``) of a stack whose labels so far are
-    ``existing`` (``stack_axis`` None): its ids then follow the largest id of the other slices
-    (:func:`next_free_id`), so slices segmented one by one never collide and ids stay compact (a
-    whole-stack job numbers 1..N over the stack, as ``segment_zarr``), and its rows get
-    ``slice = slice_index``.
+    progress per tile. Ids are ``1..N`` (over the stack); the rows' ``slice`` is ``slice_index``
+    (``image`` being one slice of a stack). Moving the ids of a slice after those of the layer's
+    other slices (:func:`moved_ids`, :func:`next_free_id`) is the GUI thread's, when it writes the
+    result: the worker never reads the layer.
 
     Raises
     ------
@@ -242,10 +277,6 @@ def auto_job(
         mode=mode, axis=stack_axis, options=options, tile_shape=tile_shape, halo=halo,
     )  # fmt: skip
     group = zarr.open_group(store, mode="r")
+    features = layer_features(group, 0, slice_index)
     labels = np.asarray(group["labels"])
-    offset = np.uint32(next_free_id(existing, key) - 1) if existing is not None and key else np.uint32(0)
-    if offset:
-        labels[labels > 0] += offset
-    features = layer_features(group, offset, slice_index) if mode == "ais" else None
-    n_objects = len(features) if features is not None else int(np.count_nonzero(np.unique(labels)))
-    return AutoResult(labels, np.asarray(group["uncertainty"], dtype=np.float32), features, mode, n_objects)
+    return AutoResult(labels, np.asarray(group["uncertainty"], dtype=np.float32), features, mode, len(features))
