@@ -18,8 +18,8 @@ is not inside its source image (a result carries no image pixels to copy), built
 Properties are per id: an id with rows in several planes of a stack gets the sum of its areas, the
 area-weighted mean of its mean uncertainties and no boundary uncertainty (the planes' bands do not add up).
 
-Everything is streamed: level 0 is copied block by block (:data:`sum_core.results.objects.BLOCK` px, rounded to
-the result's chunks), each higher level block by block from the level below; no plane is ever read whole.
+Everything is streamed: level 0 is copied block by block (:data:`sum_core.results.objects.BLOCK` px a side),
+each higher level block by block from the level below; no plane is ever read whole.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def write_ome_zarr(
 
 def _copy_level0(result: Result, source: Any, array: zarr.Array, on_block: Callable[[], None] | None) -> None:
     """Copy level 0 of ``source`` (labels or uncertainty of ``result``) block by block into ``array``."""
-    grid = TileGrid(result.plane_shape, objects._blocks(result, objects.BLOCK))
+    grid = TileGrid(result.plane_shape, (objects.BLOCK, objects.BLOCK))
     for s in range(result.n_slices):
         for tile in grid:
             rows, cols = tile.inner.slices
@@ -195,7 +195,7 @@ def _sample_level(below: zarr.Array, array: zarr.Array, plane_below: tuple[int, 
 def count_blocks(result: Result) -> int:
     """The number of blocks :func:`write_ome_zarr` writes (for progress)."""
     planes = halving_planes(result.plane_shape, SMALLEST_LEVEL)
-    level0 = len(TileGrid(result.plane_shape, objects._blocks(result, objects.BLOCK)))
+    level0 = len(TileGrid(result.plane_shape, (objects.BLOCK, objects.BLOCK)))
     higher = sum(len(TileGrid(plane, (objects.BLOCK, objects.BLOCK))) for plane in planes[1:])
     return (level0 + higher) * result.n_slices * (2 if result.uncertainty is not None else 1)
 
