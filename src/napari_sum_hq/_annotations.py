@@ -26,7 +26,8 @@ from napari.layers import Image, Labels
 
 from ._annotation_file import CommitPrompts
 from ._interactive_segment import RememberedLogits
-from ._layers import COMMITTED_NAME, CURRENT_NAME, AnnotationLayers, MaxLabel, Windows, edited_windows
+from ._interactive_history import MaxLabel
+from ._layers import COMMITTED_NAME, CURRENT_NAME, AnnotationLayers, Windows, edited_windows
 from ._session import SliceKey
 
 #: Undo steps a napari Labels layer keeps (its commits are recognised among as many).

@@ -3,8 +3,8 @@
 A commit writes the current objects into the committed objects as the *commit mode* allows
 (:func:`napari_sum_hq._commit.plan_commit`), as one step of napari's undo history, and adds the
 committed objects' scores to that layer's ``features`` (:mod:`napari_sum_hq._interactive_scores`; an
-undo restores them as they were before the commit); every commit and undo saves a snapshot to the annotation file in the saver thread
-(:class:`napari_sum_hq._annotation_saver.AnnotationSaver`).
+undo restores them as they were before the commit); every commit and undo saves a snapshot to the
+annotation file in the saver thread (:class:`napari_sum_hq._annotation_saver.AnnotationSaver`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from ._annotation_file import CommitPrompts, ImageIdentity, load_annotations
 from ._commit import SlicePixels, plan_commit
 from ._interactive_scores import mark_features_current, merged_features, object_rows, restore, snapshot
 from ._interactive_segment import RememberedLogits
-from ._layers import BOXES_NAME, COMMITTED_NAME, CURRENT_NAME, POINTS_NAME, UNCERTAINTY_NAME, last_edit
+from ._interactive_history import last_edit
+from ._layers import BOXES_NAME, COMMITTED_NAME, CURRENT_NAME, POINTS_NAME, UNCERTAINTY_NAME
 
 #: Committed objects whose low-resolution logits are remembered for refinement.
 REMEMBERED_OBJECTS = 32

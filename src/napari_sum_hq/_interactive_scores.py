@@ -33,7 +33,7 @@ from napari.layers import Labels
 from sum_core.object_scores import BAND_WIDTH, object_scores
 from sum_core.tiling import Region
 
-from ._layers import last_edit
+from ._interactive_history import last_edit
 from ._session import SliceKey
 
 #: The features columns of the committed objects, in order.

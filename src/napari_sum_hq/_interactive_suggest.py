@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._layers import SUGGESTION_NAME
+from ._layers import SUGGESTION_NAME, add_point
 
 
 class SuggestPart:
@@ -57,11 +57,7 @@ class SuggestPart:
         if live:  # the point is added whole (kind included) before live mode segments
             points.events.data.disconnect(self._on_prompts_changed)
         try:
-            points.add(coords[None])
-            features = points.features.copy()
-            features.loc[features.index[-1], "label"] = label
-            points.features = features
-            points.refresh_colors()
+            add_point(points, coords, label)
         finally:
             if live:
                 points.events.data.connect(self._on_prompts_changed)

@@ -3,10 +3,10 @@ window-sized writes it makes to them.
 
 **Per-image layers.** Every image gets its own layers, named ``<image> point prompts``,
 ``<image> box prompts``, ``<image> current object``, ``<image> uncertainty``, ``<image>
-committed objects`` and (once a click is suggested) ``<image> suggested click`` (the automatic widget's ``<image> auto labels`` follow the same rule), so
-the prompts and results of one image are never reused for another and no ``[1]`` copies pile
-up. Every layer is created with the image's ``scale`` and ``translate`` (over the spatial axes,
-the RGB channel axis excluded), so the data coordinates of the prompt layers are the image's
+committed objects`` and (once a click is suggested) ``<image> suggested click`` (the automatic
+widget's ``<image> auto labels`` follow the same rule), so the prompts and results of one image
+are never reused for another and no ``[1]`` copies pile up. Every layer is created with the image's
+``scale`` and ``translate`` (over the spatial axes, the RGB channel axis excluded), so the data coordinates of the prompt layers are the image's
 pixel coordinates and the result layers overlay the image exactly. A layer that already
 exists under the expected name, type and shape is adopted (e.g. an existing segmentation
 renamed ``<image> committed objects`` can be refined), one the user deleted is recreated.
@@ -238,6 +238,16 @@ class AnnotationLayers:
         )
 
 
+def add_point(layer: Points, coords: np.ndarray, label: int) -> None:
+    """Add one point of kind ``label`` (:data:`POSITIVE` / :data:`NEGATIVE`) to a point-prompt layer, whatever
+    kind its next point has; ``coords`` in the layer's data coordinates."""
+    layer.add(np.asarray(coords, dtype=float)[None])
+    features = layer.features.copy()
+    features.loc[features.index[-1], "label"] = label
+    layer.features = features
+    layer.refresh_colors()
+
+
 class ScreenEdgeWidth:
     """Keeps the outlines of a Shapes layer ``screen_px`` wide on the screen at every zoom.
 
@@ -369,50 +379,3 @@ def clear_slice(layer: Layer | None, windows: Windows, slice_key: SliceKey) -> N
     region = windows.pop(slice_key)
     if layer is not None and region is not None:
         layer.data[slice_key + region.slices] = 0
-
-
-class MaxLabel:
-    """The largest id in a Labels layer, without scanning the layer at every commit.
-
-    Scanned once (at most), then kept up to date from the layer's ``paint`` events (brush,
-    fill, ``data_setitem``: the commits themselves) and reset when its data is replaced.
-    Undoing never raises it, so an id freed by an undo is not handed out again until the
-    layer is rescanned; ids stay unique.
-
-    Parameters
-    ----------
-    layer : napari.layers.Labels
-    known_empty : bool
-        The layer was just created with zeros (no scan needed).
-    """
-
-    def __init__(self, layer: Labels, known_empty: bool = False) -> None:
-        self.layer = layer
-        self._max: int | None = 0 if known_empty else None
-        layer.events.paint.connect(self._on_paint)
-        layer.events.data.connect(self._on_data)
-
-    def value(self) -> int:
-        """The largest id (0 for an empty layer)."""
-        if self._max is None:
-            self._max = int(np.max(self.layer.data)) if self.layer.data.size else 0
-        return self._max
-
-    def _on_paint(self, event) -> None:
-        if self._max is not None:
-            for atom in event.value:
-                new = np.asarray(atom[-1])
-                if new.size:
-                    self._max = max(self._max, int(new.max()))
-
-    def _on_data(self, _event=None) -> None:
-        self._max = None
-
-
-def last_edit(layer: Labels) -> object | None:
-    """The last item of a Labels layer's undo history, or None.
-
-    napari (0.5 - 0.9) has no public accessor for it; this is the one place that reads it.
-    """
-    history = getattr(layer, "_undo_history", None)
-    return history[-1] if history else None

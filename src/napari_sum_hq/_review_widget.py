@@ -46,15 +46,13 @@ from qtpy.QtWidgets import (
 )
 
 from sum_core.errors import SumError
-from sum_core.prompts import prompts_from_mask
 
 from ._job_widget import JobWidget
 from ._interactive_scores import features_current
-from ._layers import POSITIVE, AnnotationLayers
+from ._review_resegment import prompt_with_mask
 from ._review_table import (
     BBOX,
     REVIEWED,
-    object_window,
     object_index,
     object_present,
     queue,
@@ -421,31 +419,13 @@ class ReviewQueueWidget(JobWidget):
                 f"Re-segment: no image for '{self.layer.name}'. Name it '<image> committed objects' (or keep a "
                 "single image layer) so the prompts go to that image.", error=True)
             return
-        row, layer = self.rows.iloc[position], self.layer
-        data = _level0(layer)
-        where = object_window(row, data.ndim)
-        mask = np.asarray(data[where]) == int(row["index"])
-        if not mask.any():
+        row = self.rows.iloc[position]
+        prompts = prompt_with_mask(self.viewer, image, self.layer, row)
+        if prompts is None:
             self.set_status(f"Object {int(row['index'])} has no pixel left (deleted?): nothing to re-segment.",
                             error=True)
             return
-        prompts = prompts_from_mask(mask)
-        offset = np.array([where[-2].start, where[-1].start], dtype=float)
-        lead = [float(row["slice"])] if data.ndim == 3 else []
-        r0, c0, r1, c1 = prompts.box + np.tile(offset, 2)
-        point = prompts.points[0] + offset
-        corners = np.asarray([[*lead, r, c] for r, c in ((r0, c0), (r0, c1), (r1, c1), (r1, c0))] + [[*lead, *point]])
-        vertices = np.asarray([image.world_to_data(layer.data_to_world(corner)) for corner in corners])
-        layers = AnnotationLayers(self.viewer, image)
-        points, boxes = layers.points(), layers.boxes()
-        points.add(vertices[-1:, -points.ndim:])
-        features = points.features.copy()
-        features.loc[features.index[-1], "label"] = POSITIVE
-        points.features = features
-        points.refresh_colors()
-        boxes.add_rectangles(vertices[:-1, -boxes.ndim:])
-        boxes.selected_data = {boxes.nshapes - 1}
-        self.viewer.layers.selection.active = boxes
+        points, boxes = prompts
         self.set_status(f"Object {int(row['index'])}: its box and deepest point are prompts in '{boxes.name}' and "
                         f"'{points.name}'; press S in the interactive widget to segment it again.")
 
