@@ -27,7 +27,7 @@ from sum_core.batch import ngff, segment_many, segment_zarr  # noqa: E402
 from sum_core.errors import Cancelled, DamagedTargetError, InvalidInputError  # noqa: E402
 from test_batch import blobs, fake_records  # noqa: E402
 from test_batch_ids import cancelling  # noqa: E402
-from test_batch_many import Calls, calls  # noqa: E402, F401 - fixture
+from test_batch_many import calls  # noqa: E402, F401 - fixture
 from test_batch_ngff import KW, fake, ome_image, snapshot  # noqa: E402, F401 - fixture
 
 

@@ -18,12 +18,18 @@ bookkeeping (``sum_hq_batch`` attributes, ``checksums/``, ``done/``, ``work/``, 
 - ``uncertainty/``: a separate multiscale **image** (a float map cannot be a label image):
   ``uncertainty/0`` ... ``uncertainty/L-1`` (float16, in [0, 1], sampled like the labels).
 - attributes ``ome`` (``"version": "0.5"``), written when the job completes, together with its
-  completion: ``multiscales`` (axes with their types and units, one ``scale`` transformation per
-  level: the source's pixel size times the level's sampling), ``image-label``: ``colors`` (one
-  RGBA per id, fixed by the id), ``properties`` (one per object: ``label-value``; AIS jobs also
-  ``area`` in px, ``mean-uncertainty`` and ``boundary-uncertainty``, the object table's
-  :func:`sum_core.object_scores.object_scores`) and ``source.image`` (the relative path to
-  the parent image when it is known). The ``uncertainty`` group gets its ``multiscales``.
+  completion: ``multiscales`` (axes with their types and units; per level one ``scale``
+  transformation, the source's pixel size times the level's sampling, or, inside an OME-Zarr parent
+  image, the parent level's own transformations, translations included, so the labels align with
+  their image: :func:`parent_transforms`), ``image-label``: ``colors`` (one RGBA per id, fixed by
+  the id) and ``properties`` (one per object: ``label-value`` and, from whatever columns the
+  target's ``objects/`` table holds (:mod:`sum_core.batch.objects`), ``area`` in px,
+  ``predicted-iou``, ``stability``, ``mean-uncertainty`` and ``boundary-uncertainty``, NaN values
+  left out; :func:`sum_core.ngff_labels.label_properties`) and ``source.image`` (the relative path
+  to the parent image when it is known). The ``uncertainty`` group gets its ``multiscales``.
+
+The metadata builders and sampling rules are :mod:`sum_core.ngff_labels`, shared with the result
+export to OME-Zarr (:mod:`sum_core.results.ome_zarr`).
 
 Axes are the source's without the channel axis, with the slice axis first (``z``, or ``t`` when
 so named); axes without NGFF names are called ``z``, ``y``, ``x``.
@@ -33,9 +39,10 @@ Where
 For an OME-Zarr (0.5) source image, the target ``<image>/labels/<name>`` writes the label image
 **inside** the image: only that group and the ``labels`` listing (``<image>/labels/zarr.json``,
 ``"ome": {"labels": [...]}``: the name added, existing entries and attributes kept, replaced in one
-rename) are ever written; the listing is updated when the job completes (or returns a completed
-target). For an OME-Zarr source, any other target is a label image on its own (``source.image``
-pointing to the source).
+rename, under the lock of the ``labels`` folder so that jobs adding names at once keep each other's)
+are ever written; the listing is updated when the job completes (or returns a completed target).
+For an OME-Zarr source, any other target is a label image on its own (``source.image`` pointing
+to the source).
 
 For a source that is not an OME-Zarr image, a local target path becomes a new OME-Zarr image
 holding a copy of the pixels and this label image as ``labels/sum-hq`` (:mod:`sum_core.batch.ngff_image`).

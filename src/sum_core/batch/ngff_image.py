@@ -1,7 +1,9 @@
 """The OME-Zarr image a batch job makes for a source that is not one (``format="ome-zarr"``).
 
 A local target path ``T`` becomes a new OME-Zarr (NGFF 0.5) **image** (attribute ``sum_hq_image``
-marks it as made by a job; any other non-empty folder is refused): ``T/0..L-1`` a copy of the pixels
+marks it as made by a job; so does, when its ``zarr.json`` is lost or damaged, a folder holding only
+level arrays and a ``labels`` folder whose one label image is a target of ours; any other non-empty
+folder is refused): ``T/0..L-1`` a copy of the pixels
 the model sees (the chosen channels first as a ``c`` axis, then the output axes; level 0 read from
 the source chunk by chunk, higher levels nearest-neighbour sampled, the levels of the label image;
 one flagged task per level chunk, ``done/image<l>`` in the label image), the ``T/labels`` listing

@@ -7,7 +7,9 @@ Layout
   attributes ``scale`` and ``units`` its physical pixel size (:func:`axes_attributes`).
 - ``uncertainty``: float16, same shape and chunks, in [0, 1]. In an OME-Zarr label image target
   (``format="ome-zarr"``, :mod:`sum_core.batch.ngff`) the two arrays lie at ``0`` and
-  ``uncertainty/0`` (attribute ``paths``; :attr:`Target.outputs`), the rest of the layout as here.
+  ``uncertainty/0`` (attribute ``paths``; :attr:`Target.outputs`), with the pyramid levels ``1``...
+  and ``uncertainty/1``..., the rest of the layout as here. A folder whose group metadata is lost is
+  still recognised as a target in either layout (:func:`provably_ours`).
 - ``checksums/labels``, ``checksums/uncertainty`` (format 2 and later): uint64, one value per
   output chunk (shape = the arrays' chunk grid, each value its own chunk), the
   :func:`chunk_checksum` (64-bit BLAKE2b, :func:`sum_core.checksums.checksum`) of the chunk's

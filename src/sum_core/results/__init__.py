@@ -1,4 +1,5 @@
-"""Segmentation results in the formats other tools read: QuPath GeoJSON, ImageJ ROI zip, COCO JSON, CSV.
+"""Segmentation results in the formats other tools read: QuPath GeoJSON, ImageJ ROI zip, COCO JSON, CSV, and
+the result itself as an OME-Zarr (NGFF 0.5) label image (:mod:`sum_core.results.ome_zarr`).
 
 :func:`open_result` opens a result lazily (a batch target, an OME-Zarr label image, a labels TIFF or zarr
 array, or in-memory labels such as a napari Labels layer's data, each with its uncertainty map when there is
