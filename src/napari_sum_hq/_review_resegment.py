@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from napari.layers import Image, Labels, Points, Shapes
-from sum_core.prompts import prompts_from_mask
 
 from ._layers import POSITIVE, AnnotationLayers, add_point
 from ._review_table import object_window
@@ -24,6 +23,8 @@ def prompt_with_mask(viewer: Any, image: Image, layer: Labels, row: pd.Series) -
     Only the object's bounding box is read. Returns the point and box layers, or None (nothing added) when the
     object has no pixel there any more.
     """
+    from sum_core.prompts import prompts_from_mask  # imports torch: not when napari starts
+
     data = layer.data[0] if layer.multiscale else layer.data
     where = object_window(row, data.ndim)
     mask = np.asarray(data[where]) == int(row["index"])
