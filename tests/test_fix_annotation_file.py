@@ -108,7 +108,7 @@ class BlockingSave:
         self.started = threading.Event()
         self.written: list[tuple[str, int]] = []
 
-    def __call__(self, path, labels, prompts, image) -> None:
+    def __call__(self, path, labels, prompts, image, *_objects) -> None:
         self.started.set()
         self.release.wait(30)
         self.written.append((str(path), int(labels.max())))

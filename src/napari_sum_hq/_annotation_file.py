@@ -6,6 +6,11 @@ name: ``cell.tif`` and ``cell.png`` get files of their own):
 * ``labels``: the committed objects, the image's spatial shape, uint32 ids (0 background);
 * ``prompts/points``: float64 ``(N, 2 + ndim)``: commit number, coordinates, label (1 positive, 0 negative);
 * ``prompts/boxes``: float64 ``(M, 1 + 2 ndim)``: commit number, lowest corner, highest corner;
+* ``objects/<column>`` (files written since the committed objects have scores; older files have none and
+  load as before): the committed objects' table, one array per numeric column of the committed layer's
+  ``features`` (:mod:`napari_sum_hq._interactive_scores`: id, slice, area, predicted IoU, stability,
+  uncertainties, bounding box), in the group attribute ``object_columns``' order, and ``objects_current``
+  (whether the table described the labels when saved);
 * group attributes: the ownership marker :data:`MARKER` (the format number), the image name,
   ``image_identity`` (the image's source path, spatial shape and dtype, :class:`ImageIdentity`) and
   ``commits`` (the ids of every commit, in order).
@@ -25,6 +30,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +43,8 @@ from sum_core.errors import InvalidInputError
 MARKER = "napari_sum_hq_annotations"
 FORMAT = 1
 SUFFIX = ".sum-annotations.zarr"
-_OURS = ("zarr.json", "labels", "prompts")
+_OURS = ("zarr.json", "labels", "prompts", "objects")
+_COLUMN_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 @dataclass
@@ -160,11 +168,18 @@ def _check_identity(target: Path, attrs: dict, image: ImageIdentity, action: str
 
 
 def save_annotations(
-    path: str | os.PathLike, labels: np.ndarray, prompts: CommitPrompts, image: ImageIdentity | str
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    prompts: CommitPrompts,
+    image: ImageIdentity | str,
+    objects: Mapping[str, np.ndarray] | None = None,
+    objects_current: bool = False,
 ) -> Path:
     """Write the committed objects and their prompts to ``path``, atomically.
 
-    ``image`` is the annotated image (a bare name: only its shape, that of ``labels``, is known).
+    ``image`` is the annotated image (a bare name: only its shape, that of ``labels``, is known);
+    ``objects`` the committed objects' table by column (its numeric columns named ``[A-Za-z0-9_]+`` are
+    kept) and ``objects_current`` whether it describes ``labels`` (see the module docstring).
 
     Raises
     ------
@@ -197,7 +212,43 @@ def save_annotations(
         group.create_array("labels", data=labels.astype(np.uint32), chunks=chunks)
         group.create_array("prompts/points", data=prompts.points.astype(np.float64))
         group.create_array("prompts/boxes", data=prompts.boxes.astype(np.float64))
+        columns = [] if objects is None else [
+            name for name, values in objects.items()
+            if _COLUMN_NAME.match(str(name)) and np.asarray(values).dtype.kind in "biuf"
+        ]  # fmt: skip
+        for name in columns:
+            group.create_array(f"objects/{name}", data=np.asarray(objects[name]))
+        if objects is not None:
+            group.attrs.update({"object_columns": columns, "objects_current": bool(objects_current)})
     return target
+
+
+def load_objects(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], bool] | None:
+    """The committed objects' table of an annotation file and whether it was current when saved; None for a
+    file without one (written before tables were saved, or by a widget that had none).
+
+    Raises
+    ------
+    InvalidInputError
+        Not an annotation file of ours, or one that cannot be read.
+    """
+    import zarr
+
+    target = Path(path)
+    attrs = _attributes(target)
+    if attrs is None:
+        raise InvalidInputError(f"annotation file: {target} is not a napari-sum-hq annotation file")
+    columns = attrs.get("object_columns")
+    if not isinstance(columns, list):
+        return None
+    try:
+        group = zarr.open_group(target, mode="r")
+        table = {str(name): np.asarray(group[f"objects/{name}"][...]) for name in columns}
+    except Exception as exc:  # noqa: BLE001 - any read failure: the file is unusable as it is
+        raise InvalidInputError(
+            f"annotation file: {target} could not be read ({type(exc).__name__}: {exc}); try loading it again"
+        ) from exc
+    return table, bool(attrs.get("objects_current", False))
 
 
 def load_annotations(

@@ -34,11 +34,20 @@ class AnnotationSaver(QObject):
         self._pending: dict[str, tuple] = {}  # path -> the latest snapshot to write there
         self._draining = False  # a drain of ``_pending`` is queued or running in the saver thread
 
-    def submit(self, path: str, labels: np.ndarray, prompts: CommitPrompts, image: ImageIdentity | str) -> None:
-        """Save snapshots (``labels`` and ``prompts`` must not change afterwards) to ``path``."""
+    def submit(
+        self,
+        path: str,
+        labels: np.ndarray,
+        prompts: CommitPrompts,
+        image: ImageIdentity | str,
+        objects: dict[str, np.ndarray] | None = None,
+        objects_current: bool = False,
+    ) -> None:
+        """Save snapshots (``labels``, ``prompts`` and ``objects`` must not change afterwards) to ``path``
+        (:func:`napari_sum_hq._annotation_file.save_annotations`)."""
         with self._lock:
             self._pending.pop(str(path), None)  # replaced by this newer snapshot, and queued last
-            self._pending[str(path)] = (path, labels, prompts, image)
+            self._pending[str(path)] = (path, labels, prompts, image, objects, objects_current)
             if self._draining:
                 return
             self._draining = True
@@ -53,9 +62,9 @@ class AnnotationSaver(QObject):
                 job = self._pending.pop(next(iter(self._pending)))
             self._save(*job)
 
-    def _save(self, path: str, labels: np.ndarray, prompts: CommitPrompts, image: ImageIdentity | str) -> None:
+    def _save(self, path: str, *snapshot) -> None:
         try:
-            save_annotations(path, labels, prompts, image)
+            save_annotations(path, *snapshot)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the status line
             message = str(exc) if isinstance(exc, SumError) else f"{type(exc).__name__}: {exc}"
             self.done.emit(f"Not saved: {message}", True)

@@ -10,13 +10,21 @@ annotation file in the saver thread (:class:`napari_sum_hq._annotation_saver.Ann
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from napari.utils.notifications import show_info
 from sum_core.errors import SumError
 from sum_core.tiling import Region
 
-from ._annotation_file import CommitPrompts, ImageIdentity, load_annotations
+from ._annotation_file import CommitPrompts, ImageIdentity, load_annotations, load_objects
 from ._commit import SlicePixels, plan_commit
-from ._interactive_scores import mark_features_current, merged_features, object_rows, restore, snapshot
+from ._interactive_scores import (
+    features_current,
+    mark_features_current,
+    merged_features,
+    object_rows,
+    restore,
+    snapshot,
+)
 from ._interactive_segment import RememberedLogits
 from ._interactive_history import last_edit
 from ._layers import BOXES_NAME, COMMITTED_NAME, CURRENT_NAME, POINTS_NAME, UNCERTAINTY_NAME
@@ -174,9 +182,12 @@ class CommitPart:
         if not state.annotation_path:
             return
         prompts = state.commit_prompts
-        snapshot = CommitPrompts(prompts.ndim, prompts.points, prompts.boxes, [list(c) for c in prompts.commits])
-        labels = np.array(self.layers.committed().data)
-        self._saver.submit(state.annotation_path, labels, snapshot, self._image_identity())
+        saved = CommitPrompts(prompts.ndim, prompts.points, prompts.boxes, [list(c) for c in prompts.commits])
+        committed = self.layers.committed()
+        labels = np.array(committed.data)
+        objects = {str(name): column.to_numpy(copy=True) for name, column in committed.features.items()}
+        self._saver.submit(state.annotation_path, labels, saved, self._image_identity(), objects,
+                           features_current(committed))  # fmt: skip
 
     def _on_saved(self, message: str, error: bool) -> None:
         self._status(message if error else f"{self.status_label.text()} {message}", error=error)
@@ -198,6 +209,7 @@ class CommitPart:
         self._saver.flush()  # a save still being written is complete before the file is read
         try:
             labels, prompts = load_annotations(path, self.layers.shape, self._image_identity())
+            objects = load_objects(path)
         except SumError as exc:
             self._status(f"Load failed: {exc}", error=True)
             return
@@ -205,5 +217,10 @@ class CommitPart:
         where = np.nonzero(np.asarray(committed.data) != labels)
         if where[0].size:
             committed.data_setitem(where, labels[where])
+        if objects is not None:  # the scores saved with the objects (older files have none)
+            table, current = objects
+            committed.features = pd.DataFrame(table)
+            if current:
+                mark_features_current(committed)
         self.state.commit_prompts = prompts
         self._status(f"Loaded {len(np.unique(labels)) - 1 if labels.any() else 0} object(s) from {path}.")
