@@ -164,9 +164,13 @@ def clear_pseudo(output: Path) -> None:
     """
     pseudo, refiner = output / PSEUDO, output / REFINER
     if pseudo.exists() and not (pseudo / PSEUDO_MANIFEST).is_file():
-        raise InvalidInputError(f"output folder: {pseudo} is not a pseudo-label folder; move it or choose another folder")
+        raise InvalidInputError(
+            f"output folder: {pseudo} is not a pseudo-label folder; move it or choose another folder"
+        )
     if refiner.exists() and not {p.name for p in refiner.iterdir()} <= REFINER_FILES:
-        raise InvalidInputError(f"output folder: {refiner} holds files of another program; move it or choose another folder")
+        raise InvalidInputError(
+            f"output folder: {refiner} holds files of another program; move it or choose another folder"
+        )
     for folder in (pseudo, refiner):
         if folder.exists():
             shutil.rmtree(folder)

@@ -400,7 +400,8 @@ class FinetuneWidget(QWidget):
             return
         annotated, pseudo = counts
         also = f" and {pseudo} to pseudo-label" if pseudo else ""
-        self._start("export", export_command(self._settings.output), f"Exporting the objects of {annotated} image(s){also}…")
+        message = f"Exporting the objects of {annotated} image(s){also}…"
+        self._start("export", export_command(self._settings.output), message)
 
     def _on_bundle_failed(self, exc: BaseException) -> None:
         self._worker = self._token = None
