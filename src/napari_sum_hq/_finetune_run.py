@@ -191,6 +191,17 @@ def pseudo_progress(output: Path) -> tuple[int, int]:
     return sum((output / PSEUDO / stem / PSEUDO_DONE_FILE).is_file() for stem in stems), len(stems)
 
 
+def pseudo_mask_count(output: Path) -> int:
+    """Pseudo-masks written so far (rows of the image folders' ``masks.csv``)."""
+    count = 0
+    for path in (output / PSEUDO).glob(f"*/{PSEUDO_DONE_FILE}"):
+        try:
+            count += max(0, len(path.read_text(encoding="utf-8").splitlines()) - 1)
+        except OSError:
+            continue
+    return count
+
+
 def _device_args(settings: RunSettings) -> list[str]:
     return ["--device", settings.device] if settings.device else []
 

@@ -57,6 +57,7 @@ from ._finetune_run import (
     finetune_command,
     images_to_pseudo_label,
     last_error,
+    pseudo_mask_count,
     pseudo_progress,
     pseudolabel_command,
     read_losses,
@@ -99,7 +100,9 @@ PSEUDO_ANNOTATED_TIP = (
     "Your committed objects are complete, but the rest of an annotated image is not background: it is\n"
     "unknown. Checked, the annotated images are labelled by the model too; its masks that lie mostly on\n"
     "your objects are dropped, the others train weighted by their uncertainty map (pixels the helper\n"
-    "model doubts count less), as SUM trains on its pseudo-labels. Unchecked, only your objects train."
+    "model doubts count less), as SUM trains on its pseudo-labels. Unchecked, only your objects train.\n"
+    "As in SUM, a mask smaller than --min-uncertainty-area (10000 pixels of the 1024 frame) counts as\n"
+    "certain; for small cells set e.g. --min-uncertainty-area 0 in more options."
 )
 
 
@@ -468,6 +471,12 @@ class FinetuneWidget(QWidget):
                 self._start("pseudolabel", pseudolabel_command(settings), f"Pseudo-labelling {count} image(s)…")
                 return True
         elif self._stage == "pseudolabel":
+            if not pseudo_mask_count(output):
+                raise InvalidInputError(
+                    "pseudo-labels: no mask of the model passed the filters (SUM's: predicted IoU > 0.88, stability "
+                    ">= 0.95, area <= 0.95 of the image); lower them in the pseudo-label options (e.g. "
+                    "--pred-iou-thresh 0.7) or uncheck pseudo-labelling"
+                )
             self._start(
                 "refine", refine_command(settings),
                 "Training the mask-refinement module on your objects and writing the uncertainty maps…",
@@ -491,7 +500,13 @@ class FinetuneWidget(QWidget):
         text = child.output()
         child.close()
         self.child = None
-        if code == 0 and not self._cancelling and self._next_stage(output):
+        try:
+            if code == 0 and not self._cancelling and self._next_stage(output):
+                return
+        except SumError as exc:
+            self._ended("")
+            show_failure(self.status_label, exc, f"{STAGE_NAMES[self._stage]} failed")
+            self.details_button.refresh()
             return
         self._ended("")
         if code == 0 and self._stage == "training":
