@@ -42,7 +42,7 @@ from . import objects
 from .objects import ObjectTable
 from .result import Result
 
-__all__ = ["MARKER", "check_ome_zarr_target", "id_properties", "write_ome_zarr"]
+__all__ = ["MARKER", "check_ome_zarr_target", "count_blocks", "export_ome_zarr", "id_properties", "write_ome_zarr"]
 
 #: The root attribute marking an OME-Zarr export of ours.
 MARKER = "sum_hq_export"
