@@ -71,3 +71,12 @@ def test_progress_mask_count_and_clearing(tmp_path):
     (run / "pseudo").mkdir()
     with pytest.raises(InvalidInputError, match="not a pseudo-label folder"):
         clear_pseudo(run)
+
+
+def test_run_folder_names_are_those_of_training():
+    from napari_sum_hq import _finetune_run as run
+    from training import from_annotations, pseudo_store, refine
+
+    assert run.UNLABELED == from_annotations.UNLABELED and run.MARKER_FILE == from_annotations.MARKER
+    assert run.PSEUDO_MANIFEST == pseudo_store.MANIFEST_NAME and run.PSEUDO_DONE_FILE == pseudo_store.MASKS_CSV
+    assert run.REFINER_FILES == {refine.REFINER_FILE, refine.SETTINGS_FILE}

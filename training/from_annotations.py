@@ -18,8 +18,8 @@ skipped. The bundle may also carry ``unlabeled_names`` and ``unlabeled_<j>`` (2D
 without committed objects, written to ``unlabeled/`` for ``training.pseudolabel``) and
 ``pseudo_annotated`` (true: every annotated plane is also written to ``unlabeled/``, so
 that the objects the user did not commit get pseudo-labels, see ``--exclude-masks`` of
-``training.pseudolabel``). The folder is written next to ``ROOT`` under a temporary name and renamed into
-place only when complete, so an interrupted export leaves no half folder; an existing
+``training.pseudolabel``). The folder is written next to ``ROOT`` under a temporary name and
+renamed into place only when complete, so an interrupted export leaves no half folder; an existing
 ``ROOT`` is replaced only if it is an export of this module (it has the marker), never
 a folder of the user's.
 
@@ -127,9 +127,10 @@ def _check_target(root: Path) -> None:
             f"(no {MARKER} of {WRITTEN_BY}); choose a new or empty folder"
         )
     if root.is_dir() and is_export(root):  # replaced whole: only when it holds nothing but what it lists
-        samples = json.loads((root / MARKER).read_text(encoding="utf-8")).get("samples", [])
-        unlabeled = json.loads((root / MARKER).read_text(encoding="utf-8")).get("unlabeled", [])
-        listed = {MARKER, "images", "masks", UNLABELED} | {f"{d}/{s}.tif" for s in samples for d in ("images", "masks")}
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+        samples, unlabeled = marker.get("samples", []), marker.get(UNLABELED, [])
+        listed = {MARKER, "images", "masks", UNLABELED}
+        listed |= {f"{d}/{s}.tif" for s in samples for d in ("images", "masks")}
         listed |= {f"{UNLABELED}/{s}.tif" for s in unlabeled}
         extra = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.relative_to(root).as_posix() not in listed)
         if extra:

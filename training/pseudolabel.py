@@ -13,6 +13,12 @@ pseudo-label folder of ``docs/training-data.md`` (see :mod:`training.pseudo_stor
 with one full-size probability map per mask. The run is resumable: images whose
 folder is complete are skipped, and temporary folders of an interrupted run are removed.
 
+``--exclude-masks DATASET/masks`` pseudo-labels partly annotated images: an image with a
+label image of the same stem there keeps only the masks lying mostly off its labelled
+objects (:func:`unannotated_masks`), so the human labels train those objects and the
+pseudo-labels the unannotated rest (the napari fine-tune widget's "rest of annotated
+images is unknown").
+
 Every image, whatever its size, is encoded as one window resized to the encoder
 (:func:`sum_core.encoding.encode_image`), as SAM's automatic mask generator does and
 as SUM made its pseudo-labels: training sees pseudo-labelled images resized to that
@@ -210,7 +216,9 @@ def pseudolabel_folder(
     return counts
 
 
-def unannotated_masks(records: list[MaskRecord], labels: np.ndarray, source: Path | str = "labels") -> list[MaskRecord]:
+def unannotated_masks(
+    records: list[MaskRecord], labels: np.ndarray, source: Path | str = "labels"
+) -> list[MaskRecord]:
     """The masks of ``records`` that lie mostly off the labelled objects of ``labels``.
 
     A mask is dropped when more than :data:`EXCLUDE_OVERLAP` of its pixels (``logits > 0``,

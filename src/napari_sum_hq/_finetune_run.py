@@ -6,8 +6,8 @@ runs training as the command line does, in child processes of the same Python:
 are to be pseudo-labelled (SUM), ``python -m training.pseudolabel`` labels them and
 ``python -m training.refine`` trains the mask-refinement module on the annotations and writes
 the pseudo-labels' uncertainty maps; then ``python -m training.finetune`` trains on the
-annotations (and the pseudo-labels, with SUM's uncertainty-aware loss). A child process also makes Cancel clean:
-SIGINT is what ``training.finetune`` turns into "save a resumable state and exit 130",
+annotations (and the pseudo-labels, with SUM's uncertainty-aware loss). A child process also
+makes Cancel clean: SIGINT is what ``training.finetune`` turns into "save a resumable state and exit 130",
 and nothing of the training (threads, memory, CUDA context) stays in napari afterwards.
 
 Run folder (the widget's output folder, ``--output`` of the training)::

@@ -1,8 +1,8 @@
 """Fine-tune from annotations: train on the committed objects of the open images, watch the loss,
 cancel and resume, load the result into the interactive widget.
 
-Run copies the chosen (labels, image) pairs (:mod:`._finetune_export`; a memory copy on the GUI
-thread), writes them in a worker thread as a bundle, which a child process turns into a dataset
+Run takes the chosen (labels, image) pairs (:mod:`._finetune_export`: the labels are copied on the
+GUI thread), writes them in a worker thread as a bundle, which a child process turns into a dataset
 folder in the run folder; with "Pseudo-label" checked, child processes then pseudo-label the
 images without committed objects (and, if asked, the rest of the annotated ones) and write their
 SUM uncertainty maps; then ``python -m training.finetune`` trains in a child process
@@ -87,7 +87,7 @@ SCHEME_TIPS = {
 }
 #: What each stage of a run is called in the status line, napari's activity dock and an error.
 STAGE_NAMES = {
-    "bundle": "Copying the annotations", "export": "Export", "pseudolabel": "Pseudo-labelling",
+    "bundle": "Writing the annotations", "export": "Export", "pseudolabel": "Pseudo-labelling",
     "refine": "Uncertainty maps", "training": "Fine-tuning",
 }
 PSEUDO_UNANNOTATED_TIP = (
@@ -366,7 +366,7 @@ class FinetuneWidget(QWidget):
         self._start_bundle(taken, settings.output)
 
     def _start_bundle(self, taken: Snapshot, output: Path) -> None:
-        """Write the bundle in a worker thread (the GUI stays responsive; ``taken`` is a copy)."""
+        """Write the bundle in a worker thread (the GUI stays responsive; ``taken`` holds copies of the labels)."""
         from napari.qt.threading import create_worker
 
         token, relay = CancelToken(), ProgressRelay(self)
@@ -541,7 +541,7 @@ class FinetuneWidget(QWidget):
 
 
 def _write_job(taken: Snapshot, output: Path, token: CancelToken, relay: ProgressRelay) -> tuple[int, int]:
-    """Worker thread: clear an earlier start's pseudo-labels, write the bundle (progress in bytes;
+    """Worker thread: clear an earlier start's pseudo-labels, write the bundle (progress in KiB;
     a cancel stops it between arrays, leaving no file)."""
 
     def progress(done: int, total: int) -> None:
