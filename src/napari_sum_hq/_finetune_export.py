@@ -117,8 +117,9 @@ def snapshot(
         The viewer of the layers.
     pseudo_unannotated : bool
         Pseudo-label images without objects: the viewer's 2D Image layers in no chosen pair
-        (uncertainty layers aside) and the 2D images of chosen pairs whose labels turn out
-        empty (decided by :func:`write_bundle`).
+        (not uncertainty layers, nor multiscale slides, which would be labelled as one
+        window resized to the encoder) and the 2D images of chosen pairs whose labels turn
+        out empty (decided by :func:`write_bundle`).
     pseudo_annotated : bool
         Pseudo-label the annotated images too.
 
@@ -139,7 +140,7 @@ def snapshot(
     if pseudo_unannotated:
         for layer in viewer.layers:
             if (isinstance(layer, Image) and layer.name not in image_names and _is_2d_image(layer)
-                    and not layer.name.endswith(UNCERTAINTY_SUFFIX)):
+                    and not layer.multiscale and not layer.name.endswith(UNCERTAINTY_SUFFIX)):
                 taken.unlabeled.append((layer.name, _full_resolution(layer)))
     return taken
 

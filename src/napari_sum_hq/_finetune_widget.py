@@ -94,7 +94,8 @@ PSEUDO_UNANNOTATED_TIP = (
     "Also learn from the open images that have no committed objects. The model first labels them\n"
     "itself (SAM's automatic masks), then a small helper model, trained on your objects, marks where\n"
     "those labels are doubtful; training trusts those places less (SUM's uncertainty-aware training).\n"
-    "2D Image layers in no checked pair count (uncertainty layers do not). Slower: minutes per image on a CPU."
+    "2D Image layers in no checked pair count (not uncertainty layers or multiscale slides).\n"
+    "Slower: minutes per image on a CPU."
 )
 PSEUDO_ANNOTATED_TIP = (
     "Your committed objects are complete, but the rest of an annotated image is not background: it is\n"
