@@ -1,4 +1,5 @@
-"""Per-object tables of every batch mode (AMG, prompts, AIS), of targets of earlier versions, and prompts with channel=."""
+"""Per-object tables of every batch mode (AMG, prompts, AIS) and of targets of earlier versions; prompts with
+channel=."""
 
 from __future__ import annotations
 

@@ -95,7 +95,9 @@ def object_table(target: Any) -> dict[str, np.ndarray]:
         raise InvalidInputError(f"target: {target} is not complete; rerun its job to finish it first")
     if "objects" not in group:
         if table_expected(info):
-            raise InvalidInputError(f"target: {target} lost its object table; rerun its job with repair=True (--repair)")
+            raise InvalidInputError(
+                f"target: {target} lost its object table; rerun its job with repair=True (--repair)"
+            )
         mode = info.get("signature", {}).get("mode")
         raise InvalidInputError(
             f"target: {target} has no object table: its job (mode {mode!r}) was written by an earlier version of "
