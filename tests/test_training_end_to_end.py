@@ -46,6 +46,18 @@ def test_pipeline_runs_end_to_end(tmp_path):
     final = torch.load(run / "final.pth")
     assert "mask_decoder.task_prompt_tokens.0.weight" in final
 
+    # Human steps per pseudo step count over the whole run, not within an epoch: with one human batch per
+    # epoch and --pseudo-ratio 2, every second epoch has a pseudo step (counted per epoch, none ever ran).
+    ratio_run = tmp_path / "ratio_run"
+    assert finetune.main([
+        "--checkpoint", str(base), "--data", str(data), "--pseudo", str(pseudo), "--output", str(ratio_run),
+        "--epochs", "4", "--batch-size", "1", "--max-instances", "1", "--max-pseudo-masks", "2",
+        "--pseudo-ratio", "2", "--no-augment", "--device", "cpu", "--no-progress",
+    ]) == 0
+    with (ratio_run / "metrics.csv").open() as handle:
+        kinds = [row["kind"] for row in csv.DictReader(handle)]
+    assert kinds == ["human", "human", "pseudo"] * 2
+
     out = tmp_path / "eval.csv"
     assert evaluate.main([
         "--checkpoints", str(base), str(run / "final.pth"), "--data", str(data), "--clicks", "1",

@@ -1,7 +1,7 @@
 """The SUM fine-tuning loop: data streams, prompts, losses, devices, checkpoints.
 
 One *step* is one optimiser step on a batch of human-labelled images; every
-``pseudo_ratio`` human steps are followed by a separate optimiser step on a
+``pseudo_ratio`` human steps (counted over the whole run) are followed by a separate optimiser step on a
 pseudo-labelled batch (SUM's 1 : 1 mixing with separate steps).  The data
 order of every epoch is a seeded permutation (split over DDP ranks like
 ``DistributedSampler``), items are deterministic per (seed, epoch, index), and
@@ -587,7 +587,8 @@ class Trainer:
                 records = []
                 if batch is not None:
                     records.append(("human", self._optimise(step_module, batch, pseudo=False)))
-                if pseudo is not None and (index + 1) % config.pseudo_ratio == 0:
+                # Counted over the run (not within an epoch, which may hold fewer batches than the ratio).
+                if pseudo is not None and (self.position["global_step"] + 1) % config.pseudo_ratio == 0:
                     pseudo_batch = self._pseudo_batch(pseudo, self.position["pseudo_steps"])
                     records.append(("pseudo", self._optimise(step_module, pseudo_batch, pseudo=True)))
                     self.position["pseudo_steps"] += 1
