@@ -18,7 +18,7 @@ What is checked (layout: :mod:`sum_core.batch.writer`):
 
 Intermediate records (``work/``; the AIS maps blocks against their checksums) are checked by
 :meth:`Target.get` against their digest, and up front by :func:`record_damage` when an automatic
-job resumes and by :func:`verify_target`. The per-object table of AIS jobs (``objects/``) is
+job resumes and by :func:`verify_target`. The per-object table (``objects/``) is
 checked slice by slice against its recorded row checksums
 (:func:`sum_core.batch.objects.table_damage`).
 

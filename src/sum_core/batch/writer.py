@@ -26,7 +26,7 @@ Layout
 - ``work/<name>``: intermediate per-tile results (1D uint8 arrays holding ``.npz`` bytes, with
   their BLAKE2b digest in the array attribute ``blake2b``; AIS jobs also ``work/s<slice>/maps``,
   the raw decoder maps, with a checksum per tile block), removed when the job completes.
-- ``objects/`` (AIS jobs): the per-object table, see :mod:`sum_core.batch.objects`.
+- ``objects/`` (every mode): the per-object table, see :mod:`sum_core.batch.objects`.
 - ``counts`` (automatic jobs with sequential ids): int64, one value per slice (each its own
   chunk), the number of objects of the slice, set by its plan stage before its ``done`` flag
   (-1 = not planned yet). Slice ``s``'s ids are ``offset + 1 .. offset + counts[s]`` with

@@ -30,8 +30,8 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment a large image, 3D stack or time series into a zarr group (resumable)",
         description="Segment an image (zarr, OME-Zarr, TIFF) slice by slice and tile by tile into a zarr v3 "
         "group with 'labels' (uint32, unique ids) and 'uncertainty' (float16). Automatic segmentation by "
-        "default (--mode: AIS with the model's AIS decoder, which also writes a per-object table 'objects/', or "
-        "AMG, SAM's point grid); --prompts segments one object per prompt of a CSV table. Rerun the same "
+        "default (--mode: AIS with the model's AIS decoder, or AMG, SAM's point grid); --prompts segments one "
+        "object per prompt of a CSV table. Every mode writes a per-object table 'objects/'. Rerun the same "
         "command to resume an interrupted job. Many images in one job: SOURCE a folder, a quoted glob pattern "
         "('images/*.tif') or a list file (.txt, one path per line) and TARGET an output folder: one zarr group per "
         "image (named from its file name), a summary table TARGET/summary.csv (file, output, status, objects, "
@@ -73,6 +73,7 @@ def run_batch(args: argparse.Namespace) -> int:
     """Execute ``sum-hq batch``."""
     from ..batch import segment_zarr, verify_target
     from ..batch.many import is_many
+    from ..batch.objects import COLUMNS
     from ..batch.writer import Target
 
     from ..ais_options import AisOptions
@@ -131,8 +132,9 @@ def run_batch(args: argparse.Namespace) -> int:
     print(f"wrote {args.target}: labels {labels} (uint32, shape {Target(group).labels.shape}), "
           f"uncertainty {uncertainty} (float16)")
     if "objects" in group:
-        print(f"per-object table: {_local(group['objects'].store_path)} ({group['objects/label'].shape[0]} objects; columns "
-              "label, slice, area, mean_uncertainty, boundary_uncertainty; sum_core.batch.object_table reads it)")
+        columns = ", ".join(name for name, _ in COLUMNS if name in group["objects"])
+        print(f"per-object table: {_local(group['objects'].store_path)} ({group['objects/label'].shape[0]} objects; "
+              f"columns {columns}; sum_core.batch.object_table reads it)")
     return 0
 
 
