@@ -69,6 +69,9 @@ def test_round_trip_2048_through_ome_zarr_and_napari_readers(tmp_path):
     np.testing.assert_allclose(group["uncertainty/0"][...], uncertainty, rtol=0, atol=FLOAT16)
     np.testing.assert_array_equal(group["uncertainty/1"][...], group["uncertainty/0"][::2, ::2])
 
+    reopened = open_result(out)  # the export is a result again, its uncertainty included (CLI export of it too)
+    assert reopened.uncertainty is not None and reopened.uncertainty.shape == labels.shape
+
     (data, meta, kind), (values, _, image_kind) = get_reader(str(out))(str(out))  # napari's reader
     assert (kind, image_kind) == ("labels", "image")
     np.testing.assert_array_equal(np.asarray(data), labels)

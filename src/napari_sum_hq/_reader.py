@@ -1,7 +1,7 @@
 """The npe2 reader of segmentation results: File → Open (``viewer.open(path, plugin="napari-sum-hq")``).
 
 A result is a folder that :func:`sum_core.results.open_result` opens as one: a ``sum-hq batch`` target
-(a zarr group with ``labels``, ``uncertainty`` and, for AIS jobs, ``objects/``), an OME-Zarr label image
+(a zarr group with ``labels``, ``uncertainty`` and its ``objects/`` table), an OME-Zarr label image
 (with its ``uncertainty`` multiscale image when it has one, as ``sum-hq export --to ome-zarr`` writes it),
 or an OME-Zarr image holding one label image under ``labels/``. It opens as a Labels layer (the ids) and,
 when the result has one, an Image layer of its uncertainty (:data:`UNCERTAINTY_STYLE`), both lazy (dask
@@ -59,30 +59,11 @@ def get_reader(path: str | list[str]) -> Any:
         return None
     try:
         result = open_result(path)
-        uncertainty = _uncertainty_image(group) if result.uncertainty is None else None
-        if uncertainty is not None:
-            result = open_result(path, uncertainty)
     except SumError as err:
         if ATTR not in group.attrs:
             return None
         return partial(_raise, err)
     return partial(_read, result)
-
-
-def _uncertainty_image(group: Any) -> Any:
-    """Level 0 of the ``uncertainty`` multiscale image of an OME-Zarr label image (as ``sum-hq export --to
-    ome-zarr`` writes it), else None."""
-    import zarr
-
-    if "image-label" not in group.attrs.asdict().get("ome", {}) or "uncertainty" not in group:
-        return None
-    node = group["uncertainty"]
-    try:
-        path = node.attrs["ome"]["multiscales"][0]["datasets"][0]["path"]
-        array = node[str(path)]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return array if isinstance(array, zarr.Array) else None
 
 
 def _result_group(group: Any) -> bool:

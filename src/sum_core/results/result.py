@@ -115,8 +115,9 @@ def open_result(
           format): its labels, uncertainty, slice axis, pixel size (the arrays' ``scale`` / ``units``
           attributes, else the OME-Zarr metadata) and, for AIS jobs, its object table;
         - an OME-Zarr (NGFF 0.4 / 0.5) label image (a group with ``multiscales`` and ``image-label``
-          metadata): level 0 (``multiscales[0].datasets[0].path``), its scale and axis units, and the
-          ``properties`` of ``image-label`` as the table;
+          metadata): level 0 (``multiscales[0].datasets[0].path``), its scale and axis units, the
+          ``properties`` of ``image-label`` as the table, and level 0 of the multiscale image
+          ``uncertainty/`` inside it when there is one (as sum-hq writes it);
         - an OME-Zarr image group holding exactly one label image under ``labels/``: that label image (a
           multiscale group with neither ``image-label`` metadata nor ``labels/`` is taken as labels too);
         - a TIFF file (pixel size from OME-XML or ImageJ tags, :func:`sum_core.source_axes.physical_scale`)
@@ -249,6 +250,9 @@ def _open_ngff(group: zarr.Group, meta: dict[str, Any], name: str) -> dict[str, 
         others = [i for i in range(labels.ndim) if i not in space[-2:]]
         if labels.ndim == 3 and others:
             found["slice_axis"] = others[0]
+    values = _uncertainty_image(group) if "image-label" in meta else None
+    if values is not None:
+        found["uncertainty"] = values
     properties = meta.get("image-label", {}).get("properties")
     if properties:
         found["table"] = {"label": [p.get("label-value") for p in properties]} | {
@@ -256,6 +260,20 @@ def _open_ngff(group: zarr.Group, meta: dict[str, Any], name: str) -> dict[str, 
             if any(_first(p, names) is not None for p in properties)
         }
     return found
+
+
+def _uncertainty_image(group: zarr.Group) -> zarr.Array | None:
+    """Level 0 of the ``uncertainty`` multiscale image inside an OME-Zarr label image (as ``sum-hq export --to
+    ome-zarr`` and batch ``--format ome-zarr`` targets write it), else None."""
+    if "uncertainty" not in group:
+        return None
+    node = group["uncertainty"]
+    try:
+        path = node.attrs["ome"]["multiscales"][0]["datasets"][0]["path"]
+        array = node[str(path)]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return array if isinstance(array, zarr.Array) else None
 
 
 def _physical(scale: Any, units: Any) -> dict[str, Any]:
