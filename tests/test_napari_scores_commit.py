@@ -22,9 +22,10 @@ pytestmark = pytest.mark.gui
 
 SHAPE = (256, 320)
 FIRST, SECOND = ellipse(SHAPE, (90, 100), (40, 50)), ellipse(SHAPE, (185, 235), (30, 40))
-FIRST_CLICK, SECOND_CLICK = (90, 100), (185, 235)
-SCORES = (0.875, 0.625)  # exact in float32
-EXTRAS = (np.zeros(SHAPE, np.float32), np.zeros(SHAPE, np.float32))
+THIRD = ellipse(SHAPE, (120, 160), (30, 40))  # overlaps FIRST: committed without the overlap
+FIRST_CLICK, SECOND_CLICK, THIRD_CLICK = (90, 100), (185, 235), (130, 175)
+SCORES = (0.875, 0.625, 0.5)  # exact in float32
+EXTRAS = (np.zeros(SHAPE, np.float32),) * 3
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def committed_first(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
     import sum_core.predictor as predictor_module
 
     calls: list = []
-    monkeypatch.setattr(predictor_module, "decode_window", recording_decoder((FIRST, SECOND), SCORES, EXTRAS, calls))
+    monkeypatch.setattr(predictor_module, "decode_window", recording_decoder((FIRST, SECOND, THIRD), SCORES, EXTRAS, calls))
     viewer = make_napari_viewer(show=True)
     viewer.add_image(camera_image(SHAPE), name="cells")
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "cells")
@@ -43,12 +44,14 @@ def committed_first(make_napari_viewer, qtbot, tiny_checkpoint, monkeypatch):
     return viewer, widget, calls
 
 
-def expected_row(mask: np.ndarray, label_id: int, score: float, extra: np.ndarray) -> dict:
-    """The row the commit must write: object_scores on the whole plane (the widget computes it in a window)."""
-    table = object_scores(mask.astype(np.uint32), uncertainty_of(mask, extra))
+def expected_row(mask: np.ndarray, label_id: int, score: float, extra: np.ndarray, predicted=None) -> dict:
+    """The row the commit must write for the committed pixels ``mask`` of the prediction ``predicted`` (default:
+    the same): object_scores on the whole plane (the widget computes it in a window)."""
+    predicted = mask if predicted is None else predicted
+    table = object_scores(mask.astype(np.uint32), uncertainty_of(predicted, extra))
     rows, cols = np.nonzero(mask)
     return {"index": label_id, "slice": 0, "area": int(mask.sum()), "predicted_iou": score,
-            "stability": expected_stability(mask), "mean_uncertainty": table.mean_uncertainty[0],
+            "stability": expected_stability(predicted), "mean_uncertainty": table.mean_uncertainty[0],
             "boundary_uncertainty": table.boundary_uncertainty[0], "bbox_row0": rows.min(),
             "bbox_col0": cols.min(), "bbox_row1": rows.max() + 1, "bbox_col1": cols.max() + 1}  # fmt: skip
 
@@ -81,6 +84,12 @@ def test_commit_writes_scores_and_undo_restores_them(committed_first, qtbot):
     press(viewer, qtbot, Qt.Key_Z, Qt.ControlModifier)  # the widget's undo of the last commit
     assert not np.any(committed.data == 2)
     pd.testing.assert_frame_equal(committed.features, before)  # the rows as they were before that commit
+
+    widget.layers.points().add([THIRD_CLICK])  # protect objects: committed without FIRST's pixels, scored so
+    segment(viewer, qtbot, widget, key=True)
+    press(viewer, qtbot, Qt.Key_C)
+    assert np.count_nonzero(THIRD & FIRST) > 0
+    assert_rows(committed.features, [*first, expected_row(THIRD & ~FIRST, 3, SCORES[2], EXTRAS[2], THIRD)])
 
 
 def test_review_lists_committed_scores_and_r_prompts_with_the_mask(committed_first, qtbot, monkeypatch):

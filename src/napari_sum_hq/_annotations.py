@@ -27,6 +27,7 @@ from napari.layers import Image, Labels
 from ._annotation_file import CommitPrompts
 from ._interactive_segment import RememberedLogits
 from ._interactive_history import MaxLabel
+from ._interactive_scores import ObjectScore
 from ._layers import COMMITTED_NAME, CURRENT_NAME, AnnotationLayers, Windows, edited_windows
 from ._session import SliceKey
 
@@ -51,8 +52,8 @@ class ImageAnnotations:
         self.commit_atoms: deque = deque(maxlen=NAPARI_HISTORY)
         #: (undo-history step of a commit, the committed layer's features before it), for undo
         self.feature_snapshots: deque = deque(maxlen=NAPARI_HISTORY)
-        #: (predicted IoU, stability) of the current objects by (slice key, index)
-        self.current_scores: dict[tuple[SliceKey, int], tuple[float, float]] = {}
+        #: the current objects' scores by (slice key, index)
+        self.current_scores: dict[tuple[SliceKey, int], ObjectScore] = {}
         self.max_label: MaxLabel | None = None
         self.commit_prompts = CommitPrompts(self.layers.ndim)
         self.annotation_path: str | None = None  # None: not chosen yet (the default beside the image)

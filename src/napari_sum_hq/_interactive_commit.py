@@ -97,24 +97,27 @@ class CommitPart:
 
     def _score_commit(self, committed, new_ids: dict[int, int], written: list[SlicePixels]) -> None:
         """Add the rows of the objects just committed to the committed layer's features
-        (:mod:`napari_sum_hq._interactive_scores`), from the current objects' uncertainty and scores."""
-        boxes: dict[tuple, tuple[int, Region]] = {}  # (slice key, new id) -> (current index, bounding box)
+        (:mod:`napari_sum_hq._interactive_scores`), from the current objects' scores."""
+        found: dict[tuple, tuple[int, np.ndarray, np.ndarray]] = {}  # (slice key, new id) -> (index, rows, cols)
         for piece in written:
             for index in np.unique(piece.ids).tolist():
                 chosen = piece.ids == index
-                rows, cols = piece.rows[chosen], piece.cols[chosen]
-                box = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
                 key = (piece.slice_key, new_ids[index])
-                if key in boxes:  # several current objects refine one id
-                    known = boxes[key]
-                    box = Region(min(box.row0, known[1].row0), min(box.col0, known[1].col0),
-                                 max(box.row1, known[1].row1), max(box.col1, known[1].col1))  # fmt: skip
-                    index = known[0]
-                boxes[key] = (index, box)
+                if key in found:  # several current objects refine one id: scored as the first
+                    index, rows, cols = found[key]
+                    found[key] = (index, np.concatenate([rows, piece.rows[chosen]]),
+                                  np.concatenate([cols, piece.cols[chosen]]))  # fmt: skip
+                else:
+                    found[key] = (index, piece.rows[chosen], piece.cols[chosen])
+        objects = []
+        for (slice_key, label_id), (index, rows, cols) in found.items():
+            box = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+            mask = np.zeros(box.shape, dtype=bool)
+            mask[rows - box.row0, cols - box.col0] = True
+            objects.append((slice_key, label_id, index, box, mask))
         uncertainty = self.layers.existing(UNCERTAINTY_NAME)
         u = np.zeros(committed.data.shape, np.float32) if uncertainty is None else uncertainty.data
-        objects = [(key, label_id, index, box) for (key, label_id), (index, box) in boxes.items()]
-        rows = object_rows(committed.data, u, objects, self.state.current_scores)
+        rows = object_rows(u, objects, self.state.current_scores)
         committed.features = merged_features(committed.features, rows)
         mark_features_current(committed)
 

@@ -145,10 +145,7 @@ class PromptsPart:
         uncertainty.refresh()
         self._last_result = result
         state.current_scores.clear()
-        state.current_scores.update(
-            ((result.slice_key, index), (float(score), float(stability)))
-            for index, (score, stability) in enumerate(zip(result.scores, result.stability, strict=True), start=1)
-        )
+        state.current_scores.update(((result.slice_key, index), score) for index, score in result.object_scores.items())
         self._show_suggestion(result)
         scores = ", ".join(f"{s:.3f}" for s in result.scores)
         tiles = f" ({result.tiles} tile(s) encoded)" if result.tiles else ""

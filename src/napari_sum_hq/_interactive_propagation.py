@@ -66,8 +66,8 @@ class PropagationPart:
             clear_slice(uncertainty, state.uncertainty_windows, other)
         for scored in [scored for scored in state.current_scores if scored[0] != key]:
             del state.current_scores[scored]
+        state.current_scores.update((((z,), 1), score) for z, score in result.scores.items())
         for z, scores in result.info.slices.items():
-            state.current_scores[(z,), 1] = (scores.predicted_iou, scores.stability)
             write_uncertainty(uncertainty, UncertaintyPiece((z,), scores.region, scores.uncertainty),
                               state.uncertainty_windows)  # fmt: skip
         current.refresh()

@@ -10,9 +10,10 @@ automatic widget's layers are), with the columns :data:`FEATURE_COLUMNS`:
   propagated slice's mask score, and :func:`sum_core.mask_ops.stability_score` of its logits); NaN for pixels
   only painted by hand;
 - ``mean_uncertainty`` and ``boundary_uncertainty``: :func:`sum_core.object_scores.object_scores` of the
-  object **as committed** (the commit mode may have left some of its pixels to earlier objects) and the
-  prediction's uncertainty (the ``<image> uncertainty`` layer, max over the objects of one segmentation),
-  computed in the object's window (its bounding box grown by the boundary band) only;
+  object **as committed** and the prediction's uncertainty (max over the objects of one segmentation),
+  computed in the object's window (its bounding box grown by the boundary band) only: by the worker that
+  made the object (:func:`piece_score`), or, when the commit writes other pixels (the commit mode left
+  some to earlier objects, the user painted), again at the commit from the ``<image> uncertainty`` layer;
 - the bounding box ``bbox_row0 / bbox_col0 / bbox_row1 / bbox_col1`` (half-open), so the review queue lists
   the objects from these rows without scanning the layer.
 
@@ -24,7 +25,8 @@ the brush) leaves them stale, and the review queue then scans the layer (keeping
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,7 @@ from sum_core.object_scores import BAND_WIDTH, object_scores
 from sum_core.tiling import Region
 
 from ._interactive_history import last_edit
-from ._session import SliceKey
+from ._session import ObjectPiece, SliceKey, UncertaintyPiece
 
 #: The features columns of the committed objects, in order.
 FEATURE_COLUMNS = ("index", "slice", "area", "predicted_iou", "stability", "mean_uncertainty",
@@ -42,8 +44,35 @@ FEATURE_COLUMNS = ("index", "slice", "area", "predicted_iou", "stability", "mean
 #: ``Labels.metadata`` key: the undo-history step the layer's features describe (:func:`features_current`).
 FEATURES_EDIT = "sum_features_edit"
 
-#: ``(predicted IoU, stability)`` per ``(slice key, current object index)``.
-CurrentScores = Mapping[tuple[SliceKey, int], tuple[float, float]]
+
+@dataclass(frozen=True)
+class ObjectScore:
+    """The scores of one current object: its prediction's predicted IoU and stability and, computed in the
+    worker that made it, the uncertainties of its pixels ``mask`` in ``region`` (a commit that writes exactly
+    those pixels reuses them; any other pixels are scored again at the commit).
+
+    Attributes
+    ----------
+    predicted_iou, stability : float
+        NaN when unknown.
+    region : Region
+        The object's bounding box on its slice.
+    mask : numpy.ndarray
+        bool ``region.shape``: its pixels.
+    mean_uncertainty, boundary_uncertainty : float
+        :func:`sum_core.object_scores.object_scores` of those pixels and the prediction's uncertainty.
+    """
+
+    predicted_iou: float
+    stability: float
+    region: Region
+    mask: np.ndarray
+    mean_uncertainty: float
+    boundary_uncertainty: float
+
+
+#: :class:`ObjectScore` per ``(slice key, current object index)``.
+CurrentScores = Mapping[tuple[SliceKey, int], ObjectScore]
 
 
 def plane_number(slice_key: SliceKey, stack_shape: tuple[int, ...]) -> int:
@@ -51,46 +80,83 @@ def plane_number(slice_key: SliceKey, stack_shape: tuple[int, ...]) -> int:
     return int(np.ravel_multi_index(slice_key, stack_shape)) if slice_key else 0
 
 
+def uncertainties(
+    mask: np.ndarray, box: Region, plane_shape: tuple[int, int], read: Callable[[Region], np.ndarray]
+) -> tuple[float, float]:
+    """``(mean, boundary)`` uncertainty of the object ``mask`` (bool ``box.shape``) of a plane, computed in its
+    window (``box`` grown by :data:`~sum_core.object_scores.BAND_WIDTH`): ``read(window)`` gives the uncertainty
+    there. Equal to :func:`sum_core.object_scores.object_scores` on the whole plane."""
+    h, w = plane_shape
+    window = Region(max(box.row0 - BAND_WIDTH, 0), max(box.col0 - BAND_WIDTH, 0),
+                    min(box.row1 + BAND_WIDTH, h), min(box.col1 + BAND_WIDTH, w))  # fmt: skip
+    inside = np.zeros(window.shape, np.uint8)
+    r, c = box.row0 - window.row0, box.col0 - window.col0
+    inside[r : r + box.shape[0], c : c + box.shape[1]] = mask
+    u = np.clip(np.asarray(read(window), dtype=np.float32), 0.0, 1.0)
+    table = object_scores(inside, u)
+    return float(table.mean_uncertainty[0]), float(table.boundary_uncertainty[0])
+
+
+def piece_score(
+    piece: ObjectPiece, predicted_iou: float, stability: float, uncertainty: UncertaintyPiece | None,
+    plane_shape: tuple[int, int],
+) -> ObjectScore:  # fmt: skip
+    """The :class:`ObjectScore` of a result's object (worker thread): ``uncertainty`` is zero outside its window."""
+
+    def read(window: Region) -> np.ndarray:
+        values = np.zeros(window.shape, np.float32)
+        if uncertainty is not None:
+            u = uncertainty.region
+            r0, c0 = max(u.row0, window.row0), max(u.col0, window.col0)
+            r1, c1 = min(u.row1, window.row1), min(u.col1, window.col1)
+            if r0 < r1 and c0 < c1:
+                values[r0 - window.row0 : r1 - window.row0, c0 - window.col0 : c1 - window.col0] = (
+                    uncertainty.values[r0 - u.row0 : r1 - u.row0, c0 - u.col0 : c1 - u.col0]
+                )
+        return values
+
+    mean, boundary = uncertainties(piece.mask, piece.region, plane_shape, read)
+    return ObjectScore(float(predicted_iou), float(stability), piece.region, piece.mask, mean, boundary)
+
+
 def object_rows(
-    committed: np.ndarray,
     uncertainty: np.ndarray,
-    objects: Iterable[tuple[SliceKey, int, int, Region]],
+    objects: Iterable[tuple[SliceKey, int, int, Region, np.ndarray]],
     scores: CurrentScores,
 ) -> pd.DataFrame:
-    """The :data:`FEATURE_COLUMNS` rows of committed objects, each computed in its own window.
+    """The :data:`FEATURE_COLUMNS` rows of committed objects.
 
     Parameters
     ----------
-    committed : numpy.ndarray
-        The committed objects (full stack shape), the objects already written.
     uncertainty : numpy.ndarray
-        The prediction's per-pixel uncertainty, same shape, in [0, 1].
-    objects : iterable of (slice key, label id, current index, bounding box)
-        The objects to score: the id they were committed as, the current object they came from and their
-        bounding box on that slice (they have no pixel outside it).
+        The current objects' per-pixel uncertainty (full stack shape), in [0, 1]; read only in the windows of
+        objects whose pixels differ from their :class:`ObjectScore`'s.
+    objects : iterable of (slice key, label id, current index, bounding box, mask)
+        The objects as committed: their id, the current object they came from, their bounding box on that slice
+        and their pixels there (bool, the box's shape).
     scores : mapping
-        ``(predicted IoU, stability)`` by ``(slice key, current index)``; missing ones are NaN.
+        :class:`ObjectScore` by ``(slice key, current index)``; a missing one gives NaN predicted IoU and
+        stability.
 
     Returns
     -------
     pandas.DataFrame
         One row per object, in the order given.
     """
-    shape = committed.shape
+    shape = uncertainty.shape
     rows = []
-    for key, label_id, index, box in objects:
-        window = Region(max(box.row0 - BAND_WIDTH, 0), max(box.col0 - BAND_WIDTH, 0),
-                        min(box.row1 + BAND_WIDTH, shape[-2]), min(box.col1 + BAND_WIDTH, shape[-1]))  # fmt: skip
-        where = key + window.slices
-        inside = (np.asarray(committed[where]) == label_id).astype(np.uint8)
-        u = np.clip(np.asarray(uncertainty[where], dtype=np.float32), 0.0, 1.0)
-        predicted_iou, stability = scores.get((key, index), (np.nan, np.nan))
-        table = object_scores(inside, u, predicted_iou={1: predicted_iou}, stability={1: stability})
-        if not len(table):
-            continue
-        rows.append((label_id, plane_number(key, shape[:-2]), int(table.area[0]), float(table.predicted_iou[0]),
-                     float(table.stability[0]), float(table.mean_uncertainty[0]),
-                     float(table.boundary_uncertainty[0]), box.row0, box.col0, box.row1, box.col1))  # fmt: skip
+    for key, label_id, index, box, mask in objects:
+        known = scores.get((key, index))
+        if known is not None and known.region == box and np.array_equal(known.mask, mask):
+            mean, boundary = known.mean_uncertainty, known.boundary_uncertainty
+        else:
+            def read(window: Region, key: SliceKey = key) -> np.ndarray:
+                return uncertainty[key + window.slices]
+
+            mean, boundary = uncertainties(mask, box, shape[-2:], read)
+        predicted_iou, stability = (np.nan, np.nan) if known is None else (known.predicted_iou, known.stability)
+        rows.append((label_id, plane_number(key, shape[:-2]), int(np.count_nonzero(mask)), predicted_iou, stability,
+                     mean, boundary, box.row0, box.col0, box.row1, box.col1))  # fmt: skip
     frame = pd.DataFrame(rows, columns=list(FEATURE_COLUMNS))
     return frame.astype({"index": np.int64, "slice": np.int64, "area": np.int64})
 

@@ -4,8 +4,9 @@
 result to windows (:class:`~napari_sum_hq._session.ObjectPiece`, :class:`~napari_sum_hq._session.UncertaintyPiece`)
 so the GUI thread writes only those. Everything else a result needs is computed here too, from the full-size
 (or window) arrays the GUI thread never sees: every object's **stability**
-(:func:`sum_core.mask_ops.stability_score` of its logits, offset :data:`sum_core.object_scores.STABILITY_OFFSET`)
-and, for a single object, the **suggested next click** (:func:`sum_core.suggest_click`: the centre of the
+(:func:`sum_core.mask_ops.stability_score` of its logits, offset :data:`sum_core.object_scores.STABILITY_OFFSET`),
+its mean and boundary uncertainty (:func:`napari_sum_hq._interactive_scores.piece_score`, reused by the
+commit) and, for a single object, the **suggested next click** (:func:`sum_core.suggest_click`: the centre of the
 largest uncertain region near it, positive outside the mask, negative inside), which on a 2048 x 2048 plane
 would cost the GUI thread more than it may spend.
 """
@@ -21,6 +22,7 @@ import numpy as np
 from sum_core.errors import InvalidInputError
 from sum_core.tiling import Region
 
+from ._interactive_scores import ObjectScore, piece_score
 from ._session import (
     WINDOWED_PIXELS,
     ObjectPiece,
@@ -47,8 +49,9 @@ class SegmentResult:
         None when the uncertainty is zero everywhere.
     scores : np.ndarray
         float32 ``(K,)`` predicted IoU of every object (empty ones included).
-    stability : np.ndarray
-        float64 ``(K,)`` stability score of every object's logits.
+    object_scores : dict of int to ObjectScore
+        The scores of every non-empty object by index: predicted IoU, stability, and its uncertainties
+        (:func:`napari_sum_hq._interactive_scores.piece_score`).
     low_res_logits : np.ndarray or None
         ``(K, 1, L, L)`` for a plane encoded as one window (SAM's own mask prompt, kept to
         refine a committed object), else None.
@@ -68,7 +71,7 @@ class SegmentResult:
     objects: tuple[ObjectPiece, ...]
     uncertainty: UncertaintyPiece | None
     scores: np.ndarray
-    stability: np.ndarray
+    object_scores: dict[int, ObjectScore]
     low_res_logits: np.ndarray | None
     tiles: int
     complete: bool = True
@@ -200,8 +203,9 @@ def segment_plane(
         scores = np.array([w.score for w in windows], dtype=np.float32)
         objects = tuple(piece for piece in pieces if piece is not None)
         stability = np.array([_stability(w.logits[None])[0] for w in windows])
+        scored = _scored(objects, scores, stability, unc, windows[0].image_shape)
         return SegmentResult(
-            slice_key, objects, unc, scores, stability, None, tiles_encoded(predictor) - before,
+            slice_key, objects, unc, scores, scored, None, tiles_encoded(predictor) - before,
             all(w.complete for w in windows), len(predictor.embeddings.grid),
             _suggestion(windows[0]) if len(windows) == 1 and len(objects) == 1 else None,
         )  # fmt: skip
@@ -215,7 +219,8 @@ def segment_plane(
     pieces = (object_piece(slice_key, mask, index) for index, mask in enumerate(pred.masks, start=1))
     objects = tuple(piece for piece in pieces if piece is not None)
     return SegmentResult(
-        slice_key, objects, unc, pred.scores, _stability(pred.logits), pred.low_res_logits,
+        slice_key, objects, unc, pred.scores, _scored(objects, pred.scores, _stability(pred.logits), unc,
+                                                      pred.masks.shape[1:]), pred.low_res_logits,
         tiles_encoded(predictor) - before, suggestion=_suggestion(pred) if len(pred) == 1 and objects else None,
     )  # fmt: skip
 
@@ -241,6 +246,15 @@ def _stability(logits: np.ndarray) -> np.ndarray:
     from sum_core.object_scores import STABILITY_OFFSET
 
     return stability_score(torch.as_tensor(logits), 0.0, STABILITY_OFFSET).numpy().astype(np.float64)
+
+
+def _scored(
+    objects: tuple[ObjectPiece, ...], scores: np.ndarray, stability: np.ndarray, uncertainty: UncertaintyPiece | None,
+    plane_shape: tuple[int, int],
+) -> dict[int, ObjectScore]:  # fmt: skip
+    """:class:`~napari_sum_hq._interactive_scores.ObjectScore` of every object piece, by index."""
+    return {p.index: piece_score(p, scores[p.index - 1], stability[p.index - 1], uncertainty, plane_shape)
+            for p in objects}  # fmt: skip
 
 
 def _suggestion(prediction: Any) -> Any:

@@ -6,7 +6,8 @@ window-sized writes it makes to them.
 committed objects`` and (once a click is suggested) ``<image> suggested click`` (the automatic
 widget's ``<image> auto labels`` follow the same rule), so the prompts and results of one image
 are never reused for another and no ``[1]`` copies pile up. Every layer is created with the image's
-``scale`` and ``translate`` (over the spatial axes, the RGB channel axis excluded), so the data coordinates of the prompt layers are the image's
+``scale`` and ``translate`` (over the spatial axes, the RGB channel axis excluded), so the data
+coordinates of the prompt layers are the image's
 pixel coordinates and the result layers overlay the image exactly. A layer that already
 exists under the expected name, type and shape is adopted (e.g. an existing segmentation
 renamed ``<image> committed objects`` can be refined), one the user deleted is recreated.

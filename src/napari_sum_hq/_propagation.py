@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from ._jobs import CancelToken, ProgressRelay, ReportingVolume
-from ._session import ModelChoice, ObjectPiece, load_model, object_piece
+from ._interactive_scores import ObjectScore, piece_score
+from ._session import ModelChoice, ObjectPiece, UncertaintyPiece, load_model, object_piece
 
 
 @dataclass
@@ -22,15 +23,20 @@ class PropagationResult:
     objects : tuple of ObjectPiece
         The object on every slice where it was found, cut to its bounding box there.
     info : PropagationInfo
-        Which rule ended each direction (:func:`sum_core.propagate`'s ``return_info``).
+        Which rule ended each direction and each segmented slice's scores and uncertainty window
+        (:func:`sum_core.propagate`'s ``return_info``).
     thresholds : dict
         ``iou_threshold`` / ``score_threshold`` used, for the status line.
+    scores : dict of int to ObjectScore
+        The object's scores on every slice the propagation segmented (not the start slice), with its
+        uncertainties (:func:`napari_sum_hq._interactive_scores.piece_score`), by slice.
     """
 
     model: Any
     objects: tuple[ObjectPiece, ...]
     info: Any
     thresholds: dict[str, float]
+    scores: dict[int, ObjectScore]
 
 
 def _describe(stop: Any, thresholds: dict[str, float]) -> str:
@@ -90,6 +96,13 @@ def propagation_job(
         return_info=True,
         **options,
     )
-    pieces = (object_piece((z,), plane, 1) for z, plane in enumerate(out))
+    pieces = tuple(piece for z, plane in enumerate(out) if (piece := object_piece((z,), plane, 1)) is not None)
     thresholds = {k: options[k] for k in ("iou_threshold", "score_threshold")}
-    return PropagationResult(model, tuple(piece for piece in pieces if piece is not None), info, thresholds)
+    scores = {}
+    for piece in pieces:
+        z = piece.slice_key[0]
+        if z in info.slices:
+            found = info.slices[z]
+            uncertainty = UncertaintyPiece(piece.slice_key, found.region, found.uncertainty)
+            scores[z] = piece_score(piece, found.predicted_iou, found.stability, uncertainty, out.shape[1:])
+    return PropagationResult(model, pieces, info, thresholds, scores)

@@ -89,7 +89,8 @@ class SliceScores:
     predicted_iou : float
         The mask's predicted IoU (the decoder's ``score``).
     stability : float
-        :func:`sum_core.mask_ops.stability_score` of its logits (offset :data:`~sum_core.object_scores.STABILITY_OFFSET`).
+        :func:`sum_core.mask_ops.stability_score` of its logits (offset
+        :data:`~sum_core.object_scores.STABILITY_OFFSET`).
     region : Region
         The mask's bounding box grown by :data:`~sum_core.object_scores.BAND_WIDTH` pixels (clipped to the
         plane): the window holding the object and its boundary band.
