@@ -163,13 +163,15 @@ def object_rows(
 
 def merged_features(features: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """``features`` with the rows of the ``(slice, index)`` pairs of ``rows`` replaced by ``rows``, sorted by
-    slice then index (other columns of ``features`` are kept; new rows have NaN there)."""
-    if len(features) and {"index", "slice"} <= set(features.columns):
+    slice then index (other columns of ``features`` are kept; new rows have NaN there; features without an
+    ``index`` column describe no object and are replaced)."""
+    kept = features if "index" in features else features.iloc[:0]
+    if len(kept):  # rows without a slice (a plane's) are slice 0
+        if "slice" not in kept:
+            kept = kept.assign(slice=0)
         keys = pd.MultiIndex.from_frame(rows[["slice", "index"]])
-        old = pd.MultiIndex.from_frame(features[["slice", "index"]].astype(np.int64))
-        kept = features[~old.isin(keys)]
-    else:
-        kept = features.iloc[:0]
+        old = pd.MultiIndex.from_frame(kept[["slice", "index"]].astype(np.int64))
+        kept = kept[~old.isin(keys)]
     parts = [part for part in (kept, rows) if len(part)]
     if not parts:
         return rows

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ class PropagationResult:
     objects: tuple[ObjectPiece, ...]
     info: Any
     thresholds: dict[str, float]
-    scores: dict[int, ObjectScore]
+    scores: dict[int, ObjectScore] = field(default_factory=dict)
 
 
 def _describe(stop: Any, thresholds: dict[str, float]) -> str:
