@@ -3,7 +3,8 @@
 The prompts of the displayed slice (points, and boxes: rectangles, ellipses and polygons as
 their bounding box) are segmented in a worker (:func:`napari_sum_hq._interactive_segment.segment_plane`);
 the GUI thread writes only the windows of the result into the current-object and uncertainty
-layers, and clears only what was written.
+layers, keeps the objects' scores for the commit (:mod:`napari_sum_hq._interactive_scores`), shows the
+suggested next click (:mod:`napari_sum_hq._interactive_suggest`), and clears only what was written.
 """
 
 from __future__ import annotations
