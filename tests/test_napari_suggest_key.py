@@ -10,7 +10,7 @@ from napari_fixtures import camera_image, drain_thread_pool, ellipse, open_widge
 from qtpy.QtCore import Qt
 from scores_fakes import recording_decoder, uncertainty_of
 from sum_core.suggest import suggest_click
-from test_napari_widget import press, segment
+from test_napari_widget import click, press, segment
 
 pytestmark = pytest.mark.gui
 
@@ -62,3 +62,5 @@ def test_suggested_click_shown_accepted_with_n_and_cleared(make_napari_viewer, q
     np.testing.assert_allclose(star.face_color[0], RED)
     press(viewer, qtbot, Qt.Key_C)  # commit: the suggestion goes too
     assert len(star.data) == 0
+    click(qtbot, widget.suggest_button)  # nothing to take: said, nothing added
+    assert "No suggested click" in widget.status_label.text() and len(points.data) == 0

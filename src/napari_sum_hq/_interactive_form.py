@@ -152,6 +152,12 @@ class FormPart:
         self.segment_button = QPushButton("Segment [S]")
         self.segment_button.clicked.connect(self.segment)
         self.segment_button.setToolTip("Segment the displayed slice from its points and boxes (one object per box).")
+        self.suggest_button = QPushButton("Take suggested click [N]")
+        self.suggest_button.clicked.connect(self.accept_suggestion)
+        self.suggest_button.setToolTip(
+            "After a segmentation a star marks where a click should help most (the centre of the largest "
+            "uncertain region near the object; green: add it, red: remove it): add it as a prompt and segment again."
+        )
         self.live_check = QCheckBox("live (segment on every prompt change)")
         self.live_check.setToolTip("Segment again after every point or box added, moved or removed.")
         self.refine_spin = QSpinBox()
@@ -205,7 +211,7 @@ class FormPart:
         self.annotation_edit = QLineEdit()
         self.annotation_edit.setPlaceholderText("(not saved)")
         self.annotation_edit.setToolTip(
-            "Zarr file the committed objects and their prompts are saved to after every commit and undo "
+            "Zarr file the committed objects, their prompts and scores are saved to after every commit and undo "
             "(default: <image file name>.sum-annotations.zarr beside the image file; reloaded when the image is chosen "
             "again). Empty: not saved. A path that is not such a file is never overwritten."
         )
@@ -224,6 +230,7 @@ class FormPart:
         prompt_layout.addRow(self.point_kind_label, self.toggle_button)
         prompt_layout.addRow("refine label", self.refine_spin)
         prompt_layout.addRow(self.segment_button, self.live_check)
+        prompt_layout.addRow(self.suggest_button)
         prompt_layout.addRow("commit mode", self.commit_mode_combo)
         prompt_layout.addRow("match threshold", self.match_spin)
         prompt_layout.addRow(commit_row)
