@@ -138,3 +138,14 @@ def test_object_scores_carry_the_segmenters_values_per_label():
                                      "boundary_uncertainty"]
     with pytest.raises(InvalidInputError, match="predicted_iou"):
         object_scores(labels, np.zeros((6, 6), np.float32), predicted_iou=[0.5, 0.75])
+
+
+def test_object_scores_of_ids_in_the_billions_take_no_per_id_memory():
+    labels = np.zeros((6, 6), np.int64)
+    labels[1:3, 1:3], labels[4:6, 4:6], labels[0, 5] = 3_758_096_385, 2**32 + 7, 5
+    u = np.zeros((6, 6), np.float32)
+    u[1:3, 1:3] = 0.5
+    table = object_scores(labels, u, predicted_iou={2**32 + 7: 0.25})  # find_objects on these ids: ~30 GB
+    assert table.label.dtype == np.uint64 and table.label.tolist() == [5, 3_758_096_385, 2**32 + 7]
+    assert table.area.tolist() == [1, 4, 4] and table.mean_uncertainty.tolist() == [0.0, 0.5, 0.0]
+    assert table.predicted_iou[2] == 0.25

@@ -50,7 +50,7 @@ class ObjectScores:
     Attributes
     ----------
     label : numpy.ndarray
-        uint32 object ids.
+        Object ids: uint32, or uint64 when an id needs it.
     area : numpy.ndarray
         int64 pixel counts.
     predicted_iou, stability : numpy.ndarray
@@ -144,21 +144,34 @@ def object_scores(
     w = check_int(band_width, "band_width", 1)
     square = np.ones((2 * w + 1, 2 * w + 1), dtype=bool)
 
-    ids, areas, means, bands = [], [], [], []
-    for index, box in enumerate(ndimage.find_objects(lab), start=1):
-        if box is None:
+    # find_objects allocates one entry per id value: ids far above the pixel count (in the billions) are
+    # made compact first, in the order of their values.
+    largest = int(lab.max()) if lab.size else 0
+    if largest <= max(lab.size, 1 << 16):
+        compact = lab
+        present = np.flatnonzero(np.bincount(lab.ravel(), minlength=largest + 1)[1:]) + 1
+    else:
+        present, compact = np.unique(lab, return_inverse=True)
+        compact = compact.reshape(lab.shape)
+        if present[0] == 0:
+            present = present[1:]
+        else:
+            compact += 1  # no background: compact ids start at 1
+    ids = [int(k) for k in present]
+    areas, means, bands = [], [], []
+    for index, box in enumerate(ndimage.find_objects(compact), start=1):
+        if box is None:  # an id value not present
             continue
         # The bounding box grown by w holds the whole band; only the image border clips it.
         grown = tuple(slice(max(s.start - w, 0), min(s.stop + w, n)) for s, n in zip(box, lab.shape))
-        inside = lab[grown] == index
+        inside = compact[grown] == index
         band = ndimage.binary_dilation(inside, square) & ~ndimage.binary_erosion(inside, square, border_value=1)
         window = u[grown].astype(np.float64)  # the window only: a whole float64 copy would double memory
-        ids.append(index)
         areas.append(int(inside.sum()))
         means.append(float(window[inside].mean()))
-        bands.append(float(window[band].mean()))
+        bands.append(float(window[band].mean()) if band.any() else np.nan)  # an object filling the frame: no band
     return ObjectScores(
-        label=np.asarray(ids, dtype=np.uint32),
+        label=present.astype(np.uint64 if present.size and int(present[-1]) >= 2**32 else np.uint32),
         area=np.asarray(areas, dtype=np.int64),
         predicted_iou=_per_label(predicted_iou, ids, "predicted_iou"),
         stability=_per_label(stability, ids, "stability"),
