@@ -16,7 +16,7 @@ from ome_zarr_models.v05.image_label import ImageLabel  # noqa: E402
 from sum_core.batch import ngff, object_table, segment_zarr  # noqa: E402
 from sum_core.batch.writer import Target  # noqa: E402
 from sum_core.volume import open_volume  # noqa: E402
-from test_batch import blobs  # noqa: E402
+from test_batch import blobs, fake_prompted, tiny, write_table  # noqa: E402, F401 - fixtures
 from test_batch_ngff import KW, fake, ome_image  # noqa: E402, F401 - fixture
 
 KEYS = {"area": "area", "predicted_iou": "predicted-iou", "stability": "stability",
@@ -69,3 +69,24 @@ def test_columns_a_table_lacks_or_leaves_unknown_are_no_property(tmp_path, fake)
     del group["objects"]  # no table: the label values alone
     (label_image, _) = ngff.metadata(Target(group, tmp_path / "cells.zarr"), volume, "cells", source, None, ids)
     assert label_image["image-label"]["properties"] == [{"label-value": int(k)} for k in ids]
+
+
+def test_prompts_stack_object_on_two_slices_is_one_id(tmp_path, tiny, fake_prompted):
+    """One object id on two slices (prompts mode): one colour and one property (areas summed, mean uncertainty
+    weighted by area, no boundary band across planes), so the label image validates (review finding F3)."""
+    stack = np.stack([blobs((96, 120), seed=s) for s in range(2)])
+    prompts = write_table(tmp_path / "p.csv", ["1,0,box,5,5,30,30,", "1,1,box,5,5,30,30,", "2,1,box,50,60,90,110,"])
+    out = tmp_path / "out.ome.zarr"
+    segment_zarr(stack, out, mode="prompts", axis=0, model=tiny, prompts=prompts, format="ome-zarr",
+                 progress=False, device="cpu", scheduler="synchronous")
+    label_image = zarr.open_group(str(out / "labels" / "sum-hq"), mode="r")
+    ImageLabel.from_zarr(label_image)  # "Duplicated label-value" before
+    meta = label_image.attrs["ome"]["image-label"]
+    assert [c["label-value"] for c in meta["colors"]] == [1, 2]
+    table = object_table(str(out / "labels" / "sum-hq"))
+    rows = table["label"] == 1
+    one = meta["properties"][0]
+    assert one["label-value"] == 1 and one["area"] == int(table["area"][rows].sum())
+    expected = float((table["mean_uncertainty"][rows] * table["area"][rows]).sum() / table["area"][rows].sum())
+    assert one["mean-uncertainty"] == pytest.approx(expected, rel=1e-12) and "boundary-uncertainty" not in one
+    assert meta["properties"][1]["boundary-uncertainty"] == float(table["boundary_uncertainty"][table["label"] == 2][0])

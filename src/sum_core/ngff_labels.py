@@ -28,6 +28,7 @@ __all__ = [
     "halving_planes",
     "label_color",
     "label_properties",
+    "per_id_columns",
     "level_scales",
     "multiscale_metadata",
     "ngff_axes",
@@ -132,6 +133,57 @@ def label_color(label: int) -> list[int]:
     """A fixed, well spread RGBA colour per id (Knuth's multiplicative hash of the id)."""
     h = (int(label) * 2654435761) & 0xFFFFFFFF
     return [64 + (h & 0xBF), 64 + ((h >> 8) & 0xBF), 64 + ((h >> 16) & 0xBF), 255]
+
+
+def per_id_columns(labels: Any, columns: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Merge per-(slice, object) rows into one row per id (an NGFF label image has one property per id).
+
+    ``area`` is summed over the rows of an id and ``mean_uncertainty`` weighted by their areas;
+    ``boundary_uncertainty`` is kept only for an id with one row (bands of different planes do not add up);
+    any other column (predicted IoU, stability: one value per object) is the id's first row's.
+
+    Parameters
+    ----------
+    labels : array-like
+        The id of each row (an id may have several rows, one per slice).
+    columns : mapping of str to array
+        Per-row values aligned with ``labels``; ``area`` is needed for ``mean_uncertainty``.
+
+    Returns
+    -------
+    ids : numpy.ndarray
+        The sorted unique ids.
+    merged : dict of str to numpy.ndarray
+        One value per id for each column.
+
+    Examples
+    --------
+    >>> ids, merged = per_id_columns([7, 3, 7], {"area": [1, 2, 3], "mean_uncertainty": [0.5, 0.1, 0.1]})
+    >>> ids.tolist(), merged["area"].tolist(), [round(v, 3) for v in merged["mean_uncertainty"].tolist()]
+    ([3, 7], [2, 4], [0.1, 0.2])
+    """
+    ids, first, inverse, counts = np.unique(np.asarray(labels), return_index=True, return_inverse=True,
+                                            return_counts=True)
+    inverse = inverse.reshape(-1)
+    merged: dict[str, np.ndarray] = {}
+    area = np.asarray(columns["area"], dtype=np.int64) if "area" in columns else None
+    for name, values in columns.items():
+        values = np.asarray(values)
+        if name == "area":
+            total = np.zeros(len(ids), np.int64)
+            np.add.at(total, inverse, values.astype(np.int64))
+            merged[name] = total
+        elif name == "mean_uncertainty" and area is not None:
+            weighted = np.zeros(len(ids))
+            np.add.at(weighted, inverse, values.astype(np.float64) * area)
+            total = np.zeros(len(ids))
+            np.add.at(total, inverse, area)
+            merged[name] = weighted / np.maximum(total, 1)  # NaN when a row's is unknown
+        elif name == "boundary_uncertainty":
+            merged[name] = np.where(counts == 1, values[first].astype(np.float64), np.nan)
+        else:
+            merged[name] = values[first]
+    return ids, merged
 
 
 def label_properties(ids: Sequence[int] | np.ndarray, columns: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:

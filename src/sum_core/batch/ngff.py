@@ -61,7 +61,7 @@ import zarr
 
 from .. import ngff_labels
 from ..errors import InvalidInputError
-from ..ngff_labels import label_color, label_properties, multiscale_metadata, nearest_indices
+from ..ngff_labels import label_color, label_properties, multiscale_metadata, nearest_indices, per_id_columns
 from ..tiling import Region
 from .lock import folder_lock, location
 from .volume import Volume
@@ -221,9 +221,14 @@ def metadata(target: Target, volume: Volume, name: str, source: Any, key: str | 
         return multiscale_metadata(label, axes, volume_scales(volume, planes), transforms=transforms,
                                    common=common)
 
+    table = _table(target, ids)
+    if table is None:
+        ids = np.unique(ids)
+    else:  # one row per (slice, object): an object on several slices (prompts mode) is one id
+        ids, table = per_id_columns(table.pop("label"), table)
     image_label: dict[str, Any] = {
         "colors": [{"label-value": int(k), "rgba": label_color(int(k))} for k in ids],
-        "properties": label_properties(ids, _table(target, ids)),
+        "properties": label_properties(ids, table),
     }
     parent = parent_image(source, key) or image
     if parent is not None:

@@ -35,7 +35,7 @@ import zarr
 from ..errors import InvalidInputError
 from ..export.target import check_target, staged
 from ..ngff_labels import (SMALLEST_LEVEL, halving_planes, label_color, label_properties, level_scales,
-                           multiscale_metadata, nearest_indices, ngff_axes)
+                           multiscale_metadata, nearest_indices, ngff_axes, per_id_columns)
 from ..sources import read_block
 from ..tiling import TileGrid
 from . import objects
@@ -89,20 +89,11 @@ def id_properties(table: ObjectTable, stability: dict[int, float] | None = None)
     stability : dict of int to float, optional
         A recorded stability score per id.
     """
-    ids, first, inverse, counts = np.unique(table.label, return_index=True, return_inverse=True,
-                                            return_counts=True)
-    area = np.zeros(len(ids), np.int64)
-    np.add.at(area, inverse, table.area)
-    weighted = np.zeros(len(ids))
-    np.add.at(weighted, inverse, table.mean_uncertainty * table.area)
-    columns = {
-        "area": area,
-        "score": table.score[first],  # the id's first row (a recorded score is one per id)
-        "mean_uncertainty": weighted / np.maximum(area, 1),  # NaN when a row's is unknown
-        "boundary_uncertainty": np.where(counts == 1, table.boundary_uncertainty[first], np.nan),
-    }
+    rows = {"area": table.area, "score": table.score, "mean_uncertainty": table.mean_uncertainty,
+            "boundary_uncertainty": table.boundary_uncertainty}
     if stability:
-        columns["stability"] = np.asarray([stability.get(int(k), np.nan) for k in ids], dtype=np.float64)
+        rows["stability"] = np.asarray([stability.get(int(k), np.nan) for k in table.label], dtype=np.float64)
+    ids, columns = per_id_columns(table.label, rows)
     return label_properties(ids, columns)
 
 
