@@ -70,6 +70,13 @@ def test_prompts_mode_reads_the_chosen_channel(tmp_path, tiny, fake_prompted):
     np.testing.assert_array_equal(chosen["labels"][...], alone["labels"][...])
     assert np.count_nonzero(chosen["labels"][...] == 1) == 20 * 30
 
+    # A partial target of the previous version (which read all channels) is never resumed into (review F4).
+    info = dict(chosen.attrs["sum_hq_batch"])
+    assert info["signature"].pop("reads") == "planes"
+    chosen.attrs["sum_hq_batch"] = {**info, "complete": False}
+    with pytest.raises(InvalidInputError, match="different job .*reads"):
+        segment_zarr(rgb, tmp_path / "c1.zarr", mode="prompts", prompts=prompts, model=tiny, channel=1, **KW)
+
 
 def old_layout(path) -> zarr.Group:
     """Make a fresh target look written by the previous version: no ``objects_table`` mark; a table (AIS)

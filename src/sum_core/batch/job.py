@@ -374,6 +374,10 @@ def _signature(volume, mode, options, table_hash, grid, model, loaded, precision
         signature["precision"] = precision
     if channel is not None:  # jobs on all channels keep the signature they had before channel=
         signature["channel"] = [int(c) for c in np.atleast_1d(channel)]
+    if mode == "prompts" and volume.channel_axis is not None:
+        # Prompts jobs read a source with channels through its planes (the channel choice honoured) since
+        # this key exists; an earlier partial target read all channels and must not be resumed into.
+        signature["reads"] = "planes"
     return signature
 
 
