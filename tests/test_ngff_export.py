@@ -153,12 +153,18 @@ def test_overwrite_only_an_export_of_ours(monkeypatch, tmp_path):
     export_result(open_result(labels), out, to="ome-zarr", overwrite=True)
     np.testing.assert_array_equal(zarr.open_group(str(out), mode="r")["0"][...], labels)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ome.zarr"]
+    mine = out / "5" / "notes.txt"  # a folder named like a level the export never wrote (review F6)
+    mine.parent.mkdir()
+    mine.write_text("keep me")
+    with pytest.raises(InvalidInputError):
+        export_result(open_result(labels), out, to="ome-zarr", overwrite=True)
+    assert mine.read_text() == "keep me"
     foreign = tmp_path / "theirs.ome.zarr"  # another program's label image: never replaced
     theirs = zarr.open_group(str(foreign), mode="w", zarr_format=3)
     theirs.create_array("0", shape=(64, 64), dtype="uint8")
     theirs.attrs["ome"] = {"version": "0.5"}
     before = snapshot(foreign)
-    with pytest.raises(InvalidInputError, match="not an OME-Zarr export of sum-hq"):
+    with pytest.raises(InvalidInputError, match="export of sum-hq"):
         export_result(open_result(labels), foreign, to="ome-zarr", overwrite=True)
     assert snapshot(foreign) == before
     with pytest.raises(InvalidInputError, match="must end in .zarr"):

@@ -47,12 +47,26 @@ __all__ = ["MARKER", "check_ome_zarr_target", "count_blocks", "export_ome_zarr",
 #: The root attribute marking an OME-Zarr export of ours.
 MARKER = "sum_hq_export"
 CHUNK = 512  # chunk side of the written levels (a chunk per slice)
-_MAX_LEVELS = 64
 
 
-def _ours() -> tuple[str, ...]:
-    """The names an export writes in its folder (the manifest, ``zarr.json``, first)."""
-    return ("zarr.json", "uncertainty", *(str(level) for level in range(_MAX_LEVELS)))
+def _attributes(target: Path) -> dict[str, Any]:
+    """The root attributes of the folder ``target`` (empty when it has no readable ``zarr.json``)."""
+    try:
+        attributes = json.loads((target / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return {}
+    return attributes if isinstance(attributes, dict) else {}
+
+
+def _ours(target: Path) -> tuple[str, ...]:
+    """The names an earlier export in ``target`` wrote (the manifest, ``zarr.json``, first): its levels as
+    its metadata lists them, not any folder that looks like one."""
+    try:
+        datasets = _attributes(target)["ome"]["multiscales"][0]["datasets"]
+        levels = [str(d["path"]) for d in datasets if str(d["path"]).isdigit()]
+    except (KeyError, IndexError, TypeError):
+        levels = []
+    return ("zarr.json", "uncertainty", *levels)
 
 
 def check_ome_zarr_target(out: Any, overwrite: bool) -> Path:
@@ -64,13 +78,9 @@ def check_ome_zarr_target(out: Any, overwrite: bool) -> Path:
         ``out`` does not end in ``.zarr``, its folder is missing or read-only, it exists without
         ``overwrite``, or it is not an OME-Zarr export of ours (another program's data is never replaced).
     """
-    target = check_target(out, "out", folder=True, overwrite=overwrite, ours=_ours())
+    target = check_target(out, "out", folder=True, overwrite=overwrite, ours=_ours(Path(out)))
     if target.exists() and any(target.iterdir()):
-        try:
-            attributes = json.loads((target / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            attributes = {}
-        if MARKER not in attributes:
+        if MARKER not in _attributes(target):
             raise InvalidInputError(
                 f"out: {target} is not an OME-Zarr export of sum-hq (no {MARKER} attribute); it is kept: choose "
                 "another path"
@@ -195,6 +205,6 @@ def export_ome_zarr(result: Result, target: Path, properties: list[dict[str, Any
                     on_block: Callable[[], None] | None = None) -> Path:
     """Write the export into a temporary folder beside ``target`` (checked by :func:`check_ome_zarr_target`)
     and rename it to ``target`` when complete (an earlier export of ours is replaced only then)."""
-    with staged(target, folder=True, ours=_ours()) as temp:
+    with staged(target, folder=True, ours=_ours(target)) as temp:
         write_ome_zarr(result, temp, properties, on_block)
     return target
