@@ -41,7 +41,7 @@ def test_commands_of_the_pseudo_stages(tmp_path):
     ]
     assert "--pseudo" not in finetune_command(plain, resume=False)
     (run / "pseudo").mkdir(parents=True)
-    (run / "pseudo" / "manifest.json").write_text("{}")
+    (run / "pseudo" / "manifest.json").write_text(json.dumps({"image_dir": str((run / "annotations" / "unlabeled").resolve())}))
     command = finetune_command(plain, resume=False)
     assert command[command.index("--pseudo") + 1] == str(run / "pseudo")
 
@@ -54,7 +54,7 @@ def test_progress_mask_count_and_clearing(tmp_path):
         (run / "pseudo" / stem).mkdir(parents=True)
         (run / "pseudo" / stem / "masks.csv").write_text("index,score\n" + "0,1\n" * rows)
     (run / "pseudo" / ".c.partial-1").mkdir()  # being written
-    (run / "pseudo" / "manifest.json").write_text("{}")
+    (run / "pseudo" / "manifest.json").write_text(json.dumps({"image_dir": str((run / "annotations" / "unlabeled").resolve())}))
     (run / "refiner").mkdir()
     (run / "refiner" / "refiner.pt").write_bytes(b"")
     assert pseudo_progress(run) == (2, 3)
@@ -66,6 +66,12 @@ def test_progress_mask_count_and_clearing(tmp_path):
         clear_pseudo(run)
     assert (run / "pseudo" / "a" / "masks.csv").is_file()  # nothing removed
     (run / "refiner" / "thesis.docx").unlink()
+    manifest = (run / "pseudo" / "manifest.json").read_text()
+    (run / "pseudo" / "manifest.json").write_text(json.dumps({"image_dir": "/data/my_images"}))
+    with pytest.raises(InvalidInputError, match="pseudo-labels of other images"):  # a user's own pseudolabel run
+        clear_pseudo(run)
+    assert (run / "pseudo" / "a" / "masks.csv").is_file()  # nothing removed
+    (run / "pseudo" / "manifest.json").write_text(manifest)
     clear_pseudo(run)
     assert sorted(p.name for p in run.iterdir()) == ["annotations"]
     (run / "pseudo").mkdir()

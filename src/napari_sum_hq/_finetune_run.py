@@ -167,6 +167,11 @@ def clear_pseudo(output: Path) -> None:
         raise InvalidInputError(
             f"output folder: {pseudo} is not a pseudo-label folder; move it or choose another folder"
         )
+    if pseudo.exists() and _labelled_folder(pseudo) != str((output / ANNOTATIONS / UNLABELED).resolve()):
+        raise InvalidInputError(
+            f"output folder: {pseudo} holds pseudo-labels of other images ({_labelled_folder(pseudo)}), not of an "
+            "earlier start of this widget; move it or choose another folder"
+        )
     if refiner.exists() and not {p.name for p in refiner.iterdir()} <= REFINER_FILES:
         raise InvalidInputError(
             f"output folder: {refiner} holds files of another program; move it or choose another folder"
@@ -174,6 +179,15 @@ def clear_pseudo(output: Path) -> None:
     for folder in (pseudo, refiner):
         if folder.exists():
             shutil.rmtree(folder)
+
+
+def _labelled_folder(pseudo: Path) -> str | None:
+    """The image folder ``training.pseudolabel`` recorded in ``pseudo``'s manifest (None when unreadable)."""
+    try:
+        folder = json.loads((pseudo / PSEUDO_MANIFEST).read_text(encoding="utf-8")).get("image_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return folder if isinstance(folder, str) else None
 
 
 def images_to_pseudo_label(output: Path) -> list[str]:
