@@ -42,6 +42,31 @@ def test_amg_table_scores_the_final_ids(tmp_path, fake):
     assert verify_target(tmp_path / "out.zarr") > 0
 
 
+def test_amg_table_can_be_cancelled_and_resumes_to_the_same_table(tmp_path, fake, monkeypatch):
+    """The table is written after the tiles: Cancel still stops it (review F9), and rerunning writes it."""
+    import threading
+
+    import sum_core.batch.objects as objects_module
+    from sum_core.errors import Cancelled
+
+    stack = np.stack([blobs((120, 200), seed=s) for s in range(2)])
+    whole = segment_zarr(stack, tmp_path / "whole.zarr", mode="amg", axis=0, tile_shape=(64, 96), halo=24, **KW)
+    cancel, scored = threading.Event(), objects_module.object_scores
+
+    def cancel_after_first(*args, **kwargs):
+        cancel.set()  # the user presses Cancel while the table is written
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(objects_module, "object_scores", cancel_after_first)
+    kwargs = dict(mode="amg", axis=0, tile_shape=(64, 96), halo=24, **KW)
+    with pytest.raises(Cancelled):
+        segment_zarr(stack, tmp_path / "out.zarr", cancel=cancel, **kwargs)
+    monkeypatch.setattr(objects_module, "object_scores", scored)
+    resumed = segment_zarr(stack, tmp_path / "out.zarr", **kwargs)
+    for column in ("label", "slice", "area", "predicted_iou", "mean_uncertainty", "boundary_uncertainty"):
+        np.testing.assert_array_equal(resumed[f"objects/{column}"][...], whole[f"objects/{column}"][...])
+
+
 def test_prompts_table_scores_the_final_labels_later_objects_winning(tmp_path, tiny, fake_prompted):
     stack = np.zeros((2, 80, 90), dtype=np.uint8)
     stack[0, 10:30, 10:30] = 255

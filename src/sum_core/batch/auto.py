@@ -186,7 +186,7 @@ def record_damage(target: Target) -> list[tuple[int, str]]:
     return damage
 
 
-def write_objects_table(target: Target, volume: Volume) -> None:
+def write_objects_table(target: Target, volume: Volume, cancel: threading.Event | None = None) -> None:
     """Write the per-object table: the rows of each plane planned by this run (:func:`plane_rows`, ids moved
     as painted), the verified rows of the existing table for a plane done before a repair."""
     offsets = [0]
@@ -194,12 +194,13 @@ def write_objects_table(target: Target, volume: Volume) -> None:
         offsets.append(id_offset(target, s, offsets[-1]))
 
     def fresh(s: int) -> dict[str, np.ndarray] | None:
-        return plane_rows(target, volume, s, offsets[s]) if f"work/s{s}/plan" in target.group else None
+        return plane_rows(target, volume, s, offsets[s], cancel) if f"work/s{s}/plan" in target.group else None
 
     write_slices_table(target, volume.n_slices, fresh)
 
 
-def plane_rows(target: Target, volume: Volume, slice_index: int, offset: int) -> dict[str, np.ndarray]:
+def plane_rows(target: Target, volume: Volume, slice_index: int, offset: int,
+               cancel: threading.Event | None = None) -> dict[str, np.ndarray]:
     """The table rows of one planned plane whose chunks are written: its objects' ids (plan's plus
     ``offset``), predicted IoU and stability (NaN in tile records of an earlier version), scored on the
     output window by window (:func:`sum_core.batch.objects.window_rows`)."""
@@ -215,7 +216,7 @@ def plane_rows(target: Target, volume: Volume, slice_index: int, offset: int) ->
         box, score, stability = tiles[t]
         r0, c0, r1, c1 = (int(v) for v in box[i])
         objects.append((offset + label, Region(r0, c0, r1 + 1, c1 + 1), float(score[i]), float(stability[i])))
-    return window_rows(target, volume, slice_index, objects)
+    return window_rows(target, volume, slice_index, objects, cancel)
 
 
 def _summary(npz: Any) -> dict[str, np.ndarray]:

@@ -331,7 +331,7 @@ def segment_zarr(
         if mode == "ais":
             ais_stages.write_objects_table(out, volume.n_slices)
         elif mode == "amg":
-            auto.write_objects_table(out, volume)
+            auto.write_objects_table(out, volume, cancel)
         else:
             prompted.write_objects_table(out, volume.n_slices)
         attributes = None

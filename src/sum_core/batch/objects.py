@@ -30,6 +30,7 @@ no table (:func:`table_expected` is False for them): they open, verify and resum
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import numpy as np
 import zarr
 
 from ..checksums import checksum
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, check_cancel
 from ..object_scores import BAND_WIDTH, object_scores
 from ..tiling import Region
 from .volume import Volume
@@ -63,6 +64,8 @@ TABLE_INFO = "objects_table"
 TABLE_ATTR = "sum_hq_objects"
 PARTIAL = "objects.partial"  # the new table while it is written (see write_table)
 _DTYPES = dict(COLUMNS)
+#: Planes up to this many pixels are read whole to score their objects (16 Mpx: 96 MB of labels + uncertainty).
+PLANE_READ_PX = 1 << 24
 
 
 def object_table(target: Any) -> dict[str, np.ndarray]:
@@ -261,13 +264,15 @@ def window_rows(
     volume: Volume,
     slice_index: int,
     objects: list[tuple[int, Region, float, float]],
+    cancel: threading.Event | None = None,
 ) -> dict[str, np.ndarray]:
     """The rows of a slice's objects, scored on the written ``labels`` and ``uncertainty``, one window each.
 
     Each object is read in its box grown by the band width (clipped to the plane): the window holds the
     object's final pixels (later objects may have painted over part of its box) and its whole boundary
     band, so its row equals :func:`~sum_core.object_scores.object_scores` of the whole written plane.
-    Objects with no pixel left get no row.
+    Objects with no pixel left get no row. A plane of at most :data:`PLANE_READ_PX` pixels is read once for
+    all its objects (windows of one chunk would otherwise decompress it again for each object).
 
     Parameters
     ----------
@@ -277,6 +282,8 @@ def window_rows(
     objects : list of (int, Region, float, float)
         ``(label id, box, predicted_iou, stability)``; ``box`` (plane pixels, end exclusive) holds every
         pixel the object may have.
+    cancel : threading.Event, optional
+        Checked before each object (:class:`~sum_core.errors.Cancelled` when set).
 
     Returns
     -------
@@ -284,15 +291,24 @@ def window_rows(
         The :data:`COLUMNS`, sorted by label.
     """
     h, w = volume.plane_shape
+    if len(objects) > 1 and h * w <= PLANE_READ_PX:  # one read of the plane, not one per object (chunks re-read)
+        plane = volume.out_index(slice_index, Region(0, 0, h, w))
+        labels, uncertainty = np.asarray(target.labels[plane]), np.asarray(target.uncertainty[plane])
+    else:
+        labels = uncertainty = None
     rows: list[tuple[int, int, float, float, float, float]] = []
     for label, box, iou, stability in objects:
+        check_cancel(cancel)
         window = Region(max(box.row0 - BAND_WIDTH, 0), max(box.col0 - BAND_WIDTH, 0),
                         min(box.row1 + BAND_WIDTH, h), min(box.col1 + BAND_WIDTH, w))
-        index = volume.out_index(slice_index, window)
-        inside = np.asarray(target.labels[index]) == label
+        if labels is None:
+            index = volume.out_index(slice_index, window)
+            inside, values = np.asarray(target.labels[index]) == label, target.uncertainty[index]
+        else:
+            inside, values = labels[window.slices] == label, uncertainty[window.slices]
         if not inside.any():
             continue
-        scores = object_scores(inside.view(np.uint8), target.uncertainty[index], band_width=BAND_WIDTH)
+        scores = object_scores(inside.view(np.uint8), values, band_width=BAND_WIDTH)
         rows.append((int(label), int(scores.area[0]), float(iou), float(stability),
                      float(scores.mean_uncertainty[0]), float(scores.boundary_uncertainty[0])))
     rows.sort()

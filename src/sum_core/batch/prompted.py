@@ -68,7 +68,7 @@ def run_slice(
         if box is not None:
             stability = float(stability_score(torch.from_numpy(prediction.logits), 0.0, STABILITY_OFFSET))
             painted.append((prompt.object_id, box, float(prediction.score), stability))
-    target.put(f"s{slice_index}/rows", window_rows(target, volume, slice_index, painted))
+    target.put(f"s{slice_index}/rows", window_rows(target, volume, slice_index, painted, cancel))
     target.seal_slice(slice_index)
     target.mark_done("slice", (slice_index,))
 
