@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from napari_fixtures import camera_image, drain_thread_pool, ellipse, open_widget, tiny_checkpoint  # noqa: F401
-from napari_fixtures import wait_for_encode
+from napari_fixtures import ENCODE_TIMEOUT_MS, wait_for_encode
 from qtpy.QtCore import Qt
 from scores_fakes import recording_decoder
 from test_napari_scores_commit import expected_row
@@ -30,7 +30,8 @@ def test_propagated_slices_get_their_scores(make_napari_viewer, qtbot, tiny_chec
     viewer.add_image(camera_image(STACK), name="stack")
     widget = open_widget(viewer, qtbot, tiny_checkpoint, "stack")
     viewer.dims.set_point(0, START)
-    qtbot.wait(400)  # the slice debounce, then its preparation
+    # the slice debounce, then its preparation: wait for START's predictor itself (not a fixed time)
+    qtbot.waitUntil(lambda: widget.predictors.predictor((START,)) is not None, timeout=ENCODE_TIMEOUT_MS)
     wait_for_encode(widget, qtbot)
     widget.layers.points().add([[START, 45, 60]])
     segment(viewer, qtbot, widget, key=True)

@@ -50,7 +50,7 @@ class ImageAnnotations:
         self.uncertainty_windows = Windows()
         self.remembered: OrderedDict[int, RememberedLogits] = OrderedDict()
         self.commit_atoms: deque = deque(maxlen=NAPARI_HISTORY)
-        #: (undo-history step of a commit, the committed layer's features before it), for undo
+        #: (undo-history step of a commit, its FeaturesUndo: the rows it changed as they were before), for undo
         self.feature_snapshots: deque = deque(maxlen=NAPARI_HISTORY)
         #: the current objects' scores by (slice key, index)
         self.current_scores: dict[tuple[SliceKey, int], ObjectScore] = {}

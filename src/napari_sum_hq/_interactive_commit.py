@@ -18,16 +18,18 @@ from sum_core.tiling import Region
 from ._annotation_file import CommitPrompts, ImageIdentity, load_annotations, load_objects
 from ._commit import SlicePixels, plan_commit
 from ._interactive_scores import (
+    FeaturesUndo,
     features_current,
     mark_features_current,
-    merged_features,
     object_rows,
+    plane_number,
+    replace_rows,
     restore,
-    snapshot,
 )
 from ._interactive_segment import RememberedLogits
 from ._interactive_history import last_edit
 from ._layers import BOXES_NAME, COMMITTED_NAME, CURRENT_NAME, POINTS_NAME, UNCERTAINTY_NAME
+from ._session import SliceKey
 
 #: Committed objects whose low-resolution logits are remembered for refinement.
 REMEMBERED_OBJECTS = 32
@@ -76,13 +78,14 @@ class CommitPart:
                 where.append((*(np.full(old_rows.size, i) for i in piece.slice_key), old_rows, old_cols))
                 values.append(np.zeros(old_rows.size, dtype=np.int64))
         index = tuple(np.concatenate(axis) for axis in zip(*where, strict=True))
-        before, saved = last_edit(committed), snapshot(committed)
+        before, overwritten = last_edit(committed), np.asarray(committed.data[index])
+        current = features_current(committed) or state.max_label.value() == 0  # other rows describe the layer
         committed.data_setitem(index, np.concatenate(values).astype(committed.data.dtype))
         edit = last_edit(committed)
         if edit is not before:
             state.commit_atoms.extend(edit)
-            state.feature_snapshots.append((edit, saved))
-            self._score_commit(committed, new_ids, plan.pixels)
+            undo = self._score_commit(committed, new_ids, plan.pixels, _ids_at(index, overwritten), current)
+            state.feature_snapshots.append((edit, undo))
         self._remember_logits(new_ids, plan.pixels)
         points, boxes = self.layers.existing(POINTS_NAME), self.layers.existing(BOXES_NAME)
         state.commit_prompts.add(
@@ -95,9 +98,15 @@ class CommitPart:
         self._status(f"Committed object id(s) {sorted(set(new_ids.values()))}{notes}.")
         self._autosave()
 
-    def _score_commit(self, committed, new_ids: dict[int, int], written: list[SlicePixels]) -> None:
+    def _score_commit(
+        self, committed, new_ids: dict[int, int], written: list[SlicePixels],
+        overwritten: set[tuple[SliceKey, int]], current: bool,
+    ) -> FeaturesUndo:  # fmt: skip
         """Add the rows of the objects just committed to the committed layer's features
-        (:mod:`napari_sum_hq._interactive_scores`), from the current objects' scores."""
+        (:mod:`napari_sum_hq._interactive_scores`), from the current objects' scores; score again the
+        ``overwritten`` objects (``(slice key, id)`` that lost pixels to the commit) and drop the rows of those
+        left with none; mark the features current when they were before the commit (``current``). Returns
+        how to undo that."""
         found: dict[tuple, tuple[int, np.ndarray, np.ndarray]] = {}  # (slice key, new id) -> (index, rows, cols)
         for piece in written:
             for index in np.unique(piece.ids).tolist():
@@ -118,8 +127,13 @@ class CommitPart:
         uncertainty = self.layers.existing(UNCERTAINTY_NAME)
         u = np.zeros(committed.data.shape, np.float32) if uncertainty is None else uncertainty.data
         rows = object_rows(u, objects, self.state.current_scores)
-        committed.features = merged_features(committed.features, rows)
-        mark_features_current(committed)
+        shrunk, gone = _left_objects(committed, overwritten - set(found))
+        if shrunk:
+            rows = pd.concat([rows, _with_prediction(object_rows(u, shrunk, {}), committed.features)],
+                             ignore_index=True)  # fmt: skip
+        stack = committed.data.shape[:-2]
+        dropped = [(plane_number(key, stack), label_id) for key, label_id in gone]
+        return replace_rows(committed, rows, dropped, current)
 
     def _current_pixels(self, current) -> list[SlicePixels]:
         """The pixels of the current objects, per slice window written or painted."""
@@ -227,3 +241,40 @@ class CommitPart:
                 mark_features_current(committed)
         self.state.commit_prompts = prompts
         self._status(f"Loaded {len(np.unique(labels)) - 1 if labels.any() else 0} object(s) from {path}.")
+
+
+def _ids_at(index: tuple[np.ndarray, ...], ids: np.ndarray) -> set[tuple[SliceKey, int]]:
+    """The ``(slice key, id)`` of the objects (id > 0) that had pixels at ``index`` (slice axes, rows, cols)."""
+    if not ids.size:
+        return set()
+    found = np.unique(np.stack([*index[:-2], ids.astype(np.int64)], axis=1), axis=0)
+    return {(tuple(int(i) for i in row[:-1]), int(row[-1])) for row in found if row[-1]}
+
+
+def _left_objects(committed, objects: set[tuple[SliceKey, int]]) -> tuple[list, list[tuple[SliceKey, int]]]:
+    """The ``objects`` (``(slice key, id)``) as the committed layer has them now: ``object_rows`` inputs of
+    those with pixels left (bounding box and mask found in their plane), and those with none."""
+    left, gone = [], []
+    planes: dict[SliceKey, np.ndarray] = {}
+    for key, label_id in sorted(objects):
+        plane = planes.setdefault(key, np.asarray(committed.data[key]))
+        rows, cols = np.nonzero(plane == label_id)
+        if not rows.size:
+            gone.append((key, label_id))
+            continue
+        box = Region(int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+        left.append((key, label_id, -1, box, plane[box.slices] == label_id))
+    return left, gone
+
+
+def _with_prediction(rows: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (objects scored again) with the predicted IoU and stability of their rows in ``features``: the
+    prediction they came from (NaN when they have no row)."""
+    if not len(features) or "index" not in features:
+        return rows
+    old = features.assign(slice=features["slice"] if "slice" in features else 0).set_index(["slice", "index"])
+    at = pd.MultiIndex.from_frame(rows[["slice", "index"]])
+    for column in ("predicted_iou", "stability"):
+        if column in old:
+            rows[column] = old[column].reindex(at).to_numpy(dtype=float)
+    return rows

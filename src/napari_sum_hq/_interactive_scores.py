@@ -17,8 +17,12 @@ automatic widget's layers are), with the columns :data:`FEATURE_COLUMNS`:
 - the bounding box ``bbox_row0 / bbox_col0 / bbox_row1 / bbox_col1`` (half-open), so the review queue lists
   the objects from these rows without scanning the layer.
 
-**Undo.** Undoing a commit (Ctrl+Z in the widget) restores the rows as they were before that commit.
-The layer's ``metadata[FEATURES_EDIT]`` names the undo-history step the rows describe
+**Overwrite.** Objects a commit took pixels from (commit mode ``overwrite``, a refined id) are scored
+again as they are left; rows of ids with no pixel left on their slice are dropped.
+
+**Undo.** Undoing a commit (Ctrl+Z in the widget) restores the score columns of the rows that commit wrote
+or dropped as they were before it (:func:`restore`); other columns (the review queue's ``reviewed``) and
+other rows are kept. The layer's ``metadata[FEATURES_EDIT]`` names the undo-history step the rows describe
 (:func:`mark_features_current`): an edit the widget did not make (napari's own undo or redo of the layer,
 the brush) leaves them stale, and the review queue then scans the layer (keeping these columns).
 """
@@ -26,6 +30,7 @@ the brush) leaves them stale, and the review queue then scans the layer (keeping
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +46,10 @@ from ._session import ObjectPiece, SliceKey, UncertaintyPiece
 #: The features columns of the committed objects, in order.
 FEATURE_COLUMNS = ("index", "slice", "area", "predicted_iou", "stability", "mean_uncertainty",
                    "boundary_uncertainty", "bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")  # fmt: skip
-#: ``Labels.metadata`` key: the undo-history step the layer's features describe (:func:`features_current`).
+#: The columns that describe an object's pixels (all but its id and slice).
+SCORE_COLUMNS = FEATURE_COLUMNS[2:]
+#: ``Labels.metadata`` key: a :class:`FeaturesMark`, the undo-history step the layer's features describe
+#: (:func:`features_current`).
 FEATURES_EDIT = "sum_features_edit"
 
 
@@ -178,28 +186,120 @@ def merged_features(features: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).sort_values(["slice", "index"], ignore_index=True)
 
 
-def _edit_token(layer: Labels) -> int:
-    edit = last_edit(layer)
-    return 0 if edit is None else id(edit)  # the step is kept by the history while it is the last
+class FeaturesMark:
+    """What ``metadata[FEATURES_EDIT]`` holds: the layer and its undo-history step that its features describe.
+
+    It holds the step itself (compared with ``is``), so a freed step's memory cannot be taken for it, and the
+    layer weakly (a copy of the metadata, e.g. a duplicated layer, describes another layer: not current).
+    """
+
+    __slots__ = ("_layer", "_edit")
+
+    def __init__(self, layer: Labels) -> None:
+        self._layer = weakref.ref(layer)
+        self._edit = last_edit(layer)
+
+    def current(self, layer: Labels | None = None) -> bool:
+        """Whether the marked layer (``layer``, when given, must be it) still has the marked step last."""
+        marked = self._layer()
+        return marked is not None and (layer is None or layer is marked) and last_edit(marked) is self._edit
+
+    def __deepcopy__(self, memo: dict) -> FeaturesMark:
+        return self  # names the original layer: a copy's data has no history of its own yet
 
 
 def mark_features_current(layer: Labels) -> None:
     """Record that ``layer.features`` describe its data after its last undo-history step."""
-    layer.metadata[FEATURES_EDIT] = _edit_token(layer)
+    layer.metadata[FEATURES_EDIT] = FeaturesMark(layer)
 
 
 def features_current(layer: Labels) -> bool:
     """Whether ``layer.features`` were marked current (:func:`mark_features_current`) at its last edit."""
-    return layer.metadata.get(FEATURES_EDIT) == _edit_token(layer)
+    mark = layer.metadata.get(FEATURES_EDIT)
+    return isinstance(mark, FeaturesMark) and mark.current(layer)
 
 
-def snapshot(layer: Labels) -> tuple[pd.DataFrame, Any]:
-    """The layer's features and their mark, to put back with :func:`restore` (undo)."""
-    return layer.features.copy(), layer.metadata.get(FEATURES_EDIT)
+def marked_stale(metadata: Mapping[str, Any]) -> bool:
+    """Whether a layer's ``metadata`` (e.g. of napari's layer data tuple) carries a mark that is no longer
+    current: its features' scores describe pixels that have changed since (a layer without a mark: False)."""
+    mark = metadata.get(FEATURES_EDIT)
+    return FEATURES_EDIT in metadata and not (isinstance(mark, FeaturesMark) and mark.current())
 
 
-def restore(layer: Labels, saved: tuple[pd.DataFrame, Any]) -> None:
-    """Put back a :func:`snapshot` (the mark only if it was current then, i.e. it still names an edit)."""
-    features, mark = saved
-    layer.features = features
-    layer.metadata[FEATURES_EDIT] = mark
+@dataclass(frozen=True)
+class FeaturesUndo:
+    """What undoing one commit puts back into the committed layer's features (:func:`restore`).
+
+    Attributes
+    ----------
+    keys : set of (int, int)
+        The ``(slice, index)`` rows the commit wrote or dropped.
+    rows : pandas.DataFrame
+        Those rows as they were before the commit (the ones that existed).
+    mark : FeaturesMark or None
+        The layer's mark before the commit.
+    """
+
+    keys: frozenset
+    rows: pd.DataFrame
+    mark: Any
+
+
+def _row_keys(features: pd.DataFrame) -> list[tuple[int, int]]:
+    """The ``(slice, index)`` of each row (slice 0 without a ``slice`` column; none without ``index``)."""
+    if "index" not in features:
+        return []
+    slices = features["slice"] if "slice" in features else pd.Series(0, index=features.index)
+    return list(zip(slices.astype(np.int64).tolist(), features["index"].astype(np.int64).tolist(), strict=True))
+
+
+def _touched(features: pd.DataFrame, keys: frozenset) -> np.ndarray:
+    """bool per row of ``features``: its ``(slice, index)`` is one of ``keys``."""
+    if "index" not in features:
+        return np.zeros(len(features), dtype=bool)
+    return np.array([key in keys for key in _row_keys(features)], dtype=bool).reshape(len(features))
+
+
+def replace_rows(
+    layer: Labels, rows: pd.DataFrame, dropped: Iterable[tuple[int, int]] = (), current: bool = True
+) -> FeaturesUndo:
+    """Put ``rows`` into the layer's features (:func:`merged_features`), drop the ``(slice, index)`` rows
+    ``dropped`` (objects with no pixel left), mark the features current when they were before this edit
+    (``current``: the other rows describe the layer), and return how to undo that."""
+    features = layer.features
+    keys = frozenset(_row_keys(rows)) | frozenset(dropped)
+    before = features[_touched(features, keys)].copy()
+    undo = FeaturesUndo(keys, before, layer.metadata.get(FEATURES_EDIT))
+    merged = merged_features(features, rows)
+    gone = frozenset(dropped)
+    if gone:
+        merged = merged[~_touched(merged, gone)].reset_index(drop=True)
+    layer.features = merged
+    if current:
+        mark_features_current(layer)
+    return undo
+
+
+def restore(layer: Labels, undo: FeaturesUndo) -> None:
+    """Undo one commit's rows: the rows it wrote or dropped get back their :data:`FEATURE_COLUMNS` values of
+    before it (rows it added go); their other columns (e.g. the review queue's ``reviewed``) and all other
+    rows stay as they are now; the mark of before the commit is put back."""
+    features = layer.features if "index" in layer.features else layer.features.iloc[:0, :0]
+    touched = _touched(features, undo.keys)
+    now, kept = features[touched], features[~touched]
+    old = undo.rows.reset_index(drop=True)
+    other = [c for c in features.columns if c not in FEATURE_COLUMNS]  # e.g. the review queue's "reviewed"
+    if len(old) and other and len(now):
+        later = now.set_index(pd.MultiIndex.from_tuples(_row_keys(now)))[other]
+        at = pd.MultiIndex.from_tuples(_row_keys(old))
+        present = at.isin(later.index)
+        for column in other:
+            values = old[column].to_numpy(dtype=object) if column in old else np.full(len(old), np.nan, object)
+            values[present] = later.loc[at[present], column].to_numpy(dtype=object)
+            old[column] = pd.Series(values).infer_objects()
+    parts = [part for part in (kept, old) if len(part)]
+    table = pd.concat(parts, ignore_index=True) if parts else features.iloc[:0]
+    if len(table):
+        table = table.sort_values(["slice", "index"], ignore_index=True)
+    layer.features = table
+    layer.metadata[FEATURES_EDIT] = undo.mark

@@ -166,7 +166,7 @@ class ReviewQueueWidget(JobWidget):
         layout.addLayout(self.status_row)
 
         self.layer: Labels | None = None
-        self.rows: pd.DataFrame | None = None
+        self._frame: pd.DataFrame | None = None  # the layer's features the row positions refer to
         self.shown = np.zeros(0, dtype=np.int64)
         self.deleted: set[int] = set()
         self.run_button.clicked.connect(self.load)
@@ -218,10 +218,20 @@ class ReviewQueueWidget(JobWidget):
         name = self.labels_combo.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
-    def _forget_layer(self) -> None:
+    @property
+    def rows(self) -> pd.DataFrame | None:
+        """The listed layer's ``features`` (read and written through the layer: another widget may replace
+        them, :meth:`_on_features`), or None."""
+        return None if self.layer is None else self.layer.features
+
+    def _disconnect(self) -> None:
         if self.layer is not None:
             self.layer.events.set_data.disconnect(self._on_layer_data)
-        self.layer, self.rows, self.deleted = None, None, set()
+            self.layer.events.features.disconnect(self._on_features)
+
+    def _forget_layer(self) -> None:
+        self._disconnect()
+        self.layer, self._frame, self.deleted = None, None, set()
         self.refresh_table()
 
     # ------------------------------------------------------------------ loading
@@ -262,15 +272,18 @@ class ReviewQueueWidget(JobWidget):
         self.set_status(f"Found {len(rows)} object(s) in '{layer.name}'.")
 
     def _set_rows(self, layer: Labels, rows: pd.DataFrame) -> None:
-        if self.layer is not None:
-            self.layer.events.set_data.disconnect(self._on_layer_data)
+        self._disconnect()
+        self.layer, self.deleted = None, set()
         layer.features = rows
-        self.layer, self.rows, self.deleted = layer, layer.features, set()
+        self.layer, self._frame = layer, layer.features
         layer.events.set_data.connect(self._on_layer_data)
-        columns = score_columns(self.rows)
+        layer.events.features.connect(self._on_features)
+        columns, chosen = score_columns(self.rows), self.column_combo.currentText()
         self.column_combo.blockSignals(True)
         self.column_combo.clear()
         self.column_combo.addItems(columns)
+        if chosen in columns:
+            self.column_combo.setCurrentText(chosen)
         self.column_combo.blockSignals(False)
         self.refresh_table()
 
@@ -396,6 +409,30 @@ class ReviewQueueWidget(JobWidget):
         self.refresh_table()
         self._select(after)
 
+    def _on_features(self, _event: Any = None) -> None:
+        """The layer's features were replaced (the interactive widget's commit or undo): list them as they are
+        now, keeping their ``reviewed`` marks and the deleted objects hidden; forget the layer when they no
+        longer say where its objects are (press List objects again)."""
+        layer, old = self.layer, self._frame
+        if layer is None or layer.features is old:
+            return
+        try:
+            rows = rows_from_features(layer.features, _level0(layer).ndim)
+        except SumError:
+            rows = None
+        if rows is None:
+            self._forget_layer()
+            self.set_status(f"The features of '{layer.name}' changed: press List objects again.")
+            return
+        deleted = {_key(old.iloc[p]) for p in self.deleted if p < len(old)}
+        chosen = self.current_position()
+        chosen_key = None if chosen is None or chosen >= len(old) else _key(old.iloc[chosen])
+        self._set_rows(layer, rows)
+        keys = [_key(row) for _, row in self.rows.iterrows()]
+        self.deleted = {p for p, key in enumerate(keys) if key in deleted}
+        self.refresh_table()
+        self._select(keys.index(chosen_key) if chosen_key in keys else None)
+
     def _on_layer_data(self, _event: Any = None) -> None:
         """After an edit of the layer (an undo), list again the deleted objects that are back."""
         if not self.deleted or self.layer is None:
@@ -437,3 +474,8 @@ class ReviewQueueWidget(JobWidget):
                 if isinstance(self.viewer.layers[stem], Image):
                     return self.viewer.layers[stem]
         return sole_image(self.viewer, skip=("uncertainty",))
+
+
+def _key(row: pd.Series) -> tuple[int, int]:
+    """A review row's ``(slice, index)``."""
+    return int(row["slice"]), int(row["index"])

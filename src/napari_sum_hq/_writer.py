@@ -4,7 +4,8 @@ plugin="napari-sum-hq")``.
 
 The layers become a :func:`sum_core.results.open_result` result (level 0 of a multiscale layer; the
 layer's pixel size and units unless napari's default of 1 pixel; its ``features`` as the object table,
-napari's ``index`` column being the id) and are written by :func:`sum_core.results.export_result`
+napari's ``index`` column being the id; the interactive widget's committed scores only while they are
+current, see :func:`_table`) and are written by :func:`sum_core.results.export_result`
 (streaming, object by object; replacing the file napari's Save dialog confirmed). Layers it refuses raise
 a :class:`sum_core.errors.SumError` naming the problem:
 
@@ -76,7 +77,7 @@ def layers_result(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Any:
         _level0(*images[0][:2]) if images else None,
         scale=scale,
         units=units,
-        table=_table(meta.get("features")),
+        table=_table(meta.get("features"), stale=_marked_stale(meta)),
     )
 
 
@@ -94,8 +95,28 @@ def _physical(meta: dict[str, Any]) -> tuple[tuple[float, ...] | None, tuple[str
     return scale, units
 
 
-def _table(features: Any) -> dict[str, Any] | None:
-    """A Labels layer's ``features`` as an object table (``index`` -> ``label``), or None without ids."""
+def _marked_stale(meta: dict[str, Any]) -> bool:
+    """Whether the layer's features are marked as the interactive widget's committed scores that no longer
+    describe its pixels (:func:`napari_sum_hq._interactive_scores.marked_stale`: edited since by the brush,
+    napari's own undo, ...)."""
+    from ._interactive_scores import marked_stale
+
+    return marked_stale(meta.get("metadata") or {})
+
+
+def _table(features: Any, stale: bool = False) -> dict[str, Any] | None:
+    """A Labels layer's ``features`` as an object table (``index`` -> ``label``), or None without ids.
+
+    ``stale``: the features' scores no longer describe the pixels (:func:`_marked_stale`): their
+    :data:`~napari_sum_hq._interactive_scores.SCORE_COLUMNS` (area, bounding box, uncertainties, predicted
+    IoU, stability) are left out, so the export recounts the area and computes the uncertainties from the
+    uncertainty layer when one is saved with it; predicted IoU and stability are dropped for every object
+    (which objects changed is not known).
+    """
     if features is None or "index" not in getattr(features, "columns", ()):
         return None
-    return {("label" if name == "index" else str(name)): features[name].to_numpy() for name in features.columns}
+    from ._interactive_scores import SCORE_COLUMNS
+
+    dropped = set(SCORE_COLUMNS) if stale else set()
+    return {("label" if name == "index" else str(name)): features[name].to_numpy()
+            for name in features.columns if name not in dropped}  # fmt: skip
