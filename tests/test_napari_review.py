@@ -28,8 +28,13 @@ def open_review(viewer, qtbot, layer_name: str):
     viewer.window.add_dock_widget(widget)
     widget.labels_combo.setCurrentText(layer_name)
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)
-    qtbot.waitUntil(lambda: not widget.is_running and widget.running_workers == 0, timeout=JOB_TIMEOUT_MS)
+    wait_for_job(widget, qtbot)
     return widget
+
+
+def wait_for_job(widget, qtbot) -> None:
+    """Wait until the review widget's job (a scan, R's mask prompt) has finished."""
+    qtbot.waitUntil(lambda: not widget.is_running and widget.running_workers == 0, timeout=JOB_TIMEOUT_MS)
 
 
 def listed_ids(widget) -> list[int]:
@@ -147,6 +152,7 @@ def test_review_delete_undo_exact_and_resegment_box(make_napari_viewer, qtbot):
 
     click_row(widget, qtbot, listed_ids(widget).index(2))
     qtbot.keyClick(widget.table, Qt.Key_R)
+    wait_for_job(widget, qtbot)
     boxes = viewer.layers["cells box prompts"]
     expected = prompts_from_mask(original == 2)
     np.testing.assert_array_equal(expected.box, [100, 150, 140, 200])  # the half-open box of object 2

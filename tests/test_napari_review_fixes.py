@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from napari.layers import Image, Labels
 from napari_fixtures import camera_image, drain_thread_pool, ellipse, open_widget, tiny_checkpoint  # noqa: F401
 from qtpy.QtCore import Qt
 from sum_core.object_scores import object_scores
-from test_napari_review import click_row, listed_ids, open_review
+from test_napari_review import click_row, listed_ids, open_review, wait_for_job
 from test_napari_scores_commit import FIRST, SCORES, SECOND_CLICK, THIRD_CLICK, committed_first  # noqa: F401
 from test_napari_widget import click, press, segment
 
@@ -94,6 +95,29 @@ def test_overwrite_commit_scores_the_object_it_shrank(committed_first, qtbot):
     np.testing.assert_allclose(row["boundary_uncertainty"], want.boundary_uncertainty[0], rtol=1e-6)
     np.testing.assert_allclose(row["predicted_iou"], SCORES[0], rtol=1e-6)  # the prediction it came from
     assert features_current(committed)
+
+
+@pytest.mark.gui
+def test_review_r_computes_the_mask_prompt_in_a_worker(committed_first, qtbot, monkeypatch):
+    import sum_core.prompts as prompts_module
+
+    viewer, widget, _ = committed_first
+    threads: list = []
+    original = prompts_module.prompts_from_mask
+
+    def recording(mask, *args, **kwargs):
+        threads.append(threading.current_thread())
+        return original(mask, *args, **kwargs)
+
+    monkeypatch.setattr(prompts_module, "prompts_from_mask", recording)
+    review = open_review(viewer, qtbot, "cells committed objects")
+    click_row(review, qtbot, 0)
+    qtbot.keyClick(review.table, Qt.Key_R)
+    wait_for_job(review, qtbot)
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()  # not on the GUI thread
+    expected = original(FIRST)
+    np.testing.assert_array_equal(viewer.layers["cells box prompts"].data[0][0], expected.box[:2])
+    np.testing.assert_allclose(viewer.layers["cells point prompts"].data, expected.points)
 
 
 def test_rows_replaced_dropped_and_restored_keep_other_columns():

@@ -15,7 +15,7 @@ from napari_fixtures import camera_image, drain_thread_pool, ellipse, open_widge
 from qtpy.QtCore import Qt
 from scores_fakes import expected_stability, recording_decoder, uncertainty_of
 from sum_core.object_scores import object_scores
-from test_napari_review import click_row, listed_ids
+from test_napari_review import click_row, listed_ids, wait_for_job
 from test_napari_widget import click, press, segment
 
 pytestmark = pytest.mark.gui
@@ -110,6 +110,7 @@ def test_review_lists_committed_scores_and_r_prompts_with_the_mask(committed_fir
 
     click_row(review, qtbot, 0)
     qtbot.keyClick(review.table, Qt.Key_R)
+    wait_for_job(review, qtbot)
     expected = prompts_from_mask(FIRST)
     viewer.layers.selection.active = widget.layers.points()
     segment(viewer, qtbot, widget, key=True)  # S in the interactive widget

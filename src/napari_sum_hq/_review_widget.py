@@ -49,7 +49,7 @@ from sum_core.errors import SumError
 
 from ._job_widget import JobWidget
 from ._interactive_scores import features_current
-from ._review_resegment import prompt_with_mask
+from ._review_resegment import add_mask_prompt, mask_prompt
 from ._review_table import (
     BBOX,
     REVIEWED,
@@ -445,8 +445,9 @@ class ReviewQueueWidget(JobWidget):
             self._select(chosen)
 
     def resegment_current(self) -> None:
-        """Prompt the interactive widget with the chosen object's mask (:func:`sum_core.prompts.prompts_from_mask`):
-        its bounding box as a box prompt (selected) and its deepest point as a positive point prompt."""
+        """Prompt the interactive widget with the chosen object's mask (:func:`sum_core.prompts.prompts_from_mask`,
+        computed in a worker): its bounding box as a box prompt (selected) and its deepest point as a positive
+        point prompt."""
         position = self.current_position()
         if position is None:
             return
@@ -456,13 +457,18 @@ class ReviewQueueWidget(JobWidget):
                 f"Re-segment: no image for '{self.layer.name}'. Name it '<image> committed objects' (or keep a "
                 "single image layer) so the prompts go to that image.", error=True)
             return
-        row = self.rows.iloc[position]
-        prompts = prompt_with_mask(self.viewer, image, self.layer, row)
-        if prompts is None:
+        row, layer = self.rows.iloc[position], self.layer
+        self.start_job(mask_prompt, (_level0(layer), row), {}, partial(self._on_mask_prompt, layer, image, row))
+
+    def _on_mask_prompt(self, layer: Labels, image: Image, row: pd.Series, prompt: np.ndarray | None) -> None:
+        if layer not in self.viewer.layers or image not in self.viewer.layers:
+            self.set_status("Re-segment: the labels or the image were removed meanwhile.", error=True)
+            return
+        if prompt is None:
             self.set_status(f"Object {int(row['index'])} has no pixel left (deleted?): nothing to re-segment.",
                             error=True)
             return
-        points, boxes = prompts
+        points, boxes = add_mask_prompt(self.viewer, image, layer, prompt)
         self.set_status(f"Object {int(row['index'])}: its box and deepest point are prompts in '{boxes.name}' and "
                         f"'{points.name}'; press S in the interactive widget to segment it again.")
 
