@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from napari.layers import Image, Labels
-from napari_fixtures import camera_image, drain_thread_pool, ellipse, open_widget, tiny_checkpoint  # noqa: F401
+from napari_fixtures import drain_thread_pool, tiny_checkpoint  # noqa: F401 - fixtures
 from qtpy.QtCore import Qt
 from sum_core.object_scores import object_scores
 from test_napari_review import click_row, listed_ids, open_review, wait_for_job

@@ -2,9 +2,9 @@
 
 A commit writes the current objects into the committed objects as the *commit mode* allows
 (:func:`napari_sum_hq._commit.plan_commit`), as one step of napari's undo history, and adds the
-committed objects' scores to that layer's ``features`` (:mod:`napari_sum_hq._interactive_scores`; an
-undo restores them as they were before the commit); every commit and undo saves a snapshot to the
-annotation file in the saver thread (:class:`napari_sum_hq._annotation_saver.AnnotationSaver`).
+committed objects' scores to that layer's ``features`` (:mod:`napari_sum_hq._interactive_scores`; objects
+it took pixels from are scored again; an undo restores the rows it changed as they were before it); every
+commit and undo saves a snapshot to the annotation file in the saver thread (:class:`napari_sum_hq._annotation_saver.AnnotationSaver`).
 """
 
 from __future__ import annotations
