@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBox
 from sum_core.errors import Cancelled, SumError
 
 from ._job_widget import StatusDetails, set_status, show_failure
-from ._jobs import CancelToken
+from ._jobs import CancelToken, start_worker
 
 #: Sizes already asked of the servers in this session: registry name -> bytes (None: unknown).
 _SIZES: dict[str, int | None] = {}
@@ -181,7 +181,7 @@ class DownloadPanel(QWidget):
         self.progress_bar.setRange(0, 0)
         set_status(self.message, f"Downloading model {self.source}...")
         self.details_button.refresh()
-        worker.start()
+        start_worker(worker)
 
     def cancel(self) -> None:
         """Stop the download at its next chunk (the zoo removes the partial file)."""
@@ -205,7 +205,7 @@ class DownloadPanel(QWidget):
         worker.returned.connect(on_result)
         worker.finished.connect(partial(self._workers.discard, worker))
         self._workers.add(worker)
-        worker.start()
+        start_worker(worker)
 
     def _say_missing(self) -> None:
         set_status(self.message, self.status())

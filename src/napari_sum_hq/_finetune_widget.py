@@ -66,7 +66,7 @@ from ._finetune_run import (
     total_steps,
 )
 from ._job_widget import ProgressTracker, StatusDetails, set_status, show_failure
-from ._jobs import CancelToken, JobCancelled, ProgressRelay
+from ._jobs import CancelToken, JobCancelled, ProgressRelay, start_worker
 from ._layers import COMMITTED_NAME
 from ._widget_parts import ModelPicker
 
@@ -377,7 +377,7 @@ class FinetuneWidget(QWidget):
         worker.errored.connect(self._on_bundle_failed)
         self._worker, self._token = worker, token
         self._begin("bundle", "Writing the annotations…")
-        worker.start()
+        start_worker(worker)
 
     def _begin(self, stage: str, message: str) -> None:
         """Enter ``stage``: buttons, status, a progress entry of its own."""

@@ -16,7 +16,7 @@ from typing import Any
 from sum_core.errors import Cancelled
 
 from ._job_widget import ProgressTracker, set_status, show_failure
-from ._jobs import JobCancelled, ProgressRelay
+from ._jobs import JobCancelled, ProgressRelay, start_worker
 from ._session import PREPARE_STEPS
 
 #: How often the status line of a running segmentation shows the tiles encoded so far.
@@ -90,7 +90,7 @@ class JobsPart:
         self._status(f"{name} running...")
         if status is not None:
             self._progress_timer.start()
-        worker.start()
+        start_worker(worker)
 
     def _show_job_status(self) -> None:
         if self._job is not None and self._job.status is not None:

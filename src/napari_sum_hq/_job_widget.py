@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 )
 from sum_core.errors import Cancelled, SumError
 
-from ._jobs import CancelToken, JobCancelled, ProgressRelay
+from ._jobs import CancelToken, JobCancelled, ProgressRelay, start_worker
 
 #: Colour of a status line that reports a failure.
 ERROR_STYLE = "color: #ff5c5c;"
@@ -232,7 +232,7 @@ class JobWidget(QWidget):
         self.run_button.setEnabled(False)
         self.progress_bar.setRange(0, 0)
         self.set_status("Running...")
-        worker.start()
+        start_worker(worker)
 
     def cancel(self, quiet: bool = False) -> None:
         """Stop the running job before its next unit of work (its result is dropped)."""

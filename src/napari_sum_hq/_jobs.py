@@ -12,7 +12,7 @@ predictors), which raise :class:`sum_core.errors.Cancelled` at their next check 
   progress step, and a read after a cancel raises :class:`JobCancelled`.
 
 Progress goes to the GUI thread through :class:`ProgressRelay`'s Qt signal (queued across
-threads). Nothing here imports torch.
+threads). Every worker is started by :func:`start_worker`. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QThreadPool, Signal
 
 class JobCancelled(Exception):
     """Raised inside a worker when the user cancelled its job."""
@@ -89,3 +89,29 @@ class ReportingVolume:
                 self.planes_read += 1
                 self.relay.progressed.emit(min(self.planes_read, self.shape[0]), self.shape[0])
         return out
+
+
+_started = {"running": 0}  # workers started by start_worker and not finished yet
+
+
+def start_worker(worker: Any) -> None:
+    """Start a napari worker, keeping a thread of Qt's global thread pool free for Qt itself.
+
+    napari runs workers in ``QThreadPool.globalInstance()``, sized to the number of cores. Qt also hands
+    short tasks the GUI thread waits for to that pool (converting and scaling images, e.g. the activity
+    dock's animation): were every thread held by a long job (an encoder pass, two jobs on a 2-core
+    machine), the GUI thread would freeze until a job ended. So the pool grows to the running workers
+    plus two before each start.
+    """
+    pool = QThreadPool.globalInstance()
+    _started["running"] += 1
+    worker.finished.connect(_worker_finished)
+    needed = max(pool.activeThreadCount(), _started["running"]) + 2
+    if pool.maxThreadCount() < needed:
+        pool.setMaxThreadCount(needed)
+    worker.start()
+
+
+def _worker_finished() -> None:
+    _started["running"] = max(_started["running"] - 1, 0)
+

@@ -23,6 +23,7 @@ from sum_core.errors import SumError
 
 from ._batch_jobs import decoder_mode, registry_decoder
 from ._download import DownloadPanel
+from ._jobs import start_worker
 from ._session import DEVICES, ModelChoice
 
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ class ModeOptions(QWidget):
         worker.errored.connect(partial(self._on_check_failed, choice))
         worker.finished.connect(partial(self._check_ended, worker))
         self._workers.add(worker)
-        worker.start()
+        start_worker(worker)
 
     @property
     def checking(self) -> bool:
