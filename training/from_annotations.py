@@ -39,6 +39,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -219,15 +220,19 @@ def _write_unlabeled(staging: Path, stem: str, image: np.ndarray) -> None:
     write_images([(staging / UNLABELED / f"{stem}.tif", image)])
 
 
+def _open_bundle(path: Path) -> Any:
+    """The plugin ``.npz`` bundle at ``path`` (an ``NpzFile``, to use in a ``with``)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"bundle: {path} cannot be read as an .npz file: {exc}") from exc
+
+
 def write_bundle_folder(bundle: str | os.PathLike, root: str | os.PathLike) -> dict:
     """Write a plugin ``.npz`` bundle as the dataset folder ``root`` (see the module docstring);
     returns the marker's content (:func:`write_training_folder`)."""
     path = Path(bundle)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"bundle: {path} cannot be read as an .npz file: {exc}") from exc
-    with data:
+    with _open_bundle(path) as data:
         names = data["unlabeled_names"] if "unlabeled_names" in data.files else []
         unlabeled = ((_safe_stem(str(name)), data[f"unlabeled_{j}"]) for j, name in enumerate(names))
         also = bool(data["pseudo_annotated"]) if "pseudo_annotated" in data.files else False
@@ -237,11 +242,7 @@ def write_bundle_folder(bundle: str | os.PathLike, root: str | os.PathLike) -> d
 def bundle_planes(bundle: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """The annotated planes of a plugin ``.npz`` bundle (see the module docstring)."""
     path = Path(bundle)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"bundle: {path} cannot be read as an .npz file: {exc}") from exc
-    with data:
+    with _open_bundle(path) as data:
         if "names" not in data.files:
             raise InvalidInputError(f"bundle: {path} has no 'names' array")
         rgb = data["rgb"] if "rgb" in data.files else np.zeros(len(data["names"]), bool)
