@@ -65,7 +65,7 @@ from ..ngff_labels import label_color, label_properties, multiscale_metadata, ne
 from ..tiling import Region
 from .lock import folder_lock, location
 from .volume import Volume
-from .writer import NGFF_PATHS, Target
+from .writer import NGFF_PATHS, Target, zarr_metadata
 
 __all__ = ["FORMATS", "SMALLEST_LEVEL", "check_format"]
 
@@ -92,15 +92,18 @@ def check_format(format: Any) -> str:
 
 def parent_image(source: Any, key: str | None) -> Path | None:
     """The folder of an OME-Zarr 0.5 image source (its ``zarr.json`` holds ``ome.multiscales``), else None."""
+    found = _parent_multiscale(source, key)
+    return None if found is None else found[0]
+
+
+def _parent_multiscale(source: Any, key: str | None) -> tuple[Path, dict[str, Any]] | None:
+    """The folder and first ``multiscales`` entry of an OME-Zarr 0.5 image source, else None."""
     folder = location(source)
     if folder is None or key is not None:
         return None
-    try:
-        metadata = json.loads((Path(folder) / "zarr.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    ome = (metadata.get("attributes") or {}).get("ome") if isinstance(metadata, dict) else None
-    return Path(folder) if isinstance(ome, dict) and ome.get("multiscales") else None
+    metadata = zarr_metadata(Path(folder))
+    ome = (metadata.get("attributes") or {}).get("ome") if metadata is not None else None
+    return (Path(folder), ome["multiscales"][0]) if isinstance(ome, dict) and ome.get("multiscales") else None
 
 
 def labels_inside(source: Any, key: str | None, target: Any) -> tuple[Path, str] | None:
@@ -241,10 +244,10 @@ def parent_transforms(volume: Volume, source: Any, key: str | None,
     """The coordinate transformations of each level of an OME-Zarr parent image, and of its whole
     multiscale, without the channel axis (labels align with their image: the same scales and
     translations); None without a parent, or when they do not fit the ``n_axes`` output axes."""
-    image = parent_image(source, key)
-    if image is None:
+    found = _parent_multiscale(source, key)
+    if found is None:
         return None
-    multiscale = json.loads((image / "zarr.json").read_text(encoding="utf-8"))["attributes"]["ome"]["multiscales"][0]
+    multiscale = found[1]
     drop = volume.channel_axis
 
     def without_channel(transforms: Any) -> list[dict[str, Any]] | None:

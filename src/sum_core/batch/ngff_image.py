@@ -14,7 +14,6 @@ completes, the listing after.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from ..tiling import Region
 from .ngff import level_chunks, ngff_axes, out_shape, parent_image, volume_scales
 from .lock import LOCK_NAME
 from .volume import Volume
-from .writer import Target, provably_ours
+from .writer import Target, provably_ours, zarr_metadata
 
 __all__ = ["IMAGE_LABEL"]
 
@@ -74,11 +73,8 @@ def check_image_folder(folder: Path) -> None:
 
 def _attributes(folder: Path) -> dict[str, Any] | None:
     """The attributes in ``folder/zarr.json`` of a zarr v3 group, or None when it is missing or unreadable."""
-    try:
-        metadata = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(metadata, dict) or metadata.get("zarr_format") != 3 or metadata.get("node_type") != "group":
+    metadata = zarr_metadata(folder)
+    if metadata is None or metadata.get("node_type") != "group":
         return None
     return metadata.get("attributes") or {}
 
@@ -101,10 +97,7 @@ def _levels(folder: Path) -> list[str]:
 
 
 def _is_array(folder: Path) -> bool:
-    try:
-        return json.loads((folder / "zarr.json").read_text(encoding="utf-8")).get("node_type") == "array"
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
+    return (zarr_metadata(folder) or {}).get("node_type") == "array"
 
 
 def create_image(target: Target, folder: Path, volume: Volume, chunks: tuple[int, ...]) -> zarr.Group:

@@ -543,7 +543,7 @@ def _check_folder(path: Path, overwrite: bool) -> None:
     entries = {p.name for p in path.iterdir()} - {LOCK_NAME}
     if not entries:
         return
-    metadata = _metadata(path)
+    metadata = zarr_metadata(path)
     if metadata is not None and metadata.get("node_type") == "array":
         raise _array_refused(path)
     if metadata is not None and metadata.get("node_type") == "group":
@@ -590,7 +590,7 @@ def _provably_ours(path: Path, entries: set[str]) -> bool:
             return False
         uncertainty = path / "uncertainty"
         inner = {p.name for p in uncertainty.iterdir()} - {"zarr.json"} if uncertainty.is_dir() else set()
-        group = _metadata(uncertainty)
+        group = zarr_metadata(uncertainty)
         if not inner or not _levels_of(uncertainty, inner, "float16"):
             return False
         if group is not None and group.get("node_type") != "group":
@@ -600,7 +600,7 @@ def _provably_ours(path: Path, entries: set[str]) -> bool:
         return False
     for name in names:
         node_type, dtype = _NODES[name]
-        metadata = _metadata(path / name)
+        metadata = zarr_metadata(path / name)
         if metadata is None or metadata.get("node_type") != node_type:
             return False
         if dtype is not None and metadata.get("data_type") != dtype:
@@ -611,7 +611,7 @@ def _provably_ours(path: Path, entries: set[str]) -> bool:
 def _levels_of(path: Path, names: set[str], dtype: str) -> bool:
     """Whether ``names`` are all pyramid levels (``0``, ``1``...) of ``path``, each an array of ``dtype``."""
     for name in names:
-        metadata = _metadata(path / name)
+        metadata = zarr_metadata(path / name)
         if not name.isdigit() or metadata is None or metadata.get("node_type") != "array":
             return False
         if metadata.get("data_type") != dtype:
@@ -619,7 +619,7 @@ def _levels_of(path: Path, names: set[str], dtype: str) -> bool:
     return True
 
 
-def _metadata(folder: Path) -> dict[str, Any] | None:
+def zarr_metadata(folder: Path) -> dict[str, Any] | None:
     """The zarr v3 ``zarr.json`` of ``folder`` as a dict, or None when missing or unreadable."""
     try:
         metadata = json.loads((folder / "zarr.json").read_text(encoding="utf-8"))

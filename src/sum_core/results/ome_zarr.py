@@ -24,7 +24,6 @@ each higher level block by block from the level below; no plane is ever read who
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ..batch.writer import zarr_metadata
 from ..errors import InvalidInputError
 from ..export.target import check_target, staged
 from ..ngff_labels import (SMALLEST_LEVEL, halving_planes, label_color, label_properties, level_scales,
@@ -51,10 +51,7 @@ CHUNK = 512  # chunk side of the written levels (a chunk per slice)
 
 def _attributes(target: Path) -> dict[str, Any]:
     """The root attributes of the folder ``target`` (empty when it has no readable ``zarr.json``)."""
-    try:
-        attributes = json.loads((target / "zarr.json").read_text(encoding="utf-8")).get("attributes") or {}
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return {}
+    attributes = (zarr_metadata(target) or {}).get("attributes")
     return attributes if isinstance(attributes, dict) else {}
 
 
