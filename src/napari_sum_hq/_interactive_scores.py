@@ -40,12 +40,12 @@ from napari.layers import Labels
 from sum_core.object_scores import BAND_WIDTH, object_scores
 from sum_core.tiling import Region
 
+from ._batch_jobs import FEATURE_COLUMNS as RESULT_COLUMNS
 from ._interactive_history import last_edit
 from ._session import ObjectPiece, SliceKey, UncertaintyPiece
 
-#: The features columns of the committed objects, in order.
-FEATURE_COLUMNS = ("index", "slice", "area", "predicted_iou", "stability", "mean_uncertainty",
-                   "boundary_uncertainty", "bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")  # fmt: skip
+#: The features columns of the committed objects, in order: those of automatic and batch results, then the bbox.
+FEATURE_COLUMNS = (*RESULT_COLUMNS, "bbox_row0", "bbox_col0", "bbox_row1", "bbox_col1")
 #: The columns that describe an object's pixels (all but its id and slice).
 SCORE_COLUMNS = FEATURE_COLUMNS[2:]
 #: ``Labels.metadata`` key: a :class:`FeaturesMark`, the undo-history step the layer's features describe
